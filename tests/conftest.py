@@ -1,0 +1,24 @@
+"""Shared fixtures: small generated datasets and isolated workspaces and caches."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes x 24 PNG images at 48 px: learnable, read-only for tests (copy before modifying)."""
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes") / "data", num_classes=3, images_per_class=24, image_size=48)
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Path:
+    return tmp_path / "workspace"

@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+from tl_core.evaluate import Evaluation, evaluate_probabilities
+
+
+def test_metrics_match_hand_computed_values(tmp_path):
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]])
+    labels = np.array([0, 1, 1, 2, 2])
+    evaluation = evaluate_probabilities(probabilities, labels, ("a", "b", "c"), items=[f"f{i}.png" for i in range(5)], top_k=2)
+    assert evaluation.accuracy == pytest.approx(3 / 5)
+    assert evaluation.top_k_accuracy == pytest.approx(5 / 5)
+    assert evaluation.confusion == [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
+    by_label = {row.label: row for row in evaluation.per_class}
+    assert by_label["a"].precision == pytest.approx(1 / 3) and by_label["a"].recall == 1.0
+    assert by_label["b"].precision == 1.0 and by_label["b"].recall == pytest.approx(0.5)
+    assert by_label["c"].f1 == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert [e.item for e in evaluation.misclassified] == ["f2.png", "f4.png"]  # most confident mistake first
+    assert evaluation.highest_loss[0].item == "f2.png"  # lowest probability on the true class (0.3)
+    assert evaluation.examples_in_cell("b", "a")[0].item == "f2.png"
+    evaluation.save(tmp_path / "e.json")
+    assert Evaluation.load(tmp_path / "e.json") == evaluation
+    assert "accuracy 0.600" in evaluation.format_text()
