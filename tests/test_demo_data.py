@@ -1,0 +1,96 @@
+"""Demo datasets: balanced class folders of decodable PNGs, written offline from installed packages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tl_core.demo_data import DEMO_DATASETS, write_demo_dataset
+from tl_core.errors import DataError
+
+
+def _class_files(root: Path) -> dict[str, list[Path]]:
+    return {folder.name: sorted(folder.glob("*.png")) for folder in sorted(root.iterdir())}
+
+
+def test_digits_balanced_subset_of_decodable_pngs(tmp_path: Path) -> None:
+    root = write_demo_dataset(tmp_path / "digits", "digits", images_per_class=5)
+    files = _class_files(root)
+    assert sorted(files) == [str(digit) for digit in range(10)]
+    assert all(len(paths) == 5 for paths in files.values())
+    pixels = []
+    for paths in files.values():
+        for path in paths:
+            with Image.open(path) as image:
+                assert image.size == (28, 28) and image.mode == "L"
+                pixels.append(np.asarray(image))
+    stacked = np.stack(pixels)
+    assert stacked.max() > 200 and stacked.min() == 0  # real strokes on a black background
+    assert len({array.tobytes() for array in pixels}) == 50  # 50 different images
+    # Same digit images, different class: the mean image of a 1 differs from that of a 0.
+    ones = stacked[5:10].mean(axis=0)
+    zeros = stacked[0:5].mean(axis=0)
+    assert np.abs(ones - zeros).mean() > 10
+    assert not list(tmp_path.glob(".digits.*"))  # no staging folder left behind
+
+
+def test_same_demo_is_reused_and_anything_else_refused(tmp_path: Path) -> None:
+    root = write_demo_dataset(tmp_path / "digits", "digits", images_per_class=3)
+    marker = root / "0" / "0_0000.png"
+    before = marker.stat().st_mtime_ns
+    assert write_demo_dataset(root, "digits", images_per_class=3) == root
+    assert marker.stat().st_mtime_ns == before  # reused, not rewritten
+
+    with pytest.raises(DataError, match="not empty"):
+        write_demo_dataset(root, "digits", images_per_class=4)
+    with pytest.raises(DataError, match="not empty"):
+        write_demo_dataset(root, "faces", images_per_class=3)
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=str(occupied)):
+        write_demo_dataset(occupied, "digits", images_per_class=1)
+    assert (occupied / "notes.txt").read_text() == "mine"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(_class_files(write_demo_dataset(empty, "faces", images_per_class=2))) == 2
+
+
+def test_unknown_name_and_bad_count(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="digits, textures, faces, shapes"):
+        write_demo_dataset(tmp_path / "x", "imagenet")
+    with pytest.raises(DataError, match="1 to 500"):
+        write_demo_dataset(tmp_path / "x", "digits", images_per_class=501)
+    with pytest.raises(DataError, match="1 to 64"):
+        write_demo_dataset(tmp_path / "x", "textures", images_per_class=0)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("name", ["textures", "faces", "shapes"])
+def test_every_other_demo_writes_its_classes(tmp_path: Path, name: str) -> None:
+    demo = DEMO_DATASETS[name]
+    root = write_demo_dataset(tmp_path / name, name, images_per_class=4)
+    files = _class_files(root)
+    assert tuple(sorted(files)) == tuple(sorted(demo.classes)) and all(len(paths) == 4 for paths in files.values())
+    with Image.open(files[demo.classes[0]][0]) as image:
+        assert image.size == (demo.image_size, demo.image_size)
+        assert np.asarray(image).std() > 5  # a real picture, not a blank tile
+
+
+def test_textures_write_every_tile_by_default(tmp_path: Path) -> None:
+    files = _class_files(write_demo_dataset(tmp_path / "textures", "textures"))
+    assert {name: len(paths) for name, paths in files.items()} == {"brick": 64, "grass": 64, "gravel": 64}
+    assert DEMO_DATASETS["textures"].total_images == 192
+    brick = np.stack([np.asarray(Image.open(path)) for path in files["brick"]])
+    assert len({tile.tobytes() for tile in brick}) == 64  # non-overlapping, all different
+
+
+def test_catalogue_describes_each_demo() -> None:
+    for name, demo in DEMO_DATASETS.items():
+        assert demo.name == name and demo.description and demo.licence and demo.source_package
+        assert len(demo.classes) >= 2 and demo.images_per_class > 0
+    assert not DEMO_DATASETS["digits"].close_to_imagenet and DEMO_DATASETS["textures"].close_to_imagenet

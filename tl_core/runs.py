@@ -1,0 +1,542 @@
+"""The run store: every training run, its epochs and its folder, kept in a SQLite workspace.
+
+One database file (`<workspace>/transferlab.db`, WAL mode) is shared by the Streamlit server thread,
+background workers and CLI processes at once; each call opens its own short-lived connection, so
+threads and processes never share a connection. Times are unix seconds (floats, UTC); run ids are
+`YYYYMMDD-HHMMSS-xxxxxx` (UTC time + 6 random hex digits), so sorting ids sorts by creation time.
+
+A run whose process died (killed, crashed machine) is marked `interrupted` the next time a store is
+opened: the process id, host and process start time are stored, so a reused pid is not mistaken
+for the original process. Its folder, log and checkpoints stay.
+
+Example:
+    >>> store = RunStore("workspace")
+    >>> record = store.create_run(config={}, backbone="mobilenet_v2", weights="imagenet", mode="feature-extraction")
+    >>> store.mark_running(record.id)
+    >>> store.finish_run(record.id, "completed", metrics={"val_accuracy": 0.93})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tl_core import events
+from tl_core.errors import RunNotFoundError, TransferLabError
+
+if TYPE_CHECKING:
+    import pandas
+
+WORKSPACE_ENV = "TRANSFERLAB_WORKSPACE"
+DEFAULT_WORKSPACE = "workspace"
+DATABASE_FILE = "transferlab.db"
+LOG_FILE = "log.txt"
+STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
+FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted")
+# Shown first in `compare`, in this order, when present.
+KEY_METRICS = ("val_accuracy", "test_accuracy", "val_loss", "evaluation_accuracy", "eval_macro_f1", "epochs_run", "elapsed_s")
+_BUSY_TIMEOUT_MS = 30_000
+_RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# MIGRATIONS[i] upgrades a database from user_version i to i + 1. Append, never edit a released one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
+            created_at REAL NOT NULL, started_at REAL, finished_at REAL, updated_at REAL NOT NULL,
+            config_json TEXT NOT NULL, dataset_fingerprint TEXT, dataset_stats_json TEXT NOT NULL,
+            backbone TEXT NOT NULL, weights TEXT NOT NULL, mode TEXT NOT NULL,
+            metrics_json TEXT NOT NULL, error TEXT,
+            pid INTEGER, hostname TEXT, process_start TEXT,
+            parent_run_id TEXT, owner TEXT NOT NULL DEFAULT 'local')""",
+        "CREATE INDEX runs_by_created ON runs (created_at)",
+        "CREATE INDEX runs_by_status ON runs (status)",
+        """CREATE TABLE epochs (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            phase TEXT NOT NULL, epoch INTEGER NOT NULL, phase_epoch INTEGER NOT NULL,
+            metrics_json TEXT NOT NULL, learning_rate REAL NOT NULL, seconds REAL NOT NULL,
+            is_best INTEGER NOT NULL, PRIMARY KEY (run_id, epoch))""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as stored: what was asked (config) and what happened (status, metrics, error)."""
+
+    id: str
+    name: str
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    config: dict
+    dataset_fingerprint: str | None
+    dataset_stats: dict
+    backbone: str
+    weights: str
+    mode: str
+    metrics: dict
+    error: str | None
+    parent_run_id: str | None
+    owner: str
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds from start to finish; up to now while running; 0 before it starts."""
+        if self.started_at is None:
+            return 0.0
+        end = time.time() if self.status == "running" else (self.finished_at or self.started_at)
+        return max(0.0, end - self.started_at)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch; `epoch` counts across phases, `phase_epoch` restarts in each phase."""
+
+    run_id: str
+    phase: str
+    epoch: int
+    phase_epoch: int
+    metrics: dict
+    learning_rate: float
+    seconds: float
+    is_best: bool
+
+
+def process_start_token(pid: int) -> str | None:
+    """The kernel's start time of `pid` (Linux `/proc`), so a reused pid is told apart; None elsewhere."""
+    fields = _proc_stat_fields(pid)
+    return fields[19] if fields else None
+
+
+def process_is_alive(pid: int, start_token: str | None) -> bool:
+    """True while `pid` runs and, when `start_token` is known, is still the same process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    fields = _proc_stat_fields(pid)
+    if fields is None:
+        return True  # no /proc (macOS, Windows): the signal check is all we have
+    if fields[0] in ("Z", "X"):  # a zombie has finished running; only its exit status is left
+        return False
+    return start_token is None or fields[19] == start_token
+
+
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: fields after the last ")" start at field 3.
+    return text.rsplit(")", 1)[1].split()
+
+
+def _to_json(value: Any) -> str:
+    def fallback(item: Any) -> Any:
+        return item.item() if hasattr(item, "item") else str(item)  # numpy scalars, paths, ...
+
+    return json.dumps(value, default=fallback)
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = _to_json(value) if isinstance(value, (list, tuple, dict)) else value
+    return flat
+
+
+class RunStore:
+    """Runs, epochs and run folders in one workspace; safe to use from several threads and processes.
+
+    Args:
+        workspace: folder holding `transferlab.db` and `runs/`; default `$TRANSFERLAB_WORKSPACE`,
+            else `./workspace`. Created when missing.
+    """
+
+    def __init__(self, workspace: str | Path | None = None) -> None:
+        chosen = workspace if workspace not in (None, "") else os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+        self.workspace: Path = Path(chosen).expanduser().resolve()
+        (self.workspace / "runs").mkdir(parents=True, exist_ok=True)
+        self.database_path = self.workspace / DATABASE_FILE
+        self._migrate()
+        self.recover_interrupted()
+
+    # -- connections and schema ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A fresh connection; with `write`, one IMMEDIATE transaction so read-modify-write is atomic."""
+        connection = sqlite3.connect(self.database_path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            connection.row_factory = sqlite3.Row
+            connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA foreign_keys = ON")
+            if not write:
+                yield connection
+                return
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    def _migrate(self) -> None:
+        with self._connect() as connection:
+            connection.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
+        with self._connect(write=True) as connection:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise TransferLabError(
+                    f"{self.database_path} has schema version {version}, newer than this TransferLab ({SCHEMA_VERSION}): "
+                    "update TransferLab, or pass another workspace."
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- runs ------------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        config: dict,
+        backbone: str,
+        weights: str,
+        mode: str,
+        name: str | None = None,
+        dataset_fingerprint: str | None = None,
+        dataset_stats: dict | None = None,
+        parent_run_id: str | None = None,
+        owner: str = "local",
+        status: str = "queued",
+    ) -> RunRecord:
+        """Add a run (queued by default) and its folder; returns the stored record.
+
+        The creating process is recorded, so a queued run whose process died shows as interrupted.
+        """
+        _check_status(status, STATUSES)
+        now = time.time()
+        name = name or f"{backbone} · {mode} · {time.strftime('%H:%M', time.localtime(now))}"
+        pid = os.getpid()
+        while True:
+            run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
+            try:
+                with self._connect(write=True) as connection:
+                    connection.execute(
+                        "INSERT INTO runs (id, name, status, created_at, started_at, updated_at, config_json, dataset_fingerprint,"
+                        " dataset_stats_json, backbone, weights, mode, metrics_json, pid, hostname, process_start, parent_run_id, owner)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)",
+                        (run_id, name, status, now, now if status == "running" else None, now, _to_json(config), dataset_fingerprint,
+                         _to_json(dataset_stats or {}), backbone, weights, mode, pid, socket.gethostname(),
+                         process_start_token(pid), parent_run_id, owner),
+                    )
+                break
+            except sqlite3.IntegrityError:  # same second and same random suffix: draw again
+                continue
+        self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        return self.get(run_id)
+
+    def mark_running(self, run_id: str, pid: int | None = None) -> None:
+        """The run started in process `pid` (default: this one) on this host."""
+        pid = os.getpid() if pid is None else pid
+        now = time.time()
+        self._update(
+            run_id,
+            "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?), finished_at = NULL, error = NULL,"
+            " updated_at = ?, pid = ?, hostname = ?, process_start = ? WHERE id = ?",
+            (now, now, pid, socket.gethostname(), process_start_token(pid), run_id),
+        )
+
+    def finish_run(self, run_id: str, status: str, *, metrics: dict | None = None, error: str | None = None) -> None:
+        """Record the final status (completed|stopped|failed|interrupted), merging `metrics` into the run's."""
+        _check_status(status, FINISHED_STATUSES)
+        now = time.time()
+        with self._connect(write=True) as connection:
+            merged = {**self._metrics(connection, run_id), **(metrics or {})}
+            connection.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, updated_at = ?, metrics_json = ?, error = ? WHERE id = ?",
+                (status, now, now, _to_json(merged), error, run_id),
+            )
+
+    def update_metrics(self, run_id: str, metrics: dict) -> None:
+        """Merge `metrics` into the run's metrics (new keys added, existing keys replaced)."""
+        with self._connect(write=True) as connection:
+            merged = {**self._metrics(connection, run_id), **metrics}
+            connection.execute("UPDATE runs SET metrics_json = ?, updated_at = ? WHERE id = ?", (_to_json(merged), time.time(), run_id))
+
+    def update_dataset(self, run_id: str, fingerprint: str, stats: dict) -> None:
+        """Record which dataset the run trains on (set once the data has been scanned)."""
+        self._update(
+            run_id, "UPDATE runs SET dataset_fingerprint = ?, dataset_stats_json = ?, updated_at = ? WHERE id = ?",
+            (fingerprint, _to_json(stats), time.time(), run_id),
+        )
+
+    def get(self, run_id: str) -> RunRecord:
+        """The run with this id, or with this unique id prefix.
+
+        Raises:
+            RunNotFoundError: no run (or several runs) match.
+        """
+        with self._connect() as connection:
+            row = connection.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None and run_id:
+                pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                rows = connection.execute("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 6", (pattern,)).fetchall()
+                if len(rows) > 1:
+                    raise RunNotFoundError(
+                        f"Run id prefix {run_id!r} matches several runs ({', '.join(r['id'] for r in rows)}): give more characters."
+                    )
+                row = rows[0] if rows else None
+        if row is None:
+            raise RunNotFoundError(f"Run {run_id!r} not found in {self.workspace}: `python -m tl_core runs` lists the runs.")
+        return _record(row)
+
+    def list_runs(self, *, status: str | None = None, owner: str | None = None) -> list[RunRecord]:
+        """Runs newest first, optionally only those with this status and/or owner."""
+        clauses, values = [], []
+        for column, value in (("status", status), ("owner", owner)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                values.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._connect() as connection:
+            rows = connection.execute(f"SELECT * FROM runs{where} ORDER BY created_at DESC, id DESC", values).fetchall()
+        return [_record(row) for row in rows]
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run: its row, epochs and folder. A running run must be stopped first."""
+        record = self.get(run_id)
+        if record.status == "running":
+            with self._connect() as connection:
+                row = connection.execute("SELECT pid, hostname, process_start FROM runs WHERE id = ?", (record.id,)).fetchone()
+            if row["hostname"] != socket.gethostname() or row["pid"] is None or process_is_alive(row["pid"], row["process_start"]):
+                raise TransferLabError(
+                    f"Run {record.id} is running (process {row['pid']} on {row['hostname']}): stop it first, then delete it."
+                )
+        folder = self.run_dir(record.id)
+        if folder.exists():
+            shutil.rmtree(folder)
+        with self._connect(write=True) as connection:
+            connection.execute("DELETE FROM epochs WHERE run_id = ?", (record.id,))
+            connection.execute("DELETE FROM runs WHERE id = ?", (record.id,))
+
+    def recover_interrupted(self) -> list[str]:
+        """Mark runs of this host whose process is gone as `interrupted`; returns their ids.
+
+        Runs started on another host (a shared workspace) are left alone: their process cannot be checked here.
+        """
+        host = socket.gethostname()
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT id, status, pid, process_start FROM runs WHERE status IN ('running', 'queued') AND hostname = ? AND pid IS NOT NULL",
+                (host,),
+            ).fetchall()
+        recovered = []
+        for row in rows:
+            if process_is_alive(row["pid"], row["process_start"]):
+                continue
+            what = "running this run" if row["status"] == "running" else "that queued this run"
+            error = (
+                f"The process {what} stopped unexpectedly (process {row['pid']} on {host} is gone). "
+                f"Its log and checkpoints are kept in {self.run_dir(row['id'])}."
+            )
+            with self._connect(write=True) as connection:
+                changed = connection.execute(
+                    "UPDATE runs SET status = 'interrupted', error = ?, finished_at = COALESCE(finished_at, updated_at)"
+                    " WHERE id = ? AND status = ? AND pid = ?",
+                    (error, row["id"], row["status"], row["pid"]),
+                ).rowcount
+            if changed:  # another store may have recovered it at the same moment
+                recovered.append(row["id"])
+                self.append_log(row["id"], f"interrupted: {error}")
+        return recovered
+
+    # -- epochs ----------------------------------------------------------------------------------
+    def record_epoch(
+        self, run_id: str, *, phase: str, epoch: int, phase_epoch: int, metrics: dict, learning_rate: float, seconds: float, is_best: bool
+    ) -> None:
+        """Store one epoch; recording the same epoch again replaces it."""
+        with self._connect(write=True) as connection:
+            self._require(connection, run_id)
+            connection.execute(
+                "INSERT INTO epochs (run_id, phase, epoch, phase_epoch, metrics_json, learning_rate, seconds, is_best)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, epoch) DO UPDATE SET phase = excluded.phase,"
+                " phase_epoch = excluded.phase_epoch, metrics_json = excluded.metrics_json, learning_rate = excluded.learning_rate,"
+                " seconds = excluded.seconds, is_best = excluded.is_best",
+                (run_id, phase, int(epoch), int(phase_epoch), _to_json(metrics), float(learning_rate), float(seconds), int(bool(is_best))),
+            )
+            connection.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (time.time(), run_id))
+
+    def epochs(self, run_id: str) -> list[EpochRecord]:
+        """The run's epochs in order (empty before the first epoch ends)."""
+        with self._connect() as connection:
+            rows = connection.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
+        return [
+            EpochRecord(row["run_id"], row["phase"], row["epoch"], row["phase_epoch"], json.loads(row["metrics_json"]),
+                        row["learning_rate"], row["seconds"], bool(row["is_best"]))
+            for row in rows
+        ]
+
+    def epochs_frame(self, run_ids: list[str]) -> pandas.DataFrame:
+        """Epoch metrics of several runs in long format, ready for overlaid curves.
+
+        Returns:
+            Columns run_id, run_name, phase, epoch, metric, value; one row per run, epoch and metric
+            (the learning rate appears as metric `learning_rate`).
+        """
+        import pandas
+
+        rows = []
+        for run_id in dict.fromkeys(run_ids):
+            record = self.get(run_id)
+            for epoch in self.epochs(record.id):
+                for metric, value in {**epoch.metrics, "learning_rate": epoch.learning_rate}.items():
+                    if isinstance(value, (int, float)):
+                        rows.append((record.id, record.name, epoch.phase, epoch.epoch, metric, float(value)))
+        return pandas.DataFrame(rows, columns=["run_id", "run_name", "phase", "epoch", "metric", "value"])
+
+    def compare(self, run_ids: list[str]) -> pandas.DataFrame:
+        """One row per run: identity, epochs, the config values that differ between the runs, and metrics.
+
+        With a single run every config value is shown. Config keys are flattened (`train.learning_rate`).
+        """
+        import pandas
+
+        records = [self.get(run_id) for run_id in dict.fromkeys(run_ids)]
+        rows = []
+        for record in records:
+            rows.append({
+                "id": record.id, "name": record.name, "backbone": record.backbone, "weights": record.weights, "mode": record.mode,
+                "status": record.status, "epochs": len(self.epochs(record.id)), "dataset_fingerprint": record.dataset_fingerprint,
+            })
+        configs = [_flatten(record.config) for record in records]
+        config_keys = list(dict.fromkeys(key for config in configs for key in config))
+        if len(records) > 1:
+            config_keys = [key for key in config_keys if len({_to_json(config.get(key)) for config in configs}) > 1]
+        metric_keys = list(dict.fromkeys(key for record in records for key, value in record.metrics.items() if isinstance(value, (int, float))))
+        metric_keys = [key for key in KEY_METRICS if key in metric_keys] + sorted(set(metric_keys) - set(KEY_METRICS))
+        for row, config, record in zip(rows, configs, records):
+            row.update({key: config.get(key) for key in config_keys})
+            row.update({key: record.metrics.get(key) for key in metric_keys})
+        return pandas.DataFrame(rows, columns=list(rows[0]) if rows else ["id"])
+
+    # -- folders and logs ------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        """`<workspace>/runs/<run_id>/` (model.keras, labels.txt, evaluation.json, log.txt, checkpoints)."""
+        if not _RUN_ID_PATTERN.match(run_id):
+            raise RunNotFoundError(f"{run_id!r} is not a run id: `python -m tl_core runs` lists the runs.")
+        return self.workspace / "runs" / run_id
+
+    def append_log(self, run_id: str, text: str) -> None:
+        """Append `text` to the run's log.txt as one UTC-timestamped entry (continuation lines indented)."""
+        folder = self.run_dir(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+        entry = f"{stamp} " + "\n    ".join(text.rstrip("\n").splitlines() or [""]) + "\n"
+        # One write call on an O_APPEND file: lines from concurrent writers do not interleave.
+        with open(folder / LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(entry)
+
+    def read_log(self, run_id: str) -> str:
+        """The run's whole log ('' when nothing was logged yet)."""
+        path = self.run_dir(self.get(run_id).id) / LOG_FILE
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _update(self, run_id: str, sql: str, values: tuple) -> None:
+        with self._connect(write=True) as connection:
+            if connection.execute(sql, values).rowcount == 0:
+                raise self._not_found(run_id)
+
+    def _metrics(self, connection: sqlite3.Connection, run_id: str) -> dict:
+        return json.loads(self._require(connection, run_id)["metrics_json"])
+
+    def _require(self, connection: sqlite3.Connection, run_id: str) -> sqlite3.Row:
+        row = connection.execute("SELECT metrics_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise self._not_found(run_id)
+        return row
+
+    def _not_found(self, run_id: str) -> RunNotFoundError:
+        return RunNotFoundError(f"Run {run_id!r} not found in {self.workspace}: `python -m tl_core runs` lists the runs.")
+
+
+def _check_status(status: str, allowed: tuple[str, ...]) -> None:
+    if status not in allowed:
+        raise ValueError(f"Run status {status!r} is not one of {', '.join(allowed)}.")
+
+
+def _record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=row["id"], name=row["name"], status=row["status"], created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], config=json.loads(row["config_json"]), dataset_fingerprint=row["dataset_fingerprint"],
+        dataset_stats=json.loads(row["dataset_stats_json"]), backbone=row["backbone"], weights=row["weights"], mode=row["mode"],
+        metrics=json.loads(row["metrics_json"]), error=row["error"], parent_run_id=row["parent_run_id"], owner=row["owner"],
+    )
+
+
+class RunRecorder:
+    """Writes one run's training events into the store and its log (a `TrainingListener`).
+
+    Events of other runs are ignored, so one recorder can sit in a shared listener group.
+    """
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+
+    def on_event(self, event: events.TrainingEvent) -> None:
+        if event.run_id != self.run_id or isinstance(event, events.BatchProgress):
+            return  # batch progress is too frequent for a database and a log
+        log = self._log
+        if isinstance(event, events.RunStarted):
+            self.store.mark_running(self.run_id)
+            sizes = ", ".join(f"{split} {count}" for split, count in event.split_sizes.items())
+            log(f"run started: {len(event.class_names)} classes ({', '.join(event.class_names)}); images: {sizes}")
+        elif isinstance(event, events.PhaseStarted):
+            log(f"phase {event.phase} started: {event.epochs} epochs at learning rate {event.learning_rate:g}, "
+                f"{event.trainable_weights:,} trainable weights. {event.description}")
+        elif isinstance(event, events.EpochEnded):
+            self.store.record_epoch(
+                self.run_id, phase=event.phase, epoch=event.epoch, phase_epoch=event.phase_epoch, metrics=dict(event.metrics),
+                learning_rate=event.learning_rate, seconds=event.seconds, is_best=event.is_best,
+            )
+            metrics = " ".join(f"{name}={value:.4g}" for name, value in event.metrics.items())
+            log(f"epoch {event.epoch} ({event.phase} {event.phase_epoch}): {metrics} lr={event.learning_rate:g} "
+                f"{event.seconds:.1f}s{' best' if event.is_best else ''}")
+        elif isinstance(event, events.LogMessage):
+            log(f"{event.level}: {event.text}")
+        elif isinstance(event, events.PhaseEnded):
+            best = "n/a" if event.best_val_loss is None else f"{event.best_val_loss:.4g}"
+            log(f"phase {event.phase} ended after {event.epochs_run} epochs, best val_loss {best}"
+                f"{' (stopped early)' if event.stopped_early else ''}")
+        elif isinstance(event, events.RunFinished):
+            self.store.finish_run(self.run_id, event.status, metrics=dict(event.final_metrics), error=event.error)
+            log(f"run {event.status} after {event.epochs_run} epochs in {event.elapsed_s:.1f}s"
+                + (f": {event.error.splitlines()[0]}" if event.error else ""))
+
+    def _log(self, text: str) -> None:
+        self.store.append_log(self.run_id, text)
