@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast demo clean
+.PHONY: setup browser run test test-fast clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,11 @@ run: setup
 	$(BIN)/python -m tl_core demo-data workspace/datasets/digits --name digits --images-per-class 60
 	$(BIN)/python -m tl_core train workspace/datasets/digits --backbone efficientnet_lite0 --weights imagenet --mode feature-extraction --epochs 10 --image-size 96
 
-test: setup
+# The browser end-to-end test drives Debian's Chromium (Playwright's own browser download is not reachable).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -24,7 +24,7 @@ def test_fine_tune_rate_defaults_to_a_tenth():
         (lambda: ModelConfig(image_size=8), "between 16 and 1024"),
         (lambda: ModelConfig(pooling="median"), "choose 'avg' or 'max'"),
         (lambda: ModelConfig(head_hidden_units=(0,)), "positive integers"),
-        (lambda: TrainConfig(mode="transfer"), "choose one of feature-extraction, fine-tune, full"),
+        (lambda: TrainConfig(mode="transfer"), "choose one of feature-extraction, fine-tune, full, progressive"),
         (lambda: TrainConfig(epochs=0), "epochs=0 must be at least 1"),
         (lambda: TrainConfig(learning_rate=3.0), "e.g. 1e-3"),
         (lambda: TrainConfig(early_stopping_patience=0), "or None to disable"),

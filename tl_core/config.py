@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-Mode = Literal["feature-extraction", "fine-tune", "full"]
+Mode = Literal["feature-extraction", "fine-tune", "full", "progressive"]
 Pooling = Literal["avg", "max"]
 ClassWeighting = Literal["auto", "on", "off"]
 Modality = Literal["image"]
@@ -111,12 +111,18 @@ class TrainConfig:
 
     Args:
         mode: `feature-extraction` (frozen backbone, train the head), `fine-tune` (head first, then
-            the top `fine_tune_layers` layers at a lower rate) or `full` (head first, then every layer).
+            the top `fine_tune_layers` layers at a lower rate), `full` (head first, then every layer) or
+            `progressive` (head first, then unfreeze one backbone block at a time from the top).
         epochs: epochs for the head (phase one).
         fine_tune_epochs: epochs for the unfrozen phase (`fine-tune` and `full` only).
         learning_rate: head learning rate.
         fine_tune_learning_rate: unfrozen-phase rate; None means `learning_rate / 10`.
         fine_tune_layers: how many of the backbone's top layers to unfreeze in `fine-tune` mode.
+        stage_epochs: epochs per unfrozen block in `progressive` mode.
+        max_stages: most blocks to unfreeze in `progressive` mode; None goes down to the first block.
+        plateau_tolerance: `progressive` stops when a stage improves validation loss by less than this.
+        compare_scratch: also train the same architecture from random weights with the same budget
+            and split, and flag negative transfer when it beats the pretrained model.
         early_stopping_patience: epochs without val-loss improvement before stopping; None disables.
         reduce_lr_patience: epochs without improvement before halving the rate; None disables.
         class_weighting: `auto` weights classes by inverse frequency when the data is imbalanced.
@@ -133,6 +139,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float | None = None
     fine_tune_layers: int = 20
+    stage_epochs: int = 2
+    max_stages: int | None = None
+    plateau_tolerance: float = 1e-3
+    compare_scratch: bool = False
     early_stopping_patience: int | None = 5
     reduce_lr_patience: int | None = 3
     class_weighting: ClassWeighting = "auto"
@@ -152,6 +162,9 @@ class TrainConfig:
             f"fine_tune_learning_rate={self.fine_tune_learning_rate} must be in (0, 1), e.g. 1e-4.",
         )
         _require(self.fine_tune_layers >= 1, f"fine_tune_layers={self.fine_tune_layers} must be at least 1.")
+        _require(self.stage_epochs >= 1, f"stage_epochs={self.stage_epochs} must be at least 1.")
+        _require(self.max_stages is None or self.max_stages >= 1, f"max_stages={self.max_stages} must be at least 1, or None for all blocks.")
+        _require(self.plateau_tolerance >= 0, f"plateau_tolerance={self.plateau_tolerance} must be 0 or more.")
         for name in ("early_stopping_patience", "reduce_lr_patience"):
             value = getattr(self, name)
             _require(value is None or value >= 1, f"{name}={value} must be at least 1, or None to disable.")

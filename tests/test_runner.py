@@ -1,0 +1,90 @@
+"""End-to-end runs through the store: completed, failed (logs and checkpoint kept), chained backbones, GPU paths on CPU."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from tl_core import runner  # noqa: E402
+from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tl_core.runs import RunStore  # noqa: E402
+
+TINY_MODEL = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48)
+
+
+def _config(source, **train):
+    return RunConfig(data=DataConfig(source=str(source)), model=TINY_MODEL, train=TrainConfig(epochs=2, batch_size=16, **train))
+
+
+def test_completed_run_is_stored_with_artefacts_and_reuses_features(shapes_dataset, workspace):
+    store = RunStore(workspace)
+    first = runner.run_experiment(_config(shapes_dataset), store=store)
+    assert first.status == "completed", first.error
+    record = store.get(first.run_id)
+    assert record.status == "completed"
+    assert record.metrics["test_accuracy"] == first.summary["test_accuracy"]
+    folder = store.run_dir(first.run_id)
+    for name in ("model.keras", "labels.txt", "evaluation.json", "summary.json", "log.txt", "split.json"):
+        assert (folder / name).is_file(), name
+    assert [e.epoch for e in store.epochs(first.run_id)] == [1, 2]
+
+    second = runner.run_experiment(_config(shapes_dataset), store=store)
+    assert "reused cached backbone features" in "\n".join(second.log)
+    assert "from the decoded-image cache" in "\n".join(second.log)
+    assert second.summary["test_accuracy"] == pytest.approx(first.summary["test_accuracy"])
+
+
+def test_a_failing_run_keeps_its_log_and_checkpoint(shapes_dataset, workspace, monkeypatch):
+    def broken_evaluation(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(runner, "evaluate_probabilities", broken_evaluation)
+    store = RunStore(workspace)
+    outcome = runner.run_experiment(_config(shapes_dataset), store=store)
+    assert outcome.status == "failed"
+    record = store.get(outcome.run_id)
+    assert record.status == "failed" and "disk on fire" in record.error
+    folder = store.run_dir(outcome.run_id)
+    assert (folder / "checkpoint.weights.h5").is_file()
+    assert "disk on fire" in store.read_log(outcome.run_id)
+    assert len(store.epochs(outcome.run_id)) == 2
+
+
+def test_a_finished_run_becomes_the_backbone_of_the_next(shapes_dataset, workspace):
+    store = RunStore(workspace)
+    parent = runner.run_experiment(_config(shapes_dataset, mode="fine-tune", fine_tune_epochs=1, fine_tune_layers=3), store=store)
+    assert parent.status == "completed", parent.error
+    child_config = RunConfig(data=DataConfig(source=str(shapes_dataset)), model=ModelConfig(backbone="mobilenet_v2_035", weights=f"run:{parent.run_id}"), train=TrainConfig(epochs=1, batch_size=16))
+    child = runner.run_experiment(child_config, store=store)
+    assert child.status == "completed", child.error
+    assert store.get(child.run_id).parent_run_id == parent.run_id
+    assert child.summary["image_size"] == 48
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tl_core import runner
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.runs import RunStore
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    config = RunConfig(data=DataConfig(source=sys.argv[1]), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+                       train=TrainConfig(mode="fine-tune", epochs=1, fine_tune_epochs=1, batch_size=8, mixed_precision=True))
+    outcome = runner.run_experiment(config, store=RunStore(sys.argv[2]), strategy=strategy)
+    print(json.dumps({"status": outcome.status, "replicas": strategy.num_replicas_in_sync, "error": outcome.error}))
+    """
+)
+
+
+def test_mirrored_strategy_path_on_two_logical_cpus(shapes_dataset, workspace):
+    completed = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(shapes_dataset), str(workspace)], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result == {"status": "completed", "replicas": 2, "error": None}

@@ -1,0 +1,145 @@
+"""Training really learns, phases set the right flags, and the controls (stop, early stopping) work."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tl_core.config import ModelConfig, TrainConfig  # noqa: E402
+from tl_core.data import scan_dataset, split_dataset  # noqa: E402
+from tl_core.events import EpochEnded, PhaseEnded, PhaseStarted  # noqa: E402
+from tl_core.features import extract_features  # noqa: E402
+from tl_core.image_cache import build_image_cache  # noqa: E402
+from tl_core.model import build_transfer_model, is_batch_norm  # noqa: E402
+from tl_core.train import StopToken, TrainingData, class_weights_for, train_model  # noqa: E402
+
+SIZE = 48
+TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE)
+# Frozen random features collapse (~1e-12 here), so learning is tested with the real offline ImageNet weights.
+PRETRAINED = ModelConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=SIZE)
+
+
+class Recorder:
+    def __init__(self, on_epoch=None):
+        self.events = []
+        self.on_epoch = on_epoch
+
+    def on_event(self, event):
+        self.events.append(event)
+        if isinstance(event, EpochEnded) and self.on_epoch:
+            self.on_epoch(event)
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.fixture(scope="module")
+def shapes_data(shapes_dataset, tmp_path_factory):
+    split = split_dataset(scan_dataset(shapes_dataset), val_fraction=0.2, test_fraction=0.25, seed=1)
+    cache = tmp_path_factory.mktemp("cache")
+    images = {name: build_image_cache(split.examples(name), SIZE, cache).images for name in ("train", "val", "test")}
+    labels = {name: split.labels(name) for name in ("train", "val", "test")}
+    return TrainingData(tuple(split.class_names), images, labels)
+
+
+def _features_provider(tm, data):
+    cache = {}
+
+    def provide(name):
+        if name not in cache:
+            cache[name] = extract_features(tm.feature_extractor, data.images[name])
+        return cache[name]
+
+    return provide
+
+
+def _test_accuracy(tm, data):
+    probabilities = keras.ops.convert_to_numpy(tm.model.predict(np.asarray(data.images["test"]), verbose=0))
+    return float((probabilities.argmax(1) == data.labels["test"]).mean())
+
+
+def test_cached_and_end_to_end_feature_extraction_both_learn_equally(shapes_data):
+    config = TrainConfig(epochs=15, learning_rate=3e-3, batch_size=16, early_stopping_patience=None, reduce_lr_patience=None)
+    keras.utils.set_random_seed(0)
+    cached_model = build_transfer_model(PRETRAINED, 3)
+    cached = train_model(cached_model, shapes_data, config, feature_provider=_features_provider(cached_model, shapes_data))
+    keras.utils.set_random_seed(0)
+    e2e_model = build_transfer_model(PRETRAINED, 3)
+    e2e = train_model(e2e_model, shapes_data, config, use_feature_cache=False)
+
+    assert cached.used_feature_cache and not e2e.used_feature_cache
+    chance = 1 / 3
+    cached_acc, e2e_acc = _test_accuracy(cached_model, shapes_data), _test_accuracy(e2e_model, shapes_data)
+    assert cached_acc >= chance + 0.4, cached_acc  # well above chance on held-out images
+    assert abs(cached_acc - e2e_acc) <= 0.15, (cached_acc, e2e_acc)
+    # The best weights were restored: the final model reproduces the best recorded val loss.
+    val_loss = tm_val_loss(cached_model, shapes_data)
+    assert val_loss == pytest.approx(cached.best_metrics["val_loss"], rel=0.05, abs=0.02)
+
+
+def tm_val_loss(tm, data):
+    probabilities = tm.model.predict(np.asarray(data.images["val"]), verbose=0)
+    return float(keras.losses.SparseCategoricalCrossentropy()(data.labels["val"], probabilities))
+
+
+def test_fine_tune_unfreezes_top_layers_and_keeps_batch_norm_in_inference(shapes_data):
+    tm = build_transfer_model(TINY, 3)
+    bn_layers = [l for l in tm.backbone.layers if is_batch_norm(l)]
+    moving_means = [np.array(l.moving_mean) for l in bn_layers]
+    flags_per_phase = {}
+
+    class FlagSpy(Recorder):
+        def on_event(self, event):
+            super().on_event(event)
+            if isinstance(event, PhaseStarted):
+                flags_per_phase[event.phase] = [l.name for l in tm.backbone.layers if l.trainable and l.weights]
+
+    spy = FlagSpy()
+    config = TrainConfig(mode="fine-tune", epochs=1, fine_tune_epochs=1, fine_tune_layers=4, batch_size=16)
+    kernel_before = np.array(tm.backbone.get_layer("Conv_1").kernel)
+    result = train_model(tm, shapes_data, config, listener=spy, feature_provider=_features_provider(tm, shapes_data))
+
+    assert result.phases == ["head", "fine-tune"]
+    assert flags_per_phase["head"] == []
+    assert len(flags_per_phase["fine-tune"]) == 4
+    assert not any("BN" in name or "bn" in name for name in flags_per_phase["fine-tune"])
+    phases = spy.of(PhaseStarted)
+    assert phases[1].learning_rate == pytest.approx(config.learning_rate / 10)
+    assert phases[1].trainable_weights > phases[0].trainable_weights
+    for layer, before in zip(bn_layers, moving_means):
+        np.testing.assert_array_equal(np.array(layer.moving_mean), before)  # BatchNorm stayed in inference mode
+    assert not np.array_equal(np.array(tm.backbone.get_layer("Conv_1").kernel), kernel_before) or result.best_epoch == 1
+    assert [e.epoch for e in spy.of(EpochEnded)] == [1, 2]
+
+
+def test_stop_finishes_the_batch_and_keeps_the_best_weights(shapes_data):
+    tm = build_transfer_model(TINY, 3)
+    stop = StopToken()
+    recorder = Recorder(on_epoch=lambda event: stop.request_stop() if event.epoch == 2 else None)
+    result = train_model(tm, shapes_data, TrainConfig(epochs=20, batch_size=16), listener=recorder, stop=stop,
+                         feature_provider=_features_provider(tm, shapes_data))
+    assert result.status == "stopped"
+    assert result.epochs_run == 2
+    assert result.best_epoch in (1, 2)
+
+
+def test_early_stopping_ends_a_phase(shapes_data, tmp_path):
+    tm = build_transfer_model(TINY, 3)
+    recorder = Recorder()
+    config = TrainConfig(epochs=60, learning_rate=0.5, early_stopping_patience=1, reduce_lr_patience=None, batch_size=16)
+    result = train_model(tm, shapes_data, config, listener=recorder, feature_provider=_features_provider(tm, shapes_data),
+                         checkpoint_path=tmp_path / "best.weights.h5")
+    assert result.epochs_run < 60
+    assert recorder.of(PhaseEnded)[0].stopped_early
+    assert (tmp_path / "best.weights.h5").is_file()
+
+
+def test_class_weights_only_when_imbalanced():
+    assert class_weights_for(np.array([0, 0, 1, 1]), 2, "auto") is None
+    weights = class_weights_for(np.array([0] * 9 + [1] * 3), 2, "auto")
+    assert weights[1] == pytest.approx(3 * weights[0])
+    assert class_weights_for(np.array([0] * 9 + [1] * 3), 2, "off") is None
+    assert class_weights_for(np.array([0, 1]), 2, "on") == {0: 1.0, 1: 1.0}

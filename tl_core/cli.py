@@ -1,0 +1,336 @@
+"""Command line: `python -m tl_core COMMAND ...`. Other tools rely on this contract; keep it stable.
+
+    scan DATA [--json]
+    train DATA --backbone NAME --weights imagenet|none|PATH --mode feature-extraction|fine-tune|full|progressive
+          --epochs N [--fine-tune-epochs N] [--stage-epochs N] [--max-stages K] [--compare-scratch]
+          [--image-size S] [--batch-size B] [--workspace DIR] [--json]
+    runs [--json]            evaluate RUN_ID [--json]        export RUN_ID --out DIR
+    predict RUN_ID IMAGE... [--top K] [--json]
+    predict --pretrained NAME IMAGE... [--top K] [--json]
+    backbones [--all] [--json]          demo-data DIR [--name NAME]          delete RUN_ID
+
+With `--json` the LAST line on stdout is one JSON object (or list). Progress goes to stderr.
+Bad input exits with status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tl_core.config import MODES, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tl_core.errors import TransferLabError  # noqa: E402
+
+DEFAULT_BACKBONE = ModelConfig().backbone
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+
+
+class ProgressPrinter:
+    """A one-line progress bar on stderr (redrawn in place on a terminal), plus a line per epoch."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.interactive = stream.isatty()
+        self.phase_epochs = 0
+        self.phase_started = time.perf_counter()
+
+    def on_event(self, event: Any) -> None:
+        from tl_core import events
+
+        if isinstance(event, events.PhaseStarted):
+            self.phase_epochs, self.phase_started = event.epochs, time.perf_counter()
+            self._line(f"[{event.phase}] {event.description}; {event.epochs} epochs at lr {event.learning_rate:g}")
+        elif isinstance(event, events.BatchProgress) and self.interactive and event.batches_per_epoch:
+            done = event.batch / event.batches_per_epoch
+            bar = "#" * int(done * 24)
+            self.stream.write(f"\r  epoch {event.epoch} [{bar:<24}] {done:4.0%} loss {event.metrics.get('loss', float('nan')):.4f}")
+            self.stream.flush()
+        elif isinstance(event, events.EpochEnded):
+            elapsed = time.perf_counter() - self.phase_started
+            remaining = (self.phase_epochs - event.phase_epoch) * elapsed / max(event.phase_epoch, 1)
+            metrics = "  ".join(f"{k} {v:.4f}" for k, v in event.metrics.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+            self._line(f"  epoch {event.epoch} ({event.phase} {event.phase_epoch}/{self.phase_epochs})  {metrics}  {'*best' if event.is_best else '     '}  ETA {remaining:.0f}s")
+        elif isinstance(event, events.LogMessage) and event.level != "info":
+            self._line(f"  {event.level}: {event.text.splitlines()[0]}")
+        elif isinstance(event, events.RunFinished):
+            self._line(f"run {event.run_id} {event.status} after {event.epochs_run} epochs in {event.elapsed_s:.1f}s")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(("\r\x1b[K" if self.interactive else "") + text + "\n")
+        self.stream.flush()
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, default=str))
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from tl_core.runs import RunStore
+
+    return RunStore(args.workspace)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from tl_core.data import scan_dataset
+
+    report = scan_dataset(args.data, extract_root=Path(args.workspace or "workspace") / "cache" / "extracted")
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.format_text())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tl_core.runner import run_experiment
+
+    config = RunConfig(
+        data=DataConfig(source=args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed),
+        model=ModelConfig(
+            backbone=args.backbone, weights=args.weights, image_size=args.image_size, pooling=args.pooling,
+            cut_layer=args.cut_layer, head_hidden_units=tuple(args.hidden_units), dropout=args.dropout, augment=args.augment,
+        ),
+        train=TrainConfig(
+            mode=args.mode, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, fine_tune_learning_rate=args.fine_tune_learning_rate,
+            fine_tune_layers=args.fine_tune_layers, stage_epochs=args.stage_epochs, max_stages=args.max_stages,
+            compare_scratch=args.compare_scratch, use_feature_cache=not args.no_feature_cache,
+            mixed_precision=args.mixed_precision, seed=args.seed,
+        ),
+        name=args.name,
+    )
+    outcome = run_experiment(config, store=_store(args), listener=ProgressPrinter())
+    summary = outcome.summary
+    if args.json:
+        _print_json(summary)
+    else:
+        test = summary["test_accuracy"]
+        print(f"run {summary['run_id']}: {summary['status']}, {summary['epochs_run']} epochs, "
+              f"val accuracy {summary['val_accuracy'] if summary['val_accuracy'] is not None else 'n/a'}, "
+              f"test accuracy {test if test is not None else 'n/a'}, {summary['elapsed_s']:.1f}s")
+        if outcome.evaluation:
+            print(outcome.evaluation.format_text())
+        if summary.get("best_phase") and summary["best_phase"] != "head":
+            print(f"best model found in phase {summary['best_phase']} (epoch {summary['best_epoch']})")
+        if summary.get("transfer_verdict"):
+            print(summary["transfer_verdict"])
+    if outcome.status == "failed":
+        print(f"error: run {outcome.run_id} failed: {(outcome.error or '').splitlines()[0]}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    records = _store(args).list_runs()
+    if args.json:
+        _print_json([{"run_id": r.id, "name": r.name, "status": r.status, "backbone": r.backbone, "weights": r.weights, "mode": r.mode,
+                      "created_at": r.created_at, "elapsed_s": r.elapsed_s, "metrics": r.metrics, "parent_run_id": r.parent_run_id} for r in records])
+        return 0
+    if not records:
+        print("No runs yet: `python -m tl_core train DATA` starts one.")
+        return 0
+    print(f"{'run id':<22} {'status':<11} {'backbone':<20} {'mode':<18} {'val acc':>7} {'test acc':>8}")
+    for r in records:
+        val, test = (_fraction(r.metrics.get(key)) for key in ("val_accuracy", "test_accuracy"))
+        print(f"{r.id:<22} {r.status:<11} {r.backbone:<20} {r.mode:<18} {val:>7} {test:>8}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tl_core.errors import RunNotFoundError
+    from tl_core.evaluate import Evaluation
+    from tl_core.runner import EVALUATION_FILE
+
+    store = _store(args)
+    record = store.get(args.run_id)
+    path = store.run_dir(record.id) / EVALUATION_FILE
+    if not path.is_file():
+        raise RunNotFoundError(f"Run {record.id} ({record.status}) has no evaluation: only finished runs with validation or test images have one.")
+    evaluation = Evaluation.load(path)
+    if args.json:
+        _print_json({"run_id": record.id, **evaluation.to_dict()})
+    else:
+        print(evaluation.format_text())
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    targets = list(args.targets)
+    if args.pretrained:
+        from tl_core.weights.pretrained import predict_pretrained
+
+        images = [Path(p) for p in targets]
+        _check_images(images)
+        results = [[{"label": label, "probability": p} for label, p in row] for row in predict_pretrained(args.pretrained, images, top_k=args.top)]
+    else:
+        from tl_core.predict import load_run_classifier, predict_files
+
+        if len(targets) < 2:
+            raise ConfigError("predict needs a RUN_ID and at least one IMAGE (or --pretrained NAME IMAGE...).")
+        run_id, images = targets[0], [Path(p) for p in targets[1:]]
+        _check_images(images)
+        classifier = load_run_classifier(_store(args), run_id)
+        results = [[{"label": p.label, "probability": p.probability} for p in row] for row in predict_files(classifier, images, top_k=args.top)]
+    if args.json:
+        _print_json(results)
+    else:
+        for image, row in zip(images, results):
+            print(f"{image}: " + ", ".join(f"{item['label']} {item['probability']:.3f}" for item in row))
+    return 0
+
+
+def _check_images(images: list[Path]) -> None:
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise ConfigError(f"Image file not found: {missing[0]}. Check the path (relative paths start from {Path.cwd()}).")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tl_core.bundle import export_run
+
+    bundle = export_run(_store(args), args.run_id, Path(args.out))
+    for path in bundle.files():
+        print(path)
+    return 0
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from tl_core.backbones import list_backbones
+    from tl_core.weights import OFFLINE_WEIGHTS
+
+    specs = list_backbones(None if args.all else "recommended")
+    rows = [{
+        "name": s.name, "family": s.family, "parameters": s.parameters, "default_size": s.default_size,
+        "feature_dim": s.feature_dim, "preprocessing": s.preprocessing,
+        "offline_weights": bool(s.offline_weights and OFFLINE_WEIGHTS[s.offline_weights].is_installed()),
+        "provenance": s.weights_provenance, "license": s.license, "tier": s.tier,
+    } for s in specs]
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'name':<24} {'params':>9} {'size':>5} {'feat':>5}  {'pretrained weights':<18} provenance")
+    for row in rows:
+        weights = "offline (packaged)" if row["offline_weights"] else "download (imagenet)"
+        print(f"{row['name']:<24} {row['parameters'] / 1e6:8.1f}M {row['default_size']:>5} {row['feature_dim']:>5}  {weights:<18} {row['provenance']}")
+    if not args.all:
+        print("(recommended backbones; --all lists every one)")
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from tl_core.demo_data import write_demo_dataset
+
+    root = write_demo_dataset(Path(args.dir), args.name, images_per_class=args.images_per_class)
+    print(root)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    store = _store(args)
+    record = store.get(args.run_id)
+    store.delete(record.id)
+    print(f"deleted run {record.id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tl_core", description="TransferLab: transfer learning from a labelled folder.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", default=None, help="run store folder (default ./workspace or $TRANSFERLAB_WORKSPACE)")
+    common.add_argument("--json", action="store_true", help="print JSON (the last stdout line)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    scan = sub.add_parser("scan", parents=[common], help="validate a dataset and print the report")
+    scan.add_argument("data", help="folder, .zip/.tar/.tar.gz or CSV of path,label")
+    scan.set_defaults(handler=cmd_scan)
+
+    train = sub.add_parser("train", parents=[common], help="train a model on a dataset")
+    train.add_argument("data")
+    train.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"registry name (default {DEFAULT_BACKBONE}); see `backbones --all`")
+    train.add_argument("--weights", default="imagenet", help="imagenet | none | weights file | SavedModel folder or TF Hub handle | run:RUN_ID")
+    train.add_argument("--mode", default="feature-extraction", choices=MODES)
+    train.add_argument("--epochs", type=int, default=10, help="head epochs")
+    train.add_argument("--fine-tune-epochs", type=int, default=5)
+    train.add_argument("--fine-tune-layers", type=int, default=20, help="top backbone layers to unfreeze (fine-tune mode)")
+    train.add_argument("--stage-epochs", type=int, default=2, help="epochs per unfrozen block (progressive mode)")
+    train.add_argument("--max-stages", type=int, default=None, help="most blocks to unfreeze (progressive mode)")
+    train.add_argument("--compare-scratch", action="store_true", help="also train from random weights and flag negative transfer")
+    train.add_argument("--image-size", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--fine-tune-learning-rate", type=float, default=None, help="default: learning rate / 10")
+    train.add_argument("--pooling", choices=("avg", "max"), default="avg")
+    train.add_argument("--cut-layer", default=None, help="take features from this backbone layer")
+    train.add_argument("--hidden-units", type=int, nargs="*", default=[], help="hidden Dense layers in the head, e.g. 128")
+    train.add_argument("--dropout", type=float, default=0.2)
+    train.add_argument("--augment", action="store_true", help="random flips, rotations, zoom, contrast, shifts")
+    train.add_argument("--no-feature-cache", action="store_true", help="re-run the frozen backbone every epoch")
+    train.add_argument("--mixed-precision", action="store_true", help="float16 compute on a GPU")
+    train.add_argument("--val-fraction", type=float, default=0.15)
+    train.add_argument("--test-fraction", type=float, default=0.15)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--name", default=None)
+    train.set_defaults(handler=cmd_train)
+
+    runs = sub.add_parser("runs", parents=[common], help="list runs")
+    runs.set_defaults(handler=cmd_runs)
+
+    evaluate = sub.add_parser("evaluate", parents=[common], help="show a run's evaluation")
+    evaluate.add_argument("run_id")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    predict = sub.add_parser("predict", parents=[common], help="top-k labels for images")
+    predict.add_argument("targets", nargs="+", metavar="RUN_ID IMAGE", help="RUN_ID then images, or only images with --pretrained")
+    predict.add_argument("--pretrained", default=None, metavar="NAME", help="use a pretrained backbone's ImageNet head as-is")
+    predict.add_argument("--top", type=int, default=3)
+    predict.set_defaults(handler=cmd_predict)
+
+    export = sub.add_parser("export", parents=[common], help="write the export bundle of a run")
+    export.add_argument("run_id")
+    export.add_argument("--out", required=True)
+    export.set_defaults(handler=cmd_export)
+
+    backbones = sub.add_parser("backbones", parents=[common], help="list backbones")
+    backbones.add_argument("--all", action="store_true")
+    backbones.set_defaults(handler=cmd_backbones)
+
+    demo = sub.add_parser("demo-data", parents=[common], help="write a demo dataset folder")
+    demo.add_argument("dir")
+    demo.add_argument("--name", default="digits")
+    demo.add_argument("--images-per-class", type=int, default=None)
+    demo.set_defaults(handler=cmd_demo_data)
+
+    delete = sub.add_parser("delete", parents=[common], help="delete a run and its files")
+    delete.add_argument("run_id")
+    delete.set_defaults(handler=cmd_delete)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (TransferLabError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract is one line, never a traceback
+        if os.environ.get("TRANSFERLAB_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set TRANSFERLAB_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_RUN_FAILED

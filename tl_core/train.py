@@ -1,0 +1,353 @@
+"""The training loop: phases, freeze policies, callbacks and typed events.
+
+A run is a list of phases. Every mode starts with a `head` phase (backbone frozen). `fine-tune`
+then unfreezes the top layers and `full` every layer, recompiling at a ~10x lower learning rate
+after restoring the best head (fine-tune only once the head has converged). In the head phase the
+head trains on cached bottleneck features unless augmentation needs the backbone to see each
+augmented image. The best weights by validation loss are kept across phases and restored at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tl_core.config import TrainConfig
+from tl_core.events import (
+    BatchProgress,
+    EpochEnded,
+    LogMessage,
+    NullListener,
+    PhaseEnded,
+    PhaseStarted,
+    RunStatus,
+    TrainingListener,
+)
+from tl_core.image_cache import image_dataset
+from tl_core.model import FreezeBackbone, FreezePolicy, TransferModel, UnfreezeAll, UnfreezeBlocks, UnfreezeTop, count_trainable_weights
+
+BATCH_EVENT_INTERVAL_S = 0.25
+IMBALANCE_RATIO_FOR_AUTO_WEIGHTS = 1.5
+# Writing a checkpoint costs ~0.1-1 s: worth it after slow epochs, not after 0.1-s head epochs on features.
+CHECKPOINT_EVERY_IMPROVEMENT_AFTER_S = 2.0
+
+
+class StopToken:
+    """Cooperative stop: training finishes the current batch, then keeps the best weights."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def request_stop(self) -> None:
+        self._event.set()
+
+    def should_stop(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class TrainingData:
+    """Decoded uint8 images (memmaps) and int labels per split; `val` may be empty on tiny data."""
+
+    class_names: tuple[str, ...]
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+
+    def has(self, split: str) -> bool:
+        return split in self.images and len(self.images[split]) > 0
+
+
+@dataclass
+class TrainResult:
+    """Learned-state summary of one training call (the weights live in the model itself)."""
+
+    status: RunStatus
+    epochs_run: int
+    history: list[EpochEnded] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_phase: str | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    used_feature_cache: bool = False
+    phases: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    policy: FreezePolicy
+    epochs: int
+    learning_rate: float
+
+
+def plan_phases(config: TrainConfig, blocks: list[list[str]] | None = None) -> list[Phase]:
+    """The phases a mode runs, in order; `progressive` needs the backbone's `blocks` (top block last)."""
+    phases = [Phase("head", FreezeBackbone(), config.epochs, config.learning_rate)]
+    lower_rate = config.effective_fine_tune_learning_rate
+    if config.mode == "fine-tune" and config.fine_tune_epochs > 0:
+        phases.append(Phase("fine-tune", UnfreezeTop(config.fine_tune_layers), config.fine_tune_epochs, lower_rate))
+    elif config.mode == "full" and config.fine_tune_epochs > 0:
+        phases.append(Phase("full", UnfreezeAll(), config.fine_tune_epochs, lower_rate))
+    elif config.mode == "progressive" and blocks:
+        stages = min(len(blocks), config.max_stages or len(blocks))
+        phases.extend(Phase(f"stage-{k}", UnfreezeBlocks(blocks, k), config.stage_epochs, lower_rate) for k in range(1, stages + 1))
+    return phases
+
+
+def class_weights_for(labels: np.ndarray, num_classes: int, setting: str) -> dict[int, float] | None:
+    """Inverse-frequency weights (mean 1); `auto` uses them only when the largest class is 1.5x the smallest."""
+    if setting == "off" or len(labels) == 0:
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    present = counts[counts > 0]
+    if setting == "auto" and present.max() / present.min() < IMBALANCE_RATIO_FOR_AUTO_WEIGHTS:
+        return None
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return {index: float(weight) for index, weight in enumerate(weights)}
+
+
+class BestWeights:
+    """Keeps the best full-model weights seen in any phase (lowest monitored loss)."""
+
+    def __init__(self, model: keras.Model, checkpoint_path: Path | None) -> None:
+        self.model = model
+        self.checkpoint_path = checkpoint_path
+        self.best_value = math.inf
+        self.best_epoch: int | None = None
+        self.best_metrics: dict[str, float] = {}
+        self._weights: list[np.ndarray] | None = None
+        self._saved = True
+
+    def update(self, value: float, epoch: int, metrics: dict[str, float], epoch_seconds: float) -> bool:
+        if not (value < self.best_value):  # NaN never counts as an improvement
+            return False
+        self.best_value, self.best_epoch, self.best_metrics = value, epoch, dict(metrics)
+        self._weights = self.model.get_weights()
+        self._saved = False
+        if epoch_seconds >= CHECKPOINT_EVERY_IMPROVEMENT_AFTER_S:
+            self.save_checkpoint()
+        return True
+
+    def restore(self) -> None:
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+
+    def save_checkpoint(self) -> None:
+        """Write the best weights to disk (temp file, then rename, so a crash never leaves half a file)."""
+        if self.checkpoint_path is None or self._weights is None or self._saved:
+            return
+        current = self.model.get_weights()
+        self.model.set_weights(self._weights)
+        partial = self.checkpoint_path.with_name("partial." + self.checkpoint_path.name)
+        self.model.save_weights(partial)
+        partial.replace(self.checkpoint_path)
+        self.model.set_weights(current)
+        self._saved = True
+
+
+class _EventBridge(keras.callbacks.Callback):
+    """Turns Keras callbacks into our typed events, tracks the best weights and honours stop requests."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        phase: str,
+        epoch_offset: int,
+        monitor: str,
+        listener: TrainingListener,
+        stop: StopToken,
+        best: BestWeights,
+        batches_per_epoch: int | None,
+        history: list[EpochEnded],
+    ) -> None:
+        super().__init__()
+        self.run_id, self.phase, self.epoch_offset, self.monitor = run_id, phase, epoch_offset, monitor
+        self.listener, self.stop, self.best, self.history = listener, stop, best, history
+        self.batches_per_epoch = batches_per_epoch
+        self.epochs_run = 0
+        self.stopped_by_user = False
+        self._last_batch_event = 0.0
+        self._epoch_started = time.perf_counter()
+
+    def _learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.stop.should_stop():
+            self.stopped_by_user = True
+            self.model.stop_training = True
+        now = time.perf_counter()
+        if now - self._last_batch_event >= BATCH_EVENT_INTERVAL_S:
+            self._last_batch_event = now
+            metrics = {key: float(value) for key, value in (logs or {}).items()}
+            self.listener.on_event(
+                BatchProgress(
+                    self.run_id,
+                    phase=self.phase,
+                    epoch=self.epoch_offset + self.epochs_run + 1,
+                    batch=batch + 1,
+                    batches_per_epoch=self.batches_per_epoch,
+                    metrics=metrics,
+                )
+            )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs_run += 1
+        seconds = time.perf_counter() - self._epoch_started
+        metrics = {key: float(value) for key, value in (logs or {}).items() if key != "learning_rate"}
+        global_epoch = self.epoch_offset + epoch + 1
+        is_best = self.best.update(metrics.get(self.monitor, math.inf), global_epoch, metrics, seconds)
+        event = EpochEnded(
+            self.run_id,
+            phase=self.phase,
+            epoch=global_epoch,
+            phase_epoch=epoch + 1,
+            metrics=metrics,
+            learning_rate=self._learning_rate(),
+            seconds=seconds,
+            is_best=is_best,
+        )
+        self.history.append(event)
+        self.listener.on_event(event)
+        if self.stop.should_stop():
+            self.stopped_by_user = True
+            self.model.stop_training = True
+
+
+def _compile(model: keras.Model, learning_rate: float, jit_compile: bool) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+    )
+
+
+def train_model(
+    transfer_model: TransferModel,
+    data: TrainingData,
+    config: TrainConfig,
+    *,
+    run_id: str = "",
+    listener: TrainingListener | None = None,
+    stop: StopToken | None = None,
+    checkpoint_path: Path | None = None,
+    feature_provider: Callable[[str], np.ndarray] | None = None,
+    use_feature_cache: bool | None = None,
+    jit_compile: bool = False,
+) -> TrainResult:
+    """Train `transfer_model` through the phases of `config.mode`.
+
+    Args:
+        transfer_model: from `build_transfer_model`; its backbone starts frozen.
+        data: uint8 images and labels per split (`train` required, `val` recommended).
+        config: epochs, learning rates, mode, callbacks settings.
+        run_id: stamped on every event.
+        listener: receives typed events; None trains silently.
+        stop: cooperative stop token; the current batch finishes, the best weights are kept.
+        checkpoint_path: where the best weights are written (`.weights.h5`).
+        feature_provider: returns cached bottleneck features for a split name; enables head training
+            on features.
+        use_feature_cache: override `config.use_feature_cache` (the caller turns it off for augmentation).
+        jit_compile: XLA; the caller enables it only on a GPU.
+
+    Returns:
+        A `TrainResult`; the model holds the best weights found.
+    """
+    listener = listener or NullListener()
+    stop = stop or StopToken()
+    started = time.perf_counter()
+    has_val = data.has("val")
+    monitor = "val_loss" if has_val else "loss"
+    if not has_val:
+        listener.on_event(LogMessage(run_id, level="warning", text="No validation images: monitoring training loss instead. Add images so each class has at least 3."))
+    num_classes = len(data.class_names)
+    class_weight = class_weights_for(data.labels["train"], num_classes, config.class_weighting)
+    if class_weight:
+        listener.on_event(LogMessage(run_id, level="info", text="Imbalanced classes: weighting the loss by inverse class frequency."))
+    feature_mode = (config.use_feature_cache if use_feature_cache is None else use_feature_cache) and feature_provider is not None
+
+    best = BestWeights(transfer_model.model, checkpoint_path)
+    result = TrainResult(status="completed", epochs_run=0, used_feature_cache=False)
+    blocks = None
+    if config.mode == "progressive":
+        from tl_core.backbones import backbone_blocks
+
+        blocks = backbone_blocks(transfer_model.backbone)
+    for phase in plan_phases(config, blocks):
+        if stop.should_stop():
+            break
+        best_before_phase = best.best_value
+        description = phase.policy.apply(transfer_model.backbone)
+        on_features = feature_mode and isinstance(phase.policy, FreezeBackbone)
+        target = transfer_model.head if on_features else transfer_model.model
+        _compile(target, phase.learning_rate, jit_compile)
+        if on_features:
+            description += " (on cached backbone features)"
+            result.used_feature_cache = True
+        listener.on_event(
+            PhaseStarted(
+                run_id,
+                phase=phase.name,
+                epochs=phase.epochs,
+                learning_rate=phase.learning_rate,
+                trainable_weights=count_trainable_weights(transfer_model.model),
+                description=description,
+            )
+        )
+        batches = math.ceil(len(data.labels["train"]) / config.batch_size)
+        bridge = _EventBridge(
+            run_id=run_id, phase=phase.name, epoch_offset=result.epochs_run, monitor=monitor, listener=listener,
+            stop=stop, best=best, batches_per_epoch=batches, history=result.history,
+        )
+        callbacks: list[keras.callbacks.Callback] = [bridge]
+        early = None
+        if config.early_stopping_patience:
+            early = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
+            callbacks.append(early)
+        if config.reduce_lr_patience:
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-7, verbose=0))
+
+        if on_features:
+            validation = (feature_provider("val"), data.labels["val"]) if has_val else None
+            target.fit(
+                feature_provider("train"), data.labels["train"], batch_size=config.batch_size, epochs=phase.epochs,
+                validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=True,
+            )
+        else:
+            train_ds = image_dataset(data.images["train"], data.labels["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed)
+            val_ds = image_dataset(data.images["val"], data.labels["val"], batch_size=config.batch_size, shuffle=False) if has_val else None
+            target.fit(train_ds, epochs=phase.epochs, validation_data=val_ds, class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
+
+        result.epochs_run += bridge.epochs_run
+        result.phases.append(phase.name)
+        stopped_early = bool(early is not None and early.stopped_epoch > 0)
+        listener.on_event(PhaseEnded(run_id, phase=phase.name, epochs_run=bridge.epochs_run, best_val_loss=None if math.isinf(best.best_value) else best.best_value, stopped_early=stopped_early))
+        # The next phase starts from the best weights so far: fine-tune only a converged head.
+        best.restore()
+        best.save_checkpoint()
+        if bridge.stopped_by_user:
+            result.status = "stopped"
+            listener.on_event(LogMessage(run_id, level="info", text=f"Stopped by request after {result.epochs_run} epochs; keeping the best weights (epoch {best.best_epoch})."))
+            break
+        if phase.name.startswith("stage-") and not best.best_value < best_before_phase - config.plateau_tolerance:
+            listener.on_event(LogMessage(run_id, level="info", text=f"Validation loss stopped improving at {phase.name} (by less than {config.plateau_tolerance:g}): not unfreezing deeper blocks."))
+            break
+
+    transfer_model.backbone.trainable = False
+    result.best_epoch = best.best_epoch
+    result.best_phase = next((e.phase for e in result.history if e.epoch == best.best_epoch), None)
+    result.best_metrics = best.best_metrics
+    result.elapsed_s = time.perf_counter() - started
+    return result
