@@ -88,3 +88,19 @@ def test_mirrored_strategy_path_on_two_logical_cpus(shapes_dataset, workspace):
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result == {"status": "completed", "replicas": 2, "error": None}
+
+
+def test_compare_scratch_records_the_baseline_and_the_verdict(shapes_dataset, workspace):
+    store = RunStore(workspace)
+    config = RunConfig(data=DataConfig(source=str(shapes_dataset)), model=ModelConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=32),
+                       train=TrainConfig(epochs=3, batch_size=16, compare_scratch=True))
+    outcome = runner.run_experiment(config, store=store)
+    assert outcome.status == "completed", outcome.error
+    summary = outcome.summary
+    scratch = store.get(summary["scratch_run_id"])
+    assert scratch.weights == "none" and scratch.mode == "full" and scratch.status == "completed"
+    assert scratch.metrics["epochs_run"] <= 3  # same epoch budget
+    assert isinstance(summary["negative_transfer"], bool)
+    assert summary["negative_transfer"] == (summary["negative_transfer_margin"] > 0)
+    assert store.get(outcome.run_id).metrics["scratch_test_accuracy"] == summary["scratch_test_accuracy"]
+    assert summary["transfer_verdict"] in store.read_log(outcome.run_id)

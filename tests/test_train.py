@@ -143,3 +143,39 @@ def test_class_weights_only_when_imbalanced():
     assert weights[1] == pytest.approx(3 * weights[0])
     assert class_weights_for(np.array([0] * 9 + [1] * 3), 2, "off") is None
     assert class_weights_for(np.array([0, 1]), 2, "on") == {0: 1.0, 1: 1.0}
+
+
+def test_progressive_unfreezes_one_block_per_stage_and_records_the_best_depth(shapes_data):
+    from tl_core.backbones import backbone_blocks
+
+    tm = build_transfer_model(TINY, 3)
+    blocks = backbone_blocks(tm.backbone)
+    opened = []
+
+    class StageSpy(Recorder):
+        def on_event(self, event):
+            super().on_event(event)
+            if isinstance(event, PhaseStarted) and event.phase.startswith("stage-"):
+                trainable = {l.name for l in tm.backbone.layers if l.trainable and l.weights}
+                opened.append(trainable)
+                assert not any(is_batch_norm(tm.backbone.get_layer(name)) for name in trainable)
+
+    spy = StageSpy()
+    config = TrainConfig(mode="progressive", epochs=1, stage_epochs=1, max_stages=3, plateau_tolerance=None, batch_size=16)
+    result = train_model(tm, shapes_data, config, listener=spy, feature_provider=_features_provider(tm, shapes_data))
+
+    assert result.phases == ["head", "stage-1", "stage-2", "stage-3"]
+    assert opened[0] < opened[1] < opened[2]  # each stage opens one more block, from the top
+    assert opened[0] <= set(blocks[-1]) and opened[1] - opened[0] <= set(blocks[-2])
+    assert result.best_phase in result.phases
+    assert "blocks" in spy.of(PhaseStarted)[1].description
+
+
+def test_progressive_stops_when_validation_loss_plateaus(shapes_data):
+    tm = build_transfer_model(TINY, 3)
+    recorder = Recorder()
+    # A huge tolerance: no stage can improve enough, so only the first stage runs.
+    config = TrainConfig(mode="progressive", epochs=1, stage_epochs=1, plateau_tolerance=1e9, batch_size=16)
+    result = train_model(tm, shapes_data, config, listener=recorder, feature_provider=_features_provider(tm, shapes_data))
+    assert result.phases == ["head", "stage-1"]
+    assert any("stopped improving" in e.text for e in recorder.events if hasattr(e, "text"))

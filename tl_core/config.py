@@ -120,7 +120,8 @@ class TrainConfig:
         fine_tune_layers: how many of the backbone's top layers to unfreeze in `fine-tune` mode.
         stage_epochs: epochs per unfrozen block in `progressive` mode.
         max_stages: most blocks to unfreeze in `progressive` mode; None goes down to the first block.
-        plateau_tolerance: `progressive` stops when a stage improves validation loss by less than this.
+        plateau_tolerance: `progressive` stops when a stage improves validation loss by less than this;
+            None always goes down to `max_stages`.
         compare_scratch: also train the same architecture from random weights with the same budget
             and split, and flag negative transfer when it beats the pretrained model.
         early_stopping_patience: epochs without val-loss improvement before stopping; None disables.
@@ -141,7 +142,7 @@ class TrainConfig:
     fine_tune_layers: int = 20
     stage_epochs: int = 2
     max_stages: int | None = None
-    plateau_tolerance: float = 1e-3
+    plateau_tolerance: float | None = 1e-3
     compare_scratch: bool = False
     early_stopping_patience: int | None = 5
     reduce_lr_patience: int | None = 3
@@ -164,7 +165,10 @@ class TrainConfig:
         _require(self.fine_tune_layers >= 1, f"fine_tune_layers={self.fine_tune_layers} must be at least 1.")
         _require(self.stage_epochs >= 1, f"stage_epochs={self.stage_epochs} must be at least 1.")
         _require(self.max_stages is None or self.max_stages >= 1, f"max_stages={self.max_stages} must be at least 1, or None for all blocks.")
-        _require(self.plateau_tolerance >= 0, f"plateau_tolerance={self.plateau_tolerance} must be 0 or more.")
+        _require(
+            self.plateau_tolerance is None or self.plateau_tolerance >= 0,
+            f"plateau_tolerance={self.plateau_tolerance} must be 0 or more, or None to never stop early.",
+        )
         for name in ("early_stopping_patience", "reduce_lr_patience"):
             value = getattr(self, name)
             _require(value is None or value >= 1, f"{name}={value} must be at least 1, or None to disable.")

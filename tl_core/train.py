@@ -341,7 +341,8 @@ def train_model(
             result.status = "stopped"
             listener.on_event(LogMessage(run_id, level="info", text=f"Stopped by request after {result.epochs_run} epochs; keeping the best weights (epoch {best.best_epoch})."))
             break
-        if phase.name.startswith("stage-") and not best.best_value < best_before_phase - config.plateau_tolerance:
+        plateaued = config.plateau_tolerance is not None and not best.best_value < best_before_phase - config.plateau_tolerance
+        if phase.name.startswith("stage-") and plateaued:
             listener.on_event(LogMessage(run_id, level="info", text=f"Validation loss stopped improving at {phase.name} (by less than {config.plateau_tolerance:g}): not unfreezing deeper blocks."))
             break
 
