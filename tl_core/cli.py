@@ -4,6 +4,7 @@
     train DATA --backbone NAME --weights imagenet|none|PATH --mode feature-extraction|fine-tune|full|progressive
           --epochs N [--fine-tune-epochs N] [--stage-epochs N] [--max-stages K] [--compare-scratch]
           [--image-size S] [--batch-size B] [--workspace DIR] [--json]
+    advise DATA --backbone NAME [--json]
     runs [--json]            evaluate RUN_ID [--json]        export RUN_ID --out DIR
     predict RUN_ID IMAGE... [--top K] [--json]
     predict --pretrained NAME IMAGE... [--top K] [--json]
@@ -129,6 +130,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     if outcome.status == "failed":
         print(f"error: run {outcome.run_id} failed: {(outcome.error or '').splitlines()[0]}", file=sys.stderr)
         return EXIT_RUN_FAILED
+    return 0
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from tl_core.advisor import advise, format_advice, probe_cut_depths
+    from tl_core.runner import prepare_dataset
+
+    store = _store(args)
+    model = ModelConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size, pooling=args.pooling, cut_layer=args.cut_layer)
+    train = TrainConfig(epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, fine_tune_layers=args.fine_tune_layers, batch_size=args.batch_size, seed=args.seed)
+    prepared = prepare_dataset(DataConfig(source=args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed), store)
+    cache = store.workspace / "cache"  # shared with the runner, so a later run reuses the advisor's features
+    advice = advise(prepared.report, prepared.split, model, train, cache_dir=cache, max_probe_images=args.max_probe_images,
+                    measure_throughput=not args.no_timing, time_budget_s=args.budget_minutes * 60 if args.budget_minutes else None,
+                    progress=lambda text: print(f"advise: {text}...", file=sys.stderr))
+    depths = probe_cut_depths(prepared.split, model, cache_dir=cache, seed=args.seed) if args.cut_depths else []
+    if args.json:
+        _print_json({**advice.to_dict(), "cut_depths": [{"layer": n, "probe_accuracy": a} for n, a in depths]})
+        return 0
+    print(format_advice(advice))
+    if depths:
+        print("\nLinear probe accuracy by cut depth (pass --cut-layer NAME to train on one):")
+        for name, accuracy in depths:
+            print(f"  {name:<28} {accuracy:.3f}")
     return 0
 
 
@@ -283,6 +308,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--name", default=None)
     train.set_defaults(handler=cmd_train)
+
+    adv = sub.add_parser("advise", parents=[common], help="recommend feature extraction or fine-tuning, with reasons and time estimates")
+    adv.add_argument("data")
+    adv.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    adv.add_argument("--weights", default="imagenet")
+    adv.add_argument("--image-size", type=int, default=None)
+    adv.add_argument("--pooling", choices=("avg", "max"), default="avg")
+    adv.add_argument("--cut-layer", default=None)
+    adv.add_argument("--epochs", type=int, default=10, help="head epochs the time estimate assumes")
+    adv.add_argument("--fine-tune-epochs", type=int, default=5)
+    adv.add_argument("--fine-tune-layers", type=int, default=20)
+    adv.add_argument("--batch-size", type=int, default=32)
+    adv.add_argument("--budget-minutes", type=float, default=None, help="step down to a mode estimated to fit")
+    adv.add_argument("--max-probe-images", type=int, default=600)
+    adv.add_argument("--no-timing", action="store_true", help="skip timing this machine (no time estimates)")
+    adv.add_argument("--cut-depths", action="store_true", help="also compare the linear probe at a few cut layers")
+    adv.add_argument("--val-fraction", type=float, default=0.15)
+    adv.add_argument("--test-fraction", type=float, default=0.15)
+    adv.add_argument("--seed", type=int, default=42)
+    adv.set_defaults(handler=cmd_advise)
 
     runs = sub.add_parser("runs", parents=[common], help="list runs")
     runs.set_defaults(handler=cmd_runs)

@@ -117,7 +117,11 @@ class _ProgressListener:
 
     def _later_phase_epochs(self, phase: str) -> int:
         train = self.job.config.train
-        return train.fine_tune_epochs if phase == "head" and train.mode != "feature-extraction" else 0
+        if phase != "head" or train.mode == "feature-extraction":
+            return 0
+        if train.mode == "progressive":  # an upper bound: progressive may stop at a plateau sooner
+            return train.stage_epochs * (train.max_stages or 4)
+        return train.fine_tune_epochs
 
 
 class JobManager:

@@ -16,6 +16,7 @@ from tl_core.errors import RunNotFoundError
 from tl_core.export import KERAS_FILE, LABELS_FILE, read_labels
 from tl_core.images import load_image_array
 from tl_core.runs import RunStore
+from tl_core.savedmodel_layer import SavedModelLayer  # noqa: F401 - registers the layer that TF Hub backbones are saved with
 
 
 @dataclass(frozen=True)
