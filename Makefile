@@ -1,4 +1,4 @@
-# `make run`: set up .venv and open the app.  `make test`: set up .venv and run every test.
+# `make run`: set up .venv and open the app on http://localhost:8501.  `make test`: set up .venv and run every test.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,8 +17,8 @@ $(STAMP): requirements.txt requirements-weights.txt
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/python -m tl_core demo-data workspace/datasets/digits --name digits --images-per-class 60
-	$(BIN)/python -m tl_core train workspace/datasets/digits --backbone efficientnet_lite0 --weights imagenet --mode feature-extraction --epochs 10 --image-size 96
+	$(BIN)/python -m tl_core demo-data workspace/datasets/textures --name textures
+	$(BIN)/streamlit run app.py
 
 # The browser end-to-end test drives Debian's Chromium (Playwright's own browser download is not reachable).
 browser:

@@ -1,0 +1,146 @@
+"""Data: upload or pick a labelled image folder, then check it before training."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tl_core.archive import is_archive
+from tl_core.config import ConfigError
+from tl_core.demo_data import DEMO_DATASETS, write_demo_dataset
+from tl_core.errors import TransferLabError
+from ui.charts import class_counts_chart
+from ui.dataset import DatasetView, load_dataset, problem_groups, sample_paths, split_table
+from ui.images import Tile, show_tiles
+from ui.state import current_dataset, datasets_dir, set_current_dataset, uploads_dir, workspace_path
+from ui.text import escape_markdown, show_error
+from ui.uploads import ARCHIVE_SUFFIXES, save_uploaded_file, save_uploaded_folder
+
+SAMPLES_PER_CLASS = 6
+SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
+
+st.title("Data")
+st.caption("Images sorted into one folder per class — the folder name is the label. "
+           "Pick a dataset in one of four ways; TransferLab checks it before you train.")
+
+upload_tab, archive_tab, server_tab, demo_tab = st.tabs(
+    [":material/drive_folder_upload: Upload a folder", ":material/folder_zip: Upload an archive",
+     ":material/dns: Folder on the server", ":material/auto_awesome: Demo dataset"]
+)
+
+with upload_tab:
+    files = st.file_uploader(
+        "Folder with one sub-folder per class", accept_multiple_files="directory", key="data_folder_files",
+        help="Choose the folder that holds the class folders, e.g. flowers/ with roses/ and tulips/ inside.",
+    )
+    folder_name = st.text_input("Dataset name (optional)", key="data_folder_name", placeholder="the folder's own name",
+                                help="Saved under the workspace's datasets/ folder; an existing name gets a suffix.")
+    if st.button("Use this folder", key="data_folder_save", type="primary", disabled=not files):
+        try:
+            saved = save_uploaded_folder(files or [], uploads_dir(), folder_name or None)
+        except OSError as exc:
+            show_error(exc)
+        else:
+            set_current_dataset(saved.root)
+            st.success(f"Saved {saved.saved} files as dataset {escape_markdown(saved.root.name)}.")
+            for name, reason in saved.rejected:
+                st.warning(f"Skipped {escape_markdown(name)}: {reason}.")
+
+with archive_tab:
+    archive = st.file_uploader(
+        "A .zip or .tar(.gz) of the dataset folder", type=[s.lstrip(".") for s in ARCHIVE_SUFFIXES], key="data_archive_file",
+        help="The archive may hold the class folders directly or one folder that holds them.",
+    )
+    if st.button("Use this archive", key="data_archive_save", type="primary", disabled=archive is None):
+        saved_path = save_uploaded_file(archive, uploads_dir())
+        set_current_dataset(saved_path)
+        st.success(f"Saved {escape_markdown(saved_path.name)}; it is unpacked when scanned.")
+
+with server_tab:
+    root = datasets_dir()
+    choices = sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_archive(p)))
+    st.caption(f"Folders and archives in {escape_markdown(root)} (set TRANSFERLAB_DATASETS_DIR to use another folder).")
+    if choices:
+        chosen = st.selectbox("Dataset", choices, key="data_server_choice", help="Each entry is a folder of class folders or an archive.")
+        if st.button("Use this dataset", key="data_server_use", type="primary"):
+            set_current_dataset(root / chosen)
+    else:
+        st.info("No datasets on the server yet: upload one, or write a demo dataset.")
+
+with demo_tab:
+    demo_name = st.selectbox("Demo dataset", list(DEMO_DATASETS), key="data_demo_choice",
+                             format_func=lambda name: f"{name} — {len(DEMO_DATASETS[name].classes)} classes",
+                             help="Small datasets built from data shipped with installed packages; nothing is downloaded.")
+    demo = DEMO_DATASETS[demo_name]
+    st.caption(f"{demo.description} Source: {demo.source_package}. Licence: {demo.licence}.")
+    count = st.slider("Images per class", 10, demo.images_per_class, min(60, demo.images_per_class), step=5,
+                      key="data_demo_count", help="Fewer images train faster; 60 per class trains in under a minute on a laptop.")
+    if st.button("Write and use this demo", key="data_demo_write", type="primary"):
+        try:
+            with st.spinner("Writing the demo images…"):
+                written = write_demo_dataset(uploads_dir() / f"demo-{demo_name}-{count}", demo_name, images_per_class=count)
+        except TransferLabError as exc:
+            show_error(exc)
+        else:
+            set_current_dataset(written)
+
+
+def show_report(view: DatasetView) -> None:
+    """Class counts, thumbnails, problems (errors first) and the train/val/test split."""
+    report = view.report
+    errors, warnings = len(report.errors), len(report.warnings)
+    cols = st.columns(4)
+    cols[0].metric("Classes", len(report.class_names))
+    cols[1].metric("Images", len(report.examples))
+    cols[2].metric("Errors", errors)
+    cols[3].metric("Warnings", warnings)
+    if view.split is None:
+        st.error("This dataset cannot be trained on yet: " + escape_markdown(view.split_error or "see Problems below."), icon=":material/error:")
+    else:
+        if errors:
+            st.warning(f"{errors} problem(s) leave classes out of training: see Problems below to include them.", icon=":material/warning:")
+        else:
+            st.success("The dataset is ready to train on. Next: choose a model.", icon=":material/check_circle:")
+        st.page_link("pages/model.py", label="Choose a model", icon=":material/arrow_forward:")
+
+    st.subheader("Images per class")
+    if report.class_counts:
+        st.altair_chart(class_counts_chart(report.class_counts), width="stretch")
+    if report.excluded_classes:
+        st.caption("Left out (too few images): " + escape_markdown(", ".join(report.excluded_classes)))
+
+    st.subheader("Samples")
+    for label, paths in sample_paths(report, SAMPLES_PER_CLASS).items():
+        st.text(label)
+        show_tiles([Tile(path) for path in paths], width=72)
+
+    st.subheader("Problems")
+    groups = problem_groups(report)
+    if not groups:
+        st.caption("No problems found.")
+    for severity, kind, table in groups:
+        with st.expander(f"{severity}: {kind} ({len(table)})", expanded=severity == "error", icon=SEVERITY_ICONS.get(severity)):
+            st.dataframe(table, hide_index=True, width="stretch")
+
+    st.subheader("Split")
+    if view.split is not None:
+        sizes = view.split.sizes()
+        st.caption(f"Train {sizes.get('train', 0)} · validation {sizes.get('val', 0)} · test {sizes.get('test', 0)} images, "
+                   "split per class with a fixed seed" + (" (the dataset's own train/val/test folders)." if report.has_preset_splits else "."))
+        st.dataframe(split_table(view.split), hide_index=True, width="stretch")
+
+
+dataset = current_dataset()
+st.divider()
+if not dataset:
+    st.info("No dataset chosen yet: upload a folder or an archive, pick one on the server, or try a demo dataset.",
+            icon=":material/info:")
+else:
+    st.header("Report")
+    st.text(f"Dataset: {dataset}")
+    try:
+        with st.spinner("Scanning the images…"):
+            dataset_view = load_dataset(dataset, workspace_path())
+    except (TransferLabError, ConfigError) as exc:
+        show_error(exc)
+    else:
+        show_report(dataset_view)

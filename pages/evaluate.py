@@ -1,0 +1,75 @@
+"""Evaluate: how a finished run does on held-out images, class by class, and where it goes wrong."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.charts import confusion_chart
+from ui.evaluation import dataset_root, evaluated_run_ids, example_tiles, load_evaluation, per_class_frame, worst_cell
+from ui.images import show_tiles
+from ui.state import current_run_id, get_store, set_current_run
+from ui.text import escape_markdown, format_percent
+
+MAX_CELL_EXAMPLES = 24
+
+st.title("Evaluate")
+store = get_store()
+run_ids = evaluated_run_ids(store)
+
+
+def show_evaluation(run_ids: list[str]) -> None:
+    """Metrics, per-class table, confusion matrix, one cell's images and the highest-loss images."""
+    names = {record.id: f"{record.name} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
+    if st.session_state.get("eval_run") not in run_ids:
+        st.session_state["eval_run"] = current_run_id() if current_run_id() in run_ids else run_ids[0]
+    run_id = st.selectbox("Run", run_ids, key="eval_run", format_func=names.get, help="Runs that finished and saved an evaluation.")
+    set_current_run(run_id)
+    evaluation = load_evaluation(store, run_id)
+    root = dataset_root(store, run_id)
+
+    split_name = "test" if evaluation.split == "test" else "validation"
+    st.caption(f"Measured on the {split_name} split: {evaluation.count} images the model never trained on.")
+    cols = st.columns(4)
+    cols[0].metric("Accuracy", format_percent(evaluation.accuracy))
+    cols[1].metric(f"Top-{evaluation.top_k} accuracy", format_percent(evaluation.top_k_accuracy))
+    cols[2].metric("Macro F1", f"{evaluation.macro_f1:.3f}")
+    cols[3].metric("Loss", f"{evaluation.loss:.4f}")
+
+    table_col, matrix_col = st.columns([2, 3], gap="large")
+    with table_col:
+        st.subheader("Per class")
+        st.caption("Precision: of the images predicted as this class, the share that are. Recall: of this class's images, the share found.")
+        st.dataframe(per_class_frame(evaluation), hide_index=True, width="stretch", column_config={
+            name: st.column_config.NumberColumn(name, format="percent") for name in ("precision", "recall", "F1")
+        })
+    with matrix_col:
+        st.subheader("Confusion matrix")
+        st.caption("Rows are the true class, columns the prediction; the diagonal holds the correct ones.")
+        st.altair_chart(confusion_chart(evaluation.confusion, evaluation.class_names), width="content")
+
+    st.subheader("Look inside a cell")
+    classes = evaluation.class_names
+    if st.session_state.get("eval_true") not in classes or st.session_state.get("eval_pred") not in classes:
+        st.session_state["eval_true"], st.session_state["eval_pred"] = worst_cell(evaluation)
+    true_col, pred_col = st.columns(2)
+    true_label = true_col.selectbox("True class", classes, key="eval_true")
+    predicted_label = pred_col.selectbox("Predicted class", classes, key="eval_pred")
+    count = evaluation.confusion[classes.index(true_label)][classes.index(predicted_label)]
+    if true_label == predicted_label:
+        st.caption(f"{count} image(s) of this class were predicted correctly; pick a different predicted class to see mistakes.")
+    else:
+        examples = evaluation.examples_in_cell(true_label, predicted_label)
+        st.caption(f"{count} image(s) of {escape_markdown(true_label)} predicted as {escape_markdown(predicted_label)}"
+                   + (f"; showing {min(len(examples), MAX_CELL_EXAMPLES)}." if examples else "."))
+        show_tiles(example_tiles(examples[:MAX_CELL_EXAMPLES], root), width=112, empty_message="No images in this cell.")
+
+    st.subheader("Highest-loss examples")
+    st.caption("The images the model was most wrong or least sure about: often mislabelled or unusual pictures worth checking.")
+    show_tiles(example_tiles(evaluation.highest_loss[:12], root), width=112, empty_message="No examples recorded.")
+
+
+if not run_ids:
+    st.info("No evaluated run yet: train one on the Train page (the run is evaluated when it finishes).", icon=":material/info:")
+    st.page_link("pages/train.py", label="Train a model", icon=":material/monitoring:")
+else:
+    show_evaluation(run_ids)

@@ -1,0 +1,124 @@
+"""Predict & export: classify new images with a trained run (or ImageNet as-is) and download the model."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from tl_core.config import ConfigError
+from tl_core.errors import TransferLabError
+from tl_core.export import FORMATS
+from tl_core.images import IMAGE_EXTENSIONS
+from tl_core.weights import OFFLINE_WEIGHTS
+from ui.charts import probability_bars
+from ui.images import thumbnail
+from ui.predictions import run_classifier, runs_with_models, save_images
+from ui.state import current_run_id, get_store, set_current_run, workspace_path
+from ui.text import escape_markdown, show_error
+from ui.uploads import safe_name
+
+EXPORTS_KEY = "export_zips"
+FORMAT_LABELS = {"keras": "Keras (.keras)", "saved_model": "TensorFlow SavedModel", "tflite": "TensorFlow Lite (.tflite)"}
+
+
+def show_predictions(paths: list[Path], names: list[str], results: list[list[tuple[str, float]]]) -> None:
+    """Each image beside its top-k bars."""
+    for path, name, predictions in zip(paths, names, results):
+        image_col, bars_col = st.columns([1, 4], vertical_alignment="center")
+        array = thumbnail(str(path), 160)
+        if array is not None:
+            image_col.image(array, width=128)
+        image_col.caption(escape_markdown(name))
+        bars_col.altair_chart(probability_bars(predictions), width="stretch")
+
+
+st.title("Predict & export")
+store = get_store()
+uploads = st.file_uploader("Images to classify", type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS), accept_multiple_files=True,
+                           key="predict_files", help="Any number of JPEG, PNG, WebP, BMP, GIF or TIFF images.")
+top_k = st.slider("Show the top", 1, 10, 3, key="predict_top_k", help="How many of the most likely classes to show per image.")
+image_paths = save_images(uploads or [], workspace_path() / "cache" / "predict")
+upload_names = [upload.name for upload in uploads or []]
+
+trained_tab, imagenet_tab, export_tab = st.tabs(
+    [":material/model_training: With a trained run", ":material/public: ImageNet as-is", ":material/download: Export"]
+)
+run_ids = runs_with_models(store)
+names = {record.id: f"{record.name} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
+if run_ids and st.session_state.get("predict_run") not in run_ids:
+    st.session_state["predict_run"] = current_run_id() if current_run_id() in run_ids else run_ids[0]
+
+with trained_tab:
+    if not run_ids:
+        st.info("No trained model yet: finish a run on the Train page first.", icon=":material/info:")
+    else:
+        run_id = st.selectbox("Run", run_ids, key="predict_run", format_func=names.get, help="Runs that saved a model.")
+        set_current_run(run_id)
+        if not image_paths:
+            st.caption("Upload images above to see what this model predicts.")
+        else:
+            try:
+                with st.spinner("Loading the model and predicting…"):
+                    from tl_core.predict import predict_files
+
+                    classifier = run_classifier(store, run_id)
+                    predictions = predict_files(classifier, image_paths, top_k=top_k)
+            except (TransferLabError, ConfigError) as exc:
+                show_error(exc)
+            else:
+                show_predictions(image_paths, upload_names, [[(p.label, p.probability) for p in row] for row in predictions])
+
+with imagenet_tab:
+    st.caption("The pretrained network with its original 1,000-class ImageNet head: no training, useful to see what the backbone already recognises.")
+    pretrained = [name for name, weights in OFFLINE_WEIGHTS.items() if weights.has_imagenet_head and weights.is_installed()]
+    if not pretrained:
+        st.info("No pretrained ImageNet classifier is installed on this server.", icon=":material/info:")
+    else:
+        backbone = st.selectbox("Pretrained network", pretrained, key="predict_pretrained_backbone")
+        if st.button("Classify with ImageNet classes", key="predict_pretrained_run", disabled=not image_paths):
+            try:
+                with st.spinner("Building the pretrained classifier…"):
+                    from tl_core.weights.pretrained import predict_pretrained
+
+                    results = predict_pretrained(backbone, image_paths, top_k=top_k)
+            except (TransferLabError, ConfigError) as exc:
+                show_error(exc)
+            else:
+                show_predictions(image_paths, upload_names, results)
+        if not image_paths:
+            st.caption("Upload images above first.")
+
+with export_tab:
+    if not run_ids:
+        st.info("Nothing to export yet: finish a run first.", icon=":material/info:")
+    else:
+        if st.session_state.get("export_run") not in run_ids:
+            st.session_state["export_run"] = st.session_state["predict_run"]
+        export_run_id = st.selectbox("Run to export", run_ids, key="export_run", format_func=names.get)
+        formats = st.multiselect("Formats", list(FORMATS), default=list(FORMATS), key="export_formats", format_func=FORMAT_LABELS.get,
+                                 help="Every format takes uint8 RGB images and carries its own preprocessing; labels.txt and a model card come with it.")
+        exports: dict[str, str] = st.session_state.setdefault(EXPORTS_KEY, {})
+        if st.button("Build the export bundle", key="export_prepare", disabled=not formats, icon=":material/inventory_2:"):
+            try:
+                with st.spinner("Exporting (the TensorFlow Lite conversion takes a little while)…"):
+                    from tl_core.bundle import export_run
+                    from tl_core.export import zip_bundle
+
+                    exports_dir = workspace_path() / "cache" / "exports"
+                    exports_dir.mkdir(parents=True, exist_ok=True)
+                    out = Path(tempfile.mkdtemp(prefix=f"{export_run_id}-", dir=exports_dir))
+                    bundle = export_run(store, export_run_id, out / "bundle", formats=tuple(formats))
+                    exports[export_run_id] = str(zip_bundle(bundle, out / "transferlab-model"))
+            except (TransferLabError, ConfigError) as exc:
+                show_error(exc)
+        zip_path = exports.get(export_run_id)
+        if zip_path and Path(zip_path).is_file():
+            record = store.get(export_run_id)
+            st.download_button(
+                "Download the bundle (.zip)", data=Path(zip_path).read_bytes(), file_name=f"{safe_name(record.name, 'model')}-{time.strftime('%Y%m%d')}.zip",
+                mime="application/zip", key="export_download", type="primary", icon=":material/download:",
+            )
+            st.caption(f"{Path(zip_path).stat().st_size / 1e6:.1f} MB: model files, labels.txt and MODEL_CARD.md.")

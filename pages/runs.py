@@ -1,0 +1,123 @@
+"""Runs: every run in the workspace, overlaid curves, a leaderboard, backbone comparisons, deleting."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tl_core.backbones import get_backbone_spec, list_backbones
+from tl_core.config import ConfigError, DataConfig, RunConfig
+from tl_core.errors import TransferLabError
+from ui.charts import overlay_chart
+from ui.settings import has_offline_weights
+from ui.runs_table import comparison_config, leaderboard_frame, runs_frame
+from ui.state import chosen_settings, current_dataset, current_run_id, get_manager, get_store, set_current_run
+from ui.text import escape_markdown, show_error
+
+PENDING_DELETE_KEY = "runs_pending_delete"
+DELETE_MESSAGES_KEY = "runs_delete_messages"
+OVERLAY_METRICS = {"val_accuracy": True, "val_loss": False, "accuracy": True, "loss": False, "learning_rate": False}
+PERCENT_COLUMNS = {name: st.column_config.NumberColumn(format="%.1f%%") for name in ("val accuracy", "test accuracy")}
+
+
+def runs_table() -> None:
+    """Every run, newest first, read fresh from the store."""
+    st.dataframe(runs_frame(store.list_runs()), hide_index=True, width="stretch", column_config=PERCENT_COLUMNS)
+
+
+st.title("Runs")
+store, manager = get_store(), get_manager()
+records = store.list_runs()
+labels = {record.id: f"{record.name} ({record.id[-6:]})" for record in records}
+
+if not records:
+    st.info("No runs yet: train one on the Train page, or queue a backbone comparison below.", icon=":material/info:")
+else:
+    # While runs train, the table refreshes itself every 2 seconds.
+    (st.fragment(run_every=2.0)(runs_table) if manager.active_run_ids() else runs_table)()
+
+    st.subheader("Curves")
+    with_epochs = [record.id for record in records if record.metrics.get("epochs_run") or record.status == "running"]
+    if "runs_overlay" not in st.session_state:
+        st.session_state["runs_overlay"] = with_epochs[:3]
+    st.session_state["runs_overlay"] = [run_id for run_id in st.session_state["runs_overlay"] if run_id in labels]
+    left, right = st.columns([3, 1])
+    chosen = left.multiselect("Runs to overlay", list(labels), key="runs_overlay", format_func=labels.get,
+                              help="Pick several runs to compare their curves epoch by epoch.")
+    metric = right.selectbox("Metric", list(OVERLAY_METRICS), key="runs_metric", help="val_ metrics are on held-out images.")
+    frame = store.epochs_frame(chosen) if chosen else None
+    if frame is None or frame.empty:
+        st.caption("Pick runs that have finished at least one epoch.")
+    else:
+        st.altair_chart(overlay_chart(frame, metric, percent=OVERLAY_METRICS[metric]), width="stretch")
+
+    st.subheader("Leaderboard")
+    board = leaderboard_frame(records)
+    if board.empty:
+        st.caption("Completed runs with a test accuracy appear here, best first.")
+    else:
+        st.dataframe(board, hide_index=True, width="stretch", column_config=PERCENT_COLUMNS)
+
+st.subheader("Compare backbones")
+st.caption("Queue the same data, mode and settings over several backbones; they train one after another.")
+dataset = current_dataset()
+model, train = chosen_settings()
+specs = list_backbones(None)
+offline = {spec.name: has_offline_weights(spec) for spec in specs}
+picked = st.multiselect("Backbones", [spec.name for spec in specs], key="compare_backbones",
+                        format_func=lambda name: name + ("" if offline[name] else " (ImageNet weights need a download)"),
+                        help="Each becomes one run with the settings from the Model page.")
+if not dataset:
+    st.caption("Choose a dataset on the Data page first.")
+if st.button(f"Queue {len(picked)} run(s)" if picked else "Queue runs", key="compare_submit", type="primary", disabled=not (picked and dataset)):
+    base = RunConfig(data=DataConfig(source=dataset), model=model, train=train)
+    queued, skipped = [], []
+    for name in picked:
+        if base.model.weights == "imagenet" and not offline[name]:
+            skipped.append(name)
+            continue
+        try:
+            queued.append(manager.submit(comparison_config(base, get_backbone_spec(name))))
+        except (ConfigError, TransferLabError) as exc:
+            show_error(exc)
+    if skipped:
+        st.warning("Skipped (ImageNet weights not available offline): " + escape_markdown(", ".join(skipped)), icon=":material/cloud_off:")
+    if queued:
+        if current_run_id() is None:
+            set_current_run(queued[0])
+        st.success(f"Queued {len(queued)} run(s); they appear above and on the Train page.", icon=":material/schedule:")
+        st.page_link("pages/train.py", label="Watch training", icon=":material/monitoring:")
+
+if records:
+    st.subheader("Delete runs")
+    for message in st.session_state.pop(DELETE_MESSAGES_KEY, []):
+        st.error(escape_markdown(message), icon=":material/error:")
+    to_delete = st.multiselect("Runs to delete", list(labels), key="runs_delete_select", format_func=labels.get,
+                               help="Deletes the run, its curves, model and log.")
+    if st.button("Delete selected", key="runs_delete", icon=":material/delete:", disabled=not to_delete):
+        st.session_state[PENDING_DELETE_KEY] = list(to_delete)
+    pending = [run_id for run_id in st.session_state.get(PENDING_DELETE_KEY, []) if run_id in labels]
+    if pending:
+        st.warning(f"Delete {len(pending)} run(s) and all their files? This cannot be undone.", icon=":material/warning:")
+        st.text("\n".join(labels[run_id] for run_id in pending))
+        yes, no = st.columns([1, 6])
+        if yes.button("Yes, delete", key="runs_delete_confirm", type="primary"):
+            active = set(manager.active_run_ids())
+            messages = []
+            for run_id in pending:
+                if run_id in active:
+                    messages.append(f"{labels[run_id]} is queued or training: stop it on the Train page first.")
+                    continue
+                try:
+                    store.delete(run_id)
+                except TransferLabError as exc:
+                    messages.append(str(exc))
+                else:
+                    if current_run_id() == run_id:
+                        set_current_run(None)
+            st.session_state[DELETE_MESSAGES_KEY] = messages
+            st.session_state.pop(PENDING_DELETE_KEY, None)
+            st.session_state.pop("runs_delete_select", None)
+            st.rerun()
+        if no.button("Cancel", key="runs_delete_cancel"):
+            st.session_state.pop(PENDING_DELETE_KEY, None)
+            st.rerun()

@@ -1,0 +1,129 @@
+"""Train: start a run in the background and watch it live; the page can be left and reopened at any time."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from tl_core.config import ConfigError, DataConfig, RunConfig
+from tl_core.errors import RunNotFoundError, TransferLabError
+from tl_core.runs import RunRecord
+from ui.dataset import load_dataset
+from ui.settings import mode_label
+from ui.state import (
+    RUN_CONFIG_KEY, chosen_settings, current_dataset, current_run_id, get_manager, get_store, set_current_run, workspace_path,
+)
+from ui.text import escape_markdown, show_error
+from ui.training import is_active, phase_starts, show_curves, show_log, show_outcome, show_progress
+
+st.title("Train")
+store, manager = get_store(), get_manager()
+
+
+def planned_config() -> RunConfig | None:
+    """The Model page's RunConfig, or the defaults on the chosen dataset; None (with a message) if neither."""
+    if error := st.session_state.get("settings_error"):
+        st.error("The model settings are invalid: " + escape_markdown(error), icon=":material/error:")
+        st.page_link("pages/model.py", label="Fix the settings", icon=":material/tune:")
+        return None
+    dataset = current_dataset()
+    if not dataset:
+        st.info("Choose a dataset first.", icon=":material/info:")
+        st.page_link("pages/data.py", label="Choose data", icon=":material/folder_open:")
+        return None
+    config = st.session_state.get(RUN_CONFIG_KEY)
+    if config is None:
+        model, train = chosen_settings()
+        config = RunConfig(data=DataConfig(source=dataset), model=model, train=train)
+    return config
+
+
+def dataset_problem(source: str) -> str | None:
+    """Why the dataset cannot be trained on (missing, nothing trainable), checked before queueing."""
+    return load_dataset(source, workspace_path()).split_error
+
+
+def run_panel(run_id: str, shown_status: str | None) -> None:
+    """Everything about one run; as a fragment it redraws every second while the run is active.
+
+    Args:
+        run_id: the run to show.
+        shown_status: the run's status when the whole page was drawn (None: not live). When it
+            changes (queued -> running -> finished) the whole page redraws, so the sidebar, the
+            Start button and the timer follow.
+    """
+    try:
+        record = store.get(run_id)
+    except RunNotFoundError:
+        set_current_run(None)
+        st.info("That run was deleted.")
+        return
+    status = manager.status(run_id)
+    st.subheader("Run")
+    started = time.strftime("%H:%M", time.localtime(record.created_at))
+    st.markdown(f"**{escape_markdown(record.name)}**  \n{escape_markdown(record.backbone)} · {mode_label(record.mode, short=True)} · "
+                f"created {started} · **{record.status}**")
+    show_progress(record, status)
+    active = is_active(record, status)
+    if active and st.button("Stop", key="train_stop", icon=":material/stop:", help="Stops after the current batch; the best weights so far are kept."):
+        if manager.stop(run_id):
+            st.toast("Stopping after the current batch…")
+        else:
+            st.warning("This run belongs to another process: stop it there.")
+    if not active:
+        show_outcome(record)
+    epochs = store.epochs(run_id)
+    planned = status.progress.total_epochs if status is not None and active else None
+    show_curves(epochs, phase_starts(epochs, status), planned or None)
+    show_log(store, run_id, expanded=record.status in ("failed", "interrupted"))
+    if shown_status is not None and (record.status != shown_status or not active):
+        st.rerun()  # a finished run is drawn once more without the 1-second timer
+
+
+live_run_panel = st.fragment(run_every=1.0)(run_panel)
+
+config = planned_config()
+if config is not None:
+    model, train = config.model, config.train
+    st.caption(
+        f"Dataset {escape_markdown(Path(config.data.source).name)} · backbone {escape_markdown(model.backbone)} ({escape_markdown(model.weights)} weights) · "
+        f"{model.image_size or 'default'} px · {mode_label(train.mode, short=True)} · {train.epochs} epochs"
+        + (f" + {train.fine_tune_epochs} fine-tune" if train.mode != "feature-extraction" else "")
+        + f" · batch {train.batch_size} · learning rate {train.learning_rate:g}"
+    )
+    busy = bool(manager.active_run_ids())
+    label = "Queue training" if busy else "Start training"
+    if st.button(label, key="train_start", type="primary", icon=":material/play_arrow:",
+                 help="Training runs on the server in the background: you can leave this page and come back."):
+        try:
+            problem = dataset_problem(config.data.source)
+            if problem:
+                raise ConfigError(problem)
+            set_current_run(manager.submit(config))
+        except (ConfigError, TransferLabError) as exc:
+            show_error(exc)
+    if busy:
+        st.caption("Another run is in progress: a new one waits in the queue (one run trains at a time).")
+
+def watched_run() -> RunRecord | None:
+    """This user's run; after a reload or in a new tab, what the server is training, else the newest run."""
+    run_id = current_run_id()
+    if run_id is not None:
+        try:
+            return store.get(run_id)
+        except RunNotFoundError:  # deleted on the Runs page
+            pass
+    candidates = manager.active_run_ids() or [record.id for record in store.list_runs()[:1]]
+    set_current_run(candidates[0] if candidates else None)
+    return store.get(candidates[0]) if candidates else None
+
+
+watched = watched_run()
+if watched is None:
+    st.caption("No run yet: press Start to train one.")
+elif is_active(watched, manager.status(watched.id)):
+    live_run_panel(watched.id, watched.status)
+else:
+    run_panel(watched.id, None)

@@ -1,0 +1,108 @@
+"""Evaluate page: metrics, per-class table, confusion heatmap, images of one cell, highest-loss images."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pytest  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tl_core.evaluate import Evaluation  # noqa: E402
+from tl_core.runner import EVALUATION_FILE, run_experiment  # noqa: E402
+from tl_core.runs import RunStore  # noqa: E402
+from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real run, 1 epoch from random weights: weak enough to make mistakes worth inspecting."""
+    root = tmp_path_factory.mktemp("evaluate")
+    data = make_shapes_dataset(root / "shapes", num_classes=3, images_per_class=14, image_size=32)
+    config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.25, test_fraction=0.25),
+                       model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+                       train=TrainConfig(epochs=1, batch_size=16), name="weak <b>run</b>")
+    outcome = run_experiment(config, store=RunStore(root / "workspace"))
+    assert outcome.status == "completed"
+    return root / "workspace", outcome.run_id
+
+
+@pytest.fixture()
+def app(trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(trained[0]))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/evaluate.py").run()
+    assert not at.exception
+    return at
+
+
+def chart_data(chart: object) -> dict[str, pd.DataFrame]:
+    """The data frames Streamlit sends beside a chart's spec, by dataset name."""
+    return {named.name: pa.ipc.open_stream(named.data.data).read_all().to_pandas() for named in chart.proto.datasets}
+
+
+def evaluation_of(trained: tuple[Path, str]) -> Evaluation:
+    workspace, run_id = trained
+    return Evaluation.load(RunStore(workspace).run_dir(run_id) / EVALUATION_FILE)
+
+
+def test_metrics_and_per_class_table(app: AppTest, trained: tuple[Path, str]) -> None:
+    evaluation = evaluation_of(trained)
+    assert app.selectbox(key="eval_run").value == trained[1]
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["Accuracy"] == f"{100 * evaluation.accuracy:.1f}%"
+    table = app.dataframe[0].value
+    assert list(table.columns) == ["class", "precision", "recall", "F1", "support"]
+    assert table["support"].sum() == evaluation.count
+
+
+def test_confusion_heatmap_holds_every_count(app: AppTest, trained: tuple[Path, str]) -> None:
+    evaluation = evaluation_of(trained)
+    chart = app.get("vega_lite_chart")[0]
+    spec = json.loads(chart.proto.spec)
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["rect", "text"]
+    cells = next(iter(chart_data(chart).values()))
+    assert len(cells) == len(evaluation.class_names) ** 2
+    assert cells["count"].sum() == evaluation.count
+
+
+def test_choosing_a_cell_shows_its_images_with_true_and_predicted(app: AppTest, trained: tuple[Path, str]) -> None:
+    evaluation = evaluation_of(trained)
+    assert evaluation.misclassified, "a 1-epoch random-weight run should make mistakes"
+    mistake = evaluation.misclassified[0]
+    app.selectbox(key="eval_true").set_value(mistake.true_label)
+    app.selectbox(key="eval_pred").set_value(mistake.predicted_label).run()
+    assert not app.exception
+    expected = evaluation.examples_in_cell(mistake.true_label, mistake.predicted_label)
+    cell_images = app.get("image")[0]
+    assert len(cell_images.value) == min(len(expected), 24)
+    assert all(f"{mistake.predicted_label}" in caption.replace("\\", "") for caption in cell_images.captions)
+
+
+def test_a_diagonal_cell_explains_instead_of_showing_nothing(app: AppTest, trained: tuple[Path, str]) -> None:
+    label = evaluation_of(trained).class_names[0]
+    app.selectbox(key="eval_true").set_value(label)
+    app.selectbox(key="eval_pred").set_value(label).run()
+    assert any("predicted correctly" in caption.value for caption in app.caption)
+
+
+def test_highest_loss_examples_are_shown(app: AppTest, trained: tuple[Path, str]) -> None:
+    evaluation = evaluation_of(trained)
+    highest = app.get("image")[-1]
+    assert len(highest.value) == min(12, len(evaluation.highest_loss))
+
+
+def test_no_runs_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "empty"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/evaluate.py").run()
+    assert not at.exception
+    assert "No evaluated run yet" in at.info[0].value

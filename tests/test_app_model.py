@@ -1,0 +1,113 @@
+"""Model page: the backbone table, the defaults, a RunConfig in session state, clear errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from tl_core.backbones import list_backbones  # noqa: E402
+from tl_core.config import RunConfig  # noqa: E402
+from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def plain(markdown: str) -> str:
+    """What the user reads: messages are Markdown-escaped before display."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["dataset_path"] = str(make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32))
+    at.run()
+    at.switch_page("pages/model.py").run()
+    assert not at.exception
+    return at
+
+
+def test_defaults_build_a_run_config_for_a_quick_first_curve(app: AppTest, tmp_path: Path) -> None:
+    assert app.selectbox(key="model_backbone").value == "efficientnet_lite0"
+    assert app.radio(key="model_weights").value == "imagenet"
+    assert 64 <= app.number_input(key="model_image_size").value <= 128
+    config = app.session_state["run_config"]
+    assert isinstance(config, RunConfig)
+    assert config.model.backbone == "efficientnet_lite0" and config.model.weights == "imagenet"
+    assert config.data.source == str(tmp_path / "shapes")
+    assert any("Ready" in success.value for success in app.success)
+
+
+def test_beginner_view_lists_recommended_and_expert_view_lists_all(app: AppTest) -> None:
+    table = app.dataframe[0].value
+    assert set(table["backbone"]) == {spec.name for spec in list_backbones("recommended")}
+    assert {"parameters (M)", "input size", "feature size", "ImageNet weights", "provenance"} <= set(table.columns)
+    app.toggle(key="model_expert").set_value(True).run()
+    assert set(app.dataframe[0].value["backbone"]) == {spec.name for spec in list_backbones(None)}
+    assert app.number_input(key="model_patience").value == 5  # advanced settings appear
+
+
+def test_every_setting_has_an_explanation(app: AppTest) -> None:
+    for widget in [*app.selectbox, *app.radio, *app.number_input, *app.select_slider, *app.slider, *app.text_input, *app.toggle]:
+        assert widget.help, f"{widget.label} has no help text"
+    assert len(app.caption) >= 12
+
+
+def test_settings_flow_into_the_config(app: AppTest) -> None:
+    app.selectbox(key="model_backbone").set_value("mobilenet_v2_035")
+    app.radio(key="model_weights").set_value("none")
+    app.radio(key="model_mode").set_value("fine-tune").run()  # the fine-tune settings are enabled by the mode
+    app.number_input(key="model_image_size").set_value(32)
+    app.number_input(key="model_epochs").set_value(2)
+    app.number_input(key="model_fine_tune_epochs").set_value(1)
+    app.text_input(key="model_hidden_units").set_value("64, 32")
+    app.slider(key="model_dropout").set_value(0.5)
+    app.text_input(key="model_run_name").set_value("tiny")
+    app.run()
+    assert not app.exception and not app.error
+    config = app.session_state["run_config"]
+    assert (config.model.backbone, config.model.weights, config.model.image_size) == ("mobilenet_v2_035", "none", 32)
+    assert config.model.head_hidden_units == (64, 32) and config.model.dropout == 0.5
+    assert (config.train.mode, config.train.epochs, config.train.fine_tune_epochs) == ("fine-tune", 2, 1)
+    assert config.name == "tiny"
+
+
+def test_invalid_input_shows_the_message_not_a_traceback(app: AppTest) -> None:
+    app.text_input(key="model_hidden_units").set_value("lots").run()
+    assert not app.exception
+    assert "Hidden units 'lots': write whole numbers" in plain(app.error[0].value)
+    assert "run_config" not in app.session_state
+    app.switch_page("pages/train.py").run()
+    assert not app.exception
+    assert "settings are invalid" in app.error[0].value
+    assert app.get("button") == [] or all(button.key != "train_start" for button in app.button)
+
+
+def test_fine_tune_without_fine_tune_epochs_is_refused(app: AppTest) -> None:
+    app.radio(key="model_mode").set_value("full").run()
+    app.number_input(key="model_fine_tune_epochs").set_value(0)
+    app.run()
+    assert "set fine-tune epochs to 1 or more" in plain(app.error[0].value)
+
+
+def test_image_size_outside_the_backbone_range_is_explained(app: AppTest) -> None:
+    spec = next(spec for spec in list_backbones(None) if spec.name == "efficientnet_lite0")
+    app.number_input(key="model_image_size").set_value(max(16, spec.min_size - 16) if spec.min_size > 16 else min(1024, spec.max_size + 16))
+    app.run()
+    assert not app.exception
+    assert app.error, "an out-of-range size must be refused with a message"
+
+
+def test_settings_survive_a_visit_to_another_page(app: AppTest) -> None:
+    app.number_input(key="model_epochs").set_value(3).run()
+    app.switch_page("pages/data.py").run()
+    app.switch_page("pages/model.py").run()
+    assert app.number_input(key="model_epochs").value == 3
+    assert app.session_state["run_config"].train.epochs == 3

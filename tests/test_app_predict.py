@@ -1,0 +1,95 @@
+"""Predict & export page: top-k bars for uploaded images, ImageNet as-is, and the export download."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pytest  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tl_core.runner import run_experiment  # noqa: E402
+from tl_core.runs import RunStore  # noqa: E402
+from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
+    root = tmp_path_factory.mktemp("predict")
+    data = make_shapes_dataset(root / "shapes", num_classes=3, images_per_class=10, image_size=32)
+    config = RunConfig(data=DataConfig(source=str(data)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+                       train=TrainConfig(epochs=1, batch_size=16), name="predictor")
+    outcome = run_experiment(config, store=RunStore(root / "workspace"))
+    assert outcome.status == "completed"
+    return root / "workspace", outcome.run_id, data
+
+
+@pytest.fixture()
+def app(trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(trained[0]))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception
+    return at
+
+
+def chart_data(chart: object) -> dict[str, pd.DataFrame]:
+    """The data frames Streamlit sends beside a chart's spec, by dataset name."""
+    return {named.name: pa.ipc.open_stream(named.data.data).read_all().to_pandas() for named in chart.proto.datasets}
+
+
+def upload(at: AppTest, data: Path, count: int) -> list[Path]:
+    paths = sorted(data.rglob("*.png"))[:count]
+    at.file_uploader(key="predict_files").set_value([(path.name, path.read_bytes(), "image/png") for path in paths])
+    return paths
+
+
+def test_uploaded_images_get_top_k_bars(app: AppTest, trained: tuple[Path, str, Path]) -> None:
+    upload(app, trained[2], 2)
+    app.slider(key="predict_top_k").set_value(2).run()
+    assert not app.exception
+    assert app.selectbox(key="predict_run").value == trained[1]
+    charts = app.get("vega_lite_chart")
+    assert len(charts) == 2
+    bars = next(iter(chart_data(charts[0]).values()))
+    assert len(bars) == 2 and bars["probability"].between(0, 1).all()
+    assert bars["probability"].is_monotonic_decreasing
+    assert len(app.get("image")) == 2
+
+
+def test_a_file_that_is_not_an_image_gets_a_message(app: AppTest) -> None:
+    app.file_uploader(key="predict_files").set_value([("fake.png", b"definitely not a png", "image/png")]).run()
+    assert not app.exception
+    assert "fake" in app.error[0].value or "image" in app.error[0].value
+
+
+def test_export_bundle_downloads_as_a_zip(app: AppTest, trained: tuple[Path, str, Path]) -> None:
+    app.multiselect(key="export_formats").set_value(["keras"])
+    app.button(key="export_prepare").click().run()
+    assert not app.exception
+    download = app.get("download_button")[0]
+    assert download.proto.label.startswith("Download")
+    zips = list((trained[0] / "cache" / "exports").rglob("*.zip"))
+    assert len(zips) == 1
+    names = zipfile.ZipFile(io.BytesIO(zips[0].read_bytes())).namelist()
+    assert {"model.keras", "labels.txt", "MODEL_CARD.md"} <= set(names)
+
+
+def test_imagenet_as_is(app: AppTest, trained: tuple[Path, str, Path]) -> None:
+    upload(app, trained[2], 1)
+    app.run()
+    app.selectbox(key="predict_pretrained_backbone").set_value("efficientnet_lite0")
+    app.button(key="predict_pretrained_run").click().run(timeout=300)
+    assert not app.exception
+    charts = app.get("vega_lite_chart")
+    assert len(charts) == 2  # the trained run's bars and the ImageNet bars for the one image
+    assert len(next(iter(chart_data(charts[1]).values()))) == 3

@@ -1,0 +1,154 @@
+"""Train page: background training with live curves, queueing, stopping, and finding the run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pytest  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tl_core.runs import FINISHED_STATUSES, RunStore  # noqa: E402
+from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("TRANSFERLAB_DATASETS_DIR", str(tmp_path / "datasets"))
+    make_shapes_dataset(tmp_path / "datasets" / "shapes", num_classes=3, images_per_class=12, image_size=32)
+    return tmp_path / "workspace"
+
+
+def tiny_config(source: Path, **train: object) -> RunConfig:
+    return RunConfig(data=DataConfig(source=str(source)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+                     train=TrainConfig(**{"epochs": 1, "batch_size": 16, **train}), name="tiny run")
+
+
+def session(config: RunConfig | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if config is not None:
+        at.session_state["dataset_path"] = config.data.source
+        at.session_state["run_config"] = config
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    return at
+
+
+def run_until(at: AppTest, done: Callable[[], bool], timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done():
+            at.run()
+            assert not at.exception
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+def finished(store: RunStore, run_id: str) -> Callable[[], bool]:
+    return lambda: store.get(run_id).status in FINISHED_STATUSES
+
+
+def chart_data(chart: object) -> dict[str, pd.DataFrame]:
+    """The data frames Streamlit sends beside a chart's spec, by dataset name."""
+    return {named.name: pa.ipc.open_stream(named.data.data).read_all().to_pandas() for named in chart.proto.datasets}
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+
+
+def test_full_flow_data_model_train_draws_curves(workspace: Path, tmp_path: Path) -> None:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.button(key="data_server_use").click().run()
+    at.switch_page("pages/model.py").run()
+    at.selectbox(key="model_backbone").set_value("mobilenet_v2_035")
+    at.radio(key="model_weights").set_value("none")
+    at.number_input(key="model_image_size").set_value(32)
+    at.number_input(key="model_epochs").set_value(2)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    started = time.monotonic()
+    at.button(key="train_start").click().run()
+    assert time.monotonic() - started < 30, "the click must return at once: training runs in the background"
+    assert not at.exception
+    run_id = at.session_state["run_id"]
+    store = RunStore(workspace)
+    run_until(at, finished(store, run_id))
+    assert store.get(run_id).status == "completed"
+    assert any("Completed" in success.value for success in at.success)
+    titles = [spec["title"] for spec in chart_specs(at)]
+    assert titles == ["loss", "accuracy"]
+    loss = next(iter(chart_data(at.get("vega_lite_chart")[0]).values()))
+    assert set(loss["split"]) == {"training", "validation"} and loss["epoch"].max() == 2
+    assert "epoch 2" in at.code[0].value  # the log
+
+
+@pytest.mark.slow  # the first fully-unfrozen step builds a large graph (17-32 s on 2 CPU cores)
+def test_fine_tune_phase_is_marked_on_the_chart(workspace: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "datasets" / "shapes", mode="full", epochs=1, fine_tune_epochs=1)
+    at = session(config)
+    at.button(key="train_start").click().run()
+    store = RunStore(workspace)
+    run_until(at, finished(store, at.session_state["run_id"]))
+    accuracy = chart_specs(at)[1]
+    rules = [layer for layer in accuracy["layer"] if layer["mark"]["type"] in ("rule", "text")]
+    assert len(rules) == 2
+    rule_data = chart_data(at.get("vega_lite_chart")[1])[rules[0]["data"]["name"]]
+    assert rule_data.to_dict("records") == [{"epoch": 2, "label": "full fine-tune"}]
+
+
+def test_second_request_queues_and_a_new_tab_finds_the_live_run(workspace: Path, tmp_path: Path) -> None:
+    source = tmp_path / "datasets" / "shapes"
+    long_run = tiny_config(source, epochs=300, early_stopping_patience=None, reduce_lr_patience=None, use_feature_cache=False)
+    first = session(long_run)
+    first.button(key="train_start").click().run()
+    first_id = first.session_state["run_id"]
+    store = RunStore(workspace)
+    try:
+        # A new tab (a new session, nothing in its state) shows the server's active run.
+        other_tab = session()
+        assert other_tab.session_state["run_id"] == first_id
+        assert any("tiny run" in markdown.value for markdown in other_tab.markdown)
+
+        second = session(tiny_config(source))
+        assert second.button(key="train_start").label == "Queue training"
+        second.button(key="train_start").click().run()
+        second_id = second.session_state["run_id"]
+        assert second_id != first_id
+        assert any("Queued, position 1" in info.value for info in second.info)
+
+        second.button(key="train_stop").click().run()  # drop the queued one
+        assert store.get(second_id).status == "stopped"
+        run_until(first, lambda: len(store.epochs(first_id)) >= 1)
+        assert first.get("vega_lite_chart"), "the live curves draw while training"
+        assert "Epoch" in first.get("progress")[0].proto.text
+    finally:
+        first.run()
+        first.button(key="train_stop").click().run()
+    run_until(first, finished(store, first_id))
+    assert store.get(first_id).status == "stopped"
+    assert any("Stopped after" in warning.value for warning in first.warning)
+
+
+def test_a_dataset_with_nothing_trainable_is_refused_before_queueing(workspace: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    (broken / "only_class").mkdir(parents=True)
+    (broken / "only_class" / "a.png").write_bytes(b"not an image")
+    at = session(tiny_config(broken))
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert at.error, "the reason must be shown"
+    assert RunStore(workspace).list_runs() == []

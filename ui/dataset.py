@@ -1,0 +1,93 @@
+"""Scanning the chosen dataset once per change and shaping its report for display."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from tl_core.config import DataConfig
+from tl_core.data import DatasetSplit, ScanReport, scan_dataset, split_dataset
+from tl_core.errors import DataError
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetView:
+    """A scanned dataset and its default split (None, with the reason, when it cannot be split)."""
+
+    report: ScanReport
+    split: DatasetSplit | None
+    split_error: str | None
+
+
+def source_stamp(source: str) -> tuple[int, int]:
+    """(file count, newest mtime) of a folder, or (size, mtime) of a file: changes when the data does."""
+    path = Path(source)
+    if path.is_file():
+        stat = path.stat()
+        return stat.st_size, stat.st_mtime_ns
+    count, newest = 0, 0
+    for folder, _, files in os.walk(path):
+        count += len(files)
+        newest = max([newest, os.stat(folder).st_mtime_ns] + [os.stat(os.path.join(folder, name)).st_mtime_ns for name in files])
+    return count, newest
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _scan(source: str, stamp: tuple[int, int], extract_root: str) -> DatasetView:
+    del stamp  # cache key only
+    report = scan_dataset(source, extract_root=Path(extract_root))
+    defaults = DataConfig(source=source)
+    try:
+        split = split_dataset(report, val_fraction=defaults.val_fraction, test_fraction=defaults.test_fraction, seed=defaults.seed)
+    except DataError as exc:
+        return DatasetView(report, None, str(exc))
+    return DatasetView(report, split, None)
+
+
+def load_dataset(source: str, workspace: Path) -> DatasetView:
+    """Scan and split `source` (folder or archive), reusing the last scan while the files are unchanged.
+
+    Raises:
+        DataError: the source is missing or cannot be read at all.
+    """
+    if not Path(source).exists():
+        raise DataError(f"{source} does not exist any more: pick or upload the dataset again on the Data page.")
+    extract_root = workspace / "cache" / "extracted"
+    extract_root.mkdir(parents=True, exist_ok=True)
+    return _scan(source, source_stamp(source), str(extract_root))
+
+
+def split_table(split: DatasetSplit) -> pd.DataFrame:
+    """Images per class in each split, with a total row."""
+    counts = {name: split.class_counts(name) for name in SPLITS}
+    rows = [{"class": label, **{name: int(counts[name].get(label, 0)) for name in SPLITS}} for label in split.class_names]
+    frame = pd.DataFrame(rows, columns=["class", *SPLITS])
+    frame["total"] = frame[list(SPLITS)].sum(axis=1)
+    total = {"class": "all classes", **{name: int(frame[name].sum()) for name in (*SPLITS, "total")}}
+    return pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
+
+
+def problem_groups(report: ScanReport) -> list[tuple[str, str, pd.DataFrame]]:
+    """Problems grouped by (severity, kind), errors first: (severity, kind, table of file and message)."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for problem in report.problems:
+        groups.setdefault((problem.severity, problem.kind), []).append({"file": problem.file or "—", "what to do": problem.message})
+    ordered = sorted(groups.items(), key=lambda item: (SEVERITY_ORDER.get(item[0][0], 3), item[0][1]))
+    return [(severity, kind, pd.DataFrame(rows)) for (severity, kind), rows in ordered]
+
+
+def sample_paths(report: ScanReport, per_class: int) -> dict[str, list[str]]:
+    """The first `per_class` image paths of every class (sorted by file name, so stable)."""
+    samples: dict[str, list[str]] = {label: [] for label in report.class_names}
+    for example in sorted(report.examples, key=lambda e: e.relpath):
+        bucket = samples.get(example.label)
+        if bucket is not None and len(bucket) < per_class:
+            bucket.append(str(example.path))
+    return samples

@@ -1,0 +1,46 @@
+"""Classifiers for the Predict page, cached per run, and uploaded images written where the engine can read them."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import streamlit as st
+
+from tl_core.export import KERAS_FILE
+from tl_core.predict import LoadedClassifier, load_run_classifier
+from tl_core.runs import RunStore
+from ui.uploads import UploadedFileLike, safe_name
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def _classifier(workspace: str, run_id: str, model_mtime_ns: int) -> LoadedClassifier:
+    del model_mtime_ns  # cache key only: a re-saved model is loaded again
+    return load_run_classifier(RunStore(workspace), run_id)
+
+
+def run_classifier(store: RunStore, run_id: str) -> LoadedClassifier:
+    """The run's saved model, loaded once per run and model file version (shared by all users, read-only)."""
+    path = store.run_dir(run_id) / KERAS_FILE
+    mtime = path.stat().st_mtime_ns if path.is_file() else 0
+    return _classifier(str(store.workspace), run_id, mtime)
+
+
+def runs_with_models(store: RunStore) -> list[str]:
+    """Runs (newest first) that saved a model."""
+    return [record.id for record in store.list_runs() if (store.run_dir(record.id) / KERAS_FILE).is_file()]
+
+
+def save_images(files: Sequence[UploadedFileLike], folder: Path) -> list[Path]:
+    """Write uploaded images under content-hash names (the same upload is written once)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for upload in files:
+        data = upload.getvalue()
+        suffix = Path(safe_name(upload.name, "image")).suffix.lower()
+        path = folder / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
+        if not path.exists():
+            path.write_bytes(data)
+        paths.append(path)
+    return paths

@@ -1,0 +1,83 @@
+"""Defaults and helpers for the Model page: the backbone table and turning widget values into configs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from tl_core.backbones import BackboneSpec
+from tl_core.config import ConfigError, ModelConfig, TrainConfig
+
+# A laptop CPU shows the first curve within a minute at this size with the default backbone.
+DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_WEIGHTS = "imagenet"
+DEFAULT_IMAGE_SIZE = 96
+DEFAULT_EPOCHS = 10
+LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+BATCH_SIZES = (8, 16, 32, 64, 128, 256)
+
+MODE_LABELS = {
+    "feature-extraction": "Feature extraction — keep the backbone frozen, train a new head (fastest)",
+    "fine-tune": "Fine-tune the top layers — head first, then unfreeze the top N layers",
+    "full": "Full fine-tune — head first, then train every layer (slowest, needs more data)",
+    "progressive": "Progressive — head first, then unfreeze one block at a time from the top until it stops helping",
+}
+
+
+def mode_label(mode: str, *, short: bool = False) -> str:
+    """The mode's description for people (`short`: only the part before the dash, lower-case)."""
+    label = MODE_LABELS.get(mode, mode)
+    return label.split(" — ")[0].lower() if short else label
+
+
+def default_model_config() -> ModelConfig:
+    return ModelConfig(backbone=DEFAULT_BACKBONE, weights=DEFAULT_WEIGHTS, image_size=DEFAULT_IMAGE_SIZE)
+
+
+def default_train_config() -> TrainConfig:
+    return TrainConfig(epochs=DEFAULT_EPOCHS)
+
+
+def has_offline_weights(spec: BackboneSpec) -> bool:
+    """True when the backbone's ImageNet weights ship with an installed package (no download)."""
+    from tl_core.weights import OFFLINE_WEIGHTS
+
+    provider = OFFLINE_WEIGHTS.get(spec.offline_weights) if spec.offline_weights else None
+    return bool(provider and provider.is_installed())
+
+
+def size_range(spec: BackboneSpec) -> str:
+    """`32–224 px` or `32 px and up` when the backbone has no upper limit."""
+    return f"{spec.min_size}–{spec.max_size} px" if spec.max_size else f"{spec.min_size} px and up"
+
+
+def backbone_table(specs: Sequence[BackboneSpec]) -> pd.DataFrame:
+    """One row per backbone with what a user compares: size, speed proxies, weights and their origin."""
+    rows = []
+    for spec in specs:
+        rows.append({
+            "backbone": spec.name,
+            "name": spec.display_name,
+            "parameters (M)": round(spec.parameters / 1e6, 2) if spec.parameters else None,
+            "input size": f"{spec.default_size} px ({size_range(spec)})",
+            "feature size": spec.feature_dim,
+            "ImageNet weights": "offline ✓" if has_offline_weights(spec) else "needs a download",
+            "provenance": spec.weights_provenance,
+            "tier": spec.tier,
+        })
+    return pd.DataFrame(rows)
+
+
+def parse_hidden_units(text: str) -> tuple[int, ...]:
+    """`"256, 128"` -> (256, 128); empty -> (); anything else raises ConfigError saying how to write it."""
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    try:
+        units = tuple(int(part) for part in parts)
+    except ValueError:
+        raise ConfigError(
+            f"Hidden units {text!r}: write whole numbers separated by commas, e.g. 128 or 256, 128 (leave empty for none)."
+        ) from None
+    if any(unit <= 0 or unit > 8192 for unit in units):
+        raise ConfigError(f"Hidden units {text!r}: each layer needs between 1 and 8192 units, e.g. 128.")
+    return units
