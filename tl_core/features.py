@@ -16,6 +16,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,10 @@ def extract_features(
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
         batch = np.asarray(images[start:stop])
-        # predict_on_batch runs a compiled graph: measured 4-9x faster than an eager call here.
-        features[start:stop] = feature_extractor.predict_on_batch(batch)
+        if tf.distribute.has_strategy():  # predict_on_batch returns per-replica rows concatenated under MirroredStrategy
+            features[start:stop] = keras.ops.convert_to_numpy(feature_extractor(batch, training=False))
+        else:  # a compiled graph: measured 4-9x faster than an eager call here
+            features[start:stop] = feature_extractor.predict_on_batch(batch)
         if progress is not None:
             progress(stop, count)
     return features
