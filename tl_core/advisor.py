@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 from collections import defaultdict
@@ -35,11 +34,11 @@ from tl_core.backbones import candidate_cut_layers, get_backbone_spec
 from tl_core.config import ModelConfig, TrainConfig
 from tl_core.data import DatasetSplit, Example, ScanReport
 from tl_core.errors import BackboneError
-from tl_core.features import cached_features, extract_features, feature_cache_key
+from tl_core.features import cached_features, examples_feature_key, extract_features
 from tl_core.image_cache import build_image_cache
 from tl_core.model import FreezeBackbone, TransferModel, UnfreezeAll, UnfreezeTop, build_transfer_model
 from tl_core.preprocessing import build_preprocessing
-from tl_core.runner import _weights_identity, precision_policy
+from tl_core.runner import precision_policy
 
 SMALL_DATASET_MAX_IMAGES = 1000
 LARGE_DATASET_MIN_IMAGES = 5000
@@ -190,15 +189,6 @@ def _probe_split(split: DatasetSplit, max_images: int) -> tuple[tuple[Example, .
     return tuple(e for i, e in enumerate(train) if i not in held), tuple(e for i, e in enumerate(train) if i in held)
 
 
-def _features_key(examples: Sequence[Example], model_config: ModelConfig, image_size: int, cut_layer: str | None, seed: int) -> str:
-    identity = _weights_identity(model_config.weights)
-    if model_config.weights == "none":
-        identity += f":seed{seed}:advisor"  # random weights: never shared with a run, whose draw may differ
-    # The runner's recipe: a run on exactly these images with pretrained weights reuses the features.
-    content = hashlib.sha256("".join(e.content_hash for e in examples).encode()).hexdigest()
-    return feature_cache_key(content, model_config.backbone, identity, str(image_size), str(cut_layer), model_config.pooling)
-
-
 def _pooled_extractor(backbone: keras.Model, layer_name: str, preprocessing: str, image_size: int, pooling: str) -> keras.Model:
     """uint8 image -> preprocessing -> backbone up to `layer_name` -> pooling, as `build_transfer_model` wires it."""
     cut = keras.Model(backbone.inputs, backbone.get_layer(layer_name).output)
@@ -217,7 +207,8 @@ def _sample_features(extractor: keras.Model, samples: Sequence[Sequence[Example]
     results = []
     for examples in samples:
         images = build_image_cache(examples, image_size, cache_dir / "images").images
-        key = _features_key(examples, model_config, image_size, cut_layer, seed)
+        # Random weights get their own tag: a run's random draw may differ from the advisor's.
+        key = examples_feature_key(examples, model_config, image_size, cut_layer=cut_layer, seed=seed, random_weights_tag=":advisor")
         features = cached_features(extractor, images, cache_dir=cache_dir / "features", key=key).features
         results.append((features, np.array([index[e.label] for e in examples], dtype=np.int32)))
     return results

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tl_core.config import ModelConfig
+from tl_core.data import Example
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,30 @@ class FeatureSet:
 def feature_cache_key(*parts: str) -> str:
     """A stable key from everything that determines the features (data, backbone, weights, size, cut, pooling)."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def weights_identity(weights: str) -> str:
+    """What makes two `weights` values give the same features (a changed file gives new ones)."""
+    path = Path(weights).expanduser()
+    if path.exists():
+        stat = path.stat()
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return weights
+
+
+def examples_feature_key(
+    examples: Sequence[Example], model_config: ModelConfig, image_size: int, *, cut_layer: str | None, seed: int, random_weights_tag: str = ""
+) -> str:
+    """The cache key of these images' features under this backbone, shared by runs and the advisor.
+
+    Random weights (`none`) differ per seed; `random_weights_tag` keeps features from draws that
+    may differ (the advisor's and a run's) under separate keys.
+    """
+    identity = weights_identity(model_config.weights)
+    if model_config.weights == "none":
+        identity += f":seed{seed}{random_weights_tag}"
+    content = hashlib.sha256("".join(e.content_hash for e in examples).encode()).hexdigest()
+    return feature_cache_key(content, model_config.backbone, identity, str(image_size), str(cut_layer), model_config.pooling)
 
 
 def extract_features(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import time
 import traceback
@@ -24,18 +23,17 @@ import tensorflow as tf
 
 from tl_core.backbones import get_backbone_spec, resolve_image_size
 from tl_core.config import DataConfig, RunConfig
-from tl_core.data import DatasetSplit, ScanReport, scan_dataset, split_dataset
+from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport, scan_dataset, split_dataset
 from tl_core.errors import BackboneError, TransferLabError
 from tl_core.evaluate import Evaluation, evaluate_probabilities
 from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, RunStatus, TrainingListener
 from tl_core.export import KERAS_FILE, LABELS_FILE, write_labels
-from tl_core.features import cached_features, feature_cache_key
+from tl_core.features import cached_features, examples_feature_key
 from tl_core.image_cache import build_image_cache, image_dataset
 from tl_core.model import backbone_from_saved_classifier, build_transfer_model, inference_model
 from tl_core.runs import RunRecorder, RunStore
 from tl_core.train import StopToken, TrainingData, TrainResult, train_model
 
-SPLITS = ("train", "val", "test")
 RUN_WEIGHTS_PREFIX = "run:"
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 EVALUATION_FILE = "evaluation.json"
@@ -91,19 +89,6 @@ def precision_policy(mixed: bool) -> Iterator[None]:
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
-
-
-def _weights_identity(weights: str) -> str:
-    """What makes two `weights` values give the same features (a changed file gives new ones)."""
-    path = Path(weights).expanduser()
-    if path.exists():
-        stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    return weights
-
-
-def _split_key(split: DatasetSplit, name: str) -> str:
-    return hashlib.sha256("".join(e.content_hash for e in split.examples(name)).encode()).hexdigest()
 
 
 class _LogCollector:
@@ -332,15 +317,11 @@ def _load_images(split: DatasetSplit, image_size: int, store: RunStore, log: Any
 
 def _feature_provider(transfer_model: Any, config: RunConfig, split: DatasetSplit, data: TrainingData, store: RunStore, log: Any) -> Any:
     cache_dir = workspace_cache(store, "features")
-    model_cfg = config.model
-    weights_identity = _weights_identity(model_cfg.weights)
-    if model_cfg.weights == "none":
-        weights_identity += f":seed{config.train.seed}"  # random weights differ per seed
     features: dict[str, np.ndarray] = {}
 
     def provide(name: str) -> np.ndarray:
         if name not in features:
-            key = feature_cache_key(_split_key(split, name), model_cfg.backbone, weights_identity, str(transfer_model.image_size), str(model_cfg.cut_layer), model_cfg.pooling)
+            key = examples_feature_key(split.examples(name), config.model, transfer_model.image_size, cut_layer=config.model.cut_layer, seed=config.train.seed)
             feature_set = cached_features(transfer_model.feature_extractor, data.images[name], cache_dir=cache_dir, key=key, batch_size=max(32, config.train.batch_size))
             log("info", f"{name}: {'reused cached' if feature_set.reused else 'computed'} backbone features {tuple(feature_set.features.shape)}.")
             features[name] = feature_set.features

@@ -10,11 +10,10 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.config import DataConfig
-from tl_core.data import DatasetSplit, ScanReport, scan_dataset, split_dataset
+from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport, scan_dataset, split_dataset
 from tl_core.errors import DataError
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
