@@ -114,8 +114,6 @@ def build_transfer_model(
         x = build_augmentation(augmentation_seed)(x)
     x = build_preprocessing(spec.preprocessing)(x)
     feature_map = backbone(x, training=False)
-    if isinstance(feature_map, (list, tuple)):  # functional models built from `outputs=[...]`
-        (feature_map,) = feature_map
     if len(feature_map.shape) == 2:  # TF Hub feature-vector models pool internally
         features = feature_map
     elif config.pooling == "max":
