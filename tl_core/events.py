@@ -34,13 +34,17 @@ class RunStarted(TrainingEvent):
 
 @dataclass(frozen=True)
 class PhaseStarted(TrainingEvent):
-    """A training phase: `head` (frozen backbone), `fine-tune` or `full` (unfrozen)."""
+    """A training phase: `head` (frozen backbone), `fine-tune`, `full`, or progressive `stage-K`.
+
+    `open_blocks` names the backbone blocks that train in a progressive stage (top block last).
+    """
 
     phase: str
     epochs: int
     learning_rate: float
     trainable_weights: int
     description: str
+    open_blocks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -307,6 +307,7 @@ def train_model(
                 learning_rate=phase.learning_rate,
                 trainable_weights=count_trainable_weights(transfer_model.model),
                 description=description,
+                open_blocks=tuple(getattr(phase.policy, "open_blocks", ())),
             )
         )
         batches = math.ceil(len(data.labels["train"]) / config.batch_size)
