@@ -88,3 +88,16 @@ def test_scan_prints_a_report_and_json(shapes_dataset, capsys):
     assert report["class_counts"] == {"blue_triangle": 24, "green_square": 24, "red_circle": 24}
     completed = run_cli("scan", "/no/such/folder")
     assert completed.returncode == 2 and "Traceback" not in completed.stderr
+
+
+def test_scan_extracts_archives_into_the_environment_workspace(shapes_dataset, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    archive = shutil.make_archive(str(tmp_path / "shapes"), "zip", root_dir=shapes_dataset)
+    workspace = tmp_path / "env-ws"
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(workspace))
+    monkeypatch.chdir(tmp_path)
+    assert main(["scan", archive, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert Path(report["root"]).is_relative_to(workspace / "cache" / "extracted")
+    assert not (tmp_path / "workspace").exists()

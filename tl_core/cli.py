@@ -85,8 +85,10 @@ def _store(args: argparse.Namespace) -> Any:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from tl_core.data import scan_dataset
+    from tl_core.runs import DEFAULT_WORKSPACE, WORKSPACE_ENV
 
-    report = scan_dataset(args.data, extract_root=Path(args.workspace or "workspace") / "cache" / "extracted")
+    workspace = args.workspace or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+    report = scan_dataset(args.data, extract_root=Path(workspace) / "cache" / "extracted")
     if args.json:
         _print_json(report.to_dict())
     else:
