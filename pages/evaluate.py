@@ -55,13 +55,14 @@ def show_evaluation(run_ids: list[str]) -> None:
     true_label = true_col.selectbox("True class", classes, key="eval_true")
     predicted_label = pred_col.selectbox("Predicted class", classes, key="eval_pred")
     count = evaluation.confusion[classes.index(true_label)][classes.index(predicted_label)]
+    examples = evaluation.examples_in_cell(true_label, predicted_label)
     if true_label == predicted_label:
-        st.caption(f"{count} image(s) of this class were predicted correctly; pick a different predicted class to see mistakes.")
+        st.caption(f"{count} image(s) of {escape_markdown(true_label)} predicted correctly"
+                   + (f"; showing the {min(len(examples), MAX_CELL_EXAMPLES)} the model was least sure about." if examples else "."))
     else:
-        examples = evaluation.examples_in_cell(true_label, predicted_label)
         st.caption(f"{count} image(s) of {escape_markdown(true_label)} predicted as {escape_markdown(predicted_label)}"
                    + (f"; showing {min(len(examples), MAX_CELL_EXAMPLES)}." if examples else "."))
-        show_tiles(example_tiles(examples[:MAX_CELL_EXAMPLES], root), width=112, empty_message="No images in this cell.")
+    show_tiles(example_tiles(examples[:MAX_CELL_EXAMPLES], root), width=112, empty_message="No images in this cell.")
 
     st.subheader("Highest-loss examples")
     st.caption("The images the model was most wrong or least sure about: often mislabelled or unusual pictures worth checking.")

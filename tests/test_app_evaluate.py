@@ -87,11 +87,14 @@ def test_choosing_a_cell_shows_its_images_with_true_and_predicted(app: AppTest, 
     assert all(f"{mistake.predicted_label}" in caption.replace("\\", "") for caption in cell_images.captions)
 
 
-def test_a_diagonal_cell_explains_instead_of_showing_nothing(app: AppTest, trained: tuple[Path, str]) -> None:
-    label = evaluation_of(trained).class_names[0]
+def test_a_diagonal_cell_shows_the_least_confident_correct_images(app: AppTest, trained: tuple[Path, str]) -> None:
+    evaluation = evaluation_of(trained)
+    label = next(name for name in evaluation.class_names if evaluation.examples_in_cell(name, name))
     app.selectbox(key="eval_true").set_value(label)
     app.selectbox(key="eval_pred").set_value(label).run()
     assert any("predicted correctly" in caption.value for caption in app.caption)
+    cell_images = app.get("image")[0]
+    assert len(cell_images.value) == len(evaluation.examples_in_cell(label, label))
 
 
 def test_highest_loss_examples_are_shown(app: AppTest, trained: tuple[Path, str]) -> None:

@@ -18,6 +18,24 @@ def test_metrics_match_hand_computed_values(tmp_path):
     assert [e.item for e in evaluation.misclassified] == ["f2.png", "f4.png"]  # most confident mistake first
     assert evaluation.highest_loss[0].item == "f2.png"  # lowest probability on the true class (0.3)
     assert evaluation.examples_in_cell("b", "a")[0].item == "f2.png"
+    assert [e.item for e in evaluation.examples_in_cell("c", "c")] == ["f3.png"]
+    assert [e.item for e in evaluation.correct] == ["f0.png", "f1.png", "f3.png"]
     evaluation.save(tmp_path / "e.json")
     assert Evaluation.load(tmp_path / "e.json") == evaluation
     assert "accuracy 0.600" in evaluation.format_text()
+
+
+def test_diagonal_cells_list_the_least_confident_correct_examples():
+    confidences = np.linspace(0.55, 0.95, 20)
+    probabilities = np.stack([confidences, 1 - confidences], axis=1)
+    evaluation = evaluate_probabilities(probabilities, np.zeros(20, np.int64), ("a", "b"), items=[f"f{i}" for i in range(20)])
+    listed = evaluation.examples_in_cell("a", "a")
+    assert [e.item for e in listed] == [f"f{i}" for i in range(12)]  # capped, least confident first
+    assert evaluation.examples_in_cell("b", "b") == []
+
+
+def test_an_evaluation_saved_before_correct_examples_existed_still_loads(tmp_path):
+    evaluation = evaluate_probabilities(np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1]), ("a", "b"))
+    raw = evaluation.to_dict()
+    del raw["correct"]
+    assert Evaluation.from_dict(raw).correct == []

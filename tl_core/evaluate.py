@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 MAX_LISTED_EXAMPLES = 200
+# Correct predictions kept per class: the least confident ones, which show where the model hesitates.
+MAX_CORRECT_PER_CLASS = 12
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Evaluation:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     misclassified: list[ExampleOutcome] = field(default_factory=list)
     highest_loss: list[ExampleOutcome] = field(default_factory=list)
+    correct: list[ExampleOutcome] = field(default_factory=list)  # least confident correct ones, per class
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +68,7 @@ class Evaluation:
         raw["per_class"] = [ClassMetrics(**row) for row in raw["per_class"]]
         raw["misclassified"] = [ExampleOutcome(**row) for row in raw["misclassified"]]
         raw["highest_loss"] = [ExampleOutcome(**row) for row in raw["highest_loss"]]
+        raw["correct"] = [ExampleOutcome(**row) for row in raw.get("correct", [])]  # absent before Nov 2026
         return cls(**raw)
 
     def save(self, path: Path) -> None:
@@ -75,8 +79,13 @@ class Evaluation:
         return cls.from_dict(json.loads(path.read_text()))
 
     def examples_in_cell(self, true_label: str, predicted_label: str) -> list[ExampleOutcome]:
-        """Misclassified examples in one confusion-matrix cell (for the Evaluate page)."""
-        return [e for e in self.misclassified if e.true_label == true_label and e.predicted_label == predicted_label]
+        """Listed examples in one confusion-matrix cell (for the Evaluate page).
+
+        Off the diagonal: the misclassified ones, most confident first. On it: the least confident
+        correct ones (up to `MAX_CORRECT_PER_CLASS`).
+        """
+        listed = self.correct if true_label == predicted_label else self.misclassified
+        return [e for e in listed if e.true_label == true_label and e.predicted_label == predicted_label]
 
     def format_text(self) -> str:
         width = max(len(name) for name in self.class_names + ["class"])
@@ -143,6 +152,11 @@ def evaluate_probabilities(
         return ExampleOutcome(items[i], class_names[labels[i]], class_names[predicted[i]], float(probabilities[i, predicted[i]]), float(losses[i]))
 
     wrong = [i for i in np.argsort(-probabilities[np.arange(count), predicted]) if predicted[i] != labels[i]]
+    least_confident_first = np.argsort(probabilities[np.arange(count), predicted]) if count else np.zeros(0, np.int64)
+    correct: list[int] = []
+    for index in range(num_classes):
+        right = [i for i in least_confident_first if labels[i] == index and predicted[i] == index]
+        correct.extend(right[:MAX_CORRECT_PER_CLASS])
     return Evaluation(
         split=split,
         count=count,
@@ -156,4 +170,5 @@ def evaluate_probabilities(
         confusion=confusion.tolist(),
         misclassified=[outcome(i) for i in wrong[:MAX_LISTED_EXAMPLES]],
         highest_loss=[outcome(i) for i in np.argsort(-losses)[: min(20, count)]],
+        correct=[outcome(i) for i in correct],
     )
