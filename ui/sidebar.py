@@ -10,6 +10,8 @@ from tl_core.errors import RunNotFoundError
 from ui.state import current_dataset, current_run_id, get_store
 from ui.text import escape_markdown
 
+ACTIVE_STATUSES = ("queued", "running")
+ACTIVE_POLL_S = 2.0
 STATUS_ICONS = {
     "queued": ":material/schedule:", "running": ":material/autorenew:", "completed": ":material/check_circle:",
     "stopped": ":material/stop_circle:", "failed": ":material/error:", "interrupted": ":material/warning:",
@@ -28,8 +30,18 @@ def show_context() -> None:
             st.markdown("_none yet_")
             return
         try:
-            record = get_store().get(run_id)
+            status = get_store().get(run_id).status
         except RunNotFoundError:
             st.markdown("_deleted_")
             return
-        st.markdown(f"{STATUS_ICONS.get(record.status, '')} **{escape_markdown(record.name)}**  \n{record.status}")
+        # While the run is active the status re-reads itself: the page's own live fragment never reruns the sidebar.
+        st.fragment(run_every=ACTIVE_POLL_S if status in ACTIVE_STATUSES else None)(_show_run)(run_id)
+
+
+def _show_run(run_id: str) -> None:
+    try:
+        record = get_store().get(run_id)
+    except RunNotFoundError:
+        st.markdown("_deleted_")
+        return
+    st.markdown(f"{STATUS_ICONS.get(record.status, '')} **{escape_markdown(record.name)}**  \n{record.status}")
