@@ -9,13 +9,25 @@ import string
 import streamlit as st
 
 # Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping them all also
-# defuses Streamlit's extensions (`:red[...]`, `:material/x:`, `$...$` maths) in user text.
+# defuses HTML (`<`), links and autolinks (`[`, `:`, `/`, `.`, `@`), entities (`&`) and Streamlit's
+# extensions (`:red[...]`, `:material/x:`, `$...$` maths) in user text.
 _MARKDOWN_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
+# Control characters (except newline and tab) and Unicode direction overrides, which can make a
+# file name read backwards (`gpj.exe`), are shown as U+FFFD so the reader sees something is odd.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Indentation of four columns would turn a line into a code block: keep it as no-break spaces.
+_LEADING_WHITESPACE = re.compile(r"^[ \t]+", re.MULTILINE)
 
 
 def escape_markdown(text: object) -> str:
-    """`text` rendered literally by st.markdown/st.caption/st.error (class, file and run names)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", "  \n")
+    """`text` rendered literally by st.markdown/st.caption/st.error (class, file and run names).
+
+    No HTML, link, image, emphasis, heading, list, code or maths survives; line breaks stay line breaks.
+    """
+    plain = str(text).replace("\r\n", "\n").replace("\r", "\n")
+    plain = _INVISIBLE.sub("\ufffd", plain)
+    plain = _LEADING_WHITESPACE.sub(lambda match: match.group().replace("\t", "    ").replace(" ", "\u00a0"), plain)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", plain).replace("\n", "  \n")
 
 
 def show_error(exc: BaseException) -> None:
