@@ -1,41 +1,60 @@
-"""Background training jobs: a FIFO queue and workers, owned by the engine, not by the UI.
+"""Background training jobs: a durable fair queue, a dispatcher, and backends that run the jobs.
 
 Streamlit unwinds its script thread on every rerun, so training never runs there. The app keeps one
 `JobManager` per server (`st.cache_resource`); pages submit configs, read `status()` and call `stop()`.
-Reloading or reopening the page finds the same job because state lives here and in the run store.
 
-The manager runs at most `max_concurrent` jobs at once (one per device by default) on a backend;
-`ThreadBackend` runs them in this process. A process or remote backend can replace it without
-touching the pages.
+Jobs wait in a SQLite queue (`tl_core.job_queue`) that survives restarts. A dispatcher thread claims
+the next job when a device slot is free and hands it to a backend (both in `tl_core.worker`):
+`ProcessBackend`, the default, runs each job in its own worker process, so a job that crashes or
+runs out of memory never takes the server or another job down; `ThreadBackend` runs jobs in this
+process (tests, scripts). A backend only knows jobs (start, poll, progress, stop, kill), so one that runs jobs on
+other machines can replace them without touching the pages.
+
+On start the manager recovers: jobs still queued stay queued and start in turn; a running job whose
+worker is gone is marked `interrupted` (its log and last checkpoint kept, `resume` continues it);
+a worker still alive from before the restart is watched again.
 
 Example:
     >>> manager = JobManager(RunStore("workspace"))
-    >>> run_id = manager.submit(config)
+    >>> run_id = manager.submit(config, owner="alice")
     >>> manager.status(run_id).state
-    'queued'
+    'running'
 """
 
 from __future__ import annotations
 
-import collections
+import dataclasses
+import logging
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from tl_core.config import RunConfig
-from tl_core.errors import TransferLabError
+from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.events import BatchProgress, EpochEnded, PhaseStarted, RunFinished, RunStarted, TrainingEvent
-from tl_core.runs import RunStore
-from tl_core.train import StopToken
+from tl_core.job_queue import ANY_DEVICE, JobQueue, QueueEntry, RunningJob, WaitingJob, default_slots, estimate_start_times
+from tl_core.runs import FINISHED_STATUSES, RunStore, process_is_alive, process_start_token
 
 JobState = Literal["queued", "running", "finished"]
+# Equal to tl_core.runner.CHECKPOINT_FILE; the runner imports TensorFlow, which the server need not.
+CHECKPOINT_FILE = "checkpoint.weights.h5"
+RESUME_WEIGHTS_FILE = "resume_from.weights.h5"
+HISTORY_RUNS = 10  # recent completed runs that set the seconds-per-epoch estimate
+_HISTORY_TTL_S = 30.0
+_log = logging.getLogger(__name__)
 
 
 @dataclass
 class LiveProgress:
-    """What a page needs to draw a progress bar with an ETA; updated by the training thread."""
+    """What a page needs to draw a progress bar with an ETA; kept current from training events."""
 
     phase: str = ""
     phase_epochs: int = 0
@@ -64,42 +83,44 @@ class LiveProgress:
         elapsed = time.time() - self.started_at
         return elapsed * (1 - done) / done
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> LiveProgress:
+        """Rebuild from `to_dict()` output (e.g. a worker's progress file); unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in raw.items() if key in known}
+        values["phase_starts"] = [(str(phase), int(epoch)) for phase, epoch in values.get("phase_starts", [])]
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class JobStatus:
+    """A job as a page shows it.
+
+    `queue_position` (1 = next to start) and `estimated_start` (unix time; None while nothing is known
+    about how long runs take) are set while it waits; `estimated_start` is the real start once running.
+    """
+
     run_id: str
     state: JobState
-    queue_position: int | None  # 1 = next to start
+    queue_position: int | None
     progress: LiveProgress
+    estimated_start: float | None = None
+    owner: str = "local"
+    device: str | None = None
 
 
-class JobBackend(Protocol):
-    """Runs one job function somewhere; `ThreadBackend` runs it in a daemon thread of this process."""
+class ProgressTracker:
+    """Keeps a `LiveProgress` current from training events (cheap: no I/O)."""
 
-    def start(self, name: str, target: Callable[[], None]) -> None: ...
-
-
-class ThreadBackend:
-    def start(self, name: str, target: Callable[[], None]) -> None:
-        threading.Thread(target=target, name=name, daemon=True).start()
-
-
-@dataclass
-class _Job:
-    run_id: str
-    config: RunConfig
-    stop: StopToken = field(default_factory=StopToken)
-    progress: LiveProgress = field(default_factory=LiveProgress)
-
-
-class _ProgressListener:
-    """Keeps a job's `LiveProgress` current from training events (cheap: no I/O)."""
-
-    def __init__(self, job: _Job) -> None:
-        self.job = job
+    def __init__(self, config: RunConfig, progress: LiveProgress | None = None) -> None:
+        self.config = config
+        self.progress = progress or LiveProgress()
 
     def on_event(self, event: TrainingEvent) -> None:
-        progress = self.job.progress
+        progress = self.progress
         if isinstance(event, RunStarted):
             progress.status = "running"
             progress.started_at = event.timestamp
@@ -116,7 +137,7 @@ class _ProgressListener:
             progress.status = event.status
 
     def _later_phase_epochs(self, phase: str) -> int:
-        train = self.job.config.train
+        train = self.config.train
         if phase != "head" or train.mode == "feature-extraction":
             return 0
         if train.mode == "progressive":  # an upper bound: progressive may stop at a plateau sooner
@@ -124,68 +145,183 @@ class _ProgressListener:
         return train.fine_tune_epochs
 
 
+@dataclass(frozen=True)
+class Job:
+    """One job as a backend sees it: which run, in which workspace, on which device.
+
+    `worker` is the backend's own reference to what runs the job (set once started), stored in the
+    queue so a restarted server can find the job again.
+    """
+
+    run_id: str
+    workspace: str
+    device: str
+    resume_from: str | None = None
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class JobExit:
+    """How a job's worker ended: `signal` (e.g. SIGKILL) when it was killed, else its exit code."""
+
+    description: str  # "was killed by SIGKILL (...)", completes "The worker process ..."
+    exit_code: int | None = None
+    signal: str | None = None
+
+
+class JobBackend(Protocol):
+    """Where jobs run. Every method takes the `Job` (with `worker` once started) and returns quickly."""
+
+    def start(self, job: Job) -> str:
+        """Start the job; returns the worker reference the queue keeps (a pid, a remote job id ...)."""
+
+    def poll(self, job: Job) -> JobExit | None:
+        """None while the job runs; how it ended once it has."""
+
+    def progress(self, job: Job) -> LiveProgress | None:
+        """The job's live progress, when known."""
+
+    def stop(self, job: Job) -> None:
+        """Ask the job to stop after its current batch, keeping the best weights."""
+
+    def kill(self, job: Job) -> None:
+        """End the job now (it loses its current epoch)."""
+
+
+def this_process_reference(kind: str) -> str:
+    """`kind:host:pid:start` for this process: tells a later server whether it still runs."""
+    pid = os.getpid()
+    return f"{kind}:{socket.gethostname()}:{pid}:{process_start_token(pid) or ''}"
+
+
+def reference_is_alive(reference: str) -> bool | None:
+    """Whether the process in a `kind:host:pid:start` reference runs; None when it is on another host."""
+    _, host, pid, start = reference.split(":", 3)
+    if host != socket.gethostname():
+        return None
+    return process_is_alive(int(pid), start or None)
+
+
 class JobManager:
     """Queue and run training jobs in the background; one manager per server process.
 
     Args:
-        store: the run store jobs record into.
-        max_concurrent: jobs running at once (one per device: training two models on one CPU or GPU
-            only makes both slower).
-        backend: where jobs run.
-        run: the function that runs one experiment (the real `run_experiment` unless a test swaps it).
+        store: the default run store jobs record into (`submit(store=...)` picks another).
+        max_concurrent: jobs at once per device (default 1: two models on one device only make both slower).
+        slots: jobs at once per device name, overriding `max_concurrent` and device detection.
+        per_user_cap: most runs one user may have queued or running; None for no limit.
+        backend: where jobs run; default `ProcessBackend` (one worker process per job), or
+            `ThreadBackend(run)` when `run` is given.
+        run: the function that runs one experiment in a `ThreadBackend` (tests swap it).
+        queue_path: the queue's SQLite file; default `<store.workspace>/queue.sqlite`.
+        poll_interval_s: how often the dispatcher looks for finished jobs and free slots.
     """
 
-    def __init__(self, store: RunStore, *, max_concurrent: int = 1, backend: JobBackend | None = None, run: Callable[..., object] | None = None) -> None:
+    def __init__(
+        self, store: RunStore, *, max_concurrent: int | None = None, slots: Mapping[str, int] | None = None,
+        per_user_cap: int | None = None, backend: JobBackend | None = None, run: Callable[..., object] | None = None,
+        queue_path: str | Path | None = None, poll_interval_s: float = 0.25,
+    ) -> None:
         self.store = store
-        self.max_concurrent = max_concurrent
-        self.backend = backend or ThreadBackend()
-        self._run = run
-        self._lock = threading.Lock()
-        self._queue: collections.deque[_Job] = collections.deque()
-        self._running: dict[str, _Job] = {}
-        self._finished: dict[str, _Job] = {}
+        self.slots = dict(slots) if slots else default_slots(max_concurrent or 1)
+        self.queue = JobQueue(queue_path or store.workspace / "queue.sqlite", slots=self.slots, per_user_cap=per_user_cap)
+        if backend is None:
+            from tl_core.worker import ProcessBackend, ThreadBackend
 
-    def submit(self, config: RunConfig) -> str:
-        """Queue a run and return its id; it starts as soon as a slot is free."""
-        record = self.store.create_run(
-            config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights,
-            mode=config.train.mode, name=config.name, status="queued",
-        )
-        with self._lock:
-            self._queue.append(_Job(record.id, config))
-        self._start_ready_jobs()
-        return record.id
+            backend = ThreadBackend(run) if run is not None else ProcessBackend()
+        self.backend = backend
+        self.poll_interval_s = poll_interval_s
+        self._stores: dict[str, RunStore] = {str(store.workspace): store}
+        self._dispatch_lock = threading.RLock()
+        self._final_progress: dict[str, LiveProgress] = {}
+        self._history: tuple[float, float | None] = (0.0, None)  # (read at, seconds per epoch)
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self.recovered = self.recover()
+        self._thread = threading.Thread(target=self._dispatch_loop, name="transferlab-dispatcher", daemon=True)
+        self._thread.start()
+
+    # -- what pages call -------------------------------------------------------------------------
+    def submit(self, config: RunConfig, *, owner: str = "local", store: RunStore | None = None, device: str = ANY_DEVICE) -> str:
+        """Queue a run and return its id; it starts as soon as a device slot is free.
+
+        Raises:
+            QueueFullError: `owner` already has as many runs queued or running as allowed.
+        """
+        return self._submit(config, owner=owner, store=store or self.store, device=device)
+
+    def resume(self, run_id: str, *, owner: str | None = None, store: RunStore | None = None) -> str:
+        """Queue a new run that starts from an ended run's last checkpoint; returns the new run's id.
+
+        The new run has the same config, the old run as `parent_run_id`, and trains its epochs again
+        starting from the checkpoint's weights (a copy, so deleting the old run does no harm).
+
+        Raises:
+            TransferLabError: the run is still active, or it left no checkpoint.
+        """
+        store = store or self.store
+        record = store.get(run_id)
+        if record.status in ("queued", "running"):
+            raise TransferLabError(f"Run {record.id} is {record.status}: only an ended run can be resumed.")
+        checkpoint = store.run_dir(record.id) / CHECKPOINT_FILE
+        if not checkpoint.is_file():
+            raise TransferLabError(
+                f"Run {record.id} left no checkpoint ({checkpoint} is missing; one is written when the first phase ends): start a new run instead."
+            )
+        config = RunConfig.from_dict(record.config)
+        config = config.replace(name=f"{record.name} (resumed)")
+        return self._submit(config, owner=owner or record.owner, store=store, device=ANY_DEVICE, parent=record.id, checkpoint=checkpoint)
 
     def stop(self, run_id: str) -> bool:
-        """Ask a running job to stop after its current batch, or drop a queued one. False if unknown."""
-        with self._lock:
-            if run_id in self._running:
-                self._running[run_id].stop.request_stop()
+        """Stop a running job after its current batch, or drop a queued one. False if not active here."""
+        with self._dispatch_lock:
+            entry = self.queue.get(run_id)
+            if entry is None or entry.state == "done":
+                return False
+            if entry.state == "queued" and self.queue.remove(run_id):
+                self._store(entry.workspace).finish_run(run_id, "stopped", error="Removed from the queue before it started.")
+                self._wake.set()
                 return True
-            for job in list(self._queue):
-                if job.run_id == run_id:
-                    self._queue.remove(job)
-                    self._finished[run_id] = job
-                    job.progress.status = "stopped"
-                    self.store.finish_run(run_id, "stopped", error="Removed from the queue before it started.")
-                    return True
-        return False
+            entry = self.queue.get(run_id)
+            if entry is None or entry.state != "running" or entry.worker is None:
+                return False
+            self.backend.stop(self._job(entry))
+            return True
+
+    def kill(self, run_id: str) -> bool:
+        """End a running job at once (a stuck job); the dispatcher then marks its run interrupted."""
+        entry = self.queue.get(run_id)
+        if entry is None or entry.state != "running" or entry.worker is None:
+            return False
+        self.backend.kill(self._job(entry))
+        self._wake.set()
+        return True
 
     def status(self, run_id: str) -> JobStatus | None:
-        with self._lock:
-            if run_id in self._running:
-                return JobStatus(run_id, "running", None, self._running[run_id].progress)
-            for position, job in enumerate(self._queue, start=1):
-                if job.run_id == run_id:
-                    return JobStatus(run_id, "queued", position, job.progress)
-            if run_id in self._finished:
-                return JobStatus(run_id, "finished", None, self._finished[run_id].progress)
-        return None
+        """The job's state and progress; None for a run never submitted to this queue."""
+        entry = self.queue.get(run_id)
+        if entry is None:
+            return None
+        common = {"owner": entry.owner, "device": entry.assigned_device}
+        if entry.state == "queued":
+            estimates = self._estimated_starts()
+            progress = LiveProgress(status="queued", total_epochs=entry.planned_epochs, started_at=entry.enqueued_at)
+            return JobStatus(run_id, "queued", self.queue.position(run_id), progress, estimates.get(run_id), **common)
+        if entry.state == "running":
+            progress = (self.backend.progress(self._job(entry)) if entry.worker else None) or LiveProgress(status="running")
+            # The worker records the outcome a moment before its process exits and frees the slot.
+            ended = self._recorded_outcome(entry)
+            if ended is not None:
+                return JobStatus(run_id, "finished", None, dataclasses.replace(progress, status=ended), entry.started_at, **common)
+            return JobStatus(run_id, "running", None, dataclasses.replace(progress), entry.started_at, **common)
+        progress = self._final_progress.get(run_id) or self.backend.progress(self._job(entry)) or LiveProgress()
+        return JobStatus(run_id, "finished", None, dataclasses.replace(progress, status=entry.outcome or progress.status),
+                         entry.started_at, **common)
 
     def active_run_ids(self) -> list[str]:
-        """Running first, then queued in order."""
-        with self._lock:
-            return list(self._running) + [job.run_id for job in self._queue]
+        """Running first (in start order), then queued in queue order."""
+        running = sorted(self.queue.entries("running"), key=lambda entry: entry.started_at or 0.0)
+        return [entry.run_id for entry in running] + [entry.run_id for entry in self.queue.entries("queued")]
 
     def wait(self, run_id: str, timeout_s: float = 600.0) -> JobStatus | None:
         """Block until a job finishes (tests and scripts; pages poll `status` instead)."""
@@ -197,31 +333,170 @@ class JobManager:
             time.sleep(0.05)
         raise TimeoutError(f"Run {run_id} did not finish within {timeout_s:.0f} s.")
 
-    def _start_ready_jobs(self) -> None:
-        with self._lock:
-            ready = []
-            while self._queue and len(self._running) < self.max_concurrent:
-                job = self._queue.popleft()
-                self._running[job.run_id] = job
-                ready.append(job)
-        for job in ready:
-            self.backend.start(f"transferlab-{job.run_id}", lambda job=job: self._execute(job))
+    def shutdown(self, *, stop_jobs: bool = False, timeout_s: float = 5.0) -> None:
+        """Stop dispatching (jobs keep running and a later manager finds them), or also stop them."""
+        if stop_jobs:
+            for run_id in self.active_run_ids():
+                self.stop(run_id)
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
 
-    def _execute(self, job: _Job) -> None:
+    # -- recovery and dispatching ----------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Settle what an earlier server left: returns the runs marked interrupted or failed.
+
+        Queued jobs stay queued. Running jobs whose worker still runs are watched again; those whose
+        worker is gone are finished (interrupted, with the reason). A job claimed but never started
+        goes back to its place in the queue.
+        """
+        settled = []
+        with self._dispatch_lock:
+            for entry in self.queue.entries("running"):
+                if entry.worker is None:
+                    self.queue.release(entry.run_id)
+                    continue
+                ended = self.backend.poll(self._job(entry))
+                if ended is not None and self._settle(entry, ended) in ("interrupted", "failed"):
+                    settled.append(entry.run_id)
+            for entry in self.queue.entries("queued"):
+                try:
+                    status = self._store(entry.workspace).get(entry.run_id).status
+                except RunNotFoundError:
+                    status = "deleted"
+                if status != "queued":  # deleted, or ended by hand while no server ran
+                    self.queue.mark_done(entry.run_id, status)
+        return settled
+
+    def dispatch(self) -> None:
+        """Finish jobs whose worker ended, then start queued jobs while device slots are free."""
+        with self._dispatch_lock:
+            for entry in self.queue.entries("running"):
+                if entry.worker is None:
+                    continue
+                ended = self.backend.poll(self._job(entry))
+                if ended is not None:
+                    self._settle(entry, ended)
+            while not self._closed.is_set() and (entry := self.queue.claim_next()) is not None:
+                self._launch(entry)
+
+    def _dispatch_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.dispatch()
+            except (OSError, sqlite3.Error, TransferLabError) as exc:  # a full disk or locked file: try again next tick
+                _log.warning("Job dispatcher: %s", exc)
+            self._wake.wait(self.poll_interval_s)
+            self._wake.clear()
+
+    def _submit(self, config: RunConfig, *, owner: str, store: RunStore, device: str, parent: str | None = None, checkpoint: Path | None = None) -> str:
+        self.queue.check_cap(owner)  # before creating a run; enqueue checks again atomically
+        record = store.create_run(
+            config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights, mode=config.train.mode,
+            name=config.name, status="queued", owner=owner, parent_run_id=parent,
+        )
+        self._stores.setdefault(str(store.workspace), store)
+        _release_from_creator(store, record.id)
+        resume_from = None
         try:
-            run = self._run
-            if run is None:
-                from tl_core.runner import run_experiment as run
-            run(job.config, store=self.store, listener=_ProgressListener(job), stop=job.stop, run_id=job.run_id)
-        except TransferLabError as exc:  # bad data found before training: the queued run says why
-            job.progress.status = "failed"
-            self.store.finish_run(job.run_id, "failed", error=str(exc))
-            self.store.append_log(job.run_id, f"error: {exc}")
-        except BaseException as exc:  # noqa: BLE001 - a worker must never die silently
-            job.progress.status = "failed"
-            self.store.finish_run(job.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        finally:
-            with self._lock:
-                self._running.pop(job.run_id, None)
-                self._finished[job.run_id] = job
-            self._start_ready_jobs()
+            if checkpoint is not None:
+                resume_from = str(shutil.copyfile(checkpoint, store.run_dir(record.id) / RESUME_WEIGHTS_FILE))
+            self.queue.enqueue(record.id, owner, config.to_dict(), workspace=store.workspace, device=device, resume_from=resume_from)
+        except BaseException:
+            store.delete(record.id)  # no orphan queued run without a queue entry
+            raise
+        self.dispatch()  # start it now when a slot is free, so the caller sees it running at once
+        return record.id
+
+    def _launch(self, entry: QueueEntry) -> None:
+        job = self._job(entry)
+        try:
+            worker = self.backend.start(job)
+        except (OSError, TransferLabError, ValueError) as exc:
+            error = f"Could not start a worker for this run: {exc}"
+            store = self._store(entry.workspace)
+            store.finish_run(entry.run_id, "failed", error=error)
+            store.append_log(entry.run_id, f"error: {error}")
+            self.queue.mark_done(entry.run_id, "failed")
+            return
+        self.queue.set_worker(entry.run_id, worker)
+
+    def _settle(self, entry: QueueEntry, ended: JobExit) -> str:
+        """Record a job whose worker ended; a run the worker left unfinished gets the reason. Returns its status."""
+        store = self._store(entry.workspace)
+        self._final_progress[entry.run_id] = self.backend.progress(self._job(entry)) or LiveProgress()
+        try:
+            record = store.get(entry.run_id)
+        except RunNotFoundError:
+            self.queue.mark_done(entry.run_id, "deleted")
+            return "deleted"
+        status = record.status
+        if status in ("queued", "running"):
+            status = "interrupted" if ended.signal else "failed"
+            folder = store.run_dir(record.id)
+            kept = "log and last checkpoint are" if (folder / CHECKPOINT_FILE).is_file() else "log is"
+            error = f"The worker process {ended.description}. Its {kept} kept in {folder}."
+            if kept.startswith("log and"):
+                error += " Resume it to continue from the checkpoint."
+            store.finish_run(record.id, status, error=error)
+            store.append_log(record.id, f"{status}: {error}")
+        self._final_progress[entry.run_id].status = status
+        self.queue.mark_done(entry.run_id, status)
+        return status
+
+    def _recorded_outcome(self, entry: QueueEntry) -> str | None:
+        """The run's final status when the store already has one, else None."""
+        try:
+            status = self._store(entry.workspace).get(entry.run_id).status
+        except RunNotFoundError:
+            return "deleted"
+        return status if status in FINISHED_STATUSES else None
+
+    def _job(self, entry: QueueEntry) -> Job:
+        return Job(entry.run_id, entry.workspace, entry.assigned_device or entry.device, entry.resume_from, entry.worker)
+
+    def _store(self, workspace: str) -> RunStore:
+        if workspace not in self._stores:
+            self._stores[workspace] = RunStore(workspace)
+        return self._stores[workspace]
+
+    def _estimated_starts(self) -> dict[str, float | None]:
+        seconds_per_epoch = self._seconds_per_epoch()
+        now = time.time()
+        running = []
+        for entry in self.queue.entries("running"):
+            progress = self.backend.progress(self._job(entry)) if entry.worker else None
+            remaining = progress.eta_s if progress is not None else None
+            if remaining is None and seconds_per_epoch is not None:
+                remaining = seconds_per_epoch * entry.planned_epochs - (now - (entry.started_at or now))
+            running.append(RunningJob(entry.assigned_device or entry.device, remaining))
+        waiting = [
+            WaitingJob(entry.run_id, entry.device, seconds_per_epoch * entry.planned_epochs if seconds_per_epoch is not None else None)
+            for entry in self.queue.entries("queued")
+        ]
+        return estimate_start_times(now, running, waiting, self.slots)
+
+    def _seconds_per_epoch(self) -> float | None:
+        """Median wall time per epoch of the last completed runs (start-up included); None before any."""
+        read_at, value = self._history
+        if time.monotonic() - read_at > _HISTORY_TTL_S:
+            rates = [
+                record.metrics["elapsed_s"] / record.metrics["epochs_run"]
+                for record in self.store.list_runs(status="completed")[:HISTORY_RUNS]
+                if record.metrics.get("epochs_run") and record.metrics.get("elapsed_s")
+            ]
+            value = statistics.median(rates) if rates else None
+            self._history = (time.monotonic(), value)
+        return value
+
+
+def _release_from_creator(store: RunStore, run_id: str) -> None:
+    """Forget which process created a queued run: the queue, not that process, keeps it alive.
+
+    `RunStore.recover_interrupted` marks a queued run interrupted once its creating process is gone,
+    which would drop every queued job at a server restart. Until RunStore has an API for this
+    (`create_run(..., pid=None)`), the run's process columns are cleared here.
+    """
+    with sqlite3.connect(store.database_path, timeout=30) as connection:
+        connection.execute("UPDATE runs SET pid = NULL, process_start = NULL WHERE id = ? AND status = 'queued'", (run_id,))
+    connection.close()
