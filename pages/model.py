@@ -6,7 +6,10 @@ import streamlit as st
 
 from tl_core.backbones import get_backbone_spec, list_backbones, resolve_image_size
 from tl_core.config import MODES, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.errors import TransferLabError
+from tl_core.errors import RunNotFoundError, TransferLabError
+from tl_core.runs import RunRecord
+from ui.advisor import CUT_LAYER_WIDGET_KEY, cut_layer_label, cut_layer_options, parent_image_size, show_cut_depth_probe, show_mode_advisor
+from ui.runs_table import RUN_WEIGHTS_PREFIX
 from ui.settings import (
     BATCH_SIZES, DEFAULT_BACKBONE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_WEIGHTS, LEARNING_RATES,
     backbone_table, has_offline_weights, mode_label, parse_hidden_units, size_range,
@@ -18,6 +21,7 @@ from ui.text import escape_markdown, format_parameters, show_error
 
 SETTINGS_ERROR_KEY = "settings_error"
 WIDGET_PREFIX = "model_"
+RUN_WEIGHT_CHOICES = 8  # the newest completed runs offered as starting backbones (plus the one chosen)
 
 
 def setting(widget, label: str, explanation: str, **kwargs):
@@ -25,6 +29,35 @@ def setting(widget, label: str, explanation: str, **kwargs):
     value = widget(label, help=explanation, **kwargs)
     st.caption(explanation)
     return value
+
+
+def parent_run(weights: str) -> RunRecord | None:
+    """The finished run whose backbone `weights` (`run:ID`) names; None for other weights or a deleted run."""
+    if not weights.startswith(RUN_WEIGHTS_PREFIX):
+        return None
+    try:
+        return get_store().get(weights[len(RUN_WEIGHTS_PREFIX):])
+    except RunNotFoundError:
+        return None
+
+
+def follow_parent_run() -> None:
+    """Starting from a run's backbone fixes the architecture and input size: show them in the widgets."""
+    parent = parent_run(st.session_state.get("model_weights", ""))
+    if parent is None:
+        return
+    st.session_state["model_backbone"] = parent.backbone
+    size = parent_image_size(get_store().run_dir(parent.id), parent.config)
+    if size:
+        st.session_state["model_image_size"] = size
+    st.session_state[CUT_LAYER_WIDGET_KEY] = None
+
+
+def leave_parent_run() -> None:
+    """Another backbone than the parent run's: its weights no longer fit, so go back to ImageNet."""
+    parent = parent_run(st.session_state.get("model_weights", ""))
+    if parent is not None and parent.backbone != st.session_state.get("model_backbone"):
+        st.session_state["model_weights"] = DEFAULT_WEIGHTS
 
 
 st.title("Model")
@@ -45,24 +78,32 @@ if st.session_state["model_backbone"] not in names:  # chosen in the expert view
 left, right = st.columns(2, gap="large")
 with left:
     backbone = setting(st.selectbox, "Backbone", "The pretrained network whose features your classifier builds on.",
-                       options=names, key="model_backbone")
+                       options=names, key="model_backbone", on_change=leave_parent_run)
     spec = get_backbone_spec(backbone)
     offline = has_offline_weights(spec)
     st.caption(escape_markdown(f"{spec.display_name}: {format_parameters(spec.parameters)} parameters, {spec.feature_dim}-d features, "
                                f"default {spec.default_size} px. {spec.notes}".strip()))
 
-    weight_options = ["imagenet", "none"]
-    if expert:
-        weight_options += [f"run:{record.id}" for record in get_store().list_runs(status="completed")]
     session_value("model_weights", DEFAULT_WEIGHTS)
-    if st.session_state["model_weights"] not in weight_options:
+    finished_runs = get_store().list_runs(status="completed")
+    chosen_weights = st.session_state["model_weights"]
+    offered_runs = finished_runs[:RUN_WEIGHT_CHOICES] + [r for r in finished_runs[RUN_WEIGHT_CHOICES:] if f"{RUN_WEIGHTS_PREFIX}{r.id}" == chosen_weights]
+    weight_options = ["imagenet", "none", *(f"{RUN_WEIGHTS_PREFIX}{record.id}" for record in offered_runs)]
+    if chosen_weights not in weight_options:  # the run was deleted
         st.session_state["model_weights"] = DEFAULT_WEIGHTS
     weight_labels = {
         "imagenet": "Pretrained on ImageNet" + (" (available offline)" if offline else " (needs a download)"),
         "none": "Random (train from scratch — needs much more data)",
+        **{f"{RUN_WEIGHTS_PREFIX}{r.id}": escape_markdown(f"Backbone of run {r.name} ({r.backbone}, {r.id[-6:]})") for r in offered_runs},
     }
-    weights = setting(st.radio, "Starting weights", "Pretrained weights are what makes transfer learning work.",
-                      options=weight_options, key="model_weights", format_func=lambda w: weight_labels.get(w, f"Backbone of run {w[4:]}"))
+    weights = setting(st.radio, "Starting weights",
+                      "Pretrained weights are what makes transfer learning work. A finished run's backbone carries what it learned "
+                      "on its data (domain-specific weights) into a new run; it fixes the backbone and image size.",
+                      options=weight_options, key="model_weights", format_func=weight_labels.get, on_change=follow_parent_run)
+    parent = parent_run(weights)
+    if parent is not None:
+        st.caption(f"Starts from the backbone trained in run **{escape_markdown(parent.name)}** ({escape_markdown(parent.id)}): "
+                   f"{escape_markdown(parent.backbone)}; the new run records it as its parent.")
     if weights == "imagenet" and not offline:
         st.warning("This backbone's ImageNet weights are not installed and this server may be offline: "
                    "pick a backbone marked 'offline ✓', or random weights.", icon=":material/cloud_off:")
@@ -73,8 +114,9 @@ with left:
 with right:
     session_value("model_image_size", DEFAULT_IMAGE_SIZE)
     image_size = setting(st.number_input, "Image size (px)",
-                         f"Images are resized to this square side; smaller is faster. This backbone takes {size_range(spec)}.",
-                         min_value=16, max_value=1024, step=16, key="model_image_size")
+                         f"Images are resized to this square side; smaller is faster. This backbone takes {size_range(spec)}."
+                         + (" A run's backbone keeps the size it was trained at." if parent else ""),
+                         min_value=16, max_value=1024, step=16, key="model_image_size", disabled=parent is not None)
     session_value("model_epochs", DEFAULT_EPOCHS)
     epochs = setting(st.number_input, "Epochs (head)", "Passes over the training images while training the head; training stops early when validation stops improving.",
                      min_value=1, max_value=500, key="model_epochs")
@@ -105,6 +147,10 @@ with tune_col:
     session_value("model_stage_epochs", 2)
     stage_epochs = setting(st.number_input, "Epochs per block", "Progressive mode: epochs after unfreezing each further block.",
                            min_value=1, max_value=100, key="model_stage_epochs", disabled=mode != "progressive")
+    session_value("model_max_stages", 0)
+    max_stages = setting(st.number_input, "Most blocks to unfreeze",
+                         "Progressive mode: stop after unfreezing this many blocks from the top (0: go down until validation stops improving).",
+                         min_value=0, max_value=100, key="model_max_stages", disabled=mode != "progressive")
     session_value("model_fine_tune_lr", 1e-4)
     fine_tune_lr = setting(st.select_slider, "Fine-tune learning rate", "Much lower than the head's so the pretrained features are not destroyed.",
                            options=list(LEARNING_RATES), key="model_fine_tune_lr", format_func=lambda v: f"{v:g}", disabled=mode == "feature-extraction")
@@ -112,8 +158,19 @@ with tune_col:
     fine_tune_layers = setting(st.number_input, "Layers to unfreeze", "How many of the backbone's top layers train in fine-tune mode.",
                                min_value=1, max_value=1000, key="model_fine_tune_layers", disabled=mode != "fine-tune")
 
+st.subheader("Where to cut the backbone")
+cut_options = cut_layer_options(backbone)
+session_value(CUT_LAYER_WIDGET_KEY, None)
+if st.session_state[CUT_LAYER_WIDGET_KEY] not in cut_options:  # chosen for another backbone
+    st.session_state[CUT_LAYER_WIDGET_KEY] = None
+cut_layer = setting(st.selectbox, "Cut depth",
+                    "Take features from an earlier block instead of the backbone's last layer: more general, less ImageNet-specific "
+                    "features. 'Compare cut depths' below measures each depth on your data."
+                    + (" A run's backbone is used whole." if parent else ""),
+                    options=cut_options, key=CUT_LAYER_WIDGET_KEY, format_func=cut_layer_label, disabled=parent is not None)
+
 patience: int | None = 5
-class_weighting, pooling, seed, compare_scratch = "auto", "avg", 42, False
+class_weighting, pooling, seed = "auto", "avg", 42
 if expert:
     st.subheader("Advanced")
     a, b, c, d = st.columns(4)
@@ -131,9 +188,12 @@ if expert:
     with d:
         session_value("model_seed", 42)
         seed = setting(st.number_input, "Seed", "The same seed and data give the same split and initial head.", min_value=0, max_value=2**31 - 1, key="model_seed")
-    session_value("model_compare_scratch", False)
-    compare_scratch = setting(st.toggle, "Also train from scratch", "Trains the same network from random weights with the same budget to check that transfer helps (twice the time).",
-                              key="model_compare_scratch")
+
+session_value("model_compare_scratch", False)
+compare_scratch = setting(st.checkbox, "Compare with a from-scratch baseline",
+                          "Also trains the same network from random weights with the same budget and split, and flags negative transfer "
+                          "when it beats the pretrained one (about twice the time).",
+                          key="model_compare_scratch", disabled=weights == "none")
 
 session_value("model_run_name", "")
 run_name = st.text_input("Run name (optional)", key="model_run_name", placeholder="e.g. lite0 baseline",
@@ -153,10 +213,16 @@ def store_settings(model_config: ModelConfig, train_config: TrainConfig) -> None
     st.session_state[RUN_CONFIG_KEY] = RunConfig(data=DataConfig(source=dataset), model=model_config, train=train_config,
                                                  name=run_name.strip() or None)
     phases = {"feature-extraction": f"{train_config.epochs} epochs",
-              "progressive": f"head {train_config.epochs} epochs, then {train_config.stage_epochs} per unfrozen block"}.get(
+              "progressive": f"head {train_config.epochs} epochs, then {train_config.stage_epochs} per unfrozen block"
+                             + (f", at most {train_config.max_stages} blocks" if train_config.max_stages else "")}.get(
         train_config.mode, f"head {train_config.epochs} + fine-tune {train_config.fine_tune_epochs} epochs")
+    extras = "".join([
+        f", cut at {escape_markdown(model_config.cut_layer)}" if model_config.cut_layer else "",
+        f", from run {escape_markdown(parent.name)}'s backbone" if parent else "",
+        ", plus a from-scratch baseline" if train_config.compare_scratch else "",
+    ])
     st.success(f"Ready: {escape_markdown(model_config.backbone)} at {model_config.image_size} px, "
-               f"{mode_label(train_config.mode, short=True)} ({phases}).", icon=":material/check_circle:")
+               f"{mode_label(train_config.mode, short=True)} ({phases}){extras}.", icon=":material/check_circle:")
     st.page_link("pages/train.py", label="Go to training", icon=":material/arrow_forward:")
 
 
@@ -164,16 +230,18 @@ remember_widgets(WIDGET_PREFIX)
 st.divider()
 try:
     model_config = ModelConfig(
-        backbone=backbone, weights=weights, image_size=int(image_size), pooling=pooling,
+        backbone=backbone, weights=weights, image_size=int(image_size), pooling=pooling, cut_layer=None if parent else cut_layer,
         head_hidden_units=parse_hidden_units(hidden_text), dropout=float(dropout), augment=bool(augment),
     )
     resolve_image_size(spec, model_config.image_size)
     train_config = TrainConfig(
         mode=mode, epochs=int(epochs), fine_tune_epochs=int(fine_tune_epochs), batch_size=int(batch_size),
         learning_rate=float(learning_rate), fine_tune_learning_rate=float(fine_tune_lr), fine_tune_layers=int(fine_tune_layers),
-        stage_epochs=int(stage_epochs), compare_scratch=bool(compare_scratch),
+        stage_epochs=int(stage_epochs), max_stages=int(max_stages) or None, compare_scratch=bool(compare_scratch) and weights != "none",
         early_stopping_patience=patience, reduce_lr_patience=3 if patience else None, class_weighting=class_weighting, seed=int(seed),
     )
+    if weights.startswith(RUN_WEIGHTS_PREFIX) and parent is None:
+        raise ConfigError(f"Run {weights[len(RUN_WEIGHTS_PREFIX):]} no longer exists: choose other starting weights.")
     if fine_tuning and train_config.fine_tune_epochs == 0:
         raise ConfigError(f"Mode {mode!r} with 0 fine-tune epochs only trains the head: set fine-tune epochs to 1 or more, or choose feature extraction.")
 except (ConfigError, TransferLabError) as exc:
@@ -183,3 +251,7 @@ except (ConfigError, TransferLabError) as exc:
     show_error(exc)
 else:
     store_settings(model_config, train_config)
+    if current_dataset():
+        st.divider()
+        show_mode_advisor(current_dataset(), model_config, train_config)
+        show_cut_depth_probe(current_dataset(), model_config, train_config.seed)

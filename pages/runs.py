@@ -7,16 +7,56 @@ import streamlit as st
 from tl_core.backbones import get_backbone_spec, list_backbones
 from tl_core.config import ConfigError, DataConfig, RunConfig
 from tl_core.errors import TransferLabError
+from tl_core.runs import RunRecord
+from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
 from ui.charts import overlay_chart
 from ui.settings import has_offline_weights
-from ui.runs_table import comparison_config, leaderboard_frame, runs_frame
+from ui.runs_table import RUN_WEIGHTS_PREFIX, child_runs, comparison_config, leaderboard_frame, parent_run_id, runs_frame
 from ui.state import chosen_settings, current_dataset, current_run_id, get_manager, get_store, set_current_run
 from ui.text import escape_markdown, show_error
+from ui.training import phase_starts, show_best_phase, show_curves, show_transfer_verdict
 
 PENDING_DELETE_KEY = "runs_pending_delete"
 DELETE_MESSAGES_KEY = "runs_delete_messages"
 OVERLAY_METRICS = {"val_accuracy": True, "val_loss": False, "accuracy": True, "loss": False, "learning_rate": False}
 PERCENT_COLUMNS = {name: st.column_config.NumberColumn(format="%.1f%%") for name in ("val accuracy", "test accuracy")}
+
+
+def start_from_backbone(record: RunRecord) -> None:
+    """Preselect this run's backbone as the starting weights on the Model page (a button callback)."""
+    st.session_state["model_weights"] = f"{RUN_WEIGHTS_PREFIX}{record.id}"
+    st.session_state["model_backbone"] = record.backbone
+    size = parent_image_size(store.run_dir(record.id), record.config)
+    if size:
+        st.session_state["model_image_size"] = size
+    st.session_state[CUT_LAYER_WIDGET_KEY] = None
+
+
+def run_name(run_id: str) -> str:
+    return next((record.name for record in records if record.id == run_id), "(deleted)")
+
+
+def run_details(record: RunRecord) -> None:
+    """One run: lineage, the transfer verdict, where the best model was found, its curves with phase labels."""
+    st.markdown(f"**{escape_markdown(record.name)}** · {escape_markdown(record.backbone)} · {escape_markdown(record.mode)} · "
+                f"{escape_markdown(record.weights)} weights · **{record.status}**")
+    parent = parent_run_id(record)
+    if parent:
+        st.markdown(f"Backbone from run **{escape_markdown(run_name(parent))}** ({escape_markdown(parent)}): "
+                    "this run started from the backbone that run trained.")
+    children = child_runs(record, records)
+    if children:
+        st.markdown("Runs started from this backbone: " + ", ".join(f"**{escape_markdown(child.name)}** ({escape_markdown(child.id)})" for child in children))
+    show_transfer_verdict(store, record)
+    epochs = store.epochs(record.id)
+    marks = phase_starts(epochs, None, store.phases(record.id))
+    if record.status == "completed":
+        show_best_phase(store, record, marks)
+        if st.button("Start a new run from this backbone", key="runs_start_from", icon=":material/call_split:",
+                     on_click=start_from_backbone, args=(record,),
+                     help="Opens the Model page with this run's trained backbone as the starting weights; the new run records where it came from."):
+            st.switch_page("pages/model.py")
+    show_curves(epochs, marks, None)
 
 
 def runs_table() -> None:
@@ -34,6 +74,13 @@ if not records:
 else:
     # While runs train, the table refreshes itself every 2 seconds.
     (st.fragment(run_every=2.0)(runs_table) if manager.active_run_ids() else runs_table)()
+
+    st.subheader("Run details")
+    if st.session_state.get("runs_detail") not in labels:
+        st.session_state["runs_detail"] = current_run_id() if current_run_id() in labels else records[0].id
+    detail_id = st.selectbox("Run", list(labels), key="runs_detail", format_func=labels.get,
+                             help="Lineage, the comparison with training from scratch, and the curves with each phase marked.")
+    run_details(next(record for record in records if record.id == detail_id))
 
     st.subheader("Curves")
     with_epochs = [record.id for record in records if record.metrics.get("epochs_run") or record.status == "running"]

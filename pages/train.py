@@ -16,7 +16,9 @@ from ui.state import (
     RUN_CONFIG_KEY, chosen_settings, current_dataset, current_run_id, get_manager, get_store, set_current_run, workspace_path,
 )
 from ui.text import escape_markdown, show_error
-from ui.training import is_active, phase_starts, show_curves, show_log, show_outcome, show_progress
+from ui.training import (
+    is_active, phase_starts, show_best_phase, show_curves, show_log, show_outcome, show_progress, show_transfer_verdict,
+)
 
 st.title("Train")
 store, manager = get_store(), get_manager()
@@ -65,18 +67,25 @@ def run_panel(run_id: str, shown_status: str | None) -> None:
     started = time.strftime("%H:%M", time.localtime(record.created_at))
     st.markdown(f"**{escape_markdown(record.name)}**  \n{escape_markdown(record.backbone)} · {mode_label(record.mode, short=True)} · "
                 f"created {started} · **{record.status}**")
-    show_progress(record, status)
     active = is_active(record, status)
+    if active and record.status == "completed" and record.config.get("train", {}).get("compare_scratch"):
+        st.info("This run is done; now training the same network from scratch to check that pretraining helps. "
+                "The verdict appears here and on the Runs page when it finishes.", icon=":material/compare_arrows:")
+    else:
+        show_progress(record, status)
     if active and st.button("Stop", key="train_stop", icon=":material/stop:", help="Stops after the current batch; the best weights so far are kept."):
         if manager.stop(run_id):
             st.toast("Stopping after the current batch…")
         else:
             st.warning("This run belongs to another process: stop it there.")
+    epochs = store.epochs(run_id)
+    marks = phase_starts(epochs, status, store.phases(run_id))
     if not active:
         show_outcome(record)
-    epochs = store.epochs(run_id)
+        show_best_phase(store, record, marks)
+        show_transfer_verdict(store, record)
     planned = status.progress.total_epochs if status is not None and active else None
-    show_curves(epochs, phase_starts(epochs, status), planned or None)
+    show_curves(epochs, marks, planned or None)
     show_log(store, run_id, expanded=record.status in ("failed", "interrupted"))
     if shown_status is not None and (record.status != shown_status or not active):
         st.rerun()  # a finished run is drawn once more without the 1-second timer
@@ -90,8 +99,11 @@ if config is not None:
     st.caption(
         f"Dataset {escape_markdown(Path(config.data.source).name)} · backbone {escape_markdown(model.backbone)} ({escape_markdown(model.weights)} weights) · "
         f"{model.image_size or 'default'} px · {mode_label(train.mode, short=True)} · {train.epochs} epochs"
-        + (f" + {train.fine_tune_epochs} fine-tune" if train.mode != "feature-extraction" else "")
+        + (f" + {train.stage_epochs} per unfrozen block" if train.mode == "progressive"
+           else f" + {train.fine_tune_epochs} fine-tune" if train.mode != "feature-extraction" else "")
         + f" · batch {train.batch_size} · learning rate {train.learning_rate:g}"
+        + (f" · cut at {escape_markdown(model.cut_layer)}" if model.cut_layer else "")
+        + (" · with a from-scratch baseline" if train.compare_scratch else "")
     )
     busy = bool(manager.active_run_ids())
     label = "Queue training" if busy else "Start training"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -59,10 +61,12 @@ def test_table_overlay_and_leaderboard(workspace: tuple[Path, Path]) -> None:
     assert list(table["name"]) == ["second", "first"]  # newest first
     assert {"backbone", "mode", "data", "epochs", "val accuracy", "test accuracy", "time (s)", "status"} <= set(table.columns)
     assert list(table["data"]) == ["shapes", "shapes"] and list(table["epochs"]) == [2, 1]
+    assert list(table["transfer"]) == ["", ""] and list(table["from run"]) == ["", ""]
 
     assert len(at.multiselect(key="runs_overlay").value) == 2
     at.selectbox(key="runs_metric").set_value("val_loss").run()
-    rows = next(iter(chart_data(at.get("vega_lite_chart")[0]).values()))
+    overlay = next(chart for chart in at.get("vega_lite_chart") if json.loads(chart.proto.spec).get("title") == "val_loss")
+    rows = next(iter(chart_data(overlay).values()))
     assert set(rows["run_name"]) == {"first", "second"} and set(rows["metric"]) == {"val_loss"}
 
     board = at.dataframe[1].value
@@ -108,3 +112,58 @@ def test_delete_asks_for_confirmation(workspace: tuple[Path, Path]) -> None:
     assert [record.name for record in store.list_runs()] == ["second"]
     assert not store.run_dir(first.id).exists()
     assert list(at.dataframe[0].value["name"]) == ["second"]
+
+
+def plain(markdown: str) -> str:
+    """What the user reads: messages are Markdown-escaped before display."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("**", "")
+
+
+def test_negative_transfer_is_flagged_with_its_margin_and_advice(workspace: tuple[Path, Path]) -> None:
+    store = RunStore(workspace[0])
+    first, second = (next(r for r in store.list_runs() if r.name == name) for name in ("first", "second"))
+    # What `--compare-scratch` writes: "first" plays the from-scratch baseline of "second".
+    pretrained = second.metrics["evaluation_accuracy"]
+    store.update_metrics(second.id, {"scratch_run_id": first.id, "scratch_test_accuracy": first.metrics["test_accuracy"],
+                                     "negative_transfer": True, "negative_transfer_margin": 0.125})
+    at = open_runs()
+    table = at.dataframe[0].value
+    assert table.loc[table["name"] == "second", "transfer"].item() == "⚠ negative (-12.5 pts)"
+    assert table.loc[table["name"] == "first", "transfer"].item() == ""
+
+    at.selectbox(key="runs_detail").set_value(second.id).run()
+    assert not at.exception
+    flag = plain(at.error[0].value)
+    assert "Negative transfer" in flag and "12.5 percentage points" in flag
+    assert f"pretrained {100 * pretrained:.1f}%" in flag and f"from scratch {100 * first.metrics['evaluation_accuracy']:.1f}%" in flag
+    assert first.id in flag and "first" in flag
+    assert "another backbone" in flag and "earlier cut layer" in flag and "fine-tuning deeper" in flag
+
+    store.update_metrics(second.id, {"negative_transfer": False, "negative_transfer_margin": -0.2})
+    at.run()
+    assert not at.error
+    assert any("Pretraining helps" in plain(s.value) and "20.0 percentage points" in plain(s.value) for s in at.success)
+    assert at.dataframe[0].value.loc[lambda t: t["name"] == "second", "transfer"].item() == "✓ helps (+20.0 pts)"
+
+
+def test_lineage_is_shown_both_ways_and_a_backbone_starts_a_new_run(workspace: tuple[Path, Path]) -> None:
+    workspace_dir, data = workspace
+    store = RunStore(workspace_dir)
+    first = next(r for r in store.list_runs() if r.name == "first")
+    config = tiny(data, "child")
+    child = run_experiment(config.replace(model=config.model.__class__(backbone="mobilenet_v2_035", weights=f"run:{first.id}")), store=store)
+    assert child.status == "completed" and store.get(child.run_id).parent_run_id == first.id
+
+    at = open_runs(data)
+    table = at.dataframe[0].value
+    assert table.loc[table["name"] == "child", "from run"].item() == "first"
+    at.selectbox(key="runs_detail").set_value(child.run_id).run()
+    assert any(f"Backbone from run first ({first.id})" in plain(m.value) for m in at.markdown)
+    at.selectbox(key="runs_detail").set_value(first.id).run()
+    assert any("Runs started from this backbone" in plain(m.value) and f"child ({child.run_id})" in plain(m.value) for m in at.markdown)
+
+    at.button(key="runs_start_from").click().run()
+    assert not at.exception
+    assert at.radio(key="model_weights").value == f"run:{first.id}"
+    assert at.selectbox(key="model_backbone").value == "mobilenet_v2_035" and at.number_input(key="model_image_size").value == 32
+    assert at.session_state["run_config"].model.weights == f"run:{first.id}"

@@ -107,7 +107,32 @@ def test_fine_tune_phase_is_marked_on_the_chart(workspace: Path, tmp_path: Path)
     rules = [layer for layer in accuracy["layer"] if layer["mark"]["type"] in ("rule", "text")]
     assert len(rules) == 2
     rule_data = chart_data(at.get("vega_lite_chart")[1])[rules[0]["data"]["name"]]
-    assert rule_data.to_dict("records") == [{"epoch": 2, "label": "full fine-tune"}]
+    assert rule_data.to_dict("records") == [{"epoch": 2, "label": "full fine-tune", "row": 4}]
+
+
+@pytest.mark.slow  # each progressive stage compiles a new training graph
+def test_progressive_stages_are_labelled_with_their_open_blocks(workspace: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "datasets" / "shapes", mode="progressive", epochs=1, stage_epochs=1, max_stages=2,
+                         plateau_tolerance=None, early_stopping_patience=None)
+    at = session(config)
+    at.button(key="train_start").click().run()
+    store = RunStore(workspace)
+    run_id = at.session_state["run_id"]
+    run_until(at, finished(store, run_id))
+    phases = store.phases(run_id)
+    assert [(p.phase, p.first_epoch) for p in phases] == [("head", 1), ("stage-1", 2), ("stage-2", 3)]
+    assert len(phases[1].open_blocks) == 1 and len(phases[2].open_blocks) == 2 and phases[2].open_blocks[-1] == phases[1].open_blocks[0]
+    accuracy = chart_specs(at)[1]
+    texts = [layer for layer in accuracy["layer"] if layer["mark"]["type"] == "text"]
+    data = chart_data(at.get("vega_lite_chart")[1])
+    labels = sorted({label for layer in texts for label in data[layer["data"]["name"]]["label"]})  # each text layer filters one height
+    assert labels == [f"stage-1: {phases[1].open_blocks[0]}", f"stage-2: {', '.join(phases[2].open_blocks)}"]
+    best_phase = json.loads((store.run_dir(run_id) / "summary.json").read_text())["best_phase"]
+    sentences = [info.value for info in at.info if "Best model found at" in info.value]
+    if best_phase == "head":
+        assert sentences == []
+    else:
+        assert len(sentences) == 1 and best_phase in sentences[0] and "open" in sentences[0]
 
 
 def test_second_request_queues_and_a_new_tab_finds_the_live_run(workspace: Path, tmp_path: Path) -> None:

@@ -292,3 +292,58 @@ def test_recorder_keeps_the_error_of_a_failed_run(workspace: Path) -> None:
     record = store.get(run_id)
     assert record.status == "failed" and record.error == "disk full\ntrace"
     assert store.read_log(run_id).splitlines()[-1].endswith("run failed after 0 epochs in 0.1s: disk full")
+
+
+def test_recorder_stores_phases_with_their_first_epoch_and_open_blocks(workspace: Path) -> None:
+    store = RunStore(workspace)
+    run_id = _create(store, mode="progressive")
+    recorder = RunRecorder(store, run_id)
+
+    def epoch(number: int, phase: str) -> events.EpochEnded:
+        return events.EpochEnded(run_id, phase=phase, epoch=number, phase_epoch=1, metrics={"val_loss": 1.0 / number},
+                                 learning_rate=1e-4, seconds=1.0, is_best=True)
+
+    recorder.on_event(events.RunStarted(run_id, class_names=("a", "b"), split_sizes={"train": 4}, config={}))
+    recorder.on_event(events.PhaseStarted(run_id, phase="head", epochs=2, learning_rate=1e-3, trainable_weights=10, description="frozen"))
+    recorder.on_event(epoch(1, "head"))
+    recorder.on_event(epoch(2, "head"))
+    recorder.on_event(events.PhaseStarted(run_id, phase="stage-1", epochs=1, learning_rate=1e-4, trainable_weights=99,
+                                          description="unfroze the top 1 of 7 blocks", open_blocks=("block7",)))
+    recorder.on_event(epoch(3, "stage-1"))
+    recorder.on_event(events.PhaseStarted(run_id, phase="stage-2", epochs=1, learning_rate=1e-4, trainable_weights=199,
+                                          description="unfroze the top 2 of 7 blocks", open_blocks=("block6", "block7")))
+
+    phases = store.phases(run_id)
+    assert [(p.phase, p.first_epoch, p.epochs, p.open_blocks) for p in phases] == [
+        ("head", 1, 2, ()), ("stage-1", 3, 1, ("block7",)), ("stage-2", 4, 1, ("block6", "block7")),
+    ]
+    assert phases[1].learning_rate == pytest.approx(1e-4) and phases[1].description.startswith("unfroze the top 1")
+    assert store.phases("20000101-000000-000000") == []
+    recorder.on_event(events.RunFinished(run_id, status="completed", epochs_run=3, final_metrics={}, elapsed_s=3.0))
+    store.delete(run_id)
+    with sqlite3.connect(store.database_path) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM phases").fetchone()[0] == 0
+
+
+def test_a_database_without_the_phases_table_is_migrated_in_place(workspace: Path) -> None:
+    from tl_core.runs import MIGRATIONS
+
+    workspace.mkdir(parents=True)
+    with sqlite3.connect(workspace / "transferlab.db") as connection:  # a workspace written before phases were stored
+        for statement in MIGRATIONS[0]:
+            connection.execute(statement)
+        connection.execute("PRAGMA user_version = 1")
+        connection.execute(
+            "INSERT INTO runs (id, name, status, created_at, updated_at, config_json, dataset_stats_json, backbone, weights, mode,"
+            " metrics_json) VALUES ('20250101-000000-abcdef', 'old run', 'completed', 1, 1, '{}', '{}', 'mobilenet_v2', 'imagenet',"
+            " 'fine-tune', '{\"test_accuracy\": 0.5}')"
+        )
+    assert SCHEMA_VERSION >= 2
+    store = RunStore(workspace)
+    with sqlite3.connect(store.database_path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    old = store.get("20250101-000000-abcdef")
+    assert old.name == "old run" and old.metrics == {"test_accuracy": 0.5}
+    assert store.phases(old.id) == []
+    store.record_phase(old.id, phase="head", first_epoch=1, epochs=3, learning_rate=1e-3)
+    assert [(p.phase, p.open_blocks, p.description) for p in store.phases(old.id)] == [("head", (), "")]

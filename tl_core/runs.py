@@ -1,4 +1,4 @@
-"""The run store: every training run, its epochs and its folder, kept in a SQLite workspace.
+"""The run store: every training run, its phases, its epochs and its folder, kept in a SQLite workspace.
 
 One database file (`<workspace>/transferlab.db`, WAL mode) is shared by the Streamlit server thread,
 background workers and CLI processes at once; each call opens its own short-lived connection, so
@@ -68,6 +68,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             metrics_json TEXT NOT NULL, learning_rate REAL NOT NULL, seconds REAL NOT NULL,
             is_best INTEGER NOT NULL, PRIMARY KEY (run_id, epoch))""",
     ),
+    (
+        """CREATE TABLE phases (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            phase TEXT NOT NULL, first_epoch INTEGER NOT NULL, epochs INTEGER NOT NULL, learning_rate REAL NOT NULL,
+            description TEXT NOT NULL, open_blocks_json TEXT NOT NULL, PRIMARY KEY (run_id, phase))""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -114,6 +120,20 @@ class EpochRecord:
     learning_rate: float
     seconds: float
     is_best: bool
+
+
+@dataclass(frozen=True)
+class PhaseRecord:
+    """One training phase as it started: `first_epoch` is its first global epoch; `open_blocks` the
+    backbone blocks training in a progressive stage (top block last), empty for other phases."""
+
+    run_id: str
+    phase: str
+    first_epoch: int
+    epochs: int
+    learning_rate: float
+    description: str
+    open_blocks: tuple[str, ...]
 
 
 def process_start_token(pid: int) -> str | None:
@@ -341,6 +361,7 @@ class RunStore:
             shutil.rmtree(folder)
         with self._connect(write=True) as connection:
             connection.execute("DELETE FROM epochs WHERE run_id = ?", (record.id,))
+            connection.execute("DELETE FROM phases WHERE run_id = ?", (record.id,))
             connection.execute("DELETE FROM runs WHERE id = ?", (record.id,))
 
     def recover_interrupted(self) -> list[str]:
@@ -389,6 +410,31 @@ class RunStore:
                 (run_id, phase, int(epoch), int(phase_epoch), _to_json(metrics), float(learning_rate), float(seconds), int(bool(is_best))),
             )
             connection.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (time.time(), run_id))
+
+    def record_phase(
+        self, run_id: str, *, phase: str, first_epoch: int, epochs: int, learning_rate: float, description: str = "",
+        open_blocks: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        """Store the start of one phase; recording the same phase again replaces it."""
+        with self._connect(write=True) as connection:
+            self._require(connection, run_id)
+            connection.execute(
+                "INSERT INTO phases (run_id, phase, first_epoch, epochs, learning_rate, description, open_blocks_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, phase) DO UPDATE SET first_epoch = excluded.first_epoch,"
+                " epochs = excluded.epochs, learning_rate = excluded.learning_rate, description = excluded.description,"
+                " open_blocks_json = excluded.open_blocks_json",
+                (run_id, phase, int(first_epoch), int(epochs), float(learning_rate), description, _to_json(list(open_blocks))),
+            )
+
+    def phases(self, run_id: str) -> list[PhaseRecord]:
+        """The run's phases in the order they started (empty before training begins, and for runs older than the table)."""
+        with self._connect() as connection:
+            rows = connection.execute("SELECT * FROM phases WHERE run_id = ? ORDER BY first_epoch, rowid", (run_id,)).fetchall()
+        return [
+            PhaseRecord(row["run_id"], row["phase"], row["first_epoch"], row["epochs"], row["learning_rate"], row["description"],
+                        tuple(json.loads(row["open_blocks_json"])))
+            for row in rows
+        ]
 
     def epochs(self, run_id: str) -> list[EpochRecord]:
         """The run's epochs in order (empty before the first epoch ends)."""
@@ -507,6 +553,7 @@ class RunRecorder:
     def __init__(self, store: RunStore, run_id: str) -> None:
         self.store = store
         self.run_id = run_id
+        self._epochs_done = 0  # global epochs finished so far: the next phase starts after them
 
     def on_event(self, event: events.TrainingEvent) -> None:
         if event.run_id != self.run_id or isinstance(event, events.BatchProgress):
@@ -517,9 +564,14 @@ class RunRecorder:
             sizes = ", ".join(f"{split} {count}" for split, count in event.split_sizes.items())
             log(f"run started: {len(event.class_names)} classes ({', '.join(event.class_names)}); images: {sizes}")
         elif isinstance(event, events.PhaseStarted):
+            self.store.record_phase(
+                self.run_id, phase=event.phase, first_epoch=self._epochs_done + 1, epochs=event.epochs,
+                learning_rate=event.learning_rate, description=event.description, open_blocks=event.open_blocks,
+            )
             log(f"phase {event.phase} started: {event.epochs} epochs at learning rate {event.learning_rate:g}, "
                 f"{event.trainable_weights:,} trainable weights. {event.description}")
         elif isinstance(event, events.EpochEnded):
+            self._epochs_done = max(self._epochs_done, event.epoch)
             self.store.record_epoch(
                 self.run_id, phase=event.phase, epoch=event.epoch, phase_epoch=event.phase_epoch, metrics=dict(event.metrics),
                 learning_rate=event.learning_rate, seconds=event.seconds, is_best=event.is_best,

@@ -6,12 +6,33 @@ Colours stay the same across pages: training is blue, validation is orange.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import altair as alt
 import pandas as pd
 
 SPLIT_COLOURS = alt.Scale(domain=["training", "validation"], range=["#2563eb", "#f97316"])
 PHASE_LABELS = {"head": "train the head", "fine-tune": "fine-tune", "full": "full fine-tune"}
+MAX_BLOCKS_NAMED = 3  # deeper progressive stages name the first and last open block and count the rest
+
+
+@dataclass(frozen=True)
+class PhaseMark:
+    """Where a phase begins on the epoch axis and, for a progressive stage, which backbone blocks train in it."""
+
+    phase: str
+    first_epoch: int
+    open_blocks: tuple[str, ...] = ()
+
+
+def phase_label(phase: str, open_blocks: Sequence[str] = ()) -> str:
+    """`full fine-tune`, `stage-2: block6, block7`, `stage-5: block3 … block7 (5 blocks)`."""
+    label = PHASE_LABELS.get(phase, phase)
+    if not open_blocks:
+        return label
+    if len(open_blocks) <= MAX_BLOCKS_NAMED:
+        return f"{label}: {', '.join(open_blocks)}"
+    return f"{label}: {open_blocks[0]} … {open_blocks[-1]} ({len(open_blocks)} blocks)"
 
 
 def class_counts_chart(class_counts: Mapping[str, int]) -> alt.Chart:
@@ -38,13 +59,13 @@ def epochs_to_curves(epoch_metrics: Sequence[tuple[int, Mapping[str, float]]], m
     return pd.DataFrame(rows, columns=["epoch", "split", "value"])
 
 
-def curve_chart(curves: pd.DataFrame, title: str, phase_starts: Sequence[tuple[str, int]] = (), *, percent: bool = False, max_epoch: int | None = None) -> alt.LayerChart:
+def curve_chart(curves: pd.DataFrame, title: str, phase_starts: Sequence[PhaseMark] = (), *, percent: bool = False, max_epoch: int | None = None) -> alt.LayerChart:
     """Training vs validation curve over epochs, with a dashed rule where each later phase begins.
 
     Args:
         curves: columns epoch, split, value (from `epochs_to_curves`).
         title: chart title (a metric name; never user text).
-        phase_starts: (phase, first epoch) for every phase; the first phase gets no rule.
+        phase_starts: every phase in order; each later one gets a rule labelled with its name and open blocks.
         percent: format the y axis as a percentage (accuracy).
         max_epoch: fix the x axis to the planned number of epochs so the curve grows into it.
     """
@@ -55,13 +76,17 @@ def curve_chart(curves: pd.DataFrame, title: str, phase_starts: Sequence[tuple[s
     tooltip = [alt.Tooltip("epoch:Q"), alt.Tooltip("split:N"), alt.Tooltip("value:Q", format=".1%" if percent else ".4f")]
     base = alt.Chart(curves).encode(x=x, y=y, color=colour, tooltip=tooltip)
     layers: list[alt.Chart] = [base.mark_line(strokeWidth=2.5), base.mark_point(filled=True, size=45)]
+    # Labels alternate between two heights (pixels from the top) so labels of short neighbouring stages do not overlap.
     later_phases = pd.DataFrame(
-        [(epoch, PHASE_LABELS.get(phase, phase)) for phase, epoch in list(phase_starts)[1:]], columns=["epoch", "label"]
+        [(mark.first_epoch, phase_label(mark.phase, mark.open_blocks), 4 + 16 * (index % 2)) for index, mark in enumerate(list(phase_starts)[1:])],
+        columns=["epoch", "label", "row"],
     )
     if len(later_phases):
         rule = alt.Chart(later_phases).encode(x=alt.X("epoch:Q"))
         layers.append(rule.mark_rule(color="#6b7280", strokeDash=[5, 4], strokeWidth=1.5))
-        layers.append(rule.mark_text(align="left", baseline="top", dx=5, y=4, color="#374151", fontWeight="bold").encode(text="label:N"))
+        for row in sorted(set(later_phases["row"])):
+            labels = alt.Chart(later_phases).transform_filter(alt.datum.row == row).encode(x=alt.X("epoch:Q"), text="label:N")
+            layers.append(labels.mark_text(align="left", baseline="top", dx=5, y=int(row), color="#374151", fontWeight="bold"))
     return alt.layer(*layers).properties(title=title, height=300)
 
 

@@ -1,9 +1,10 @@
-"""Run records as tables (all runs, leaderboard) and configs for a backbone comparison."""
+"""Run records as tables (all runs, leaderboard), transfer verdicts and lineage, and configs for a backbone comparison."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,64 @@ from tl_core.config import RunConfig
 from tl_core.runs import RunRecord
 
 PERCENT = "%.1f%%"
+RUN_WEIGHTS_PREFIX = "run:"
+# Said in the app's words (the engine's message names CLI flags).
+NEGATIVE_TRANSFER_ADVICE = (
+    "Try another backbone, an earlier cut layer (Model page: measure cut depths, then pick one), "
+    "or fine-tuning deeper (mode full or progressive)."
+)
+
+
+@dataclass(frozen=True)
+class TransferVerdict:
+    """How a pretrained run did against its from-scratch baseline (`--compare-scratch`).
+
+    `margin` is scratch accuracy minus pretrained accuracy: positive means negative transfer.
+    """
+
+    negative: bool
+    margin: float
+    pretrained_accuracy: float | None
+    scratch_accuracy: float | None
+    scratch_run_id: str | None
+
+    @property
+    def short(self) -> str:
+        """For a table cell: `negative (-4.0 pts)` or `helps (+12.5 pts)`."""
+        points = 100 * -self.margin
+        return f"{'⚠ negative' if self.negative else '✓ helps'} ({points:+.1f} pts)"
+
+
+def transfer_verdict(record: RunRecord, scratch: RunRecord | None = None) -> TransferVerdict | None:
+    """The verdict stored in the run's metrics, or None when no baseline was compared (or it failed).
+
+    Args:
+        record: the pretrained run.
+        scratch: its baseline run, when it still exists (its accuracy is read from it; else from the metrics).
+    """
+    metrics = record.metrics
+    if metrics.get("negative_transfer") is None or not isinstance(metrics.get("negative_transfer_margin"), (int, float)):
+        return None
+    margin = float(metrics["negative_transfer_margin"])
+    pretrained = metrics.get("evaluation_accuracy", metrics.get("test_accuracy"))
+    scratch_accuracy = scratch.metrics.get("evaluation_accuracy") if scratch is not None else None
+    if scratch_accuracy is None:
+        scratch_accuracy = metrics.get("scratch_test_accuracy")
+    if scratch_accuracy is None and isinstance(pretrained, (int, float)):
+        scratch_accuracy = pretrained + margin
+    return TransferVerdict(bool(metrics["negative_transfer"]), margin, pretrained, scratch_accuracy, metrics.get("scratch_run_id"))
+
+
+def parent_run_id(record: RunRecord) -> str | None:
+    """The run whose backbone this one started from: recorded lineage, else read from the `run:ID` weights."""
+    if record.parent_run_id:
+        return record.parent_run_id
+    return record.weights[len(RUN_WEIGHTS_PREFIX):] if record.weights.startswith(RUN_WEIGHTS_PREFIX) else None
+
+
+def child_runs(record: RunRecord, records: Sequence[RunRecord]) -> list[RunRecord]:
+    """Runs that started from `record`'s backbone, newest first."""
+    return [other for other in records if other.id != record.id and parent_run_id(other) == record.id]
 
 
 def dataset_name(record: RunRecord) -> str:
@@ -26,7 +85,8 @@ def _percent(value: object) -> float | None:
 
 
 def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per run, newest first: what it trained, how far it got and how well it did."""
+    """One row per run, newest first: what it trained, how far it got, how well it did, and whether pretraining helped."""
+    names = {record.id: record.name for record in records}
     rows = [{
         "name": record.name,
         "backbone": record.backbone,
@@ -36,10 +96,13 @@ def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
         "val accuracy": _percent(record.metrics.get("val_accuracy")),
         "test accuracy": _percent(record.metrics.get("test_accuracy")),
         "time (s)": round(float(record.metrics.get("elapsed_s") or record.elapsed_s), 1),
+        "transfer": verdict.short if (verdict := transfer_verdict(record)) else "",
+        "from run": names.get(parent, parent) if (parent := parent_run_id(record)) else "",
         "status": record.status,
         "id": record.id,
     } for record in records]
-    return pd.DataFrame(rows, columns=["name", "backbone", "mode", "data", "epochs", "val accuracy", "test accuracy", "time (s)", "status", "id"])
+    return pd.DataFrame(rows, columns=["name", "backbone", "mode", "data", "epochs", "val accuracy", "test accuracy", "time (s)",
+                                       "transfer", "from run", "status", "id"])
 
 
 def leaderboard_frame(records: Sequence[RunRecord]) -> pd.DataFrame:

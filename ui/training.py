@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import streamlit as st
 
 from tl_core.jobs import JobStatus
-from tl_core.runs import EpochRecord, RunRecord, RunStore
-from ui.charts import PHASE_LABELS, curve_chart, epochs_to_curves
+from tl_core.errors import RunNotFoundError
+from tl_core.runner import SUMMARY_FILE
+from tl_core.runs import EpochRecord, PhaseRecord, RunRecord, RunStore
+from ui.charts import PHASE_LABELS, PhaseMark, curve_chart, epochs_to_curves, phase_label
+from ui.runs_table import NEGATIVE_TRANSFER_ADVICE, transfer_verdict
 from ui.text import escape_markdown, format_duration, format_percent
 
 LOG_TAIL_LINES = 300
 ACTIVE_STATUSES = ("queued", "running")
 
 
-def phase_starts(epochs: Sequence[EpochRecord], status: JobStatus | None) -> list[tuple[str, int]]:
-    """(phase, first epoch) for each phase, in order: from stored epochs plus a phase just begun."""
-    starts: dict[str, int] = {}
+def phase_starts(epochs: Sequence[EpochRecord], status: JobStatus | None, phases: Sequence[PhaseRecord] = ()) -> list[PhaseMark]:
+    """Every phase in order with its first epoch and open blocks.
+
+    The store's phases come first (they carry the open blocks); epochs and the live job fill in runs
+    recorded before phases were stored and a phase begun in another process's job.
+    """
+    marks: dict[str, PhaseMark] = {phase.phase: PhaseMark(phase.phase, phase.first_epoch, phase.open_blocks) for phase in phases}
     for record in epochs:
-        starts.setdefault(record.phase, record.epoch)
+        marks.setdefault(record.phase, PhaseMark(record.phase, record.epoch))
     if status is not None:
         for phase, first_epoch in status.progress.phase_starts:
-            starts.setdefault(phase, first_epoch)
-    return sorted(starts.items(), key=lambda item: item[1])
+            marks.setdefault(phase, PhaseMark(phase, first_epoch))
+    return sorted(marks.values(), key=lambda mark: mark.first_epoch)
+
+
+def best_phase_sentence(best_phase: str | None, marks: Sequence[PhaseMark]) -> str | None:
+    """`Best model found at stage-2: blocks block6, block7 open.`; None for the head phase or when unknown."""
+    if not best_phase or best_phase == "head":
+        return None
+    blocks = next((mark.open_blocks for mark in marks if mark.phase == best_phase), ())
+    where = f"blocks {', '.join(blocks)} open" if blocks else phase_label(best_phase)
+    return f"Best model found at {best_phase}: {where}."
 
 
 def is_active(record: RunRecord, status: JobStatus | None) -> bool:
@@ -75,8 +92,8 @@ def show_outcome(record: RunRecord) -> None:
         st.error(f"Run {record.status}: " + escape_markdown(record.error or "see the log below."), icon=":material/error:")
 
 
-def show_curves(epochs: Sequence[EpochRecord], starts: Sequence[tuple[str, int]], planned_epochs: int | None) -> None:
-    """Loss and accuracy, training vs validation, side by side."""
+def show_curves(epochs: Sequence[EpochRecord], starts: Sequence[PhaseMark], planned_epochs: int | None) -> None:
+    """Loss and accuracy, training vs validation, side by side, each later phase marked with its open blocks."""
     if not epochs:
         st.caption("The curves appear when the first epoch ends.")
         return
@@ -87,9 +104,10 @@ def show_curves(epochs: Sequence[EpochRecord], starts: Sequence[tuple[str, int]]
     with accuracy_col:
         st.altair_chart(curve_chart(epochs_to_curves(epoch_metrics, "accuracy"), "accuracy", starts, percent=True, max_epoch=planned_epochs),
                         width="stretch")
-    best = next((record for record in reversed(epochs) if record.is_best), None)
+    best = next((record for record in reversed(epochs) if record.is_best), None)  # the best value is tracked across phases
     if best is not None:
-        st.caption(f"Best epoch so far: {best.epoch} (validation loss {best.metrics.get('val_loss', float('nan')):.4f}, "
+        where = f" in {phase_label(best.phase, next((m.open_blocks for m in starts if m.phase == best.phase), ()))}" if len(starts) > 1 else ""
+        st.caption(f"Best epoch so far: {best.epoch}{escape_markdown(where)} (validation loss {best.metrics.get('val_loss', float('nan')):.4f}, "
                    f"accuracy {format_percent(best.metrics.get('val_accuracy'))}); its weights are the ones kept.")
 
 
@@ -98,3 +116,42 @@ def show_log(store: RunStore, run_id: str, *, expanded: bool) -> None:
     lines = store.read_log(run_id).splitlines()
     with st.expander(f"Log ({len(lines)} lines)", expanded=expanded, icon=":material/article:"):
         st.code("\n".join(lines[-LOG_TAIL_LINES:]) or "(empty)", language=None)
+
+
+def run_summary(store: RunStore, run_id: str) -> dict:
+    """The run's summary.json (best phase, transfer verdict ...); empty before the run has finished."""
+    path = store.run_dir(run_id) / SUMMARY_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}  # being written by the worker right now: the next redraw reads it
+
+
+def show_best_phase(store: RunStore, record: RunRecord, marks: Sequence[PhaseMark]) -> None:
+    """For a finished run trained in several phases: at which phase (and depth) the kept model was found."""
+    sentence = best_phase_sentence(run_summary(store, record.id).get("best_phase"), marks)
+    if sentence:
+        st.info(escape_markdown(sentence), icon=":material/layers:")
+
+
+def show_transfer_verdict(store: RunStore, record: RunRecord) -> None:
+    """Negative transfer (red, with the margin, both accuracies, the baseline run and what to try) or that pretraining helped."""
+    scratch_id = record.metrics.get("scratch_run_id")
+    try:
+        scratch = store.get(scratch_id) if scratch_id else None
+    except RunNotFoundError:  # the baseline was deleted; its numbers stay in this run's metrics
+        scratch = None
+    verdict = transfer_verdict(record, scratch)
+    if verdict is None:
+        if scratch_id:
+            st.caption(f"The from-scratch baseline (run {escape_markdown(scratch_id)}) did not finish: no verdict.")
+        return
+    baseline = f"run {escape_markdown(scratch.name)} ({escape_markdown(scratch.id)})" if scratch else f"run {escape_markdown(verdict.scratch_run_id or '?')}"
+    accuracies = (f"pretrained {format_percent(verdict.pretrained_accuracy)} vs from scratch {format_percent(verdict.scratch_accuracy)}, "
+                  f"baseline {baseline}")
+    if verdict.negative:
+        st.error(f"**Negative transfer**: training from scratch beats the pretrained backbone by {100 * verdict.margin:.1f} percentage points "
+                 f"({accuracies}). {NEGATIVE_TRANSFER_ADVICE}", icon=":material/trending_down:")
+    else:
+        st.success(f"Pretraining helps: the pretrained backbone beats training from scratch by {100 * -verdict.margin:.1f} percentage points "
+                   f"({accuracies}).", icon=":material/trending_up:")
