@@ -347,3 +347,22 @@ def test_a_database_without_the_phases_table_is_migrated_in_place(workspace: Pat
     assert store.phases(old.id) == []
     store.record_phase(old.id, phase="head", first_epoch=1, epochs=3, learning_rate=1e-3)
     assert [(p.phase, p.open_blocks, p.description) for p in store.phases(old.id)] == [("head", (), "")]
+
+
+def test_a_queued_run_held_by_the_job_queue_survives_its_creator(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    creator = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys
+            from tl_core.runs import RunStore
+            store = RunStore(sys.argv[1])
+            held = store.create_run(config={}, backbone="b", weights="none", mode="full", held_by_queue=True)
+            plain = store.create_run(config={}, backbone="b", weights="none", mode="full")
+            print(held.id, plain.id)
+        """), str(workspace)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, check=True,
+    )
+    held_id, plain_id = creator.stdout.split()
+    store = RunStore(workspace)
+    assert store.get(held_id).status == "queued"  # the queue, not the dead creator, keeps it
+    assert store.get(plain_id).status == "interrupted"

@@ -393,10 +393,9 @@ class JobManager:
         self.queue.check_cap(owner)  # before creating a run; enqueue checks again atomically
         record = store.create_run(
             config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights, mode=config.train.mode,
-            name=config.name, status="queued", owner=owner, parent_run_id=parent,
+            name=config.name, status="queued", owner=owner, parent_run_id=parent, held_by_queue=True,
         )
         self._stores.setdefault(str(store.workspace), store)
-        _release_from_creator(store, record.id)
         resume_from = None
         try:
             if checkpoint is not None:
@@ -488,15 +487,3 @@ class JobManager:
             value = statistics.median(rates) if rates else None
             self._history = (time.monotonic(), value)
         return value
-
-
-def _release_from_creator(store: RunStore, run_id: str) -> None:
-    """Forget which process created a queued run: the queue, not that process, keeps it alive.
-
-    `RunStore.recover_interrupted` marks a queued run interrupted once its creating process is gone,
-    which would drop every queued job at a server restart. Until RunStore has an API for this
-    (`create_run(..., pid=None)`), the run's process columns are cleared here.
-    """
-    with sqlite3.connect(store.database_path, timeout=30) as connection:
-        connection.execute("UPDATE runs SET pid = NULL, process_start = NULL WHERE id = ? AND status = 'queued'", (run_id,))
-    connection.close()

@@ -252,15 +252,17 @@ class RunStore:
         parent_run_id: str | None = None,
         owner: str = "local",
         status: str = "queued",
+        held_by_queue: bool = False,
     ) -> RunRecord:
         """Add a run (queued by default) and its folder; returns the stored record.
 
-        The creating process is recorded, so a queued run whose process died shows as interrupted.
+        The creating process is recorded, so a queued run whose process died shows as interrupted,
+        unless `held_by_queue`: then a durable job queue, not that process, keeps the run alive.
         """
         _check_status(status, STATUSES)
         now = time.time()
         name = name or f"{backbone} · {mode} · {time.strftime('%H:%M', time.localtime(now))}"
-        pid = os.getpid()
+        pid = None if held_by_queue else os.getpid()
         while True:
             run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
             try:
@@ -271,7 +273,7 @@ class RunStore:
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)",
                         (run_id, name, status, now, now if status == "running" else None, now, _to_json(config), dataset_fingerprint,
                          _to_json(dataset_stats or {}), backbone, weights, mode, pid, socket.gethostname(),
-                         process_start_token(pid), parent_run_id, owner),
+                         None if pid is None else process_start_token(pid), parent_run_id, owner),
                     )
                 break
             except sqlite3.IntegrityError:  # same second and same random suffix: draw again
