@@ -257,3 +257,17 @@ def test_live_progress_round_trips_through_a_dict():
                             last_metrics={"loss": 0.5}, status="running")
     again = LiveProgress.from_dict({**progress.to_dict(), "from_a_newer_worker": 1})
     assert again == progress and again.phase_starts[1] == ("fine-tune", 3)
+
+
+def test_progress_ignores_the_scratch_baseline_trained_in_the_same_job() -> None:
+    from tl_core.events import EpochEnded, PhaseStarted
+    from tl_core.jobs import ProgressTracker
+
+    tracker = ProgressTracker(_config("data", epochs=3), run_id="pretrained")
+    tracker.on_event(PhaseStarted("pretrained", phase="head", epochs=3, learning_rate=1e-3, trainable_weights=10, description=""))
+    tracker.on_event(EpochEnded("pretrained", phase="head", epoch=1, phase_epoch=1, metrics={"loss": 0.5}, learning_rate=1e-3, seconds=1.0, is_best=True))
+    tracker.on_event(PhaseStarted("scratch", phase="full", epochs=9, learning_rate=1e-3, trainable_weights=99, description=""))
+    tracker.on_event(EpochEnded("scratch", phase="full", epoch=5, phase_epoch=5, metrics={"loss": 2.0}, learning_rate=1e-3, seconds=1.0, is_best=False))
+    progress = tracker.progress
+    assert (progress.phase, progress.epoch, progress.total_epochs) == ("head", 1, 3)
+    assert progress.last_metrics == {"loss": 0.5}

@@ -113,13 +113,19 @@ class JobStatus:
 
 
 class ProgressTracker:
-    """Keeps a `LiveProgress` current from training events (cheap: no I/O)."""
+    """Keeps a `LiveProgress` current from training events (cheap: no I/O).
 
-    def __init__(self, config: RunConfig, progress: LiveProgress | None = None) -> None:
+    With `run_id`, events of other runs (the from-scratch baseline trained in the same job) are ignored.
+    """
+
+    def __init__(self, config: RunConfig, progress: LiveProgress | None = None, *, run_id: str | None = None) -> None:
         self.config = config
         self.progress = progress or LiveProgress()
+        self.run_id = run_id
 
     def on_event(self, event: TrainingEvent) -> None:
+        if self.run_id is not None and event.run_id != self.run_id:
+            return
         progress = self.progress
         if isinstance(event, RunStarted):
             progress.status = "running"

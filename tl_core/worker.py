@@ -77,7 +77,7 @@ class ProgressPublisher:
         self.path = run_dir / PROGRESS_FILE
         self.stop_file = run_dir / STOP_FILE
         self.stop = stop
-        self.tracker = ProgressTracker(config, LiveProgress(status="running"))
+        self.tracker = ProgressTracker(config, LiveProgress(status="running"), run_id=run_dir.name)
         self._written_at = 0.0
 
     def on_event(self, event: TrainingEvent) -> None:
@@ -308,7 +308,7 @@ class ThreadBackend:
         from tl_core.train import StopToken
 
         store = RunStore(job.workspace)
-        tracker = ProgressTracker(RunConfig.from_dict(store.get(job.run_id).config))
+        tracker = ProgressTracker(RunConfig.from_dict(store.get(job.run_id).config), run_id=job.run_id)
         stop = StopToken()
         thread = threading.Thread(
             target=execute_run, args=(store, job.run_id),
