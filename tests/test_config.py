@@ -38,3 +38,13 @@ def test_invalid_values_say_how_to_fix(factory, fragment):
 def test_unknown_fields_are_rejected_by_name():
     with pytest.raises(ConfigError, match="Unknown TrainConfig field"):
         RunConfig.from_dict({"data": {"source": "d"}, "train": {"epoch": 3}})
+
+
+def test_text_modality_and_sequence_length():
+    config = RunConfig(data=DataConfig(source="docs/", modality="text"), model=ModelConfig(backbone="glove_6b_50d", weights="glove", sequence_length=128))
+    assert RunConfig.from_json(config.to_json()) == config
+    assert ModelConfig().sequence_length == 256 and DataConfig(source="d").modality == "image"
+    with pytest.raises(ConfigError, match="choose one of"):
+        DataConfig(source="d", modality="audio")
+    with pytest.raises(ConfigError, match="e.g. 256"):
+        ModelConfig(sequence_length=100_000)

@@ -94,3 +94,34 @@ def test_catalogue_describes_each_demo() -> None:
         assert demo.name == name and demo.description and demo.licence and demo.source_package
         assert len(demo.classes) >= 2 and demo.images_per_class > 0
     assert not DEMO_DATASETS["digits"].close_to_imagenet and DEMO_DATASETS["textures"].close_to_imagenet
+
+
+def test_text_demos_write_scannable_document_folders(tmp_path: Path) -> None:
+    from tl_core.text_data import scan_text_dataset
+
+    topics = write_demo_dataset(tmp_path / "topics", "topics", images_per_class=6)
+    assert DEMO_DATASETS["topics"].modality == "text" and DEMO_DATASETS["digits"].modality == "image"
+    report = scan_text_dataset(topics)
+    assert report.class_counts == {"business": 6, "politics": 6, "sports": 6} and not report.duplicate_groups
+    assert write_demo_dataset(topics, "topics", images_per_class=6) == topics  # reused
+    with pytest.raises(DataError, match="not empty"):
+        write_demo_dataset(topics, "topics", images_per_class=5)
+
+    bbc = write_demo_dataset(tmp_path / "bbc", "bbc-news", images_per_class=3)
+    files = {folder.name: sorted(folder.glob("*.txt")) for folder in sorted(bbc.iterdir())}
+    assert sorted(files) == ["business", "entertainment", "politics", "sports", "tech"] and all(len(p) == 3 for p in files.values())
+    assert len(files["tech"][0].read_text(encoding="utf-8", errors="replace").split()) > 50  # a real article
+    with pytest.raises(DataError, match="1 to 386"):
+        write_demo_dataset(tmp_path / "bbc_all", "bbc-news", images_per_class=400)
+
+
+def test_write_bbc_news_copies_every_article_and_topics_are_learnable_words(tmp_path: Path) -> None:
+    from tl_core.text_demo import TOPIC_WORDS, make_topics_dataset, write_bbc_news
+
+    root = write_bbc_news(tmp_path / "bbc")
+    assert {folder.name: len(list(folder.glob("*.txt"))) for folder in root.iterdir()} == {
+        "business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}
+    topics = make_topics_dataset(tmp_path / "t", num_classes=4, docs_per_class=5, seed=1)
+    text = (topics / "science" / "science_0000.txt").read_text()
+    assert sum(word.strip(".").lower() in TOPIC_WORDS["science"] for word in text.split()) >= 3
+    assert make_topics_dataset(tmp_path / "t2", num_classes=4, docs_per_class=5, seed=1).joinpath("science", "science_0000.txt").read_text() == text

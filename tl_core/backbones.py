@@ -88,6 +88,8 @@ class BackboneSpec:
         license: license of the pretrained weights.
         tier: "recommended" (beginner view), "standard" or "large".
         notes: one or two sentences for the backbone picker.
+        modality: "image", or "text" for the entries of `tl_core.text_backbones` (there `default_size`,
+            `min_size` and `max_size` count word tokens per document, not pixels).
     """
 
     name: str
@@ -106,6 +108,7 @@ class BackboneSpec:
     license: str
     tier: Literal["recommended", "standard", "large"]
     notes: str
+    modality: Literal["image", "text"] = "image"
 
 
 def _keras(name: str, display_name: str, family: str, factory: str, default_size: int, feature_dim: int, parameters: int,
@@ -208,22 +211,26 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     Raises:
         BackboneError: unknown name; the message suggests close matches.
     """
+    from tl_core.text_backbones import TEXT_REGISTRY  # deferred: text_backbones imports this module
+
+    registry = {**REGISTRY, **TEXT_REGISTRY}
     key = _lookup_key(name)
-    if key in REGISTRY:
-        return REGISTRY[key]
-    squashed = {spec_name.replace("_", ""): spec for spec_name, spec in REGISTRY.items()}
+    if key in registry:
+        return registry[key]
+    squashed = {spec_name.replace("_", ""): spec for spec_name, spec in registry.items()}
     if key.replace("_", "") in squashed:
         return squashed[key.replace("_", "")]
-    close = _close_matches(key, list(REGISTRY), 4)
+    close = _close_matches(key, list(registry), 4)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise BackboneError(f"Unknown backbone '{name}'.{hint} `python -m tl_core backbones --all` lists them all.")
 
 
-def list_backbones(tier: str | None = None) -> list[BackboneSpec]:
+def list_backbones(tier: str | None = None, modality: str = "image") -> list[BackboneSpec]:
     """Registry entries in table order (recommended ones first).
 
     Args:
         tier: "recommended", "standard" or "large" for that tier only; None for all.
+        modality: "image" (this module's registry) or "text" (`tl_core.text_backbones`).
 
     Returns:
         The matching specs.
@@ -233,6 +240,12 @@ def list_backbones(tier: str | None = None) -> list[BackboneSpec]:
     """
     if tier is not None and tier not in TIERS:
         raise BackboneError(f"Unknown backbone tier '{tier}': use one of {', '.join(TIERS)}, or None for all.")
+    if modality not in ("image", "text"):
+        raise BackboneError(f"Unknown modality '{modality}': use 'image' or 'text'.")
+    if modality == "text":
+        from tl_core.text_backbones import TEXT_REGISTRY
+
+        return [spec for spec in TEXT_REGISTRY.values() if tier is None or spec.tier == tier]
     return [spec for spec in _SPECS if tier is None or spec.tier == tier]
 
 

@@ -19,9 +19,11 @@ from typing import Any, Literal, get_args
 Mode = Literal["feature-extraction", "fine-tune", "full", "progressive"]
 Pooling = Literal["avg", "max"]
 ClassWeighting = Literal["auto", "on", "off"]
-Modality = Literal["image"]
+Modality = Literal["image", "text"]
 
 MODES: tuple[str, ...] = get_args(Mode)
+MIN_SEQUENCE_LENGTH = 8
+MAX_SEQUENCE_LENGTH = 4096
 
 
 class ConfigError(ValueError):
@@ -38,11 +40,12 @@ class DataConfig:
     """Where the labelled data is and how it is split.
 
     Args:
-        source: a folder (one sub-folder per class), a .zip/.tar/.tar.gz of one, or a CSV of `path,label`.
+        source: a folder (one sub-folder per class), a .zip/.tar/.tar.gz of one, or a CSV of `path,label`
+            (text: a CSV/TSV with a text and a label column).
         val_fraction: share of each class held out for validation (ignored if the data has `val/`).
         test_fraction: share of each class held out for testing (ignored if the data has `test/`).
         seed: the same seed and data always give the same split.
-        modality: the kind of examples; images today, a seam for other modalities.
+        modality: the kind of examples: `image` files, or `text` documents (.txt files or CSV/TSV rows).
     """
 
     source: str
@@ -77,6 +80,7 @@ class ModelConfig:
         head_hidden_units: sizes of optional hidden Dense(relu) layers in the head, e.g. (128,).
         dropout: dropout rate before each Dense layer of the head.
         augment: random flip/rotation/zoom/contrast/translation on training images.
+        sequence_length: text models only: word tokens per document the model reads (longer ones are cut).
     """
 
     backbone: str = "efficientnet_lite0"
@@ -87,6 +91,7 @@ class ModelConfig:
     head_hidden_units: tuple[int, ...] = ()
     dropout: float = 0.2
     augment: bool = False
+    sequence_length: int = 256
 
     def __post_init__(self) -> None:
         _require(bool(self.backbone), "ModelConfig.backbone is empty: pass a registry name such as 'mobilenet_v2'.")
@@ -94,6 +99,12 @@ class ModelConfig:
         _require(
             self.image_size is None or 16 <= self.image_size <= 1024,
             f"image_size={self.image_size} must be between 16 and 1024 pixels (or None for the backbone default).",
+        )
+        _require(
+            isinstance(self.sequence_length, int) and not isinstance(self.sequence_length, bool)
+            and MIN_SEQUENCE_LENGTH <= self.sequence_length <= MAX_SEQUENCE_LENGTH,
+            f"sequence_length={self.sequence_length} must be a whole number of tokens between {MIN_SEQUENCE_LENGTH} and "
+            f"{MAX_SEQUENCE_LENGTH}, e.g. 256 (documents longer than that are cut).",
         )
         _require(self.pooling in get_args(Pooling), f"pooling={self.pooling!r}: choose 'avg' or 'max'.")
         _require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1).")

@@ -24,42 +24,32 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from tl_core.archive import extract_archive, is_archive, is_ignored_name
+from tl_core.dataset_checks import (  # noqa: F401 - re-exported: Example, Problem, SPLIT_NAMES ... are data.py's public types
+    FEW_EXAMPLES_PER_CLASS,
+    MAX_CLASS_RATIO,
+    MIN_EXAMPLES_PER_CLASS,
+    SPLIT_NAMES,
+    Example,
+    Problem,
+    Severity,
+    check_classes,
+    dataset_fingerprint,
+    remove_duplicates,
+)
 from tl_core.errors import DataError
 from tl_core.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, ImageHeader, inspect_image
 
-Severity = Literal["error", "warning", "info"]
-SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "val", "validation": "val", "test": "test"}
-MIN_IMAGES_PER_CLASS = 2
-FEW_IMAGES_PER_CLASS = 10
-MAX_CLASS_RATIO = 3.0
+MIN_IMAGES_PER_CLASS = MIN_EXAMPLES_PER_CLASS
+FEW_IMAGES_PER_CLASS = FEW_EXAMPLES_PER_CLASS
 DEFAULT_EXTRACT_ROOT = Path("~/.cache/transferlab/extracted")
 _CSV_HEADER_CELLS = frozenset({"path", "file", "filename", "filepath", "image", "image_path", "label", "class", "category", "target"})
 _LINES_PER_KIND = 20
-
-
-@dataclass(frozen=True)
-class Example:
-    path: str  # absolute
-    relpath: str  # relative to the dataset root (posix), or absolute for CSV rows outside its folder
-    label: str
-    content_hash: str  # sha256 of the file bytes
-    preset_split: str | None  # train / val / test when the dataset has split folders
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class Problem:
-    severity: Severity
-    kind: str
-    message: str  # says what is wrong and what to do
-    file: str | None = None  # relative to the dataset root
 
 
 @dataclass
@@ -273,83 +263,6 @@ def _inspect_all(candidates: list[tuple[Path, str, str, str | None]], max_pixels
         return list(pool.map(inspect, [candidate[0] for candidate in candidates]))
 
 
-def _split_rank(example: Example) -> tuple[int, str]:
-    return (SPLIT_NAMES.index(example.preset_split) if example.preset_split else 0, example.relpath)
-
-
-def _remove_duplicates(examples: list[Example], problems: list[Problem]) -> tuple[list[Example], list[list[str]]]:
-    """One copy per identical file within a class; every copy of a file labelled with two classes is dropped."""
-    by_hash: dict[str, list[Example]] = defaultdict(list)
-    for example in examples:
-        by_hash[example.content_hash].append(example)
-    kept: list[Example] = []
-    groups: list[list[str]] = []
-    for copies in by_hash.values():
-        copies.sort(key=_split_rank)
-        if len(copies) == 1:
-            kept.append(copies[0])
-            continue
-        groups.append(sorted(c.relpath for c in copies))
-        labels = sorted({c.label for c in copies})
-        if len(labels) > 1:
-            named = ", ".join(f"{c.relpath} ({c.label!r})" for c in copies)
-            message = f"Identical files with different labels: {named}. All copies were left out; keep the file only in its true class."
-            problems.append(Problem("warning", "label-conflict", message, copies[0].relpath))
-            continue
-        kept.append(copies[0])
-        splits = sorted({c.preset_split for c in copies if c.preset_split})
-        leak = f" (copies in {' and '.join(s + '/' for s in splits)} would leak between splits)" if len(splits) > 1 else ""
-        named = ", ".join(c.relpath for c in copies)
-        message = f"Identical files in class {labels[0]!r}: {named}{leak}; only {copies[0].relpath} is used. Delete the extra copies."
-        problems.append(Problem("warning", "duplicate", message, copies[1].relpath))
-    return kept, groups
-
-
-def _check_classes(examples: list[Example], labels: set[str], has_presets: bool, problems: list[Problem]) -> tuple[dict[str, int], dict[str, int]]:
-    """Counts of trainable classes and of excluded ones, with a problem for each class that needs attention."""
-    counts = {label: 0 for label in labels}
-    train_counts = {label: 0 for label in labels}
-    for example in examples:
-        counts[example.label] += 1
-        train_counts[example.label] += example.preset_split in (None, "train")
-    trainable: dict[str, int] = {}
-    excluded: dict[str, int] = {}
-    for label in sorted(counts):
-        count = counts[label]
-        if count < MIN_IMAGES_PER_CLASS:
-            excluded[label] = count
-            message = f"Class {label!r} has {count} usable image(s) and was left out of training: add at least {MIN_IMAGES_PER_CLASS} (10+ recommended) or remove it."
-            problems.append(Problem("error", "too-few-images", message, label))
-        elif has_presets and train_counts[label] == 0:
-            excluded[label] = count
-            message = f"Class {label!r} has no images in train/ and was left out of training: move some of its images into train/{label}/."
-            problems.append(Problem("error", "no-training-images", message, label))
-        else:
-            trainable[label] = count
-            if count < FEW_IMAGES_PER_CLASS:
-                message = f"Class {label!r} has only {count} images: results will be unreliable; aim for {FEW_IMAGES_PER_CLASS}+ (ideally 50+) per class."
-                problems.append(Problem("warning", "small-class", message, label))
-    if len(trainable) < 2:
-        return trainable, excluded  # the caller raises, naming what was found
-    largest, smallest = max(trainable, key=trainable.__getitem__), min(trainable, key=trainable.__getitem__)
-    ratio = trainable[largest] / trainable[smallest]
-    if ratio > MAX_CLASS_RATIO:
-        message = (
-            f"Classes are imbalanced: {largest!r} has {trainable[largest]} images, {smallest!r} only {trainable[smallest]} "
-            f"(ratio {ratio:.1f} > {MAX_CLASS_RATIO:.0f}); add images to the small classes or keep class weighting on."
-        )
-        problems.append(Problem("warning", "imbalance", message, None))
-    return trainable, excluded
-
-
-def dataset_fingerprint(examples: list[Example]) -> str:
-    """sha256 over the sorted (relative path, label, content hash) of every example."""
-    digest = hashlib.sha256()
-    for relpath, label, content_hash in sorted((e.relpath, e.label, e.content_hash) for e in examples):
-        digest.update(f"{relpath}\x1f{label}\x1f{content_hash}\n".encode())
-    return digest.hexdigest()
-
-
 def _size_stats(examples: list[Example]) -> dict[str, float]:
     stats: dict[str, float] = {}
     for side in ("width", "height"):
@@ -390,8 +303,8 @@ def scan_dataset(source: str | Path, *, extract_root: Path | None = None, max_pi
         else:
             examples.append(Example(str(path.resolve()), relpath, label, header.content_hash, split, header.width, header.height))
     problems = collected.problems
-    examples, duplicate_groups = _remove_duplicates(examples, problems)
-    class_counts, excluded = _check_classes(examples, collected.labels, has_presets, problems)
+    examples, duplicate_groups = remove_duplicates(examples, problems)
+    class_counts, excluded = check_classes(examples, collected.labels, has_presets, problems)
     if len(class_counts) < 2:
         found = ", ".join(f"{label} ({count})" for label, count in sorted({**class_counts, **excluded}.items())) or "none"
         skipped = f" {collected.files_skipped} file(s) were skipped, e.g. {collected.skipped[0].message}" if collected.skipped else ""

