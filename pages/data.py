@@ -2,25 +2,60 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from tl_core.archive import is_archive
 from tl_core.config import ConfigError
 from tl_core.demo_data import DEMO_DATASETS, write_demo_dataset
 from tl_core.errors import TransferLabError
 from ui.charts import class_counts_chart
 from ui.dataset import DatasetView, load_dataset, problem_groups, sample_paths, split_table
 from ui.images import Tile, show_tiles
-from ui.state import current_dataset, datasets_dir, set_current_dataset, uploads_dir, workspace_path
+from ui.state import (
+    REFUSED_DATASET_KEY, current_dataset, current_user, datasets_dir, display_path, is_workshop, set_current_dataset, uploads_dir,
+    user_workspace, workspace_path, workspaces,
+)
 from ui.text import escape_markdown, show_error
-from ui.uploads import ARCHIVE_SUFFIXES, save_uploaded_file, save_uploaded_folder
+from ui.uploads import ARCHIVE_SUFFIXES, dataset_choices, save_uploaded_file, save_uploaded_folder, upload_size
 
 SAMPLES_PER_CLASS = 6
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
+OWN_TARGET = "My datasets"
+SHARED_TARGET = "Shared datasets (all students)"
 
 st.title("Data")
 st.caption("Images sorted into one folder per class — the folder name is the label. "
            "Pick a dataset in one of four ways; TransferLab checks it before you train.")
+
+user = current_user()
+spaces = workspaces()
+current_dataset()  # checks a stored choice first, so a refused one is explained right here
+refused = st.session_state.pop(REFUSED_DATASET_KEY, None)
+if refused:
+    st.error(escape_markdown(refused), icon=":material/block:")
+
+
+def upload_folder() -> Path:
+    """Where this upload goes: the user's datasets; trainers on a workshop server may pick the shared folder."""
+    if is_workshop() and user.is_trainer and st.session_state.get("data_upload_target") == SHARED_TARGET:
+        return datasets_dir()
+    return uploads_dir()
+
+
+def check_room(size_bytes: int) -> bool:
+    """False (with the reason shown) when an upload is over the server's limit or the user's disk quota."""
+    try:
+        spaces.check_upload(user.name, size_bytes)
+    except TransferLabError as exc:
+        show_error(exc)
+        return False
+    return True
+
+
+if is_workshop() and user.is_trainer:
+    st.radio("Save uploads and demos to", [OWN_TARGET, SHARED_TARGET], key="data_upload_target", horizontal=True,
+             help="Shared datasets are readable by every student; only trainers can add to them.")
 
 upload_tab, archive_tab, server_tab, demo_tab = st.tabs(
     [":material/drive_folder_upload: Upload a folder", ":material/folder_zip: Upload an archive",
@@ -34,12 +69,13 @@ with upload_tab:
     )
     folder_name = st.text_input("Dataset name (optional)", key="data_folder_name", placeholder="the folder's own name",
                                 help="Saved under the workspace's datasets/ folder; an existing name gets a suffix.")
-    if st.button("Use this folder", key="data_folder_save", type="primary", disabled=not files):
+    if st.button("Use this folder", key="data_folder_save", type="primary", disabled=not files) and check_room(upload_size(files or [])):
         try:
-            saved = save_uploaded_folder(files or [], uploads_dir(), folder_name or None)
+            saved = save_uploaded_folder(files or [], upload_folder(), folder_name or None)
         except OSError as exc:
             show_error(exc)
         else:
+            spaces.forget_usage(user.name)
             set_current_dataset(saved.root)
             st.success(f"Saved {saved.saved} files as dataset {escape_markdown(saved.root.name)}.")
             for name, reason in saved.rejected:
@@ -50,21 +86,38 @@ with archive_tab:
         "A .zip or .tar(.gz) of the dataset folder", type=[s.lstrip(".") for s in ARCHIVE_SUFFIXES], key="data_archive_file",
         help="The archive may hold the class folders directly or one folder that holds them.",
     )
-    if st.button("Use this archive", key="data_archive_save", type="primary", disabled=archive is None):
-        saved_path = save_uploaded_file(archive, uploads_dir())
+    if st.button("Use this archive", key="data_archive_save", type="primary", disabled=archive is None) and check_room(upload_size([archive])):
+        saved_path = save_uploaded_file(archive, upload_folder())
+        spaces.forget_usage(user.name)
         set_current_dataset(saved_path)
         st.success(f"Saved {escape_markdown(saved_path.name)}; it is unpacked when scanned.")
 
 with server_tab:
-    root = datasets_dir()
-    choices = sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_archive(p)))
-    st.caption(f"Folders and archives in {escape_markdown(root)} (set TRANSFERLAB_DATASETS_DIR to use another folder).")
-    if choices:
-        chosen = st.selectbox("Dataset", choices, key="data_server_choice", help="Each entry is a folder of class folders or an archive.")
-        if st.button("Use this dataset", key="data_server_use", type="primary"):
-            set_current_dataset(root / chosen)
+    if not is_workshop():
+        root = datasets_dir()
+        choices = dataset_choices(root)
+        st.caption(f"Folders and archives in {escape_markdown(root)} (set TRANSFERLAB_DATASETS_DIR to use another folder).")
+        if choices:
+            chosen = st.selectbox("Dataset", choices, key="data_server_choice", help="Each entry is a folder of class folders or an archive.")
+            if st.button("Use this dataset", key="data_server_use", type="primary"):
+                set_current_dataset(root / chosen)
+        else:
+            st.info("No datasets on the server yet: upload one, or write a demo dataset.")
     else:
-        st.info("No datasets on the server yet: upload one, or write a demo dataset.")
+        # Names only: each resolves inside its own folder (safe_join), so no name reaches another user's files.
+        sources = [("shared", name) for name in dataset_choices(datasets_dir())] + [("mine", name) for name in dataset_choices(uploads_dir())]
+        st.caption("Your own uploads, and the shared datasets your trainer put on the server.")
+        if sources:
+            source, name = st.selectbox("Dataset", sources, key="data_server_choice", help="Each entry is a folder of class folders or an archive.",
+                                        format_func=lambda item: f"{item[1]} ({'shared' if item[0] == 'shared' else 'yours'})")
+            if st.button("Use this dataset", key="data_server_use", type="primary"):
+                try:
+                    path = spaces.server_dataset_path(name) if source == "shared" else user_workspace().dataset_path(name)
+                    set_current_dataset(spaces.check_readable(user, path))
+                except TransferLabError as exc:
+                    show_error(exc)
+        else:
+            st.info("No datasets yet: upload one, or write a demo dataset.")
 
 with demo_tab:
     demo_name = st.selectbox("Demo dataset", list(DEMO_DATASETS), key="data_demo_choice",
@@ -76,11 +129,13 @@ with demo_tab:
                       key="data_demo_count", help="Fewer images train faster; 60 per class trains in under a minute on a laptop.")
     if st.button("Write and use this demo", key="data_demo_write", type="primary"):
         try:
+            spaces.check_disk(user.name)
             with st.spinner("Writing the demo images…"):
-                written = write_demo_dataset(uploads_dir() / f"demo-{demo_name}-{count}", demo_name, images_per_class=count)
+                written = write_demo_dataset(upload_folder() / f"demo-{demo_name}-{count}", demo_name, images_per_class=count)
         except TransferLabError as exc:
             show_error(exc)
         else:
+            spaces.forget_usage(user.name)
             set_current_dataset(written)
 
 
@@ -136,7 +191,7 @@ if not dataset:
             icon=":material/info:")
 else:
     st.header("Report")
-    st.text(f"Dataset: {dataset}")
+    st.text(f"Dataset: {display_path(dataset)}")
     try:
         with st.spinner("Scanning the images…"):
             dataset_view = load_dataset(dataset, workspace_path())

@@ -16,9 +16,9 @@ from tl_core.weights import OFFLINE_WEIGHTS
 from ui.charts import probability_bars
 from ui.images import thumbnail
 from ui.predictions import run_classifier, runs_with_models, save_images
-from ui.state import current_run_id, get_store, set_current_run, workspace_path
+from ui.state import current_run_id, current_user, get_store, set_current_run, user_workspace, workspaces
 from ui.text import escape_markdown, show_error
-from ui.uploads import safe_name
+from ui.uploads import safe_name, upload_size
 
 EXPORTS_KEY = "export_zips"
 FORMAT_LABELS = {"keras": "Keras (.keras)", "saved_model": "TensorFlow SavedModel", "tflite": "TensorFlow Lite (.tflite)"}
@@ -40,7 +40,13 @@ store = get_store()
 uploads = st.file_uploader("Images to classify", type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS), accept_multiple_files=True,
                            key="predict_files", help="Any number of JPEG, PNG, WebP, BMP, GIF or TIFF images.")
 top_k = st.slider("Show the top", 1, 10, 3, key="predict_top_k", help="How many of the most likely classes to show per image.")
-image_paths = save_images(uploads or [], workspace_path() / "cache" / "predict")
+user, spaces = current_user(), workspaces()
+try:
+    spaces.check_upload(user.name, upload_size(uploads or []))  # images are saved in the user's cache, inside their quota
+except TransferLabError as exc:
+    show_error(exc)
+    uploads = []
+image_paths = save_images(uploads or [], user_workspace().cache / "predict")
 upload_names = [upload.name for upload in uploads or []]
 
 trained_tab, imagenet_tab, export_tab = st.tabs(
@@ -103,17 +109,19 @@ with export_tab:
         exports: dict[str, str] = st.session_state.setdefault(EXPORTS_KEY, {})
         if st.button("Build the export bundle", key="export_prepare", disabled=not formats, icon=":material/inventory_2:"):
             try:
+                spaces.check_disk(user.name)
                 with st.spinner("Exporting (the TensorFlow Lite conversion takes a little while)…"):
                     from tl_core.bundle import export_run
                     from tl_core.export import zip_bundle
 
-                    exports_dir = workspace_path() / "cache" / "exports"
+                    exports_dir = user_workspace().cache / "exports"  # the user's own folder: no one else can download it
                     exports_dir.mkdir(parents=True, exist_ok=True)
                     out = Path(tempfile.mkdtemp(prefix=f"{export_run_id}-", dir=exports_dir))
                     bundle = export_run(store, export_run_id, out / "bundle", formats=tuple(formats))
                     exports[export_run_id] = str(zip_bundle(bundle, out / "transferlab-model"))
             except (TransferLabError, ConfigError) as exc:
                 show_error(exc)
+            spaces.forget_usage(user.name)
         zip_path = exports.get(export_run_id)
         if zip_path and Path(zip_path).is_file():
             record = store.get(export_run_id)

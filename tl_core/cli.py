@@ -9,6 +9,7 @@
     predict RUN_ID IMAGE... [--top K] [--json]
     predict --pretrained NAME IMAGE... [--top K] [--json]
     backbones [--all] [--json]          demo-data DIR [--name NAME]          delete RUN_ID
+    users add|list|passwd|remove ...    codes new|list|revoke ...            serve   (see tl_core.cli_accounts)
 
 With `--json` the LAST line on stdout is one JSON object (or list). Progress goes to stderr.
 Bad input exits with status 2 and one line on stderr, never a traceback.
@@ -27,6 +28,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tl_core.config import MODES, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tl_core.cli_accounts import add_account_commands  # noqa: E402
 from tl_core.errors import TransferLabError  # noqa: E402
 
 DEFAULT_BACKBONE = ModelConfig().backbone
@@ -362,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     delete = sub.add_parser("delete", parents=[common], help="delete a run and its files")
     delete.add_argument("run_id")
     delete.set_defaults(handler=cmd_delete)
+
+    add_account_commands(sub)
     return parser
 
 

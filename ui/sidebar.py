@@ -1,4 +1,4 @@
-"""The sidebar every page shares: which dataset and which run this user is working on."""
+"""The sidebar every page shares: who is signed in, and which dataset and run this user is working on."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from tl_core.auth import User
 from tl_core.errors import RunNotFoundError
-from ui.state import current_dataset, current_run_id, get_store
+from ui.state import current_dataset, current_run_id, current_user, get_store, sign_out
 from ui.text import escape_markdown
 
 ACTIVE_STATUSES = ("queued", "running")
@@ -36,6 +37,25 @@ def show_context() -> None:
             return
         # While the run is active the status re-reads itself: the page's own live fragment never reruns the sidebar.
         st.fragment(run_every=ACTIVE_POLL_S if status in ACTIVE_STATUSES else None)(_show_run)(run_id)
+
+
+def show_account() -> None:
+    """Who is signed in (top of the sidebar), with their user name and role, and a sign-out button."""
+    user = current_user()
+    with st.sidebar:
+        _show_account(user)
+
+
+def _show_account(user: User) -> None:
+    st.caption("Signed in as")
+    st.markdown(f"**{escape_markdown(user.display_name)}**  \n{escape_markdown(user.name)} · {user.role}")
+    if st.button("Sign out", key="signout", icon=":material/logout:"):
+        from_identity_provider = bool(st.user.get("is_logged_in"))
+        sign_out()
+        if from_identity_provider:
+            st.logout()  # also drops the provider's cookie, or the next run would sign the same person in again
+        st.rerun()
+    st.divider()
 
 
 def _show_run(run_id: str) -> None:

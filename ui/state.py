@@ -1,8 +1,10 @@
-"""Per-server objects (one run store, one job manager) and per-user choices (session state).
+"""Per-server objects (settings, workspaces, run stores, job managers) and per-user choices (session state).
 
-`st.cache_resource` objects are shared by every browser tab of this server: the store and the
-manager are safe to share (the store opens a connection per call; the manager locks its queue).
-What one user picked (dataset, run, settings) lives in `st.session_state`, never in a shared object.
+`st.cache_resource` objects are shared by every browser tab of this server: the settings, the
+workspaces, the stores and the managers are safe to share (a store opens a connection per call; a
+manager locks its queue). Who is signed in and what they picked (dataset, run, settings) lives in
+`st.session_state`, never in a shared object. Every path a page uses comes from the signed-in user's
+workspace, so one user's pages never name another user's files.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
+from tl_core.auth import User
+from tl_core.errors import TransferLabError
 from tl_core.runs import RunStore
+from tl_core.server_settings import CONFIG_ENV, ENV_VARIABLES, ServerSettings, load_server_settings
+from tl_core.workspaces import LOCAL_USER, UserWorkspace, Workspaces
 
 if TYPE_CHECKING:
     from tl_core.config import ModelConfig, TrainConfig
@@ -25,7 +31,9 @@ WORKSPACE_ENV = "TRANSFERLAB_WORKSPACE"
 DATASETS_ENV = "TRANSFERLAB_DATASETS_DIR"
 
 # Session-state keys shared by several pages.
+USER_KEY = "signed_in_user"
 DATASET_KEY = "dataset_path"
+REFUSED_DATASET_KEY = "refused_dataset"
 RUN_KEY = "run_id"
 MODEL_CONFIG_KEY = "model_config"
 TRAIN_CONFIG_KEY = "train_config"
@@ -34,23 +42,114 @@ _SHARED_KEYS = frozenset({DATASET_KEY, RUN_KEY, MODEL_CONFIG_KEY, TRAIN_CONFIG_K
 _SAVED_WIDGETS_KEY = "saved_widget_values"
 
 
+@st.cache_resource(show_spinner=False)
+def _server_for(environment: tuple[tuple[str, str], ...], cwd: str) -> tuple[ServerSettings, Workspaces]:
+    settings = load_server_settings(dict(environment), cwd=Path(cwd))
+    personal = not settings.sign_in_required
+    spaces = Workspaces(
+        settings.workspace, single_user=personal, server_datasets_dir=settings.server_datasets_dir,
+        # Personal mode keeps today's behaviour: Streamlit's own upload limit, no disk quota.
+        disk_quota_mb=settings.disk_quota_mb, max_upload_mb=None if personal else settings.max_upload_mb,
+    )
+    return settings, spaces
+
+
+def _server() -> tuple[ServerSettings, Workspaces]:
+    # Keyed by the variables the settings read, so a changed environment (tests) gets fresh settings.
+    names = (*ENV_VARIABLES.values(), CONFIG_ENV)
+    return _server_for(tuple((name, os.environ[name]) for name in names if name in os.environ), str(Path.cwd()))
+
+
+def server_settings() -> ServerSettings:
+    """The server's settings (personal or workshop); raises ServerSettingsError when they are invalid."""
+    return _server()[0]
+
+
+def workspaces() -> Workspaces:
+    """Every user's workspace with its path checks and quotas (personal mode: one, the workspace itself)."""
+    return _server()[1]
+
+
+def signed_in_user() -> User | None:
+    """Who signed in in this browser session; always `LOCAL_USER` in personal mode."""
+    if not server_settings().sign_in_required:
+        return LOCAL_USER
+    user = st.session_state.get(USER_KEY)
+    return user if isinstance(user, User) else None
+
+
+def current_user() -> User:
+    """The signed-in user. Pages run only after sign-in; should one run without, it stops there."""
+    user = signed_in_user()
+    if user is None:
+        st.error("Sign in first.", icon=":material/lock:")
+        st.stop()  # never fall back to a shared identity on a workshop server
+    return user
+
+
+def sign_in(user: User) -> None:
+    """Start this session as `user`, forgetting anything a previous user of this browser tab picked."""
+    st.session_state.clear()
+    st.session_state[USER_KEY] = user
+
+
+def sign_out() -> None:
+    st.session_state.clear()
+
+
+def is_workshop() -> bool:
+    return server_settings().sign_in_required
+
+
+def user_workspace() -> UserWorkspace:
+    """The signed-in user's own folder (datasets, cache, runs and run store)."""
+    return workspaces().workspace_for(current_user())
+
+
 def workspace_path() -> Path:
-    """The workspace folder: `$TRANSFERLAB_WORKSPACE`, else `./workspace` (resolved, so it can key caches)."""
-    return Path(os.environ.get(WORKSPACE_ENV) or "workspace").expanduser().resolve()
+    """The signed-in user's workspace folder (personal mode: `$TRANSFERLAB_WORKSPACE`, else `./workspace`)."""
+    return user_workspace().root
 
 
 def datasets_dir() -> Path:
-    """Server-side datasets: `$TRANSFERLAB_DATASETS_DIR`, else `<workspace>/datasets`; created when missing."""
-    folder = Path(os.environ.get(DATASETS_ENV) or workspace_path() / "datasets").expanduser().resolve()
+    """Shared datasets: `$TRANSFERLAB_DATASETS_DIR`, else `<workspace>/datasets`; created when missing.
+
+    On a workshop server only trainers write there; students read it.
+    """
+    folder = workspaces().server_datasets
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def uploads_dir() -> Path:
-    """Where uploaded datasets are saved: always inside the workspace, whatever the datasets dir is."""
-    folder = workspace_path() / "datasets"
+    """Where this user's uploaded datasets are saved: inside their own workspace."""
+    folder = user_workspace().datasets
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def readable_path(path: str | Path) -> Path:
+    """`path` resolved when the signed-in user may read it (their workspace or the shared datasets).
+
+    In personal mode the one user owns the machine, so any path is theirs to read.
+
+    Raises:
+        UnsafePathError: on a workshop server, a path in another user's workspace or anywhere else.
+    """
+    if not is_workshop():
+        return Path(path).expanduser().resolve()
+    return workspaces().check_readable(current_user(), path)
+
+
+def display_path(path: str | Path) -> str:
+    """How a dataset path is shown: in full in personal mode and to trainers, else relative to its folder."""
+    if not is_workshop() or current_user().is_trainer:
+        return str(path)
+    resolved = Path(path).resolve()
+    for folder, label in ((user_workspace().root, "your workspace"), (datasets_dir(), "shared datasets")):
+        if resolved.is_relative_to(folder):
+            return f"{label}/{resolved.relative_to(folder).as_posix()}"
+    return Path(path).name
 
 
 @st.cache_resource(show_spinner=False)
@@ -68,12 +167,12 @@ def _manager_for(workspace: str) -> JobManager:
 
 
 def get_store() -> RunStore:
-    """The server's run store for the current workspace."""
+    """The signed-in user's run store (each user has their own, so no query returns another user's runs)."""
     return _store_for(str(workspace_path()))
 
 
 def get_manager() -> JobManager:
-    """The server's job manager: pages submit and stop through it and otherwise only read it."""
+    """The job manager of the signed-in user's store: pages submit and stop through it and otherwise only read it."""
     return _manager_for(str(workspace_path()))
 
 
@@ -82,12 +181,35 @@ DEFAULT_DEMO_FOLDER = "textures"  # `make run` writes it, so a newcomer can pres
 
 
 def current_dataset() -> str | None:
-    """The dataset this user picked on the Data page, else the server's default one when it exists."""
+    """The dataset this user picked on the Data page, else the server's default one when it exists.
+
+    A stored path the user may not read (another user's folder) is forgotten, and the reason kept
+    under `REFUSED_DATASET_KEY` for the Data page to show.
+    """
     if DATASET_KEY not in st.session_state:
         default = os.environ.get(DEFAULT_DATASET_ENV) or str(datasets_dir() / DEFAULT_DEMO_FOLDER)
-        if Path(default).exists():
+        if Path(default).exists() and _may_read(default):
             st.session_state[DATASET_KEY] = default
-    return st.session_state.get(DATASET_KEY)
+    chosen = st.session_state.get(DATASET_KEY)
+    if chosen is not None:
+        try:
+            readable_path(chosen)
+        except TransferLabError:
+            st.session_state.pop(DATASET_KEY)
+            # Only the name: the full path would show students where other users' folders are.
+            st.session_state[REFUSED_DATASET_KEY] = (
+                f"{Path(chosen).name} is not one of your datasets or a shared one: pick or upload a dataset again."
+            )
+            return None
+    return chosen
+
+
+def _may_read(path: str | Path) -> bool:
+    try:
+        readable_path(path)
+    except TransferLabError:
+        return False
+    return True
 
 
 def set_current_dataset(path: str | Path) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from tl_core.archive import is_archive
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -129,3 +131,15 @@ def save_uploaded_file(upload: UploadedFileLike, folder: Path) -> Path:
         target, counter = folder / f"{stem}-{counter}{suffix}", counter + 1
     target.write_bytes(upload.getvalue())
     return target
+
+
+def upload_size(files: Sequence[UploadedFileLike | None]) -> int:
+    """Total bytes of the uploaded files (what the upload limit and the disk quota are checked against)."""
+    return sum(len(upload.getvalue()) for upload in files if upload is not None)
+
+
+def dataset_choices(folder: Path) -> list[str]:
+    """Names of the datasets in `folder`: sub-folders and archives, hidden entries (staging uploads) left out."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_archive(p)))

@@ -1,0 +1,151 @@
+"""Trainer: accounts and class codes, everyone's runs, disk use per user, and cleaning up to free space.
+
+`app.py` adds this page only for trainers on a workshop server; the page checks again before drawing.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from tl_core.errors import TransferLabError
+from ui.signin import users
+from ui.state import current_user, is_workshop, workspaces
+from ui.text import format_duration, show_error
+
+MB = 1 << 20
+ACTIVE_STATUSES = ("queued", "running")
+CLEANUP_CONFIRM_KEY = "trainer_cleanup_pending"
+RUN_DELETE_CONFIRM_KEY = "trainer_runs_pending"
+
+user = current_user()
+if not (is_workshop() and user.is_trainer):
+    st.error("This page is for trainers on a workshop server.", icon=":material/block:")
+    st.stop()
+spaces = workspaces()
+directory = users()
+
+st.title("Trainer")
+st.caption("Everyone's accounts, runs and disk use. Students see only their own datasets and runs.")
+accounts_tab, codes_tab, runs_tab, disk_tab = st.tabs(
+    [":material/group: Users", ":material/confirmation_number: Class codes", ":material/table_rows: All runs", ":material/hard_drive: Disk"]
+)
+
+
+def usage_frame() -> pd.DataFrame:
+    """One row per account or workspace folder: role and megabytes used by kind."""
+    accounts = {account.name: account for account in directory.list_users()}
+    rows = []
+    for name in sorted(set(accounts) | set(spaces.usernames())):
+        usage = spaces.disk_usage(name)
+        account = accounts.get(name)
+        rows.append({
+            "user": name, "name": account.display_name if account else "", "role": account.role if account else "(no account)",
+            "datasets MB": round(usage.datasets / MB, 1), "caches MB": round(usage.cache / MB, 1),
+            "runs MB": round(usage.runs / MB, 1), "total MB": round(usage.total / MB, 1),
+        })
+    return pd.DataFrame(rows, columns=["user", "name", "role", "datasets MB", "caches MB", "runs MB", "total MB"])
+
+
+with accounts_tab:
+    # Dataframes show text as text: names users typed cannot turn into links or markup here.
+    st.dataframe(usage_frame(), hide_index=True, width="stretch")
+    quota = f"{spaces.disk_quota_mb:,} MB per user" if spaces.disk_quota_mb else "no disk quota"
+    st.caption(f"{quota}; uploads up to {spaces.max_upload_mb:,} MB. Add or remove accounts with `python -m tl_core users ...`.")
+
+with codes_tab:
+    st.caption("Each code makes one student account. Codes are shown once, here and now: only a fingerprint is kept.")
+    count_col, days_col = st.columns(2)
+    count = count_col.number_input("How many codes", 1, 500, 20, key="trainer_code_count")
+    days = days_col.number_input("Valid for (days)", 1, 60, 7, key="trainer_code_days")
+    if st.button("Generate codes", key="trainer_codes_new", type="primary", icon=":material/add:"):
+        try:
+            codes = directory.create_class_codes(int(count), user.name, lifetime_s=float(days) * 86400)
+        except TransferLabError as exc:
+            show_error(exc)
+        else:
+            st.success(f"{len(codes)} new code(s): copy or print them now, they are not shown again.", icon=":material/check_circle:")
+            st.code("\n".join(codes), language=None)
+    if any(info.used_by is None for info in directory.list_class_codes()):
+        if st.button("Revoke every unused code", key="trainer_codes_revoke", icon=":material/block:"):
+            st.success(f"Revoked {directory.revoke_unused_codes()} unused code(s).")
+    codes_info = directory.list_class_codes()  # after generating or revoking, so the table is current
+    if codes_info:
+        st.dataframe(pd.DataFrame([{
+            "code": f"{info.digest_prefix}…", "made by": info.created_by, "made": time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created_at)),
+            "expires": time.strftime("%Y-%m-%d %H:%M", time.localtime(info.expires_at)) if info.expires_at else "never",
+            "used by": info.used_by or "", "usable": info.is_usable,
+        } for info in codes_info]), hide_index=True, width="stretch")
+    else:
+        st.caption("No class codes yet.")
+
+with runs_tab:
+    all_runs = spaces.all_runs(user)
+    if not all_runs:
+        st.info("No runs yet on this server.", icon=":material/info:")
+    else:
+        active = sum(run.record.status in ACTIVE_STATUSES for run in all_runs)
+        st.caption(f"{len(all_runs)} run(s), {active} queued or running.")
+        st.dataframe(pd.DataFrame([{
+            "user": run.username, "run": run.record.name, "id": run.record.id, "status": run.record.status,
+            "backbone": run.record.backbone, "mode": run.record.mode,
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.record.created_at)),
+            "time": format_duration(run.record.elapsed_s), "val accuracy": run.record.metrics.get("val_accuracy"),
+        } for run in all_runs]), hide_index=True, width="stretch")
+        finished = {f"{run.username}/{run.record.id}": run for run in all_runs if run.record.status not in ACTIVE_STATUSES}
+        chosen = st.multiselect("Runs to delete", list(finished), key="trainer_runs_delete_select",
+                                format_func=lambda key: f"{finished[key].username}: {finished[key].record.name} ({key[-6:]})",
+                                help="Finished, failed and stopped runs; stop a running one first.")
+        if st.button("Delete selected runs", key="trainer_runs_delete", disabled=not chosen, icon=":material/delete:"):
+            st.session_state[RUN_DELETE_CONFIRM_KEY] = list(chosen)
+        pending = [key for key in st.session_state.get(RUN_DELETE_CONFIRM_KEY, []) if key in finished]
+        if pending:
+            st.warning(f"Delete {len(pending)} run(s) of other users with their files? This cannot be undone.", icon=":material/warning:")
+            yes_col, no_col = st.columns(2)
+            if yes_col.button("Yes, delete", key="trainer_runs_delete_confirm", type="primary"):
+                for key in pending:
+                    run = finished[key]
+                    try:
+                        spaces.workspace_for(user, run.username).store().delete(run.record.id)
+                    except TransferLabError as exc:
+                        show_error(exc)
+                    spaces.forget_usage(run.username)
+                st.session_state.pop(RUN_DELETE_CONFIRM_KEY, None)
+                st.rerun()
+            if no_col.button("Cancel", key="trainer_runs_delete_cancel"):
+                st.session_state.pop(RUN_DELETE_CONFIRM_KEY, None)
+                st.rerun()
+
+with disk_tab:
+    st.caption("The biggest things that can go: cached features and extracted archives (rebuilt when needed), "
+               "and failed, interrupted or stopped runs.")
+    candidates = spaces.cleanup_candidates(user)
+    by_key = {f"{c.username}/{c.kind}/{c.path.parent.name}/{c.path.name}": c for c in candidates}
+    if not candidates:
+        st.info("Nothing to clean up.", icon=":material/check_circle:")
+    else:
+        st.dataframe(pd.DataFrame([{
+            "user": c.username, "what": c.description, "MB": round(c.size_bytes / MB, 1),
+        } for c in candidates]), hide_index=True, width="stretch")
+        chosen = st.multiselect("To delete", list(by_key), key="trainer_cleanup_select",
+                                format_func=lambda key: f"{by_key[key].username}: {by_key[key].description} ({by_key[key].size_bytes / MB:,.1f} MB)")
+        if st.button("Delete selected", key="trainer_cleanup", disabled=not chosen, icon=":material/delete_sweep:"):
+            st.session_state[CLEANUP_CONFIRM_KEY] = list(chosen)
+        pending = [key for key in st.session_state.get(CLEANUP_CONFIRM_KEY, []) if key in by_key]
+        if pending:
+            total = sum(by_key[key].size_bytes for key in pending) / MB
+            st.warning(f"Delete {len(pending)} item(s), {total:,.1f} MB? This cannot be undone.", icon=":material/warning:")
+            yes_col, no_col = st.columns(2)
+            if yes_col.button("Yes, delete", key="trainer_cleanup_confirm", type="primary"):
+                for key in pending:
+                    try:
+                        spaces.delete_candidate(user, by_key[key])
+                    except TransferLabError as exc:
+                        show_error(exc)
+                st.session_state.pop(CLEANUP_CONFIRM_KEY, None)
+                st.rerun()
+            if no_col.button("Cancel", key="trainer_cleanup_cancel"):
+                st.session_state.pop(CLEANUP_CONFIRM_KEY, None)
+                st.rerun()
