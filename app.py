@@ -1,4 +1,4 @@
-"""TransferLab's browser app: `streamlit run app.py`. Pages live in pages/, helpers in ui/, the engine in tl_core/.
+"""TransferLab's browser app: `streamlit run app.py`. Pages live in app_pages/ (not pages/: Streamlit would serve that folder before app.py first runs), helpers in ui/, the engine in tl_core/.
 
 Personal mode (the default) shows the pages at once; on a workshop server nothing but the sign-in
 screen is drawn until someone signs in, and trainers get one more page.
@@ -26,15 +26,15 @@ if user is None:
     st.stop()
 
 pages = [
-    st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
-    st.Page("pages/model.py", title="Model", icon=":material/tune:"),
-    st.Page("pages/train.py", title="Train", icon=":material/monitoring:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
-    st.Page("pages/predict.py", title="Predict & export", icon=":material/upload_file:"),
+    st.Page("app_pages/data.py", title="Data", icon=":material/folder_open:", default=True),
+    st.Page("app_pages/model.py", title="Model", icon=":material/tune:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/monitoring:"),
+    st.Page("app_pages/runs.py", title="Runs", icon=":material/table_rows:"),
+    st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+    st.Page("app_pages/predict.py", title="Predict & export", icon=":material/upload_file:"),
 ]
 if settings.sign_in_required and user.is_trainer:
-    pages.append(st.Page("pages/trainer.py", title="Trainer", icon=":material/admin_panel_settings:"))
+    pages.append(st.Page("app_pages/trainer.py", title="Trainer", icon=":material/admin_panel_settings:"))
 page = st.navigation(pages)
 if settings.sign_in_required:
     show_account()  # before the page, so signing out works even when the page stops early

@@ -39,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def app(trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(trained[0]))
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/evaluate.py").run()
+    at.switch_page("app_pages/evaluate.py").run()
     assert not at.exception
     return at
 
@@ -106,6 +106,6 @@ def test_highest_loss_examples_are_shown(app: AppTest, trained: tuple[Path, str]
 def test_no_runs_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "empty"))
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/evaluate.py").run()
+    at.switch_page("app_pages/evaluate.py").run()
     assert not at.exception
     assert "No evaluated run yet" in at.info[0].value

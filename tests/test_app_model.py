@@ -30,7 +30,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["dataset_path"] = str(make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32))
     at.run()
-    at.switch_page("pages/model.py").run()
+    at.switch_page("app_pages/model.py").run()
     assert not at.exception
     return at
 
@@ -85,7 +85,7 @@ def test_invalid_input_shows_the_message_not_a_traceback(app: AppTest) -> None:
     assert not app.exception
     assert "Hidden units 'lots': write whole numbers" in plain(app.error[0].value)
     assert "run_config" not in app.session_state
-    app.switch_page("pages/train.py").run()
+    app.switch_page("app_pages/train.py").run()
     assert not app.exception
     assert "settings are invalid" in app.error[0].value
     assert app.get("button") == [] or all(button.key != "train_start" for button in app.button)
@@ -108,8 +108,8 @@ def test_image_size_outside_the_backbone_range_is_explained(app: AppTest) -> Non
 
 def test_settings_survive_a_visit_to_another_page(app: AppTest) -> None:
     app.number_input(key="model_epochs").set_value(3).run()
-    app.switch_page("pages/data.py").run()
-    app.switch_page("pages/model.py").run()
+    app.switch_page("app_pages/data.py").run()
+    app.switch_page("app_pages/model.py").run()
     assert app.number_input(key="model_epochs").value == 3
     assert app.session_state["run_config"].train.epochs == 3
 
@@ -121,7 +121,7 @@ def learnable_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["dataset_path"] = str(make_shapes_dataset(tmp_path / "shapes", num_classes=3, images_per_class=12, image_size=32))
     at.run()
-    at.switch_page("pages/model.py").run()
+    at.switch_page("app_pages/model.py").run()
     at.number_input(key="model_image_size").set_value(32).run()
     assert not at.exception and not at.error
     return at
@@ -196,7 +196,7 @@ def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(tmp_p
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["dataset_path"] = str(data)
     at.run()
-    at.switch_page("pages/model.py").run()
+    at.switch_page("app_pages/model.py").run()
     weights = at.radio(key="model_weights")
     assert not at.toggle(key="model_expert").value
     assert f"run:{parent.run_id}" in weights.options or any("domain weights" in plain(option) for option in weights.options)

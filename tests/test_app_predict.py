@@ -37,7 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
 def app(trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(trained[0]))
     at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page("pages/predict.py").run()
+    at.switch_page("app_pages/predict.py").run()
     assert not at.exception
     return at
 

@@ -49,7 +49,7 @@ def open_runs(dataset: Path | None = None) -> AppTest:
     if dataset is not None:
         at.session_state["dataset_path"] = str(dataset)
     at.run()
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("app_pages/runs.py").run()
     assert not at.exception
     return at
 

@@ -78,7 +78,7 @@ def test_nothing_but_the_sign_in_screen_before_sign_in(server: Path) -> None:
     assert titles(at) == ["TransferLab"]
     assert not at.get("file_uploader") and not at.sidebar.markdown and not at.metric
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("pages/data.py")
+        at.switch_page("app_pages/data.py")
 
 
 def test_wrong_password_is_refused_and_right_one_shows_the_pages(server: Path) -> None:
@@ -133,7 +133,7 @@ def test_a_student_sees_only_their_own_runs(server: Path) -> None:
     finished_run(server, "alice", "alice's run")
     finished_run(server, "bob", "bob's run")
     at = signed_in_app(BOB)
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("app_pages/runs.py").run()
     assert not at.exception
     assert list(at.dataframe[0].value["name"]) == ["bob's run"]
 
@@ -189,10 +189,10 @@ def test_trainer_page_is_for_trainers_only_and_lists_everyones_runs(server: Path
     finished_run(server, "bob", "bob's run")
     student = signed_in_app(ALICE)
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        student.switch_page("pages/trainer.py")
+        student.switch_page("app_pages/trainer.py")
 
     trainer = signed_in_app(TRAINER)
-    trainer.switch_page("pages/trainer.py").run()
+    trainer.switch_page("app_pages/trainer.py").run()
     assert not trainer.exception
     assert titles(trainer) == ["Trainer"]
     runs = next(frame.value for frame in trainer.dataframe if "run" in frame.value.columns)
@@ -203,7 +203,7 @@ def test_trainer_page_is_for_trainers_only_and_lists_everyones_runs(server: Path
 
 def test_trainer_generates_codes_shown_once(server: Path) -> None:
     trainer = signed_in_app(TRAINER)
-    trainer.switch_page("pages/trainer.py").run()
+    trainer.switch_page("app_pages/trainer.py").run()
     trainer.number_input(key="trainer_code_count").set_value(3)
     trainer.button(key="trainer_codes_new").click().run()
     assert not trainer.exception
@@ -221,7 +221,7 @@ def test_trainer_cleans_up_a_failed_run_after_confirming(server: Path) -> None:
     store.finish_run(failed.id, "failed", error="out of memory")
     (store.run_dir(failed.id) / "weights.bin").write_bytes(b"x" * 2048)
     trainer = signed_in_app(TRAINER)
-    trainer.switch_page("pages/trainer.py").run()
+    trainer.switch_page("app_pages/trainer.py").run()
     select = trainer.multiselect(key="trainer_cleanup_select")
     [choice] = select.options
     select.set_value([choice]).run()
@@ -264,7 +264,7 @@ def test_personal_mode_needs_no_sign_in(tmp_path: Path, monkeypatch: pytest.Monk
     assert titles(at) == ["Data"]
     assert not any(button.key == "signout" for button in at.sidebar.button)
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("pages/trainer.py")
+        at.switch_page("app_pages/trainer.py")
 
 
 def test_a_bad_setting_is_explained_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

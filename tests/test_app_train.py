@@ -41,7 +41,7 @@ def session(config: RunConfig | None = None) -> AppTest:
         at.session_state["dataset_path"] = config.data.source
         at.session_state["run_config"] = config
     at.run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert not at.exception
     return at
 
@@ -73,13 +73,13 @@ def chart_specs(at: AppTest) -> list[dict]:
 def test_full_flow_data_model_train_draws_curves(workspace: Path, tmp_path: Path) -> None:
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.button(key="data_server_use").click().run()
-    at.switch_page("pages/model.py").run()
+    at.switch_page("app_pages/model.py").run()
     at.selectbox(key="model_backbone").set_value("mobilenet_v2_035")
     at.radio(key="model_weights").set_value("none")
     at.number_input(key="model_image_size").set_value(32)
     at.number_input(key="model_epochs").set_value(2)
     at.run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     started = time.monotonic()
     at.button(key="train_start").click().run()
     assert time.monotonic() - started < 30, "the click must return at once: training runs in the background"

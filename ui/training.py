@@ -84,8 +84,8 @@ def show_outcome(record: RunRecord) -> None:
         cols[1].metric("Best validation accuracy", format_percent(metrics.get("val_accuracy")))
         cols[2].metric("Epochs", int(metrics.get("epochs_run", 0)))
         cols[3].metric("Time", format_duration(metrics.get("elapsed_s", record.elapsed_s)))
-        st.page_link("pages/evaluate.py", label="See the evaluation", icon=":material/fact_check:")
-        st.page_link("pages/predict.py", label="Try it on new images or export it", icon=":material/upload_file:")
+        st.page_link("app_pages/evaluate.py", label="See the evaluation", icon=":material/fact_check:")
+        st.page_link("app_pages/predict.py", label="Try it on new images or export it", icon=":material/upload_file:")
     elif record.status == "stopped":
         st.warning(f"Stopped after {int(metrics.get('epochs_run', 0))} epoch(s); the best weights so far were kept.", icon=":material/stop_circle:")
     elif record.status in ("failed", "interrupted"):

@@ -155,7 +155,7 @@ def show_report(view: DatasetView) -> None:
             st.warning(f"{errors} problem(s) leave classes out of training: see Problems below to include them.", icon=":material/warning:")
         else:
             st.success("The dataset is ready to train on. Next: choose a model.", icon=":material/check_circle:")
-        st.page_link("pages/model.py", label="Choose a model", icon=":material/arrow_forward:")
+        st.page_link("app_pages/model.py", label="Choose a model", icon=":material/arrow_forward:")
 
     st.subheader("Images per class")
     if report.class_counts:

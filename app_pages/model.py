@@ -208,7 +208,7 @@ def store_settings(model_config: ModelConfig, train_config: TrainConfig) -> None
     if not dataset:
         st.session_state.pop(RUN_CONFIG_KEY, None)
         st.info("Settings are valid. Pick a dataset on the Data page, then train.", icon=":material/info:")
-        st.page_link("pages/data.py", label="Choose data", icon=":material/folder_open:")
+        st.page_link("app_pages/data.py", label="Choose data", icon=":material/folder_open:")
         return
     st.session_state[RUN_CONFIG_KEY] = RunConfig(data=DataConfig(source=dataset), model=model_config, train=train_config,
                                                  name=run_name.strip() or None)
@@ -223,7 +223,7 @@ def store_settings(model_config: ModelConfig, train_config: TrainConfig) -> None
     ])
     st.success(f"Ready: {escape_markdown(model_config.backbone)} at {model_config.image_size} px, "
                f"{mode_label(train_config.mode, short=True)} ({phases}){extras}.", icon=":material/check_circle:")
-    st.page_link("pages/train.py", label="Go to training", icon=":material/arrow_forward:")
+    st.page_link("app_pages/train.py", label="Go to training", icon=":material/arrow_forward:")
 
 
 remember_widgets(WIDGET_PREFIX)

@@ -55,7 +55,7 @@ def run_details(record: RunRecord) -> None:
         if st.button("Start a new run from this backbone", key="runs_start_from", icon=":material/call_split:",
                      on_click=start_from_backbone, args=(record,),
                      help="Opens the Model page with this run's trained backbone as the starting weights; the new run records where it came from."):
-            st.switch_page("pages/model.py")
+            st.switch_page("app_pages/model.py")
     show_curves(epochs, marks, None)
 
 
@@ -132,7 +132,7 @@ if st.button(f"Queue {len(picked)} run(s)" if picked else "Queue runs", key="com
         if current_run_id() is None:
             set_current_run(queued[0])
         st.success(f"Queued {len(queued)} run(s); they appear above and on the Train page.", icon=":material/schedule:")
-        st.page_link("pages/train.py", label="Watch training", icon=":material/monitoring:")
+        st.page_link("app_pages/train.py", label="Watch training", icon=":material/monitoring:")
 
 if records:
     st.subheader("Delete runs")

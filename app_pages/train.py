@@ -28,12 +28,12 @@ def planned_config() -> RunConfig | None:
     """The Model page's RunConfig, or the defaults on the chosen dataset; None (with a message) if neither."""
     if error := st.session_state.get("settings_error"):
         st.error("The model settings are invalid: " + escape_markdown(error), icon=":material/error:")
-        st.page_link("pages/model.py", label="Fix the settings", icon=":material/tune:")
+        st.page_link("app_pages/model.py", label="Fix the settings", icon=":material/tune:")
         return None
     dataset = current_dataset()
     if not dataset:
         st.info("Choose a dataset first.", icon=":material/info:")
-        st.page_link("pages/data.py", label="Choose data", icon=":material/folder_open:")
+        st.page_link("app_pages/data.py", label="Choose data", icon=":material/folder_open:")
         return None
     config = st.session_state.get(RUN_CONFIG_KEY)
     if config is None:

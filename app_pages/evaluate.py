@@ -71,6 +71,6 @@ def show_evaluation(run_ids: list[str]) -> None:
 
 if not run_ids:
     st.info("No evaluated run yet: train one on the Train page (the run is evaluated when it finishes).", icon=":material/info:")
-    st.page_link("pages/train.py", label="Train a model", icon=":material/monitoring:")
+    st.page_link("app_pages/train.py", label="Train a model", icon=":material/monitoring:")
 else:
     show_evaluation(run_ids)
