@@ -154,16 +154,53 @@ def display_path(path: str | Path) -> str:
 
 @st.cache_resource(show_spinner=False)
 def _store_for(workspace: str) -> RunStore:
-    # Import TensorFlow in the background now, so the Train page does not wait for it later.
-    threading.Thread(target=importlib.import_module, args=("tl_core.jobs",), name="transferlab-warmup", daemon=True).start()
+    # Import TensorFlow in the background now, so pages that evaluate or predict do not wait for it later.
+    threading.Thread(target=importlib.import_module, args=("tl_core.runner",), name="transferlab-warmup", daemon=True).start()
     return RunStore(workspace)
 
 
 @st.cache_resource(show_spinner=False)
-def _manager_for(workspace: str) -> JobManager:
+def _manager_for(root: str, jobs_per_device: int, max_queued_per_user: int | None) -> JobManager:
+    """One manager and one queue per server: the device slots and the fair queue span every user."""
     from tl_core.jobs import JobManager
 
-    return JobManager(_store_for(workspace), max_concurrent=1)
+    return JobManager(_store_for(root), max_concurrent=jobs_per_device, per_user_cap=max_queued_per_user)
+
+
+class UserJobs:
+    """The server's job manager as one user sees it: submits go to their store, under their name."""
+
+    def __init__(self, manager: JobManager, store: RunStore, owner: str, spaces: Workspaces) -> None:
+        self.manager = manager
+        self.store = store
+        self.owner = owner
+        self._spaces = spaces
+
+    def submit(self, config: Any) -> str:
+        """Queue a run; refuses (QuotaExceededError, QueueFullError) when the user's disk or queue share is full."""
+        self._spaces.check_disk(self.owner)
+        return self.manager.submit(config, owner=self.owner, store=self.store)
+
+    def resume(self, run_id: str) -> str:
+        self._spaces.check_disk(self.owner)
+        return self.manager.resume(run_id, owner=self.owner, store=self.store)
+
+    def stop(self, run_id: str) -> bool:
+        return self.manager.stop(run_id)
+
+    def status(self, run_id: str) -> Any:
+        return self.manager.status(run_id)
+
+    def active_run_ids(self) -> list[str]:
+        """This user's queued and running jobs (a trainer's own too; the Trainer page shows everyone's)."""
+        return [run_id for run_id in self.manager.active_run_ids() if self._owns(run_id)]
+
+    def wait(self, run_id: str, timeout_s: float = 600.0) -> Any:
+        return self.manager.wait(run_id, timeout_s)
+
+    def _owns(self, run_id: str) -> bool:
+        status = self.manager.status(run_id)
+        return status is not None and status.owner == self.owner
 
 
 def get_store() -> RunStore:
@@ -171,9 +208,11 @@ def get_store() -> RunStore:
     return _store_for(str(workspace_path()))
 
 
-def get_manager() -> JobManager:
-    """The job manager of the signed-in user's store: pages submit and stop through it and otherwise only read it."""
-    return _manager_for(str(workspace_path()))
+def get_manager() -> UserJobs:
+    """The server's job manager, bound to the signed-in user: pages submit and stop through it and otherwise only read it."""
+    settings, spaces = _server()
+    manager = _manager_for(str(spaces.root), settings.jobs_per_device, settings.max_queued_per_user)
+    return UserJobs(manager, get_store(), current_user().name, spaces)
 
 
 DEFAULT_DATASET_ENV = "TRANSFERLAB_DEFAULT_DATASET"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 
 import streamlit as st
@@ -58,7 +59,10 @@ def show_progress(record: RunRecord, status: JobStatus | None) -> None:
         return
     progress = status.progress
     if status.state == "queued":
-        st.info(f"Queued, position {status.queue_position}: it starts when the run before it finishes.", icon=":material/schedule:")
+        start = status.estimated_start
+        when = (f" Estimated start: in about {format_duration(max(0.0, start - time.time()))}." if start is not None
+                else " The start estimate appears once a run has finished on this server.")
+        st.info(f"Queued, position {status.queue_position}: it starts when the runs before it finish.{when}", icon=":material/schedule:")
         return
     if status.state == "finished":
         return

@@ -1,0 +1,65 @@
+"""One job manager per server, seen per user: a shared fair queue, each user's runs in their own store."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from tests.test_jobs import FakeRun, _config, _until  # noqa: E402
+from tl_core.jobs import JobManager  # noqa: E402
+from tl_core.workspaces import QuotaExceededError, Workspaces  # noqa: E402
+from ui.state import UserJobs  # noqa: E402
+
+
+@pytest.fixture()
+def server(tmp_path):
+    spaces = Workspaces(tmp_path / "root", disk_quota_mb=1)
+    run = FakeRun(blocking=True)
+    manager = JobManager(spaces.workspace_for(_trainer()).store(), run=run, max_concurrent=1)
+    yield spaces, manager, run
+    run.release.set()
+    manager.shutdown(stop_jobs=True)
+
+
+def _trainer():
+    from tl_core.auth import User
+
+    return User("tara", "trainer", "Tara")
+
+
+def _student(name):
+    from tl_core.auth import User
+
+    return User(name, "student", name.title())
+
+
+def _jobs(spaces, manager, user):
+    return UserJobs(manager, spaces.workspace_for(user).store(), user.name, spaces)
+
+
+def test_users_share_one_queue_and_see_only_their_own_jobs(server, tmp_path):
+    spaces, manager, run = server
+    alice, bob = _jobs(spaces, manager, _student("alice")), _jobs(spaces, manager, _student("bob"))
+    first = alice.submit(_config(tmp_path))
+    second = bob.submit(_config(tmp_path))
+    _until(lambda: manager.status(first).state == "running")
+    assert manager.status(second).state == "queued" and manager.status(second).queue_position == 1  # one CPU slot for both
+    assert alice.active_run_ids() == [first] and bob.active_run_ids() == [second]
+    assert [r.id for r in alice.store.list_runs()] == [first] and [r.id for r in bob.store.list_runs()] == [second]
+    assert manager.status(second).owner == "bob"
+    run.release.set()
+    _until(lambda: manager.status(second).state == "finished")
+    assert bob.store.get(second).status == "completed"
+
+
+def test_a_user_over_the_disk_quota_cannot_queue(server, tmp_path):
+    spaces, manager, _ = server
+    carol = _jobs(spaces, manager, _student("carol"))
+    (spaces.workspace_for(_student("carol")).datasets / "big.bin").write_bytes(b"x" * 2_000_000)
+    spaces.forget_usage("carol")
+    with pytest.raises(QuotaExceededError):
+        carol.submit(_config(tmp_path))
+    assert carol.store.list_runs() == []
