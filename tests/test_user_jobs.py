@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,7 +11,7 @@ import pytest  # noqa: E402
 
 from tests.test_jobs import FakeRun, _config, _until  # noqa: E402
 from tl_core.jobs import JobManager  # noqa: E402
-from tl_core.workspaces import QuotaExceededError, Workspaces  # noqa: E402
+from tl_core.workspaces import QuotaExceededError, UnsafePathError, Workspaces  # noqa: E402
 from ui.state import UserJobs  # noqa: E402
 
 
@@ -37,14 +38,14 @@ def _student(name):
 
 
 def _jobs(spaces, manager, user):
-    return UserJobs(manager, spaces.workspace_for(user).store(), user.name, spaces)
+    return UserJobs(manager, spaces.workspace_for(user).store(), user, spaces)
 
 
 def test_users_share_one_queue_and_see_only_their_own_jobs(server, tmp_path):
     spaces, manager, run = server
     alice, bob = _jobs(spaces, manager, _student("alice")), _jobs(spaces, manager, _student("bob"))
-    first = alice.submit(_config(tmp_path))
-    second = bob.submit(_config(tmp_path))
+    first = alice.submit(_config(spaces.server_datasets))
+    second = bob.submit(_config(spaces.server_datasets))
     _until(lambda: manager.status(first).state == "running")
     assert manager.status(second).state == "queued" and manager.status(second).queue_position == 1  # one CPU slot for both
     assert alice.active_run_ids() == [first] and bob.active_run_ids() == [second]
@@ -61,5 +62,19 @@ def test_a_user_over_the_disk_quota_cannot_queue(server, tmp_path):
     (spaces.workspace_for(_student("carol")).datasets / "big.bin").write_bytes(b"x" * 2_000_000)
     spaces.forget_usage("carol")
     with pytest.raises(QuotaExceededError):
-        carol.submit(_config(tmp_path))
+        carol.submit(_config(spaces.server_datasets))
     assert carol.store.list_runs() == []
+
+
+def test_a_student_cannot_queue_another_users_data_or_weights(server):
+    spaces, manager, _ = server
+    alice, bob = _student("alice"), _student("bob")
+    bobs_data = spaces.workspace_for(bob).datasets / "mine"
+    bobs_data.mkdir(parents=True)
+    jobs = _jobs(spaces, manager, alice)
+    with pytest.raises(UnsafePathError):
+        jobs.submit(_config(bobs_data))
+    config = _config(spaces.server_datasets)
+    with pytest.raises(UnsafePathError):
+        jobs.submit(config.replace(model=dataclasses.replace(config.model, weights="/etc/weights.keras")))
+    assert jobs.store.list_runs() == []

@@ -170,14 +170,18 @@ def _manager_for(root: str, jobs_per_device: int, max_queued_per_user: int | Non
 class UserJobs:
     """The server's job manager as one user sees it: submits go to their store, under their name."""
 
-    def __init__(self, manager: JobManager, store: RunStore, owner: str, spaces: Workspaces) -> None:
+    def __init__(self, manager: JobManager, store: RunStore, user: User, spaces: Workspaces) -> None:
         self.manager = manager
         self.store = store
-        self.owner = owner
+        self.user = user
+        self.owner = user.name
         self._spaces = spaces
 
     def submit(self, config: Any) -> str:
-        """Queue a run; refuses (QuotaExceededError, QueueFullError) when the user's disk or queue share is full."""
+        """Queue a run; refuses when the data or weights are not the user's to read (UnsafePathError) or
+        when the user's disk or queue share is full (QuotaExceededError, QueueFullError)."""
+        self._spaces.check_readable(self.user, config.data.source)
+        self._spaces.check_weights_source(self.user, config.model.weights)
         self._spaces.check_disk(self.owner)
         return self.manager.submit(config, owner=self.owner, store=self.store)
 
@@ -212,7 +216,7 @@ def get_manager() -> UserJobs:
     """The server's job manager, bound to the signed-in user: pages submit and stop through it and otherwise only read it."""
     settings, spaces = _server()
     manager = _manager_for(str(spaces.root), settings.jobs_per_device, settings.max_queued_per_user)
-    return UserJobs(manager, get_store(), current_user().name, spaces)
+    return UserJobs(manager, get_store(), current_user(), spaces)
 
 
 DEFAULT_DATASET_ENV = "TRANSFERLAB_DEFAULT_DATASET"
