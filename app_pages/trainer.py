@@ -12,13 +12,14 @@ import streamlit as st
 
 from tl_core.errors import TransferLabError
 from ui.signin import users
-from ui.state import current_user, is_workshop, workspaces
+from ui.state import current_user, get_manager, is_workshop, workspaces
 from ui.text import format_duration, show_error
 
 MB = 1 << 20
 ACTIVE_STATUSES = ("queued", "running")
 CLEANUP_CONFIRM_KEY = "trainer_cleanup_pending"
 RUN_DELETE_CONFIRM_KEY = "trainer_runs_pending"
+QUEUE_STOP_CONFIRM_KEY = "trainer_queue_pending"
 
 user = current_user()
 if not (is_workshop() and user.is_trainer):
@@ -29,9 +30,27 @@ directory = users()
 
 st.title("Trainer")
 st.caption("Everyone's accounts, runs and disk use. Students see only their own datasets and runs.")
-accounts_tab, codes_tab, runs_tab, disk_tab = st.tabs(
-    [":material/group: Users", ":material/confirmation_number: Class codes", ":material/table_rows: All runs", ":material/hard_drive: Disk"]
+queue_tab, accounts_tab, codes_tab, runs_tab, disk_tab = st.tabs(
+    [":material/queue: Queue", ":material/group: Users", ":material/confirmation_number: Class codes", ":material/table_rows: All runs",
+     ":material/hard_drive: Disk"]
 )
+manager = get_manager().manager  # the server's one queue, every user's jobs
+
+
+def queue_frame(run_ids: list[str]) -> pd.DataFrame:
+    """Running then queued jobs of every user, with position, device and estimated start."""
+    rows = []
+    for run_id in run_ids:
+        status = manager.status(run_id)
+        if status is None:
+            continue
+        start = status.estimated_start
+        rows.append({
+            "user": status.owner, "id": run_id, "state": status.state, "position": status.queue_position,
+            "device": status.device or "", "progress": round(status.progress.fraction_done, 2) if status.state == "running" else None,
+            "starts in": format_duration(max(0.0, start - time.time())) if status.state == "queued" and start is not None else "",
+        })
+    return pd.DataFrame(rows, columns=["user", "id", "state", "position", "device", "progress", "starts in"])
 
 
 def usage_frame() -> pd.DataFrame:
@@ -48,6 +67,31 @@ def usage_frame() -> pd.DataFrame:
         })
     return pd.DataFrame(rows, columns=["user", "name", "role", "datasets MB", "caches MB", "runs MB", "total MB"])
 
+
+with queue_tab:
+    active_ids = manager.active_run_ids()
+    if not active_ids:
+        st.info("No job is queued or running.", icon=":material/check_circle:")
+    else:
+        st.caption(f"{len(active_ids)} job(s); {sum(manager.slots.values())} run at once. First in, first out across users.")
+        st.dataframe(queue_frame(active_ids), hide_index=True, width="stretch",
+                     column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})
+        chosen = st.multiselect("Jobs to stop or take out of the queue", active_ids, key="trainer_queue_select")
+        if st.button("Stop selected", key="trainer_queue_stop", disabled=not chosen, icon=":material/stop_circle:"):
+            st.session_state[QUEUE_STOP_CONFIRM_KEY] = list(chosen)
+        pending = [run_id for run_id in st.session_state.get(QUEUE_STOP_CONFIRM_KEY, []) if run_id in active_ids]
+        if pending:
+            st.warning(f"Stop {len(pending)} job(s) of other users? Running ones keep their best weights; queued ones are dropped.",
+                       icon=":material/warning:")
+            yes_col, no_col = st.columns(2)
+            if yes_col.button("Yes, stop", key="trainer_queue_stop_confirm", type="primary"):
+                for run_id in pending:
+                    manager.stop(run_id)
+                st.session_state.pop(QUEUE_STOP_CONFIRM_KEY, None)
+                st.rerun()
+            if no_col.button("Cancel", key="trainer_queue_stop_cancel"):
+                st.session_state.pop(QUEUE_STOP_CONFIRM_KEY, None)
+                st.rerun()
 
 with accounts_tab:
     # Dataframes show text as text: names users typed cannot turn into links or markup here.

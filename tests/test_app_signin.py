@@ -274,3 +274,36 @@ def test_a_bad_setting_is_explained_not_a_traceback(tmp_path: Path, monkeypatch:
     assert not at.exception
     assert any("classroom" in error.value for error in at.error)
     assert not at.title
+
+
+def test_trainer_sees_everyones_queue_and_can_drop_a_queued_job(server: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ui.state
+    from tests.test_jobs import FakeRun, _config, _until
+    from tl_core.jobs import JobManager
+    from tl_core.workspaces import Workspaces
+
+    spaces = Workspaces(server)
+    run = FakeRun(blocking=True)
+    manager = JobManager(RunStore(server), run=run, max_concurrent=1)
+    try:
+        jobs = {user.name: ui.state.UserJobs(manager, spaces.workspace_for(user).store(), user, spaces) for user in (ALICE, BOB)}
+        running = jobs["alice"].submit(_config(spaces.server_datasets))
+        queued = jobs["bob"].submit(_config(spaces.server_datasets))
+        _until(lambda: manager.status(running).state == "running")
+        monkeypatch.setattr(ui.state, "get_manager", lambda: jobs["alice"])  # the page reads `.manager`: the server's queue
+
+        trainer = signed_in_app(TRAINER)
+        trainer.switch_page("app_pages/trainer.py").run()
+        assert not trainer.exception
+        table = trainer.dataframe[0].value
+        assert list(zip(table["user"], table["id"], table["state"])) == [("alice", running, "running"), ("bob", queued, "queued")]
+        trainer.multiselect(key="trainer_queue_select").set_value([queued]).run()
+        trainer.button(key="trainer_queue_stop").click().run()
+        trainer.button(key="trainer_queue_stop_confirm").click().run()
+        assert not trainer.exception
+        assert manager.status(queued).state == "finished"
+        assert spaces.workspace_for(BOB).store().get(queued).status == "stopped"
+        assert manager.status(running).state == "running"
+    finally:
+        run.release.set()
+        manager.shutdown(stop_jobs=True)
