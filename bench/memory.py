@@ -100,10 +100,13 @@ class _StageListener:
 
     def on_event(self, event: object) -> None:
         kind = type(event).__name__
+        text = getattr(event, "text", "")
         if kind == "RunStarted":
-            self.sampler.enter("decode into the image cache + build model")
+            self.sampler.enter("decode into the image cache, model built alongside")
+        elif kind == "LogMessage" and ("decoded and cached" in text or "decoded-image cache" in text) and "decode" in self.sampler.stages[-1].name:
+            self.sampler.enter("backbone features")  # the decode's log lines arrive once decoding is done
         elif kind == "PhaseStarted":
-            self.sampler.enter("backbone features + head epochs")
+            self.sampler.enter("head epochs")
         elif kind == "PhaseEnded":
             self.sampler.enter("evaluate + save")
 

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 
 from tl_core import images as image_io  # noqa: E402
 from tl_core.data import Example, scan_dataset  # noqa: E402
-from tl_core.image_cache import build_image_cache, image_dataset  # noqa: E402
+from tl_core.image_cache import build_image_cache, image_dataset, release_pages  # noqa: E402
 from tl_core.synthetic import make_shapes_dataset  # noqa: E402
 
 SIZE = 24
@@ -153,3 +153,35 @@ def test_dataset_reads_rows_lazily_instead_of_copying_the_cache() -> None:
     next(iter(dataset.take(1)))
 
     assert 5 <= counting.rows_read < 40  # only the first batch (plus what prefetch ran ahead for)
+
+
+def _mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split()[0]:  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_pages_read_through_the_cache_leave_the_process_rss(tmp_path: Path) -> None:
+    path = tmp_path / "rows.npy"
+    written = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(64, 128, 128, 3))
+    written[:] = 7
+    assert _mapped_kib(path) > 2000  # 3 MiB written through the mapping are resident
+    release_pages(written, flush=True)
+    assert _mapped_kib(path) < 200
+    del written
+    cache = np.load(path, mmap_mode="r")
+
+    batches = [int(batch[0][:, 0, 0, 0].numpy().sum()) for batch in image_dataset(cache, np.zeros(64, np.int32), batch_size=16, shuffle=True, seed=0)]
+
+    assert sum(batches) == 7 * 64  # the data is intact after flushing and releasing
+    assert _mapped_kib(path) < 600  # without the release a full read leaves ~3 MiB resident
+    assert int(np.asarray(cache[5:7]).sum()) == 7 * 2 * 128 * 128 * 3
+    assert _mapped_kib(path) > 0
+    release_pages(cache)
+    assert _mapped_kib(path) < 200
+    release_pages(np.zeros(3))  # an ordinary array: nothing to release

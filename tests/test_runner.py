@@ -2,16 +2,21 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tl_core import runner  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tl_core.images import load_image_array  # noqa: E402
+from tl_core.predict import load_run_classifier  # noqa: E402
 from tl_core.runs import RunStore  # noqa: E402
 
 TINY_MODEL = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48)
@@ -34,9 +39,22 @@ def test_completed_run_is_stored_with_artefacts_and_reuses_features(shapes_datas
     assert [e.epoch for e in store.epochs(first.run_id)] == [1, 2]
 
     second = runner.run_experiment(_config(shapes_dataset), store=store)
-    assert "reused cached backbone features" in "\n".join(second.log)
-    assert "from the decoded-image cache" in "\n".join(second.log)
+    second_log = "\n".join(second.log)
+    assert "reused cached backbone features" in second_log and "no image decoded" in second_log
+    assert "decoded and cached" not in second_log and "decoded-image cache" not in second_log
+    # The cached features were found before the backbone was built (it is built only to assemble the classifier).
+    assert second_log.index("reused cached backbone features") < second_log.index("Built ")
     assert second.summary["test_accuracy"] == pytest.approx(first.summary["test_accuracy"])
+    # Both saved classifiers hold the trained head: the same probabilities, and the recorded test accuracy.
+    paths = [shapes_dataset / p for p in json.loads((folder / "split.json").read_text())["test"]]
+    outputs = []
+    for outcome in (first, second):
+        classifier = load_run_classifier(store, outcome.run_id)
+        outputs.append(keras.ops.convert_to_numpy(classifier.model(np.stack([load_image_array(p, 48) for p in paths]), training=False)))
+        labels = [classifier.class_names.index(p.parent.name) for p in paths]
+        accuracy = float(np.mean(outputs[-1].argmax(1) == labels))
+        assert accuracy == pytest.approx(outcome.summary["test_accuracy"])
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
 
 
 def test_a_failing_run_keeps_its_log_and_checkpoint(shapes_dataset, workspace, monkeypatch):
@@ -104,3 +122,25 @@ def test_compare_scratch_records_the_baseline_and_the_verdict(shapes_dataset, wo
     assert summary["negative_transfer"] == (summary["negative_transfer_margin"] > 0)
     assert store.get(outcome.run_id).metrics["scratch_test_accuracy"] == summary["scratch_test_accuracy"]
     assert summary["transfer_verdict"] in store.read_log(outcome.run_id)
+
+
+def test_a_second_scan_of_an_unchanged_folder_is_reused_and_a_changed_file_rescans(shapes_dataset, workspace, tmp_path, monkeypatch):
+    source = tmp_path / "data"
+    shutil.copytree(shapes_dataset, source)
+    store = RunStore(workspace)
+    config = DataConfig(source=str(source))
+    first = runner.prepare_dataset(config, store)
+    scans = []
+    real_scan = runner.scan_dataset
+    monkeypatch.setattr(runner, "scan_dataset", lambda *args, **kwargs: scans.append(args) or real_scan(*args, **kwargs))
+
+    again = runner.prepare_dataset(config, store)
+    assert scans == []  # nothing changed: the earlier report is reused
+    assert again.report == first.report
+    assert again.split.sizes() == first.split.sizes() and again.split.examples("test") == first.split.examples("test")
+
+    changed = next(source.rglob("*.png"))
+    changed.write_bytes(next(p for p in source.rglob("*.png") if p != changed).read_bytes() + b"\0")
+    rescanned = runner.prepare_dataset(config, store)
+    assert len(scans) == 1
+    assert rescanned.report.fingerprint != first.report.fingerprint

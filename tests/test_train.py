@@ -13,8 +13,8 @@ from tl_core.data import scan_dataset, split_dataset  # noqa: E402
 from tl_core.events import EpochEnded, PhaseEnded, PhaseStarted  # noqa: E402
 from tl_core.features import extract_features  # noqa: E402
 from tl_core.image_cache import build_image_cache  # noqa: E402
-from tl_core.model import build_transfer_model, is_batch_norm  # noqa: E402
-from tl_core.train import StopToken, TrainingData, class_weights_for, train_model  # noqa: E402
+from tl_core.model import build_head, build_transfer_model, is_batch_norm  # noqa: E402
+from tl_core.train import BestWeights, StopToken, TrainingData, class_weights_for, train_head, train_model  # noqa: E402
 
 SIZE = 48
 TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE)
@@ -179,3 +179,65 @@ def test_progressive_stops_when_validation_loss_plateaus(shapes_data):
     result = train_model(tm, shapes_data, config, listener=recorder, feature_provider=_features_provider(tm, shapes_data))
     assert result.phases == ["head", "stage-1"]
     assert any("stopped improving" in e.text for e in recorder.events if hasattr(e, "text"))
+
+
+def test_best_weights_snapshot_only_the_head_on_features_and_restore_across_phases(tmp_path):
+    tm = build_transfer_model(TINY, 3)
+    best = BestWeights(tm.model, tmp_path / "best.weights.h5")
+    full_snapshots = []
+    original_get_weights = tm.model.get_weights
+    tm.model.get_weights = lambda: full_snapshots.append(1) or original_get_weights()
+
+    def shift(model, by):
+        model.set_weights([w + by for w in model.get_weights()])
+
+    best.track(tm.head)  # head phase on cached features
+    assert best.update(1.0, 1, {"val_loss": 1.0})
+    head_best = [w.copy() for w in tm.head.get_weights()]
+    shift(tm.head, 0.5)
+    assert not best.update(2.0, 2, {"val_loss": 2.0})
+    best.restore()
+    assert full_snapshots == []  # the frozen backbone was never copied
+    for now, then in zip(tm.head.get_weights(), head_best):
+        np.testing.assert_array_equal(now, then)
+
+    backbone_at_best = [w.copy() for w in tm.backbone.get_weights()]
+    shift(tm.head, 0.25)
+    best.track(tm.model)  # fine-tune phase: restores the best head, then snapshots everything
+    for now, then in zip(tm.head.get_weights(), head_best):
+        np.testing.assert_array_equal(now, then)
+    shift(tm.backbone, 0.1)  # this phase never improves: the backbone must come back too
+    shift(tm.head, 0.1)
+    assert not best.update(3.0, 3, {"val_loss": 3.0})
+    best.restore()
+    for now, then in zip(tm.backbone.get_weights() + tm.head.get_weights(), backbone_at_best + head_best):
+        np.testing.assert_array_equal(now, then)
+
+    shift(tm.head, 0.3)
+    best._saved = False  # force a write of the best weights, as a phase end after an improvement does
+    best.save_checkpoint()
+    shift(tm.head, 0.2)
+    tm.model.load_weights(tmp_path / "best.weights.h5")  # the checkpoint holds the whole model at its best
+    for now, then in zip(tm.backbone.get_weights() + tm.head.get_weights(), backbone_at_best + head_best):
+        np.testing.assert_allclose(now, then, atol=1e-6)
+
+
+def test_train_head_learns_on_features_alone_and_keeps_the_best_epoch(shapes_data, tmp_path):
+    keras.utils.set_random_seed(0)
+    tm = build_transfer_model(PRETRAINED, 3)
+    provide = _features_provider(tm, shapes_data)
+    features = {name: provide(name) for name in ("train", "val", "test")}
+    head = build_head(tm.feature_dim, 3, (), 0.2)
+    recorder = Recorder()
+    config = TrainConfig(epochs=12, learning_rate=3e-3, batch_size=16, early_stopping_patience=None, reduce_lr_patience=None)
+
+    result = train_head(head, features.__getitem__, shapes_data.labels, config, num_classes=3, listener=recorder, checkpoint_path=tmp_path / "head.weights.h5")
+
+    assert result.phases == ["head"] and result.used_feature_cache and result.epochs_run == 12
+    assert [e.phase for e in recorder.of(PhaseStarted)] == ["head"] and len(recorder.of(EpochEnded)) == 12
+    probabilities = keras.ops.convert_to_numpy(head(features["val"], training=False))
+    val_loss = float(keras.losses.SparseCategoricalCrossentropy()(shapes_data.labels["val"], probabilities))
+    assert val_loss == pytest.approx(result.best_metrics["val_loss"], rel=0.05, abs=0.02)  # the best epoch was restored
+    test_accuracy = float((keras.ops.convert_to_numpy(head(features["test"])).argmax(1) == shapes_data.labels["test"]).mean())
+    assert test_accuracy >= 1 / 3 + 0.4, test_accuracy
+    assert (tmp_path / "head.weights.h5").is_file()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _CACHE_FORMAT_VERSION = "1"  # bump when decoding or resizing changes, so old caches are not reused
+RELEASE_EVERY_ROWS = 64  # while decoding: flush and release the written pages this often (a flush is one msync)
 
 
 @dataclass
@@ -48,6 +50,25 @@ def image_cache_key(examples: Sequence[Example], image_size: int) -> str:
     for example in examples:
         digest.update(example.content_hash.encode())
     return digest.hexdigest()
+
+
+def release_pages(array: np.ndarray, *, flush: bool = False) -> None:
+    """Drop the memory-mapped pages of `array` from this process's RSS (no-op for an ordinary array).
+
+    Every page a process touches in a memmap stays mapped, and counted in its RSS, until the kernel
+    needs the memory: reading a 3 GB cache once made a run's RSS grow by 3 GB. `MADV_DONTNEED` unmaps
+    them; the data stays in the page cache (or on disk), and the next read costs a minor fault.
+
+    Args:
+        array: a `np.memmap` (or a view of one); its whole mapping is released.
+        flush: write dirty pages to the file first (for a mapping being written).
+    """
+    mapping = getattr(array, "_mmap", None)
+    if not isinstance(mapping, mmap.mmap) or mapping.closed:
+        return
+    if flush:
+        mapping.flush()
+    mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def _failures_path(cache_path: Path) -> Path:
@@ -89,6 +110,8 @@ def _decode_into(cache: np.ndarray, examples: Sequence[Example], image_size: int
                     logger.warning("image cache: %s", failures[-1].message)
                 elif error is not None:
                     raise error
+                if done % RELEASE_EVERY_ROWS == 0:  # written rows need not stay in RSS (flushed first, so nothing is lost)
+                    release_pages(cache, flush=True)
                 if progress is not None:
                     progress(done, len(examples))
         except BaseException:
@@ -134,6 +157,7 @@ def build_image_cache(
     try:
         cache = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(examples), image_size, image_size, 3))
         failures = _decode_into(cache, examples, image_size, workers or min(8, os.cpu_count() or 2), progress)
+        release_pages(cache, flush=True)
         cache.flush()
         del cache
         _failures_path(cache_path).write_text(json.dumps([asdict(problem) for problem in failures]))
@@ -180,6 +204,7 @@ def image_dataset(
 
     def gather(indices: np.ndarray) -> tuple[np.ndarray, ...]:
         batch = (np.asarray(images[indices], dtype=np.uint8), label_array[indices])
+        release_pages(images)  # the rows are copied: keep RSS flat over an epoch of a large cache
         return batch if weight_array is None else (*batch, weight_array[indices])
 
     output_types = [tf.uint8, tf.int32] + ([] if weight_array is None else [tf.float32])

@@ -115,10 +115,16 @@ def class_weights_for(labels: np.ndarray, num_classes: int, setting: str) -> dic
 
 
 class BestWeights:
-    """Keeps the best full-model weights seen in any phase (lowest monitored loss)."""
+    """Keeps the best weights seen in any phase (lowest monitored loss) and checkpoints the whole model.
+
+    Only the part that trains is snapshotted: `track(head)` while the head trains on cached features
+    (the frozen backbone cannot change: a full snapshot there cost 0.5 s per 10 epochs, 247 arrays),
+    `track(model)` when backbone layers train.
+    """
 
     def __init__(self, model: keras.Model, checkpoint_path: Path | None) -> None:
         self.model = model
+        self.scope = model
         self.checkpoint_path = checkpoint_path
         self.best_value = math.inf
         self.best_epoch: int | None = None
@@ -127,11 +133,24 @@ class BestWeights:
         self._saved = True
         self._last_write = time.monotonic()
 
+    def track(self, scope: keras.Model) -> None:
+        """Snapshot `scope` (the model or a part of it) from now on.
+
+        Called at a phase start: the snapshot so far is restored first, so the model holds the best
+        weights, and re-taken over the new scope, so restoring later is right across phases.
+        """
+        if scope is self.scope:
+            return
+        if self._weights is not None:
+            self.restore()
+            self._weights = scope.get_weights()
+        self.scope = scope
+
     def update(self, value: float, epoch: int, metrics: dict[str, float]) -> bool:
         if not (value < self.best_value):  # NaN never counts as an improvement
             return False
         self.best_value, self.best_epoch, self.best_metrics = value, epoch, dict(metrics)
-        self._weights = self.model.get_weights()
+        self._weights = self.scope.get_weights()
         self._saved = False
         if time.monotonic() - self._last_write >= CHECKPOINT_INTERVAL_S:
             self.save_checkpoint()
@@ -139,18 +158,18 @@ class BestWeights:
 
     def restore(self) -> None:
         if self._weights is not None:
-            self.model.set_weights(self._weights)
+            self.scope.set_weights(self._weights)
 
     def save_checkpoint(self) -> None:
         """Write the best weights to disk (temp file, then rename, so a crash never leaves half a file)."""
         if self.checkpoint_path is None or self._weights is None or self._saved:
             return
-        current = self.model.get_weights()
-        self.model.set_weights(self._weights)
+        current = self.scope.get_weights()
+        self.scope.set_weights(self._weights)
         partial = self.checkpoint_path.with_name("partial." + self.checkpoint_path.name)
         self.model.save_weights(partial)
         partial.replace(self.checkpoint_path)
-        self.model.set_weights(current)
+        self.scope.set_weights(current)
         self._saved = True
         self._last_write = time.monotonic()
 
@@ -237,6 +256,158 @@ def _compile(model: keras.Model, learning_rate: float, jit_compile: bool) -> Non
     )
 
 
+@dataclass
+class _Session:
+    """What the phases of one training call share."""
+
+    config: TrainConfig
+    run_id: str
+    listener: TrainingListener
+    stop: StopToken
+    best: BestWeights
+    result: TrainResult
+    monitor: str
+    class_weight: dict[int, float] | None
+    train_count: int
+    jit_compile: bool
+
+
+# fit(target, epochs, callbacks): one phase's `model.fit` call on features or on images.
+PhaseFit = Callable[[keras.Model, int, list[keras.callbacks.Callback]], None]
+
+
+def _start_session(labels: dict[str, np.ndarray], num_classes: int, config: TrainConfig, model: keras.Model, *, run_id: str,
+                   listener: TrainingListener | None, stop: StopToken | None, checkpoint_path: Path | None, jit_compile: bool) -> _Session:
+    """Monitor, class weights and best-weights tracking for a training call (with their log lines)."""
+    listener = listener or NullListener()
+    has_val = len(labels.get("val", ())) > 0
+    if not has_val:
+        listener.on_event(LogMessage(run_id, level="warning", text="No validation images: monitoring training loss instead. Add images so each class has at least 3."))
+    class_weight = class_weights_for(labels["train"], num_classes, config.class_weighting)
+    if class_weight:
+        listener.on_event(LogMessage(run_id, level="info", text="Imbalanced classes: weighting the loss by inverse class frequency."))
+    return _Session(
+        config=config, run_id=run_id, listener=listener, stop=stop or StopToken(), best=BestWeights(model, checkpoint_path),
+        result=TrainResult(status="completed", epochs_run=0), monitor="val_loss" if has_val else "loss",
+        class_weight=class_weight, train_count=len(labels["train"]), jit_compile=jit_compile,
+    )
+
+
+def _run_phase(session: _Session, phase: Phase, target: keras.Model, fit: PhaseFit, *, description: str, trainable_weights: int) -> bool:
+    """Compile `target`, train it for one phase with events, then restore the best weights; True when stopped by request."""
+    config, listener, best, result = session.config, session.listener, session.best, session.result
+    _compile(target, phase.learning_rate, session.jit_compile)
+    listener.on_event(
+        PhaseStarted(
+            session.run_id, phase=phase.name, epochs=phase.epochs, learning_rate=phase.learning_rate,
+            trainable_weights=trainable_weights, description=description, open_blocks=tuple(getattr(phase.policy, "open_blocks", ())),
+        )
+    )
+    bridge = _EventBridge(
+        run_id=session.run_id, phase=phase.name, epoch_offset=result.epochs_run, monitor=session.monitor, listener=listener,
+        stop=session.stop, best=best, batches_per_epoch=math.ceil(session.train_count / config.batch_size), history=result.history,
+    )
+    callbacks: list[keras.callbacks.Callback] = [bridge]
+    early = None
+    if config.early_stopping_patience:
+        early = keras.callbacks.EarlyStopping(monitor=session.monitor, patience=config.early_stopping_patience)
+        callbacks.append(early)
+    if config.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=session.monitor, factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-7, verbose=0))
+    fit(target, phase.epochs, callbacks)
+
+    result.epochs_run += bridge.epochs_run
+    result.phases.append(phase.name)
+    stopped_early = bool(early is not None and early.stopped_epoch > 0)
+    listener.on_event(PhaseEnded(session.run_id, phase=phase.name, epochs_run=bridge.epochs_run, best_val_loss=None if math.isinf(best.best_value) else best.best_value, stopped_early=stopped_early))
+    # The next phase starts from the best weights so far: fine-tune only a converged head.
+    best.restore()
+    best.save_checkpoint()
+    if bridge.stopped_by_user:
+        result.status = "stopped"
+        listener.on_event(LogMessage(session.run_id, level="info", text=f"Stopped by request after {result.epochs_run} epochs; keeping the best weights (epoch {best.best_epoch})."))
+    return bridge.stopped_by_user
+
+
+def _fit_on_features(session: _Session, features: Callable[[str], np.ndarray], labels: dict[str, np.ndarray]) -> PhaseFit:
+    """Fit on in-memory features through `tf.data` (measured 2-3x faster per epoch than fit's own array adapter)."""
+    import tensorflow as tf  # the engine's backend; imported here like image_dataset does
+
+    def fit(target: keras.Model, epochs: int, callbacks: list[keras.callbacks.Callback]) -> None:
+        config = session.config
+        train_count = len(labels["train"])
+        train = tf.data.Dataset.from_tensor_slices((features("train"), labels["train"].astype(np.int32)))
+        train = train.shuffle(max(1, train_count), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+        validation = None
+        if session.monitor == "val_loss":  # one big batch: the mean loss does not depend on it, the step overhead does
+            validation = tf.data.Dataset.from_tensor_slices((features("val"), labels["val"].astype(np.int32))).batch(max(config.batch_size, 1024)).cache()
+        target.fit(train, epochs=epochs, validation_data=validation, class_weight=session.class_weight, callbacks=callbacks, verbose=0, shuffle=False)
+
+    return fit
+
+
+def _fit_on_images(session: _Session, data: TrainingData) -> PhaseFit:
+    def fit(target: keras.Model, epochs: int, callbacks: list[keras.callbacks.Callback]) -> None:
+        config = session.config
+        train_ds = image_dataset(data.images["train"], data.labels["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed)
+        val_ds = image_dataset(data.images["val"], data.labels["val"], batch_size=config.batch_size, shuffle=False) if data.has("val") else None
+        target.fit(train_ds, epochs=epochs, validation_data=val_ds, class_weight=session.class_weight, callbacks=callbacks, verbose=0, shuffle=False)
+
+    return fit
+
+
+def _finish(session: _Session, started: float) -> TrainResult:
+    result, best = session.result, session.best
+    result.best_epoch = best.best_epoch
+    result.best_phase = next((e.phase for e in result.history if e.epoch == best.best_epoch), None)
+    result.best_metrics = best.best_metrics
+    result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def train_head(
+    head: keras.Model,
+    features: Callable[[str], np.ndarray],
+    labels: dict[str, np.ndarray],
+    config: TrainConfig,
+    *,
+    num_classes: int,
+    run_id: str = "",
+    listener: TrainingListener | None = None,
+    stop: StopToken | None = None,
+    checkpoint_path: Path | None = None,
+    jit_compile: bool = False,
+) -> TrainResult:
+    """Feature extraction without the backbone: train a head alone on cached bottleneck features.
+
+    The same head phase as `train_model` (events, callbacks, best weights), for a caller that has every
+    split's features already and builds the backbone only afterwards, to assemble the classifier.
+
+    Args:
+        head: from `model.build_head`, with the classifier's feature dimension and classes.
+        features: returns a split's features (`train`, and `val` when it has images).
+        labels: int class indices per split; an empty `val` monitors the training loss.
+        config: `epochs`, `learning_rate`, batch size and callbacks settings (the mode is not used).
+        num_classes: for class weighting.
+        run_id: stamped on every event.
+        listener: receives typed events; None trains silently.
+        stop: cooperative stop token.
+        checkpoint_path: where the head's best weights are written (`.weights.h5`).
+        jit_compile: XLA; the caller enables it only on a GPU.
+
+    Returns:
+        A `TrainResult` (`phases == ["head"]`); `head` holds the best weights found.
+    """
+    started = time.perf_counter()
+    session = _start_session(labels, num_classes, config, head, run_id=run_id, listener=listener, stop=stop, checkpoint_path=checkpoint_path, jit_compile=jit_compile)
+    session.result.used_feature_cache = True
+    phase = plan_phases(config)[0]
+    if not session.stop.should_stop():
+        description = "backbone frozen: training the head only (on cached backbone features)"
+        _run_phase(session, phase, head, _fit_on_features(session, features, labels), description=description, trainable_weights=count_trainable_weights(head))
+    return _finish(session, started)
+
+
 def train_model(
     transfer_model: TransferModel,
     data: TrainingData,
@@ -268,91 +439,34 @@ def train_model(
     Returns:
         A `TrainResult`; the model holds the best weights found.
     """
-    listener = listener or NullListener()
-    stop = stop or StopToken()
     started = time.perf_counter()
-    has_val = data.has("val")
-    monitor = "val_loss" if has_val else "loss"
-    if not has_val:
-        listener.on_event(LogMessage(run_id, level="warning", text="No validation images: monitoring training loss instead. Add images so each class has at least 3."))
-    num_classes = len(data.class_names)
-    class_weight = class_weights_for(data.labels["train"], num_classes, config.class_weighting)
-    if class_weight:
-        listener.on_event(LogMessage(run_id, level="info", text="Imbalanced classes: weighting the loss by inverse class frequency."))
+    labels = {name: data.labels[name] for name in data.labels if name == "train" or data.has(name)}
+    session = _start_session(labels, len(data.class_names), config, transfer_model.model, run_id=run_id, listener=listener, stop=stop,
+                             checkpoint_path=checkpoint_path, jit_compile=jit_compile)
     feature_mode = (config.use_feature_cache if use_feature_cache is None else use_feature_cache) and feature_provider is not None
-
-    best = BestWeights(transfer_model.model, checkpoint_path)
-    result = TrainResult(status="completed", epochs_run=0, used_feature_cache=False)
     blocks = None
     if config.mode == "progressive":
         from tl_core.backbones import backbone_blocks
 
         blocks = backbone_blocks(transfer_model.backbone)
     for phase in plan_phases(config, blocks):
-        if stop.should_stop():
+        if session.stop.should_stop():
             break
-        best_before_phase = best.best_value
+        best_before_phase = session.best.best_value
         description = phase.policy.apply(transfer_model.backbone)
         on_features = feature_mode and isinstance(phase.policy, FreezeBackbone)
         target = transfer_model.head if on_features else transfer_model.model
-        _compile(target, phase.learning_rate, jit_compile)
+        session.best.track(target)
         if on_features:
             description += " (on cached backbone features)"
-            result.used_feature_cache = True
-        listener.on_event(
-            PhaseStarted(
-                run_id,
-                phase=phase.name,
-                epochs=phase.epochs,
-                learning_rate=phase.learning_rate,
-                trainable_weights=count_trainable_weights(transfer_model.model),
-                description=description,
-                open_blocks=tuple(getattr(phase.policy, "open_blocks", ())),
-            )
-        )
-        batches = math.ceil(len(data.labels["train"]) / config.batch_size)
-        bridge = _EventBridge(
-            run_id=run_id, phase=phase.name, epoch_offset=result.epochs_run, monitor=monitor, listener=listener,
-            stop=stop, best=best, batches_per_epoch=batches, history=result.history,
-        )
-        callbacks: list[keras.callbacks.Callback] = [bridge]
-        early = None
-        if config.early_stopping_patience:
-            early = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
-            callbacks.append(early)
-        if config.reduce_lr_patience:
-            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-7, verbose=0))
-
-        if on_features:
-            validation = (feature_provider("val"), data.labels["val"]) if has_val else None
-            target.fit(
-                feature_provider("train"), data.labels["train"], batch_size=config.batch_size, epochs=phase.epochs,
-                validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=True,
-            )
-        else:
-            train_ds = image_dataset(data.images["train"], data.labels["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed)
-            val_ds = image_dataset(data.images["val"], data.labels["val"], batch_size=config.batch_size, shuffle=False) if has_val else None
-            target.fit(train_ds, epochs=phase.epochs, validation_data=val_ds, class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
-
-        result.epochs_run += bridge.epochs_run
-        result.phases.append(phase.name)
-        stopped_early = bool(early is not None and early.stopped_epoch > 0)
-        listener.on_event(PhaseEnded(run_id, phase=phase.name, epochs_run=bridge.epochs_run, best_val_loss=None if math.isinf(best.best_value) else best.best_value, stopped_early=stopped_early))
-        # The next phase starts from the best weights so far: fine-tune only a converged head.
-        best.restore()
-        best.save_checkpoint()
-        if bridge.stopped_by_user:
-            result.status = "stopped"
-            listener.on_event(LogMessage(run_id, level="info", text=f"Stopped by request after {result.epochs_run} epochs; keeping the best weights (epoch {best.best_epoch})."))
+            session.result.used_feature_cache = True
+        fit = _fit_on_features(session, feature_provider, data.labels) if on_features else _fit_on_images(session, data)
+        if _run_phase(session, phase, target, fit, description=description, trainable_weights=count_trainable_weights(transfer_model.model)):
             break
-        plateaued = config.plateau_tolerance is not None and not best.best_value < best_before_phase - config.plateau_tolerance
+        plateaued = config.plateau_tolerance is not None and not session.best.best_value < best_before_phase - config.plateau_tolerance
         if phase.name.startswith("stage-") and plateaued:
-            listener.on_event(LogMessage(run_id, level="info", text=f"Validation loss stopped improving at {phase.name} (by less than {config.plateau_tolerance:g}): not unfreezing deeper blocks."))
+            session.listener.on_event(LogMessage(session.run_id, level="info", text=f"Validation loss stopped improving at {phase.name} (by less than {config.plateau_tolerance:g}): not unfreezing deeper blocks."))
             break
 
     transfer_model.backbone.trainable = False
-    result.best_epoch = best.best_epoch
-    result.best_phase = next((e.phase for e in result.history if e.epoch == best.best_epoch), None)
-    result.best_metrics = best.best_metrics
-    result.elapsed_s = time.perf_counter() - started
-    return result
+    return _finish(session, started)
