@@ -107,7 +107,7 @@ def run_ours(config: RunConfig, store: RunStore) -> OursFigures:
         head_trained_s=head,
         test_accuracy=float(outcome.summary["test_accuracy"] if outcome.summary["test_accuracy"] is not None else float("nan")),
         reused_features=any("reused cached backbone features" in line for line in outcome.log),
-        reused_images=any("from the decoded-image cache" in line or "no image decoded" in line for line in outcome.log),
+        reused_images=any("from the decoded-image cache" in line or "no image read" in line for line in outcome.log),
         segments=_segments(clock, total),
     )
 

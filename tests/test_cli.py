@@ -101,3 +101,21 @@ def test_scan_extracts_archives_into_the_environment_workspace(shapes_dataset, t
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert Path(report["root"]).is_relative_to(workspace / "cache" / "extracted")
     assert not (tmp_path / "workspace").exists()
+
+
+def test_text_folder_trains_with_text_defaults_and_predicts_typed_text(tmp_path, capsys):
+    from tl_core.text_demo import make_topics_dataset
+
+    topics = make_topics_dataset(tmp_path / "topics", num_classes=3, docs_per_class=12, seed=1)
+    workspace = str(tmp_path / "ws")
+    assert main(["scan", str(topics), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sum(report["class_counts"].values()) == 36
+    assert main(["train", str(topics), "--epochs", "3", "--sequence-length", "32", "--workspace", workspace, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["backbone"], summary["weights"], summary["status"]) == ("glove_6b_50d", "glove", "completed")
+    assert main(["predict", summary["run_id"], "--text", "a text to classify", "--workspace", workspace, "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(predictions) == 1 and {p["label"] for p in predictions[0]} <= set(summary["class_names"])
+    assert main(["backbones", "--modality", "text", "--json"]) == 0
+    assert "glove_6b_50d" in {row["name"] for row in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}

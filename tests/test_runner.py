@@ -18,6 +18,7 @@ from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # no
 from tl_core.images import load_image_array  # noqa: E402
 from tl_core.predict import load_run_classifier  # noqa: E402
 from tl_core.runs import RunStore  # noqa: E402
+from tl_core.synthetic import make_shapes_dataset  # noqa: E402
 
 TINY_MODEL = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48)
 
@@ -40,7 +41,7 @@ def test_completed_run_is_stored_with_artefacts_and_reuses_features(shapes_datas
 
     second = runner.run_experiment(_config(shapes_dataset), store=store)
     second_log = "\n".join(second.log)
-    assert "reused cached backbone features" in second_log and "no image decoded" in second_log
+    assert "reused cached backbone features" in second_log and "no image read" in second_log
     assert "decoded and cached" not in second_log and "decoded-image cache" not in second_log
     # The cached features were found before the backbone was built (it is built only to assemble the classifier).
     assert second_log.index("reused cached backbone features") < second_log.index("Built ")
@@ -144,3 +145,19 @@ def test_a_second_scan_of_an_unchanged_folder_is_reused_and_a_changed_file_resca
     rescanned = runner.prepare_dataset(config, store)
     assert len(scans) == 1
     assert rescanned.report.fingerprint != first.report.fingerprint
+
+
+@pytest.mark.parametrize("mode", ["feature-extraction", "fine-tune"])
+def test_a_run_can_start_from_an_interrupted_runs_checkpoint(shapes_dataset, tmp_path, mode):
+    store = RunStore(tmp_path / "ws")
+    config = _config(shapes_dataset, mode=mode, fine_tune_epochs=1)
+    first = runner.run_experiment(config, store=store)
+    checkpoint = store.run_dir(first.run_id) / runner.CHECKPOINT_FILE
+    assert first.status == "completed" and checkpoint.is_file()
+    resumed = runner.run_experiment(config, store=store, initial_weights=checkpoint)
+    assert resumed.status == "completed", resumed.error
+    assert any("Starting from the interrupted run's checkpoint" in line for line in resumed.log)
+
+    other_classes = make_shapes_dataset(tmp_path / "two", num_classes=2, images_per_class=8, image_size=48)
+    refused = runner.run_experiment(_config(other_classes, mode=mode, fine_tune_epochs=1), store=store, initial_weights=checkpoint)
+    assert refused.status == "failed" and refused.error

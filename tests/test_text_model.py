@@ -13,7 +13,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import tl_core.train as train_module  # noqa: E402
 from tl_core.backbones import get_backbone_spec, list_backbones  # noqa: E402
 from tl_core.config import ConfigError, ModelConfig, TrainConfig  # noqa: E402
 from tl_core.data import split_dataset  # noqa: E402
@@ -22,7 +21,7 @@ from tl_core.model import FreezeBackbone, UnfreezeAll, UnfreezeTop  # noqa: E402
 from tl_core.text_backbones import load_glove  # noqa: E402
 from tl_core.text_data import load_texts, scan_text_dataset  # noqa: E402
 from tl_core.text_demo import make_topics_dataset  # noqa: E402
-from tl_core.text_model import build_text_transfer_model, examples_dataset, text_dataset  # noqa: E402
+from tl_core.text_model import build_text_transfer_model, text_dataset  # noqa: E402
 from tl_core.train import TrainingData, train_model  # noqa: E402
 
 GLOVE = ModelConfig(backbone="glove_6b_50d", weights="glove", sequence_length=64)
@@ -91,8 +90,6 @@ def test_scratch_baseline_has_the_same_architecture_with_random_vectors() -> Non
 
 
 def test_frozen_glove_learns_topics_then_fine_tunes_through_train_model(topics: TrainingData, monkeypatch: pytest.MonkeyPatch) -> None:
-    # train.py streams examples with image_cache.image_dataset; the runner wiring swaps in the modality-aware one.
-    monkeypatch.setattr(train_module, "image_dataset", examples_dataset)
     transfer = build_text_transfer_model(GLOVE, 3)
     features = {name: transfer.feature_extractor.predict(topics.images[name], verbose=0) for name in ("train", "val")}
     config = TrainConfig(mode="feature-extraction", epochs=25, batch_size=16, learning_rate=0.05, early_stopping_patience=None, reduce_lr_patience=None)

@@ -12,6 +12,7 @@ from tl_core.errors import RunNotFoundError
 from tl_core.export import KERAS_FILE, LABELS_FILE, ExportBundle, ModelCard, export_model, read_labels
 from tl_core.runner import SUMMARY_FILE
 from tl_core.runs import RunStore
+import tl_core.text_model  # noqa: F401 - registers the text layers, so text models load
 
 
 def model_card_for_run(store: RunStore, run_id: str) -> ModelCard:
@@ -38,6 +39,7 @@ def model_card_for_run(store: RunStore, run_id: str) -> ModelCard:
         dataset_fingerprint=record.dataset_fingerprint,
         run_id=record.id,
         parent_run_id=record.parent_run_id,
+        modality=str(record.config.get("data", {}).get("modality", "image")),
     )
 
 

@@ -1,14 +1,15 @@
 """Command line: `python -m tl_core COMMAND ...`. Other tools rely on this contract; keep it stable.
 
-    scan DATA [--json]
+    scan DATA [--modality auto|image|text] [--json]
     train DATA --backbone NAME --weights imagenet|none|PATH --mode feature-extraction|fine-tune|full|progressive
           --epochs N [--fine-tune-epochs N] [--stage-epochs N] [--max-stages K] [--compare-scratch]
           [--image-size S] [--batch-size B] [--workspace DIR] [--json]
+          [--modality auto|image|text] [--sequence-length T]   (text: default backbone glove_6b_50d, weights glove)
     advise DATA --backbone NAME [--json]
     runs [--json]            evaluate RUN_ID [--json]        export RUN_ID --out DIR
-    predict RUN_ID IMAGE... [--top K] [--json]
+    predict RUN_ID IMAGE... [--top K] [--json]       predict RUN_ID --text TEXT [--text ...] (text runs; FILE... works too)
     predict --pretrained NAME IMAGE... [--top K] [--json]
-    backbones [--all] [--json]          demo-data DIR [--name NAME]          delete RUN_ID
+    backbones [--all] [--modality image|text] [--json]          demo-data DIR [--name NAME]          delete RUN_ID
     users add|list|passwd|remove ...    codes new|list|revoke ...            serve   (see tl_core.cli_accounts)
 
 With `--json` the LAST line on stdout is one JSON object (or list). Progress goes to stderr.
@@ -86,11 +87,12 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from tl_core.data import scan_dataset
+    from tl_core.modalities import get_modality, resolve_modality
     from tl_core.runs import DEFAULT_WORKSPACE, WORKSPACE_ENV
 
     workspace = args.workspace or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
-    report = scan_dataset(args.data, extract_root=Path(workspace) / "cache" / "extracted")
+    modality = get_modality(resolve_modality(args.data, args.modality))
+    report = modality.scan(args.data, extract_root=Path(workspace) / "cache" / "extracted")
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -98,14 +100,24 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _modality_and_backbone(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The data's modality (`--modality`, else detected) and the backbone and weights, defaulting per modality."""
+    from tl_core.modalities import get_modality, resolve_modality
+
+    modality = get_modality(resolve_modality(args.data, args.modality))
+    return modality.name, args.backbone or modality.default_backbone, args.weights or modality.default_weights
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tl_core.runner import run_experiment
 
+    modality, backbone, weights = _modality_and_backbone(args)
     config = RunConfig(
-        data=DataConfig(source=args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed),
+        data=DataConfig(source=args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, modality=modality),
         model=ModelConfig(
-            backbone=args.backbone, weights=args.weights, image_size=args.image_size, pooling=args.pooling,
+            backbone=backbone, weights=weights, image_size=args.image_size, pooling=args.pooling,
             cut_layer=args.cut_layer, head_hidden_units=tuple(args.hidden_units), dropout=args.dropout, augment=args.augment,
+            sequence_length=args.sequence_length,
         ),
         train=TrainConfig(
             mode=args.mode, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
@@ -203,11 +215,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         images = [Path(p) for p in targets]
         _check_images(images)
         results = [[{"label": label, "probability": p} for label, p in row] for row in predict_pretrained(args.pretrained, images, top_k=args.top)]
+    elif args.text:
+        from tl_core.predict import load_run_classifier, predict_texts
+
+        if len(targets) != 1:
+            raise ConfigError("predict --text takes exactly one RUN_ID: `predict RUN_ID --text \"some text\" [--text ...]`.")
+        classifier = load_run_classifier(_store(args), targets[0])
+        if classifier.modality != "text":
+            raise ConfigError(f"Run {targets[0]} classifies images: pass image files instead of --text.")
+        images = [text if len(text) <= 40 else text[:37] + "..." for text in args.text]  # how each is named in the output
+        results = [[{"label": p.label, "probability": p.probability} for p in row] for row in predict_texts(classifier, args.text, top_k=args.top)]
     else:
         from tl_core.predict import load_run_classifier, predict_files
 
         if len(targets) < 2:
-            raise ConfigError("predict needs a RUN_ID and at least one IMAGE (or --pretrained NAME IMAGE...).")
+            raise ConfigError("predict needs a RUN_ID and at least one IMAGE or text FILE (or --pretrained NAME IMAGE..., or RUN_ID --text TEXT).")
         run_id, images = targets[0], [Path(p) for p in targets[1:]]
         _check_images(images)
         classifier = load_run_classifier(_store(args), run_id)
@@ -237,21 +259,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_backbones(args: argparse.Namespace) -> int:
     from tl_core.backbones import list_backbones
+    from tl_core.text_backbones import has_packaged_weights
     from tl_core.weights import OFFLINE_WEIGHTS
 
-    specs = list_backbones(None if args.all else "recommended")
+    specs = list_backbones(None if args.all else "recommended", modality=args.modality)
     rows = [{
         "name": s.name, "family": s.family, "parameters": s.parameters, "default_size": s.default_size,
         "feature_dim": s.feature_dim, "preprocessing": s.preprocessing,
-        "offline_weights": bool(s.offline_weights and OFFLINE_WEIGHTS[s.offline_weights].is_installed()),
-        "provenance": s.weights_provenance, "license": s.license, "tier": s.tier,
+        "offline_weights": has_packaged_weights(s) if s.modality == "text" else bool(s.offline_weights and OFFLINE_WEIGHTS[s.offline_weights].is_installed()),
+        "provenance": s.weights_provenance, "license": s.license, "tier": s.tier, "modality": s.modality,
     } for s in specs]
     if args.json:
         _print_json(rows)
         return 0
     print(f"{'name':<24} {'params':>9} {'size':>5} {'feat':>5}  {'pretrained weights':<18} provenance")
     for row in rows:
-        weights = "offline (packaged)" if row["offline_weights"] else "download (imagenet)"
+        weights = "offline (packaged)" if row["offline_weights"] else "download (imagenet)" if row["modality"] == "image" else "folder or handle"
         print(f"{row['name']:<24} {row['parameters'] / 1e6:8.1f}M {row['default_size']:>5} {row['feature_dim']:>5}  {weights:<18} {row['provenance']}")
     if not args.all:
         print("(recommended backbones; --all lists every one)")
@@ -282,13 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     scan = sub.add_parser("scan", parents=[common], help="validate a dataset and print the report")
-    scan.add_argument("data", help="folder, .zip/.tar/.tar.gz or CSV of path,label")
+    scan.add_argument("data", help="folder, .zip/.tar/.tar.gz or CSV of path,label (text: CSV/TSV of text,label)")
+    scan.add_argument("--modality", choices=("auto", "image", "text"), default="auto", help="default: detected from the files")
     scan.set_defaults(handler=cmd_scan)
 
     train = sub.add_parser("train", parents=[common], help="train a model on a dataset")
     train.add_argument("data")
-    train.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"registry name (default {DEFAULT_BACKBONE}); see `backbones --all`")
-    train.add_argument("--weights", default="imagenet", help="imagenet | none | weights file | SavedModel folder or TF Hub handle | run:RUN_ID")
+    train.add_argument("--modality", choices=("auto", "image", "text"), default="auto", help="image or text; default: detected from the files")
+    train.add_argument("--backbone", default=None, help=f"registry name (default {DEFAULT_BACKBONE}, for text glove_6b_50d); see `backbones --all`")
+    train.add_argument("--weights", default=None, help="imagenet (text: glove) | none | weights file | SavedModel folder or TF Hub handle | run:RUN_ID")
+    train.add_argument("--sequence-length", type=int, default=ModelConfig().sequence_length, help="text: word tokens read per document")
     train.add_argument("--mode", default="feature-extraction", choices=MODES)
     train.add_argument("--epochs", type=int, default=10, help="head epochs")
     train.add_argument("--fine-tune-epochs", type=int, default=5)
@@ -344,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("targets", nargs="+", metavar="RUN_ID IMAGE", help="RUN_ID then images, or only images with --pretrained")
     predict.add_argument("--pretrained", default=None, metavar="NAME", help="use a pretrained backbone's ImageNet head as-is")
     predict.add_argument("--top", type=int, default=3)
+    predict.add_argument("--text", action="append", default=[], metavar="TEXT", help="a document to classify with a text run (repeatable)")
     predict.set_defaults(handler=cmd_predict)
 
     export = sub.add_parser("export", parents=[common], help="write the export bundle of a run")
@@ -353,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backbones = sub.add_parser("backbones", parents=[common], help="list backbones")
     backbones.add_argument("--all", action="store_true")
+    backbones.add_argument("--modality", choices=("image", "text"), default="image")
     backbones.set_defaults(handler=cmd_backbones)
 
     demo = sub.add_parser("demo-data", parents=[common], help="write a demo dataset folder")

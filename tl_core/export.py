@@ -1,7 +1,8 @@
 """Export bundles: `model.keras`, a SavedModel, a TFLite file, `labels.txt` and a model card.
 
-Every form takes uint8 RGB images of the model's input size and carries its own preprocessing, so
-a user needs neither TransferLab nor the backbone's `preprocess_input` to use it:
+Every form carries its own preprocessing: image models take uint8 RGB images of the model's input
+size, text models take raw strings (tokenisation is inside the model), so a user needs neither
+TransferLab nor the backbone's `preprocess_input` to use the SavedModel:
 
     model = keras.saving.load_model("bundle/model.keras")
     probabilities = model.predict(images_uint8)
@@ -59,11 +60,16 @@ class ModelCard:
     dataset_fingerprint: str | None = None
     run_id: str | None = None
     parent_run_id: str | None = None
+    modality: str = "image"  # "text": `image_size` is then the number of word tokens read per document
 
     def to_markdown(self) -> str:
         metric_rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(self.metrics.items()) if isinstance(value, (int, float)))
         class_rows = "\n".join(f"| {name} | {self.class_counts.get(name, '')} |" for name in self.class_names)
         lineage = f"\n- Started from run `{self.parent_run_id}` (domain-specific weights)." if self.parent_run_id else ""
+        text = self.modality == "text"
+        model_input = (f"raw UTF-8 strings, one document each; lower-casing and tokenising are inside the model, "
+                       f"which reads the first {self.image_size} word tokens" if text else
+                       f"uint8 RGB images, {self.image_size}x{self.image_size} pixels; preprocessing is inside the model")
         return f"""# {self.title}
 
 Trained with TransferLab{f' (run `{self.run_id}`)' if self.run_id else ''}.
@@ -71,13 +77,13 @@ Trained with TransferLab{f' (run `{self.run_id}`)' if self.run_id else ''}.
 ## Model
 - Backbone: `{self.backbone}`, weights `{self.weights}` — {self.weights_provenance}{lineage}
 - Mode: {self.mode}
-- Input: uint8 RGB images, {self.image_size}x{self.image_size} pixels; preprocessing is inside the model.
+- Input: {model_input}.
 - Output: softmax over {len(self.class_names)} classes, in the order of `{LABELS_FILE}`.
 
 ## Data
 - Dataset fingerprint: `{self.dataset_fingerprint or 'unknown'}`
 
-| class | images |
+| class | {'documents' if text else 'images'} |
 |---|---|
 {class_rows}
 
@@ -92,20 +98,34 @@ Trained with TransferLab{f' (run `{self.run_id}`)' if self.run_id else ''}.
 ```
 
 ## Use
-```python
-import keras, numpy as np
-from PIL import Image
-model = keras.saving.load_model("{KERAS_FILE}")
-labels = open("{LABELS_FILE}").read().splitlines()
-image = np.asarray(Image.open("photo.jpg").convert("RGB").resize(({self.image_size}, {self.image_size})))
-probabilities = model.predict(image[None])[0]
-print(labels[int(probabilities.argmax())])
-```
+{_TEXT_USE if text else _IMAGE_USE.replace("IMAGE_SIZE", str(self.image_size))}
 
 ## Limits
 Trained on the classes above only: any input is assigned one of them. Check the per-class metrics
 before relying on a class, and re-evaluate on data from where the model will be used.
 """
+
+
+_IMAGE_USE = f"""```python
+import keras, numpy as np
+from PIL import Image
+model = keras.saving.load_model("{KERAS_FILE}")
+labels = open("{LABELS_FILE}").read().splitlines()
+image = np.asarray(Image.open("photo.jpg").convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE)))
+probabilities = model.predict(image[None])[0]
+print(labels[int(probabilities.argmax())])
+```"""
+
+_TEXT_USE = f"""With TensorFlow only, through the SavedModel:
+```python
+import tensorflow as tf
+model = tf.saved_model.load("{SAVED_MODEL_DIR}")
+labels = open("{LABELS_FILE}").read().splitlines()
+probabilities = model.serve(tf.constant(["the text to classify"])).numpy()[0]
+print(labels[int(probabilities.argmax())])
+```
+`{KERAS_FILE}` uses TransferLab's tokeniser: `import tl_core.text_model` before `keras.saving.load_model`.
+`{TFLITE_FILE}` needs TensorFlow Lite's Flex delegate (select TensorFlow ops) for its string operations."""
 
 
 def write_labels(class_names: tuple[str, ...] | list[str], path: Path) -> Path:
@@ -117,8 +137,10 @@ def read_labels(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _convert_to_tflite(saved_model_dir: Path, target: Path) -> Path:
+def _convert_to_tflite(saved_model_dir: Path, target: Path, *, string_input: bool = False) -> Path:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    if string_input:  # lower-casing, regex and splitting of strings exist only as select TensorFlow ops
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
     target.write_bytes(converter.convert())
     return target
 
@@ -134,7 +156,7 @@ def export_model(
     """Write the bundle into `out_dir` (created; existing bundle files are replaced).
 
     Args:
-        model: a classifier taking uint8 images.
+        model: a classifier taking uint8 images or raw strings.
         class_names: index -> label, written to `labels.txt`.
         out_dir: target folder.
         card: what goes into `MODEL_CARD.md`.
@@ -156,7 +178,7 @@ def export_model(
         # tf.saved_model.save on a Keras 3 model writes no variables: model.export is the Keras 3 way.
         model.export(str(saved_model_dir), format="tf_saved_model", verbose=False)
     if "tflite" in formats:
-        tflite_path = _convert_to_tflite(saved_model_dir, out_dir / TFLITE_FILE)
+        tflite_path = _convert_to_tflite(saved_model_dir, out_dir / TFLITE_FILE, string_input=model.input.dtype == "string")
         if "saved_model" not in formats:
             shutil.rmtree(saved_model_dir)
             saved_model_dir = None

@@ -1,7 +1,8 @@
-"""Top-k predictions for new image files with a finished run's model.
+"""Top-k predictions for new images or documents with a finished run's model.
 
-Images are decoded and resized exactly as in training (`tl_core.images.load_image_array`), and
-the saved model carries its own preprocessing, so no backbone-specific code is needed here.
+Images are decoded and resized exactly as in training (`tl_core.images.load_image_array`); text files
+are decoded as in training (`tl_core.text_data.read_document`). The saved model carries its own
+preprocessing (and, for text, its tokeniser), so no backbone-specific code is needed here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from tl_core.export import KERAS_FILE, LABELS_FILE, read_labels
 from tl_core.images import load_image_array
 from tl_core.runs import RunStore
 from tl_core.savedmodel_layer import SavedModelLayer  # noqa: F401 - registers the layer that TF Hub backbones are saved with
+from tl_core.text_data import read_document
+from tl_core.text_model import as_text_array  # also registers the text layers, so text models load
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,12 @@ class Prediction:
 
 @dataclass
 class LoadedClassifier:
+    """A run's model; `image_size` is the input side for images, the tokens read per document for text."""
+
     model: keras.Model
     class_names: list[str]
     image_size: int
+    modality: str = "image"
 
 
 def load_run_classifier(store: RunStore, run_id: str) -> LoadedClassifier:
@@ -43,7 +49,11 @@ def load_run_classifier(store: RunStore, run_id: str) -> LoadedClassifier:
             "only runs that completed or were stopped have one. Train again, or pick another run with `python -m tl_core runs`."
         )
     model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-    return LoadedClassifier(model, read_labels(folder / LABELS_FILE), int(model.input.shape[1]))
+    class_names = read_labels(folder / LABELS_FILE)
+    if model.input.dtype == "string":
+        sequence_length = int(record.config.get("model", {}).get("sequence_length", 0))
+        return LoadedClassifier(model, class_names, sequence_length, modality="text")
+    return LoadedClassifier(model, class_names, int(model.input.shape[1]))
 
 
 def top_k_predictions(probabilities: np.ndarray, class_names: list[str], top_k: int) -> list[list[Prediction]]:
@@ -53,7 +63,17 @@ def top_k_predictions(probabilities: np.ndarray, class_names: list[str], top_k: 
 
 
 def predict_files(classifier: LoadedClassifier, paths: list[Path], top_k: int = 3) -> list[list[Prediction]]:
-    """Top-k labels for each image file (decoding errors name the file)."""
+    """Top-k labels for each image file, or each text file for a text model (decoding errors name the file)."""
+    if classifier.modality == "text":
+        return predict_texts(classifier, [read_document(str(path)) for path in paths], top_k)
     batch = np.stack([load_image_array(path, classifier.image_size) for path in paths])
     probabilities = keras.ops.convert_to_numpy(classifier.model(batch, training=False))
+    return top_k_predictions(probabilities, classifier.class_names, top_k)
+
+
+def predict_texts(classifier: LoadedClassifier, texts: list[str], top_k: int = 3) -> list[list[Prediction]]:
+    """Top-k labels for each document given as a string (typed or read from a file)."""
+    if classifier.modality != "text":
+        raise ValueError("This run's model classifies images: pass image files to predict_files instead.")
+    probabilities = keras.ops.convert_to_numpy(classifier.model(as_text_array(texts), training=False))
     return top_k_predictions(probabilities, classifier.class_names, top_k)

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_core import data as data_module, images as images_module
-from tl_core.backbones import get_backbone_spec, resolve_image_size
+from tl_core.backbones import get_backbone_spec
 from tl_core.config import DataConfig, RunConfig
 from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, Example, Problem, ScanReport, scan_dataset, split_dataset
 from tl_core.errors import BackboneError, TransferLabError
@@ -33,8 +33,8 @@ from tl_core.evaluate import Evaluation, evaluate_probabilities
 from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, RunStatus, TrainingListener
 from tl_core.export import KERAS_FILE, LABELS_FILE, write_labels
 from tl_core.features import cached_features, examples_feature_key, load_cached_features
-from tl_core.image_cache import build_image_cache, image_dataset
-from tl_core.model import TransferModel, backbone_from_saved_classifier, build_head, build_transfer_model, inference_model
+from tl_core.modalities import ModalitySpec, get_modality
+from tl_core.model import TransferModel, backbone_from_saved_classifier, build_head, inference_model
 from tl_core.runs import RunRecorder, RunStore
 from tl_core.train import StopToken, TrainingData, TrainResult, train_head, train_model
 
@@ -69,10 +69,10 @@ def workspace_cache(store: RunStore, kind: str) -> Path:
 
 
 def prepare_dataset(config: DataConfig, store: RunStore) -> PreparedDataset:
-    """Scan, validate and split; raises `DataError` when nothing trainable is left."""
-    report = _scan_folder_reusing_earlier_scan(config.source, store)
+    """Scan, validate and split the examples of `config.modality`; raises `DataError` when nothing trainable is left."""
+    report = _scan_folder_reusing_earlier_scan(config.source, store) if config.modality == "image" else None
     if report is None:
-        report = scan_dataset(config.source, extract_root=workspace_cache(store, "extracted"))
+        report = get_modality(config.modality).scan(config.source, extract_root=workspace_cache(store, "extracted"))
     split = split_dataset(report, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
     return PreparedDataset(report, split)
 
@@ -193,6 +193,7 @@ def run_experiment(
     run_id: str | None = None,
     weights_cache_dir: Path | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    initial_weights: Path | None = None,
 ) -> ExperimentOutcome:
     """Train and evaluate one model as described by `config`, recording everything in `store`.
 
@@ -205,6 +206,8 @@ def run_experiment(
         run_id: an existing queued run to execute (created here when None).
         weights_cache_dir: where converted offline weights are cached.
         strategy: a `tf.distribute` strategy; by default mirrored over several GPUs when present.
+        initial_weights: a checkpoint of an interrupted run with this config (`checkpoint.weights.h5`):
+            training starts from it (a warm start; every epoch still runs).
 
     Returns:
         The outcome; `status` is `completed`, `stopped` or `failed`.
@@ -223,10 +226,18 @@ def run_experiment(
         parent_run_id = parent.id
         parent_backbone = backbone_from_saved_classifier(store.run_dir(parent.id) / KERAS_FILE)
         # The parent's backbone fixes the architecture and input size.
-        parent_size = int(parent_backbone.input.shape[1])
-        config = config.replace(model=dataclasses.replace(config.model, backbone=parent.backbone, image_size=parent_size))
+        fixed: dict[str, Any] = {"backbone": parent.backbone}
+        if parent_backbone.inputs[0].dtype != "string":
+            fixed["image_size"] = int(parent_backbone.input.shape[1])
+        config = config.replace(model=dataclasses.replace(config.model, **fixed))
+    modality = get_modality(config.data.modality)
     spec = get_backbone_spec(config.model.backbone)
-    image_size = resolve_image_size(spec, config.model.image_size)
+    if spec.modality != modality.name:
+        raise BackboneError(
+            f"{spec.display_name} is a{'n' if spec.modality == 'image' else ''} {spec.modality} backbone but the data is {modality.name}: "
+            f"pick a {modality.name} backbone (`python -m tl_core backbones --modality {modality.name}`), e.g. {modality.default_backbone}."
+        )
+    image_size = modality.input_size(config.model)
 
     if run_id is None:
         record = store.create_run(
@@ -267,24 +278,27 @@ def run_experiment(
         jit_compile = config.train.jit_compile and on_gpu
         with precision_policy(config.train.mixed_precision and on_gpu), strategy.scope():
             def build() -> TransferModel:
-                built = build_transfer_model(config.model, len(split.class_names), cache_dir=weights_cache_dir, backbone=parent_backbone, augmentation_seed=config.train.seed)
-                log("info", f"Built {spec.display_name} ({config.model.weights} weights) at {built.image_size}px, {built.feature_dim}-d features.")
+                built = modality.build(config.model, len(split.class_names), cache_dir=weights_cache_dir, backbone=parent_backbone, augmentation_seed=config.train.seed)
+                size = f"{built.image_size}px" if modality.name == "image" else f"{built.image_size} tokens per document"
+                log("info", f"Built {spec.display_name} ({config.model.weights} weights) at {size}, {built.feature_dim}-d features.")
+                if initial_weights is not None:
+                    _load_checkpoint(built, initial_weights, log)
                 return built
 
             if use_cache and config.train.mode == "feature-extraction":
                 transfer_model, result, evaluation = _feature_extraction(
-                    config, split, image_size, store, build, log, run_id=run_id, listener=events, stop=stop,
+                    config, modality, split, image_size, store, build, log, initial_weights=initial_weights, run_id=run_id, listener=events, stop=stop,
                     checkpoint_path=run_dir / CHECKPOINT_FILE, jit_compile=jit_compile,
                 )
             else:
-                data, transfer_model = _images_while_building(split, image_size, store, log, build)
+                data, transfer_model = _examples_while_building(modality, split, image_size, store, log, build)
                 feature_provider = _feature_provider(transfer_model, config, split, data, store, log) if use_cache else None
                 result = train_model(
                     transfer_model, data, config.train, run_id=run_id, listener=events, stop=stop,
                     checkpoint_path=run_dir / CHECKPOINT_FILE, feature_provider=feature_provider,
                     use_feature_cache=use_cache, jit_compile=jit_compile,
                 )
-                evaluation = _evaluate(transfer_model, data, split, config.train.batch_size)
+                evaluation = _evaluate(modality, transfer_model, data, split, config.train.batch_size)
         inference_model(transfer_model.model).save(run_dir / KERAS_FILE)
         write_labels(split.class_names, run_dir / LABELS_FILE)
         if evaluation is not None:
@@ -361,33 +375,16 @@ def _dataset_stats(report: ScanReport, split: DatasetSplit) -> dict[str, Any]:
     }
 
 
-def _load_images(split: DatasetSplit, image_size: int, store: RunStore, log: Any) -> TrainingData:
-    cache_dir = workspace_cache(store, "images")
-    images: dict[str, np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
-    for name in SPLITS:
-        examples = split.examples(name)
-        labels[name] = split.labels(name)
-        if not examples:
-            images[name] = np.zeros((0, image_size, image_size, 3), np.uint8)
-            continue
-        cached = build_image_cache(examples, image_size, cache_dir)
-        for problem in cached.failures:
-            log("warning", problem.message)
-        log("info", f"{name}: {len(examples)} images {'from the decoded-image cache' if cached.reused else 'decoded and cached'} at {image_size}px.")
-        images[name] = cached.images
-    return TrainingData(tuple(split.class_names), images, labels)
-
-
-def _images_while_building(split: DatasetSplit, image_size: int, store: RunStore, log: Any, build: Callable[[], TransferModel]) -> tuple[TrainingData, TransferModel]:
-    """Decode the images in a background thread while this thread builds the model.
+def _examples_while_building(modality: ModalitySpec, split: DatasetSplit, input_size: int, store: RunStore, log: Any,
+                             build: Callable[[], TransferModel]) -> tuple[TrainingData, TransferModel]:
+    """Load the examples (decode images, read documents) in a background thread while this thread builds the model.
 
     Building holds the GIL (Python graph construction) and decoding mostly does not (Pillow), so the
-    two overlap; the decode's log lines are replayed here, since the run store is written from one thread.
+    two overlap; the loader's log lines are replayed here, since the run store is written from one thread.
     """
     lines: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-        loading = pool.submit(_load_images, split, image_size, store, lambda level, text: lines.append((level, text)))
+        loading = pool.submit(modality.load, split, input_size, workspace_cache(store, "images"), lambda level, text: lines.append((level, text)))
         transfer_model = build()
         data = loading.result()
     for level, text in lines:
@@ -415,11 +412,12 @@ def _evaluation_split(split: DatasetSplit) -> str | None:
     return "test" if sizes.get("test") else "val" if sizes.get("val") else None
 
 
-def _evaluate(transfer_model: Any, data: TrainingData, split: DatasetSplit, batch_size: int) -> Evaluation | None:
+def _evaluate(modality: ModalitySpec, transfer_model: Any, data: TrainingData, split: DatasetSplit, batch_size: int) -> Evaluation | None:
     name = _evaluation_split(split)
     if name is None:
         return None
-    probabilities = transfer_model.model.predict(image_dataset(data.images[name], data.labels[name], batch_size=batch_size, shuffle=False), verbose=0)
+    batches = modality.dataset(data.images[name], data.labels[name], batch_size=batch_size, shuffle=False)
+    probabilities = transfer_model.model.predict(batches, verbose=0)
     items = [e.path for e in split.examples(name)]
     return evaluate_probabilities(probabilities, data.labels[name], split.class_names, items=items, split=name)
 
@@ -429,8 +427,21 @@ def _predict_head(head: keras.Model, features: np.ndarray, chunk: int = 4096) ->
     return np.concatenate([keras.ops.convert_to_numpy(head(features[start:start + chunk], training=False)) for start in range(0, len(features), chunk)])
 
 
+def _load_checkpoint(transfer_model: TransferModel, path: Path, log: Any) -> None:
+    """Load an interrupted run's checkpoint: the whole model's weights, or the head's (feature extraction saves only those)."""
+    for target, what in ((transfer_model.model, "every layer"), (transfer_model.head, "the head")):
+        try:
+            target.load_weights(path)
+        except (ValueError, KeyError, OSError):
+            continue
+        log("info", f"Starting from the interrupted run's checkpoint ({what}).")
+        return
+    raise TransferLabError(f"The checkpoint {path} does not fit this model (another backbone or classes?): start a new run instead.")
+
+
 def _feature_extraction(
-    config: RunConfig, split: DatasetSplit, image_size: int, store: RunStore, build: Callable[[], TransferModel], log: Any, **training: Any
+    config: RunConfig, modality: ModalitySpec, split: DatasetSplit, image_size: int, store: RunStore, build: Callable[[], TransferModel],
+    log: Any, *, initial_weights: Path | None = None, **training: Any,
 ) -> tuple[TransferModel, TrainResult, Evaluation | None]:
     """Feature extraction on cached features: the head trains alone, the backbone is built only when needed.
 
@@ -446,10 +457,10 @@ def _feature_extraction(
     transfer_model: TransferModel | None = None
     if len(cached) == len(names):
         for name in names:
-            log("info", f"{name}: reused cached backbone features {tuple(cached[name].shape)}; no image decoded.")
+            log("info", f"{name}: reused cached backbone features {tuple(cached[name].shape)}; no {modality.noun} read.")
         features = cached.__getitem__
     else:
-        data, transfer_model = _images_while_building(split, image_size, store, log, build)
+        data, transfer_model = _examples_while_building(modality, split, image_size, store, log, build)
         features = _feature_provider(transfer_model, config, split, data, store, log)
         for name in ("train", "val"):  # what training needs, now; the test split's features only after training
             if name in names:
@@ -457,6 +468,9 @@ def _feature_extraction(
     labels = {name: split.labels(name) for name in names}
     keras.utils.set_random_seed(config.train.seed)  # the same head, dropout and shuffling with or without the backbone built first
     head = build_head(features("train").shape[1], len(split.class_names), config.model.head_hidden_units, config.model.dropout)
+    if initial_weights is not None:
+        head.load_weights(initial_weights)  # a feature-extraction checkpoint holds the head's weights
+        log("info", "Starting from the interrupted run's checkpoint (the head).")
     result = train_head(head, features, labels, config.train, num_classes=len(split.class_names), **training)
     if transfer_model is None:
         transfer_model = build()

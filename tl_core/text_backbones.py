@@ -135,6 +135,17 @@ def glove_folder() -> Path:
     return folder
 
 
+def has_packaged_weights(spec: BackboneSpec) -> bool:
+    """True when a text backbone's pretrained weights come from an installed package (no download)."""
+    if spec.name != "glove_6b_50d":
+        return False
+    try:
+        glove_folder()
+    except WeightsUnavailableError:
+        return False
+    return True
+
+
 @functools.lru_cache(maxsize=2)
 def load_glove(vocabulary_size: int = VOCABULARY_SIZE) -> GloveVectors:
     """The `vocabulary_size` most frequent single-token GloVe words and their vectors (read from a memory map).

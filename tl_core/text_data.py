@@ -396,4 +396,4 @@ def load_texts(split: DatasetSplit) -> TrainingData:
 
     tables: dict[str, dict[int, str]] = {}
     texts = {name: np.array([read_document(e.path, _tables=tables) for e in split.examples(name)] or [], dtype=object) for name in SPLIT_NAMES}
-    return TrainingData(tuple(split.class_names), texts, {name: split.labels(name) for name in SPLIT_NAMES})
+    return TrainingData(tuple(split.class_names), texts, {name: split.labels(name) for name in SPLIT_NAMES}, modality="text")

@@ -122,25 +122,3 @@ def text_dataset(
     if shuffle:
         dataset = dataset.shuffle(max(1, len(texts)), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def examples_dataset(
-    examples: np.ndarray,
-    labels: np.ndarray,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    seed: int = 0,
-    sample_weights: np.ndarray | None = None,
-) -> tf.data.Dataset:
-    """`text_dataset` for a 1-D array of strings, else `image_cache.image_dataset`: the one call training needs for either modality."""
-    if is_text_array(examples):
-        return text_dataset(examples, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, sample_weights=sample_weights)
-    from tl_core.image_cache import image_dataset
-
-    return image_dataset(examples, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, sample_weights=sample_weights)
-
-
-def is_text_array(examples: np.ndarray) -> bool:
-    """True for a 1-D array of strings (text examples), False for image arrays."""
-    return getattr(examples, "ndim", 0) == 1 and getattr(examples, "dtype", None) is not None and examples.dtype.kind in "OUS"

@@ -30,7 +30,7 @@ from tl_core.events import (
     RunStatus,
     TrainingListener,
 )
-from tl_core.image_cache import image_dataset
+from tl_core.modalities import get_modality
 from tl_core.model import FreezeBackbone, FreezePolicy, TransferModel, UnfreezeAll, UnfreezeBlocks, UnfreezeTop, count_trainable_weights
 
 BATCH_EVENT_INTERVAL_S = 0.25
@@ -55,11 +55,16 @@ class StopToken:
 
 @dataclass
 class TrainingData:
-    """Decoded uint8 images (memmaps) and int labels per split; `val` may be empty on tiny data."""
+    """Examples and int labels per split; `val` may be empty on tiny data.
+
+    `images[split]` holds decoded uint8 images (memmaps) for the image modality and a 1-D object array
+    of document strings for text; `modality` names which, so batching follows it.
+    """
 
     class_names: tuple[str, ...]
     images: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
+    modality: str = "image"
 
     def has(self, split: str) -> bool:
         return split in self.images and len(self.images[split]) > 0
@@ -349,8 +354,9 @@ def _fit_on_features(session: _Session, features: Callable[[str], np.ndarray], l
 def _fit_on_images(session: _Session, data: TrainingData) -> PhaseFit:
     def fit(target: keras.Model, epochs: int, callbacks: list[keras.callbacks.Callback]) -> None:
         config = session.config
-        train_ds = image_dataset(data.images["train"], data.labels["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed)
-        val_ds = image_dataset(data.images["val"], data.labels["val"], batch_size=config.batch_size, shuffle=False) if data.has("val") else None
+        batches = get_modality(data.modality).dataset
+        train_ds = batches(data.images["train"], data.labels["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed)
+        val_ds = batches(data.images["val"], data.labels["val"], batch_size=config.batch_size, shuffle=False) if data.has("val") else None
         target.fit(train_ds, epochs=epochs, validation_data=val_ds, class_weight=session.class_weight, callbacks=callbacks, verbose=0, shuffle=False)
 
     return fit

@@ -1,0 +1,145 @@
+"""What differs between images and text, in one place; the runner, CLI and app ask here, never branch.
+
+A modality says how to scan a source into examples, load a split's examples for training, build the
+transfer model, and batch examples into a `tf.data.Dataset`. Everything else (splitting, the training
+loop and its phases, the feature cache, the run store, evaluation, export) is shared.
+
+Example:
+    >>> modality = get_modality(resolve_modality("data/reviews", "auto"))
+    >>> report = modality.scan("data/reviews", extract_root=None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+from tl_core.config import ConfigError, Modality, ModelConfig
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tl_core.data import DatasetSplit, ScanReport
+    from tl_core.model import TransferModel
+    from tl_core.train import TrainingData
+
+AUTO = "auto"
+LogFunction = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One modality's defaults and operations (functions, imported lazily so scanning never loads TensorFlow).
+
+    Attributes:
+        name: `image` or `text`.
+        noun: what one example is called in messages ("image", "document").
+        default_backbone: the registry name a new run starts from (offline weights).
+        default_weights: the pretrained weights keyword of that backbone.
+        input_unit: what `TransferModel.image_size` counts ("px" or "tokens").
+    """
+
+    name: Modality
+    noun: str
+    default_backbone: str
+    default_weights: str
+    input_unit: str
+
+    def scan(self, source: str | Path, *, extract_root: Path | None) -> ScanReport:
+        """Validate a source and list its usable examples (raises `DataError` when nothing is trainable)."""
+        if self.name == "text":
+            from tl_core.text_data import scan_text_dataset
+
+            return scan_text_dataset(source, extract_root=extract_root)
+        from tl_core.data import scan_dataset
+
+        return scan_dataset(source, extract_root=extract_root)
+
+    def input_size(self, model_config: ModelConfig) -> int:
+        """Pixels per side for images (the backbone default when unset); tokens per document for text."""
+        if self.name == "text":
+            return model_config.sequence_length
+        from tl_core.backbones import get_backbone_spec, resolve_image_size
+
+        return resolve_image_size(get_backbone_spec(model_config.backbone), model_config.image_size)
+
+    def load(self, split: DatasetSplit, input_size: int, cache_dir: Path, log: LogFunction) -> TrainingData:
+        """Every split's examples ready for training: decoded images (memory-mapped cache) or document strings."""
+        if self.name == "text":
+            from tl_core.text_data import load_texts
+
+            data = load_texts(split)
+            for name in data.images:
+                if len(data.images[name]):
+                    log("info", f"{name}: {len(data.images[name])} documents, the first {input_size} word tokens of each are read.")
+            return data
+        return _load_images(split, input_size, cache_dir, log)
+
+    def build(self, model_config: ModelConfig, num_classes: int, *, cache_dir: Path | None = None,
+              backbone: keras.Model | None = None, augmentation_seed: int | None = None) -> TransferModel:
+        """The transfer model: preprocessing (or tokenising) -> frozen backbone -> new head."""
+        if self.name == "text":
+            from tl_core.text_model import build_text_transfer_model
+
+            return build_text_transfer_model(model_config, num_classes, cache_dir=cache_dir, backbone=backbone)
+        from tl_core.model import build_transfer_model
+
+        return build_transfer_model(model_config, num_classes, cache_dir=cache_dir, backbone=backbone, augmentation_seed=augmentation_seed)
+
+    def dataset(self, examples: np.ndarray, labels: np.ndarray, *, batch_size: int, shuffle: bool, seed: int = 0,
+                sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+        """Batches of (examples, labels[, weights]) for `fit`, `predict` and evaluation."""
+        if self.name == "text":
+            from tl_core.text_model import text_dataset as make
+        else:
+            from tl_core.image_cache import image_dataset as make
+        return make(examples, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, sample_weights=sample_weights)
+
+
+MODALITIES: dict[str, ModalitySpec] = {
+    "image": ModalitySpec("image", "image", "efficientnet_lite0", "imagenet", "px"),
+    "text": ModalitySpec("text", "document", "glove_6b_50d", "glove", "tokens"),
+}
+
+
+def get_modality(name: str) -> ModalitySpec:
+    """The spec of `image` or `text`."""
+    if name not in MODALITIES:
+        raise ConfigError(f"modality={name!r}: choose one of {', '.join(get_args(Modality))}.")
+    return MODALITIES[name]
+
+
+def resolve_modality(source: str | Path, requested: str = AUTO) -> Modality:
+    """`requested`, or for `auto` what the source holds: text when it has more documents than images."""
+    if requested != AUTO:
+        return get_modality(requested).name
+    from tl_core.dataset_checks import detect_modality
+
+    return detect_modality(source)
+
+
+def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: LogFunction) -> TrainingData:
+    import numpy as np
+
+    from tl_core.data import SPLIT_NAMES
+    from tl_core.image_cache import build_image_cache
+    from tl_core.train import TrainingData
+
+    images: dict[str, Any] = {}
+    labels: dict[str, Any] = {}
+    for name in SPLIT_NAMES:
+        examples = split.examples(name)
+        labels[name] = split.labels(name)
+        if not examples:
+            images[name] = np.zeros((0, image_size, image_size, 3), np.uint8)
+            continue
+        cached = build_image_cache(examples, image_size, cache_dir)
+        for problem in cached.failures:
+            log("warning", problem.message)
+        log("info", f"{name}: {len(examples)} images {'from the decoded-image cache' if cached.reused else 'decoded and cached'} at {image_size}px.")
+        images[name] = cached.images
+    return TrainingData(tuple(split.class_names), images, labels)
