@@ -14,7 +14,8 @@ from tl_core.events import EpochEnded, PhaseEnded, PhaseStarted  # noqa: E402
 from tl_core.features import extract_features  # noqa: E402
 from tl_core.image_cache import build_image_cache  # noqa: E402
 from tl_core.model import build_head, build_transfer_model, is_batch_norm  # noqa: E402
-from tl_core.train import BestWeights, StopToken, TrainingData, class_weights_for, train_head, train_model  # noqa: E402
+from tl_core.stopping import StopToken  # noqa: E402
+from tl_core.train import BestWeights, TrainingData, class_weights_for, train_head, train_model  # noqa: E402
 
 SIZE = 48
 TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE)
@@ -241,3 +242,20 @@ def test_train_head_learns_on_features_alone_and_keeps_the_best_epoch(shapes_dat
     test_accuracy = float((keras.ops.convert_to_numpy(head(features["test"])).argmax(1) == shapes_data.labels["test"]).mean())
     assert test_accuracy >= 1 / 3 + 0.4, test_accuracy
     assert (tmp_path / "head.weights.h5").is_file()
+
+
+def test_mid_phase_checkpoints_are_spaced_by_their_measured_cost(tmp_path):
+    import keras
+
+    from tl_core import train
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    best = train.BestWeights(model, tmp_path / "best.weights.h5")
+    assert best.checkpoint_spacing_s() == 0.0  # nothing timed yet: the first improvement is written at once
+    assert best.update(1.0, 1, {"val_loss": 1.0}) and (tmp_path / "best.weights.h5").is_file()
+    spacing = best.checkpoint_spacing_s()
+    assert 0.0 < spacing <= train.CHECKPOINT_INTERVAL_S
+    assert spacing == pytest.approx(min(train.CHECKPOINT_INTERVAL_S, best._write_seconds / train.CHECKPOINT_OVERHEAD))
+    (tmp_path / "best.weights.h5").unlink()
+    best._last_write -= spacing + 0.01  # as if that much training time had passed
+    assert best.update(0.5, 2, {"val_loss": 0.5}) and (tmp_path / "best.weights.h5").is_file()

@@ -40,6 +40,8 @@ class FakeToken:
 
 
 def test_progress_file_is_written_atomically_throttled_and_read_back(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "r"  # the run's folder is named by its id: events of other runs are ignored
+    tmp_path.mkdir()
     token = FakeToken()
     publisher = worker.ProgressPublisher(tmp_path, _config(tmp_path, mode="fine-tune", epochs=2, fine_tune_epochs=3), token)
     publisher.on_event(RunStarted("r", class_names=("a", "b"), split_sizes={"train": 4}, config={}))

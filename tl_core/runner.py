@@ -36,7 +36,8 @@ from tl_core.features import cached_features, examples_feature_key, load_cached_
 from tl_core.modalities import ModalitySpec, get_modality
 from tl_core.model import TransferModel, backbone_from_saved_classifier, build_head, inference_model
 from tl_core.runs import RunRecorder, RunStore
-from tl_core.train import StopToken, TrainingData, TrainResult, train_head, train_model
+from tl_core.stopping import StopToken
+from tl_core.train import TrainingData, TrainResult, train_head, train_model
 
 RUN_WEIGHTS_PREFIX = "run:"
 CHECKPOINT_FILE = "checkpoint.weights.h5"

@@ -10,7 +10,6 @@ augmented image. The best weights by validation loss are kept across phases and 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,25 +31,16 @@ from tl_core.events import (
 )
 from tl_core.modalities import get_modality
 from tl_core.model import FreezeBackbone, FreezePolicy, TransferModel, UnfreezeAll, UnfreezeBlocks, UnfreezeTop, count_trainable_weights
+from tl_core.stopping import StopToken
 
 BATCH_EVENT_INTERVAL_S = 0.25
 IMBALANCE_RATIO_FOR_AUTO_WEIGHTS = 1.5
-# A checkpoint write costs 0.25-0.6 s (measured: 16% of a small fine-tune epoch), so mid-phase writes
-# happen at most once a minute; every phase end and every stop writes the best weights anyway.
+# A checkpoint write costs 0.25-0.6 s (measured: 16% of a small fine-tune epoch when written every epoch).
+# Mid-phase writes are spaced so they cost at most CHECKPOINT_OVERHEAD of training time (measured per
+# write), and at least once a minute: a killed worker loses at most its current epoch or the last
+# ~10 s of improvements. Every phase end and every stop writes the best weights anyway.
 CHECKPOINT_INTERVAL_S = 60.0
-
-
-class StopToken:
-    """Cooperative stop: training finishes the current batch, then keeps the best weights."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def request_stop(self) -> None:
-        self._event.set()
-
-    def should_stop(self) -> bool:
-        return self._event.is_set()
+CHECKPOINT_OVERHEAD = 0.025
 
 
 @dataclass
@@ -137,6 +127,7 @@ class BestWeights:
         self._weights: list[np.ndarray] | None = None
         self._saved = True
         self._last_write = time.monotonic()
+        self._write_seconds: float | None = None  # measured on the first write
 
     def track(self, scope: keras.Model) -> None:
         """Snapshot `scope` (the model or a part of it) from now on.
@@ -157,9 +148,15 @@ class BestWeights:
         self.best_value, self.best_epoch, self.best_metrics = value, epoch, dict(metrics)
         self._weights = self.scope.get_weights()
         self._saved = False
-        if time.monotonic() - self._last_write >= CHECKPOINT_INTERVAL_S:
+        if time.monotonic() - self._last_write >= self.checkpoint_spacing_s():
             self.save_checkpoint()
         return True
+
+    def checkpoint_spacing_s(self) -> float:
+        """Seconds between mid-phase checkpoint writes: 0 until a write was timed, then cost / overhead, at most a minute."""
+        if self._write_seconds is None:
+            return 0.0
+        return min(CHECKPOINT_INTERVAL_S, self._write_seconds / CHECKPOINT_OVERHEAD)
 
     def restore(self) -> None:
         if self._weights is not None:
@@ -169,6 +166,7 @@ class BestWeights:
         """Write the best weights to disk (temp file, then rename, so a crash never leaves half a file)."""
         if self.checkpoint_path is None or self._weights is None or self._saved:
             return
+        started = time.monotonic()
         current = self.scope.get_weights()
         self.scope.set_weights(self._weights)
         partial = self.checkpoint_path.with_name("partial." + self.checkpoint_path.name)
@@ -177,6 +175,7 @@ class BestWeights:
         self.scope.set_weights(current)
         self._saved = True
         self._last_write = time.monotonic()
+        self._write_seconds = self._last_write - started
 
 
 class _EventBridge(keras.callbacks.Callback):

@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = RunStore(args.workspace)
     try:
         store.mark_running(args.run_id)
-        from tl_core.train import StopToken  # imports TensorFlow
+        from tl_core.stopping import StopToken
 
         token = StopToken()
         token_holder.append(token)
@@ -305,7 +305,7 @@ class ThreadBackend:
         self._jobs: dict[str, _ThreadJob] = {}
 
     def start(self, job: Job) -> str:
-        from tl_core.train import StopToken
+        from tl_core.stopping import StopToken
 
         store = RunStore(job.workspace)
         tracker = ProgressTracker(RunConfig.from_dict(store.get(job.run_id).config), run_id=job.run_id)
