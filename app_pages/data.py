@@ -1,32 +1,36 @@
-"""Data: upload or pick a labelled image folder, then check it before training."""
+"""Data: upload or pick a labelled image or text dataset, then check it before training."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from tl_core.config import ConfigError
 from tl_core.demo_data import DEMO_DATASETS, write_demo_dataset
 from tl_core.errors import TransferLabError
 from ui.charts import class_counts_chart
-from ui.dataset import DatasetView, load_dataset, problem_groups, sample_paths, split_table
+from ui.dataset import DatasetView, document_samples, load_dataset, problem_groups, sample_paths, split_table
 from ui.images import Tile, show_tiles
 from ui.state import (
-    REFUSED_DATASET_KEY, current_dataset, current_user, datasets_dir, display_path, is_workshop, set_current_dataset, uploads_dir,
-    user_workspace, workspace_path, workspaces,
+    REFUSED_DATASET_KEY, current_dataset, current_modality, current_user, datasets_dir, display_path, is_workshop, set_current_dataset,
+    uploads_dir, user_workspace, workspace_path, workspaces,
 )
 from ui.text import escape_markdown, show_error
-from ui.uploads import ARCHIVE_SUFFIXES, dataset_choices, save_uploaded_file, save_uploaded_folder, upload_size
+from ui.uploads import ARCHIVE_SUFFIXES, TABLE_SUFFIXES, dataset_choices, save_uploaded_file, save_uploaded_folder, upload_size
 
 SAMPLES_PER_CLASS = 6
+DOCUMENTS_PER_CLASS = 3
+SAMPLE_CHARACTERS = 200
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
 OWN_TARGET = "My datasets"
 SHARED_TARGET = "Shared datasets (all students)"
 
 st.title("Data")
-st.caption("Images sorted into one folder per class — the folder name is the label. "
-           "Pick a dataset in one of four ways; TransferLab checks it before you train.")
+st.caption("Images or text documents (.txt) sorted into one folder per class — the folder name is the label — or a CSV/TSV "
+           "table with a text and a label column. Pick a dataset in one of four ways; TransferLab tells images from text "
+           "and checks the dataset before you train.")
 
 user = current_user()
 spaces = workspaces()
@@ -65,7 +69,8 @@ upload_tab, archive_tab, server_tab, demo_tab = st.tabs(
 with upload_tab:
     files = st.file_uploader(
         "Folder with one sub-folder per class", accept_multiple_files="directory", key="data_folder_files",
-        help="Choose the folder that holds the class folders, e.g. flowers/ with roses/ and tulips/ inside.",
+        help="Choose the folder that holds the class folders, e.g. flowers/ with roses/ and tulips/ inside, "
+             "or news/ with sport/ and politics/ full of .txt files.",
     )
     folder_name = st.text_input("Dataset name (optional)", key="data_folder_name", placeholder="the folder's own name",
                                 help="Saved under the workspace's datasets/ folder; an existing name gets a suffix.")
@@ -83,8 +88,10 @@ with upload_tab:
 
 with archive_tab:
     archive = st.file_uploader(
-        "A .zip or .tar(.gz) of the dataset folder", type=[s.lstrip(".") for s in ARCHIVE_SUFFIXES], key="data_archive_file",
-        help="The archive may hold the class folders directly or one folder that holds them.",
+        "A .zip or .tar(.gz) of the dataset folder, or a CSV/TSV table", type=[s.lstrip(".") for s in (*ARCHIVE_SUFFIXES, *TABLE_SUFFIXES)],
+        key="data_archive_file",
+        help="The archive may hold the class folders directly or one folder that holds them. A CSV/TSV needs a text column "
+             "(named text, review, ...) and a label column (named label, class, ...) in its first row.",
     )
     if st.button("Use this archive", key="data_archive_save", type="primary", disabled=archive is None) and check_room(upload_size([archive])):
         saved_path = save_uploaded_file(archive, upload_folder())
@@ -98,7 +105,7 @@ with server_tab:
         choices = dataset_choices(root)
         st.caption(f"Folders and archives in {escape_markdown(root)} (set TRANSFERLAB_DATASETS_DIR to use another folder).")
         if choices:
-            chosen = st.selectbox("Dataset", choices, key="data_server_choice", help="Each entry is a folder of class folders or an archive.")
+            chosen = st.selectbox("Dataset", choices, key="data_server_choice", help="Each entry is a folder of class folders, an archive or a CSV/TSV table.")
             if st.button("Use this dataset", key="data_server_use", type="primary"):
                 set_current_dataset(root / chosen)
         else:
@@ -108,7 +115,7 @@ with server_tab:
         sources = [("shared", name) for name in dataset_choices(datasets_dir())] + [("mine", name) for name in dataset_choices(uploads_dir())]
         st.caption("Your own uploads, and the shared datasets your trainer put on the server.")
         if sources:
-            source, name = st.selectbox("Dataset", sources, key="data_server_choice", help="Each entry is a folder of class folders or an archive.",
+            source, name = st.selectbox("Dataset", sources, key="data_server_choice", help="Each entry is a folder of class folders, an archive or a CSV/TSV table.",
                                         format_func=lambda item: f"{item[1]} ({'shared' if item[0] == 'shared' else 'yours'})")
             if st.button("Use this dataset", key="data_server_use", type="primary"):
                 try:
@@ -125,12 +132,13 @@ with demo_tab:
                              help="Small datasets built from data shipped with installed packages; nothing is downloaded.")
     demo = DEMO_DATASETS[demo_name]
     st.caption(f"{demo.description} Source: {demo.source_package}. Licence: {demo.licence}.")
-    count = st.slider("Images per class", 10, demo.images_per_class, min(60, demo.images_per_class), step=5,
-                      key="data_demo_count", help="Fewer images train faster; 60 per class trains in under a minute on a laptop.")
+    demo_noun = "documents" if demo.modality == "text" else "images"
+    count = st.slider(f"{demo_noun.capitalize()} per class", 10, demo.images_per_class, min(60, demo.images_per_class), step=5,
+                      key="data_demo_count", help=f"Fewer {demo_noun} train faster; 60 per class trains in under a minute on a laptop.")
     if st.button("Write and use this demo", key="data_demo_write", type="primary"):
         try:
             spaces.check_disk(user.name)
-            with st.spinner("Writing the demo images…"):
+            with st.spinner(f"Writing the demo {demo_noun}…"):
                 written = write_demo_dataset(upload_folder() / f"demo-{demo_name}-{count}", demo_name, images_per_class=count)
         except TransferLabError as exc:
             show_error(exc)
@@ -139,13 +147,26 @@ with demo_tab:
             set_current_dataset(written)
 
 
+def show_document_samples(view: DatasetView) -> None:
+    """The beginning of a few documents per class, and how long the documents are."""
+    stats = view.report.size_stats
+    if stats:
+        st.caption(f"Text dataset. Document length: median {stats['height_median']:.0f} words "
+                   f"(shortest {stats['height_min']:.0f}, longest {stats['height_max']:.0f}); "
+                   "the model reads the first words of each, as many as set on the Model page.")
+    samples = document_samples(view.report, DOCUMENTS_PER_CLASS, SAMPLE_CHARACTERS)
+    # A table shows its cells as plain text, so nothing in a document is read as Markdown or HTML.
+    table = pd.DataFrame([{"class": s.label, "document": s.file, "beginning": s.beginning} for s in samples], columns=["class", "document", "beginning"])
+    st.dataframe(table, hide_index=True, width="stretch", column_config={"beginning": st.column_config.TextColumn("beginning", width="large")})
+
+
 def show_report(view: DatasetView) -> None:
-    """Class counts, thumbnails, problems (errors first) and the train/val/test split."""
-    report = view.report
+    """Class counts, thumbnails or document beginnings, problems (errors first) and the train/val/test split."""
+    report, noun = view.report, view.noun
     errors, warnings = len(report.errors), len(report.warnings)
     cols = st.columns(4)
     cols[0].metric("Classes", len(report.class_names))
-    cols[1].metric("Images", len(report.examples))
+    cols[1].metric(f"{noun.capitalize()}s", len(report.examples))
     cols[2].metric("Errors", errors)
     cols[3].metric("Warnings", warnings)
     if view.split is None:
@@ -157,16 +178,19 @@ def show_report(view: DatasetView) -> None:
             st.success("The dataset is ready to train on. Next: choose a model.", icon=":material/check_circle:")
         st.page_link("app_pages/model.py", label="Choose a model", icon=":material/arrow_forward:")
 
-    st.subheader("Images per class")
+    st.subheader(f"{noun.capitalize()}s per class")
     if report.class_counts:
         st.altair_chart(class_counts_chart(report.class_counts), width="stretch")
     if report.excluded_classes:
-        st.caption("Left out (too few images): " + escape_markdown(", ".join(report.excluded_classes)))
+        st.caption(f"Left out (too few {noun}s): " + escape_markdown(", ".join(report.excluded_classes)))
 
     st.subheader("Samples")
-    for label, paths in sample_paths(report, SAMPLES_PER_CLASS).items():
-        st.text(label)
-        show_tiles([Tile(path) for path in paths], width=72)
+    if view.modality == "text":
+        show_document_samples(view)
+    else:
+        for label, paths in sample_paths(report, SAMPLES_PER_CLASS).items():
+            st.text(label)
+            show_tiles([Tile(path) for path in paths], width=72)
 
     st.subheader("Problems")
     groups = problem_groups(report)
@@ -179,7 +203,7 @@ def show_report(view: DatasetView) -> None:
     st.subheader("Split")
     if view.split is not None:
         sizes = view.split.sizes()
-        st.caption(f"Train {sizes.get('train', 0)} · validation {sizes.get('val', 0)} · test {sizes.get('test', 0)} images, "
+        st.caption(f"Train {sizes.get('train', 0)} · validation {sizes.get('val', 0)} · test {sizes.get('test', 0)} {noun}s, "
                    "split per class with a fixed seed" + (" (the dataset's own train/val/test folders)." if report.has_preset_splits else "."))
         st.dataframe(split_table(view.split), hide_index=True, width="stretch")
 
@@ -193,8 +217,9 @@ else:
     st.header("Report")
     st.text(f"Dataset: {display_path(dataset)}")
     try:
-        with st.spinner("Scanning the images…"):
-            dataset_view = load_dataset(dataset, workspace_path())
+        modality = current_modality()
+        with st.spinner("Reading the documents…" if modality == "text" else "Scanning the images…"):
+            dataset_view = load_dataset(dataset, workspace_path(), modality)
     except (TransferLabError, ConfigError) as exc:
         show_error(exc)
     else:

@@ -1,11 +1,14 @@
-"""Evaluate: how a finished run does on held-out images, class by class, and where it goes wrong."""
+"""Evaluate: how a finished run does on held-out images or documents, class by class, and where it goes wrong."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from tl_core.evaluate import ExampleOutcome
 from ui.charts import confusion_chart
-from ui.evaluation import dataset_root, evaluated_run_ids, example_tiles, load_evaluation, per_class_frame, worst_cell
+from ui.evaluation import (
+    dataset_root, document_frame, evaluated_run_ids, example_tiles, load_evaluation, per_class_frame, run_modality, worst_cell,
+)
 from ui.images import show_tiles
 from ui.state import current_run_id, get_store, set_current_run
 from ui.text import escape_markdown, format_percent
@@ -17,8 +20,21 @@ store = get_store()
 run_ids = evaluated_run_ids(store)
 
 
+def show_examples(examples: list[ExampleOutcome], root: str | None, text: bool, empty_message: str) -> None:
+    """Thumbnails captioned with the prediction, or for text a table of document beginnings (cells are plain text, never Markdown)."""
+    if not text:
+        show_tiles(example_tiles(examples, root), width=112, empty_message=empty_message)
+    elif not examples:
+        st.caption(empty_message)
+    else:
+        st.dataframe(document_frame(examples, root), hide_index=True, width="stretch", column_config={
+            "confidence": st.column_config.NumberColumn("confidence", format="percent"),
+            "document": st.column_config.TextColumn("document", width="large"),
+        })
+
+
 def show_evaluation(run_ids: list[str]) -> None:
-    """Metrics, per-class table, confusion matrix, one cell's images and the highest-loss images."""
+    """Metrics, per-class table, confusion matrix, one cell's examples and the highest-loss examples."""
     names = {record.id: f"{record.name} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
     if st.session_state.get("eval_run") not in run_ids:
         st.session_state["eval_run"] = current_run_id() if current_run_id() in run_ids else run_ids[0]
@@ -26,9 +42,11 @@ def show_evaluation(run_ids: list[str]) -> None:
     set_current_run(run_id)
     evaluation = load_evaluation(store, run_id)
     root = dataset_root(store, run_id)
+    text = run_modality(store, run_id) == "text"
+    noun = "document" if text else "image"
 
     split_name = "test" if evaluation.split == "test" else "validation"
-    st.caption(f"Measured on the {split_name} split: {evaluation.count} images the model never trained on.")
+    st.caption(f"Measured on the {split_name} split: {evaluation.count} {noun}s the model never trained on.")
     cols = st.columns(4)
     cols[0].metric("Accuracy", format_percent(evaluation.accuracy))
     cols[1].metric(f"Top-{evaluation.top_k} accuracy", format_percent(evaluation.top_k_accuracy))
@@ -38,7 +56,7 @@ def show_evaluation(run_ids: list[str]) -> None:
     table_col, matrix_col = st.columns([2, 3], gap="large")
     with table_col:
         st.subheader("Per class")
-        st.caption("Precision: of the images predicted as this class, the share that are. Recall: of this class's images, the share found.")
+        st.caption(f"Precision: of the {noun}s predicted as this class, the share that are. Recall: of this class's {noun}s, the share found.")
         st.dataframe(per_class_frame(evaluation), hide_index=True, width="stretch", column_config={
             name: st.column_config.NumberColumn(name, format="percent") for name in ("precision", "recall", "F1")
         })
@@ -57,16 +75,17 @@ def show_evaluation(run_ids: list[str]) -> None:
     count = evaluation.confusion[classes.index(true_label)][classes.index(predicted_label)]
     examples = evaluation.examples_in_cell(true_label, predicted_label)
     if true_label == predicted_label:
-        st.caption(f"{count} image(s) of {escape_markdown(true_label)} predicted correctly"
+        st.caption(f"{count} {noun}(s) of {escape_markdown(true_label)} predicted correctly"
                    + (f"; showing the {min(len(examples), MAX_CELL_EXAMPLES)} the model was least sure about." if examples else "."))
     else:
-        st.caption(f"{count} image(s) of {escape_markdown(true_label)} predicted as {escape_markdown(predicted_label)}"
+        st.caption(f"{count} {noun}(s) of {escape_markdown(true_label)} predicted as {escape_markdown(predicted_label)}"
                    + (f"; showing {min(len(examples), MAX_CELL_EXAMPLES)}." if examples else "."))
-    show_tiles(example_tiles(examples[:MAX_CELL_EXAMPLES], root), width=112, empty_message="No images in this cell.")
+    show_examples(examples[:MAX_CELL_EXAMPLES], root, text, f"No {noun}s in this cell.")
 
     st.subheader("Highest-loss examples")
-    st.caption("The images the model was most wrong or least sure about: often mislabelled or unusual pictures worth checking.")
-    show_tiles(example_tiles(evaluation.highest_loss[:12], root), width=112, empty_message="No examples recorded.")
+    st.caption(f"The {noun}s the model was most wrong or least sure about: often mislabelled or unusual "
+               + ("documents" if text else "pictures") + " worth checking.")
+    show_examples(evaluation.highest_loss[:12], root, text, "No examples recorded.")
 
 
 if not run_ids:

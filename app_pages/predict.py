@@ -1,4 +1,4 @@
-"""Predict & export: classify new images with a trained run (or ImageNet as-is) and download the model."""
+"""Predict & export: classify new images or documents with a trained run (or images with ImageNet as-is) and download the model."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from tl_core.images import IMAGE_EXTENSIONS
 from tl_core.weights import OFFLINE_WEIGHTS
 from ui.charts import probability_bars
 from ui.images import thumbnail
-from ui.predictions import run_classifier, runs_with_models, save_images
+from ui.predictions import read_uploaded_documents, run_classifier, run_modality, runs_with_models, save_images
 from ui.state import current_run_id, current_user, get_store, set_current_run, user_workspace, workspaces
 from ui.text import escape_markdown, show_error
 from ui.uploads import safe_name, upload_size
+
+TEXT_EXTENSIONS = ("txt", "text", "md")
+SNIPPET_CHARACTERS = 300
 
 EXPORTS_KEY = "export_zips"
 FORMAT_LABELS = {"keras": "Keras (.keras)", "saved_model": "TensorFlow SavedModel", "tflite": "TensorFlow Lite (.tflite)"}
@@ -35,11 +38,54 @@ def show_predictions(paths: list[Path], names: list[str], results: list[list[tup
         bars_col.altair_chart(probability_bars(predictions), width="stretch")
 
 
+def show_text_predictions(names: list[str], texts: list[str], results: list[list[tuple[str, float]]]) -> None:
+    """Each document's name and beginning beside its top-k bars."""
+    for name, text, predictions in zip(names, texts, results):
+        text_col, bars_col = st.columns([2, 3], vertical_alignment="center")
+        flat = " ".join(text.split())
+        text_col.markdown(f"**{escape_markdown(name)}**")
+        text_col.caption(escape_markdown(flat[:SNIPPET_CHARACTERS] + ("…" if len(flat) > SNIPPET_CHARACTERS else "")))
+        bars_col.altair_chart(probability_bars(predictions), width="stretch")
+
+
+def predict_documents(run_id: str) -> None:
+    """A text run: classify typed text and uploaded text files."""
+    typed = st.text_area("Text to classify", key="predict_text", height=120, placeholder="Type or paste a document…",
+                         help="The model reads the first words of the text, as many as the run was trained with.")
+    files = st.file_uploader("Or text files", type=list(TEXT_EXTENSIONS), accept_multiple_files=True, key="predict_text_files",
+                             help="Plain-text documents (.txt), one document per file.")
+    try:
+        spaces.check_upload(user.name, upload_size(files or []))  # documents are saved in the user's cache, inside their quota
+    except TransferLabError as exc:
+        show_error(exc)
+        files = []
+    names, texts = (["Typed text"], [typed]) if typed.strip() else ([], [])
+    documents, problems = read_uploaded_documents(files or [], user_workspace().cache / "predict")
+    for name, text in documents:
+        names.append(name)
+        texts.append(text)
+    for problem in problems:
+        st.error(escape_markdown(problem), icon=":material/error:")
+    if not texts:
+        st.caption("Type a text or upload text files to see what this model predicts.")
+        return
+    try:
+        with st.spinner("Loading the model and predicting…"):
+            from tl_core.predict import predict_texts
+
+            predictions = predict_texts(run_classifier(store, run_id), texts, top_k=top_k)
+    except (TransferLabError, ConfigError, ValueError) as exc:
+        show_error(exc)
+    else:
+        show_text_predictions(names, texts, [[(p.label, p.probability) for p in row] for row in predictions])
+
+
 st.title("Predict & export")
 store = get_store()
 uploads = st.file_uploader("Images to classify", type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS), accept_multiple_files=True,
-                           key="predict_files", help="Any number of JPEG, PNG, WebP, BMP, GIF or TIFF images.")
-top_k = st.slider("Show the top", 1, 10, 3, key="predict_top_k", help="How many of the most likely classes to show per image.")
+                           key="predict_files", help="Any number of JPEG, PNG, WebP, BMP, GIF or TIFF images. "
+                           "Runs trained on text take typed text or text files in their own tab below.")
+top_k = st.slider("Show the top", 1, 10, 3, key="predict_top_k", help="How many of the most likely classes to show per image or document.")
 user, spaces = current_user(), workspaces()
 try:
     spaces.check_upload(user.name, upload_size(uploads or []))  # images are saved in the user's cache, inside their quota
@@ -63,7 +109,9 @@ with trained_tab:
     else:
         run_id = st.selectbox("Run", run_ids, key="predict_run", format_func=names.get, help="Runs that saved a model.")
         set_current_run(run_id)
-        if not image_paths:
+        if run_modality(store, run_id) == "text":
+            predict_documents(run_id)
+        elif not image_paths:
             st.caption("Upload images above to see what this model predicts.")
         else:
             try:
@@ -105,7 +153,8 @@ with export_tab:
             st.session_state["export_run"] = st.session_state["predict_run"]
         export_run_id = st.selectbox("Run to export", run_ids, key="export_run", format_func=names.get)
         formats = st.multiselect("Formats", list(FORMATS), default=list(FORMATS), key="export_formats", format_func=FORMAT_LABELS.get,
-                                 help="Every format takes uint8 RGB images and carries its own preprocessing; labels.txt and a model card come with it.")
+                                 help="Every format carries its own preprocessing: image models take uint8 RGB images, text models raw strings. "
+                                      "labels.txt and a model card come with it.")
         exports: dict[str, str] = st.session_state.setdefault(EXPORTS_KEY, {})
         if st.button("Build the export bundle", key="export_prepare", disabled=not formats, icon=":material/inventory_2:"):
             try:

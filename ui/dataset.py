@@ -10,19 +10,35 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.config import DataConfig
-from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport, scan_dataset, split_dataset
+from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport, split_dataset
 from tl_core.errors import DataError
+from tl_core.modalities import get_modality, resolve_modality
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
 @dataclass(frozen=True)
 class DatasetView:
-    """A scanned dataset and its default split (None, with the reason, when it cannot be split)."""
+    """A scanned dataset, its default split (None, with the reason, when it cannot be split) and what it holds."""
 
     report: ScanReport
     split: DatasetSplit | None
     split_error: str | None
+    modality: str = "image"
+
+    @property
+    def noun(self) -> str:
+        """What one example is called: "image" or "document"."""
+        return get_modality(self.modality).noun
+
+
+@dataclass(frozen=True)
+class DocumentSample:
+    """The beginning of one document, for showing what a class looks like (plain text, escape before Markdown)."""
+
+    label: str
+    file: str
+    beginning: str
 
 
 def source_stamp(source: str) -> tuple[int, int]:
@@ -39,19 +55,24 @@ def source_stamp(source: str) -> tuple[int, int]:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _scan(source: str, stamp: tuple[int, int], extract_root: str) -> DatasetView:
+def _scan(source: str, stamp: tuple[int, int], extract_root: str, modality: str) -> DatasetView:
     del stamp  # cache key only
-    report = scan_dataset(source, extract_root=Path(extract_root))
-    defaults = DataConfig(source=source)
+    report = get_modality(modality).scan(source, extract_root=Path(extract_root))
+    defaults = DataConfig(source=source, modality=modality)
     try:
         split = split_dataset(report, val_fraction=defaults.val_fraction, test_fraction=defaults.test_fraction, seed=defaults.seed)
     except DataError as exc:
-        return DatasetView(report, None, str(exc))
-    return DatasetView(report, split, None)
+        return DatasetView(report, None, str(exc), modality)
+    return DatasetView(report, split, None, modality)
 
 
-def load_dataset(source: str, workspace: Path) -> DatasetView:
-    """Scan and split `source` (folder or archive), reusing the last scan while the files are unchanged.
+def load_dataset(source: str, workspace: Path, modality: str | None = None) -> DatasetView:
+    """Scan and split `source` (folder, archive or CSV/TSV), reusing the last scan while the files are unchanged.
+
+    Args:
+        source: the dataset.
+        workspace: the user's workspace (archives are extracted into its cache).
+        modality: "image" or "text"; None detects it from the files.
 
     Raises:
         DataError: the source is missing or cannot be read at all.
@@ -60,11 +81,11 @@ def load_dataset(source: str, workspace: Path) -> DatasetView:
         raise DataError(f"{source} does not exist any more: pick or upload the dataset again on the Data page.")
     extract_root = workspace / "cache" / "extracted"
     extract_root.mkdir(parents=True, exist_ok=True)
-    return _scan(source, source_stamp(source), str(extract_root))
+    return _scan(source, source_stamp(source), str(extract_root), modality or resolve_modality(source))
 
 
 def split_table(split: DatasetSplit) -> pd.DataFrame:
-    """Images per class in each split, with a total row."""
+    """Examples per class in each split, with a total row."""
     counts = {name: split.class_counts(name) for name in SPLITS}
     rows = [{"class": label, **{name: int(counts[name].get(label, 0)) for name in SPLITS}} for label in split.class_names]
     frame = pd.DataFrame(rows, columns=["class", *SPLITS])
@@ -90,3 +111,27 @@ def sample_paths(report: ScanReport, per_class: int) -> dict[str, list[str]]:
         if bucket is not None and len(bucket) < per_class:
             bucket.append(str(example.path))
     return samples
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _document_samples(paths_and_labels: tuple[tuple[str, str, str], ...], characters: int) -> list[DocumentSample]:
+    from tl_core.text_data import read_document
+
+    samples = []
+    for path, relpath, label in paths_and_labels:
+        try:
+            text = " ".join(read_document(path).split())  # line breaks and runs of spaces would waste the preview
+        except (DataError, OSError) as exc:
+            text = f"(cannot be read: {exc})"
+        samples.append(DocumentSample(label, relpath, text[:characters] + ("…" if len(text) > characters else "")))
+    return samples
+
+
+def document_samples(report: ScanReport, per_class: int, characters: int = 200) -> list[DocumentSample]:
+    """The first `characters` characters of the first `per_class` documents of every class (sorted by file, so stable)."""
+    chosen: dict[str, list[tuple[str, str, str]]] = {label: [] for label in report.class_names}
+    for example in sorted(report.examples, key=lambda e: e.relpath):
+        bucket = chosen.get(example.label)
+        if bucket is not None and len(bucket) < per_class:
+            bucket.append((example.path, example.relpath, example.label))
+    return _document_samples(tuple(item for label in report.class_names for item in chosen[label]), characters)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from tl_core.errors import DataError
 from tl_core.evaluate import Evaluation, ExampleOutcome
 from tl_core.runner import EVALUATION_FILE, SUMMARY_FILE
 from tl_core.runs import RunStore
@@ -34,6 +35,34 @@ def dataset_root(store: RunStore, run_id: str) -> str | None:
     """Where the run's images were (to resolve relative example paths)."""
     path = store.run_dir(run_id) / SUMMARY_FILE
     return json.loads(path.read_text()).get("dataset_root") if path.is_file() else None
+
+
+def run_modality(store: RunStore, run_id: str) -> str:
+    """What the run was trained on: "image" or "text" (runs from before text existed are image runs)."""
+    return str((store.get(run_id).config.get("data") or {}).get("modality", "image"))
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def _document_beginning(path: str, characters: int) -> str:
+    from tl_core.text_data import read_document
+
+    try:
+        text = " ".join(read_document(path).split())  # line breaks would waste the table row
+    except (DataError, OSError):
+        return f"(moved, deleted or unreadable: {path})"
+    return text[:characters] + ("…" if len(text) > characters else "")
+
+
+def document_frame(examples: list[ExampleOutcome], root: str | None, characters: int = 300) -> pd.DataFrame:
+    """One row per evaluated document: true class, prediction, confidence and the document's beginning (plain text)."""
+    rows = []
+    for example in examples:
+        path = example.item
+        if not Path(path).is_absolute() and root:
+            path = str(Path(root) / path)
+        rows.append({"true": example.true_label, "predicted": example.predicted_label, "confidence": example.confidence,
+                     "document": _document_beginning(path, characters)})
+    return pd.DataFrame(rows, columns=["true", "predicted", "confidence", "document"])
 
 
 def per_class_frame(evaluation: Evaluation) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Classifiers for the Predict page, cached per run, and uploaded images written where the engine can read them."""
+"""Classifiers for the Predict page, cached per run, and uploaded images and documents written where the engine can read them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from tl_core.errors import DataError
 from tl_core.export import KERAS_FILE
 from tl_core.predict import LoadedClassifier, load_run_classifier
 from tl_core.runs import RunStore
@@ -32,6 +33,11 @@ def runs_with_models(store: RunStore) -> list[str]:
     return [record.id for record in store.list_runs() if (store.run_dir(record.id) / KERAS_FILE).is_file()]
 
 
+def run_modality(store: RunStore, run_id: str) -> str:
+    """What the run's model classifies: "image" or "text" (runs from before text existed are image runs)."""
+    return str((store.get(run_id).config.get("data") or {}).get("modality", "image"))
+
+
 def save_images(files: Sequence[UploadedFileLike], folder: Path) -> list[Path]:
     """Write uploaded images under content-hash names (the same upload is written once)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,3 +50,20 @@ def save_images(files: Sequence[UploadedFileLike], folder: Path) -> list[Path]:
             path.write_bytes(data)
         paths.append(path)
     return paths
+
+
+def read_uploaded_documents(files: Sequence[UploadedFileLike], folder: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """(upload name, text) of every readable uploaded document, and a message per file that is not text.
+
+    The files are saved like images (content-hash names) and decoded as in training (UTF-8, else Windows-1252).
+    """
+    from tl_core.text_data import read_document
+
+    documents: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for upload, path in zip(files, save_images(files, folder)):
+        try:
+            documents.append((upload.name, read_document(str(path))))
+        except DataError:
+            problems.append(f"{upload.name} is not a plain-text file (it holds binary data): save it as UTF-8 text (.txt) and upload it again.")
+    return documents, problems

@@ -13,6 +13,7 @@ from tl_core.config import ConfigError, ModelConfig, TrainConfig
 DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_WEIGHTS = "imagenet"
 DEFAULT_IMAGE_SIZE = 96
+DEFAULT_SEQUENCE_LENGTH = 256  # word tokens per document; most news articles' opening paragraphs fit
 DEFAULT_EPOCHS = 10
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
@@ -31,7 +32,13 @@ def mode_label(mode: str, *, short: bool = False) -> str:
     return label.split(" — ")[0].lower() if short else label
 
 
-def default_model_config() -> ModelConfig:
+def default_model_config(modality: str = "image") -> ModelConfig:
+    """The settings a new run starts from: a small offline image backbone, or GloVe word vectors for text."""
+    if modality == "text":
+        from tl_core.modalities import get_modality
+
+        text = get_modality("text")
+        return ModelConfig(backbone=text.default_backbone, weights=text.default_weights, sequence_length=DEFAULT_SEQUENCE_LENGTH)
     return ModelConfig(backbone=DEFAULT_BACKBONE, weights=DEFAULT_WEIGHTS, image_size=DEFAULT_IMAGE_SIZE)
 
 
@@ -40,29 +47,44 @@ def default_train_config() -> TrainConfig:
 
 
 def has_offline_weights(spec: BackboneSpec) -> bool:
-    """True when the backbone's ImageNet weights ship with an installed package (no download)."""
+    """True when the backbone's pretrained weights (ImageNet, or GloVe for text) ship with an installed package (no download)."""
+    if spec.modality == "text":
+        from tl_core.text_backbones import has_packaged_weights
+
+        return has_packaged_weights(spec)
     from tl_core.weights import OFFLINE_WEIGHTS
 
     provider = OFFLINE_WEIGHTS.get(spec.offline_weights) if spec.offline_weights else None
     return bool(provider and provider.is_installed())
 
 
+def weights_availability(spec: BackboneSpec) -> str:
+    """Where a backbone's pretrained weights come from, in the backbone table's words."""
+    if has_offline_weights(spec):
+        return "offline ✓"
+    if spec.modality == "text":
+        return "package not installed" if spec.feature_dim else "a TF Hub handle or SavedModel folder"  # only TF Hub entries have no fixed size
+    return "needs a download"
+
+
 def size_range(spec: BackboneSpec) -> str:
-    """`32–224 px` or `32 px and up` when the backbone has no upper limit."""
-    return f"{spec.min_size}–{spec.max_size} px" if spec.max_size else f"{spec.min_size} px and up"
+    """`32–224 px` or `32 px and up` when the backbone has no upper limit (`words` for text backbones)."""
+    unit = "words" if spec.modality == "text" else "px"
+    return f"{spec.min_size}–{spec.max_size} {unit}" if spec.max_size else f"{spec.min_size} {unit} and up"
 
 
 def backbone_table(specs: Sequence[BackboneSpec]) -> pd.DataFrame:
-    """One row per backbone with what a user compares: size, speed proxies, weights and their origin."""
+    """One row per backbone with what a user compares: size, speed proxies, weights and their origin (one modality per table)."""
     rows = []
     for spec in specs:
+        text = spec.modality == "text"
         rows.append({
             "backbone": spec.name,
             "name": spec.display_name,
             "parameters (M)": round(spec.parameters / 1e6, 2) if spec.parameters else None,
-            "input size": f"{spec.default_size} px ({size_range(spec)})",
-            "feature size": spec.feature_dim,
-            "ImageNet weights": "offline ✓" if has_offline_weights(spec) else "needs a download",
+            "input size": f"{spec.default_size} {'words' if text else 'px'} ({size_range(spec)})",
+            "feature size": spec.feature_dim or None,  # 0: a TF Hub model's size is known once it is loaded
+            "pretrained weights" if text else "ImageNet weights": weights_availability(spec),
             "provenance": spec.weights_provenance,
             "tier": spec.tier,
         })

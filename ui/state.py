@@ -34,6 +34,7 @@ DATASETS_ENV = "TRANSFERLAB_DATASETS_DIR"
 USER_KEY = "signed_in_user"
 DATASET_KEY = "dataset_path"
 REFUSED_DATASET_KEY = "refused_dataset"
+MODALITY_KEY = "dataset_modalities"  # {dataset path: "image" | "text"}, detected once per chosen dataset
 RUN_KEY = "run_id"
 MODEL_CONFIG_KEY = "model_config"
 TRAIN_CONFIG_KEY = "train_config"
@@ -258,6 +259,23 @@ def _may_read(path: str | Path) -> bool:
 def set_current_dataset(path: str | Path) -> None:
     st.session_state[DATASET_KEY] = str(path)
     st.session_state.pop(RUN_CONFIG_KEY, None)  # the stored config named the previous dataset
+    st.session_state.get(MODALITY_KEY, {}).pop(str(path), None)  # a re-picked path may hold new files: detect again
+
+
+def current_modality() -> str:
+    """What the chosen dataset holds, "image" or "text" (detected from its files once, then remembered); "image" without one."""
+    dataset = current_dataset()
+    if not dataset:
+        return "image"
+    remembered: dict[str, str] = st.session_state.setdefault(MODALITY_KEY, {})
+    if dataset not in remembered:
+        from tl_core.modalities import resolve_modality
+
+        try:
+            remembered[dataset] = resolve_modality(dataset)
+        except (TransferLabError, OSError):
+            return "image"  # a missing dataset: the Data page says why; nothing to remember
+    return remembered[dataset]
 
 
 def current_run_id() -> str | None:
@@ -272,9 +290,21 @@ def chosen_settings() -> tuple[ModelConfig, TrainConfig]:
     """The model and training settings from the Model page, or the defaults when it was skipped."""
     from ui.settings import default_model_config, default_train_config  # imports Keras: only pages that train need it
 
-    model = st.session_state.get(MODEL_CONFIG_KEY) or default_model_config()
+    modality = current_modality()
+    model = st.session_state.get(MODEL_CONFIG_KEY)
+    if model is None or _backbone_modality(model.backbone) != modality:  # settings made for the other kind of data
+        model = default_model_config(modality)
     train = st.session_state.get(TRAIN_CONFIG_KEY) or default_train_config()
     return model, train
+
+
+def _backbone_modality(backbone: str) -> str | None:
+    from tl_core.backbones import get_backbone_spec
+
+    try:
+        return get_backbone_spec(backbone).modality
+    except TransferLabError:
+        return None
 
 
 def restore_widgets(prefix: str) -> None:

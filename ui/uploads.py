@@ -1,7 +1,7 @@
-"""Saving browser uploads (a folder of images, an archive, loose images) safely on the server.
+"""Saving browser uploads (a folder of images or text files, an archive, a CSV/TSV table, loose images) safely on the server.
 
-A directory upload gives one file per image whose `.name` is its path relative to the chosen
-folder (`flowers/roses/1.jpg`), so the class is the parent folder. Names come from the browser and
+A directory upload gives one file per image or document whose `.name` is its path relative to the
+chosen folder (`flowers/roses/1.jpg`, `news/sport/1.txt`), so the class is the parent folder. Names come from the browser and
 are untrusted: absolute paths, `..` and odd characters never reach the file system.
 """
 
@@ -20,6 +20,7 @@ from tl_core.archive import is_archive
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+TABLE_SUFFIXES = (".csv", ".tsv")  # one row per example: a text and a label column (or image paths and labels)
 
 
 class UploadedFileLike(Protocol):
@@ -139,7 +140,8 @@ def upload_size(files: Sequence[UploadedFileLike | None]) -> int:
 
 
 def dataset_choices(folder: Path) -> list[str]:
-    """Names of the datasets in `folder`: sub-folders and archives, hidden entries (staging uploads) left out."""
+    """Names of the datasets in `folder`: sub-folders, archives and CSV/TSV tables, hidden entries (staging uploads) left out."""
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_archive(p)))
+    return sorted(p.name for p in folder.iterdir()
+                  if not p.name.startswith(".") and (p.is_dir() or is_archive(p) or (p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)))
