@@ -12,7 +12,7 @@ from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
 from ui.charts import overlay_chart
 from ui.settings import has_offline_weights
 from ui.runs_table import RUN_WEIGHTS_PREFIX, child_runs, comparison_config, leaderboard_frame, parent_run_id, runs_frame
-from ui.state import chosen_settings, current_dataset, current_run_id, get_manager, get_store, set_current_run
+from ui.state import chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run
 from ui.text import escape_markdown, show_error
 from ui.training import phase_starts, show_best_phase, show_curves, show_transfer_verdict
 
@@ -108,18 +108,19 @@ st.subheader("Compare backbones")
 st.caption("Queue the same data, mode and settings over several backbones; they train one after another.")
 dataset = current_dataset()
 model, train = chosen_settings()
-specs = list_backbones(None)
+modality = current_modality() if dataset else "image"
+specs = list_backbones(None, modality=modality)
 offline = {spec.name: has_offline_weights(spec) for spec in specs}
 picked = st.multiselect("Backbones", [spec.name for spec in specs], key="compare_backbones",
-                        format_func=lambda name: name + ("" if offline[name] else " (ImageNet weights need a download)"),
+                        format_func=lambda name: name + ("" if offline[name] else " (pretrained weights not installed)"),
                         help="Each becomes one run with the settings from the Model page.")
 if not dataset:
     st.caption("Choose a dataset on the Data page first.")
 if st.button(f"Queue {len(picked)} run(s)" if picked else "Queue runs", key="compare_submit", type="primary", disabled=not (picked and dataset)):
-    base = RunConfig(data=DataConfig(source=dataset), model=model, train=train)
+    base = RunConfig(data=DataConfig(source=dataset, modality=modality), model=model, train=train)
     queued, skipped = [], []
     for name in picked:
-        if base.model.weights == "imagenet" and not offline[name]:
+        if base.model.weights != "none" and not offline[name]:
             skipped.append(name)
             continue
         try:
@@ -127,7 +128,7 @@ if st.button(f"Queue {len(picked)} run(s)" if picked else "Queue runs", key="com
         except (ConfigError, TransferLabError) as exc:
             show_error(exc)
     if skipped:
-        st.warning("Skipped (ImageNet weights not available offline): " + escape_markdown(", ".join(skipped)), icon=":material/cloud_off:")
+        st.warning("Skipped (pretrained weights not available offline): " + escape_markdown(", ".join(skipped)), icon=":material/cloud_off:")
     if queued:
         if current_run_id() is None:
             set_current_run(queued[0])

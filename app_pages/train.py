@@ -13,7 +13,8 @@ from tl_core.runs import RunRecord
 from ui.dataset import load_dataset
 from ui.settings import mode_label
 from ui.state import (
-    RUN_CONFIG_KEY, chosen_settings, current_dataset, current_run_id, get_manager, get_store, set_current_run, workspace_path,
+    RUN_CONFIG_KEY, chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run,
+    workspace_path,
 )
 from ui.text import escape_markdown, show_error
 from ui.training import (
@@ -38,7 +39,7 @@ def planned_config() -> RunConfig | None:
     config = st.session_state.get(RUN_CONFIG_KEY)
     if config is None:
         model, train = chosen_settings()
-        config = RunConfig(data=DataConfig(source=dataset), model=model, train=train)
+        config = RunConfig(data=DataConfig(source=dataset, modality=current_modality()), model=model, train=train)
     return config
 
 

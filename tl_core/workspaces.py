@@ -36,7 +36,7 @@ DATASETS_FOLDER = "datasets"
 CACHE_FOLDER = "cache"
 RUNS_FOLDER = "runs"
 LOCAL_USER = User("local", "trainer", "You")  # personal mode: one user who may do everything
-WEIGHTS_KEYWORDS = ("imagenet", "none")
+WEIGHTS_KEYWORDS = ("imagenet", "none", "glove", "pretrained")  # the registry's named weights, no file behind them
 RUN_WEIGHTS_PREFIX = "run:"  # the same prefix tl_core.runner reads
 CLEANUP_RUN_STATUSES = ("failed", "interrupted", "stopped")
 USAGE_CACHE_S = 10.0  # a page redraws often; a walk of a few thousand files every time is wasteful
@@ -227,12 +227,16 @@ class Workspaces:
     def check_readable(self, actor: User, path: str | Path) -> Path:
         """`path` resolved, when `actor` may read it (a dataset source, a weights file ...).
 
+        In personal mode (`single_user`) every path is readable.
+
         Raises:
-            UnsafePathError: a NUL byte, or a path outside the actor's readable folders.
+            UnsafePathError: a NUL byte, or (workshop) a path outside the actor's readable folders.
         """
         if "\x00" in str(path):
             raise UnsafePathError(f"The path {str(path)!r} contains a NUL byte: pick the dataset again.")
         resolved = Path(path).expanduser().resolve()
+        if self.single_user:  # personal mode: the one user owns this machine and may train on any folder
+            return resolved
         if any(resolved.is_relative_to(folder.resolve()) for folder in self.readable_roots(actor)):
             return resolved
         raise UnsafePathError(
