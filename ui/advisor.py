@@ -22,7 +22,7 @@ from tl_core.errors import TransferLabError
 from ui.dataset import DatasetView, load_dataset, source_stamp
 from ui.runs_table import RUN_WEIGHTS_PREFIX
 from ui.settings import mode_label
-from ui.state import get_store, workspace_path
+from ui.state import get_store, session_value, workspace_path
 from ui.text import escape_markdown, format_duration, format_percent, show_error
 
 if TYPE_CHECKING:
@@ -109,7 +109,8 @@ def show_mode_advisor(source: str, model_config: ModelConfig, train_config: Trai
     st.subheader("Which mode? Ask the advisor")
     st.caption("Measures how well the frozen backbone's features separate your classes (a linear probe on a sample), "
                "looks at the dataset size and times each mode on this machine. Takes from a few seconds to a minute.")
-    timing = st.toggle("Time each mode on this machine", key="model_advise_timing", value=True,
+    session_value("model_advise_timing", True)  # a default set here, not as `value=`: the page restores saved widget values
+    timing = st.toggle("Time each mode on this machine", key="model_advise_timing",
                        help="Runs a few training steps per mode to estimate the time of each (about 10-30 s more).")
     key = (dataset_key(source), model_config.backbone, model_config.weights, model_config.image_size, model_config.cut_layer, model_config.pooling,
            model_config.augment, train_config.epochs, train_config.fine_tune_epochs, train_config.fine_tune_layers,
