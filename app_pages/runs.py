@@ -7,6 +7,7 @@ import streamlit as st
 from tl_core.backbones import get_backbone_spec, list_backbones
 from tl_core.config import ConfigError, DataConfig, RunConfig
 from tl_core.errors import TransferLabError
+from tl_core.runner import CHECKPOINT_FILE
 from tl_core.runs import RunRecord
 from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
 from ui.charts import overlay_chart
@@ -56,6 +57,16 @@ def run_details(record: RunRecord) -> None:
                      on_click=start_from_backbone, args=(record,),
                      help="Opens the Model page with this run's trained backbone as the starting weights; the new run records where it came from."):
             st.switch_page("app_pages/model.py")
+    elif record.status in ("interrupted", "failed", "stopped") and (store.run_dir(record.id) / CHECKPOINT_FILE).is_file():
+        st.caption("This run ended early but kept its best weights so far: a new run with the same settings can start from them.")
+        if st.button("Resume from its checkpoint", key="runs_resume", icon=":material/replay:",
+                     help="Queues a new run (same data and settings) that starts from this run's last checkpoint; it runs every epoch again."):
+            try:
+                set_current_run(manager.resume(record.id))
+            except TransferLabError as exc:
+                show_error(exc)
+            else:
+                st.switch_page("app_pages/train.py")
     show_curves(epochs, marks, None)
 
 

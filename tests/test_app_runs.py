@@ -167,3 +167,36 @@ def test_lineage_is_shown_both_ways_and_a_backbone_starts_a_new_run(workspace: t
     assert at.radio(key="model_weights").value == f"run:{first.id}"
     assert at.selectbox(key="model_backbone").value == "mobilenet_v2_035" and at.number_input(key="model_image_size").value == 32
     assert at.session_state["run_config"].model.weights == f"run:{first.id}"
+
+
+def test_an_interrupted_run_with_a_checkpoint_offers_to_resume(workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import ui.state
+    from tests.test_jobs import FakeOutcome
+    from tl_core.jobs import JobManager
+    from tl_core.runner import CHECKPOINT_FILE
+    from tl_core.workspaces import LOCAL_USER, Workspaces
+
+    store = RunStore(workspace[0])
+    old = next(record for record in store.list_runs() if record.name == "first")
+    store.finish_run(old.id, "interrupted", error="The worker was killed.")
+    assert (store.run_dir(old.id) / CHECKPOINT_FILE).is_file()
+    started_from: list[bytes] = []
+
+    def resumable(config, *, store, listener, stop, run_id, initial_weights):
+        started_from.append(initial_weights.read_bytes())
+        store.finish_run(run_id, "completed")
+        return FakeOutcome("completed")
+
+    manager = JobManager(store, run=resumable)
+    try:
+        jobs = ui.state.UserJobs(manager, store, LOCAL_USER, Workspaces(workspace[0], single_user=True))
+        monkeypatch.setattr(ui.state, "get_manager", lambda: jobs)
+        at = open_runs()
+        at.selectbox(key="runs_detail").set_value(old.id).run()
+        at.button(key="runs_resume").click().run()
+        assert not at.exception
+        resumed = next(record for record in store.list_runs() if record.parent_run_id == old.id)
+        assert manager.wait(resumed.id, timeout_s=60).progress.status == "completed"
+        assert started_from == [(store.run_dir(old.id) / CHECKPOINT_FILE).read_bytes()]
+    finally:
+        manager.shutdown(stop_jobs=True)

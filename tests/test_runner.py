@@ -161,3 +161,17 @@ def test_a_run_can_start_from_an_interrupted_runs_checkpoint(shapes_dataset, tmp
     other_classes = make_shapes_dataset(tmp_path / "two", num_classes=2, images_per_class=8, image_size=48)
     refused = runner.run_experiment(_config(other_classes, mode=mode, fine_tune_epochs=1), store=store, initial_weights=checkpoint)
     assert refused.status == "failed" and refused.error
+
+
+def test_a_cut_layer_on_a_finished_runs_backbone_is_refused(shapes_dataset, tmp_path):
+    import dataclasses
+
+    from tl_core.errors import BackboneError
+
+    store = RunStore(tmp_path / "ws")
+    parent = runner.run_experiment(_config(shapes_dataset), store=store)
+    config = _config(shapes_dataset)
+    config = config.replace(model=dataclasses.replace(config.model, weights=f"run:{parent.run_id}", cut_layer="block_6_expand"))
+    with pytest.raises(BackboneError, match="cut layer"):
+        runner.run_experiment(config, store=store)
+    assert len(store.list_runs()) == 1  # refused before a run was recorded

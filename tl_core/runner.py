@@ -224,6 +224,11 @@ def run_experiment(
         parent = store.get(config.model.weights[len(RUN_WEIGHTS_PREFIX):])
         if parent.status != "completed":
             raise BackboneError(f"Run {parent.id} is {parent.status}; only a completed run's backbone can start a new run.")
+        if config.model.cut_layer:
+            raise BackboneError(
+                f"A cut layer ({config.model.cut_layer}) cannot be applied to run {parent.id}'s trained backbone: "
+                "start from its backbone without a cut, or cut the pretrained backbone (weights imagenet) instead."
+            )
         parent_run_id = parent.id
         parent_backbone = backbone_from_saved_classifier(store.run_dir(parent.id) / KERAS_FILE)
         # The parent's backbone fixes the architecture and input size.
