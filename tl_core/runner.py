@@ -14,6 +14,7 @@ import json
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -437,7 +438,9 @@ def _load_checkpoint(transfer_model: TransferModel, path: Path, log: Any) -> Non
     """Load an interrupted run's checkpoint: the whole model's weights, or the head's (feature extraction saves only those)."""
     for target, what in ((transfer_model.model, "every layer"), (transfer_model.head, "the head")):
         try:
-            target.load_weights(path)
+            with warnings.catch_warnings():  # a head-only file read as a whole model warns per layer before it fails
+                warnings.simplefilter("ignore")
+                target.load_weights(path)
         except (ValueError, KeyError, OSError):
             continue
         log("info", f"Starting from the interrupted run's checkpoint ({what}).")
