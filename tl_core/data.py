@@ -39,6 +39,7 @@ from tl_core.dataset_checks import (  # noqa: F401 - re-exported: Example, Probl
     Severity,
     check_classes,
     dataset_fingerprint,
+    format_problems,
     remove_duplicates,
 )
 from tl_core.errors import DataError
@@ -100,17 +101,7 @@ class ScanReport:
                 f"\nimage size (w x h): min {s['width_min']:.0f}x{s['height_min']:.0f}, "
                 f"median {s['width_median']:.0f}x{s['height_median']:.0f}, max {s['width_max']:.0f}x{s['height_max']:.0f}"
             )
-        by_kind: dict[str, list[Problem]] = defaultdict(list)
-        for problem in self.problems:
-            by_kind[problem.kind].append(problem)
-        for kind, problems in by_kind.items():
-            lines.append(f"\n{problems[0].severity.upper()} {kind} ({len(problems)}):")
-            lines.extend(f"  - {p.message}" for p in problems[:_LINES_PER_KIND])
-            if len(problems) > _LINES_PER_KIND:
-                lines.append(f"  ... and {len(problems) - _LINES_PER_KIND} more")
-        if not self.problems:
-            lines.append("\nNo problems found.")
-        return "\n".join(lines)
+        return "\n".join(lines + format_problems(self.problems, per_kind=_LINES_PER_KIND))
 
 
 @dataclass
