@@ -29,6 +29,7 @@ from tl_core.events import (
     RunStatus,
     TrainingListener,
 )
+from tl_core.head_fit import HeadFitter, can_fit_fast
 from tl_core.modalities import get_modality
 from tl_core.model import FreezeBackbone, FreezePolicy, TransferModel, UnfreezeAll, UnfreezeBlocks, UnfreezeTop, count_trainable_weights
 from tl_core.stopping import StopToken
@@ -334,11 +335,21 @@ def _run_phase(session: _Session, phase: Phase, target: keras.Model, fit: PhaseF
 
 
 def _fit_on_features(session: _Session, features: Callable[[str], np.ndarray], labels: dict[str, np.ndarray]) -> PhaseFit:
-    """Fit on in-memory features through `tf.data` (measured 2-3x faster per epoch than fit's own array adapter)."""
+    """Fit on in-memory features: a compiled epoch per call (`HeadFitter`), or `fit` over `tf.data` under a distribution strategy.
+
+    `fit` over `tf.data` measured 2-3x faster per epoch than `fit`'s own array adapter; `HeadFitter` another
+    ~3x per epoch and about half of `fit`'s set-up (0.4-0.8 s instead of 0.8-1.0 s for 10 epochs of 510 features).
+    """
     import tensorflow as tf  # the engine's backend; imported here like image_dataset does
 
     def fit(target: keras.Model, epochs: int, callbacks: list[keras.callbacks.Callback]) -> None:
         config = session.config
+        if can_fit_fast():  # one graph call per epoch instead of fit's per-step and per-call costs (tl_core/head_fit.py)
+            validation = (features("val"), labels["val"]) if session.monitor == "val_loss" else (None, None)
+            fitter = HeadFitter(target, features("train"), labels["train"], *validation, batch_size=config.batch_size,
+                                class_weight=session.class_weight, seed=config.seed, jit_compile=session.jit_compile)
+            fitter.fit(epochs, callbacks)
+            return
         train_count = len(labels["train"])
         train = tf.data.Dataset.from_tensor_slices((features("train"), labels["train"].astype(np.int32)))
         train = train.shuffle(max(1, train_count), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
