@@ -248,7 +248,7 @@ def test_cache_is_written_once_then_reused_without_reading_the_pth(tmp_path: Pat
     weights = OFFLINE_WEIGHTS["efficientnet_lite0"]
     first = weights.build_backbone(32, pretrained=True, cache_dir=tmp_path)
     cached = list(tmp_path.iterdir())
-    assert len(cached) == 1 and cached[0].name.endswith(".weights.h5")  # no temporary files left behind
+    assert len(cached) == 1 and cached[0].name.endswith(".weights.npz")  # no temporary files left behind
 
     def refuse(path: Path) -> dict[str, np.ndarray]:
         raise AssertionError(f"re-read {path}")
@@ -266,7 +266,7 @@ def test_cache_folder_comes_from_argument_then_environment_then_home(tmp_path: P
     assert cache.resolve_cache_dir() == tmp_path / "from_env"
     assert cache.resolve_cache_dir(tmp_path / "explicit") == tmp_path / "explicit"
     OFFLINE_WEIGHTS["mobilenet_v2_dogs"].build_backbone(32, pretrained=True)
-    assert [p.suffixes for p in (tmp_path / "from_env").iterdir()] == [[".weights", ".h5"]]
+    assert [p.suffixes for p in (tmp_path / "from_env").iterdir()] == [[".weights", ".npz"]]
 
 
 def test_damaged_cache_is_rebuilt_and_unwritable_cache_still_gives_a_model(tmp_path: Path) -> None:
@@ -281,6 +281,24 @@ def test_damaged_cache_is_rebuilt_and_unwritable_cache_still_gives_a_model(tmp_p
     blocked.write_text("a file where the cache folder should be")
     model = weights.build_backbone(32, pretrained=True, cache_dir=blocked)
     np.testing.assert_array_equal(model.get_weights()[0], reference.get_weights()[0])
+
+
+def test_cache_of_another_architecture_is_reconverted_and_a_legacy_h5_cache_is_migrated(tmp_path: Path) -> None:
+    weights = OFFLINE_WEIGHTS["mobilenet_v2_dogs"]
+    reference = weights.build_backbone(32, pretrained=True, cache_dir=tmp_path)
+    cache_file = next(tmp_path.iterdir())
+    np.savez(cache_file, np.zeros((3, 3)), np.zeros(5))  # readable, but not this model's variables
+    rebuilt = weights.build_backbone(32, pretrained=True, cache_dir=tmp_path)
+    for a, b in zip(rebuilt.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    legacy = cache_file.with_name(cache_file.name.removesuffix(".npz") + ".h5")  # what releases before .npz wrote
+    reference.save_weights(legacy)
+    cache_file.unlink()
+    migrated = weights.build_backbone(32, pretrained=True, cache_dir=tmp_path)
+    for a, b in zip(migrated.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert [p.name for p in tmp_path.iterdir()] == [cache_file.name]  # rewritten as .npz, the .h5 removed
 
 
 # --- fine-tuning ----------------------------------------------------------------------------
