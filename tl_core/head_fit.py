@@ -17,8 +17,10 @@ one the head's variables are mirrored and `fit` handles them, so `can_fit_fast` 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -27,6 +29,19 @@ import tensorflow as tf
 def can_fit_fast() -> bool:
     """True outside any distribution strategy's scope: the head's variables are plain ones, not mirrored."""
     return not tf.distribute.has_strategy()
+
+
+@contextlib.contextmanager
+def _without_retracing_warning() -> Iterator[None]:
+    """Each fitter traces its own graphs once; after five heads TensorFlow warns of "excessive retracing" of the
+    same code, which is expected here (a new head per run) and would only alarm users reading the log."""
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        tf_logger.setLevel(level)
 
 
 def _crossentropy(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
@@ -65,17 +80,15 @@ class HeadFitter:
         self._rng = np.random.default_rng(seed)
         variables = head.trainable_variables
         head.optimizer.build(variables)  # slots exist before tracing: a graph loop cannot create variables
-        self._train_epoch = tf.function(self._epoch_graph, jit_compile=jit_compile, reduce_retracing=True)
-        self._evaluate = tf.function(self._evaluate_graph, jit_compile=jit_compile, reduce_retracing=True)
+        self._train_epoch = tf.function(self._epoch_graph, jit_compile=jit_compile, autograph=False)  # an explicit while_loop: no conversion cost
+        self._evaluate = tf.function(self._evaluate_graph, jit_compile=jit_compile, autograph=False)
 
     def _epoch_graph(self, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         head, optimizer = self.head, self.head.optimizer
         variables = head.trainable_variables
-        loss_sum = tf.constant(0.0)
-        correct = tf.constant(0.0)
-        weight_sum = tf.constant(0.0)
-        for step in tf.range(self.batches):
-            rows = order[step * self.batch_size: (step + 1) * self.batch_size]
+
+        def step(index: tf.Tensor, loss_sum: tf.Tensor, correct: tf.Tensor, weight_sum: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            rows = order[index * self.batch_size: (index + 1) * self.batch_size]
             features = tf.gather(self.features, rows)
             labels = tf.gather(self.labels, rows)
             weights = tf.gather(self.weights, rows)
@@ -84,12 +97,12 @@ class HeadFitter:
                 probabilities = head(features, training=True)
                 loss = tf.reduce_sum(_crossentropy(labels, probabilities) * weights) / size
                 scaled = optimizer.scale_loss(loss)  # a LossScaleOptimizer under mixed precision; identity otherwise
-            gradients = tape.gradient(scaled, variables)
-            optimizer.apply(gradients, variables)
+            optimizer.apply(tape.gradient(scaled, variables), variables)
             hits = tf.cast(tf.equal(tf.argmax(probabilities, axis=1, output_type=tf.int32), labels), tf.float32)
-            loss_sum += loss * size
-            correct += tf.reduce_sum(hits * weights)
-            weight_sum += tf.reduce_sum(weights)
+            return index + 1, loss_sum + loss * size, correct + tf.reduce_sum(hits * weights), weight_sum + tf.reduce_sum(weights)
+
+        zero = tf.constant(0.0)
+        _, loss_sum, correct, weight_sum = tf.while_loop(lambda index, *_: index < self.batches, step, (tf.constant(0), zero, zero, zero))
         return loss_sum / tf.cast(self.count, tf.float32), correct / weight_sum
 
     def _evaluate_graph(self, features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -106,11 +119,13 @@ class HeadFitter:
         for epoch in range(epochs):
             callback_list.on_epoch_begin(epoch)
             order = tf.constant(self._rng.permutation(self.count).astype(np.int32))
-            loss, accuracy = self._train_epoch(order)
+            with _without_retracing_warning() if epoch == 0 else contextlib.nullcontext():
+                loss, accuracy = self._train_epoch(order)
             logs = {"loss": float(loss), "accuracy": float(accuracy)}
             callback_list.on_train_batch_end(self.batches - 1, dict(logs))
             if self.val is not None:
-                val_loss, val_accuracy = self._evaluate(*self.val)
+                with _without_retracing_warning() if epoch == 0 else contextlib.nullcontext():
+                    val_loss, val_accuracy = self._evaluate(*self.val)
                 logs.update(val_loss=float(val_loss), val_accuracy=float(val_accuracy))
             callback_list.on_epoch_end(epoch, logs)
             if self.head.stop_training:
