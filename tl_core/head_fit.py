@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+
 def can_fit_fast() -> bool:
     """True outside any distribution strategy's scope: the head's variables are plain ones, not mirrored."""
     return not tf.distribute.has_strategy()
