@@ -78,7 +78,7 @@ def _segments(clock: common.EventClock, total: float) -> dict[str, float]:
     finished = clock.first("RunFinished") or total
     milestones = {
         "scan + run record": started,
-        "decode (image cache), beyond the build it overlaps": decoded,
+        "decode (image cache)": decoded,
         "build model": built,
         "backbone features, train + val (or cached ones loaded)": featured,
         "head set-up (build head, compile)": head_started,
