@@ -146,6 +146,25 @@ def _corrupt_png() -> bytes:
     return bytes(data)
 
 
+def test_a_large_jpeg_decodes_at_a_reduced_scale_never_below_the_target_and_looks_the_same(tmp_path: Path) -> None:
+    rows, cols = np.mgrid[0:600, 0:800]
+    pixels = np.stack([cols * 255 // 799, rows * 255 // 599, np.full_like(rows, 90)], axis=-1).astype(np.uint8)  # smooth gradients
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated: 600 wide, 800 high
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=92)
+
+    assert decode_image(path).size == (600, 800)
+    assert decode_image(path, at_least=64).size == (75, 100)  # 1/8 scale: both sides still >= 64
+    assert decode_image(path, at_least=150).size == (150, 200)  # 1/4 scale
+    assert decode_image(path, at_least=200).size == (300, 400)  # 1/2: at 1/4 the short side (150) would be too small
+    assert decode_image(path, at_least=400).size == (600, 800)  # no reduction keeps both sides >= 400
+    reduced = load_image_array(path, 64).astype(int)
+    full = np.asarray(decode_image(path).resize((64, 64), Image.Resampling.BILINEAR), dtype=int)
+    assert reduced.shape == (64, 64, 3)
+    assert np.abs(reduced - full).mean() < 2.0 and np.abs(reduced - full).max() <= 12
+
+
 @pytest.mark.parametrize(
     ("name", "content", "kind"),
     [

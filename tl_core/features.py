@@ -21,6 +21,7 @@ import tensorflow as tf
 from tl_core.config import ModelConfig
 from tl_core.data import Example
 from tl_core.image_cache import release_pages
+from tl_core.images import DECODING_VERSION
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def examples_feature_key(
     if model_config.weights == "none":
         identity += f":seed{seed}{random_weights_tag}"
     content = hashlib.sha256("".join(e.content_hash for e in examples).encode()).hexdigest()
-    return feature_cache_key(content, model_config.backbone, identity, str(image_size), str(cut_layer), model_config.pooling)
+    return feature_cache_key(content, model_config.backbone, identity, str(image_size), str(cut_layer), model_config.pooling, f"decoding{DECODING_VERSION}")
 
 
 def extract_features(

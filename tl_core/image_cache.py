@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 logger = logging.getLogger(__name__)
-_CACHE_FORMAT_VERSION = "1"  # bump when decoding or resizing changes, so old caches are not reused
+_CACHE_FORMAT_VERSION = f"1.{image_io.DECODING_VERSION}"  # the file layout and the decoding: a change makes old caches unused
 RELEASE_EVERY_ROWS = 64  # while decoding: flush and release the written pages this often (a flush is one msync)
 
 

@@ -24,6 +24,7 @@ from tl_core.errors import DataError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 64_000_000
+DECODING_VERSION = "2"  # bump when `load_image_array`'s pixels change: cached images and features are then recomputed (2: JPEG draft)
 DecodeErrorKind = Literal["zero-bytes", "not-an-image", "corrupt", "truncated", "too-large"]
 
 _MAX_BYTES_PER_PIXEL = 8  # 16-bit RGBA, uncompressed: no real image under the pixel cap is larger on disk
@@ -179,7 +180,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Image.Image:
     """Decode any supported image file into an 8-bit RGB Pillow image, EXIF orientation applied.
 
     GIF and animated WebP give their first frame; grayscale, palette, CMYK and 16-bit/float images
@@ -188,6 +189,8 @@ def decode_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
     Args:
         path: the image file.
         max_pixels: refuse images with more pixels than this (decompression-bomb guard).
+        at_least: the side the caller will resize to: a JPEG at least twice as large on both sides is
+            decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow `draft`), never below it.
 
     Returns:
         A fully loaded RGB image that holds no open file.
@@ -198,6 +201,8 @@ def decode_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
     data = _read_bytes(path, max_pixels)
     image = _open_checked(data, path, max_pixels)
     with image:
+        if at_least and image.format == "JPEG":  # both sides stay >= at_least, whatever the EXIF rotation
+            image.draft("RGB", (at_least, at_least))
         _load_pixels(image, data, path)
         try:
             oriented = ImageOps.exif_transpose(image)
@@ -222,7 +227,7 @@ def load_image_array(path: str | Path, image_size: int, *, max_pixels: int = DEF
     Returns:
         A uint8 array of shape (image_size, image_size, 3).
     """
-    image = decode_image(path, max_pixels=max_pixels)
+    image = decode_image(path, max_pixels=max_pixels, at_least=image_size)  # a 4000 px photo decodes ~8x faster at 1/8 scale
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
