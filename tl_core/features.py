@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tl_core.config import ModelConfig
 from tl_core.data import Example
+from tl_core.graph_options import without_graph_rewrites
 from tl_core.image_cache import release_pages
 from tl_core.images import DECODING_VERSION
 
@@ -89,7 +90,8 @@ def extract_features(
                 padded = np.full((batch_size, *batch.shape[1:]), "" if batch.dtype == object else 0, dtype=batch.dtype)
                 padded[: len(batch)] = batch
                 batch = padded
-            features[start:stop] = feature_extractor.predict_on_batch(batch)[: stop - start]
+            with without_graph_rewrites():
+                features[start:stop] = feature_extractor.predict_on_batch(batch)[: stop - start]
         if progress is not None:
             progress(stop, count)
     return features

@@ -26,6 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_core.graph_options import without_graph_rewrites
+
 
 def can_fit_fast() -> bool:
     """True outside any distribution strategy's scope: the head's variables are plain ones, not mirrored."""
@@ -114,6 +116,10 @@ class HeadFitter:
 
     def fit(self, epochs: int, callbacks: Sequence[keras.callbacks.Callback]) -> None:
         """Train for up to `epochs` epochs, calling the callbacks as `fit` would (batch hooks once per epoch)."""
+        with without_graph_rewrites():  # the epoch loop runs for a second or so: Grappler's ~0.1 s would not pay back
+            self._fit(epochs, callbacks)
+
+    def _fit(self, epochs: int, callbacks: Sequence[keras.callbacks.Callback]) -> None:
         callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.head)
         self.head.stop_training = False
         callback_list.on_train_begin()
