@@ -97,7 +97,10 @@ MIRRORED_SCRIPT = textwrap.dedent(
     config = RunConfig(data=DataConfig(source=sys.argv[1]), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
                        train=TrainConfig(mode="fine-tune", epochs=1, fine_tune_epochs=1, batch_size=8, mixed_precision=True))
     outcome = runner.run_experiment(config, store=RunStore(sys.argv[2]), strategy=strategy)
-    print(json.dumps({"status": outcome.status, "replicas": strategy.num_replicas_in_sync, "error": outcome.error}))
+    # Feature extraction under the strategy: the head trains with `fit` (HeadFitter's variables are not mirrored).
+    extraction = runner.run_experiment(config.replace(train=TrainConfig(epochs=2, batch_size=8)), store=RunStore(sys.argv[2]), strategy=strategy)
+    print(json.dumps({"status": outcome.status, "replicas": strategy.num_replicas_in_sync, "error": outcome.error,
+                      "extraction": [extraction.status, extraction.error, extraction.summary["test_accuracy"] is not None]}))
     """
 )
 
@@ -106,7 +109,7 @@ def test_mirrored_strategy_path_on_two_logical_cpus(shapes_dataset, workspace):
     completed = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(shapes_dataset), str(workspace)], capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert result == {"status": "completed", "replicas": 2, "error": None}
+    assert result == {"status": "completed", "replicas": 2, "error": None, "extraction": ["completed", None, True]}
 
 
 def test_compare_scratch_records_the_baseline_and_the_verdict(shapes_dataset, workspace):
