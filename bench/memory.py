@@ -102,9 +102,9 @@ class _StageListener:
         kind = type(event).__name__
         text = getattr(event, "text", "")
         if kind == "RunStarted":
-            self.sampler.enter("decode into the image cache, model built alongside")
-        elif kind == "LogMessage" and ("decoded and cached" in text or "decoded-image cache" in text) and "decode" in self.sampler.stages[-1].name:
-            self.sampler.enter("backbone features")  # the decode's log lines arrive once decoding is done
+            self.sampler.enter("decode into the image cache, then build the model")
+        elif kind == "LogMessage" and text.startswith("Built ") and "decode" in self.sampler.stages[-1].name:
+            self.sampler.enter("backbone features")  # the runner decodes every split first, then builds
         elif kind == "PhaseStarted":
             self.sampler.enter("head epochs")
         elif kind == "PhaseEnded":
