@@ -27,11 +27,12 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tl_core import sqlite_store
 from tl_core.errors import TransferLabError
 
 QUEUE_FILE = "queue.sqlite"
@@ -39,7 +40,6 @@ ANY_DEVICE = "auto"
 # Progressive mode stops at a plateau or after `max_stages`; None means "down to the first block",
 # which depends on the backbone: 4 stages is the same planning guess the progress bar uses.
 PROGRESSIVE_STAGES_GUESS = 4
-_BUSY_TIMEOUT_S = 30.0
 
 EntryState = Literal["queued", "running", "done"]
 
@@ -114,23 +114,8 @@ class JobQueue:
         """The queue file of a workspace (`<workspace>/queue.sqlite`)."""
         return cls(Path(workspace) / QUEUE_FILE, **options)
 
-    @contextlib.contextmanager
-    def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            connection.row_factory = sqlite3.Row
-            if not write:
-                yield connection
-                return
-            connection.execute("BEGIN IMMEDIATE")  # read-check-write is atomic across processes
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-        finally:
-            connection.close()
+    def _connect(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_store.connect(self.path, write=write)  # write: read-check-write is atomic across processes
 
     # -- changing the queue ----------------------------------------------------------------------
     def enqueue(

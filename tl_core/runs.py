@@ -27,12 +27,11 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tl_core import events
+from tl_core import events, sqlite_store
 from tl_core.errors import RunNotFoundError, TransferLabError
 
 if TYPE_CHECKING:
@@ -46,7 +45,6 @@ STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted"
 FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted")
 # Shown first in `compare`, in this order, when present.
 KEY_METRICS = ("val_accuracy", "test_accuracy", "val_loss", "evaluation_accuracy", "eval_macro_f1", "epochs_run", "elapsed_s")
-_BUSY_TIMEOUT_MS = 30_000
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # MIGRATIONS[i] upgrades a database from user_version i to i + 1. Append, never edit a released one.
@@ -202,26 +200,9 @@ class RunStore:
         self.recover_interrupted()
 
     # -- connections and schema ------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+    def _connect(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A fresh connection; with `write`, one IMMEDIATE transaction so read-modify-write is atomic."""
-        connection = sqlite3.connect(self.database_path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        try:
-            connection.row_factory = sqlite3.Row
-            connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA foreign_keys = ON")
-            if not write:
-                yield connection
-                return
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-        finally:
-            connection.close()
+        return sqlite_store.connect(self.database_path, write=write, pragmas=("PRAGMA foreign_keys = ON",))
 
     def _migrate(self) -> None:
         with self._connect() as connection:
