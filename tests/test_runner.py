@@ -13,7 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tl_core import runner  # noqa: E402
+from tl_core import dataset_prep, runner  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.images import load_image_array  # noqa: E402
 from tl_core.predict import load_run_classifier  # noqa: E402
@@ -135,8 +135,8 @@ def test_a_second_scan_of_an_unchanged_folder_is_reused_and_a_changed_file_resca
     config = DataConfig(source=str(source))
     first = runner.prepare_dataset(config, store)
     scans = []
-    real_scan = runner.scan_dataset
-    monkeypatch.setattr(runner, "scan_dataset", lambda *args, **kwargs: scans.append(args) or real_scan(*args, **kwargs))
+    real_scan = dataset_prep.scan_dataset
+    monkeypatch.setattr(dataset_prep, "scan_dataset", lambda *args, **kwargs: scans.append(args) or real_scan(*args, **kwargs))
 
     again = runner.prepare_dataset(config, store)
     assert scans == []  # nothing changed: the earlier report is reused
