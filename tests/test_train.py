@@ -15,7 +15,8 @@ from tl_core.features import extract_features  # noqa: E402
 from tl_core.image_cache import build_image_cache  # noqa: E402
 from tl_core.model import build_head, build_transfer_model, is_batch_norm  # noqa: E402
 from tl_core.stopping import StopToken  # noqa: E402
-from tl_core.train import BestWeights, TrainingData, class_weights_for, train_head, train_model  # noqa: E402
+from tl_core.train import TrainingData, class_weights_for, train_head, train_model  # noqa: E402
+from tl_core.training_callbacks import BestWeights  # noqa: E402
 
 SIZE = 48
 TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE)
@@ -247,15 +248,15 @@ def test_train_head_learns_on_features_alone_and_keeps_the_best_epoch(shapes_dat
 def test_mid_phase_checkpoints_are_spaced_by_their_measured_cost(tmp_path):
     import keras
 
-    from tl_core import train
+    from tl_core import training_callbacks as callbacks
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    best = train.BestWeights(model, tmp_path / "best.weights.h5")
+    best = callbacks.BestWeights(model, tmp_path / "best.weights.h5")
     assert best.checkpoint_spacing_s() == 0.0  # nothing timed yet: the first improvement is written at once
     assert best.update(1.0, 1, {"val_loss": 1.0}) and (tmp_path / "best.weights.h5").is_file()
     spacing = best.checkpoint_spacing_s()
-    assert 0.0 < spacing <= train.CHECKPOINT_INTERVAL_S
-    assert spacing == pytest.approx(min(train.CHECKPOINT_INTERVAL_S, best._write_seconds / train.CHECKPOINT_OVERHEAD))
+    assert 0.0 < spacing <= callbacks.CHECKPOINT_INTERVAL_S
+    assert spacing == pytest.approx(min(callbacks.CHECKPOINT_INTERVAL_S, best._write_seconds / callbacks.CHECKPOINT_OVERHEAD))
     (tmp_path / "best.weights.h5").unlink()
     best._last_write -= spacing + 0.01  # as if that much training time had passed
     assert best.update(0.5, 2, {"val_loss": 0.5}) and (tmp_path / "best.weights.h5").is_file()
