@@ -78,22 +78,22 @@ def extract_features(
     feature_dim = int(feature_extractor.output.shape[-1])
     features = np.empty((count, feature_dim), dtype=np.float32)
     distributed = tf.distribute.has_strategy()
-    for start in range(0, count, batch_size):
-        stop = min(start + batch_size, count)
-        batch = np.array(images[start:stop])  # a copy, so the mapped pages can be released right away
-        release_pages(images)
-        if distributed:  # predict_on_batch returns per-replica rows concatenated under MirroredStrategy
-            features[start:stop] = keras.ops.convert_to_numpy(feature_extractor(batch, training=False))
-        else:  # a compiled graph: measured 4-9x faster than an eager call here
-            if len(batch) < batch_size:  # one input shape for every call: no retrace (~1 s at 128 px)
-                # zeros for images, empty strings for documents (an object array of 0s is no tf.string)
-                padded = np.full((batch_size, *batch.shape[1:]), "" if batch.dtype == object else 0, dtype=batch.dtype)
-                padded[: len(batch)] = batch
-                batch = padded
-            with without_graph_rewrites():
+    with without_graph_rewrites():  # set once for the loop: the predict graph is one-off work (tl_core/graph_options.py)
+        for start in range(0, count, batch_size):
+            stop = min(start + batch_size, count)
+            batch = np.array(images[start:stop])  # a copy, so the mapped pages can be released right away
+            release_pages(images)
+            if distributed:  # predict_on_batch returns per-replica rows concatenated under MirroredStrategy
+                features[start:stop] = keras.ops.convert_to_numpy(feature_extractor(batch, training=False))
+            else:  # a compiled graph: measured 4-9x faster than an eager call here
+                if len(batch) < batch_size:  # one input shape for every call: no retrace (~1 s at 128 px)
+                    # zeros for images, empty strings for documents (an object array of 0s is no tf.string)
+                    padded = np.full((batch_size, *batch.shape[1:]), "" if batch.dtype == object else 0, dtype=batch.dtype)
+                    padded[: len(batch)] = batch
+                    batch = padded
                 features[start:stop] = feature_extractor.predict_on_batch(batch)[: stop - start]
-        if progress is not None:
-            progress(stop, count)
+            if progress is not None:
+                progress(stop, count)
     return features
 
 
