@@ -82,8 +82,8 @@ def save_weights_atomically(model: keras.Model, path: Path) -> bool:
         return False
     temp_path = Path(temp_name)
     try:
-        with open(temp_path, "wb") as handle:
-            np.savez(handle, *model.get_weights())
+        with open(temp_path, "wb") as output:
+            np.savez(output, *model.get_weights())
         os.replace(temp_path, path)
         return True
     except OSError as exc:
