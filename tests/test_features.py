@@ -34,6 +34,45 @@ def test_partial_last_batches_are_padded_so_the_graph_is_traced_once() -> None:
     assert features.shape == (70, extractor.output.shape[-1]) and progress == [(32, 70), (64, 70), (70, 70)]
 
 
+def test_concurrent_streams_give_the_serial_features_with_progress_in_order() -> None:
+    keras.utils.set_random_seed(0)
+    extractor = build_transfer_model(TINY, 3).feature_extractor
+    images = np.random.default_rng(2).integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)
+    progress: list[tuple[int, int]] = []
+
+    serial = extract_features(extractor, images, batch_size=16, streams=1)
+    concurrent = extract_features(extractor, images, batch_size=16, streams=3, progress=lambda done, total: progress.append((done, total)))
+
+    np.testing.assert_array_equal(concurrent, serial)
+    assert progress == [(stop, 100) for stop in (16, 32, 48, 64, 80, 96, 100)]
+    assert extractor.predict_function.experimental_get_tracing_count() == 1  # the first batch traced it, alone
+
+
+def test_a_progress_callback_that_raises_stops_extraction_within_a_few_batches() -> None:
+    extractor = build_transfer_model(TINY, 3).feature_extractor
+    images = np.random.default_rng(3).integers(0, 256, (400, 32, 32, 3), dtype=np.uint8)
+    calls: list[int] = []
+    original = extractor.predict_on_batch
+
+    def counted(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return original(batch)
+
+    extractor.predict_on_batch = counted
+
+    def stop_at_the_second_batch(done: int, total: int) -> None:
+        if done >= 8:
+            raise KeyboardInterrupt("stop requested")
+
+    try:
+        extract_features(extractor, images, batch_size=4, streams=2, progress=stop_at_the_second_batch)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the callback's exception must reach the caller")
+    assert len(calls) <= 4  # of 100 batches: only those already in flight finished
+
+
 def test_features_are_cached_by_key_and_checked_against_the_image_count(tmp_path: Path) -> None:
     extractor = build_transfer_model(TINY, 3).feature_extractor
     images = np.random.default_rng(1).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,39 +63,71 @@ def examples_feature_key(
     return feature_cache_key(content, model_config.backbone, identity, str(image_size), str(cut_layer), model_config.pooling, f"decoding{DECODING_VERSION}")
 
 
+# Two batches in flight at once: one batch's op chain leaves cores idle (small late-stage tensors, one op at a
+# time), a second batch fills them. EfficientNet-Lite0 at 128 px on 2 CPU cores, medians of 8 interleaved:
+# 252 images/s with one stream, 266-295 with two or three.
+FEATURE_STREAMS = 2
+
+
 def extract_features(
     feature_extractor: keras.Model,
     images: np.ndarray,
     *,
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    streams: int = FEATURE_STREAMS,
 ) -> np.ndarray:
     """Run the extractor over uint8 images in inference mode, one chunk at a time (the memmap is never loaded whole).
 
     Every batch has `batch_size` rows (the last one is padded with zeros, its extra rows dropped), so the
     compiled graph is traced once per extractor and not again for each split's partial last batch.
     The memory-mapped pages a chunk touched are released after it, so RSS stays flat however large the cache.
+    After the first batch (which traces the graph), up to `streams` batches run at once in worker threads;
+    `progress` is still called in order, from this thread.
     """
     count = len(images)
     feature_dim = int(feature_extractor.output.shape[-1])
     features = np.empty((count, feature_dim), dtype=np.float32)
+    if count == 0:
+        return features
+    # A distribution strategy's scope belongs to this thread, so distributed extraction stays in it.
     distributed = tf.distribute.has_strategy()
-    with without_graph_rewrites():  # set once for the loop: the predict graph is one-off work (tl_core/graph_options.py)
-        for start in range(0, count, batch_size):
-            stop = min(start + batch_size, count)
-            batch = np.array(images[start:stop])  # a copy, so the mapped pages can be released right away
-            release_pages(images)
+
+    def run_batch(start: int) -> int:
+        stop = min(start + batch_size, count)
+        batch = np.array(images[start:stop])  # a copy, so the mapped pages can be released right away
+        release_pages(images)
+        with without_graph_rewrites():  # per thread: the predict graph is one-off work (tl_core/graph_options.py)
             if distributed:  # predict_on_batch returns per-replica rows concatenated under MirroredStrategy
                 features[start:stop] = keras.ops.convert_to_numpy(feature_extractor(batch, training=False))
-            else:  # a compiled graph: measured 4-9x faster than an eager call here
-                if len(batch) < batch_size:  # one input shape for every call: no retrace (~1 s at 128 px)
-                    # zeros for images, empty strings for documents (an object array of 0s is no tf.string)
-                    padded = np.full((batch_size, *batch.shape[1:]), "" if batch.dtype == object else 0, dtype=batch.dtype)
-                    padded[: len(batch)] = batch
-                    batch = padded
-                features[start:stop] = feature_extractor.predict_on_batch(batch)[: stop - start]
-            if progress is not None:
-                progress(stop, count)
+                return stop
+            if len(batch) < batch_size:  # one input shape for every call: no retrace (~1 s at 128 px)
+                # zeros for images, empty strings for documents (an object array of 0s is no tf.string)
+                padded = np.full((batch_size, *batch.shape[1:]), "" if batch.dtype == object else 0, dtype=batch.dtype)
+                padded[: len(batch)] = batch
+                batch = padded
+            # a compiled graph: measured 4-9x faster than an eager call here
+            features[start:stop] = feature_extractor.predict_on_batch(batch)[: stop - start]
+        return stop
+
+    def report(stop: int) -> None:
+        if progress is not None:
+            progress(stop, count)
+
+    starts = range(0, count, batch_size)
+    report(run_batch(starts[0]))  # alone: it traces the graph, which must happen once, not in two threads at once
+    if distributed or streams <= 1:
+        for start in starts[1:]:
+            report(run_batch(start))
+        return features
+    with ThreadPoolExecutor(streams, thread_name_prefix="features") as pool:
+        in_flight: deque[Future[int]] = deque()  # bounded, so a `progress` that raises (a stop) waits for few batches
+        for start in starts[1:]:
+            in_flight.append(pool.submit(run_batch, start))
+            if len(in_flight) >= streams:
+                report(in_flight.popleft().result())
+        while in_flight:
+            report(in_flight.popleft().result())
     return features
 
 
