@@ -58,11 +58,12 @@ def test_completed_run_is_stored_with_artefacts_and_reuses_features(shapes_datas
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
 
 
-def test_a_failing_run_keeps_its_log_and_checkpoint(shapes_dataset, workspace, monkeypatch):
-    def broken_evaluation(*args, **kwargs):
+@pytest.mark.parametrize("broken_step", ["evaluate_probabilities", "save_classifier"])  # the save runs in a helper thread
+def test_a_failing_run_keeps_its_log_and_checkpoint(shapes_dataset, workspace, monkeypatch, broken_step):
+    def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(runner, "evaluate_probabilities", broken_evaluation)
+    monkeypatch.setattr(runner, broken_step, broken)
     store = RunStore(workspace)
     outcome = runner.run_experiment(_config(shapes_dataset), store=store)
     assert outcome.status == "failed"
