@@ -44,6 +44,7 @@ from typing import Any, Literal
 import h5py
 import keras
 
+from tl_core import keras_files
 from tl_core.errors import BackboneError, WeightsUnavailableError
 from tl_core.preprocessing import build_unit_range_from
 from tl_core.savedmodel_layer import (
@@ -411,7 +412,7 @@ def _layers_missing_from_legacy_file(model: keras.Model, path: Path) -> list[str
 
 def _backbone_from_keras_file(path: Path, image_size: int) -> keras.Model:
     try:
-        loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+        loaded = keras_files.load_model(path)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for unreadable or unsafe files
         raise WeightsUnavailableError(f"Cannot load {path} as a Keras model ({exc}). Pass a .keras file saved by Keras 3 (e.g. a TransferLab run's model.keras).") from exc
     if BACKBONE_NAME in {layer.name for layer in loaded.layers} and isinstance(loaded.get_layer(BACKBONE_NAME), keras.Model):

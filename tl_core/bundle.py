@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
-
+from tl_core import keras_files
 from tl_core.backbones import get_backbone_spec
 from tl_core.errors import RunNotFoundError
 from tl_core.export import KERAS_FILE, LABELS_FILE, ExportBundle, ModelCard, export_model, read_labels
@@ -49,6 +48,6 @@ def export_run(store: RunStore, run_id: str, out_dir: Path, *, formats: tuple[st
     model_path = store.run_dir(record.id) / KERAS_FILE
     if not model_path.is_file():
         raise RunNotFoundError(f"Run {record.id} ({record.status}) has no saved model to export: pick a completed run (`python -m tl_core runs`).")
-    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    model = keras_files.load_model(model_path)
     card = model_card_for_run(store, record.id)
     return export_model(model, card.class_names, out_dir, card, formats=formats)

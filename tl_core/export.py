@@ -20,6 +20,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tl_core import keras_files
 from tl_core.model import inference_model
 
 KERAS_FILE = "model.keras"
@@ -170,7 +171,7 @@ def export_model(
     keras_path = saved_model_dir = tflite_path = None
     if "keras" in formats:
         keras_path = out_dir / KERAS_FILE
-        model.save(keras_path)
+        keras_files.save_model(model, keras_path)
     if "saved_model" in formats or "tflite" in formats:
         saved_model_dir = out_dir / SAVED_MODEL_DIR
         if saved_model_dir.exists():

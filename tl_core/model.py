@@ -22,6 +22,7 @@ from typing import Protocol
 
 import keras
 
+from tl_core import keras_files
 from tl_core.backbones import BackboneSpec, build_backbone, get_backbone_spec, resolve_image_size
 from tl_core.config import ModelConfig
 from tl_core.errors import BackboneError
@@ -149,7 +150,7 @@ def backbone_from_saved_classifier(path: Path) -> keras.Model:
     """The trained backbone of one of our saved classifiers (`model.keras`), for domain-specific weights."""
     if not path.is_file():
         raise BackboneError(f"No saved model at {path}: only a finished run has one; pick a completed run.")
-    classifier = keras.saving.load_model(path, compile=False, safe_mode=True)
+    classifier = keras_files.load_model(path)
     try:
         return classifier.get_layer(BACKBONE_LAYER)
     except ValueError as exc:

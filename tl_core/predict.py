@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tl_core import keras_files
 from tl_core.errors import RunNotFoundError
 from tl_core.export import KERAS_FILE, LABELS_FILE, read_labels
 from tl_core.images import load_image_array
@@ -48,7 +49,7 @@ def load_run_classifier(store: RunStore, run_id: str) -> LoadedClassifier:
             f"Run {record.id} ({record.status}) has no saved model at {model_path}: "
             "only runs that completed or were stopped have one. Train again, or pick another run with `python -m tl_core runs`."
         )
-    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    model = keras_files.load_model(model_path)
     class_names = read_labels(folder / LABELS_FILE)
     if model.input.dtype == "string":
         sequence_length = int(record.config.get("model", {}).get("sequence_length", 0))

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_core import keras_files
 from tl_core.backbones import get_backbone_spec
 from tl_core.config import RunConfig
 from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport
@@ -378,7 +379,7 @@ def _load_checkpoint(transfer_model: TransferModel, path: Path, log: Any) -> Non
 
 def save_classifier(transfer_model: TransferModel, run_dir: Path) -> None:
     """The run's `model.keras`: the classifier as predict and export load it (without augmentation layers)."""
-    inference_model(transfer_model.model).save(run_dir / KERAS_FILE)
+    keras_files.save_model(inference_model(transfer_model.model), run_dir / KERAS_FILE)
 
 
 def _feature_extraction(
