@@ -34,7 +34,7 @@ from tl_core.backbones import candidate_cut_layers, get_backbone_spec
 from tl_core.config import ModelConfig, TrainConfig
 from tl_core.data import DatasetSplit, Example, ScanReport
 from tl_core.errors import BackboneError
-from tl_core.features import cached_features, examples_feature_key, extract_features
+from tl_core.features import batch_predictor, cached_features, examples_feature_key, extract_features, shared_predictor
 from tl_core.image_cache import build_image_cache
 from tl_core.model import FreezeBackbone, TransferModel, UnfreezeAll, UnfreezeTop, build_transfer_model
 from tl_core.preprocessing import build_preprocessing
@@ -205,11 +205,12 @@ def _sample_features(extractor: keras.Model, samples: Sequence[Sequence[Example]
     """(features, labels) per sample, through the decoded-image and feature caches under `cache_dir`."""
     index = {name: i for i, name in enumerate(split.class_names)}
     results = []
+    predict = shared_predictor(extractor)  # the samples share one traced graph
     for examples in samples:
         images = build_image_cache(examples, image_size, cache_dir / "images").images
         # Random weights get their own tag: a run's random draw may differ from the advisor's.
         key = examples_feature_key(examples, model_config, image_size, cut_layer=cut_layer, seed=seed, random_weights_tag=":advisor")
-        features = cached_features(extractor, images, cache_dir=cache_dir / "features", key=key).features
+        features = cached_features(extractor, images, cache_dir=cache_dir / "features", key=key, predict=predict).features
         results.append((features, np.array([index[e.label] for e in examples], dtype=np.int32)))
     return results
 
@@ -244,7 +245,8 @@ def measure_step_throughput(transfer_model: TransferModel, train_config: TrainCo
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
         return batch / _seconds_per_call(lambda: model.train_on_batch(inputs, labels))
 
-    extraction = batch / _seconds_per_call(lambda: extract_features(transfer_model.feature_extractor, images, batch_size=max(32, batch)))
+    predict = batch_predictor(transfer_model.feature_extractor)  # one traced graph, as a run's feature cache uses it
+    extraction = batch / _seconds_per_call(lambda: extract_features(transfer_model.feature_extractor, images, batch_size=max(32, batch), predict=predict))
     FreezeBackbone().apply(transfer_model.backbone)
     head = frozen = None
     if head_on_features:

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tl_core.config import ModelConfig
 from tl_core.data import Example
+from tl_core.frozen_inference import frozen_inference_function
 from tl_core.graph_options import without_graph_rewrites
 from tl_core.image_cache import release_pages
 from tl_core.images import DECODING_VERSION
@@ -63,10 +64,40 @@ def examples_feature_key(
     return feature_cache_key(content, model_config.backbone, identity, str(image_size), str(cut_layer), model_config.pooling, f"decoding{DECODING_VERSION}")
 
 
+def shared_predictor(feature_extractor: keras.Model) -> BatchPredictor:
+    """A `batch_predictor` made at its first batch and then reused: for several `extract_features` calls over
+    one frozen backbone (e.g. each split of a run), which then share one traced graph. `extract_features`
+    runs its first batch alone, so the predictor is made once, in the calling thread."""
+    made: list[BatchPredictor] = []
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        if not made:
+            made.append(batch_predictor(feature_extractor))
+        return made[0](batch)
+
+    return predict
+
+
 # Two batches in flight at once: one batch's op chain leaves cores idle (small late-stage tensors, one op at a
 # time), a second batch fills them. EfficientNet-Lite0 at 128 px on 2 CPU cores, medians of 8 interleaved:
 # 252 images/s with one stream, 266-295 with two or three.
 FEATURE_STREAMS = 2
+
+
+BatchPredictor = Callable[[np.ndarray], np.ndarray]
+
+
+def batch_predictor(feature_extractor: keras.Model) -> BatchPredictor:
+    """One batch's features as a compiled graph (4-9x faster than an eager call here).
+
+    The frozen lean graph of `tl_core.frozen_inference` where every layer is supported (its first batch
+    0.25-0.4 s shorter for EfficientNet-Lite0, outputs identical), else Keras' own `predict_on_batch`.
+    The lean graph holds the weights as they are now: keep one predictor only while the backbone is frozen.
+    """
+    function = frozen_inference_function(feature_extractor)
+    if function is None:
+        return feature_extractor.predict_on_batch
+    return lambda batch: function(batch).numpy()
 
 
 def extract_features(
@@ -76,6 +107,7 @@ def extract_features(
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
     streams: int = FEATURE_STREAMS,
+    predict: BatchPredictor | None = None,
 ) -> np.ndarray:
     """Run the extractor over uint8 images in inference mode, one chunk at a time (the memmap is never loaded whole).
 
@@ -83,7 +115,8 @@ def extract_features(
     compiled graph is traced once per extractor and not again for each split's partial last batch.
     The memory-mapped pages a chunk touched are released after it, so RSS stays flat however large the cache.
     After the first batch (which traces the graph), up to `streams` batches run at once in worker threads;
-    `progress` is still called in order, from this thread.
+    `progress` is still called in order, from this thread. `predict` (from `shared_predictor`) lets several
+    calls over a frozen backbone share one traced graph; by default each call makes its own.
     """
     count = len(images)
     feature_dim = int(feature_extractor.output.shape[-1])
@@ -92,6 +125,8 @@ def extract_features(
         return features
     # A distribution strategy's scope belongs to this thread, so distributed extraction stays in it.
     distributed = tf.distribute.has_strategy()
+    if not distributed and predict is None:
+        predict = batch_predictor(feature_extractor)
 
     def run_batch(start: int) -> int:
         stop = min(start + batch_size, count)
@@ -106,8 +141,7 @@ def extract_features(
                 padded = np.full((batch_size, *batch.shape[1:]), "" if batch.dtype == object else 0, dtype=batch.dtype)
                 padded[: len(batch)] = batch
                 batch = padded
-            # a compiled graph: measured 4-9x faster than an eager call here
-            features[start:stop] = feature_extractor.predict_on_batch(batch)[: stop - start]
+            features[start:stop] = predict(batch)[: stop - start]
         return stop
 
     def report(stop: int) -> None:
@@ -160,15 +194,16 @@ def cached_features(
     key: str,
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    predict: BatchPredictor | None = None,
 ) -> FeatureSet:
-    """Features for `images`, from `cache_dir/<key>.npy` when present, else computed and saved there."""
+    """Features for `images`, from `cache_dir/<key>.npy` when present, else computed (see `extract_features`) and saved there."""
     if len(images) == 0:
         return FeatureSet(np.zeros((0, int(feature_extractor.output.shape[-1])), np.float32), False, None)
     path = cache_dir / f"{key}.npy" if cache_dir is not None else None
     cached = load_cached_features(cache_dir, key, len(images)) if cache_dir is not None else None
     if cached is not None:
         return FeatureSet(cached, True, path)
-    features = extract_features(feature_extractor, images, batch_size=batch_size, progress=progress)
+    features = extract_features(feature_extractor, images, batch_size=batch_size, progress=progress, predict=predict)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial.npy")

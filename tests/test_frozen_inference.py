@@ -1,0 +1,62 @@
+"""The frozen lean inference graph: the Keras model's outputs, weights frozen at creation, unsupported layers refused."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tl_core.config import ModelConfig  # noqa: E402
+from tl_core.frozen_inference import frozen_inference_function  # noqa: E402
+from tl_core.model import build_transfer_model  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("backbone", "weights", "pooling"),
+    [
+        ("efficientnet_lite0", "imagenet", "avg"),  # the default backbone, with its packaged weights
+        ("mobilenet_v2_035", "none", "max"),
+        ("efficientnet_v2_b0", "none", "avg"),
+    ],
+)
+def test_outputs_equal_the_keras_feature_extractor(backbone: str, weights: str, pooling: str) -> None:
+    keras.utils.set_random_seed(0)
+    extractor = build_transfer_model(ModelConfig(backbone=backbone, weights=weights, image_size=32, pooling=pooling), 3).feature_extractor
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+
+    lean = frozen_inference_function(extractor)
+
+    assert lean is not None
+    expected = keras.ops.convert_to_numpy(extractor(images, training=False))
+    actual = lean(images).numpy()
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+
+def test_weights_are_frozen_at_creation_and_a_new_function_follows_changes() -> None:
+    keras.utils.set_random_seed(1)
+    extractor = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).feature_extractor
+    images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    lean = frozen_inference_function(extractor)
+    before = lean(images).numpy()
+
+    last_bn = [layer for layer in extractor.get_layer("backbone").layers if isinstance(layer, keras.layers.BatchNormalization)][-1]
+    last_bn.beta.assign(last_bn.beta + 1.0)  # e.g. fine-tuning moved the weights: every feature grows by about 1
+
+    changed = keras.ops.convert_to_numpy(extractor(images, training=False))
+    assert np.abs(changed - before).min() > 0.5
+    np.testing.assert_array_equal(lean(images).numpy(), before)  # the old function keeps the old weights
+    np.testing.assert_allclose(frozen_inference_function(extractor)(images).numpy(), changed, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_with_an_unsupported_layer_gets_none() -> None:
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.LayerNormalization()(x)  # weights of a kind the lean graph does not translate
+    dense = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+    assert frozen_inference_function(dense) is None

@@ -1,0 +1,155 @@
+"""A frozen Keras model's inference as one lean TensorFlow graph: weights as constants, no Keras layer calls.
+
+Tracing a Keras model costs the Keras machinery of every layer call (input checks, autocasting, name
+scopes) and a graph read op for every variable: for EfficientNet-Lite0 the first feature batch spent
+0.5 s tracing, most of it in the 49 BatchNormalization layers' four variable reads each. Feature
+extraction runs a frozen backbone in inference mode, where every weight is a constant, so this module
+walks the model's graph once and emits only the arithmetic: convolutions through the layer's own
+`convolution_op` with the kernel as a constant, batch normalisation folded into one multiply-add (its
+factors computed with the same TensorFlow ops `tf.nn.batch_normalization` uses, so the values match),
+and every weight-free built-in layer through its own `call`. Measured on EfficientNet-Lite0 at 128 px:
+first batch 0.5 -> 0.15 s, outputs equal to `predict` within float32 rounding (the tests compare them).
+
+A model with any other layer (a TF Hub layer, a layer with weights of another kind, a mixed-precision
+policy) gets None, and the caller keeps Keras' own `predict_on_batch`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+
+class _Unsupported(Exception):
+    """A layer this module does not translate; the whole model then keeps the Keras path."""
+
+
+def frozen_inference_function(model: keras.Model) -> Callable[[Any], tf.Tensor] | None:
+    """A `tf.function` computing `model(x, training=False)` with constant weights, or None when a layer is not supported.
+
+    The weights are copied now (a graph cannot read variables as numbers), so the function keeps giving
+    the model's outputs as they are at this call: hold it only while the weights do not change (a frozen
+    backbone's feature extraction), and make a new one afterwards. It is traced at its first call.
+    """
+    try:
+        for layer in _all_layers(model):
+            _check_layer(layer)
+        operations: dict[int, Callable[..., Any]] = {}
+        for layer in _all_layers(model):
+            operations[id(layer)] = _operation(layer, operations)
+    except _Unsupported:
+        return None
+    return tf.function(lambda inputs: _run_graph(model, inputs, operations), autograph=False)
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    layers = []
+    for layer in model.layers:
+        layers.append(layer)
+        if isinstance(layer, keras.Model):
+            layers.extend(_all_layers(layer))
+    return layers
+
+
+def _is_builtin(layer: keras.layers.Layer) -> bool:
+    return type(layer).__module__.startswith("keras.src.layers.")
+
+
+def _check_layer(layer: keras.layers.Layer) -> None:
+    policy = getattr(layer, "dtype_policy", None)
+    if policy is not None and (policy.compute_dtype != "float32" and not isinstance(layer, keras.layers.InputLayer)):
+        raise _Unsupported(f"{layer.name}: {policy.name}")
+    if isinstance(layer, keras.Model):
+        if not isinstance(layer, keras.Sequential) and not hasattr(layer, "_run_through_graph"):
+            raise _Unsupported(f"{layer.name}: a subclassed model")
+        return
+    if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
+        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None) or layer.data_format != "channels_last":
+            raise _Unsupported(f"{layer.name}: LoRA, quantised or channels-first")
+        if isinstance(layer, keras.layers.Conv2D) and layer.groups != 1:
+            raise _Unsupported(f"{layer.name}: grouped convolution")
+        return
+    if type(layer) is keras.layers.BatchNormalization:
+        if layer.axis not in (-1, len(layer.input.shape) - 1):
+            raise _Unsupported(f"{layer.name}: normalises axis {layer.axis}")
+        return
+    if not _is_builtin(layer) or layer.weights:
+        raise _Unsupported(f"{layer.name}: {type(layer).__name__}")
+
+
+def _run_graph(model: keras.Model, inputs: Any, operations: dict[int, Callable[..., Any]]) -> tf.Tensor:
+    if isinstance(model, keras.Sequential):
+        outputs = inputs
+        for layer in model.layers:
+            outputs = operations[id(layer)](outputs)
+        return outputs
+    return model._run_through_graph(inputs, operation_fn=lambda layer: operations[id(layer)])
+
+
+def _operation(layer: keras.layers.Layer, operations: dict[int, Callable[..., Any]]) -> Callable[..., Any]:
+    """The plain-TensorFlow version of one layer in inference mode, its weights read now (a nested model's from `operations`)."""
+    if isinstance(layer, keras.Model):
+        return lambda inputs, *_, **__: _run_graph(layer, inputs, operations)
+    weighted = {keras.layers.Conv2D: _convolution, keras.layers.DepthwiseConv2D: _depthwise_convolution, keras.layers.BatchNormalization: _batch_normalization}
+    if type(layer) in weighted:
+        run = weighted[type(layer)](layer)
+        return lambda inputs, **_: run(inputs)  # `training` and `mask` change nothing for these layers at inference
+    return _stateless(layer)
+
+
+def _constant(variable: Any) -> tf.Tensor:
+    return tf.constant(keras.ops.convert_to_numpy(variable))
+
+
+def _finish(layer: keras.layers.Layer, outputs: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
+    if bias is not None:  # as the layers' own `call`: add a (1, 1, 1, C) bias, then the activation
+        outputs = keras.ops.add(outputs, keras.ops.reshape(bias, (1, 1, 1, -1)))
+    return layer.activation(outputs) if layer.activation is not None else outputs
+
+
+def _convolution(layer: keras.layers.Conv2D) -> Callable[[tf.Tensor], tf.Tensor]:
+    kernel = _constant(layer.kernel)
+    bias = _constant(layer.bias) if layer.use_bias else None
+    return lambda inputs: _finish(layer, layer.convolution_op(inputs, kernel), bias)
+
+
+def _depthwise_convolution(layer: keras.layers.DepthwiseConv2D) -> Callable[[tf.Tensor], tf.Tensor]:
+    kernel = _constant(layer.kernel)
+    bias = _constant(layer.bias) if layer.use_bias else None
+
+    def run(inputs: tf.Tensor) -> tf.Tensor:
+        outputs = keras.ops.depthwise_conv(inputs, kernel, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        return _finish(layer, outputs, bias)
+
+    return run
+
+
+def _batch_normalization(layer: keras.layers.BatchNormalization) -> Callable[[tf.Tensor], tf.Tensor]:
+    # tf.nn.batch_normalization computes x * inv + (offset - mean * inv) with inv = rsqrt(variance + epsilon) * scale;
+    # the same ops on the same float32 values, once, instead of in every batch.
+    mean, variance = _constant(layer.moving_mean), _constant(layer.moving_variance)
+    inv = tf.math.rsqrt(variance + tf.constant(layer.epsilon, tf.float32))
+    if layer.scale:
+        inv = inv * _constant(layer.gamma)
+    shift = (_constant(layer.beta) - mean * inv) if layer.center else -mean * inv
+    inv, shift = tf.constant(inv.numpy()), tf.constant(shift.numpy())
+    return lambda inputs: inputs * inv + shift
+
+
+def _stateless(layer: keras.layers.Layer) -> Callable[..., Any]:
+    """A weight-free built-in layer through its own `call` (Dropout, ReLU, Add, pooling ...), `training=False` where it takes one."""
+    accepts_training = "training" in inspect.signature(layer.call).parameters
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("training", None)
+        kwargs.pop("mask", None)
+        if accepts_training:
+            kwargs["training"] = False
+        return layer.call(*args, **kwargs)
+
+    return run
+
