@@ -7,8 +7,10 @@ extraction runs a frozen backbone in inference mode, where every weight is a con
 walks the model's graph once and emits only the arithmetic: convolutions through the layer's own
 `convolution_op` with the kernel as a constant, batch normalisation folded into one multiply-add (its
 factors computed with the same TensorFlow ops `tf.nn.batch_normalization` uses, so the values match),
-and every weight-free built-in layer through its own `call`. Measured on EfficientNet-Lite0 at 128 px:
-first batch 0.5 -> 0.15 s, outputs equal to `predict` within float32 rounding (the tests compare them).
+and every weight-free built-in layer through its own `call`. Measured on EfficientNet-Lite0 at 128 px: the
+first batch (trace + run) 0.45-0.61 s instead of 0.72-0.85 s, later batches as fast as `predict_on_batch`,
+outputs identical to it (max difference 0.0; the tests compare them); in a 600-image run the train and
+validation features took 2.27 s instead of 2.76 s (medians of 8 interleaved).
 
 A model with any other layer (a TF Hub layer, a layer with weights of another kind, a mixed-precision
 policy) gets None, and the caller keeps Keras' own `predict_on_batch`.
