@@ -60,6 +60,7 @@ def test_a_shared_predictor_traces_one_graph_for_several_calls() -> None:
     finally:
         features_module.batch_predictor = real
     assert traced == [extractor]  # made once, at the first batch
+    assert predict.is_warm_for((8, 32, 32, 3)) and not predict.is_warm_for((16, 32, 32, 3))  # the second call ran every batch at once
     np.testing.assert_allclose(np.concatenate([first, second]), keras.ops.convert_to_numpy(extractor(images, training=False)), atol=1e-5)
 
 

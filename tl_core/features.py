@@ -64,27 +64,41 @@ def examples_feature_key(
     return feature_cache_key(content, model_config.backbone, identity, str(image_size), str(cut_layer), model_config.pooling, f"decoding{DECODING_VERSION}")
 
 
-def shared_predictor(feature_extractor: keras.Model) -> BatchPredictor:
-    """A `batch_predictor` made at its first batch and then reused: for several `extract_features` calls over
-    one frozen backbone (e.g. each split of a run), which then share one traced graph. `extract_features`
-    runs its first batch alone, so the predictor is made once, in the calling thread."""
-    made: list[BatchPredictor] = []
+BatchPredictor = Callable[[np.ndarray], np.ndarray]
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        if not made:
-            made.append(batch_predictor(feature_extractor))
-        return made[0](batch)
 
-    return predict
+class SharedPredictor:
+    """A `batch_predictor` made at its first batch and then reused, for several `extract_features` calls over one
+    frozen backbone (e.g. each split of a run), which then share one traced graph. `extract_features` runs the
+    first batch of a shape alone, so the predictor is made and traced once; afterwards every batch can run at once.
+    """
+
+    def __init__(self, feature_extractor: keras.Model) -> None:
+        self._feature_extractor = feature_extractor
+        self._predict: BatchPredictor | None = None
+        self._warm_shapes: set[tuple[int, ...]] = set()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self._predict is None:
+            self._predict = batch_predictor(self._feature_extractor)
+        features = self._predict(batch)
+        self._warm_shapes.add(batch.shape)
+        return features
+
+    def is_warm_for(self, shape: tuple[int, ...]) -> bool:
+        """Whether a batch of this shape has run (its graph is traced)."""
+        return shape in self._warm_shapes
+
+
+def shared_predictor(feature_extractor: keras.Model) -> SharedPredictor:
+    """See `SharedPredictor`."""
+    return SharedPredictor(feature_extractor)
 
 
 # Two batches in flight at once: one batch's op chain leaves cores idle (small late-stage tensors, one op at a
 # time), a second batch fills them. EfficientNet-Lite0 at 128 px on 2 CPU cores, medians of 8 interleaved:
 # 252 images/s with one stream, 266-295 with two or three.
 FEATURE_STREAMS = 2
-
-
-BatchPredictor = Callable[[np.ndarray], np.ndarray]
 
 
 def batch_predictor(feature_extractor: keras.Model) -> BatchPredictor:
@@ -114,7 +128,8 @@ def extract_features(
     Every batch has `batch_size` rows (the last one is padded with zeros, its extra rows dropped), so the
     compiled graph is traced once per extractor and not again for each split's partial last batch.
     The memory-mapped pages a chunk touched are released after it, so RSS stays flat however large the cache.
-    After the first batch (which traces the graph), up to `streams` batches run at once in worker threads;
+    After the first batch (which traces the graph; skipped for a `SharedPredictor` already warm for this shape),
+    up to `streams` batches run at once in worker threads;
     `progress` is still called in order, from this thread. `predict` (from `shared_predictor`) lets several
     calls over a frozen backbone share one traced graph; by default each call makes its own.
     """
@@ -149,14 +164,17 @@ def extract_features(
             progress(stop, count)
 
     starts = range(0, count, batch_size)
-    report(run_batch(starts[0]))  # alone: it traces the graph, which must happen once, not in two threads at once
+    warm = isinstance(predict, SharedPredictor) and predict.is_warm_for((batch_size, *images.shape[1:]))
+    if not warm:
+        report(run_batch(starts[0]))  # alone: it traces the graph, which must happen once, not in two threads at once
+        starts = starts[1:]
     if distributed or streams <= 1:
-        for start in starts[1:]:
+        for start in starts:
             report(run_batch(start))
         return features
     with ThreadPoolExecutor(streams, thread_name_prefix="features") as pool:
         in_flight: deque[Future[int]] = deque()  # bounded, so a `progress` that raises (a stop) waits for few batches
-        for start in starts[1:]:
+        for start in starts:
             in_flight.append(pool.submit(run_batch, start))
             if len(in_flight) >= streams:
                 report(in_flight.popleft().result())
