@@ -19,11 +19,15 @@ policy) gets None, and the caller keeps Keras' own `predict_on_batch`.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import keras
 import tensorflow as tf
+
+
+logger = logging.getLogger(__name__)
 
 
 class _Unsupported(Exception):
@@ -43,7 +47,11 @@ def frozen_inference_function(model: keras.Model) -> Callable[[Any], tf.Tensor] 
         operations: dict[int, Callable[..., Any]] = {}
         for layer in _all_layers(model):
             operations[id(layer)] = _operation(layer, operations)
-    except _Unsupported:
+    except _Unsupported as reason:
+        logger.debug("Keras predict for %s: %s", model.name, reason)
+        return None
+    except Exception:  # noqa: BLE001 - a speed-up only: anything unexpected keeps Keras' own path
+        logger.warning("Keras predict for %s: its lean inference graph could not be prepared.", model.name, exc_info=True)
         return None
     return tf.function(lambda inputs: _run_graph(model, inputs, operations), autograph=False)
 
