@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 from tl_core.config import ModelConfig  # noqa: E402
 from tl_core import features as features_module  # noqa: E402
-from tl_core.features import cached_features, extract_features, load_cached_features, shared_predictor  # noqa: E402
+from tl_core.features import SharedPredictor, cached_features, extract_features, load_cached_features  # noqa: E402
 from tl_core.frozen_inference import frozen_inference_function  # noqa: E402
 from tl_core.model import build_transfer_model  # noqa: E402
 
@@ -54,7 +54,7 @@ def test_a_shared_predictor_traces_one_graph_for_several_calls() -> None:
 
     features_module.batch_predictor = counted
     try:
-        predict = shared_predictor(extractor)
+        predict = SharedPredictor(extractor)
         first = extract_features(extractor, images[:20], batch_size=8, predict=predict)
         second = extract_features(extractor, images[20:], batch_size=8, predict=predict)
     finally:
@@ -85,7 +85,7 @@ def test_a_progress_callback_that_raises_stops_extraction_within_a_few_batches()
     extractor = build_transfer_model(TINY, 3).feature_extractor
     images = np.random.default_rng(3).integers(0, 256, (400, 32, 32, 3), dtype=np.uint8)
     calls: list[int] = []
-    predict = shared_predictor(extractor)
+    predict = SharedPredictor(extractor)
 
     def counted(batch: np.ndarray) -> np.ndarray:
         calls.append(len(batch))

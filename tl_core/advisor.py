@@ -34,7 +34,7 @@ from tl_core.backbones import candidate_cut_layers, get_backbone_spec
 from tl_core.config import ModelConfig, TrainConfig
 from tl_core.data import DatasetSplit, Example, ScanReport
 from tl_core.errors import BackboneError
-from tl_core.features import batch_predictor, cached_features, examples_feature_key, extract_features, shared_predictor
+from tl_core.features import SharedPredictor, batch_predictor, cached_features, examples_feature_key, extract_features
 from tl_core.image_cache import build_image_cache
 from tl_core.model import FreezeBackbone, TransferModel, UnfreezeAll, UnfreezeTop, build_transfer_model
 from tl_core.preprocessing import build_preprocessing
@@ -205,7 +205,7 @@ def _sample_features(extractor: keras.Model, samples: Sequence[Sequence[Example]
     """(features, labels) per sample, through the decoded-image and feature caches under `cache_dir`."""
     index = {name: i for i, name in enumerate(split.class_names)}
     results = []
-    predict = shared_predictor(extractor)  # the samples share one traced graph
+    predict = SharedPredictor(extractor)  # the samples share one traced graph
     for examples in samples:
         images = build_image_cache(examples, image_size, cache_dir / "images").images
         # Random weights get their own tag: a run's random draw may differ from the advisor's.

@@ -90,14 +90,10 @@ class SharedPredictor:
         return shape in self._warm_shapes
 
 
-def shared_predictor(feature_extractor: keras.Model) -> SharedPredictor:
-    """See `SharedPredictor`."""
-    return SharedPredictor(feature_extractor)
-
-
 # Two batches in flight at once: one batch's op chain leaves cores idle (small late-stage tensors, one op at a
-# time), a second batch fills them. EfficientNet-Lite0 at 128 px on 2 CPU cores, medians of 8 interleaved:
-# 252 images/s with one stream, 266-295 with two or three.
+# time), a second batch fills them. On 2 CPU cores, medians of 8 interleaved, one stream vs two: EfficientNet-Lite0
+# 265 vs 309 images/s at 128 px, 92 vs 105 at 224 px; three gained nothing more. The cost is a second batch's
+# activations in memory (+0.26 GiB for MobileNetV2 at 224 px, batch 32; bench/README.md finding 12).
 FEATURE_STREAMS = 2
 
 
@@ -130,7 +126,7 @@ def extract_features(
     The memory-mapped pages a chunk touched are released after it, so RSS stays flat however large the cache.
     After the first batch (which traces the graph; skipped for a `SharedPredictor` already warm for this shape),
     up to `streams` batches run at once in worker threads;
-    `progress` is still called in order, from this thread. `predict` (from `shared_predictor`) lets several
+    `progress` is still called in order, from this thread. `predict` (a `SharedPredictor`) lets several
     calls over a frozen backbone share one traced graph; by default each call makes its own.
     """
     count = len(images)

@@ -32,7 +32,7 @@ from tl_core.errors import BackboneError, TransferLabError
 from tl_core.evaluate import Evaluation, evaluate_probabilities
 from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, RunStatus, TrainingListener
 from tl_core.export import KERAS_FILE, LABELS_FILE, write_labels
-from tl_core.features import cached_features, examples_feature_key, load_cached_features, shared_predictor
+from tl_core.features import SharedPredictor, cached_features, examples_feature_key, load_cached_features
 from tl_core.modalities import ModalitySpec, get_modality
 from tl_core.model import TransferModel, backbone_from_saved_classifier, build_head, inference_model
 from tl_core.runs import RunRecorder, RunStore
@@ -332,7 +332,7 @@ def _feature_provider(transfer_model: Any, config: RunConfig, split: DatasetSpli
     cache_dir = workspace_cache(store, "features")
     features: dict[str, np.ndarray] = {}
     # One traced graph for every split; each split's features are made once and kept, before any fine-tuning.
-    predict = shared_predictor(transfer_model.feature_extractor)
+    predict = SharedPredictor(transfer_model.feature_extractor)
 
     def provide(name: str) -> np.ndarray:
         if name not in features:
