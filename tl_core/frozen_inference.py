@@ -7,10 +7,11 @@ extraction runs a frozen backbone in inference mode, where every weight is a con
 walks the model's graph once and emits only the arithmetic: convolutions through the layer's own
 `convolution_op` with the kernel as a constant, batch normalisation folded into one multiply-add (its
 factors computed with the same TensorFlow ops `tf.nn.batch_normalization` uses, so the values match),
-and every weight-free built-in layer through its own `call`. Measured on EfficientNet-Lite0 at 128 px: the
-first batch (trace + run) 0.45-0.61 s instead of 0.72-0.85 s, later batches as fast as `predict_on_batch`,
-outputs identical to it (max difference 0.0; the tests compare them); in a 600-image run the train and
-validation features took 2.27 s instead of 2.76 s (medians of 8 interleaved).
+and every weight-free built-in layer or `keras.ops` operation through its own `call`. Measured on
+EfficientNet-Lite0 at 128 px: the first batch (trace + run) 0.45-0.61 s instead of 0.72-0.85 s, later batches
+as fast as `predict_on_batch`, outputs identical to it (max difference 0.0; within 3e-6 relative for
+MobileNetV3 and EfficientNetV2; the tests compare them); in a 600-image run the train and validation
+features took 2.27 s instead of 2.76 s (medians of 8 interleaved).
 
 A model with any other layer (a TF Hub layer, a layer with weights of another kind, a mixed-precision
 policy) gets None, and the caller keeps Keras' own `predict_on_batch`.
@@ -39,37 +40,47 @@ def frozen_inference_function(model: keras.Model) -> Callable[[Any], tf.Tensor] 
 
     The weights are copied now (a graph cannot read variables as numbers), so the function keeps giving
     the model's outputs as they are at this call: hold it only while the weights do not change (a frozen
-    backbone's feature extraction), and make a new one afterwards. It is traced at its first call.
+    backbone's feature extraction), and make a new one afterwards. It is traced here, for any batch size, so a
+    graph that cannot be built gives None (with a warning) instead of failing a run at its first batch.
     """
     try:
-        for layer in _all_layers(model):
-            _check_layer(layer)
+        for operation in _all_operations(model):
+            _check_operation(operation)
         operations: dict[int, Callable[..., Any]] = {}
-        for layer in _all_layers(model):
-            operations[id(layer)] = _operation(layer, operations)
+        for operation in _all_operations(model):
+            operations[id(operation)] = _operation(operation, operations)
+        signature = [tf.TensorSpec((None, *model.input.shape[1:]), model.input.dtype)]  # any batch size: one trace
+        function = tf.function(lambda inputs: _run_graph(model, inputs, operations), input_signature=signature, autograph=False)
+        function.get_concrete_function()  # traced now, so a graph that cannot be built falls back here, not mid-run
     except _Unsupported as reason:
         logger.debug("Keras predict for %s: %s", model.name, reason)
         return None
     except Exception:  # noqa: BLE001 - a speed-up only: anything unexpected keeps Keras' own path
         logger.warning("Keras predict for %s: its lean inference graph could not be prepared.", model.name, exc_info=True)
         return None
-    return tf.function(lambda inputs: _run_graph(model, inputs, operations), autograph=False)
+    return function
 
 
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    layers = []
-    for layer in model.layers:
-        layers.append(layer)
-        if isinstance(layer, keras.Model):
-            layers.extend(_all_layers(layer))
-    return layers
+def _all_operations(model: keras.Model) -> list[Any]:
+    """Every node's operation, nested models included: layers, and the `keras.ops` a functional graph can hold
+    between them (MobileNetV3's `x + 3.0` is an `Add` operation, not a layer)."""
+    found = []
+    for operation in model.layers if isinstance(model, keras.Sequential) else model.operations:
+        found.append(operation)
+        if isinstance(operation, keras.Model):
+            found.extend(_all_operations(operation))
+    return found
 
 
-def _is_builtin(layer: keras.layers.Layer) -> bool:
-    return type(layer).__module__.startswith("keras.src.layers.")
+def _is_builtin(operation: Any) -> bool:
+    return type(operation).__module__.startswith(("keras.src.layers.", "keras.src.ops."))
 
 
-def _check_layer(layer: keras.layers.Layer) -> None:
+def _check_operation(layer: Any) -> None:
+    if not isinstance(layer, keras.layers.Layer):  # a `keras.ops` operation: weight-free by construction
+        if not _is_builtin(layer):
+            raise _Unsupported(f"{layer.name}: {type(layer).__name__}")
+        return
     policy = getattr(layer, "dtype_policy", None)
     if policy is not None and (policy.compute_dtype != "float32" and not isinstance(layer, keras.layers.InputLayer)):
         raise _Unsupported(f"{layer.name}: {policy.name}")
@@ -100,8 +111,8 @@ def _run_graph(model: keras.Model, inputs: Any, operations: dict[int, Callable[.
     return model._run_through_graph(inputs, operation_fn=lambda layer: operations[id(layer)])
 
 
-def _operation(layer: keras.layers.Layer, operations: dict[int, Callable[..., Any]]) -> Callable[..., Any]:
-    """The plain-TensorFlow version of one layer in inference mode, its weights read now (a nested model's from `operations`)."""
+def _operation(layer: Any, operations: dict[int, Callable[..., Any]]) -> Callable[..., Any]:
+    """The plain-TensorFlow version of one layer or operation in inference mode, its weights read now (a nested model's from `operations`)."""
     if isinstance(layer, keras.Model):
         return lambda inputs, *_, **__: _run_graph(layer, inputs, operations)
     weighted = {keras.layers.Conv2D: _convolution, keras.layers.DepthwiseConv2D: _depthwise_convolution, keras.layers.BatchNormalization: _batch_normalization}
@@ -150,8 +161,9 @@ def _batch_normalization(layer: keras.layers.BatchNormalization) -> Callable[[tf
     return lambda inputs: inputs * inv + shift
 
 
-def _stateless(layer: keras.layers.Layer) -> Callable[..., Any]:
-    """A weight-free built-in layer through its own `call` (Dropout, ReLU, Add, pooling ...), `training=False` where it takes one."""
+def _stateless(layer: Any) -> Callable[..., Any]:
+    """A weight-free built-in layer or `keras.ops` operation through its own `call` (Dropout, ReLU, Add, pooling ...),
+    `training=False` where it takes one."""
     accepts_training = "training" in inspect.signature(layer.call).parameters
 
     def run(*args: Any, **kwargs: Any) -> Any:
