@@ -23,6 +23,7 @@ from tl_core.model import build_transfer_model  # noqa: E402
         ("mobilenet_v2_035", "none", "max"),
         ("efficientnet_v2_b0", "none", "avg"),
         ("mobilenet_v3_small", "none", "avg"),  # holds keras.ops nodes (x + 3.0) between its layers
+        ("resnet50", "none", "avg"),  # its caffe preprocessing is a Dense layer
     ],
 )
 def test_outputs_equal_the_keras_feature_extractor(backbone: str, weights: str, pooling: str) -> None:

@@ -94,6 +94,10 @@ def _check_operation(layer: Any) -> None:
         if isinstance(layer, keras.layers.Conv2D) and layer.groups != 1:
             raise _Unsupported(f"{layer.name}: grouped convolution")
         return
+    if type(layer) is keras.layers.Dense:
+        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+            raise _Unsupported(f"{layer.name}: LoRA or quantised")
+        return
     if type(layer) is keras.layers.BatchNormalization:
         if layer.axis not in (-1, len(layer.input.shape) - 1):
             raise _Unsupported(f"{layer.name}: normalises axis {layer.axis}")
@@ -115,7 +119,10 @@ def _operation(layer: Any, operations: dict[int, Callable[..., Any]]) -> Callabl
     """The plain-TensorFlow version of one layer or operation in inference mode, its weights read now (a nested model's from `operations`)."""
     if isinstance(layer, keras.Model):
         return lambda inputs, *_, **__: _run_graph(layer, inputs, operations)
-    weighted = {keras.layers.Conv2D: _convolution, keras.layers.DepthwiseConv2D: _depthwise_convolution, keras.layers.BatchNormalization: _batch_normalization}
+    weighted = {
+        keras.layers.Conv2D: _convolution, keras.layers.DepthwiseConv2D: _depthwise_convolution,
+        keras.layers.Dense: _dense, keras.layers.BatchNormalization: _batch_normalization,
+    }
     if type(layer) in weighted:
         run = weighted[type(layer)](layer)
         return lambda inputs, **_: run(inputs)  # `training` and `mask` change nothing for these layers at inference
@@ -145,6 +152,19 @@ def _depthwise_convolution(layer: keras.layers.DepthwiseConv2D) -> Callable[[tf.
     def run(inputs: tf.Tensor) -> tf.Tensor:
         outputs = keras.ops.depthwise_conv(inputs, kernel, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate, data_format=layer.data_format)
         return _finish(layer, outputs, bias)
+
+    return run
+
+
+def _dense(layer: keras.layers.Dense) -> Callable[[tf.Tensor], tf.Tensor]:
+    kernel = _constant(layer.kernel)
+    bias = _constant(layer.bias) if layer.use_bias else None
+
+    def run(inputs: tf.Tensor) -> tf.Tensor:  # as Dense.call: matmul, add the bias, then the activation
+        outputs = keras.ops.matmul(inputs, kernel)
+        if bias is not None:
+            outputs = keras.ops.add(outputs, bias)
+        return layer.activation(outputs) if layer.activation is not None else outputs
 
     return run
 
