@@ -44,10 +44,11 @@ def frozen_inference_function(model: keras.Model) -> Callable[[Any], tf.Tensor] 
     graph that cannot be built gives None (with a warning) instead of failing a run at its first batch.
     """
     try:
-        for operation in _all_operations(model):
+        every_operation = _all_operations(model)
+        for operation in every_operation:
             _check_operation(operation)
         operations: dict[int, Callable[..., Any]] = {}
-        for operation in _all_operations(model):
+        for operation in every_operation:
             operations[id(operation)] = _operation(operation, operations)
         signature = [tf.TensorSpec((None, *model.input.shape[1:]), model.input.dtype)]  # any batch size: one trace
         function = tf.function(lambda inputs: _run_graph(model, inputs, operations), input_signature=signature, autograph=False)
@@ -88,18 +89,12 @@ def _check_operation(layer: Any) -> None:
         if not isinstance(layer, keras.Sequential) and not hasattr(layer, "_run_through_graph"):
             raise _Unsupported(f"{layer.name}: a subclassed model")
         return
-    if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
-        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None) or layer.data_format != "channels_last":
-            raise _Unsupported(f"{layer.name}: LoRA, quantised or channels-first")
-        if isinstance(layer, keras.layers.Conv2D) and layer.groups != 1:
-            raise _Unsupported(f"{layer.name}: grouped convolution")
-        return
-    if type(layer) is keras.layers.Dense:
+    if type(layer) in _TRANSLATORS:
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             raise _Unsupported(f"{layer.name}: LoRA or quantised")
-        return
-    if type(layer) is keras.layers.BatchNormalization:
-        if layer.axis not in (-1, len(layer.input.shape) - 1):
+        if getattr(layer, "data_format", "channels_last") != "channels_last" or getattr(layer, "groups", 1) != 1:
+            raise _Unsupported(f"{layer.name}: channels-first or grouped convolution")
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.axis not in (-1, len(layer.input.shape) - 1):
             raise _Unsupported(f"{layer.name}: normalises axis {layer.axis}")
         return
     if not _is_builtin(layer) or layer.weights:
@@ -119,12 +114,8 @@ def _operation(layer: Any, operations: dict[int, Callable[..., Any]]) -> Callabl
     """The plain-TensorFlow version of one layer or operation in inference mode, its weights read now (a nested model's from `operations`)."""
     if isinstance(layer, keras.Model):
         return lambda inputs, *_, **__: _run_graph(layer, inputs, operations)
-    weighted = {
-        keras.layers.Conv2D: _convolution, keras.layers.DepthwiseConv2D: _depthwise_convolution,
-        keras.layers.Dense: _dense, keras.layers.BatchNormalization: _batch_normalization,
-    }
-    if type(layer) in weighted:
-        run = weighted[type(layer)](layer)
+    if type(layer) in _TRANSLATORS:
+        run = _TRANSLATORS[type(layer)](layer)
         return lambda inputs, **_: run(inputs)  # `training` and `mask` change nothing for these layers at inference
     return _stateless(layer)
 
@@ -133,21 +124,25 @@ def _constant(variable: Any) -> tf.Tensor:
     return tf.constant(keras.ops.convert_to_numpy(variable))
 
 
+def _bias(layer: keras.layers.Layer, shape: tuple[int, ...]) -> tf.Tensor | None:
+    """The layer's bias as a constant of `shape` (its `call` reshapes it so for every batch), or None."""
+    return tf.constant(keras.ops.convert_to_numpy(layer.bias).reshape(shape)) if layer.use_bias else None
+
+
 def _finish(layer: keras.layers.Layer, outputs: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
-    if bias is not None:  # as the layers' own `call`: add a (1, 1, 1, C) bias, then the activation
-        outputs = keras.ops.add(outputs, keras.ops.reshape(bias, (1, 1, 1, -1)))
+    """As the layers' own `call` ends: add the bias, then the activation."""
+    if bias is not None:
+        outputs = keras.ops.add(outputs, bias)
     return layer.activation(outputs) if layer.activation is not None else outputs
 
 
 def _convolution(layer: keras.layers.Conv2D) -> Callable[[tf.Tensor], tf.Tensor]:
-    kernel = _constant(layer.kernel)
-    bias = _constant(layer.bias) if layer.use_bias else None
+    kernel, bias = _constant(layer.kernel), _bias(layer, (1, 1, 1, -1))
     return lambda inputs: _finish(layer, layer.convolution_op(inputs, kernel), bias)
 
 
 def _depthwise_convolution(layer: keras.layers.DepthwiseConv2D) -> Callable[[tf.Tensor], tf.Tensor]:
-    kernel = _constant(layer.kernel)
-    bias = _constant(layer.bias) if layer.use_bias else None
+    kernel, bias = _constant(layer.kernel), _bias(layer, (1, 1, 1, -1))
 
     def run(inputs: tf.Tensor) -> tf.Tensor:
         outputs = keras.ops.depthwise_conv(inputs, kernel, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate, data_format=layer.data_format)
@@ -157,16 +152,8 @@ def _depthwise_convolution(layer: keras.layers.DepthwiseConv2D) -> Callable[[tf.
 
 
 def _dense(layer: keras.layers.Dense) -> Callable[[tf.Tensor], tf.Tensor]:
-    kernel = _constant(layer.kernel)
-    bias = _constant(layer.bias) if layer.use_bias else None
-
-    def run(inputs: tf.Tensor) -> tf.Tensor:  # as Dense.call: matmul, add the bias, then the activation
-        outputs = keras.ops.matmul(inputs, kernel)
-        if bias is not None:
-            outputs = keras.ops.add(outputs, bias)
-        return layer.activation(outputs) if layer.activation is not None else outputs
-
-    return run
+    kernel, bias = _constant(layer.kernel), _bias(layer, (-1,))
+    return lambda inputs: _finish(layer, keras.ops.matmul(inputs, kernel), bias)
 
 
 def _batch_normalization(layer: keras.layers.BatchNormalization) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -177,8 +164,16 @@ def _batch_normalization(layer: keras.layers.BatchNormalization) -> Callable[[tf
     if layer.scale:
         inv = inv * _constant(layer.gamma)
     shift = (_constant(layer.beta) - mean * inv) if layer.center else -mean * inv
-    inv, shift = tf.constant(inv.numpy()), tf.constant(shift.numpy())
     return lambda inputs: inputs * inv + shift
+
+
+# The layers with weights this module translates; every other layer must be weight-free.
+_TRANSLATORS: dict[type, Callable[[Any], Callable[[tf.Tensor], tf.Tensor]]] = {
+    keras.layers.Conv2D: _convolution,
+    keras.layers.DepthwiseConv2D: _depthwise_convolution,
+    keras.layers.Dense: _dense,
+    keras.layers.BatchNormalization: _batch_normalization,
+}
 
 
 def _stateless(layer: Any) -> Callable[..., Any]:

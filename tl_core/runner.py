@@ -397,8 +397,8 @@ def _feature_extraction(
     and the backbone computes the features first. Both paths train the same head from the same seed.
 
     `save` writes the trained classifier in a helper thread while the evaluation split's features are
-    computed: saving is Python-bound Keras serialisation (~0.45 s for EfficientNet-Lite0), the features
-    are TensorFlow kernels that release the GIL, so the two overlap instead of adding up.
+    computed: saving is Python-bound Keras serialisation (0.25-0.33 s for EfficientNet-Lite0), the features
+    are TensorFlow kernels that release the GIL, so the two overlap while a core would otherwise be idle.
     """
     cache_dir = workspace_cache(store, "features")
     names = [name for name in SPLITS if split.examples(name)]
