@@ -191,6 +191,20 @@ def test_backbone_shapes_any_size_and_random_init_has_the_same_architecture(shar
         weights.build_backbone(16, pretrained=False)
 
 
+def test_pretrained_build_saves_the_same_config_as_a_random_one_and_holds_no_zero_kernels(shared_cache: Path) -> None:
+    """The pretrained build skips random kernels (they are overwritten); its saved config must not say so."""
+    from tl_core.weights.efficientnet_lite import LITE_VARIANTS, build_lite_graph
+
+    weights = OFFLINE_WEIGHTS["efficientnet_lite0"]
+    pretrained = weights.build_backbone(64, pretrained=True, cache_dir=shared_cache)
+    random = weights.build_backbone(64, pretrained=False)
+    assert pretrained.get_config()["layers"] == random.get_config()["layers"]
+    assert all(np.abs(w).max() > 0 for w in pretrained.weights if "kernel" in w.path)
+    assert all(np.abs(w).max() > 0 for w in random.weights if "kernel" in w.path)  # random kernels stay random
+    unfilled = build_lite_graph(LITE_VARIANTS["efficientnet_lite0"], 64, include_top=True, for_loading=True)
+    assert unfilled.get_config() == build_lite_graph(LITE_VARIANTS["efficientnet_lite0"], 64, include_top=True).get_config()
+
+
 # --- ImageNet predictions as-is ---------------------------------------------------------------
 
 
