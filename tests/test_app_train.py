@@ -177,3 +177,30 @@ def test_a_dataset_with_nothing_trainable_is_refused_before_queueing(workspace: 
     assert not at.exception
     assert at.error, "the reason must be shown"
     assert RunStore(workspace).list_runs() == []
+
+
+def _progress_view() -> None:
+    import streamlit as st
+
+    from tl_core.jobs import JobStatus, LiveProgress
+    from ui.training import show_progress
+
+    show_progress(None, JobStatus("run", "running", None, LiveProgress(status="running", **st.session_state["progress"])))  # type: ignore[arg-type]
+
+
+def test_the_progress_bar_follows_decoding_and_feature_extraction_before_the_epochs() -> None:
+    started = time.time() - 30
+    at = AppTest.from_function(_progress_view, default_timeout=30)
+    at.session_state["progress"] = {"preparing": "features", "preparing_split": "train", "preparing_done": 5000, "preparing_total": 20000,
+                                    "preparing_started_at": started}
+    at.run()
+    assert not at.exception
+    bar = at.get("progress")[0]
+    assert bar.value == 25
+    assert "Computing backbone features" in bar.proto.text and "train: 5,000 of 20,000" in bar.proto.text and "ETA 1 min" in bar.proto.text
+
+    at.session_state["progress"] = {"preparing": "features", "preparing_split": "val", "preparing_done": 900, "preparing_total": 900,
+                                    "phase": "head", "phase_epochs": 10, "total_epochs": 10, "epoch": 3}
+    at.run()
+    bar = at.get("progress")[0]
+    assert "Epoch 4 of 10" in bar.proto.text  # a finished split gives the bar back to the epochs

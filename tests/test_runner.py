@@ -179,3 +179,50 @@ def test_a_cut_layer_on_a_finished_runs_backbone_is_refused(shapes_dataset, tmp_
     with pytest.raises(BackboneError, match="cut layer"):
         runner.run_experiment(config, store=store)
     assert len(store.list_runs()) == 1  # refused before a run was recorded
+
+
+class _StopOnPreparation:
+    """Records every event and requests a stop at the first progress report of one preparation step."""
+
+    def __init__(self, step, stop):
+        self.step, self.stop, self.events = step, stop, []
+
+    def on_event(self, event):
+        self.events.append(event)
+        if type(event).__name__ == "PreparationProgress" and event.step == self.step:
+            self.stop.request_stop()
+
+
+@pytest.mark.parametrize(("mode", "step", "sentence"), [
+    ("feature-extraction", "decode", "Stopped while decoding images (train: "),
+    ("feature-extraction", "features", "Stopped while computing backbone features (train: 32 of "),
+    ("fine-tune", "features", "Stopped while computing backbone features (train: 32 of "),  # the head phase's features, inside train_model
+])
+def test_a_stop_during_decoding_or_feature_extraction_ends_the_run_soon_and_keeps_finished_splits(shapes_dataset, workspace, mode, step, sentence):
+    from tl_core.events import PreparationProgress
+    from tl_core.stopping import StopToken
+
+    store = RunStore(workspace)
+    config = _config(shapes_dataset, mode=mode, fine_tune_epochs=1)
+    stop = StopToken()
+    listener = _StopOnPreparation(step, stop)
+    outcome = runner.run_experiment(config, store=store, listener=listener, stop=stop)
+    assert outcome.status == "stopped" and outcome.error is None
+    assert store.get(outcome.run_id).status == "stopped"
+    log = store.read_log(outcome.run_id)
+    assert sentence in log and "nothing was trained yet" in log
+    assert store.epochs(outcome.run_id) == [] and not (store.run_dir(outcome.run_id) / "model.keras").exists()
+    progress = [e for e in listener.events if isinstance(e, PreparationProgress)]
+    assert progress[-1].step == step and progress[-1].split == "train" and progress[-1].done < progress[-1].total
+    if step == "features":  # every split was decoded first, each reported up to its last image
+        decoded = {e.split: e for e in progress if e.step == "decode"}
+        assert sorted(decoded) == ["test", "train", "val"] and all(e.done == e.total for e in decoded.values())
+    leftovers = [p.name for p in (workspace / "cache").rglob("*") if "partial" in p.name]
+    assert leftovers == []  # nothing half-written is left behind
+    finished_features = {e.split for e in progress if e.step == "features" and e.done == e.total}  # fine-tune reads val first
+    assert len(list((workspace / "cache").rglob("features/*.npy"))) == len(finished_features)  # not the stopped split's
+
+    again = runner.run_experiment(config, store=store)
+    assert again.status == "completed", again.error
+    reused = any("from the decoded-image cache" in line for line in again.log)
+    assert reused == (step == "features")  # decoded splits are kept for the next run

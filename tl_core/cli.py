@@ -57,6 +57,13 @@ class ProgressPrinter:
             bar = "#" * int(done * 24)
             self.stream.write(f"\r  epoch {event.epoch} [{bar:<24}] {done:4.0%} loss {event.metrics.get('loss', float('nan')):.4f}")
             self.stream.flush()
+        elif isinstance(event, events.PreparationProgress) and self.interactive:
+            done = event.done / max(event.total, 1)
+            what = "decoding images" if event.step == "decode" else "backbone features"
+            self.stream.write(f"\r\x1b[K  {what}, {event.split} [{'#' * int(done * 24):<24}] {event.done:,}/{event.total:,}")
+            if event.done >= event.total:
+                self.stream.write("\r\x1b[K")  # the runner's log line for the split follows
+            self.stream.flush()
         elif isinstance(event, events.EpochEnded):
             elapsed = time.perf_counter() - self.phase_started
             remaining = (self.phase_epochs - event.phase_epoch) * elapsed / max(event.phase_epoch, 1)

@@ -59,6 +59,18 @@ class BatchProgress(TrainingEvent):
 
 
 @dataclass(frozen=True)
+class PreparationProgress(TrainingEvent):
+    """Work outside the epochs that takes minutes on a large folder: decoding a split's images into the
+    cache (`step="decode"`) or computing its backbone features once (`step="features"`). Throttled like
+    `BatchProgress`; `done == total` is always reported."""
+
+    step: Literal["decode", "features"]
+    split: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class EpochEnded(TrainingEvent):
     """`epoch` counts across phases (1-based); `phase_epoch` restarts in each phase."""
 

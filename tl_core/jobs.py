@@ -39,7 +39,7 @@ from typing import Literal, Protocol
 
 from tl_core.config import RunConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
-from tl_core.events import BatchProgress, EpochEnded, PhaseStarted, RunFinished, RunStarted, TrainingEvent
+from tl_core.events import BatchProgress, EpochEnded, PhaseStarted, PreparationProgress, RunFinished, RunStarted, TrainingEvent
 from tl_core.job_queue import ANY_DEVICE, JobQueue, QueueEntry, RunningJob, WaitingJob, default_slots, estimate_start_times
 from tl_core.runs import FINISHED_STATUSES, RunStore, process_is_alive, process_start_token
 
@@ -67,6 +67,24 @@ class LiveProgress:
     phase_starts: list[tuple[str, int]] = field(default_factory=list)  # (phase, first global epoch)
     last_metrics: dict[str, float] = field(default_factory=dict)
     status: str = "queued"
+    # Decoding or feature extraction in progress (`PreparationProgress`): step, split, rows done of total.
+    preparing: str = ""
+    preparing_split: str = ""
+    preparing_done: int = 0
+    preparing_total: int = 0
+    preparing_started_at: float | None = None
+
+    @property
+    def is_preparing(self) -> bool:
+        return bool(self.preparing) and self.preparing_done < self.preparing_total
+
+    @property
+    def preparing_eta_s(self) -> float | None:
+        """Seconds left in the current split's decoding or features, from its rate so far."""
+        if not self.is_preparing or self.preparing_started_at is None or self.preparing_done <= 0:
+            return None
+        elapsed = time.time() - self.preparing_started_at
+        return elapsed * (self.preparing_total - self.preparing_done) / self.preparing_done
 
     @property
     def fraction_done(self) -> float:
@@ -136,6 +154,10 @@ class ProgressTracker:
             progress.total_epochs = progress.epoch + event.epochs + self._later_phase_epochs(event.phase)
         elif isinstance(event, BatchProgress):
             progress.batch, progress.batches_per_epoch = event.batch, event.batches_per_epoch
+        elif isinstance(event, PreparationProgress):
+            if (event.step, event.split) != (progress.preparing, progress.preparing_split):
+                progress.preparing, progress.preparing_split, progress.preparing_started_at = event.step, event.split, event.timestamp
+            progress.preparing_done, progress.preparing_total = event.done, event.total
         elif isinstance(event, EpochEnded):
             progress.epoch, progress.phase_epoch, progress.batch = event.epoch, event.phase_epoch, 0
             progress.last_metrics = dict(event.metrics)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 LogFunction = Callable[[str, str], None]
+# For a split's name, the callback its decoding calls as progress(done, total) (see tl_core/preparation.py).
+SplitProgress = Callable[[str], Callable[[int, int], None]]
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,11 @@ class ModalitySpec:
 
         return resolve_image_size(get_backbone_spec(model_config.backbone), model_config.image_size)
 
-    def load(self, split: DatasetSplit, input_size: int, cache_dir: Path, log: LogFunction) -> TrainingData:
-        """Every split's examples ready for training: decoded images (memory-mapped cache) or document strings."""
+    def load(self, split: DatasetSplit, input_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None = None) -> TrainingData:
+        """Every split's examples ready for training: decoded images (memory-mapped cache) or document strings.
+
+        `progress` follows the decoding of each split's images (documents are read at once); it may raise to stop.
+        """
         if self.name == "text":
             from tl_core.text_data import load_texts
 
@@ -77,7 +82,7 @@ class ModalitySpec:
                 if len(data.images[name]):
                     log("info", f"{name}: {len(data.images[name])} documents, the first {input_size} word tokens of each are read.")
             return data
-        return _load_images(split, input_size, cache_dir, log)
+        return _load_images(split, input_size, cache_dir, log, progress)
 
     def build(self, model_config: ModelConfig, num_classes: int, *, cache_dir: Path | None = None,
               backbone: keras.Model | None = None, augmentation_seed: int | None = None) -> TransferModel:
@@ -122,7 +127,7 @@ def resolve_modality(source: str | Path, requested: str = AUTO) -> Modality:
     return detect_modality(source)
 
 
-def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: LogFunction) -> TrainingData:
+def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None) -> TrainingData:
     import numpy as np
 
     from tl_core.data import SPLIT_NAMES
@@ -137,7 +142,7 @@ def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: Log
         if not examples:
             images[name] = np.zeros((0, image_size, image_size, 3), np.uint8)
             continue
-        cached = build_image_cache(examples, image_size, cache_dir)
+        cached = build_image_cache(examples, image_size, cache_dir, progress=progress(name) if progress else None)
         for problem in cached.failures:
             log("warning", problem.message)
         log("info", f"{name}: {len(examples)} images {'from the decoded-image cache' if cached.reused else 'decoded and cached'} at {image_size}px.")

@@ -35,6 +35,7 @@ from tl_core.export import KERAS_FILE, LABELS_FILE, write_labels
 from tl_core.features import SharedPredictor, cached_features, examples_feature_key, load_cached_features
 from tl_core.modalities import ModalitySpec, get_modality
 from tl_core.model import TransferModel, backbone_from_saved_classifier, build_head, inference_model
+from tl_core.preparation import PreparationReporter, PreparationStopped
 from tl_core.runs import RunRecorder, RunStore
 from tl_core.stopping import StopToken
 from tl_core.train import TrainingData, TrainResult, train_head, train_model
@@ -193,6 +194,8 @@ def run_experiment(
     def log(level: str, text: str) -> None:
         events.on_event(LogMessage(run_id, level=level, text=text))
 
+    preparation = PreparationReporter(events, run_id, stop)
+
     result: TrainResult | None = None
     evaluation: Evaluation | None = None
     status: RunStatus = "failed"
@@ -226,12 +229,12 @@ def run_experiment(
             if saved_during_evaluation:
                 transfer_model, result, evaluation = _feature_extraction(
                     config, modality, split, image_size, store, build, log, lambda built: save_classifier(built, run_dir),
-                    initial_weights=initial_weights, run_id=run_id, listener=events, stop=stop,
+                    preparation=preparation, initial_weights=initial_weights, run_id=run_id, listener=events, stop=stop,
                     checkpoint_path=run_dir / CHECKPOINT_FILE, jit_compile=jit_compile,
                 )
             else:
-                data, transfer_model = _load_examples_then_build(modality, split, image_size, store, log, build)
-                feature_provider = _feature_provider(transfer_model, config, split, data, store, log) if use_cache else None
+                data, transfer_model = _load_examples_then_build(modality, split, image_size, store, log, build, preparation)
+                feature_provider = _feature_provider(transfer_model, config, split, data, store, log, preparation) if use_cache else None
                 result = train_model(
                     transfer_model, data, config.train, run_id=run_id, listener=events, stop=stop,
                     checkpoint_path=run_dir / CHECKPOINT_FILE, feature_provider=feature_provider,
@@ -247,6 +250,10 @@ def run_experiment(
     except KeyboardInterrupt:
         status, error = "stopped", "Interrupted (Ctrl-C)."
         raise
+    except PreparationStopped as stopped:  # before any epoch: no weights to keep
+        status = "stopped"
+        log("info", f"{stopped}: nothing was trained yet, so no model was saved. "
+                    "Splits finished before the stop stay cached, so a new run on this data starts after them.")
     except Exception as exc:  # noqa: BLE001 - any failure is recorded in the run, logs and checkpoint kept
         status = "failed"
         error = str(exc) if isinstance(exc, TransferLabError) else f"{type(exc).__name__}: {exc}"
@@ -316,7 +323,7 @@ def _dataset_stats(report: ScanReport, split: DatasetSplit) -> dict[str, Any]:
 
 
 def _load_examples_then_build(modality: ModalitySpec, split: DatasetSplit, input_size: int, store: RunStore, log: Any,
-                              build: Callable[[], TransferModel]) -> tuple[TrainingData, TransferModel]:
+                              build: Callable[[], TransferModel], preparation: PreparationReporter) -> tuple[TrainingData, TransferModel]:
     """Load the examples (decode images, read documents), then build the model: one after the other.
 
     Overlapping them in two threads measured no faster on 2 cores (1.3-1.8 s against 0.9-1.4 s in
@@ -324,11 +331,12 @@ def _load_examples_then_build(modality: ModalitySpec, split: DatasetSplit, input
     it), and both sides parse numpy headers with `ast`, which CPython 3.11 does not guard across
     threads (gh-106905: a run failed with "AST constructor recursion depth mismatch").
     """
-    data = modality.load(split, input_size, workspace_cache(store, "images"), log)
+    data = modality.load(split, input_size, workspace_cache(store, "images"), log, lambda name: preparation.callback("decode", name))
     return data, build()
 
 
-def _feature_provider(transfer_model: Any, config: RunConfig, split: DatasetSplit, data: TrainingData, store: RunStore, log: Any) -> Any:
+def _feature_provider(transfer_model: Any, config: RunConfig, split: DatasetSplit, data: TrainingData, store: RunStore, log: Any,
+                      preparation: PreparationReporter) -> Any:
     cache_dir = workspace_cache(store, "features")
     features: dict[str, np.ndarray] = {}
     # One traced graph for every split; each split's features are made once and kept, before any fine-tuning.
@@ -337,8 +345,10 @@ def _feature_provider(transfer_model: Any, config: RunConfig, split: DatasetSpli
     def provide(name: str) -> np.ndarray:
         if name not in features:
             key = examples_feature_key(split.examples(name), config.model, transfer_model.image_size, cut_layer=config.model.cut_layer, seed=config.train.seed)
+            # Training needs train and val first; the test split's features come after training, which a stop then keeps.
+            progress = preparation.callback("features", name, stoppable=name in ("train", "val"))
             feature_set = cached_features(transfer_model.feature_extractor, data.images[name], cache_dir=cache_dir, key=key,
-                                          batch_size=max(32, config.train.batch_size), predict=predict)
+                                          batch_size=max(32, config.train.batch_size), progress=progress, predict=predict)
             log("info", f"{name}: {'reused cached' if feature_set.reused else 'computed'} backbone features {tuple(feature_set.features.shape)}.")
             features[name] = feature_set.features
         return features[name]
@@ -387,7 +397,7 @@ def save_classifier(transfer_model: TransferModel, run_dir: Path) -> None:
 
 def _feature_extraction(
     config: RunConfig, modality: ModalitySpec, split: DatasetSplit, image_size: int, store: RunStore, build: Callable[[], TransferModel],
-    log: Any, save: Callable[[TransferModel], None], *, initial_weights: Path | None = None, **training: Any,
+    log: Any, save: Callable[[TransferModel], None], *, preparation: PreparationReporter, initial_weights: Path | None = None, **training: Any,
 ) -> tuple[TransferModel, TrainResult, Evaluation | None]:
     """Feature extraction on cached features: the head trains alone, the backbone is built only when needed.
 
@@ -410,8 +420,8 @@ def _feature_extraction(
             log("info", f"{name}: reused cached backbone features {tuple(cached[name].shape)}; no {modality.noun} read.")
         features = cached.__getitem__
     else:
-        data, transfer_model = _load_examples_then_build(modality, split, image_size, store, log, build)
-        features = _feature_provider(transfer_model, config, split, data, store, log)
+        data, transfer_model = _load_examples_then_build(modality, split, image_size, store, log, build, preparation)
+        features = _feature_provider(transfer_model, config, split, data, store, log, preparation)
         for name in ("train", "val"):  # what training needs, now; the test split's features only after training
             if name in names:
                 features(name)

@@ -539,8 +539,8 @@ class RunRecorder:
         self._epochs_done = 0  # global epochs finished so far: the next phase starts after them
 
     def on_event(self, event: events.TrainingEvent) -> None:
-        if event.run_id != self.run_id or isinstance(event, events.BatchProgress):
-            return  # batch progress is too frequent for a database and a log
+        if event.run_id != self.run_id or isinstance(event, (events.BatchProgress, events.PreparationProgress)):
+            return  # too frequent for a database and a log (the runner logs a line per split prepared)
         log = self._log
         if isinstance(event, events.RunStarted):
             self.store.mark_running(self.run_id)

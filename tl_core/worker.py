@@ -35,7 +35,7 @@ from pathlib import Path
 import tl_core
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
-from tl_core.events import BatchProgress, TrainingEvent, TrainingListener
+from tl_core.events import BatchProgress, PreparationProgress, TrainingEvent, TrainingListener
 from tl_core.jobs import Job, JobExit, LiveProgress, ProgressTracker, reference_is_alive, this_process_reference
 from tl_core.runs import LOG_FILE, RunStore, process_start_token
 
@@ -85,7 +85,10 @@ class ProgressPublisher:
         if self.stop_file.exists():
             self.stop.request_stop()
         now = time.monotonic()
-        if not isinstance(event, BatchProgress) or now - self._written_at >= PROGRESS_INTERVAL_S:
+        # Frequent events are written at most every PROGRESS_INTERVAL_S; a split's last row always is (its bar ends).
+        split_done = isinstance(event, PreparationProgress) and event.done >= event.total
+        frequent = isinstance(event, (BatchProgress, PreparationProgress)) and not split_done
+        if not frequent or now - self._written_at >= PROGRESS_INTERVAL_S:
             self.publish()
             self._written_at = now
 

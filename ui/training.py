@@ -17,6 +17,7 @@ from ui.runs_table import NEGATIVE_TRANSFER_ADVICE, transfer_verdict
 from ui.text import escape_markdown, format_duration, format_percent
 
 LOG_TAIL_LINES = 300
+PREPARING_LABELS = {"decode": "Decoding images into the cache", "features": "Computing backbone features (once per dataset)"}
 ACTIVE_STATUSES = ("queued", "running")
 
 
@@ -66,6 +67,12 @@ def show_progress(record: RunRecord, status: JobStatus | None) -> None:
         return
     if status.state == "finished":
         return
+    if progress.is_preparing:  # minutes on a large folder: decoding, or the backbone's one pass over a split
+        step = PREPARING_LABELS.get(progress.preparing, progress.preparing)
+        eta = format_duration(progress.preparing_eta_s) if progress.preparing_eta_s is not None else "estimating…"
+        text = f"{step} · {progress.preparing_split}: {progress.preparing_done:,} of {progress.preparing_total:,} · ETA {eta}"
+        st.progress(progress.preparing_done / progress.preparing_total, text=text)
+        return
     if not progress.total_epochs:
         st.progress(0.0, text="Preparing: reading images and building the model…")
         return
@@ -90,6 +97,9 @@ def show_outcome(record: RunRecord) -> None:
         cols[3].metric("Time", format_duration(metrics.get("elapsed_s", record.elapsed_s)))
         st.page_link("app_pages/evaluate.py", label="See the evaluation", icon=":material/fact_check:")
         st.page_link("app_pages/predict.py", label="Try it on new images or export it", icon=":material/upload_file:")
+    elif record.status == "stopped" and not metrics.get("epochs_run"):
+        st.warning("Stopped before the first epoch, so nothing was trained. The splits decoded (and their features computed) "
+                   "before the stop are cached: a new run on this data starts after them.", icon=":material/stop_circle:")
     elif record.status == "stopped":
         st.warning(f"Stopped after {int(metrics.get('epochs_run', 0))} epoch(s); the best weights so far were kept.", icon=":material/stop_circle:")
     elif record.status in ("failed", "interrupted"):
