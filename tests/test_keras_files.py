@@ -49,3 +49,16 @@ def test_saved_files_match_what_keras_writes_and_load_back(tmp_path: Path) -> No
     for path in (plain, ours):
         loaded = keras_files.load_model(path)
         np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images, training=False)), expected, atol=1e-6)
+
+
+def test_weights_files_hold_the_same_arrays_as_keras_writes(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(1)
+    model = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).model
+    plain, ours = tmp_path / "plain.weights.h5", tmp_path / "ours.weights.h5"
+    model.save_weights(plain)
+    keras_files.save_weights(model, ours)
+    for path in (plain, ours):
+        twin = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).model
+        twin.load_weights(path)
+        for mine, theirs in zip(twin.weights, model.weights, strict=True):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs))

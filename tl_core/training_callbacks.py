@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tl_core import keras_files
 from tl_core.events import BatchProgress, EpochEnded, TrainingListener
 from tl_core.stopping import StopToken
 
@@ -82,7 +83,7 @@ class BestWeights:
         current = self.scope.get_weights()
         self.scope.set_weights(self._weights)
         partial = self.checkpoint_path.with_name("partial." + self.checkpoint_path.name)
-        self.model.save_weights(partial)
+        keras_files.save_weights(self.model, partial)
         partial.replace(self.checkpoint_path)
         self.scope.set_weights(current)
         self._saved = True
