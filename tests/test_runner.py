@@ -13,7 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tl_core import dataset_prep, runner  # noqa: E402
+from tl_core import dataset_prep, feature_extraction_run, runner  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.images import load_image_array  # noqa: E402
 from tl_core.predict import load_run_classifier  # noqa: E402
@@ -58,12 +58,12 @@ def test_completed_run_is_stored_with_artefacts_and_reuses_features(shapes_datas
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("broken_step", ["evaluate_probabilities", "save_classifier"])  # the save runs in a helper thread
-def test_a_failing_run_keeps_its_log_and_checkpoint(shapes_dataset, workspace, monkeypatch, broken_step):
+@pytest.mark.parametrize(("module", "broken_step"), [(feature_extraction_run, "evaluate_probabilities"), (runner, "save_classifier")])  # the save runs in a helper thread
+def test_a_failing_run_keeps_its_log_and_checkpoint(shapes_dataset, workspace, monkeypatch, module, broken_step):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(runner, broken_step, broken)
+    monkeypatch.setattr(module, broken_step, broken)
     store = RunStore(workspace)
     outcome = runner.run_experiment(_config(shapes_dataset), store=store)
     assert outcome.status == "failed"
@@ -226,3 +226,25 @@ def test_a_stop_during_decoding_or_feature_extraction_ends_the_run_soon_and_keep
     assert again.status == "completed", again.error
     reused = any("from the decoded-image cache" in line for line in again.log)
     assert reused == (step == "features")  # decoded splits are kept for the next run
+
+
+def test_a_partly_cached_feature_extraction_reads_each_cached_split_once_and_computes_the_rest(shapes_dataset, workspace, monkeypatch):
+    from tl_core import features
+
+    store = RunStore(workspace)
+    first = runner.run_experiment(_config(shapes_dataset), store=store)
+    cached_files = sorted((workspace / "cache" / "features").glob("*.npy"))
+    assert first.status == "completed" and len(cached_files) == 3
+    cached_files[0].unlink()
+    loads = []
+    real_load = features.load_cached_features
+    monkeypatch.setattr(features, "load_cached_features", lambda *args: loads.append(args[1]) or real_load(*args))
+    monkeypatch.setattr(feature_extraction_run, "load_cached_features", features.load_cached_features)
+
+    second = runner.run_experiment(_config(shapes_dataset), store=store)
+    assert second.status == "completed", second.error
+    lines = [line for line in second.log if "backbone features" in line]
+    assert sum("reused cached" in line for line in lines) == 2 and sum("computed" in line for line in lines) == 1
+    missing = cached_files[0].stem
+    assert sorted(loads) == sorted([*set(loads), missing]) and len(set(loads)) == 3  # cached splits read once; the missing one checked twice
+    assert second.summary["test_accuracy"] == pytest.approx(first.summary["test_accuracy"])
