@@ -56,6 +56,18 @@ def test_logs_match_keras_losses_and_accuracies_when_nothing_changes_the_weights
     assert logs.batch_calls == 1  # batch hooks once per epoch
 
 
+def test_validation_metrics_are_those_of_the_head_after_the_epochs_updates():
+    """Validation runs in the epoch's graph, after its training loop: it must see the updated weights."""
+    train, val = _data(70, 1, noise=4.0), _data(20, 2, noise=4.0)
+    head = _head(learning_rate=0.05)
+    before = head.evaluate(*val, verbose=0)[0]
+    logs = _Logs()
+    HeadFitter(head, *train, *val, batch_size=16, class_weight=None, seed=0).fit(2, [logs])
+    val_loss, val_accuracy = head.evaluate(*val, verbose=0)
+    assert logs.epochs[-1]["val_loss"] == pytest.approx(val_loss, rel=1e-5) and logs.epochs[-1]["val_loss"] < before
+    assert logs.epochs[-1]["val_accuracy"] == pytest.approx(val_accuracy)
+
+
 def test_class_weights_weight_the_loss_like_keras_sample_weights():
     features, labels = _data(50, 4, noise=4.0)
     head = _head(learning_rate=0.0)

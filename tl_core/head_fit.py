@@ -5,7 +5,7 @@ callbacks, metric objects), while a head step on features is microseconds of ari
 feature-extraction run that fixed cost is most of the head's time, and all of a second run's
 (profiled: 1.2-1.6 s of a 1.5 s second run at 600 images). Here a whole epoch (shuffled batches, the
 gradient steps, the running loss and accuracy) is one `tf.function` call over tensors already in
-memory, and validation is one more; the Keras callbacks (our event bridge, EarlyStopping,
+memory, validation included; the Keras callbacks (our event bridge, EarlyStopping,
 ReduceLROnPlateau) are driven once per epoch with the same logs `fit` would give them.
 
 The semantics follow `fit` with `compile(loss="sparse_categorical_crossentropy", metrics=[accuracy])`:
@@ -84,9 +84,11 @@ class HeadFitter:
         variables = head.trainable_variables
         head.optimizer.build(variables)  # slots exist before tracing: a graph loop cannot create variables
         self._train_epoch = tf.function(self._epoch_graph, jit_compile=jit_compile, autograph=False)  # an explicit while_loop: no conversion cost
-        self._evaluate = tf.function(self._evaluate_graph, jit_compile=jit_compile, autograph=False)
 
-    def _epoch_graph(self, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _epoch_graph(self, order: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Train loss and accuracy over the epoch, then validation loss and accuracy after it when there is a
+        validation split: one graph, so one trace and one call per epoch (the variables' reads after the loop
+        are ordered after its updates by the function's automatic control dependencies)."""
         head, optimizer = self.head, self.head.optimizer
         variables = head.trainable_variables
 
@@ -106,7 +108,8 @@ class HeadFitter:
 
         zero = tf.constant(0.0)
         _, loss_sum, correct, weight_sum = tf.while_loop(lambda index, *_: index < self.batches, step, (tf.constant(0), zero, zero, zero))
-        return loss_sum / tf.cast(self.count, tf.float32), correct / weight_sum
+        train = (loss_sum / tf.cast(self.count, tf.float32), correct / weight_sum)
+        return train if self.val is None else train + self._evaluate_graph(*self.val)
 
     def _evaluate_graph(self, features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         probabilities = self.head(features, training=False)
@@ -127,13 +130,11 @@ class HeadFitter:
             callback_list.on_epoch_begin(epoch)
             order = tf.constant(self._rng.permutation(self.count).astype(np.int32))
             with _without_retracing_warning() if epoch == 0 else contextlib.nullcontext():
-                loss, accuracy = self._train_epoch(order)
-            logs = {"loss": float(loss), "accuracy": float(accuracy)}
+                metrics = [float(value) for value in self._train_epoch(order)]
+            logs = {"loss": metrics[0], "accuracy": metrics[1]}
             callback_list.on_train_batch_end(self.batches - 1, dict(logs))
             if self.val is not None:
-                with _without_retracing_warning() if epoch == 0 else contextlib.nullcontext():
-                    val_loss, val_accuracy = self._evaluate(*self.val)
-                logs.update(val_loss=float(val_loss), val_accuracy=float(val_accuracy))
+                logs.update(val_loss=metrics[2], val_accuracy=metrics[3])
             callback_list.on_epoch_end(epoch, logs)
             if self.head.stop_training:
                 break
