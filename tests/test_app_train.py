@@ -189,15 +189,15 @@ def _progress_view() -> None:
 
 
 def test_the_progress_bar_follows_decoding_and_feature_extraction_before_the_epochs() -> None:
-    started = time.time() - 30
+    started = time.time() - 60  # 3,000 rows since the first report: 50 rows/s, 15,000 left
     at = AppTest.from_function(_progress_view, default_timeout=30)
     at.session_state["progress"] = {"preparing": "features", "preparing_split": "train", "preparing_done": 5000, "preparing_total": 20000,
-                                    "preparing_started_at": started}
+                                    "preparing_started_at": started, "preparing_first_done": 2000}
     at.run()
     assert not at.exception
     bar = at.get("progress")[0]
     assert bar.value == 25
-    assert "Computing backbone features" in bar.proto.text and "train: 5,000 of 20,000" in bar.proto.text and "ETA 1 min" in bar.proto.text
+    assert "Computing backbone features" in bar.proto.text and "train: 5,000 of 20,000" in bar.proto.text and "ETA 5 min" in bar.proto.text
 
     at.session_state["progress"] = {"preparing": "features", "preparing_split": "val", "preparing_done": 900, "preparing_total": 900,
                                     "phase": "head", "phase_epochs": 10, "total_epochs": 10, "epoch": 3}

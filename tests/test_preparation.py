@@ -68,7 +68,7 @@ def test_live_progress_follows_each_split_with_its_own_rate() -> None:
     tracker.on_event(PreparationProgress("run", step="features", split="train", done=100, total=1000, timestamp=10.0))
     progress = tracker.progress
     assert progress.is_preparing and (progress.preparing, progress.preparing_split) == ("features", "train")
-    assert progress.preparing_started_at == 10.0
+    assert progress.preparing_started_at == 10.0 and progress.preparing_eta_s is None  # one report: no rate yet
     tracker.on_event(PreparationProgress("run", step="features", split="train", done=500, total=1000, timestamp=12.0))
     assert progress.preparing_started_at == 10.0 and progress.preparing_done == 500
     assert progress.preparing_eta_s is not None and progress.preparing_eta_s > 0

@@ -72,7 +72,8 @@ class LiveProgress:
     preparing_split: str = ""
     preparing_done: int = 0
     preparing_total: int = 0
-    preparing_started_at: float | None = None
+    preparing_started_at: float | None = None  # when the split's first report arrived, and its rows then
+    preparing_first_done: int = 0
 
     @property
     def is_preparing(self) -> bool:
@@ -80,11 +81,13 @@ class LiveProgress:
 
     @property
     def preparing_eta_s(self) -> float | None:
-        """Seconds left in the current split's decoding or features, from its rate so far."""
-        if not self.is_preparing or self.preparing_started_at is None or self.preparing_done <= 0:
+        """Seconds left in the current split's decoding or features, from its rate since its first report
+        (the first report comes after the first batch, which also traced the graph: not a rate)."""
+        rows = self.preparing_done - self.preparing_first_done
+        if not self.is_preparing or self.preparing_started_at is None or rows <= 0:
             return None
         elapsed = time.time() - self.preparing_started_at
-        return elapsed * (self.preparing_total - self.preparing_done) / self.preparing_done
+        return elapsed * (self.preparing_total - self.preparing_done) / rows
 
     @property
     def fraction_done(self) -> float:
@@ -157,6 +160,7 @@ class ProgressTracker:
         elif isinstance(event, PreparationProgress):
             if (event.step, event.split) != (progress.preparing, progress.preparing_split):
                 progress.preparing, progress.preparing_split, progress.preparing_started_at = event.step, event.split, event.timestamp
+                progress.preparing_first_done = event.done
             progress.preparing_done, progress.preparing_total = event.done, event.total
         elif isinstance(event, EpochEnded):
             progress.epoch, progress.phase_epoch, progress.batch = event.epoch, event.phase_epoch, 0
