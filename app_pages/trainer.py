@@ -48,9 +48,10 @@ def queue_frame(run_ids: list[str]) -> pd.DataFrame:
         rows.append({
             "user": status.owner, "id": run_id, "state": status.state, "position": status.queue_position,
             "device": status.device or "", "progress": round(status.progress.fraction_done, 2) if status.state == "running" else None,
+            "now": status.progress.activity if status.state == "running" else "",
             "starts in": format_duration(max(0.0, start - time.time())) if status.state == "queued" and start is not None else "",
         })
-    return pd.DataFrame(rows, columns=["user", "id", "state", "position", "device", "progress", "starts in"])
+    return pd.DataFrame(rows, columns=["user", "id", "state", "position", "device", "progress", "now", "starts in"])
 
 
 def usage_frame() -> pd.DataFrame:

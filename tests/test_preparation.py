@@ -79,3 +79,13 @@ def test_live_progress_follows_each_split_with_its_own_rate() -> None:
     tracker.on_event(PreparationProgress("other-run", step="decode", split="train", done=1, total=9, timestamp=22.0))
     assert not progress.is_preparing
     assert LiveProgress.from_dict(progress.to_dict()) == progress  # survives the worker's progress file
+
+
+def test_a_jobs_activity_names_the_preparation_step_then_the_epoch() -> None:
+    assert LiveProgress().activity == ""
+    preparing = LiveProgress(preparing="features", preparing_split="train", preparing_done=250, preparing_total=1000)
+    assert preparing.activity == "backbone features (train) 25%"
+    decoding = LiveProgress(preparing="decode", preparing_split="val", preparing_done=1, preparing_total=4)
+    assert decoding.activity == "decoding images (val) 25%"
+    training = LiveProgress(phase="head", total_epochs=10, epoch=3, preparing="features", preparing_split="val", preparing_done=9, preparing_total=9)
+    assert training.activity == "epoch 4 of 10 (head)"

@@ -90,6 +90,16 @@ class LiveProgress:
         return elapsed * (self.preparing_total - self.preparing_done) / rows
 
     @property
+    def activity(self) -> str:
+        """What the job is doing, in a few words, for a table of many jobs ("" before anything is known)."""
+        if self.is_preparing:
+            what = "decoding images" if self.preparing == "decode" else "backbone features"
+            return f"{what} ({self.preparing_split}) {self.preparing_done / self.preparing_total:.0%}"
+        if self.total_epochs:
+            return f"epoch {min(self.epoch + 1, self.total_epochs)} of {self.total_epochs} ({self.phase})"
+        return ""
+
+    @property
     def fraction_done(self) -> float:
         if not self.total_epochs:
             return 0.0
