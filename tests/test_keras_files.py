@@ -20,6 +20,10 @@ from tl_core.config import ModelConfig  # noqa: E402
 from tl_core.model import build_transfer_model  # noqa: E402
 
 
+def _tiny_classifier() -> keras.Model:
+    return build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).model
+
+
 def test_after_remembering_keras_reads_each_skip_set_from_its_cache_in_that_thread() -> None:
     seen: dict[str, bool] = {}
 
@@ -37,7 +41,7 @@ def test_after_remembering_keras_reads_each_skip_set_from_its_cache_in_that_thre
 
 def test_saved_files_match_what_keras_writes_and_load_back(tmp_path: Path) -> None:
     keras.utils.set_random_seed(0)
-    model = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).model
+    model = _tiny_classifier()
     plain, ours = tmp_path / "plain.keras", tmp_path / "ours.keras"
     model.save(plain)
     keras_files.save_model(model, ours)
@@ -53,12 +57,12 @@ def test_saved_files_match_what_keras_writes_and_load_back(tmp_path: Path) -> No
 
 def test_weights_files_hold_the_same_arrays_as_keras_writes(tmp_path: Path) -> None:
     keras.utils.set_random_seed(1)
-    model = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).model
+    model = _tiny_classifier()
     plain, ours = tmp_path / "plain.weights.h5", tmp_path / "ours.weights.h5"
     model.save_weights(plain)
     keras_files.save_weights(model, ours)
     for path in (plain, ours):
-        twin = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).model
+        twin = _tiny_classifier()
         twin.load_weights(path)
         for mine, theirs in zip(twin.weights, model.weights, strict=True):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs))

@@ -59,7 +59,7 @@ class ProgressPrinter:
             self.stream.flush()
         elif isinstance(event, events.PreparationProgress) and self.interactive:
             done = event.done / max(event.total, 1)
-            what = "decoding images" if event.step == "decode" else "backbone features"
+            what = events.PREPARATION_STEP_NAMES.get(event.step, event.step)
             self.stream.write(f"\r\x1b[K  {what}, {event.split} [{'#' * int(done * 24):<24}] {event.done:,}/{event.total:,}")
             if event.done >= event.total:
                 self.stream.write("\r\x1b[K")  # the runner's log line for the split follows

@@ -70,6 +70,9 @@ class PreparationProgress(TrainingEvent):
     total: int
 
 
+PREPARATION_STEP_NAMES = {"decode": "decoding images", "features": "backbone features"}  # `PreparationProgress.step`, in words
+
+
 @dataclass(frozen=True)
 class EpochEnded(TrainingEvent):
     """`epoch` counts across phases (1-based); `phase_epoch` restarts in each phase."""

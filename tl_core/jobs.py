@@ -39,7 +39,7 @@ from typing import Literal, Protocol
 
 from tl_core.config import RunConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
-from tl_core.events import BatchProgress, EpochEnded, PhaseStarted, PreparationProgress, RunFinished, RunStarted, TrainingEvent
+from tl_core.events import PREPARATION_STEP_NAMES, BatchProgress, EpochEnded, PhaseStarted, PreparationProgress, RunFinished, RunStarted, TrainingEvent
 from tl_core.job_queue import ANY_DEVICE, JobQueue, QueueEntry, RunningJob, WaitingJob, default_slots, estimate_start_times
 from tl_core.runs import FINISHED_STATUSES, RunStore, process_is_alive, process_start_token
 
@@ -93,7 +93,7 @@ class LiveProgress:
     def activity(self) -> str:
         """What the job is doing, in a few words, for a table of many jobs ("" before anything is known)."""
         if self.is_preparing:
-            what = "decoding images" if self.preparing == "decode" else "backbone features"
+            what = PREPARATION_STEP_NAMES.get(self.preparing, self.preparing)
             return f"{what} ({self.preparing_split}) {self.preparing_done / self.preparing_total:.0%}"
         if self.total_epochs:
             return f"epoch {min(self.epoch + 1, self.total_epochs)} of {self.total_epochs} ({self.phase})"

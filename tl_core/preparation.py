@@ -14,7 +14,8 @@ from typing import Callable
 from tl_core.events import PreparationProgress, TrainingListener
 from tl_core.stopping import StopToken
 
-REPORT_INTERVAL_S = 0.5  # like batch progress: often enough for a live bar, rare enough to cost nothing
+# Often enough for a live bar, rare enough to cost nothing: a worker writes its progress file at most this often anyway.
+REPORT_INTERVAL_S = 0.5
 
 STEP_DESCRIPTIONS = {"decode": "decoding images", "features": "computing backbone features"}
 
