@@ -75,3 +75,42 @@ def test_a_graph_that_cannot_be_traced_falls_back_to_keras_before_any_batch(monk
 
     assert frozen_inference_function(extractor) is None  # traced when made, so the failure shows here, not mid-run
     assert "could not be prepared" in caplog.text
+
+
+def _randomise_batch_norms(model: keras.Model, seed: int) -> None:
+    """Statistics and factors far from the defaults (mean 0, variance 1), so a wrong fold shows in the outputs."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 2, channels))
+            layer.moving_variance.assign(rng.uniform(0.2, 3, channels))
+            layer.gamma.assign(rng.normal(1, 0.5, channels))
+            layer.beta.assign(rng.normal(0, 1, channels))
+
+
+def test_batch_normalization_folds_into_the_convolution_before_it_only_where_nothing_else_reads_the_raw_output() -> None:
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 3))
+    biased = keras.layers.Conv2D(4, 3, padding="same", use_bias=True, name="biased")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn_biased")(biased))
+    depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise")(x)  # channel c * 2 + m
+    x = keras.layers.BatchNormalization(name="bn_depthwise")(depthwise)
+    shared = keras.layers.Conv2D(8, 1, name="shared")(x)  # read raw by the Add as well: not folded
+    x = keras.layers.Add()([keras.layers.BatchNormalization(name="bn_shared")(shared), shared])
+    activated = keras.layers.Conv2D(8, 1, activation="relu", name="activated")(x)  # BN after relu: not foldable
+    x = keras.layers.BatchNormalization(name="bn_activated")(activated)
+    returned = keras.layers.Conv2D(6, 1, name="returned")(x)  # also a model output: not folded
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.BatchNormalization(name="bn_returned")(returned))
+    model = keras.Model(inputs, [pooled, returned])
+    _randomise_batch_norms(model, seed=2)
+    images = np.random.default_rng(2).normal(0, 1, (5, 8, 8, 3)).astype("float32")
+
+    folds = frozen_inference._batch_norm_folds(model, frozen_inference._all_operations(model))
+    lean = frozen_inference_function(model)
+
+    assert sorted(normalization.name for normalization in folds.values()) == ["bn_biased", "bn_depthwise"]
+    assert lean is not None
+    expected = [keras.ops.convert_to_numpy(output) for output in model(images, training=False)]
+    for actual, wanted in zip(lean(images), expected, strict=True):
+        np.testing.assert_allclose(actual.numpy(), wanted, rtol=1e-5, atol=1e-5 * float(np.abs(wanted).max()))
