@@ -144,6 +144,25 @@ def run_experiment(
     Returns:
         The outcome; `status` is `completed`, `stopped` or `failed`.
     """
+    with store.kept_open():  # a run writes many short records (its events): see sqlite_store.kept_open
+        return _run_experiment(
+            config, store=store, listener=listener, stop=stop, prepared=prepared, run_id=run_id,
+            weights_cache_dir=weights_cache_dir, strategy=strategy, initial_weights=initial_weights,
+        )
+
+
+def _run_experiment(
+    config: RunConfig,
+    *,
+    store: RunStore,
+    listener: TrainingListener | None = None,
+    stop: StopToken | None = None,
+    prepared: PreparedDataset | None = None,
+    run_id: str | None = None,
+    weights_cache_dir: Path | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    initial_weights: Path | None = None,
+) -> ExperimentOutcome:
     started = time.perf_counter()
     stop = stop or StopToken()
     prepared = prepared or prepare_dataset(config.data, store)

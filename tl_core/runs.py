@@ -201,8 +201,16 @@ class RunStore:
 
     # -- connections and schema ------------------------------------------------------------------
     def _connect(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        """A fresh connection; with `write`, one IMMEDIATE transaction so read-modify-write is atomic."""
-        return sqlite_store.connect(self.database_path, write=write, pragmas=("PRAGMA foreign_keys = ON",))
+        """A fresh connection; with `write`, one IMMEDIATE transaction so read-modify-write is atomic.
+
+        `synchronous = NORMAL` is SQLite's advice for WAL databases: a commit survives the process crashing
+        (a killed worker's epochs stay recorded); only a power cut or an OS crash can lose the last few.
+        """
+        return sqlite_store.connect(self.database_path, write=write, pragmas=("PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL"))
+
+    def kept_open(self) -> contextlib.AbstractContextManager[None]:
+        """Keep the database open for a block of many short writes (a run's events): see `sqlite_store.kept_open`."""
+        return sqlite_store.kept_open(self.database_path)
 
     def _migrate(self) -> None:
         with self._connect() as connection:

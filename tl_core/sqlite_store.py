@@ -2,7 +2,8 @@
 
 Each call opens a fresh connection (safe from any thread or process) in autocommit mode with dict-like
 rows. A writer takes one `BEGIN IMMEDIATE` transaction, so a read-check-write sequence is atomic across
-processes, and rolls it back if the caller's block raises.
+processes, and rolls it back if the caller's block raises. `kept_open` holds a database open across a
+burst of such connections (a training run's events), so closing each one stays cheap.
 """
 
 from __future__ import annotations
@@ -41,3 +42,20 @@ def connect(path: Path, *, write: bool = False, pragmas: Sequence[str] = ()) -> 
         connection.execute("COMMIT")
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def kept_open(path: Path) -> Iterator[None]:
+    """Hold one idle connection to `path` for the block, so the short-lived connections inside it are never the last.
+
+    When the last connection to a WAL database closes, SQLite checkpoints it (copies the log into the
+    database and syncs both) and removes the log: with a fresh connection per write, every write paid for that.
+    Measured for one epoch record: 2.2-2.4 ms alone, 0.2-0.6 ms with this connection held. It holds no
+    transaction between statements, so it never blocks a writer or the periodic checkpoints.
+    """
+    keeper = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    try:
+        keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the log index: it now counts as a connection
+        yield
+    finally:
+        keeper.close()
