@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from tl_core.head_fit import HeadFitter, can_fit_fast
+from tl_core import head_fit
+from tl_core.head_fit import HeadFitter, can_fit_fast, fused_adam_update
 from tl_core.model import build_head
 
 FEATURES = 16
@@ -132,3 +133,42 @@ def test_a_batch_larger_than_the_data_trains_in_one_step_and_fast_fitting_is_off
 
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
         assert not can_fit_fast()
+
+
+def test_the_fused_adam_kernel_trains_the_head_as_keras_adam_does(monkeypatch: pytest.MonkeyPatch):
+    train, val = _data(90, 7, noise=2.0), _data(30, 8, noise=2.0)
+    fused_head, fused_logs = _head(dropout=0.2), _Logs()
+    HeadFitter(fused_head, *train, *val, batch_size=16, class_weight=None, seed=5).fit(3, [fused_logs])
+    assert fused_adam_update(fused_head.optimizer, fused_head.trainable_variables) is not None  # plain Adam: the fused kernel ran
+
+    monkeypatch.setattr(head_fit, "fused_adam_update", lambda *args: None)  # Keras' own optimizer.apply
+    keras_head, keras_logs = _head(dropout=0.2), _Logs()
+    HeadFitter(keras_head, *train, *val, batch_size=16, class_weight=None, seed=5).fit(3, [keras_logs])
+
+    for fused, reference in zip(fused_head.get_weights(), keras_head.get_weights(), strict=True):
+        np.testing.assert_allclose(fused, reference, rtol=1e-5, atol=1e-6)
+    assert int(fused_head.optimizer.iterations) == int(keras_head.optimizer.iterations) == 3 * 6
+    for fused, reference in zip(fused_logs.epochs, keras_logs.epochs, strict=True):
+        assert fused == pytest.approx(reference, rel=1e-4)  # float rounding of the same arithmetic in another order
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.Adam(1e-2, amsgrad=True),
+        lambda: keras.optimizers.Adam(1e-2, weight_decay=1e-3),
+        lambda: keras.optimizers.Adam(1e-2, clipnorm=1.0),
+        lambda: keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(1e-2, 10, 0.5)),
+        lambda: keras.optimizers.SGD(1e-2),
+    ],
+    ids=["amsgrad", "weight-decay", "clipnorm", "schedule", "sgd"],
+)
+def test_an_optimizer_option_the_fused_kernel_lacks_keeps_keras_apply(optimizer):
+    head = _head()
+    head.compile(optimizer=optimizer(), loss="sparse_categorical_crossentropy")
+    head.optimizer.build(head.trainable_variables)
+    before = [weights.copy() for weights in head.get_weights()]
+
+    assert fused_adam_update(head.optimizer, head.trainable_variables) is None
+    HeadFitter(head, *_data(40, 9), None, None, batch_size=16, class_weight=None, seed=0).fit(1, [])
+    assert any(not np.array_equal(old, new) for old, new in zip(before, head.get_weights()))  # and it still trains
