@@ -10,10 +10,10 @@ walks the model's graph once and emits only the arithmetic: convolutions through
 EfficientNet-Lite0 at 128 px, 222 -> 278 images/s, outputs within 3e-6 relative), or else into one
 multiply-add (its factors computed with the same TensorFlow ops `tf.nn.batch_normalization` uses), and
 every weight-free built-in layer or `keras.ops` operation through its own `call`. Measured on
-EfficientNet-Lite0 at 128 px: the first batch (trace + run) 0.45-0.61 s instead of 0.72-0.85 s, later batches
-as fast as `predict_on_batch`, outputs identical to it (max difference 0.0; within 3e-6 relative for
-MobileNetV3 and EfficientNetV2; the tests compare them); in a 600-image run the train and validation
-features took 2.27 s instead of 2.76 s (medians of 8 interleaved).
+EfficientNet-Lite0 at 128 px, before the folding: the first batch (trace + run) 0.45-0.61 s instead of
+0.72-0.85 s, later batches as fast as `predict_on_batch`; in a 600-image run the train and validation
+features took 2.27 s instead of 2.76 s (medians of 8 interleaved), and 1.75-2.15 s with the folding.
+Outputs equal Keras' within float rounding (the tests compare them: within 1e-5 relative, 3e-6 measured).
 
 A model with any other layer (a TF Hub layer, a layer with weights of another kind, a mixed-precision
 policy) gets None, and the caller keeps Keras' own `predict_on_batch`.
