@@ -172,3 +172,25 @@ def test_an_optimizer_option_the_fused_kernel_lacks_keeps_keras_apply(optimizer)
     assert fused_adam_update(head.optimizer, head.trainable_variables) is None
     HeadFitter(head, *_data(40, 9), None, None, batch_size=16, class_weight=None, seed=0).fit(1, [])
     assert any(not np.array_equal(old, new) for old, new in zip(before, head.get_weights()))  # and it still trains
+
+
+def test_under_mixed_precision_the_loss_scale_optimizer_keeps_keras_apply_and_the_head_trains():
+    """The GPU path (`TrainConfig.mixed_precision`): compile wraps Adam in a LossScaleOptimizer, which the fused kernel must not bypass."""
+    from tl_core.runner import precision_policy
+    from tl_core.train import _compile
+
+    with precision_policy(True):
+        keras.utils.set_random_seed(4)
+        head = build_head(FEATURES, CLASSES, (8,), 0.1)
+        _compile(head, 1e-2, jit_compile=False)
+        head.optimizer.build(head.trainable_variables)
+        before = [weights.copy() for weights in head.get_weights()]
+        logs = _Logs()
+
+        assert type(head.optimizer).__name__ == "LossScaleOptimizer"
+        assert fused_adam_update(head.optimizer, head.trainable_variables) is None
+        HeadFitter(head, *_data(60, 10), *_data(20, 11), batch_size=16, class_weight=None, seed=0).fit(2, [logs])
+
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert all(np.isfinite(value) for value in logs.epochs[-1].values())
+    assert any(not np.array_equal(old, new) for old, new in zip(before, head.get_weights()))
