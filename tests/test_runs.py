@@ -17,7 +17,9 @@ import pytest
 
 from tl_core import events
 from tl_core.errors import RunNotFoundError, TransferLabError
-from tl_core.runs import SCHEMA_VERSION, RunRecorder, RunStore, process_is_alive, process_start_token
+from tl_core.processes import process_is_alive, process_start_token
+from tl_core.run_recorder import RunRecorder
+from tl_core.runs import SCHEMA_VERSION, RunStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

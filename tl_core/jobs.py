@@ -41,7 +41,8 @@ from tl_core.config import RunConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.events import PREPARATION_STEP_NAMES, BatchProgress, EpochEnded, PhaseStarted, PreparationProgress, RunFinished, RunStarted, TrainingEvent
 from tl_core.job_queue import ANY_DEVICE, JobQueue, QueueEntry, RunningJob, WaitingJob, default_slots, estimate_start_times
-from tl_core.runs import FINISHED_STATUSES, RunStore, process_is_alive, process_start_token
+from tl_core.processes import process_is_alive, process_start_token
+from tl_core.runs import FINISHED_STATUSES, RunStore
 
 JobState = Literal["queued", "running", "finished"]
 # Equal to tl_core.runner.CHECKPOINT_FILE; the runner imports TensorFlow, which the server need not.

@@ -35,7 +35,8 @@ from tl_core.feature_extraction_run import evaluation_split, feature_provider, l
 from tl_core.modalities import ModalitySpec, get_modality
 from tl_core.model import TransferModel, backbone_from_saved_classifier, inference_model
 from tl_core.preparation import PreparationReporter, PreparationStopped
-from tl_core.runs import RunRecorder, RunStore
+from tl_core.run_recorder import RunRecorder
+from tl_core.runs import RunStore
 from tl_core.stopping import StopToken
 from tl_core.train import TrainingData, TrainResult, train_model
 

@@ -14,6 +14,8 @@ Example:
     >>> record = store.create_run(config={}, backbone="mobilenet_v2", weights="imagenet", mode="feature-extraction")
     >>> store.mark_running(record.id)
     >>> store.finish_run(record.id, "completed", metrics={"val_accuracy": 0.93})
+
+`tl_core.run_recorder.RunRecorder` writes a training run's events into a store.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tl_core import events, sqlite_store
+from tl_core import sqlite_store
 from tl_core.errors import RunNotFoundError, TransferLabError
+from tl_core.processes import process_is_alive, process_start_token
 
 if TYPE_CHECKING:
     import pandas
@@ -132,37 +135,6 @@ class PhaseRecord:
     learning_rate: float
     description: str
     open_blocks: tuple[str, ...]
-
-
-def process_start_token(pid: int) -> str | None:
-    """The kernel's start time of `pid` (Linux `/proc`), so a reused pid is told apart; None elsewhere."""
-    fields = _proc_stat_fields(pid)
-    return fields[19] if fields else None
-
-
-def process_is_alive(pid: int, start_token: str | None) -> bool:
-    """True while `pid` runs and, when `start_token` is known, is still the same process."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        pass
-    fields = _proc_stat_fields(pid)
-    if fields is None:
-        return True  # no /proc (macOS, Windows): the signal check is all we have
-    if fields[0] in ("Z", "X"):  # a zombie has finished running; only its exit status is left
-        return False
-    return start_token is None or fields[19] == start_token
-
-
-def _proc_stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: fields after the last ")" start at field 3.
-    return text.rsplit(")", 1)[1].split()
 
 
 def _to_json(value: Any) -> str:
@@ -533,53 +505,3 @@ def _record(row: sqlite3.Row) -> RunRecord:
         dataset_stats=json.loads(row["dataset_stats_json"]), backbone=row["backbone"], weights=row["weights"], mode=row["mode"],
         metrics=json.loads(row["metrics_json"]), error=row["error"], parent_run_id=row["parent_run_id"], owner=row["owner"],
     )
-
-
-class RunRecorder:
-    """Writes one run's training events into the store and its log (a `TrainingListener`).
-
-    Events of other runs are ignored, so one recorder can sit in a shared listener group.
-    """
-
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self.store = store
-        self.run_id = run_id
-        self._epochs_done = 0  # global epochs finished so far: the next phase starts after them
-
-    def on_event(self, event: events.TrainingEvent) -> None:
-        if event.run_id != self.run_id or isinstance(event, (events.BatchProgress, events.PreparationProgress)):
-            return  # too frequent for a database and a log (the runner logs a line per split prepared)
-        log = self._log
-        if isinstance(event, events.RunStarted):
-            self.store.mark_running(self.run_id)
-            sizes = ", ".join(f"{split} {count}" for split, count in event.split_sizes.items())
-            log(f"run started: {len(event.class_names)} classes ({', '.join(event.class_names)}); images: {sizes}")
-        elif isinstance(event, events.PhaseStarted):
-            self.store.record_phase(
-                self.run_id, phase=event.phase, first_epoch=self._epochs_done + 1, epochs=event.epochs,
-                learning_rate=event.learning_rate, description=event.description, open_blocks=event.open_blocks,
-            )
-            log(f"phase {event.phase} started: {event.epochs} epochs at learning rate {event.learning_rate:g}, "
-                f"{event.trainable_weights:,} trainable weights. {event.description}")
-        elif isinstance(event, events.EpochEnded):
-            self._epochs_done = max(self._epochs_done, event.epoch)
-            self.store.record_epoch(
-                self.run_id, phase=event.phase, epoch=event.epoch, phase_epoch=event.phase_epoch, metrics=dict(event.metrics),
-                learning_rate=event.learning_rate, seconds=event.seconds, is_best=event.is_best,
-            )
-            metrics = " ".join(f"{name}={value:.4g}" for name, value in event.metrics.items())
-            log(f"epoch {event.epoch} ({event.phase} {event.phase_epoch}): {metrics} lr={event.learning_rate:g} "
-                f"{event.seconds:.1f}s{' best' if event.is_best else ''}")
-        elif isinstance(event, events.LogMessage):
-            log(f"{event.level}: {event.text}")
-        elif isinstance(event, events.PhaseEnded):
-            best = "n/a" if event.best_val_loss is None else f"{event.best_val_loss:.4g}"
-            log(f"phase {event.phase} ended after {event.epochs_run} epochs, best val_loss {best}"
-                f"{' (stopped early)' if event.stopped_early else ''}")
-        elif isinstance(event, events.RunFinished):
-            self.store.finish_run(self.run_id, event.status, metrics=dict(event.final_metrics), error=event.error)
-            log(f"run {event.status} after {event.epochs_run} epochs in {event.elapsed_s:.1f}s"
-                + (f": {event.error.splitlines()[0]}" if event.error else ""))
-
-    def _log(self, text: str) -> None:
-        self.store.append_log(self.run_id, text)
