@@ -182,7 +182,8 @@ def test_a_dataset_with_nothing_trainable_is_refused_before_queueing(workspace: 
 def _progress_view() -> None:
     import streamlit as st
 
-    from tl_core.jobs import JobStatus, LiveProgress
+    from tl_core.jobs import JobStatus
+    from tl_core.live_progress import LiveProgress
     from ui.training import show_progress
 
     show_progress(None, JobStatus("run", "running", None, LiveProgress(status="running", **st.session_state["progress"])))  # type: ignore[arg-type]

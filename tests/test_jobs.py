@@ -20,7 +20,8 @@ import pytest  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.errors import TransferLabError  # noqa: E402
 from tl_core.job_queue import QueueFullError  # noqa: E402
-from tl_core.jobs import CHECKPOINT_FILE, JobExit, JobManager, LiveProgress  # noqa: E402
+from tl_core.jobs import CHECKPOINT_FILE, JobExit, JobManager  # noqa: E402
+from tl_core.live_progress import LiveProgress  # noqa: E402
 from tl_core.worker import ThreadBackend  # noqa: E402
 from tl_core.runs import RunStore  # noqa: E402
 
@@ -261,7 +262,7 @@ def test_live_progress_round_trips_through_a_dict():
 
 def test_progress_ignores_the_scratch_baseline_trained_in_the_same_job() -> None:
     from tl_core.events import EpochEnded, PhaseStarted
-    from tl_core.jobs import ProgressTracker
+    from tl_core.live_progress import ProgressTracker
 
     tracker = ProgressTracker(_config("data", epochs=3), run_id="pretrained")
     tracker.on_event(PhaseStarted("pretrained", phase="head", epochs=3, learning_rate=1e-3, trainable_weights=10, description=""))

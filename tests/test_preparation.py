@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tl_core.events import PreparationProgress
-from tl_core.jobs import LiveProgress, ProgressTracker
+from tl_core.live_progress import LiveProgress, ProgressTracker
 from tl_core.config import RunConfig, DataConfig
 from tl_core.preparation import REPORT_INTERVAL_S, PreparationReporter, PreparationStopped
 from tl_core.stopping import StopToken

@@ -36,7 +36,8 @@ import tl_core
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
 from tl_core.events import BatchProgress, PreparationProgress, TrainingEvent, TrainingListener
-from tl_core.jobs import Job, JobExit, LiveProgress, ProgressTracker, reference_is_alive, this_process_reference
+from tl_core.jobs import Job, JobExit, reference_is_alive, this_process_reference
+from tl_core.live_progress import LiveProgress, ProgressTracker
 from tl_core.processes import process_start_token
 from tl_core.runs import LOG_FILE, RunStore
 
