@@ -15,10 +15,10 @@ import pytest  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from tl_core.advisor_budget import ModeEstimate  # noqa: E402
 from tl_core.advisor import (  # noqa: E402
     Advice,
     Measurements,
-    ModeEstimate,
     advise,
     format_advice,
     linear_probe_accuracy,
