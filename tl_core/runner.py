@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,18 @@ def _summary(run_id: str, config: RunConfig, image_size: int, status: str, start
     }
 
 
+def _with_store_kept_open(run: Callable[..., ExperimentOutcome]) -> Callable[..., ExperimentOutcome]:
+    """A run writes many short records (its events): its store's database stays open throughout (see `sqlite_store.kept_open`)."""
+
+    @functools.wraps(run)
+    def run_keeping_store_open(config: RunConfig, *, store: RunStore, **options: Any) -> ExperimentOutcome:
+        with store.kept_open():
+            return run(config, store=store, **options)
+
+    return run_keeping_store_open
+
+
+@_with_store_kept_open
 def run_experiment(
     config: RunConfig,
     *,
@@ -145,25 +158,6 @@ def run_experiment(
     Returns:
         The outcome; `status` is `completed`, `stopped` or `failed`.
     """
-    with store.kept_open():  # a run writes many short records (its events): see sqlite_store.kept_open
-        return _run_experiment(
-            config, store=store, listener=listener, stop=stop, prepared=prepared, run_id=run_id,
-            weights_cache_dir=weights_cache_dir, strategy=strategy, initial_weights=initial_weights,
-        )
-
-
-def _run_experiment(
-    config: RunConfig,
-    *,
-    store: RunStore,
-    listener: TrainingListener | None = None,
-    stop: StopToken | None = None,
-    prepared: PreparedDataset | None = None,
-    run_id: str | None = None,
-    weights_cache_dir: Path | None = None,
-    strategy: tf.distribute.Strategy | None = None,
-    initial_weights: Path | None = None,
-) -> ExperimentOutcome:
     started = time.perf_counter()
     stop = stop or StopToken()
     prepared = prepared or prepare_dataset(config.data, store)
