@@ -77,20 +77,12 @@ def _all_operations(model: keras.Model) -> list[Any]:
     return found
 
 
-def _output_operations(model: keras.Model) -> set[int]:
-    """The operations whose outputs a model (or a model nested in it) returns: their raw values are needed."""
-    found = {id(tensor._keras_history.operation) for tensor in model.outputs}
-    for operation in model.layers:
-        if isinstance(operation, keras.Model):
-            found |= _output_operations(operation)
-    return found
-
-
 def _batch_norm_folds(model: keras.Model, every_operation: list[Any]) -> dict[int, keras.layers.BatchNormalization]:
     """Convolution id -> the batch normalisation folded into it: a linear Conv2D or DepthwiseConv2D (called once)
     whose only consumer is a batch normalisation (called once) and whose own output nothing else reads."""
     walked = {id(operation) for operation in every_operation}
-    outputs = _output_operations(model)
+    models = [model, *(operation for operation in every_operation if isinstance(operation, keras.Model))]
+    outputs = {id(tensor._keras_history.operation) for nested in models for tensor in nested.outputs}  # their raw values are needed
     folds: dict[int, keras.layers.BatchNormalization] = {}
     for normalization in every_operation:
         if type(normalization) is not keras.layers.BatchNormalization or len(normalization._inbound_nodes) != 1:
