@@ -68,15 +68,14 @@ def fused_adam_update(optimizer: keras.optimizers.Optimizer, variables: Sequence
     slots = [(optimizer._momentums[index], optimizer._velocities[index]) for index in map(optimizer._get_variable_index, variables)]
 
     def apply(gradients: Sequence[tf.Tensor]) -> None:
+        beta_1, beta_2 = tf.constant(optimizer.beta_1, tf.float32), tf.constant(optimizer.beta_2, tf.float32)
         step = tf.cast(optimizer.iterations + 1, tf.float32)
-        beta_1_power = tf.pow(tf.constant(optimizer.beta_1, tf.float32), step)
-        beta_2_power = tf.pow(tf.constant(optimizer.beta_2, tf.float32), step)
+        beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
         learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
         for gradient, variable, (momentum, velocity) in zip(gradients, variables, slots, strict=True):
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle, m=momentum.handle, v=velocity.handle, beta1_power=beta_1_power, beta2_power=beta_2_power,
-                lr=learning_rate, beta1=tf.constant(optimizer.beta_1, tf.float32), beta2=tf.constant(optimizer.beta_2, tf.float32),
-                epsilon=tf.constant(optimizer.epsilon, tf.float32), grad=gradient,
+                lr=learning_rate, beta1=beta_1, beta2=beta_2, epsilon=tf.constant(optimizer.epsilon, tf.float32), grad=gradient,
             )
         optimizer.iterations.assign_add(1)
 
