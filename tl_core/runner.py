@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tl_core import keras_files
 from tl_core.backbones import get_backbone_spec
+from tl_core.collector import freeze_startup_objects
 from tl_core.config import RunConfig
 from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport
 from tl_core.dataset_prep import PreparedDataset, prepare_dataset, workspace_cache  # also imported from here by the CLI and benches
@@ -159,6 +160,7 @@ def run_experiment(
         The outcome; `status` is `completed`, `stopped` or `failed`.
     """
     started = time.perf_counter()
+    freeze_startup_objects()  # full collections during the run then skip the imported modules (tl_core/collector.py)
     stop = stop or StopToken()
     prepared = prepared or prepare_dataset(config.data, store)
     report, split = prepared.report, prepared.split

@@ -1,0 +1,64 @@
+"""The garbage collector skips what a process held at its first run, and still collects what comes after."""
+
+import gc
+import weakref
+
+import pytest
+
+from tl_core import collector, runner
+from tl_core.config import DataConfig, RunConfig
+from tl_core.errors import TransferLabError
+from tl_core.runs import RunStore
+
+
+class _Node:
+    """A tracked object that can sit in a reference cycle."""
+
+    def __init__(self) -> None:
+        self.partner: "_Node | None" = None
+
+
+def _is_tracked_by_collections(target: object) -> bool:
+    return any(candidate is target for candidate in gc.get_objects())
+
+
+@pytest.fixture
+def fresh_process_state(monkeypatch):
+    """As if no run had frozen anything yet in this process."""
+    monkeypatch.setattr(collector, "_frozen", False)
+
+
+def test_the_first_call_freezes_what_is_alive_and_later_garbage_is_still_collected(fresh_process_state):
+    alive_before = _Node()
+    assert _is_tracked_by_collections(alive_before)
+
+    assert collector.freeze_startup_objects() is True
+    assert not _is_tracked_by_collections(alive_before)  # collections no longer walk it
+    assert gc.get_freeze_count() > 0
+
+    made_after = _Node()
+    made_after.partner = _Node()
+    made_after.partner.partner = made_after  # a cycle: only the collector can free it
+    watcher = weakref.ref(made_after)
+    assert _is_tracked_by_collections(made_after)
+    del made_after
+    gc.collect()
+    assert watcher() is None
+
+
+def test_later_calls_freeze_nothing_more(fresh_process_state):
+    assert collector.freeze_startup_objects() is True
+    frozen = gc.get_freeze_count()
+    made_after = [_Node() for _ in range(50)]
+    assert collector.freeze_startup_objects() is False
+    assert gc.get_freeze_count() == frozen
+    assert all(_is_tracked_by_collections(node) for node in made_after[:3])
+
+
+def test_a_run_freezes_the_start_up_objects_before_it_reads_any_data(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner, "freeze_startup_objects", lambda: calls.append("frozen"))
+    config = RunConfig(data=DataConfig(source=str(tmp_path / "no-such-folder")))
+    with pytest.raises(TransferLabError, match="does not exist"):
+        runner.run_experiment(config, store=RunStore(tmp_path / "workspace"))
+    assert calls == ["frozen"]
