@@ -19,6 +19,7 @@ import numpy as np
 from tl_core.config import RunConfig
 from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit
 from tl_core.dataset_prep import workspace_cache
+from tl_core.decode_helper import decoding_in_helper
 from tl_core.evaluate import Evaluation, evaluate_probabilities
 from tl_core.features import SharedPredictor, cached_features, examples_feature_key, load_cached_features
 from tl_core.modalities import ModalitySpec
@@ -28,17 +29,25 @@ from tl_core.runs import RunStore
 from tl_core.train import TrainingData, TrainResult, train_head
 
 
-def load_examples_then_build(modality: ModalitySpec, split: DatasetSplit, input_size: int, store: RunStore, log: Any,
+def load_examples_and_build(modality: ModalitySpec, split: DatasetSplit, input_size: int, store: RunStore, log: Any,
                               build: Callable[[], TransferModel], preparation: PreparationReporter) -> tuple[TrainingData, TransferModel]:
-    """Load the examples (decode images, read documents), then build the model: one after the other.
+    """Load the examples (decode images, read documents) and build the model.
 
-    Overlapping them in two threads measured no faster on 2 cores (1.3-1.8 s against 0.9-1.4 s in
-    turn for 600 JPEGs and EfficientNet-Lite0: the build is GIL-bound and the decoders contend with
-    it), and both sides parse numpy headers with `ast`, which CPython 3.11 does not guard across
-    threads (gh-106905: a run failed with "AST constructor recursion depth mismatch").
+    Images not cached yet are decoded in a helper process while this one builds the model, the one
+    single-threaded step of a run (tl_core/decode_helper.py); then they are loaded from the cache.
+    In two threads of this process the two did not overlap (1.3-1.8 s against 0.9-1.4 s in turn for
+    600 JPEGs and EfficientNet-Lite0: the build holds the GIL, the decoders wait for it), and both parse
+    numpy headers with `ast`, which CPython 3.11 does not guard across threads (gh-106905).
     """
-    data = modality.load(split, input_size, workspace_cache(store, "images"), log, lambda name: preparation.callback("decode", name))
-    return data, build()
+    cache_dir = workspace_cache(store, "images")
+
+    def progress(name: str) -> Callable[[int, int], None]:
+        return preparation.callback("decode", name)
+
+    with decoding_in_helper(split, input_size, cache_dir, enabled=modality.name == "image") as helper:
+        transfer_model = build()
+        decoded_by_helper = helper.finish(progress, log) if helper is not None else frozenset()
+    return modality.load(split, input_size, cache_dir, log, progress, decoded_elsewhere=decoded_by_helper), transfer_model
 
 
 def feature_provider(transfer_model: Any, config: RunConfig, split: DatasetSplit, data: TrainingData, store: RunStore, log: Any,
@@ -103,7 +112,7 @@ def run_feature_extraction(
     if every_split_cached:
         features = cached.__getitem__
     else:
-        data, transfer_model = load_examples_then_build(modality, split, image_size, store, log, build, preparation)
+        data, transfer_model = load_examples_and_build(modality, split, image_size, store, log, build, preparation)
         features = feature_provider(transfer_model, config, split, data, store, log, preparation, known=cached)
         for name in ("train", "val"):  # what training needs, now; the test split's features only after training
             if name in names:

@@ -52,6 +52,16 @@ def image_cache_key(examples: Sequence[Example], image_size: int) -> str:
     return digest.hexdigest()
 
 
+def image_cache_path(examples: Sequence[Example], image_size: int, cache_dir: Path) -> Path:
+    """Where `build_image_cache` keeps these examples decoded at this size."""
+    return Path(cache_dir) / f"images-{image_cache_key(examples, image_size)[:32]}-{len(examples)}x{image_size}.npy"
+
+
+def has_image_cache(examples: Sequence[Example], image_size: int, cache_dir: Path) -> bool:
+    """Whether `build_image_cache` would reuse a complete cache for these examples (and decode nothing)."""
+    return bool(examples) and _open_existing(image_cache_path(examples, image_size, cache_dir), len(examples), image_size) is not None
+
+
 def release_pages(array: np.ndarray, *, flush: bool = False) -> None:
     """Drop the memory-mapped pages of `array` from this process's RSS (no-op for an ordinary array).
 
@@ -147,7 +157,7 @@ def build_image_cache(
         return ImageCacheResult(np.zeros((0, image_size, image_size, 3), np.uint8), None, False, [])
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cache_path = cache_dir / f"images-{image_cache_key(examples, image_size)[:32]}-{len(examples)}x{image_size}.npy"
+    cache_path = image_cache_path(examples, image_size, cache_dir)
     existing = _open_existing(cache_path, len(examples), image_size)
     if existing is not None:
         failures_file = _failures_path(cache_path)

@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -69,10 +69,12 @@ class ModalitySpec:
 
         return resolve_image_size(get_backbone_spec(model_config.backbone), model_config.image_size)
 
-    def load(self, split: DatasetSplit, input_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None = None) -> TrainingData:
+    def load(self, split: DatasetSplit, input_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None = None,
+             decoded_elsewhere: Collection[str] = ()) -> TrainingData:
         """Every split's examples ready for training: decoded images (memory-mapped cache) or document strings.
 
         `progress` follows the decoding of each split's images (documents are read at once); it may raise to stop.
+        `decoded_elsewhere`: splits whose image cache this run has just made in a helper process (logged as decoded, not reused).
         """
         if self.name == "text":
             from tl_core.text_data import load_texts
@@ -82,7 +84,7 @@ class ModalitySpec:
                 if len(data.images[name]):
                     log("info", f"{name}: {len(data.images[name])} documents, the first {input_size} word tokens of each are read.")
             return data
-        return _load_images(split, input_size, cache_dir, log, progress)
+        return _load_images(split, input_size, cache_dir, log, progress, decoded_elsewhere)
 
     def build(self, model_config: ModelConfig, num_classes: int, *, cache_dir: Path | None = None,
               backbone: keras.Model | None = None, augmentation_seed: int | None = None) -> TransferModel:
@@ -127,7 +129,8 @@ def resolve_modality(source: str | Path, requested: str = AUTO) -> Modality:
     return detect_modality(source)
 
 
-def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None) -> TrainingData:
+def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None,
+                 decoded_elsewhere: Collection[str]) -> TrainingData:
     import numpy as np
 
     from tl_core.data import SPLIT_NAMES
@@ -145,6 +148,7 @@ def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: Log
         cached = build_image_cache(examples, image_size, cache_dir, progress=progress(name) if progress else None)
         for problem in cached.failures:
             log("warning", problem.message)
-        log("info", f"{name}: {len(examples)} images {'from the decoded-image cache' if cached.reused else 'decoded and cached'} at {image_size}px.")
+        origin = "decoded and cached" if not cached.reused else "decoded and cached by a helper process" if name in decoded_elsewhere else "from the decoded-image cache"
+        log("info", f"{name}: {len(examples)} images {origin} at {image_size}px.")
         images[name] = cached.images
     return TrainingData(tuple(split.class_names), images, labels)

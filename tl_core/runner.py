@@ -33,7 +33,7 @@ from tl_core.errors import BackboneError, TransferLabError
 from tl_core.evaluate import Evaluation, evaluate_probabilities
 from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, RunStatus, TrainingListener
 from tl_core.export import KERAS_FILE, LABELS_FILE, write_labels
-from tl_core.feature_extraction_run import evaluation_split, feature_provider, load_examples_then_build, run_feature_extraction
+from tl_core.feature_extraction_run import evaluation_split, feature_provider, load_examples_and_build, run_feature_extraction
 from tl_core.modalities import ModalitySpec, get_modality
 from tl_core.model import TransferModel, backbone_from_saved_classifier, inference_model
 from tl_core.preparation import PreparationReporter, PreparationStopped
@@ -248,7 +248,7 @@ def run_experiment(
                     checkpoint_path=run_dir / CHECKPOINT_FILE, jit_compile=jit_compile,
                 )
             else:
-                data, transfer_model = load_examples_then_build(modality, split, image_size, store, log, build, preparation)
+                data, transfer_model = load_examples_and_build(modality, split, image_size, store, log, build, preparation)
                 provider = feature_provider(transfer_model, config, split, data, store, log, preparation) if use_cache else None
                 result = train_model(
                     transfer_model, data, config.train, run_id=run_id, listener=events, stop=stop,
