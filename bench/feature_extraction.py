@@ -66,7 +66,9 @@ def _segments(clock: common.EventClock, total: float) -> dict[str, float]:
     """Where one run's wall time went, from the arrival times of its events and log lines.
 
     Each milestone's segment is the time since the milestone before it, whatever their order: a second
-    run on cached features trains the head first and builds the backbone afterwards.
+    run on cached features trains the head first and builds the backbone afterwards. A first run decodes
+    its images in a helper process while it builds the model (tl_core/decode_helper.py), so its decode
+    segment is only the decoding left when the build is done, plus opening the caches.
     """
     logs = [(seconds, event.text) for seconds, event in clock.arrivals if type(event).__name__ == "LogMessage"]
     started = clock.first("RunStarted") or 0.0
@@ -78,8 +80,8 @@ def _segments(clock: common.EventClock, total: float) -> dict[str, float]:
     finished = clock.first("RunFinished") or total
     milestones = {
         "scan + run record": started,
-        "decode (image cache)": decoded,
-        "build model": built,
+        "build model (a helper process decodes meanwhile)": built,
+        "decode: the rest, after the build": decoded,
         "backbone features, train + val (or cached ones loaded)": featured,
         "head set-up (build head, compile)": head_started,
         "head epochs (incl. fit set-up and tracing)": head_done,

@@ -2,7 +2,8 @@
 
 The training runs in a subprocess (`run_experiment`, feature extraction, in a fresh workspace), so its
 peak resident set is its own: the child samples /proc/self/status (VmRSS, RssAnon, RssFile) per
-stage and reports `getrusage(RUSAGE_SELF).ru_maxrss`; the parent also reads
+stage, and its child processes' VmRSS at the same moments (the helper that decodes the images while the
+run builds its model), and reports `getrusage(RUSAGE_SELF).ru_maxrss`; the parent also reads
 `getrusage(RUSAGE_CHILDREN).ru_maxrss`. After the run the child streams one shuffled epoch of
 `image_dataset` over the training cache, the input path of fine-tuning. The generated JPEGs are
 kept in the bench cache, so only the first run pays for writing them.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 GIB = 1024**3
 STATUS_FIELDS = ("VmRSS", "RssAnon", "RssFile")
+HELPERS_FIELD = "helpers VmRSS"  # the run's child processes (its decoding helper), sampled at the same moments
 SAMPLE_INTERVAL_S = 0.05
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,18 +41,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class StagePeak:
     name: str
     seconds: float = 0.0
-    peaks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUS_FIELDS, 0))  # bytes
+    peaks: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*STATUS_FIELDS, HELPERS_FIELD, "together"), 0))  # bytes
 
 
 def read_status(pid: int | str = "self") -> dict[str, int]:
-    """VmRSS, RssAnon and RssFile of a process in bytes (Linux /proc)."""
+    """VmRSS, RssAnon and RssFile of a process in bytes (Linux /proc); empty if it has just ended."""
     values: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, rest = line.partition(":")
-            if key in STATUS_FIELDS:
-                values[key] = int(rest.split()[0]) * 1024
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, rest = line.partition(":")
+                if key in STATUS_FIELDS:
+                    values[key] = int(rest.split()[0]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
     return values
+
+
+def children_rss() -> int:
+    """VmRSS of this process's children, summed (Linux /proc). Sampled, not `RUSAGE_CHILDREN`: a child's
+    `ru_maxrss` counts the parent's pages it shares between fork and exec (0.7 GiB for a 0.1 GiB helper)."""
+    pids = [pid for children in Path("/proc/self/task").glob("*/children") for pid in children.read_text().split()]
+    return sum(read_status(pid).get("VmRSS", 0) for pid in pids)
 
 
 class StageSampler:
@@ -77,8 +89,12 @@ class StageSampler:
     def _record(self, stage: StagePeak | None) -> None:
         if stage is None:
             return
-        for key, value in read_status().items():
+        own = read_status()
+        for key, value in own.items():
             stage.peaks[key] = max(stage.peaks[key], value)
+        helpers = children_rss()
+        stage.peaks[HELPERS_FIELD] = max(stage.peaks[HELPERS_FIELD], helpers)
+        stage.peaks["together"] = max(stage.peaks["together"], own.get("VmRSS", 0) + helpers)
 
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_INTERVAL_S):
@@ -102,9 +118,9 @@ class _StageListener:
         kind = type(event).__name__
         text = getattr(event, "text", "")
         if kind == "RunStarted":
-            self.sampler.enter("decode into the image cache, then build the model")
-        elif kind == "LogMessage" and text.startswith("Built ") and "decode" in self.sampler.stages[-1].name:
-            self.sampler.enter("backbone features")  # the runner decodes every split first, then builds
+            self.sampler.enter("build the model (a helper process decodes meanwhile)")
+        elif kind == "LogMessage" and text.startswith("Built ") and "build" in self.sampler.stages[-1].name:
+            self.sampler.enter("the helper's last images, then backbone features")
         elif kind == "PhaseStarted":
             self.sampler.enter("head epochs")
         elif kind == "PhaseEnded":
@@ -196,16 +212,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"split {result['split_sizes']}; subprocess wall time {seconds:.1f} s; test accuracy {result['test_accuracy']}; "
           f"streamed {result['streamed']} training images in the extra epoch")
     print(common.format_table(
-        ["stage (subprocess)", "seconds", "peak VmRSS GiB", "peak RssAnon GiB", "peak RssFile GiB"],
-        [[s["name"], f"{s['seconds']:.1f}", *(f"{s['peaks'][key] / GIB:.2f}" for key in STATUS_FIELDS)] for s in result["stages"]],
+        ["stage (subprocess)", "seconds", "peak VmRSS GiB", "peak RssAnon GiB", "peak RssFile GiB", "its helper's VmRSS GiB"],
+        [[s["name"], f"{s['seconds']:.1f}", *(f"{s['peaks'][key] / GIB:.2f}" for key in (*STATUS_FIELDS, HELPERS_FIELD))] for s in result["stages"]],
     ))
     peak_rss = result["ru_maxrss_self"] / GIB
     peak_anon = max(s["peaks"]["RssAnon"] for s in result["stages"]) / GIB
+    peak_together = max(s["peaks"]["together"] for s in result["stages"]) / GIB
     print(f"for scale: the {count} images as float32 in RAM would be {count * side * side * 3 * 4 / GIB:.1f} GiB; "
           f"the uint8 cache on disk is {result['image_cache_bytes'] / GIB:.2f} GiB; getrusage(RUSAGE_CHILDREN).ru_maxrss = {children_maxrss / GIB:.2f} GiB")
     print(common.ratio_line(f"peak RSS (ru_maxrss) training on {count} images at {side} px", peak_rss, args.limit_gb, at_least=False, unit=" GiB"))
+    print(common.ratio_line("peak VmRSS of the run and its decoding helper together (sampled every 50 ms)", peak_together, args.limit_gb, at_least=False, unit=" GiB"))
     print(common.ratio_line("peak anonymous RSS (RssAnon: heap and tensors, excluding mapped cache pages)", peak_anon, args.limit_gb, at_least=False, unit=" GiB"))
-    return {"peak_rss_gib": peak_rss, "peak_anon_gib": peak_anon}
+    return {"peak_rss_gib": peak_rss, "peak_anon_gib": peak_anon, "peak_with_helper_gib": peak_together}
 
 
 if __name__ == "__main__":

@@ -90,4 +90,5 @@ def test_memory_prints_verdicts(bench_cache: Path, capsys: pytest.CaptureFixture
     output = capsys.readouterr().out
     assert _verdict_lines(output, "peak RSS (ru_maxrss) training on 30 images at 32 px"), output
     assert _verdict_lines(output, "peak anonymous RSS"), output
+    assert _verdict_lines(output, "peak VmRSS of the run and its decoding helper together"), output
     assert "stream one shuffled epoch" in output
