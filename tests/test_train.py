@@ -252,11 +252,13 @@ def test_mid_phase_checkpoints_are_spaced_by_their_measured_cost(tmp_path):
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     best = callbacks.BestWeights(model, tmp_path / "best.weights.h5")
-    assert best.checkpoint_spacing_s() == 0.0  # nothing timed yet: the first improvement is written at once
-    assert best.update(1.0, 1, {"val_loss": 1.0}) and (tmp_path / "best.weights.h5").is_file()
+    assert best.checkpoint_spacing_s() == callbacks.FIRST_CHECKPOINT_AFTER_S  # nothing timed yet
+    assert best.update(2.0, 1, {"val_loss": 2.0}) and not (tmp_path / "best.weights.h5").exists()  # a short phase: written at its end
+    best._last_write -= callbacks.FIRST_CHECKPOINT_AFTER_S + 0.01  # as if a second of training had passed
+    assert best.update(1.0, 2, {"val_loss": 1.0}) and (tmp_path / "best.weights.h5").is_file()
     spacing = best.checkpoint_spacing_s()
     assert 0.0 < spacing <= callbacks.CHECKPOINT_INTERVAL_S
     assert spacing == pytest.approx(min(callbacks.CHECKPOINT_INTERVAL_S, best._write_seconds / callbacks.CHECKPOINT_OVERHEAD))
     (tmp_path / "best.weights.h5").unlink()
     best._last_write -= spacing + 0.01  # as if that much training time had passed
-    assert best.update(0.5, 2, {"val_loss": 0.5}) and (tmp_path / "best.weights.h5").is_file()
+    assert best.update(0.5, 3, {"val_loss": 0.5}) and (tmp_path / "best.weights.h5").is_file()

@@ -20,6 +20,9 @@ BATCH_EVENT_INTERVAL_S = 0.25
 # ~10 s of improvements. Every phase end and every stop writes the best weights anyway.
 CHECKPOINT_INTERVAL_S = 60.0
 CHECKPOINT_OVERHEAD = 0.025
+# Before a write has been timed, the first one waits for this much training: a shorter phase (a head on cached
+# features: 0.3-0.4 s for 600 images) is checkpointed at its end anyway, and a write at its first epoch cost 40-50 ms.
+FIRST_CHECKPOINT_AFTER_S = 1.0
 
 
 class BestWeights:
@@ -66,9 +69,9 @@ class BestWeights:
         return True
 
     def checkpoint_spacing_s(self) -> float:
-        """Seconds between mid-phase checkpoint writes: 0 until a write was timed, then cost / overhead, at most a minute."""
+        """Seconds between mid-phase checkpoint writes: `FIRST_CHECKPOINT_AFTER_S` until a write was timed, then cost / overhead, at most a minute."""
         if self._write_seconds is None:
-            return 0.0
+            return FIRST_CHECKPOINT_AFTER_S
         return min(CHECKPOINT_INTERVAL_S, self._write_seconds / CHECKPOINT_OVERHEAD)
 
     def restore(self) -> None:
