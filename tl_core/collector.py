@@ -3,10 +3,10 @@
 Importing TensorFlow and Keras leaves ~430,000 objects that the collector tracks, and they live as long
 as the process. A run makes many new objects (building a backbone makes a few hundred layers and
 variables), so about every other 600-image run triggered a full collection, and a full collection walks
-every tracked object: 0.29-0.38 s of a ~4 s run (bench/README.md finding 25). `gc.freeze()` moves the
+every tracked object: 0.28-0.38 s of a ~4 s run (bench/README.md finding 25). `gc.freeze()` moves the
 objects alive now into a permanent generation that collections skip, the use CPython documents for
 long-lived start-up state; whatever is made afterwards is collected as before. Full collections during a
-run then walk only the run's own objects (0.04-0.16 s, most of it freeing the garbage it finds).
+run then walk only the run's own objects (0.03-0.16 s, most of it freeing the garbage they find).
 
 Once per process: in a run's own worker process, the first run starts right after the imports, so
 what is frozen is start-up state. A long-lived process (a notebook, the tests) freezes what it holds at

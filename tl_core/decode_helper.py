@@ -4,7 +4,7 @@ Building a backbone is single-threaded Python: EfficientNet-Lite0 keeps one core
 the other waits. Decoding in threads at the same time was no faster than one after the other (both need
 the GIL for much of their work; bench/README.md finding 9). In a second process the two do overlap:
 600 JPEGs and Lite0 at 128 px took 0.87-1.34 s together against 1.30-1.74 s one after the other
-(finding 25), and the helper imports no TensorFlow, so it starts in ~0.15 s.
+(finding 26), and the helper imports no TensorFlow, so it starts in ~0.15 s.
 
 The helper does exactly what the run would do next: `build_image_cache` for each split not cached yet,
 into the workspace's image cache, each split written atomically. The run then opens those caches as

@@ -30,7 +30,7 @@ from tl_core.train import TrainingData, TrainResult, train_head
 
 
 def load_examples_and_build(modality: ModalitySpec, split: DatasetSplit, input_size: int, store: RunStore, log: Any,
-                              build: Callable[[], TransferModel], preparation: PreparationReporter) -> tuple[TrainingData, TransferModel]:
+                             build: Callable[[], TransferModel], preparation: PreparationReporter) -> tuple[TrainingData, TransferModel]:
     """Load the examples (decode images, read documents) and build the model.
 
     Images not cached yet are decoded in a helper process while this one builds the model, the one
