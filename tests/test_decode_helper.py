@@ -37,12 +37,18 @@ def test_the_helper_fills_the_same_cache_the_run_would_and_reports_its_progress(
     cache_dir = tmp_path / "images"
     reports: list[tuple[str, int, int]] = []
     logged: list[tuple[str, str]] = []
+    callbacks_made: list[str] = []
+
+    def progress(name):
+        callbacks_made.append(name)
+        return lambda done, total: reports.append((name, done, total))
 
     with decode_helper.decoding_in_helper(split, SIZE, cache_dir) as helper:
         assert helper is not None and helper.splits == ("train", "val", "test")
-        cached = helper.finish(lambda name: lambda done, total: reports.append((name, done, total)), lambda *line: logged.append(line))
+        cached = helper.finish(progress, lambda *line: logged.append(line))
 
     assert cached == {"train", "val", "test"} and logged == []
+    assert callbacks_made == ["train", "val", "test"]  # one callback per split: the run's throttle spans the helper's lines
     for name in ("train", "val", "test"):
         assert (name, len(split.examples(name)), len(split.examples(name))) in reports  # each split reported to its end
         reused = build_image_cache(split.examples(name), SIZE, tmp_path / "in-process")  # decoded here, for comparison

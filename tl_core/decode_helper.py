@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -36,6 +35,7 @@ from typing import IO
 from tl_core.data import SPLIT_NAMES, DatasetSplit, Example
 from tl_core.image_cache import build_image_cache, has_image_cache
 from tl_core.modalities import LogFunction, SplitProgress
+from tl_core.preparation import ProgressThrottle
 
 PROGRESS_INTERVAL_S = 0.1  # the run's reporter throttles further; this only bounds the lines in the pipe
 STOP_GRACE_S = 10.0  # after SIGTERM the helper removes its partial file and exits; then it is killed
@@ -82,11 +82,14 @@ class DecodingHelper:
         A helper that fails is logged, and the splits it did not finish are left to the run.
         """
         cached: set[str] = set()
+        reporters: dict[str, Callable[[int, int], None]] = {}  # one per split, so the run's own throttling holds across lines
         assert self.process.stdout is not None
         for line in self.process.stdout:
             kind, *fields = line.rstrip("\n").split("\t")
             if kind == "progress" and len(fields) == 3 and progress is not None:
-                progress(fields[0])(int(fields[1]), int(fields[2]))
+                if fields[0] not in reporters:
+                    reporters[fields[0]] = progress(fields[0])
+                reporters[fields[0]](int(fields[1]), int(fields[2]))
             elif kind == "cached" and fields:
                 cached.add(fields[0])
         if self.process.wait() != 0:
@@ -128,13 +131,10 @@ def decoding_in_helper(split: DatasetSplit, image_size: int, cache_dir: Path, *,
 def _reporter(split_name: str) -> Callable[[int, int], None]:
     """Progress lines for the run. When the run's process is gone, so is the pipe's reader, and the next line
     raises `BrokenPipeError`: the helper stops there, removing its partial file, instead of decoding for nobody."""
-    reported_at: float | None = None
+    throttle = ProgressThrottle(PROGRESS_INTERVAL_S)
 
     def report(done: int, total: int) -> None:
-        nonlocal reported_at
-        now = time.monotonic()
-        if done >= total or reported_at is None or now - reported_at >= PROGRESS_INTERVAL_S:
-            reported_at = now
+        if throttle.due(done, total):
             print(f"progress\t{split_name}\t{done}\t{total}", flush=True)
 
     return report

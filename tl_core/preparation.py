@@ -22,6 +22,27 @@ STEP_DESCRIPTIONS = {"decode": "decoding images", "features": "computing backbon
 ProgressCallback = Callable[[int, int], None]
 
 
+class ProgressThrottle:
+    """When a per-batch progress report is due: the first one, the last one, and at most one per `interval_s` between.
+
+    Args:
+        interval_s: the shortest time between two reports before the last.
+        clock: seconds, monotonic (tests pass a fake one).
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._reported_at: float | None = None
+
+    def due(self, done: int, total: int) -> bool:
+        now = self.clock()
+        if done >= total or self._reported_at is None or now - self._reported_at >= self.interval_s:
+            self._reported_at = now
+            return True
+        return False
+
+
 class PreparationStopped(Exception):
     """A stop request arrived while a split was being prepared (a stop, not a failure)."""
 
@@ -52,13 +73,10 @@ class PreparationReporter:
         `stoppable=False` for work after training (the test split's features): the trained model is
         evaluated and saved whatever arrives, as after the last batch of an epoch.
         """
-        reported_at: float | None = None
+        throttle = ProgressThrottle(REPORT_INTERVAL_S, self.clock)
 
         def report(done: int, total: int) -> None:
-            nonlocal reported_at
-            now = self.clock()
-            if done >= total or reported_at is None or now - reported_at >= REPORT_INTERVAL_S:
-                reported_at = now
+            if throttle.due(done, total):
                 # First the event: a worker's listener is where a stop request from the page is noticed.
                 self.listener.on_event(PreparationProgress(self.run_id, step=step, split=split, done=done, total=total))  # type: ignore[arg-type]
             if stoppable and done < total and self.stop.should_stop():
