@@ -1,4 +1,4 @@
-"""Runs: every run in the workspace, overlaid curves, a leaderboard, backbone comparisons, deleting."""
+"""Runs: every run in the workspace, overlaid curves with what differs between those runs, a leaderboard, backbone comparisons, deleting."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import streamlit as st
 from tl_core.backbones import get_backbone_spec, list_backbones
 from tl_core.config import ConfigError, DataConfig, RunConfig
 from tl_core.errors import TransferLabError
+from tl_core.run_comparison import compare_runs, epochs_frame
 from tl_core.runner import CHECKPOINT_FILE
 from tl_core.runs import RunRecord
 from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
@@ -102,11 +103,14 @@ else:
     chosen = left.multiselect("Runs to overlay", list(labels), key="runs_overlay", format_func=labels.get,
                               help="Pick several runs to compare their curves epoch by epoch.")
     metric = right.selectbox("Metric", list(OVERLAY_METRICS), key="runs_metric", help="val_ metrics are on held-out images.")
-    frame = store.epochs_frame(chosen) if chosen else None
+    frame = epochs_frame(store, chosen) if chosen else None
     if frame is None or frame.empty:
         st.caption("Pick runs that have finished at least one epoch.")
     else:
         st.altair_chart(overlay_chart(frame, metric, percent=OVERLAY_METRICS[metric]), width="stretch")
+    if len(chosen) > 1:
+        st.caption("What differs between these runs (settings that are the same in all of them are left out), and their results:")
+        st.dataframe(compare_runs(store, chosen).drop(columns=["dataset_fingerprint"]), hide_index=True, width="stretch")
 
     st.subheader("Leaderboard")
     board = leaderboard_frame(records)

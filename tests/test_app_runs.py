@@ -1,4 +1,4 @@
-"""Runs page: the table, overlaid curves, the leaderboard, comparing backbones and deleting with confirmation."""
+"""Runs page: the table, overlaid curves and what differs between those runs, the leaderboard, comparing backbones and deleting with confirmation."""
 
 from __future__ import annotations
 
@@ -69,7 +69,12 @@ def test_table_overlay_and_leaderboard(workspace: tuple[Path, Path]) -> None:
     rows = next(iter(chart_data(overlay).values()))
     assert set(rows["run_name"]) == {"first", "second"} and set(rows["metric"]) == {"val_loss"}
 
-    board = at.dataframe[1].value
+    side_by_side = at.dataframe[1].value  # the overlaid runs: what differs between them, and their results
+    assert list(side_by_side["name"]) == ["second", "first"] and list(side_by_side["train.epochs"]) == [2, 1]
+    assert "train.batch_size" not in side_by_side.columns and "dataset_fingerprint" not in side_by_side.columns
+    assert list(side_by_side["test_accuracy"]) == [store.get(run_id).metrics["test_accuracy"] for run_id in side_by_side["id"]]
+
+    board = at.dataframe[2].value
     expected = sorted(store.list_runs(), key=lambda r: (-r.metrics["test_accuracy"], r.metrics["elapsed_s"]))
     assert list(board["id"]) == [record.id for record in expected]
     assert list(board["rank"]) == [1, 2]

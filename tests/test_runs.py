@@ -19,7 +19,9 @@ from tl_core import events
 from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.processes import process_is_alive, process_start_token
 from tl_core.run_recorder import RunRecorder
-from tl_core.runs import SCHEMA_VERSION, RunStore
+from tl_core.run_comparison import compare_runs, epochs_frame
+from tl_core.runs import RunStore
+from tl_core.runs_schema import MIGRATIONS, SCHEMA_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,12 +118,12 @@ def test_epochs_upsert_and_long_frame(workspace: Path) -> None:
     with pytest.raises(RunNotFoundError):
         store.record_epoch("20000101-000000-000000", phase="head", epoch=1, phase_epoch=1, metrics={}, learning_rate=0.1, seconds=1, is_best=False)
 
-    frame = store.epochs_frame([first, second])
+    frame = epochs_frame(store, [first, second])
     assert list(frame.columns) == ["run_id", "run_name", "phase", "epoch", "metric", "value"]
     assert len(frame) == 2 * 3 + 3  # (loss, val_loss, learning_rate) per epoch
     val_loss = frame[(frame.metric == "val_loss")].sort_values(["run_name", "epoch"])
     assert list(val_loss.value) == [1.0, 1.2, 0.9] and list(val_loss.run_name) == ["first", "first", "second"]
-    assert store.epochs_frame([]).empty
+    assert epochs_frame(store, []).empty
 
 
 def test_compare_shows_only_differing_config(workspace: Path) -> None:
@@ -132,14 +134,14 @@ def test_compare_shows_only_differing_config(workspace: Path) -> None:
     store.finish_run(fast, "failed", metrics={"val_accuracy": 0.6}, error="boom")
     store.record_epoch(slow, phase="head", epoch=1, phase_epoch=1, metrics={"loss": 1.0}, learning_rate=1e-3, seconds=1, is_best=True)
 
-    table = store.compare([slow, fast])
+    table = compare_runs(store, [slow, fast])
     assert list(table.id) == [slow, fast] and list(table.status) == ["completed", "failed"]
     assert "train.learning_rate" in table.columns and list(table["train.learning_rate"]) == [1e-3, 1e-2]
     assert "train.batch_size" not in table.columns and "data.source" not in table.columns
     assert list(table.epochs) == [1, 0] and table.loc[0, "test_accuracy"] == 0.7 and pandas.isna(table.loc[1, "test_accuracy"])
     assert list(table.columns).index("val_accuracy") < list(table.columns).index("test_accuracy")
 
-    single = store.compare([slow])
+    single = compare_runs(store, [slow])
     assert {"train.batch_size", "data.source", "model.head_hidden_units", "train.learning_rate"} <= set(single.columns)
     assert single.loc[0, "model.head_hidden_units"] == "[128]"
 
@@ -328,8 +330,6 @@ def test_recorder_stores_phases_with_their_first_epoch_and_open_blocks(workspace
 
 
 def test_a_database_without_the_phases_table_is_migrated_in_place(workspace: Path) -> None:
-    from tl_core.runs import MIGRATIONS
-
     workspace.mkdir(parents=True)
     with sqlite3.connect(workspace / "transferlab.db") as connection:  # a workspace written before phases were stored
         for statement in MIGRATIONS[0]:
@@ -368,3 +368,14 @@ def test_a_queued_run_held_by_the_job_queue_survives_its_creator(tmp_path: Path)
     store = RunStore(workspace)
     assert store.get(held_id).status == "queued"  # the queue, not the dead creator, keeps it
     assert store.get(plain_id).status == "interrupted"
+
+
+def test_a_database_from_a_newer_transferlab_is_refused_and_left_as_it_is(workspace: Path) -> None:
+    workspace.mkdir(parents=True)
+    with sqlite3.connect(workspace / "transferlab.db") as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(TransferLabError, match=r"schema version \d+, newer than this TransferLab .*update TransferLab, or pass another workspace"):
+        RunStore(workspace)
+    with sqlite3.connect(workspace / "transferlab.db") as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        assert connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] == 0

@@ -15,7 +15,8 @@ Example:
     >>> store.mark_running(record.id)
     >>> store.finish_run(record.id, "completed", metrics={"val_accuracy": 0.93})
 
-`tl_core.run_recorder.RunRecorder` writes a training run's events into a store.
+`tl_core.run_recorder.RunRecorder` writes a training run's events into a store; `tl_core.run_comparison` reads
+several runs side by side.
 """
 
 from __future__ import annotations
@@ -31,14 +32,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tl_core import sqlite_store
+from tl_core import runs_schema, sqlite_store
 from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.processes import process_is_alive, process_start_token
-
-if TYPE_CHECKING:
-    import pandas
 
 WORKSPACE_ENV = "TRANSFERLAB_WORKSPACE"
 DEFAULT_WORKSPACE = "workspace"
@@ -46,37 +44,8 @@ DATABASE_FILE = "transferlab.db"
 LOG_FILE = "log.txt"
 STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
 FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted")
-# Shown first in `compare`, in this order, when present.
-KEY_METRICS = ("val_accuracy", "test_accuracy", "val_loss", "evaluation_accuracy", "eval_macro_f1", "epochs_run", "elapsed_s")
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-# MIGRATIONS[i] upgrades a database from user_version i to i + 1. Append, never edit a released one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
-            created_at REAL NOT NULL, started_at REAL, finished_at REAL, updated_at REAL NOT NULL,
-            config_json TEXT NOT NULL, dataset_fingerprint TEXT, dataset_stats_json TEXT NOT NULL,
-            backbone TEXT NOT NULL, weights TEXT NOT NULL, mode TEXT NOT NULL,
-            metrics_json TEXT NOT NULL, error TEXT,
-            pid INTEGER, hostname TEXT, process_start TEXT,
-            parent_run_id TEXT, owner TEXT NOT NULL DEFAULT 'local')""",
-        "CREATE INDEX runs_by_created ON runs (created_at)",
-        "CREATE INDEX runs_by_status ON runs (status)",
-        """CREATE TABLE epochs (
-            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-            phase TEXT NOT NULL, epoch INTEGER NOT NULL, phase_epoch INTEGER NOT NULL,
-            metrics_json TEXT NOT NULL, learning_rate REAL NOT NULL, seconds REAL NOT NULL,
-            is_best INTEGER NOT NULL, PRIMARY KEY (run_id, epoch))""",
-    ),
-    (
-        """CREATE TABLE phases (
-            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-            phase TEXT NOT NULL, first_epoch INTEGER NOT NULL, epochs INTEGER NOT NULL, learning_rate REAL NOT NULL,
-            description TEXT NOT NULL, open_blocks_json TEXT NOT NULL, PRIMARY KEY (run_id, phase))""",
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -144,17 +113,6 @@ def _to_json(value: Any) -> str:
     return json.dumps(value, default=fallback)
 
 
-def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = _to_json(value) if isinstance(value, (list, tuple, dict)) else value
-    return flat
-
-
 class RunStore:
     """Runs, epochs and run folders in one workspace; safe to use from several threads and processes.
 
@@ -188,16 +146,7 @@ class RunStore:
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
         with self._connect(write=True) as connection:
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise TransferLabError(
-                    f"{self.database_path} has schema version {version}, newer than this TransferLab ({SCHEMA_VERSION}): "
-                    "update TransferLab, or pass another workspace."
-                )
-            for statements in MIGRATIONS[version:]:
-                for statement in statements:
-                    connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            runs_schema.upgrade(connection, self.database_path)
 
     # -- runs ------------------------------------------------------------------------------------
     def create_run(
@@ -408,49 +357,6 @@ class RunStore:
                         row["learning_rate"], row["seconds"], bool(row["is_best"]))
             for row in rows
         ]
-
-    def epochs_frame(self, run_ids: list[str]) -> pandas.DataFrame:
-        """Epoch metrics of several runs in long format, ready for overlaid curves.
-
-        Returns:
-            Columns run_id, run_name, phase, epoch, metric, value; one row per run, epoch and metric
-            (the learning rate appears as metric `learning_rate`).
-        """
-        import pandas
-
-        rows = []
-        for run_id in dict.fromkeys(run_ids):
-            record = self.get(run_id)
-            for epoch in self.epochs(record.id):
-                for metric, value in {**epoch.metrics, "learning_rate": epoch.learning_rate}.items():
-                    if isinstance(value, (int, float)):
-                        rows.append((record.id, record.name, epoch.phase, epoch.epoch, metric, float(value)))
-        return pandas.DataFrame(rows, columns=["run_id", "run_name", "phase", "epoch", "metric", "value"])
-
-    def compare(self, run_ids: list[str]) -> pandas.DataFrame:
-        """One row per run: identity, epochs, the config values that differ between the runs, and metrics.
-
-        With a single run every config value is shown. Config keys are flattened (`train.learning_rate`).
-        """
-        import pandas
-
-        records = [self.get(run_id) for run_id in dict.fromkeys(run_ids)]
-        rows = []
-        for record in records:
-            rows.append({
-                "id": record.id, "name": record.name, "backbone": record.backbone, "weights": record.weights, "mode": record.mode,
-                "status": record.status, "epochs": len(self.epochs(record.id)), "dataset_fingerprint": record.dataset_fingerprint,
-            })
-        configs = [_flatten(record.config) for record in records]
-        config_keys = list(dict.fromkeys(key for config in configs for key in config))
-        if len(records) > 1:
-            config_keys = [key for key in config_keys if len({_to_json(config.get(key)) for config in configs}) > 1]
-        metric_keys = list(dict.fromkeys(key for record in records for key, value in record.metrics.items() if isinstance(value, (int, float))))
-        metric_keys = [key for key in KEY_METRICS if key in metric_keys] + sorted(set(metric_keys) - set(KEY_METRICS))
-        for row, config, record in zip(rows, configs, records):
-            row.update({key: config.get(key) for key in config_keys})
-            row.update({key: record.metrics.get(key) for key in metric_keys})
-        return pandas.DataFrame(rows, columns=list(rows[0]) if rows else ["id"])
 
     # -- folders and logs ------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:

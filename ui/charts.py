@@ -91,7 +91,7 @@ def curve_chart(curves: pd.DataFrame, title: str, phase_starts: Sequence[PhaseMa
 
 
 def overlay_chart(frame: pd.DataFrame, metric: str, *, percent: bool) -> alt.Chart:
-    """One line per run for `metric` (frame from `RunStore.epochs_frame`)."""
+    """One line per run for `metric` (frame from `run_comparison.epochs_frame`)."""
     data = frame[frame["metric"] == metric]
     return (
         alt.Chart(data)
