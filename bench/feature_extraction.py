@@ -27,7 +27,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tl_core.backbones import build_backbone, get_backbone_spec, resolve_image_size
+from tl_core.backbone_build import build_backbone
+from tl_core.backbones import get_backbone_spec, resolve_image_size
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.data import DatasetSplit
 from tl_core.image_cache import build_image_cache

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from tl_core import image_cache
-from tl_core.backbones import build_backbone, get_backbone_spec, resolve_image_size
+from tl_core.backbone_build import build_backbone
+from tl_core.backbones import get_backbone_spec, resolve_image_size
 from tl_core.config import ModelConfig
 from tl_core.data import scan_dataset
 from tl_core.features import SharedPredictor, extract_features

@@ -23,12 +23,12 @@ import pytest  # noqa: E402
 from keras.src.backend import config as keras_backend_config  # noqa: E402
 from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 
+from tl_core.backbone_build import build_backbone  # noqa: E402
 from tl_core.backbones import (  # noqa: E402
     REGISTRY,
     TIERS,
     BackboneSpec,
     backbone_blocks,
-    build_backbone,
     candidate_cut_layers,
     get_backbone_spec,
     list_backbones,

@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tl_core import keras_files
 from tl_core.config import RunConfig
 from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit
 from tl_core.dataset_prep import workspace_cache
@@ -121,7 +122,7 @@ def run_feature_extraction(
     keras.utils.set_random_seed(config.train.seed)  # the same head, dropout and shuffling with or without the backbone built first
     head = build_head(features("train").shape[1], len(split.class_names), config.model.head_hidden_units, config.model.dropout)
     if initial_weights is not None:
-        head.load_weights(initial_weights)  # a feature-extraction checkpoint holds the head's weights
+        keras_files.load_weights(head, initial_weights)  # a feature-extraction checkpoint holds the head's weights
         log("info", "Starting from the interrupted run's checkpoint (the head).")
     result = train_head(head, features, labels, config.train, num_classes=len(split.class_names), **training)
     if transfer_model is None:

@@ -23,7 +23,8 @@ from typing import Protocol
 import keras
 
 from tl_core import keras_files
-from tl_core.backbones import BackboneSpec, build_backbone, get_backbone_spec, resolve_image_size
+from tl_core.backbone_build import build_backbone
+from tl_core.backbones import BackboneSpec, get_backbone_spec, resolve_image_size
 from tl_core.config import ModelConfig
 from tl_core.errors import BackboneError
 from tl_core.preprocessing import build_preprocessing

@@ -353,7 +353,7 @@ def _load_checkpoint(transfer_model: TransferModel, path: Path, log: Any) -> Non
         try:
             with warnings.catch_warnings():  # a head-only file read as a whole model warns per layer before it fails
                 warnings.simplefilter("ignore")
-                target.load_weights(path)
+                keras_files.load_weights(target, path)
         except (ValueError, KeyError, OSError):
             continue
         log("info", f"Starting from the interrupted run's checkpoint ({what}).")

@@ -16,7 +16,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from tl_core.backbones import build_backbone, candidate_cut_layers, get_backbone_spec, resolve_image_size
+from tl_core.backbone_build import build_backbone
+from tl_core.backbones import candidate_cut_layers, get_backbone_spec, resolve_image_size
 from tl_core.config import ModelConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from ui.dataset import DatasetView, load_dataset, source_stamp
