@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# App servers started by tests (AppTest, the browser tests) keep no worker waiting between jobs: each would
+# hold ~0.7 GB until the test process ends. tests/test_warm_workers.py tests them, and the setting's plumbing.
+os.environ.setdefault("TRANSFERLAB_WARM_WORKERS", "0")
 
 from pathlib import Path  # noqa: E402
 

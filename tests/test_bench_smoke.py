@@ -92,3 +92,14 @@ def test_memory_prints_verdicts(bench_cache: Path, capsys: pytest.CaptureFixture
     assert _verdict_lines(output, "peak anonymous RSS"), output
     assert _verdict_lines(output, "peak VmRSS of the run and its decoding helper together"), output
     assert "stream one shuffled epoch" in output
+
+
+@pytest.mark.slow
+def test_job_start_times_a_second_job_with_and_without_a_warm_worker(bench_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import job_start
+
+    # A 1 s pause: the warm worker is usually still importing when its job arrives, and the job waits for that import.
+    ratios = job_start.main([*TINY, "--epochs", "1", "--pause", "1", "--cache-dir", str(bench_cache)])
+    output = capsys.readouterr().out
+    assert "second job, submit -> completed: warm worker" in output and "sooner with a warm worker" in output, output
+    assert set(ratios) == {"completed_speedup", "first_epoch_speedup"}

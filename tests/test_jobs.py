@@ -22,7 +22,7 @@ from tl_core.errors import TransferLabError  # noqa: E402
 from tl_core.job_queue import QueueFullError  # noqa: E402
 from tl_core.jobs import CHECKPOINT_FILE, JobExit, JobManager  # noqa: E402
 from tl_core.live_progress import LiveProgress  # noqa: E402
-from tl_core.worker import ThreadBackend  # noqa: E402
+from tl_core.thread_backend import ThreadBackend  # noqa: E402
 from tl_core.runs import RunStore  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +213,12 @@ class VanishingBackend:
     def kill(self, job):
         pass
 
+    def close(self):
+        pass
+
+    def prepare(self, devices):
+        pass
+
 
 def test_a_killed_worker_marks_its_run_interrupted_and_the_next_job_starts(tmp_path, workspace, managers):
     store = RunStore(workspace)
@@ -272,3 +278,27 @@ def test_progress_ignores_the_scratch_baseline_trained_in_the_same_job() -> None
     progress = tracker.progress
     assert (progress.phase, progress.epoch, progress.total_epochs) == ("head", 1, 3)
     assert progress.last_metrics == {"loss": 0.5}
+
+
+class PreparingBackend(ThreadBackend):
+    """A thread backend that notes what the manager asks it to prepare and whether it was closed."""
+
+    def __init__(self, run=None) -> None:
+        super().__init__(run)
+        self.prepared: list[list[str]] = []
+        self.closed = False
+
+    def prepare(self, devices):
+        self.prepared.append(list(devices))
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_manager_prepares_its_idle_devices_at_start_and_closes_the_backend_at_shutdown(workspace):
+    store = RunStore(workspace)
+    backend = PreparingBackend()
+    manager = JobManager(store, slots={"cpu": 1, "gpu:0": 2}, backend=backend)
+    assert backend.prepared == [["cpu", "gpu:0"]] and not backend.closed
+    manager.shutdown()
+    assert backend.closed

@@ -38,6 +38,7 @@ def test_nothing_configured_is_todays_personal_server(project: Path) -> None:
     assert settings.disk_quota_mb is None and settings.max_queued_per_user is None
     assert settings.workspace == (project / "workspace").resolve()
     assert settings.config_file is None and settings.oidc_configured is False
+    assert settings.warm_workers is True
     flags = streamlit_flags(settings)
     assert _flag(flags, "--server.address") == "localhost"
     assert _flag(flags, "--server.maxUploadSize") == "200"
@@ -65,6 +66,10 @@ def test_config_file_turns_on_workshop_and_environment_overrides_it(project: Pat
     assert settings.port == 9000 and settings.disk_quota_mb == 800  # env beats the file
     assert settings.max_queued_per_user is None  # 0 switches the limit off
     assert settings.users_file == (project / "accounts.json").resolve()
+    (project / "transferlab.toml").write_text("warm_workers = false\n")
+    assert load_server_settings({}, cwd=project).warm_workers is False
+    assert load_server_settings({"TRANSFERLAB_WARM_WORKERS": "yes"}, cwd=project).warm_workers is True
+    assert load_server_settings({"TRANSFERLAB_WARM_WORKERS": "0"}, cwd=project).warm_workers is False
     personal = project / "personal.toml"
     personal.write_text('mode = "personal"\n')
     assert load_server_settings({"TRANSFERLAB_CONFIG": str(personal)}, cwd=project).mode == "personal"
@@ -81,6 +86,7 @@ def test_config_file_turns_on_workshop_and_environment_overrides_it(project: Pat
         ({"TRANSFERLAB_MODE": "workshop", "TRANSFERLAB_DISK_QUOTA_MB": "-5"}, "for no limit"),
         ({"TRANSFERLAB_MODE": "workshop", "TRANSFERLAB_DISK_QUOTA_MB": "100", "TRANSFERLAB_MAX_UPLOAD_MB": "300"}, "no upload that size"),
         ({"TRANSFERLAB_CONFIG": "missing.toml"}, "names no file"),
+        ({"TRANSFERLAB_WARM_WORKERS": "sometimes"}, "TRANSFERLAB_WARM_WORKERS='sometimes' must be true or false"),
         ({"TRANSFERLAB_MODE": "workshop", "TRANSFERLAB_USERS_FILE": "workspace/datasets/users.json"}, "inside a folder users can read"),
     ],
 )

@@ -32,7 +32,7 @@ import sqlite3
 import statistics
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -97,6 +97,9 @@ class JobExit:
 class JobBackend(Protocol):
     """Where jobs run. Every method takes the `Job` (with `worker` once started) and returns quickly."""
 
+    def prepare(self, devices: Sequence[str]) -> None:
+        """Get ready for jobs on these idle devices (e.g. start a worker that waits for the next job); may do nothing."""
+
     def start(self, job: Job) -> str:
         """Start the job; returns the worker reference the queue keeps (a pid, a remote job id ...)."""
 
@@ -111,6 +114,9 @@ class JobBackend(Protocol):
 
     def kill(self, job: Job) -> None:
         """End the job now (it loses its current epoch)."""
+
+    def close(self) -> None:
+        """Release what the backend keeps between jobs (waiting workers); running jobs are not touched."""
 
 
 def this_process_reference(kind: str) -> str:
@@ -151,7 +157,8 @@ class JobManager:
         self.slots = dict(slots) if slots else default_slots(max_concurrent or 1)
         self.queue = JobQueue(queue_path or store.workspace / "queue.sqlite", slots=self.slots, per_user_cap=per_user_cap)
         if backend is None:
-            from tl_core.worker import ProcessBackend, ThreadBackend
+            from tl_core.thread_backend import ThreadBackend
+            from tl_core.worker import ProcessBackend
 
             backend = ThreadBackend(run) if run is not None else ProcessBackend()
         self.backend = backend
@@ -163,6 +170,8 @@ class JobManager:
         self._wake = threading.Event()
         self._closed = threading.Event()
         self.recovered = self.recover()
+        busy = {entry.assigned_device for entry in self.queue.entries("running")}
+        self.backend.prepare([device for device in self.slots if device not in busy])
         self._thread = threading.Thread(target=self._dispatch_loop, name="transferlab-dispatcher", daemon=True)
         self._thread.start()
 
@@ -266,6 +275,7 @@ class JobManager:
         self._closed.set()
         self._wake.set()
         self._thread.join(timeout_s)
+        self.backend.close()
 
     # -- recovery and dispatching ----------------------------------------------------------------
     def recover(self) -> list[str]:

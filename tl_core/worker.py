@@ -9,7 +9,9 @@ in the run folder (written atomically, at most twice a second), from which the s
 message saying what to free.
 
 `ProcessBackend` is the server's side: it starts one worker per job (in its own session, so a
-Ctrl-C in the server's terminal does not reach it and a restarted server finds it still running).
+Ctrl-C in the server's terminal does not reach it and a restarted server finds it still running), and
+keeps a worker that has already imported the engine waiting for the next job (`--standby`,
+tl_core/warm_workers.py).
 
 Example:
     >>> manager = JobManager(store, backend=ProcessBackend())
@@ -29,17 +31,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import tl_core
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
 from tl_core.events import BatchProgress, PreparationProgress, TrainingEvent, TrainingListener
-from tl_core.jobs import Job, JobExit, reference_is_alive, this_process_reference
+from tl_core.jobs import Job, JobExit, reference_is_alive
 from tl_core.live_progress import LiveProgress, ProgressTracker
 from tl_core.processes import process_start_token
 from tl_core.runs import LOG_FILE, RunStore
+from tl_core.warm_workers import WarmWorkers, send_output_to, wait_for_job
 
 PROGRESS_FILE = "progress.json"
 STOP_FILE = "stop.request"
@@ -183,10 +185,14 @@ def _record_failure(store: RunStore, run_id: str, error: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """The worker process: run one queued run; exit 0 once its outcome is recorded."""
     parser = argparse.ArgumentParser(prog="python -m tl_core.worker", description="Run one queued TransferLab run.")
-    parser.add_argument("--workspace", required=True, help="the run store's folder")
-    parser.add_argument("--run-id", required=True, help="the queued run to execute")
+    parser.add_argument("--workspace", help="the run store's folder")
+    parser.add_argument("--run-id", help="the queued run to execute")
     parser.add_argument("--resume-from", default=None, help="a weights file to start from")
+    parser.add_argument("--standby", action="store_true",
+                        help="import the engine first, then read the job on standard input as one JSON line (tl_core/warm_workers.py)")
     args = parser.parse_args(argv)
+    if not args.standby and not (args.workspace and args.run_id):
+        parser.error("--workspace and --run-id are required (or --standby)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     stop_requested = threading.Event()
@@ -198,6 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             token.request_stop()
 
     signal.signal(signal.SIGTERM, on_sigterm)  # before the slow TensorFlow import: a stop then is not lost
+    if args.standby:
+        job = wait_for_job()
+        if job is None:  # let go before any job: nothing to record
+            return 0
+        args.workspace, args.run_id, args.resume_from = job["workspace"], job["run_id"], job.get("resume_from")
+        try:
+            send_output_to(Path(args.workspace) / "runs" / args.run_id / WORKER_LOG_FILE)
+        except OSError:
+            pass  # a full disk: the run records that itself, and TensorFlow's messages are a nicety
     store = RunStore(args.workspace)
     try:
         store.mark_running(args.run_id)
@@ -223,46 +238,83 @@ def main(argv: Sequence[str] | None = None) -> int:
 class ProcessBackend:
     """Runs each job in its own worker process (`python -m tl_core.worker`) on this machine.
 
+    With `warm_workers`, each idle device has a worker waiting that has already imported the engine
+    (tl_core/warm_workers.py): started by `prepare` and whenever a device's last job ends. A job then
+    starts in it without the 4-5 s import. Each waiting worker holds ~0.7 GB; `close` lets them go.
+
     Args:
         python: the interpreter for workers (default: this one).
         extra_env: environment variables added for every worker.
+        warm_workers: keep a started worker waiting on each idle device.
     """
 
-    def __init__(self, python: str = sys.executable, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, python: str = sys.executable, extra_env: dict[str, str] | None = None, *, warm_workers: bool = True) -> None:
         self.python = python
         self.extra_env = dict(extra_env or {})
-        self._children: dict[str, subprocess.Popen] = {}
+        self._children: dict[str, tuple[subprocess.Popen, str]] = {}  # run id -> (worker, device)
+        self.warm = WarmWorkers() if warm_workers else None
+        self._package_root = str(Path(tl_core.__file__).resolve().parent.parent)
+
+    def prepare(self, devices: Sequence[str]) -> None:
+        """Start a waiting worker for each of these idle devices."""
+        for device in devices:
+            self._start_waiting(device)
 
     def start(self, job: Job) -> str:
         run_dir = Path(job.workspace) / "runs" / job.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / STOP_FILE).unlink(missing_ok=True)
-        command = [self.python, "-m", "tl_core.worker", "--workspace", job.workspace, "--run-id", job.run_id]
+        child = self.warm.take(job.device) if self.warm else None
+        if child is None or not self.warm.hand_over(child, {"workspace": job.workspace, "run_id": job.run_id, "resume_from": job.resume_from}):
+            child = self._start_worker(job, run_dir)
+        self._children[job.run_id] = (child, job.device)
+        return f"process:{socket.gethostname()}:{child.pid}:{process_start_token(child.pid) or ''}"
+
+    def close(self) -> None:
+        """Let the waiting workers go (running jobs are not touched)."""
+        if self.warm:
+            self.warm.close()
+
+    def _start_waiting(self, device: str) -> None:
+        """A worker for `device`'s next job, started now that the device is idle (its import competes with no job there)."""
+        if self.warm is None or any(other == device for _, other in self._children.values()):
+            return
+        try:
+            self.warm.start(device, self._worker_command(), env=self._environment(device), cwd=self._package_root)
+        except OSError:  # out of processes or memory: the next job starts the usual way
+            pass
+
+    def _worker_command(self) -> list[str]:
+        return [self.python, "-m", "tl_core.worker"]
+
+    def _environment(self, device: str) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env, **_device_environment(device)}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [self._package_root, env.get("PYTHONPATH")]))
+        return env
+
+    def _start_worker(self, job: Job, run_dir: Path) -> subprocess.Popen:
+        command = [*self._worker_command(), "--workspace", job.workspace, "--run-id", job.run_id]
         if job.resume_from:
             command += ["--resume-from", job.resume_from]
-        package_root = str(Path(tl_core.__file__).resolve().parent.parent)
-        env = {**os.environ, **self.extra_env, **_device_environment(job.device)}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         try:
             output = open(run_dir / WORKER_LOG_FILE, "ab")  # TensorFlow's own messages, and any crash trace
         except OSError:
             output = subprocess.DEVNULL
         try:
-            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env,
-                                     cwd=package_root, start_new_session=True)
+            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=self._environment(job.device),
+                                    cwd=self._package_root, start_new_session=True)
         finally:
             if output is not subprocess.DEVNULL:
                 output.close()
-        self._children[job.run_id] = child
-        return f"process:{socket.gethostname()}:{child.pid}:{process_start_token(child.pid) or ''}"
 
     def poll(self, job: Job) -> JobExit | None:
-        child = self._children.get(job.run_id)
-        if child is not None:
-            code = child.poll()
+        known = self._children.get(job.run_id)
+        if known is not None:
+            code = known[0].poll()
             if code is None:
                 return None
             del self._children[job.run_id]
+            self._start_waiting(known[1])
             return _exit_from_code(code, Path(job.workspace) / "runs" / job.run_id)
         alive = reference_is_alive(job.worker) if job.worker else False
         if alive is not False:  # still running (started by an earlier server), or on another host
@@ -289,61 +341,6 @@ class ProcessBackend:
             os.kill(int(job.worker.split(":")[2]), signum)
         except ProcessLookupError:
             pass
-
-
-@dataclass
-class _ThreadJob:
-    thread: threading.Thread
-    stop: object
-    progress: LiveProgress
-
-
-class ThreadBackend:
-    """Runs each job in a daemon thread of this process (tests and scripts; a crash takes the process down).
-
-    Args:
-        run: the function that runs one experiment (the real `run_experiment` unless a test swaps it).
-    """
-
-    def __init__(self, run: Callable[..., object] | None = None) -> None:
-        self._run = run
-        self._jobs: dict[str, _ThreadJob] = {}
-
-    def start(self, job: Job) -> str:
-        from tl_core.stopping import StopToken
-
-        store = RunStore(job.workspace)
-        tracker = ProgressTracker(RunConfig.from_dict(store.get(job.run_id).config), run_id=job.run_id)
-        stop = StopToken()
-        thread = threading.Thread(
-            target=execute_run, args=(store, job.run_id),
-            kwargs={"listener": tracker, "stop": stop, "resume_from": job.resume_from, "run": self._run},
-            name=f"transferlab-{job.run_id}", daemon=True,
-        )
-        self._jobs[job.run_id] = _ThreadJob(thread, stop, tracker.progress)
-        thread.start()
-        return this_process_reference("thread")
-
-    def poll(self, job: Job) -> JobExit | None:
-        known = self._jobs.get(job.run_id)
-        if known is not None:
-            return None if known.thread.is_alive() else JobExit("finished", exit_code=0)
-        # Started by another server process: it runs as long as that process does.
-        if job.worker and job.worker.split(":")[2] != str(os.getpid()) and reference_is_alive(job.worker) is not False:
-            return None
-        return JobExit("stopped: the server process running it ended", exit_code=None)
-
-    def progress(self, job: Job) -> LiveProgress | None:
-        known = self._jobs.get(job.run_id)
-        return known.progress if known else None
-
-    def stop(self, job: Job) -> None:
-        known = self._jobs.get(job.run_id)
-        if known is not None:
-            known.stop.request_stop()
-
-    def kill(self, job: Job) -> None:
-        self.stop(job)  # a thread cannot be killed: the closest is a stop after the current batch
 
 
 def _device_environment(device: str) -> dict[str, str]:

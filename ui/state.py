@@ -161,11 +161,13 @@ def _store_for(workspace: str) -> RunStore:
 
 
 @st.cache_resource(show_spinner=False)
-def _manager_for(root: str, jobs_per_device: int, max_queued_per_user: int | None) -> JobManager:
+def _manager_for(root: str, jobs_per_device: int, max_queued_per_user: int | None, warm_workers: bool) -> JobManager:
     """One manager and one queue per server: the device slots and the fair queue span every user."""
     from tl_core.jobs import JobManager
+    from tl_core.worker import ProcessBackend
 
-    return JobManager(_store_for(root), max_concurrent=jobs_per_device, per_user_cap=max_queued_per_user)
+    return JobManager(_store_for(root), max_concurrent=jobs_per_device, per_user_cap=max_queued_per_user,
+                      backend=ProcessBackend(warm_workers=warm_workers))
 
 
 class UserJobs:
@@ -216,7 +218,7 @@ def get_store() -> RunStore:
 def get_manager() -> UserJobs:
     """The server's job manager, bound to the signed-in user: pages submit and stop through it and otherwise only read it."""
     settings, spaces = _server()
-    manager = _manager_for(str(spaces.root), settings.jobs_per_device, settings.max_queued_per_user)
+    manager = _manager_for(str(spaces.root), settings.jobs_per_device, settings.max_queued_per_user, settings.warm_workers)
     return UserJobs(manager, get_store(), current_user(), spaces)
 
 
