@@ -97,6 +97,8 @@ def test_prepare_starts_a_waiting_worker_per_idle_device_only(tmp_path: Path) ->
     finally:
         backend._children["busy-run"][0].kill()
         backend.close()
+    backend.prepare(["cpu"])
+    assert backend.warm.waiting() == {}  # closed: none starts any more
 
 
 def test_a_waiting_worker_sent_sigterm_exits_without_a_job_and_one_that_died_is_not_handed_anything(tmp_path: Path) -> None:

@@ -275,7 +275,12 @@ class JobManager:
         self._closed.set()
         self._wake.set()
         self._thread.join(timeout_s)
-        self.backend.close()
+        locked = self._dispatch_lock.acquire(timeout=timeout_s)  # not while a dispatch still starts a job
+        try:
+            self.backend.close()
+        finally:
+            if locked:
+                self._dispatch_lock.release()
 
     # -- recovery and dispatching ----------------------------------------------------------------
     def recover(self) -> list[str]:

@@ -87,10 +87,11 @@ class WarmWorkers:
 
     def __init__(self) -> None:
         self._waiting: dict[str, subprocess.Popen] = {}
+        self._closed = False
 
     def start(self, device: str, command: Sequence[str], *, env: Mapping[str, str], cwd: str) -> None:
         """Start a waiting worker for the idle `device` (its environment shows it only that device), unless one waits already."""
-        if device in self._waiting and self._waiting[device].poll() is None:
+        if self._closed or (device in self._waiting and self._waiting[device].poll() is None):
             return
         self._waiting[device] = subprocess.Popen(
             [*command, "--standby"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -117,7 +118,8 @@ class WarmWorkers:
         return True
 
     def close(self) -> None:
-        """Let every waiting worker go: each exits once it sees its pipe closed (after its import, if still importing)."""
+        """Let every waiting worker go, and start no more: each exits once it sees its pipe closed (after its import, if still importing)."""
+        self._closed = True
         for child in self._waiting.values():
             try:
                 if child.stdin is not None:
