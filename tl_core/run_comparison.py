@@ -9,10 +9,9 @@ Example:
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
-from tl_core.runs import RunStore
+from tl_core.runs import RunStore, to_json
 
 if TYPE_CHECKING:
     import pandas
@@ -57,17 +56,13 @@ def compare_runs(store: RunStore, run_ids: list[str]) -> pandas.DataFrame:
     configs = [_flatten(record.config) for record in records]
     config_keys = list(dict.fromkeys(key for config in configs for key in config))
     if len(records) > 1:
-        config_keys = [key for key in config_keys if len({_json(config.get(key)) for config in configs}) > 1]
+        config_keys = [key for key in config_keys if len({to_json(config.get(key)) for config in configs}) > 1]
     metric_keys = list(dict.fromkeys(key for record in records for key, value in record.metrics.items() if isinstance(value, (int, float))))
     metric_keys = [key for key in KEY_METRICS if key in metric_keys] + sorted(set(metric_keys) - set(KEY_METRICS))
     for row, config, record in zip(rows, configs, records, strict=True):
         row.update({key: config.get(key) for key in config_keys})
         row.update({key: record.metrics.get(key) for key in metric_keys})
     return pandas.DataFrame(rows, columns=list(rows[0]) if rows else list(IDENTITY_COLUMNS))
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str)
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
@@ -77,5 +72,5 @@ def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
         if isinstance(value, dict) and value:
             flat.update(_flatten(value, name + "."))
         else:
-            flat[name] = _json(value) if isinstance(value, (list, tuple, dict)) else value
+            flat[name] = to_json(value) if isinstance(value, (list, tuple, dict)) else value
     return flat

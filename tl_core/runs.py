@@ -106,7 +106,9 @@ class PhaseRecord:
     open_blocks: tuple[str, ...]
 
 
-def _to_json(value: Any) -> str:
+def to_json(value: Any) -> str:
+    """`value` as the store writes it: JSON, with numpy scalars as numbers and anything else unknown (paths, ...) as text."""
+
     def fallback(item: Any) -> Any:
         return item.item() if hasattr(item, "item") else str(item)  # numpy scalars, paths, ...
 
@@ -181,8 +183,8 @@ class RunStore:
                         "INSERT INTO runs (id, name, status, created_at, started_at, updated_at, config_json, dataset_fingerprint,"
                         " dataset_stats_json, backbone, weights, mode, metrics_json, pid, hostname, process_start, parent_run_id, owner)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)",
-                        (run_id, name, status, now, now if status == "running" else None, now, _to_json(config), dataset_fingerprint,
-                         _to_json(dataset_stats or {}), backbone, weights, mode, pid, socket.gethostname(),
+                        (run_id, name, status, now, now if status == "running" else None, now, to_json(config), dataset_fingerprint,
+                         to_json(dataset_stats or {}), backbone, weights, mode, pid, socket.gethostname(),
                          None if pid is None else process_start_token(pid), parent_run_id, owner),
                     )
                 break
@@ -210,20 +212,20 @@ class RunStore:
             merged = {**self._metrics(connection, run_id), **(metrics or {})}
             connection.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, updated_at = ?, metrics_json = ?, error = ? WHERE id = ?",
-                (status, now, now, _to_json(merged), error, run_id),
+                (status, now, now, to_json(merged), error, run_id),
             )
 
     def update_metrics(self, run_id: str, metrics: dict) -> None:
         """Merge `metrics` into the run's metrics (new keys added, existing keys replaced)."""
         with self._connect(write=True) as connection:
             merged = {**self._metrics(connection, run_id), **metrics}
-            connection.execute("UPDATE runs SET metrics_json = ?, updated_at = ? WHERE id = ?", (_to_json(merged), time.time(), run_id))
+            connection.execute("UPDATE runs SET metrics_json = ?, updated_at = ? WHERE id = ?", (to_json(merged), time.time(), run_id))
 
     def update_dataset(self, run_id: str, fingerprint: str, stats: dict) -> None:
         """Record which dataset the run trains on (set once the data has been scanned)."""
         self._update(
             run_id, "UPDATE runs SET dataset_fingerprint = ?, dataset_stats_json = ?, updated_at = ? WHERE id = ?",
-            (fingerprint, _to_json(stats), time.time(), run_id),
+            (fingerprint, to_json(stats), time.time(), run_id),
         )
 
     def get(self, run_id: str) -> RunRecord:
@@ -319,7 +321,7 @@ class RunStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, epoch) DO UPDATE SET phase = excluded.phase,"
                 " phase_epoch = excluded.phase_epoch, metrics_json = excluded.metrics_json, learning_rate = excluded.learning_rate,"
                 " seconds = excluded.seconds, is_best = excluded.is_best",
-                (run_id, phase, int(epoch), int(phase_epoch), _to_json(metrics), float(learning_rate), float(seconds), int(bool(is_best))),
+                (run_id, phase, int(epoch), int(phase_epoch), to_json(metrics), float(learning_rate), float(seconds), int(bool(is_best))),
             )
             connection.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (time.time(), run_id))
 
@@ -335,7 +337,7 @@ class RunStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, phase) DO UPDATE SET first_epoch = excluded.first_epoch,"
                 " epochs = excluded.epochs, learning_rate = excluded.learning_rate, description = excluded.description,"
                 " open_blocks_json = excluded.open_blocks_json",
-                (run_id, phase, int(first_epoch), int(epochs), float(learning_rate), description, _to_json(list(open_blocks))),
+                (run_id, phase, int(first_epoch), int(epochs), float(learning_rate), description, to_json(list(open_blocks))),
             )
 
     def phases(self, run_id: str) -> list[PhaseRecord]:
