@@ -25,3 +25,12 @@ def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def workspace(tmp_path: Path) -> Path:
     return tmp_path / "workspace"
+
+
+@pytest.fixture()
+def workshop_server(tmp_path: Path):  # noqa: ANN201 - yields tests.workshop_server.WorkshopServer
+    """A real workshop server (`python -m tl_core serve`) on loopback with tara (trainer), alice and bob."""
+    from tests.workshop_server import workshop_server as start
+
+    with start(tmp_path) as server:
+        yield server
