@@ -46,6 +46,8 @@ class DataConfig:
         test_fraction: share of each class held out for testing (ignored if the data has `test/`).
         seed: the same seed and data always give the same split.
         modality: the kind of examples: `image` files, or `text` documents (.txt files or CSV/TSV rows).
+        readable_roots: on a workshop server, the folders the user may read (their own area and the shared
+            datasets): every file the dataset names must resolve inside one of them. Empty: any file (personal mode).
     """
 
     source: str
@@ -53,6 +55,7 @@ class DataConfig:
     test_fraction: float = 0.15
     seed: int = 42
     modality: Modality = "image"
+    readable_roots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(bool(str(self.source).strip()), "DataConfig.source is empty: pass a folder, archive or CSV path.")
@@ -64,6 +67,10 @@ class DataConfig:
             "to train on: keep their sum below 0.9.",
         )
         _require(self.modality in get_args(Modality), f"modality={self.modality!r}: choose one of {get_args(Modality)}.")
+        # Lists from JSON (a stored run's config) become tuples so the config stays hashable.
+        object.__setattr__(self, "readable_roots", tuple(str(root) for root in self.readable_roots))
+        _require(all(root.startswith("/") for root in self.readable_roots),
+                 f"readable_roots={self.readable_roots}: give absolute folder paths, or none for any folder.")
 
 
 @dataclass(frozen=True)

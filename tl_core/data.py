@@ -21,6 +21,7 @@ import math
 import os
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from tl_core.dataset_checks import (  # noqa: F401 - re-exported: Example, Probl
 )
 from tl_core.errors import DataError
 from tl_core.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, ImageHeader, inspect_image
+from tl_core.readable_roots import OUTSIDE_FIX, is_allowed
 
 SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 MIN_IMAGES_PER_CLASS = MIN_EXAMPLES_PER_CLASS
@@ -113,6 +115,7 @@ class _Collected:
     problems: list[Problem] = field(default_factory=list)
     files_seen: int = 0
     skipped: list[Problem] = field(default_factory=list)
+    readable_roots: tuple[str, ...] = ()  # files must resolve inside one of these (none: anywhere)
 
     @property
     def files_skipped(self) -> int:
@@ -133,7 +136,9 @@ def _is_image_name(path: Path) -> bool:
 
 def _add_file(collected: _Collected, path: Path, relpath: str, label: str, split: str | None) -> None:
     collected.files_seen += 1
-    if not _is_image_name(path):
+    if not is_allowed(path, collected.readable_roots):  # a link inside a folder that leads elsewhere
+        collected.skip("warning", "outside-workspace", f"Skipped {relpath}, which {OUTSIDE_FIX}.", relpath)
+    elif not _is_image_name(path):
         message = f"Skipped {relpath}: not an image file ({path.suffix or 'no extension'}); remove it, or convert it to JPEG/PNG if it is a picture."
         collected.skip("info", "not-an-image", message, relpath)
     else:
@@ -158,9 +163,9 @@ def _collect_loose_files(collected: _Collected, root: Path, folder: Path, files:
         collected.skip("warning", "outside-class-folder", f"Skipped {relpath}: it is not inside a class folder; move it into {where}.", relpath)
 
 
-def _collect_folder(root: Path) -> tuple[_Collected, bool]:
+def _collect_folder(root: Path, readable_roots: tuple[str, ...]) -> tuple[_Collected, bool]:
     """Files of a folder dataset and whether it uses preset `train/`, `val/`, `test/` folders."""
-    collected = _Collected()
+    collected = _Collected(readable_roots=readable_roots)
     children = _visible_children(root)
     folders = [c for c in children if c.is_dir()]
     loose = [c for c in children if c.is_file()]
@@ -193,20 +198,24 @@ def _collect_folder(root: Path) -> tuple[_Collected, bool]:
     return collected, True
 
 
-def _is_csv_header(row: list[str], csv_dir: Path) -> bool:
+def _is_csv_header(row: list[str], csv_dir: Path, readable_roots: tuple[str, ...]) -> bool:
     first = row[0].strip()
-    return first.lower() in _CSV_HEADER_CELLS or (not (csv_dir / first).is_file() and row[1].strip().lower() in _CSV_HEADER_CELLS)
+    if first.lower() in _CSV_HEADER_CELLS:
+        return True
+    # A path outside the readable folders is judged as if it did not exist, so the answer tells nothing about it.
+    named = csv_dir / first
+    return row[1].strip().lower() in _CSV_HEADER_CELLS and not (is_allowed(named, readable_roots) and named.is_file())
 
 
-def _collect_csv(csv_path: Path) -> _Collected:
-    collected = _Collected()
+def _collect_csv(csv_path: Path, readable_roots: tuple[str, ...]) -> _Collected:
+    collected = _Collected(readable_roots=readable_roots)
     csv_dir = csv_path.parent
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             rows = [(number, row) for number, row in enumerate(csv.reader(stream), start=1) if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{csv_path} cannot be read as CSV ({error}): save it as UTF-8 text with lines `path,label`.") from error
-    if rows and len(rows[0][1]) >= 2 and _is_csv_header(rows[0][1], csv_dir):
+    if rows and len(rows[0][1]) >= 2 and _is_csv_header(rows[0][1], csv_dir, readable_roots):
         rows = rows[1:]
     for number, row in rows:
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
@@ -218,6 +227,11 @@ def _collect_csv(csv_path: Path) -> _Collected:
         relpath = path.relative_to(csv_dir).as_posix() if path.is_relative_to(csv_dir) else path.as_posix()
         label = row[1].strip()
         collected.labels.add(label)
+        if not is_allowed(path, readable_roots):  # checked before existence: the message must not reveal whether it exists
+            collected.files_seen += 1
+            shown = row[0].strip()
+            collected.skip("warning", "outside-workspace", f"{csv_path.name} line {number}: {shown} {OUTSIDE_FIX} and name it relative to the CSV.", shown)
+            continue
         if not path.is_file():
             collected.files_seen += 1
             message = f"{csv_path.name} line {number}: {relpath} does not exist; fix the path (relative to the CSV's folder) or delete the line."
@@ -262,7 +276,9 @@ def _size_stats(examples: list[Example]) -> dict[str, float]:
     return stats
 
 
-def scan_dataset(source: str | Path, *, extract_root: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> ScanReport:
+def scan_dataset(
+    source: str | Path, *, extract_root: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, readable_roots: Sequence[str | Path] = ()
+) -> ScanReport:
     """Find, check and summarise every image of a dataset source.
 
     Each image is hashed and decoded cheaply (JPEG at 1/8 scale) to catch corrupt and truncated
@@ -272,6 +288,9 @@ def scan_dataset(source: str | Path, *, extract_root: Path | None = None, max_pi
         source: a class-per-folder directory, a .zip/.tar/.tar.gz of one, or a CSV of `path,label`.
         extract_root: where archives are extracted (default `~/.cache/transferlab/extracted`).
         max_pixels: images with more pixels are skipped (decompression-bomb guard).
+        readable_roots: on a workshop server, the folders the user may read (their area and the shared datasets):
+            a CSV row or a link naming a file elsewhere is skipped, with one message whether the file exists or not.
+            Empty (personal mode): any file.
 
     Returns:
         The report; its `examples` hold only images of trainable classes, each file content once.
@@ -279,11 +298,12 @@ def scan_dataset(source: str | Path, *, extract_root: Path | None = None, max_pi
     Raises:
         DataError: missing or empty source, no class folders, or fewer than 2 usable classes.
     """
+    roots = tuple(str(root) for root in readable_roots)
     root, kind = _resolve_source(source, extract_root)
     if kind == "csv":
-        collected, has_presets, root_folder = _collect_csv(root), False, root.parent
+        collected, has_presets, root_folder = _collect_csv(root, roots), False, root.parent
     else:
-        (collected, has_presets), root_folder = _collect_folder(root), root
+        (collected, has_presets), root_folder = _collect_folder(root, roots), root
     headers = _inspect_all(collected.candidates, max_pixels)
     examples: list[Example] = []
     for (path, relpath, label, split), header in zip(collected.candidates, headers):

@@ -33,20 +33,22 @@ def workspace_cache(store: RunStore, kind: str) -> Path:
 
 def prepare_dataset(config: DataConfig, store: RunStore) -> PreparedDataset:
     """Scan, validate and split the examples of `config.modality`; raises `DataError` when nothing trainable is left."""
-    report = _scan_folder_reusing_earlier_scan(config.source, store) if config.modality == "image" else None
+    roots = config.readable_roots
+    report = _scan_folder_reusing_earlier_scan(config.source, store, roots) if config.modality == "image" else None
     if report is None:
-        report = get_modality(config.modality).scan(config.source, extract_root=workspace_cache(store, "extracted"))
+        report = get_modality(config.modality).scan(config.source, extract_root=workspace_cache(store, "extracted"), readable_roots=roots)
     split = split_dataset(report, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
     return PreparedDataset(report, split)
 
 
-def _folder_listing_key(folder: Path) -> str:
+def _folder_listing_key(folder: Path, readable_roots: tuple[str, ...]) -> str:
     """sha256 of every file's path, size and modification time under `folder`, and of the scanning code.
 
     Like make or git, an unchanged size and mtime stand for unchanged content: a scan hashes and
     decodes every image (0.5-1 s per 600 files here), listing them costs milliseconds.
     """
     digest = hashlib.sha256(str(folder).encode())
+    digest.update(repr(readable_roots).encode())  # a scan limited to other folders skipped other files
     for module in (data_module, images_module):  # a changed scanner must not reuse old reports
         digest.update(Path(module.__file__ or "").read_bytes())
     for directory, subdirectories, files in os.walk(folder, followlinks=True):
@@ -62,7 +64,7 @@ def _folder_listing_key(folder: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def _scan_folder_reusing_earlier_scan(source: str, store: RunStore) -> ScanReport | None:
+def _scan_folder_reusing_earlier_scan(source: str, store: RunStore, readable_roots: tuple[str, ...]) -> ScanReport | None:
     """The scan of a dataset folder, reused from the workspace when no file changed since; None for archives and CSVs.
 
     A second run on the same folder then skips hashing and decoding every image.
@@ -71,7 +73,7 @@ def _scan_folder_reusing_earlier_scan(source: str, store: RunStore) -> ScanRepor
     if not folder.is_dir():
         return None
     folder = folder.resolve()
-    saved = workspace_cache(store, "scans") / f"{_folder_listing_key(folder)}.json"
+    saved = workspace_cache(store, "scans") / f"{_folder_listing_key(folder, readable_roots)}.json"
     if saved.is_file():
         try:
             fields = json.loads(saved.read_text())
@@ -80,7 +82,7 @@ def _scan_folder_reusing_earlier_scan(source: str, store: RunStore) -> ScanRepor
             return ScanReport(**{**fields, "source": source})
         except (OSError, ValueError, TypeError, KeyError):  # an unreadable or older report: scan again
             saved.unlink(missing_ok=True)
-    report = scan_dataset(folder)
+    report = scan_dataset(folder, readable_roots=readable_roots)
     report.source = source  # as the caller named it, like a fresh scan
     partial = saved.with_suffix(f".{os.getpid()}.partial")
     partial.write_text(json.dumps(report.to_dict()))

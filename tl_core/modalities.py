@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -51,15 +51,18 @@ class ModalitySpec:
     default_weights: str
     input_unit: str
 
-    def scan(self, source: str | Path, *, extract_root: Path | None) -> ScanReport:
-        """Validate a source and list its usable examples (raises `DataError` when nothing is trainable)."""
+    def scan(self, source: str | Path, *, extract_root: Path | None, readable_roots: Sequence[str] = ()) -> ScanReport:
+        """Validate a source and list its usable examples (raises `DataError` when nothing is trainable).
+
+        `readable_roots`: on a workshop server, the only folders the dataset's files may resolve into.
+        """
         if self.name == "text":
             from tl_core.text_data import scan_text_dataset
 
-            return scan_text_dataset(source, extract_root=extract_root)
+            return scan_text_dataset(source, extract_root=extract_root, readable_roots=readable_roots)
         from tl_core.data import scan_dataset
 
-        return scan_dataset(source, extract_root=extract_root)
+        return scan_dataset(source, extract_root=extract_root, readable_roots=readable_roots)
 
     def input_size(self, model_config: ModelConfig) -> int:
         """Pixels per side for images (the backbone default when unset); tokens per document for text."""

@@ -29,6 +29,7 @@ import os
 import re
 import statistics
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -37,6 +38,7 @@ import numpy as np
 
 from tl_core.archive import extract_archive, is_archive, is_ignored_name
 from tl_core.data import DEFAULT_EXTRACT_ROOT, SPLIT_FOLDERS, DatasetSplit, ScanReport
+from tl_core.readable_roots import OUTSIDE_FIX, is_allowed
 from tl_core.dataset_checks import (  # noqa: F401 - detect_modality is re-exported: it belongs to this module's public API
     MIN_EXAMPLES_PER_CLASS,
     SPLIT_NAMES,
@@ -155,6 +157,7 @@ class _Found:
     problems: list[Problem] = field(default_factory=list)
     seen: int = 0
     skipped: int = 0
+    readable_roots: tuple[str, ...] = ()  # files must resolve inside one of these (none: anywhere)
 
     def skip(self, kind: str, message: str, relpath: str | None, severity: Literal["warning", "info"] = "warning") -> None:
         self.skipped += 1
@@ -193,6 +196,9 @@ def read_text_file(path: Path) -> DecodedText:
 
 def _add_text_file(found: _Found, path: Path, relpath: str, label: str, split: str | None) -> None:
     found.seen += 1
+    if not is_allowed(path, found.readable_roots):  # a link inside the folder that leads elsewhere: never read it
+        found.skip("outside-workspace", f"Skipped {relpath}, which {OUTSIDE_FIX}.", relpath)
+        return
     if path.suffix.lower() not in TEXT_EXTENSIONS:
         found.skip("not-a-text-file", f"Skipped {relpath}: not a text file ({path.suffix or 'no extension'}); "
                    f"save documents as {', '.join(TEXT_EXTENSIONS)} or remove it.", relpath, "info")
@@ -218,8 +224,8 @@ def _scan_class_folder(found: _Found, root: Path, class_dir: Path, split: str | 
             _add_text_file(found, path, path.relative_to(root).as_posix(), class_dir.name, split)
 
 
-def _scan_folder(root: Path) -> tuple[_Found, bool]:
-    found, children = _Found(), _visible(root)
+def _scan_folder(root: Path, readable_roots: tuple[str, ...]) -> tuple[_Found, bool]:
+    found, children = _Found(readable_roots=readable_roots), _visible(root)
     folders = [c for c in children if c.is_dir()]
     if not children:
         raise DataError(f"{root} is empty: put one sub-folder per class inside it, e.g. {root}/sport/1.txt and {root}/politics/1.txt.")
@@ -334,7 +340,8 @@ def _resolve(source: str | Path, extract_root: Path | None) -> tuple[Path, str]:
 
 
 def scan_text_dataset(
-    source: str | Path, *, extract_root: Path | None = None, text_column: str | None = None, label_column: str | None = None
+    source: str | Path, *, extract_root: Path | None = None, text_column: str | None = None, label_column: str | None = None,
+    readable_roots: Sequence[str | Path] = (),
 ) -> TextScanReport:
     """Find, decode, check and summarise every document of a text dataset source.
 
@@ -343,6 +350,8 @@ def scan_text_dataset(
         extract_root: where archives are extracted (default `~/.cache/transferlab/extracted`).
         text_column: CSV/TSV header name of the text column (default: recognised by name).
         label_column: CSV/TSV header name of the label column (default: recognised by name).
+        readable_roots: on a workshop server, the folders the user may read: a file that resolves elsewhere (a link)
+            is skipped unread. Empty (personal mode): any file.
 
     Returns:
         The report; its `examples` hold only documents of trainable classes, each text once.
@@ -354,7 +363,7 @@ def scan_text_dataset(
     if kind == "table":
         found, has_presets, root_folder = _scan_table(root, text_column, label_column), False, root.parent
     else:
-        (found, has_presets), root_folder = _scan_folder(root), root
+        (found, has_presets), root_folder = _scan_folder(root, tuple(str(r) for r in readable_roots)), root
     problems = found.problems
     examples, duplicate_groups = remove_duplicates(found.examples, problems, noun="document", conflict_severity="error")
     class_counts, excluded = check_classes(examples, found.labels, has_presets, problems, noun="document")

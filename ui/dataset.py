@@ -13,6 +13,7 @@ from tl_core.config import DataConfig
 from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport, split_dataset
 from tl_core.errors import DataError
 from tl_core.modalities import get_modality, resolve_modality
+from ui.state import dataset_roots
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -55,9 +56,10 @@ def source_stamp(source: str) -> tuple[int, int]:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _scan(source: str, stamp: tuple[int, int], extract_root: str, modality: str) -> DatasetView:
+def _scan(source: str, stamp: tuple[int, int], extract_root: str, modality: str, readable_roots: tuple[str, ...]) -> DatasetView:
     del stamp  # cache key only
-    report = get_modality(modality).scan(source, extract_root=Path(extract_root))
+    # The readable folders are part of the key: a shared cache must never hand one user's scan to another.
+    report = get_modality(modality).scan(source, extract_root=Path(extract_root), readable_roots=readable_roots)
     defaults = DataConfig(source=source, modality=modality)
     try:
         split = split_dataset(report, val_fraction=defaults.val_fraction, test_fraction=defaults.test_fraction, seed=defaults.seed)
@@ -81,7 +83,7 @@ def load_dataset(source: str, workspace: Path, modality: str | None = None) -> D
         raise DataError(f"{source} does not exist any more: pick or upload the dataset again on the Data page.")
     extract_root = workspace / "cache" / "extracted"
     extract_root.mkdir(parents=True, exist_ok=True)
-    return _scan(source, source_stamp(source), str(extract_root), modality or resolve_modality(source))
+    return _scan(source, source_stamp(source), str(extract_root), modality or resolve_modality(source), dataset_roots())
 
 
 def split_table(split: DatasetSplit) -> pd.DataFrame:

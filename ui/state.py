@@ -9,6 +9,7 @@ workspace, so one user's pages never name another user's files.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import threading
@@ -129,6 +130,16 @@ def uploads_dir() -> Path:
     return folder
 
 
+def roots_for(spaces: Workspaces, user: User) -> tuple[str, ...]:
+    """The folders `user`'s datasets may name files in (none in personal mode: any file)."""
+    return () if spaces.single_user else tuple(str(folder.resolve()) for folder in spaces.readable_roots(user))
+
+
+def dataset_roots() -> tuple[str, ...]:
+    """The folders the signed-in user's datasets may name files in: their area and the shared datasets (personal: any)."""
+    return roots_for(workspaces(), current_user())
+
+
 def readable_path(path: str | Path) -> Path:
     """`path` resolved when the signed-in user may read it (their workspace or the shared datasets).
 
@@ -186,6 +197,8 @@ class UserJobs:
         self._spaces.check_readable(self.user, config.data.source)
         self._spaces.check_weights_source(self.user, config.model.weights)
         self._spaces.check_disk(self.owner)
+        # The worker checks every file the dataset names (CSV rows, links) against the same folders.
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, readable_roots=roots_for(self._spaces, self.user)))
         return self.manager.submit(config, owner=self.owner, store=self.store)
 
     def resume(self, run_id: str) -> str:
