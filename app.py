@@ -7,6 +7,7 @@ screen is drawn until someone signs in, and trainers get one more page.
 import streamlit as st
 
 from tl_core.errors import TransferLabError
+from ui.cookies import draw_pending_cookies
 from ui.sidebar import show_account, show_context
 from ui.signin import show_welcome, sign_in_page
 from ui.state import server_settings, signed_in_user
@@ -20,6 +21,7 @@ except TransferLabError as exc:
     show_error(exc)  # a bad transferlab.toml or TRANSFERLAB_* variable: say which, draw nothing else
     st.stop()
 user = signed_in_user()
+draw_pending_cookies()  # a session cookie set at sign-in, or deleted at sign-out, reaches the browser now
 if user is None:
     # The sign-in screen is the only page: no URL reaches another page before someone signs in.
     st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/login:", default=True)], position="hidden").run()

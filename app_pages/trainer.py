@@ -11,8 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.errors import TransferLabError
+from ui.sessions import sessions
 from ui.signin import users
-from ui.state import current_user, get_manager, is_workshop, workspaces
+from ui.state import current_user, get_manager, is_workshop, server_settings, workspaces
 from ui.text import format_duration, show_error
 
 MB = 1 << 20
@@ -27,6 +28,7 @@ if not (is_workshop() and user.is_trainer):
     st.stop()
 spaces = workspaces()
 directory = users()
+session_store = sessions(server_settings())
 
 st.title("Trainer")
 st.caption("Everyone's accounts, runs and disk use. Students see only their own datasets and runs.")
@@ -98,7 +100,16 @@ with accounts_tab:
     # Dataframes show text as text: names users typed cannot turn into links or markup here.
     st.dataframe(usage_frame(), hide_index=True, width="stretch")
     quota = f"{spaces.disk_quota_mb:,} MB per user" if spaces.disk_quota_mb else "no disk quota"
-    st.caption(f"{quota}; uploads up to {spaces.max_upload_mb:,} MB. Add or remove accounts with `python -m tl_core users ...`.")
+    st.caption(f"{quota}; uploads up to {spaces.max_upload_mb:,} MB. Add or remove accounts with `python -m tl_core users ...`; "
+               "removing an account or setting a new password signs it out everywhere.")
+    signed_in = session_store.active_counts()
+    names = sorted(signed_in)
+    if names:
+        revoke_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
+        chosen_user = revoke_col.selectbox("Signed-in user", names, key="trainer_signout_user",
+                                           format_func=lambda name: f"{name} ({signed_in[name]} session(s))")
+        if button_col.button("Sign out everywhere", key="trainer_signout", icon=":material/logout:"):
+            st.success(f"Ended {session_store.end_all(chosen_user)} session(s) of {chosen_user}: they sign in again at their next click.")
 
 with codes_tab:
     st.caption("Each code makes one student account. Codes are shown once, here and now: only a fingerprint is kept.")

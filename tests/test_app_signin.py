@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tl_core.auth import User, UserDirectory  # noqa: E402
 from tl_core.runs import RunStore  # noqa: E402
+from tl_core.sessions import SessionStore  # noqa: E402
 from tl_core.synthetic import make_shapes_dataset  # noqa: E402
 from ui.text import escape_markdown  # noqa: E402
 
@@ -45,10 +46,17 @@ def finished_run(workspace: Path, owner: str, name: str) -> str:
     return record.id
 
 
+def as_signed_in(at: AppTest, user: User) -> AppTest:
+    """`user`'s session in the app's state, as a real sign-in leaves it (a token from the server's session store)."""
+    workspace = Path(os.environ["TRANSFERLAB_WORKSPACE"])
+    at.session_state["signed_in_user"] = user
+    at.session_state["session_token"] = SessionStore(workspace).start(user.name, UserDirectory(workspace / "users.json").account_stamp(user.name))
+    return at
+
+
 def signed_in_app(user: User) -> AppTest:
     """The app with `user` already signed in (the sign-in forms themselves are tested separately)."""
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["signed_in_user"] = user
+    at = as_signed_in(AppTest.from_file(APP, default_timeout=60), user)
     at.run()
     assert not at.exception
     return at
@@ -141,8 +149,7 @@ def test_a_student_sees_only_their_own_runs(server: Path) -> None:
 def test_a_student_cannot_open_another_users_dataset(server: Path) -> None:
     theirs = make_shapes_dataset(server / "users" / "alice" / "datasets" / "secret-shapes", num_classes=2, images_per_class=4, image_size=32)
     make_shapes_dataset(server / "datasets" / "class-shapes", num_classes=2, images_per_class=4, image_size=32)
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["signed_in_user"] = BOB
+    at = as_signed_in(AppTest.from_file(APP, default_timeout=60), BOB)
     at.session_state["dataset_path"] = str(theirs)  # as if a stale or forged choice named alice's folder
     at.run()
     assert not at.exception
@@ -244,8 +251,7 @@ def _account_sidebar() -> None:
 
 
 def test_sign_out_forgets_the_session(server: Path) -> None:
-    at = AppTest.from_function(_account_sidebar, default_timeout=60)
-    at.session_state["signed_in_user"] = ALICE
+    at = as_signed_in(AppTest.from_function(_account_sidebar, default_timeout=60), ALICE)
     at.session_state["dataset_path"] = str(server / "users" / "alice" / "datasets")
     at.run()
     assert "dataset_path" in at.text[0].value

@@ -177,7 +177,9 @@ class UserDirectory:
         check_password(password)
         password_hash = self.hasher.hash(password)
         with self._editing() as data:
-            self._require(data, name)["password_hash"] = password_hash
+            entry = self._require(data, name)
+            entry["password_hash"] = password_hash
+            entry["password_changed_at"] = time.time()  # changes the account stamp: open sessions end
 
     def remove_user(self, name: str) -> None:
         """Delete an account (its workspace folder is left for the trainer to clean up)."""
@@ -193,6 +195,22 @@ class UserDirectory:
             return None
         entry = self._read()["users"].get(name)
         return None if entry is None else User(name, entry["role"], entry["display_name"])
+
+    def account_stamp(self, name: str) -> str | None:
+        """A short digest that changes when the account is removed, re-created, its role changed or its password set.
+
+        Sessions remember it when they start, and end when it no longer matches (`tl_core.sessions`).
+        None for an unknown user.
+        """
+        try:
+            name = validate_username(name)
+        except AuthError:
+            return None
+        entry = self._read()["users"].get(name)
+        if entry is None:
+            return None
+        facts = f"{name}|{entry['role']}|{entry.get('created_at')}|{entry.get('password_changed_at')}"
+        return hashlib.sha256(facts.encode()).hexdigest()[:16]
 
     def list_users(self) -> list[User]:
         """Every account, sorted by name."""

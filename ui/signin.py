@@ -6,63 +6,20 @@ Nothing of the app is drawn before someone signs in: `app.py` calls `show_sign_i
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
-from collections import deque
 
 import streamlit as st
 
 from tl_core.auth import AuthError, User, UserDirectory
 from tl_core.server_settings import ServerSettings
+from ui import sessions
+from ui.sessions import ENDED_KEY, OIDC_USER_PREFIX, client_key, sign_in_throttle
 from ui.state import server_settings, sign_in
 from ui.text import escape_markdown, show_error
 
-MAX_FAILURES = 5  # wrong passwords per user name ...
-FAILURE_WINDOW_S = 60.0  # ... within this many seconds before that name must wait
-OIDC_USER_PREFIX = "sso_"  # an underscore: names made from class codes never hold one, so they cannot collide
-
-
-@st.cache_resource(show_spinner=False)
-def user_directory(users_file: str) -> UserDirectory:
-    """The server's accounts and class codes (shared: it re-reads its file on every call)."""
-    return UserDirectory(users_file)
-
 
 def users() -> UserDirectory:
-    return user_directory(str(server_settings().users_file))
-
-
-class FailedSignIns:
-    """Recent wrong passwords per user name, shared by all sessions, to slow down password guessing."""
-
-    def __init__(self) -> None:
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def wait_s(self, name: str) -> float:
-        """Seconds until `name` may try again (0 when it may now)."""
-        with self._lock:
-            recent = self._recent(name)
-            return max(0.0, recent[0] + FAILURE_WINDOW_S - time.monotonic()) if len(recent) >= MAX_FAILURES else 0.0
-
-    def record(self, name: str) -> None:
-        with self._lock:
-            self._recent(name).append(time.monotonic())
-
-    def clear(self, name: str) -> None:
-        with self._lock:
-            self._failures.pop(name, None)
-
-    def _recent(self, name: str) -> deque[float]:
-        recent = self._failures.setdefault(name.strip().lower(), deque(maxlen=MAX_FAILURES))
-        while recent and time.monotonic() - recent[0] > FAILURE_WINDOW_S:
-            recent.popleft()
-        return recent
-
-
-@st.cache_resource(show_spinner=False)
-def failed_sign_ins() -> FailedSignIns:
-    return FailedSignIns()
+    """The server's accounts and class codes."""
+    return sessions.users(server_settings())
 
 
 def oidc_user() -> User:
@@ -89,6 +46,9 @@ def show_sign_in(settings: ServerSettings) -> None:
         st.rerun()
     st.title("TransferLab")
     st.caption("This is a shared workshop server: sign in to see your datasets and runs.")
+    ended = st.session_state.pop(ENDED_KEY, None)
+    if ended:
+        st.info(ended, icon=":material/logout:")
     labels = [":material/password: Password", ":material/confirmation_number: Class code"]
     if settings.oidc_configured:
         labels.append(":material/badge: Organisation account")
@@ -120,10 +80,11 @@ def _password_form() -> None:
         submitted = st.form_submit_button("Sign in", key="signin_submit", type="primary")
     if not submitted:
         return
-    failures = failed_sign_ins()
-    wait = failures.wait_s(name)
+    throttle, client = sign_in_throttle(), client_key(server_settings(), name)
+    wait = throttle.wait_s(name, client)
     if wait > 0:
-        st.error(f"Too many wrong passwords for this name: try again in {wait:.0f} s.", icon=":material/timer:")
+        st.error(f"Too many wrong passwords for this name from this browser: try again in {wait:.0f} s, "
+                 "or ask your trainer to reset your password.", icon=":material/timer:")
         return
     try:
         user = users().verify(name, password)
@@ -131,10 +92,10 @@ def _password_form() -> None:
         show_error(exc)
         return
     if user is None:
-        failures.record(name)
+        throttle.record_failure(name, client)
         st.error("Wrong user name or password. Check both (they are case-sensitive), or ask your trainer.", icon=":material/error:")
         return
-    failures.clear(name)
+    throttle.record_success(name, client)
     sign_in(user)
     st.rerun()
 

@@ -1,8 +1,8 @@
 """Per-server objects (settings, workspaces, run stores, job managers) and per-user choices (session state).
 
-`st.cache_resource` objects are shared by every browser tab of this server: the settings, the
-workspaces, the stores and the managers are safe to share (a store opens a connection per call; a
-manager locks its queue). Who is signed in and what they picked (dataset, run, settings) lives in
+Process-wide objects (`ui.singletons`, not `st.cache_resource`, which any client can clear) are shared by
+every browser tab of this server: the settings, the workspaces, the stores and the one job manager are
+safe to share (a store opens a connection per call; a manager locks its queue). Who is signed in and what they picked (dataset, run, settings) lives in
 `st.session_state`, never in a shared object. Every path a page uses comes from the signed-in user's
 workspace, so one user's pages never name another user's files.
 """
@@ -23,6 +23,8 @@ from tl_core.errors import TransferLabError
 from tl_core.runs import RunStore
 from tl_core.server_settings import CONFIG_ENV, ENV_VARIABLES, ServerSettings, load_server_settings
 from tl_core.workspaces import LOCAL_USER, UserWorkspace, Workspaces
+from ui.sessions import end_session, resume_user, start_session
+from ui.singletons import process_wide
 
 if TYPE_CHECKING:
     from tl_core.config import ModelConfig, TrainConfig
@@ -31,8 +33,7 @@ if TYPE_CHECKING:
 WORKSPACE_ENV = "TRANSFERLAB_WORKSPACE"
 DATASETS_ENV = "TRANSFERLAB_DATASETS_DIR"
 
-# Session-state keys shared by several pages.
-USER_KEY = "signed_in_user"
+# Session-state keys shared by several pages (the signed-in user's is ui.sessions.USER_KEY).
 DATASET_KEY = "dataset_path"
 REFUSED_DATASET_KEY = "refused_dataset"
 MODALITY_KEY = "dataset_modalities"  # {dataset path: "image" | "text"}, detected once per chosen dataset
@@ -44,7 +45,7 @@ _SHARED_KEYS = frozenset({DATASET_KEY, RUN_KEY, MODEL_CONFIG_KEY, TRAIN_CONFIG_K
 _SAVED_WIDGETS_KEY = "saved_widget_values"
 
 
-@st.cache_resource(show_spinner=False)
+@process_wide
 def _server_for(environment: tuple[tuple[str, str], ...], cwd: str) -> tuple[ServerSettings, Workspaces]:
     settings = load_server_settings(dict(environment), cwd=Path(cwd))
     personal = not settings.sign_in_required
@@ -73,11 +74,11 @@ def workspaces() -> Workspaces:
 
 
 def signed_in_user() -> User | None:
-    """Who signed in in this browser session; always `LOCAL_USER` in personal mode."""
-    if not server_settings().sign_in_required:
+    """Who is signed in in this browser (checked again on every run); always `LOCAL_USER` in personal mode."""
+    settings = server_settings()
+    if not settings.sign_in_required:
         return LOCAL_USER
-    user = st.session_state.get(USER_KEY)
-    return user if isinstance(user, User) else None
+    return resume_user(settings)
 
 
 def current_user() -> User:
@@ -90,13 +91,12 @@ def current_user() -> User:
 
 
 def sign_in(user: User) -> None:
-    """Start this session as `user`, forgetting anything a previous user of this browser tab picked."""
-    st.session_state.clear()
-    st.session_state[USER_KEY] = user
+    """Start this session as `user` (kept across reloads and tabs), forgetting anything a previous user of this tab picked."""
+    start_session(server_settings(), user)
 
 
 def sign_out() -> None:
-    st.session_state.clear()
+    end_session(server_settings())
 
 
 def is_workshop() -> bool:
@@ -164,14 +164,14 @@ def display_path(path: str | Path) -> str:
     return Path(path).name
 
 
-@st.cache_resource(show_spinner=False)
+@process_wide
 def _store_for(workspace: str) -> RunStore:
     # Import TensorFlow in the background now, so pages that evaluate or predict do not wait for it later.
     threading.Thread(target=importlib.import_module, args=("tl_core.runner",), name="transferlab-warmup", daemon=True).start()
     return RunStore(workspace)
 
 
-@st.cache_resource(show_spinner=False)
+@process_wide
 def _manager_for(root: str, jobs_per_device: int, max_queued_per_user: int | None, warm_workers: bool) -> JobManager:
     """One manager and one queue per server: the device slots and the fair queue span every user."""
     from tl_core.jobs import JobManager
