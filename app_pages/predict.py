@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import streamlit as st
@@ -15,9 +16,18 @@ from tl_core.images import IMAGE_EXTENSIONS
 from tl_core.weights import OFFLINE_WEIGHTS
 from ui.charts import probability_bars
 from ui.images import thumbnail
-from ui.predictions import read_uploaded_documents, run_classifier, run_modality, runs_with_models, save_images
+from ui.predictions import (
+    bundle_for_download,
+    file_name_only,
+    read_uploaded_documents,
+    readable_images,
+    run_classifier,
+    run_modality,
+    runs_with_models,
+    save_images,
+)
 from ui.state import current_run_id, current_user, get_store, set_current_run, user_workspace, workspaces
-from ui.text import escape_markdown, show_error
+from ui.text import escape_markdown, safe_label, show_error
 from ui.uploads import safe_name, upload_size
 
 TEXT_EXTENSIONS = ("txt", "text", "md")
@@ -92,14 +102,17 @@ try:
 except TransferLabError as exc:
     show_error(exc)
     uploads = []
-image_paths = save_images(uploads or [], user_workspace().cache / "predict")
-upload_names = [upload.name for upload in uploads or []]
+# A file that cannot be read is named with what to do, and every other one is still predicted.
+image_paths, upload_names, image_problems = readable_images(save_images(uploads or [], user_workspace().cache / "predict"),
+                                                            [upload.name for upload in uploads or []])
+for problem in image_problems:
+    st.error(escape_markdown(problem), icon=":material/broken_image:")
 
 trained_tab, imagenet_tab, export_tab = st.tabs(
     [":material/model_training: With a trained run", ":material/public: ImageNet as-is", ":material/download: Export"]
 )
 run_ids = runs_with_models(store)
-names = {record.id: f"{record.name} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
+names = {record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
 if run_ids and st.session_state.get("predict_run") not in run_ids:
     st.session_state["predict_run"] = current_run_id() if current_run_id() in run_ids else run_ids[0]
 
@@ -116,14 +129,18 @@ with trained_tab:
         else:
             try:
                 with st.spinner("Loading the model and predicting…"):
-                    from tl_core.predict import predict_files
+                    from tl_core.predict import predict_each_file
 
-                    classifier = run_classifier(store, run_id)
-                    predictions = predict_files(classifier, image_paths, top_k=top_k)
+                    results = predict_each_file(run_classifier(store, run_id), image_paths, top_k=top_k)
             except (TransferLabError, ConfigError) as exc:
                 show_error(exc)
             else:
-                show_predictions(image_paths, upload_names, [[(p.label, p.probability) for p in row] for row in predictions])
+                predicted = [(result, name) for result, name in zip(results, upload_names) if not result.problem]
+                for result, name in zip(results, upload_names):
+                    if result.problem:
+                        st.error(escape_markdown(f"{file_name_only(name)}: {result.problem}"), icon=":material/broken_image:")
+                show_predictions([result.path for result, _ in predicted], [name for _, name in predicted],
+                                 [[(p.label, p.probability) for p in result.predictions] for result, _ in predicted])
 
 with imagenet_tab:
     st.caption("The pretrained network with its original 1,000-class ImageNet head: no training, useful to see what the backbone already recognises.")
@@ -174,8 +191,13 @@ with export_tab:
         zip_path = exports.get(export_run_id)
         if zip_path and Path(zip_path).is_file():
             record = store.get(export_run_id)
+            # Deferred: nothing is served until the owner clicks; Streamlit then serves the bytes at /media/<hash>.zip
+            # to whoever has that address, until the second script run (of any session) that ends after the click.
             st.download_button(
-                "Download the bundle (.zip)", data=Path(zip_path).read_bytes(), file_name=f"{safe_name(record.name, 'model')}-{time.strftime('%Y%m%d')}.zip",
+                "Download the bundle (.zip)", data=partial(bundle_for_download, Path(zip_path)), on_click="ignore",
+                file_name=f"{safe_name(record.name, 'model').replace(' ', '-')}-{time.strftime('%Y%m%d')}.zip",
                 mime="application/zip", key="export_download", type="primary", icon=":material/download:",
             )
-            st.caption(f"{Path(zip_path).stat().st_size / 1e6:.1f} MB: model files, labels.txt and MODEL_CARD.md.")
+            st.caption(f"{Path(zip_path).stat().st_size / 1e6:.1f} MB: model files, labels.txt and MODEL_CARD.md. The file is prepared "
+                       "when you click, at a random address that expires moments later (after the server's next two page updates): "
+                       "click again to download it again.")

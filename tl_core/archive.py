@@ -6,6 +6,11 @@ bombs. Extraction goes to a temporary folder renamed into place at the end, so a
 a half-extracted dataset, and the folder is named after the archive's content hash so extracting the
 same archive again reuses it.
 
+In a workspace with a disk quota (tl_core/disk_budget.py) extraction also stops at what is left of it:
+the workspace's lock is held while extracting, the space left is measured under it, and bytes count
+as they are written, so a small archive that unpacks to gigabytes, or several archives unpacked at
+once by one user, never take the workspace over its quota.
+
 Example:
     >>> root = extract_archive(Path("flowers.zip"), Path("~/.cache/transferlab/extracted").expanduser())
     >>> sorted(p.name for p in root.iterdir())
@@ -19,11 +24,15 @@ import os
 import shutil
 import stat
 import tarfile
+import threading
 import zipfile
 from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from tl_core.disk_budget import DiskBudget, QuotaExceededError
 from tl_core.errors import DataError
 
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -32,6 +41,7 @@ DEFAULT_MAX_TOTAL_BYTES = 4 << 30
 DEFAULT_MAX_FILES = 200_000
 _CHUNK = 1 << 20
 _REBUILD_HINT = "Re-create the archive from the dataset folder (e.g. `zip -r data.zip data/`), or extract it yourself and pass the folder."
+_QUOTA_ADVICE = "Nothing was extracted. Upload a smaller archive (fewer or smaller images)"
 
 
 def is_ignored_name(name: str) -> bool:
@@ -65,11 +75,32 @@ def _safe_relative_path(archive: Path, name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-class _ExtractionBudget:
-    """Counts files and bytes as they are written, so headers that lie about sizes do not get past the caps."""
+@dataclass(frozen=True)
+class _QuotaRoom:
+    """What is left of a workspace's disk quota for one extraction (measured under the workspace's lock)."""
 
-    def __init__(self, archive: Path, max_total_bytes: int, max_files: int) -> None:
-        self.archive, self.max_total_bytes, self.max_files = archive, max_total_bytes, max_files
+    budget: DiskBudget
+    left_bytes: int
+
+
+def _is_hidden(relative: PurePosixPath) -> bool:
+    """Hidden entries are never data (scans skip them), and one could pose as a workspace's own files
+    (its disk quota file): they are not extracted."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
+class _ExtractionBudget:
+    """Counts files and bytes as they are written, so headers that lie about sizes do not get past the caps.
+
+    Args:
+        archive: the archive, for messages.
+        max_total_bytes: most bytes it may unpack to.
+        max_files: most files (and, separately, folders) it may hold.
+        room: what is left of the workspace's quota; None where there is no quota.
+    """
+
+    def __init__(self, archive: Path, max_total_bytes: int, max_files: int, room: _QuotaRoom | None = None) -> None:
+        self.archive, self.max_total_bytes, self.max_files, self.room = archive, max_total_bytes, max_files, room
         self.total_bytes = 0
         self.files = 0
         self.folders = 0
@@ -92,11 +123,19 @@ class _ExtractionBudget:
         if files > self.max_files:
             self.files = files - 1
             self.add_file()
-        self.add_bytes(0, declared=total_bytes)
+        self.add_bytes(0, declared=total_bytes, whole_archive=True)
 
-    def add_bytes(self, count: int, *, declared: int = 0) -> None:
+    def add_bytes(self, count: int, *, declared: int = 0, whole_archive: bool = False) -> None:
+        """Count `count` bytes written; refuse before writing when `declared` more bytes (what the next entries say) would pass a cap.
+
+        `whole_archive`: `declared` is the whole archive's size (a zip's index), so a refusal can say it exactly.
+        """
         self.total_bytes += count
-        if self.total_bytes + declared > self.max_total_bytes:
+        needed = self.total_bytes + declared
+        if self.room is not None and needed > self.room.left_bytes and self.room.left_bytes < self.max_total_bytes:
+            what = f"Unpacking {self.archive.name}"
+            raise QuotaExceededError(self.room.budget.refusal(what, needed, self.room.left_bytes, _QUOTA_ADVICE, at_least=not whole_archive))
+        if needed > self.max_total_bytes:
             raise DataError(
                 f"{self.archive.name} unpacks to more than {self.max_total_bytes:,} bytes (limit `max_total_bytes`), "
                 "a sign of an archive bomb or a dataset too large to extract here. Raise max_total_bytes if you trust it, "
@@ -119,6 +158,8 @@ def _zip_entries(archive: Path, budget: _ExtractionBudget, target: Path) -> None
         budget.refuse_declared(len(files), sum(info.file_size for info in files))
         for info in infos:
             relative = _safe_relative_path(archive, info.filename)
+            if _is_hidden(relative):
+                continue
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise DataError(f"{archive.name} contains a symbolic link {info.filename!r}, which could point outside the dataset. {_REBUILD_HINT}")
             if info.is_dir():
@@ -134,6 +175,8 @@ def _tar_entries(archive: Path, budget: _ExtractionBudget, target: Path) -> None
     with tarfile.open(archive, mode="r:*") as bundle:
         for member in bundle:  # streams members; never reads the whole index up front
             relative = _safe_relative_path(archive, member.name)
+            if _is_hidden(relative):
+                continue
             if member.issym() or member.islnk():
                 raise DataError(
                     f"{archive.name} contains a link {member.name!r} -> {member.linkname!r}, which could point outside "
@@ -185,6 +228,8 @@ def extract_archive(
 
     Raises:
         DataError: missing, unreadable or unsafe archive, or one over the caps; nothing is left behind.
+        QuotaExceededError: in a workspace with a disk quota, the archive unpacks to more than is left of it;
+            nothing is left behind.
     """
     archive = Path(archive).expanduser()
     if not archive.is_file():
@@ -197,10 +242,20 @@ def extract_archive(
     destination = target_root / f"{stem}-{_content_hash(archive)[:16]}"
     if destination.is_dir():  # only ever created by the rename below, so it is complete
         return unwrap_single_folder(destination)
-    partial = target_root / f".partial-{destination.name}-{os.getpid()}"
+    quota = DiskBudget.find(target_root)
+    # With a quota, one extraction at a time per workspace, capped by what is left when it starts.
+    with quota.locked() if quota is not None else nullcontext(None) as left_bytes:
+        if not destination.is_dir():  # not unpacked by another upload of it while this one waited for the lock
+            room = None if quota is None else _QuotaRoom(quota, left_bytes)
+            _extract_into(archive, destination, _ExtractionBudget(archive, max_total_bytes, max_files, room))
+    return unwrap_single_folder(destination)
+
+
+def _extract_into(archive: Path, destination: Path, budget: _ExtractionBudget) -> None:
+    """Unpack `archive` into a temporary folder beside `destination`, renamed to it once complete (removed otherwise)."""
+    partial = destination.with_name(f".partial-{destination.name}-{os.getpid()}-{threading.get_ident()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    budget = _ExtractionBudget(archive, max_total_bytes, max_files)
     try:
         if archive.name.lower().endswith(".zip"):
             _zip_entries(archive, budget, partial)
@@ -215,4 +270,3 @@ def extract_archive(
         raise DataError(f"{archive} cannot be extracted ({type(error).__name__}: {error}): the archive is damaged or incomplete; download or create it again.") from error
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return unwrap_single_folder(destination)

@@ -13,7 +13,9 @@
     users add|list|passwd|remove ...    codes new|list|revoke ...            serve   (see tl_core.cli_accounts)
 
 With `--json` the LAST line on stdout is one JSON object (or list). Progress goes to stderr.
-Bad input exits with status 2 and one line on stderr, never a traceback.
+Bad input exits with status 2 and one line on stderr, never a traceback. `predict RUN_ID FILE...` with files that
+cannot be read still predicts the others: each such file gets an empty list in the JSON, a line `error: FILE: ...`
+on stderr, and the exit status is 2.
 """
 
 from __future__ import annotations
@@ -215,7 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    targets = list(args.targets)
+    targets, refused = list(args.targets), False
     if args.pretrained:
         from tl_core.weights.pretrained import predict_pretrained
 
@@ -233,20 +235,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         images = [text if len(text) <= 40 else text[:37] + "..." for text in args.text]  # how each is named in the output
         results = [[{"label": p.label, "probability": p.probability} for p in row] for row in predict_texts(classifier, args.text, top_k=args.top)]
     else:
-        from tl_core.predict import load_run_classifier, predict_files
+        from tl_core.predict import load_run_classifier, predict_each_file
 
         if len(targets) < 2:
             raise ConfigError("predict needs a RUN_ID and at least one IMAGE or text FILE (or --pretrained NAME IMAGE..., or RUN_ID --text TEXT).")
         run_id, images = targets[0], [Path(p) for p in targets[1:]]
         _check_images(images)
         classifier = load_run_classifier(_store(args), run_id)
-        results = [[{"label": p.label, "probability": p.probability} for p in row] for row in predict_files(classifier, images, top_k=args.top)]
+        per_file = predict_each_file(classifier, images, top_k=args.top)
+        for result in per_file:
+            if result.problem:  # the others are still predicted; this file's row stays empty
+                print(f"error: {result.path}: {result.problem}", file=sys.stderr)
+        results = [[{"label": p.label, "probability": p.probability} for p in result.predictions] for result in per_file]
+        refused = any(result.problem for result in per_file)
     if args.json:
         _print_json(results)
     else:
         for image, row in zip(images, results):
-            print(f"{image}: " + ", ".join(f"{item['label']} {item['probability']:.3f}" for item in row))
-    return 0
+            if row:
+                print(f"{image}: " + ", ".join(f"{item['label']} {item['probability']:.3f}" for item in row))
+    return EXIT_BAD_INPUT if refused else 0
 
 
 def _check_images(images: list[Path]) -> None:

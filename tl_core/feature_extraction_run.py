@@ -23,6 +23,7 @@ from tl_core.dataset_prep import workspace_cache
 from tl_core.decode_helper import decoding_in_helper
 from tl_core.evaluate import Evaluation, evaluate_probabilities
 from tl_core.features import SharedPredictor, cached_features, examples_feature_key, load_cached_features
+from tl_core.image_cache import check_image_cache_room
 from tl_core.modalities import ModalitySpec
 from tl_core.model import TransferModel, build_head
 from tl_core.preparation import PreparationReporter
@@ -41,6 +42,8 @@ def load_examples_and_build(modality: ModalitySpec, split: DatasetSplit, input_s
     numpy headers with `ast`, which CPython 3.11 does not guard across threads (gh-106905).
     """
     cache_dir = workspace_cache(store, "images")
+    if modality.name == "image":  # a run whose image caches cannot fit in the disk quota ends now, before any decoding
+        check_image_cache_room([split.examples(name) for name in SPLITS], input_size, cache_dir)
 
     def progress(name: str) -> Callable[[int, int], None]:
         return preparation.callback("decode", name)

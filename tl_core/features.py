@@ -4,6 +4,9 @@ A frozen backbone gives the same features every epoch, so they are computed once
 head trains on them (measured ~200x faster per epoch than re-running a frozen MobileNetV2). Features
 are kept on disk keyed by what produced them, so a second run on the same data and backbone skips the
 backbone entirely.
+
+In a workspace with a disk quota (tl_core/disk_budget.py) the features' size is checked against it
+before the backbone runs, and the file is written under the workspace's lock only when it still fits.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import tensorflow as tf
 
 from tl_core.config import ModelConfig
 from tl_core.data import Example
+from tl_core.disk_budget import check_room, reserved
 from tl_core.frozen_inference import frozen_inference_function
 from tl_core.graph_options import without_graph_rewrites
 from tl_core.image_cache import release_pages
@@ -65,6 +69,13 @@ def examples_feature_key(
 
 
 BatchPredictor = Callable[[np.ndarray], np.ndarray]
+FEATURE_CACHE_ADVICE = "Train on fewer images, or pick a backbone or cut layer with fewer features (Model page)"
+_NPY_HEADER_BYTES = 128
+
+
+def feature_cache_bytes(count: int, feature_dim: int) -> int:
+    """Bytes of the saved features of `count` examples with `feature_dim` float32 features each."""
+    return count * feature_dim * np.dtype(np.float32).itemsize + _NPY_HEADER_BYTES
 
 
 class SharedPredictor:
@@ -210,17 +221,31 @@ def cached_features(
     progress: Callable[[int, int], None] | None = None,
     predict: BatchPredictor | None = None,
 ) -> FeatureSet:
-    """Features for `images`, from `cache_dir/<key>.npy` when present, else computed (see `extract_features`) and saved there."""
+    """Features for `images`, from `cache_dir/<key>.npy` when present, else computed (see `extract_features`) and saved there.
+
+    Raises:
+        QuotaExceededError: the features would take the workspace over its disk quota: checked before the
+            backbone runs, and again, under the workspace's lock, when they are saved.
+    """
+    feature_dim = int(feature_extractor.output.shape[-1])
     if len(images) == 0:
-        return FeatureSet(np.zeros((0, int(feature_extractor.output.shape[-1])), np.float32), False, None)
+        return FeatureSet(np.zeros((0, feature_dim), np.float32), False, None)
     path = cache_dir / f"{key}.npy" if cache_dir is not None else None
     cached = load_cached_features(cache_dir, key, len(images)) if cache_dir is not None else None
     if cached is not None:
         return FeatureSet(cached, True, path)
-    features = extract_features(feature_extractor, images, batch_size=batch_size, progress=progress, predict=predict)
+    what = f"The feature cache of {len(images):,} examples ({feature_dim} features each)"
+    needed = feature_cache_bytes(len(images), feature_dim)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_room(path.parent, needed, what, FEATURE_CACHE_ADVICE)  # before minutes of backbone work
+    features = extract_features(feature_extractor, images, batch_size=batch_size, progress=progress, predict=predict)
+    if path is not None:
         partial = path.with_suffix(f".{os.getpid()}.partial.npy")
-        np.save(partial, features)
-        os.replace(partial, path)  # atomic: a crash never leaves a half-written cache
+        try:
+            with reserved(path.parent, needed, what, FEATURE_CACHE_ADVICE):
+                np.save(partial, features)
+            os.replace(partial, path)  # atomic: a crash never leaves a half-written cache
+        finally:
+            partial.unlink(missing_ok=True)
     return FeatureSet(features, False, path)

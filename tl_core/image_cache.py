@@ -4,6 +4,10 @@ The cache is a `.npy` file memory-mapped read-only: 20,000 images at 224 px are 
 only the batches in flight are in RAM, and nothing is ever held as float32. It is keyed by the
 ordered content hashes and the image size, so a second run on the same split skips decoding.
 
+In a workspace with a disk quota (tl_core/disk_budget.py) a cache is only started when it fits: the
+file is created at its full size under the workspace's lock, so it counts against the quota before
+its first row is decoded, and a run can check all its caches at once before decoding any.
+
 Example:
     >>> cached = build_image_cache(split.examples("train"), 224, Path("cache/images"))
     >>> dataset = image_dataset(cached.images, split.labels("train"), batch_size=32, shuffle=True, seed=1)
@@ -26,6 +30,7 @@ import numpy as np
 
 from tl_core import images as image_io
 from tl_core.data import Example, Problem
+from tl_core.disk_budget import check_room, reserved
 from tl_core.errors import DataError
 
 if TYPE_CHECKING:
@@ -34,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _CACHE_FORMAT_VERSION = f"1.{image_io.DECODING_VERSION}"  # the file layout and the decoding: a change makes old caches unused
 RELEASE_EVERY_ROWS = 64  # while decoding: flush and release the written pages this often (a flush is one msync)
+_HEADER_AND_FAILURES_BYTES = 4096  # the .npy header (128 bytes) and its failures list, with room to spare
+IMAGE_CACHE_ADVICE = "Train at a smaller image size (Model page) or on fewer images"
 
 
 @dataclass
@@ -55,6 +62,33 @@ def image_cache_key(examples: Sequence[Example], image_size: int) -> str:
 def image_cache_path(examples: Sequence[Example], image_size: int, cache_dir: Path) -> Path:
     """Where `build_image_cache` keeps these examples decoded at this size."""
     return Path(cache_dir) / f"images-{image_cache_key(examples, image_size)[:32]}-{len(examples)}x{image_size}.npy"
+
+
+def image_cache_bytes(count: int, image_size: int) -> int:
+    """Bytes `build_image_cache` writes for `count` images at `image_size` px (the rows, the header, the failures list).
+
+    Example:
+        >>> image_cache_bytes(10_000, 256) // 2**20
+        1875
+    """
+    return count * image_size * image_size * 3 + _HEADER_AND_FAILURES_BYTES
+
+
+def check_image_cache_room(example_lists: Sequence[Sequence[Example]], image_size: int, cache_dir: Path) -> None:
+    """Refuse, before anything is decoded, a run whose image caches would not fit in its workspace's disk quota.
+
+    Args:
+        example_lists: the images of each cache the run needs (e.g. one list per split).
+        image_size: square side in pixels.
+        cache_dir: the workspace's image cache folder.
+
+    Raises:
+        QuotaExceededError: the caches not built yet need more than is left of the quota (none where there is no quota).
+    """
+    needed = sum(image_cache_bytes(len(examples), image_size) for examples in example_lists
+                 if examples and not has_image_cache(examples, image_size, cache_dir))
+    if needed:
+        check_room(cache_dir, needed, f"The image cache for this run ({sum(map(len, example_lists)):,} images at {image_size} px)", IMAGE_CACHE_ADVICE)
 
 
 def has_image_cache(examples: Sequence[Example], image_size: int, cache_dir: Path) -> bool:
@@ -150,6 +184,9 @@ def build_image_cache(
 
     Returns:
         The read-only memmap, its path, whether it was reused, and the images that failed to decode.
+
+    Raises:
+        QuotaExceededError: a new cache would take the workspace over its disk quota; nothing is written.
     """
     if image_size < 1:
         raise DataError(f"image_size={image_size} must be a positive number of pixels, e.g. 224.")
@@ -164,8 +201,11 @@ def build_image_cache(
         failures = [Problem(**row) for row in json.loads(failures_file.read_text())] if failures_file.is_file() else []
         return ImageCacheResult(existing, cache_path, True, failures)
     partial = cache_path.with_name(f".{cache_path.stem}.{os.getpid()}.partial.npy")
+    what = f"The image cache of {len(examples):,} images at {image_size} px"
     try:
-        cache = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(examples), image_size, image_size, 3))
+        with reserved(cache_dir, image_cache_bytes(len(examples), image_size), what, IMAGE_CACHE_ADVICE):
+            # Created at its full length: from here on it counts in full against the quota.
+            cache = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(examples), image_size, image_size, 3))
         failures = _decode_into(cache, examples, image_size, workers or min(8, os.cpu_count() or 2), progress)
         release_pages(cache, flush=True)
         cache.flush()

@@ -35,7 +35,7 @@ _HOW_TO_FIX: dict[str, str] = {
     "not-an-image": "it is not an image TransferLab can read (JPEG, PNG, BMP, GIF, WebP, TIFF): remove it or convert it.",
     "corrupt": "the image data is damaged: re-export or re-download it, or delete it.",
     "truncated": "the file ends early (interrupted copy or download): copy it again, or delete it.",
-    "too-large": "it has more pixels than the safety limit (decompression-bomb guard): downscale it, or raise max_pixels if you trust it.",
+    "too-large": "it has more pixels than TransferLab reads (a guard against decompression bombs): make it smaller and save it again.",
 }
 
 

@@ -11,6 +11,10 @@ and the upload helpers work unchanged inside it:
 Every user has their own RunStore, so no query can return another user's runs and a path check
 only has to keep names inside one folder. In personal mode the single user's workspace is `<root>`.
 
+Each workspace also holds its quota (`.disk-quota.json`, see tl_core/disk_budget.py): archive extraction
+and the caches a run writes (in the server, a worker or its helpers) read it from there and take the
+workspace's lock, so they stop at the quota however many uploads and runs one user starts at once.
+
 Example:
     >>> spaces = Workspaces(Path("workspace"), disk_quota_mb=2048, max_upload_mb=200)
     >>> space = spaces.workspace_for(student)          # the student's own folder, created on demand
@@ -19,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -27,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from tl_core.auth import User, validate_username
+from tl_core.disk_budget import USERS_FOLDER, DiskBudget, QuotaExceededError, tree_size
 from tl_core.errors import TransferLabError
 from tl_core.runs import RunRecord, RunStore
 
-USERS_FOLDER = "users"
 SERVER_DATASETS_FOLDER = "datasets"
 DATASETS_FOLDER = "datasets"
 CACHE_FOLDER = "cache"
@@ -45,10 +48,6 @@ _MB = 1 << 20
 
 class UnsafePathError(TransferLabError):
     """A name or path would reach outside the folder it must stay in, or into another user's files."""
-
-
-class QuotaExceededError(TransferLabError):
-    """An upload or a run would take a user over the server's upload limit or disk quota."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +198,22 @@ class Workspaces:
         target = actor.name if username is None else validate_username(username)
         if target != actor.name and not actor.is_trainer:
             raise UnsafePathError(f"{actor.name} cannot open {target}'s workspace: students see only their own datasets and runs.")
-        return UserWorkspace(target, self._root_of(target)).ensure()
+        space = UserWorkspace(target, self._root_of(target)).ensure()
+        self._publish_quota(space.root)
+        return space
+
+    def publish_quotas(self) -> None:
+        """Write the current quota into every user's workspace (at server start: queued runs of users who have
+        not opened a page since a quota change must see the new one)."""
+        for name in self.usernames():
+            self._publish_quota(self._root_of(name))
+
+    def _publish_quota(self, root: Path) -> None:
+        """Write the quota into the workspace, where extraction, workers and helpers find it (tl_core/disk_budget.py)."""
+        if self.disk_quota_mb is None:
+            DiskBudget.remove(root)
+        else:
+            DiskBudget(root, int(self.disk_quota_mb * _MB)).save()
 
     def usernames(self) -> list[str]:
         """Users that have a workspace folder, sorted."""
@@ -295,11 +309,11 @@ class Workspaces:
             space = self.workspace_for(actor, name)
             for kind_folder in sorted(p for p in space.cache.iterdir() if p.is_dir()) if space.cache.is_dir() else []:
                 for entry in kind_folder.iterdir():
-                    candidates.append(CleanupCandidate(name, "cache", entry, _tree_size(entry), f"{kind_folder.name} cache {entry.name}"))
+                    candidates.append(CleanupCandidate(name, "cache", entry, tree_size(entry), f"{kind_folder.name} cache {entry.name}"))
             for record in space.store().list_runs():
                 if record.status in CLEANUP_RUN_STATUSES:
                     folder = space.runs / record.id
-                    candidates.append(CleanupCandidate(name, "run", folder, _tree_size(folder), f"{record.status} run {record.name}", record.id))
+                    candidates.append(CleanupCandidate(name, "run", folder, tree_size(folder), f"{record.status} run {record.name}", record.id))
         return sorted(candidates, key=lambda candidate: candidate.size_bytes, reverse=True)[:limit]
 
     def delete_candidate(self, actor: User, candidate: CleanupCandidate) -> None:
@@ -365,32 +379,6 @@ class Workspaces:
         )
 
 
-def _tree_size(path: Path) -> int:
-    """Bytes of every file under `path` (links are counted as themselves, never followed)."""
-    try:
-        info = path.lstat()
-    except OSError:
-        return 0
-    if not path.is_dir() or path.is_symlink():
-        return info.st_size
-    total = 0
-    stack = [path]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(Path(entry.path))
-                        else:
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue  # removed while we walked: a run or cache being cleaned up
-        except OSError:
-            continue
-    return total
-
-
 def _measure(root: Path) -> DiskUsage:
     sizes = {DATASETS_FOLDER: 0, CACHE_FOLDER: 0, RUNS_FOLDER: 0}
     other = 0
@@ -402,10 +390,10 @@ def _measure(root: Path) -> DiskUsage:
                 for child in entry.iterdir():
                     children = list(child.iterdir()) if entry.name == CACHE_FOLDER and child.is_dir() and not child.is_symlink() else [child]
                     for item in children:
-                        size = _tree_size(item)
+                        size = tree_size(item)
                         sizes[entry.name] += size
                         items.append((item.relative_to(root).as_posix(), size))
             elif not (entry.name == USERS_FOLDER and entry.is_dir()):  # personal mode: never count others' folders
-                other += _tree_size(entry)
+                other += tree_size(entry)
     largest = tuple(sorted(items, key=lambda item: item[1], reverse=True)[:5])
     return DiskUsage(sizes[DATASETS_FOLDER], sizes[CACHE_FOLDER], sizes[RUNS_FOLDER], other, largest)

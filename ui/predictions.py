@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import secrets
+import zipfile
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import streamlit as st
 
 from tl_core.errors import DataError
 from tl_core.export import KERAS_FILE
-from tl_core.predict import LoadedClassifier, load_run_classifier
+from tl_core.predict import LoadedClassifier, image_problem, load_run_classifier
 from tl_core.runs import RunStore
 from ui.uploads import UploadedFileLike, safe_name
 
@@ -67,3 +70,38 @@ def read_uploaded_documents(files: Sequence[UploadedFileLike], folder: Path) -> 
         except DataError:
             problems.append(f"{upload.name} is not a plain-text file (it holds binary data): save it as UTF-8 text (.txt) and upload it again.")
     return documents, problems
+
+
+def file_name_only(name: str) -> str:
+    """The last part of an upload's name as the browser sent it: what a message may show, never a server path."""
+    return PurePosixPath(name.replace("\\", "/")).name or name
+
+
+def readable_images(paths: Sequence[Path], names: Sequence[str]) -> tuple[list[Path], list[str], list[str]]:
+    """The saved uploads that can be predicted, their upload names, and a message per file that cannot.
+
+    Each message names the file as uploaded and says what its owner can do (see `tl_core.predict.file_problem`).
+    """
+    usable_paths: list[Path] = []
+    usable_names: list[str] = []
+    problems: list[str] = []
+    for path, name in zip(paths, names):
+        problem = image_problem(path)
+        if problem:
+            problems.append(f"{file_name_only(name)}: {problem}")
+        else:
+            usable_paths.append(path)
+            usable_names.append(name)
+    return usable_paths, usable_names, problems
+
+
+def bundle_for_download(zip_path: Path) -> bytes:
+    """The export zip with a fresh random comment, read when its owner clicks the download button.
+
+    Streamlit serves a download at `/media/<hash of its bytes>.zip` to anyone who has the address: 128 random bits
+    in the bytes make that address impossible to derive from the model, and new on every click.
+    """
+    buffer = io.BytesIO(zip_path.read_bytes())
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.comment = f"TransferLab export {secrets.token_hex(16)}".encode()
+    return buffer.getvalue()

@@ -3,6 +3,9 @@
 A directory upload gives one file per image or document whose `.name` is its path relative to the
 chosen folder (`flowers/roses/1.jpg`, `news/sport/1.txt`), so the class is the parent folder. Names come from the browser and
 are untrusted: absolute paths, `..` and odd characters never reach the file system.
+
+In a workspace with a disk quota, an upload is written under the workspace's disk lock and only when it
+fits (tl_core/disk_budget.py), so uploads from several tabs at once cannot pass the quota together.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from tl_core.archive import is_archive
+from tl_core.disk_budget import reserved
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 TABLE_SUFFIXES = (".csv", ".tsv")  # one row per example: a text and a label column (or image paths and labels)
+UPLOAD_ADVICE = "Upload a smaller dataset (fewer or smaller files)"
 
 
 class UploadedFileLike(Protocol):
@@ -94,6 +99,9 @@ def save_uploaded_folder(files: Sequence[UploadedFileLike], parent: Path, name: 
 
     Returns:
         The new dataset folder, how many files were saved and which names were refused.
+
+    Raises:
+        QuotaExceededError: the files would take the workspace over its disk quota; nothing is saved.
     """
     accepted: list[tuple[PurePosixPath, UploadedFileLike]] = []
     rejected: list[tuple[str, str]] = []
@@ -107,30 +115,36 @@ def save_uploaded_folder(files: Sequence[UploadedFileLike], parent: Path, name: 
     if top is not None:
         accepted = [(PurePosixPath(*relative.parts[1:]), upload) for relative, upload in accepted]
     target = unused_folder(parent, safe_name(name or top or "upload", "upload"))
-    staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=parent))
-    try:
-        for relative, upload in accepted:
-            destination = staging.joinpath(*(safe_name(part, "_") for part in relative.parts))
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(upload.getvalue())
-        staging.rename(target)  # appear complete or not at all
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with reserved(parent, upload_size([upload for _, upload in accepted]), f"The folder upload {target.name}", UPLOAD_ADVICE):
+        staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=parent))
+        try:
+            for relative, upload in accepted:
+                destination = staging.joinpath(*(safe_name(part, "_") for part in relative.parts))
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.write_bytes(upload.getvalue())
+            staging.rename(target)  # appear complete or not at all
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return SavedFolder(target, len(accepted), rejected)
 
 
 def save_uploaded_file(upload: UploadedFileLike, folder: Path) -> Path:
-    """Write one uploaded file (an archive, an image) into `folder` under a safe, unused name."""
+    """Write one uploaded file (an archive, an image) into `folder` under a safe, unused name.
+
+    Raises:
+        QuotaExceededError: the file would take the workspace over its disk quota; nothing is saved.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     name = safe_name(upload.name, "upload")
     suffix = next((s for s in ARCHIVE_SUFFIXES if name.lower().endswith(s)), Path(name).suffix)
     stem = name[: len(name) - len(suffix)] if suffix else name
-    target = folder / name
-    counter = 2
-    while target.exists():
-        target, counter = folder / f"{stem}-{counter}{suffix}", counter + 1
-    target.write_bytes(upload.getvalue())
+    with reserved(folder, upload_size([upload]), f"The upload {name}", UPLOAD_ADVICE):
+        target = folder / name
+        counter = 2
+        while target.exists():
+            target, counter = folder / f"{stem}-{counter}{suffix}", counter + 1
+        target.write_bytes(upload.getvalue())
     return target
 
 
