@@ -8,6 +8,7 @@ from tl_core.backbones import get_backbone_spec, list_backbones, resolve_image_s
 from tl_core.config import MODES, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.runs import RunRecord
+from tl_core.workshop_limits import RunLimitError, RunLimits, check_run_limits
 from ui.advisor import CUT_LAYER_WIDGET_KEY, cut_layer_label, cut_layer_options, parent_image_size, show_cut_depth_probe, show_mode_advisor
 from ui.runs_table import RUN_WEIGHTS_PREFIX
 from ui.settings import (
@@ -16,7 +17,7 @@ from ui.settings import (
 )
 from ui.state import (
     MODEL_CONFIG_KEY, RUN_CONFIG_KEY, TRAIN_CONFIG_KEY, current_dataset, current_modality, get_store, remember_widgets, restore_widgets,
-    session_value,
+    server_settings, session_value,
 )
 from ui.text import escape_markdown, format_parameters, show_error
 
@@ -98,6 +99,10 @@ if text:
 else:
     st.caption("Transfer learning reuses a network trained on millions of photos (the backbone) and trains a small new "
                "head for your classes. Every setting below has a sensible default.")
+
+limits = RunLimits.from_settings(server_settings())
+if limits.describe():
+    st.info(f"This server's limits, set by the trainer: {limits.describe()}.", icon=":material/speed:")
 
 restore_widgets(WIDGET_PREFIX)
 follow_modality(modality)
@@ -310,6 +315,8 @@ try:
         raise ConfigError(f"Run {weights[len(RUN_WEIGHTS_PREFIX):]} no longer exists: choose other starting weights.")
     if fine_tuning and train_config.fine_tune_epochs == 0:
         raise ConfigError(f"Mode {mode!r} with 0 fine-tune epochs only trains the head: set fine-tune epochs to 1 or more, or choose feature extraction.")
+    if over_limits := check_run_limits(model_config, train_config, limits):
+        raise RunLimitError(over_limits)
 except (ConfigError, TransferLabError) as exc:
     st.session_state[SETTINGS_ERROR_KEY] = str(exc)
     for key in (MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY):

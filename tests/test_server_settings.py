@@ -136,3 +136,44 @@ def test_workshop_with_oidc_needs_authlib(project: Path, home: Path, monkeypatch
         load_server_settings({"TRANSFERLAB_MODE": "workshop"}, cwd=project)
     monkeypatch.setattr("tl_core.server_settings.importlib.util.find_spec", lambda name: object())
     assert load_server_settings({"TRANSFERLAB_MODE": "workshop"}, cwd=project).oidc_configured
+
+
+def test_run_limits_are_off_in_personal_mode_and_on_in_workshop_mode(project: Path) -> None:
+    personal = load_server_settings({}, cwd=project)
+    assert (personal.max_model_parameters, personal.max_image_size, personal.max_epochs, personal.max_run_minutes) == (None, None, None, None)
+    workshop = load_server_settings({"TRANSFERLAB_MODE": "workshop"}, cwd=project)
+    assert (workshop.max_model_parameters, workshop.max_image_size, workshop.max_epochs, workshop.max_run_minutes) == (100_000_000, 320, 100, 30)
+    # Set in personal mode, a limit applies there too.
+    assert load_server_settings({"TRANSFERLAB_MAX_EPOCHS": "50"}, cwd=project).max_epochs == 50
+
+
+def test_run_limits_from_the_config_file_and_the_environment(project: Path) -> None:
+    (project / "transferlab.toml").write_text("max_model_parameters = 5_000_000\nmax_image_size = 224\nmax_epochs = 0\nmax_run_minutes = 0.5\n")
+    settings = load_server_settings({"TRANSFERLAB_MAX_IMAGE_SIZE": "160"}, cwd=project)
+    assert settings.max_model_parameters == 5_000_000 and settings.max_image_size == 160  # env beats the file
+    assert settings.max_epochs is None and settings.max_run_minutes == 0.5  # 0 switches a limit off; fractions of minutes allowed
+    settings = load_server_settings({"TRANSFERLAB_MAX_RUN_MINUTES": "none", "TRANSFERLAB_MAX_MODEL_PARAMETERS": "20_000_000"}, cwd=project)
+    assert settings.max_run_minutes is None and settings.max_model_parameters == 20_000_000
+    assert load_server_settings({"TRANSFERLAB_MAX_RUN_MINUTES": "0"}, cwd=project).max_run_minutes is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"TRANSFERLAB_MAX_IMAGE_SIZE": "16"}, "max_image_size=16 is smaller than any backbone takes: use 32 px or more"),
+        ({"TRANSFERLAB_MAX_EPOCHS": "-3"}, "max_epochs=-3 must be at least 1; leave it out"),
+        ({"TRANSFERLAB_MAX_MODEL_PARAMETERS": "lots"}, "TRANSFERLAB_MAX_MODEL_PARAMETERS='lots' must be a whole number"),
+        ({"TRANSFERLAB_MAX_RUN_MINUTES": "soon"}, "TRANSFERLAB_MAX_RUN_MINUTES='soon' must be a number of minutes, e.g. 30"),
+        ({"TRANSFERLAB_MAX_RUN_MINUTES": "inf"}, "must be a number of minutes"),
+        ({"TRANSFERLAB_MAX_RUN_MINUTES": "-5"}, "max_run_minutes=-5.0 must be more than 0"),
+    ],
+)
+def test_invalid_run_limits_say_how_to_fix_them(project: Path, environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ServerSettingsError, match=message):
+        load_server_settings({"TRANSFERLAB_MODE": "workshop", **environ}, cwd=project)
+
+
+def test_a_run_limit_of_the_wrong_type_in_the_config_file_is_named(project: Path) -> None:
+    (project / "transferlab.toml").write_text("max_run_minutes = true\n")
+    with pytest.raises(ServerSettingsError, match="`max_run_minutes` in .* must be a number of minutes"):
+        load_server_settings({}, cwd=project)

@@ -43,12 +43,16 @@ from tl_core.job_queue import ANY_DEVICE, JobQueue, QueueEntry, RunningJob, Wait
 from tl_core.live_progress import LiveProgress
 from tl_core.processes import process_is_alive, process_start_token
 from tl_core.runs import FINISHED_STATUSES, RunStore
+from tl_core.workshop_limits import RunLimits, duration_words, require_within_limits, run_time_message
 
 JobState = Literal["queued", "running", "finished"]
 # Equal to tl_core.runner.CHECKPOINT_FILE; the runner imports TensorFlow, which the server need not.
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 RESUME_WEIGHTS_FILE = "resume_from.weights.h5"
 HISTORY_RUNS = 10  # recent completed runs that set the seconds-per-epoch estimate
+# Written into a run's folder when the manager stops it at the run-time limit; holds the message the run ends with.
+RUN_TIME_LIMIT_FILE = "run_time_limit.txt"
+RUN_LIMIT_GRACE_S = 60.0  # after the stop request, time to finish the batch and save before the worker is killed
 _HISTORY_TTL_S = 30.0
 _log = logging.getLogger(__name__)
 
@@ -119,6 +123,14 @@ class JobBackend(Protocol):
         """Release what the backend keeps between jobs (waiting workers); running jobs are not touched."""
 
 
+def run_time_limit_message(run_dir: Path) -> str | None:
+    """The message of a run the manager stopped at the run-time limit; None for any other run."""
+    try:
+        return (run_dir / RUN_TIME_LIMIT_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def this_process_reference(kind: str) -> str:
     """`kind:host:pid:start` for this process: tells a later server whether it still runs."""
     pid = os.getpid()
@@ -146,14 +158,18 @@ class JobManager:
         run: the function that runs one experiment in a `ThreadBackend` (tests swap it).
         queue_path: the queue's SQLite file; default `<store.workspace>/queue.sqlite`.
         poll_interval_s: how often the dispatcher looks for finished jobs and free slots.
+        limits: the server's run limits: a submit over them is refused, and a job running past
+            `max_run_minutes` is stopped (killed `RUN_LIMIT_GRACE_S` later if still running) and ends `failed`
+            with what to change.
     """
 
     def __init__(
         self, store: RunStore, *, max_concurrent: int | None = None, slots: Mapping[str, int] | None = None,
         per_user_cap: int | None = None, backend: JobBackend | None = None, run: Callable[..., object] | None = None,
-        queue_path: str | Path | None = None, poll_interval_s: float = 0.25,
+        queue_path: str | Path | None = None, poll_interval_s: float = 0.25, limits: RunLimits | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits or RunLimits()
         self.slots = dict(slots) if slots else default_slots(max_concurrent or 1)
         self.queue = JobQueue(queue_path or store.workspace / "queue.sqlite", slots=self.slots, per_user_cap=per_user_cap)
         if backend is None:
@@ -181,6 +197,7 @@ class JobManager:
 
         Raises:
             QueueFullError: `owner` already has as many runs queued or running as allowed.
+            RunLimitError: the config is over the server's limits (the message lists each one).
         """
         return self._submit(config, owner=owner, store=store or self.store, device=device)
 
@@ -317,6 +334,8 @@ class JobManager:
                 ended = self.backend.poll(self._job(entry))
                 if ended is not None:
                     self._settle(entry, ended)
+                else:
+                    self._enforce_run_time(entry)
             while not self._closed.is_set() and (entry := self.queue.claim_next()) is not None:
                 self._launch(entry)
 
@@ -330,6 +349,7 @@ class JobManager:
             self._wake.clear()
 
     def _submit(self, config: RunConfig, *, owner: str, store: RunStore, device: str, parent: str | None = None, checkpoint: Path | None = None) -> str:
+        require_within_limits(config, self.limits)  # a resumed run too: the trainer may have lowered the limits since
         self.queue.check_cap(owner)  # before creating a run; enqueue checks again atomically
         record = store.create_run(
             config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights, mode=config.train.mode,
@@ -370,18 +390,47 @@ class JobManager:
             self.queue.mark_done(entry.run_id, "deleted")
             return "deleted"
         status = record.status
+        over_time = run_time_limit_message(store.run_dir(record.id))
         if status in ("queued", "running"):
-            status = "interrupted" if ended.signal else "failed"
+            status = "interrupted" if ended.signal and not over_time else "failed"
             folder = store.run_dir(record.id)
             kept = "log and last checkpoint are" if (folder / CHECKPOINT_FILE).is_file() else "log is"
             error = f"The worker process {ended.description}. Its {kept} kept in {folder}."
             if kept.startswith("log and"):
                 error += " Resume it to continue from the checkpoint."
+            if over_time:
+                error = f"{over_time} (It did not stop within {RUN_LIMIT_GRACE_S:g} s of the request, so its worker was ended.)"
             store.finish_run(record.id, status, error=error)
             store.append_log(record.id, f"{status}: {error}")
+        elif over_time and status == "stopped":  # stopped before training began: the worker did not record the limit
+            status = "failed"
+            store.finish_run(record.id, status, error=over_time)
+            store.append_log(record.id, f"{status}: {over_time}")
         self._final_progress[entry.run_id].status = status
         self.queue.mark_done(entry.run_id, status)
         return status
+
+    def _enforce_run_time(self, entry: QueueEntry) -> None:
+        """Stop a job past the run-time limit (it keeps its best weights); kill it if it still runs RUN_LIMIT_GRACE_S later."""
+        limit_s = self.limits.max_run_s
+        if limit_s is None or entry.started_at is None:
+            return
+        over_s = time.time() - entry.started_at - limit_s
+        if over_s < 0:
+            return
+        store = self._store(entry.workspace)
+        marker = store.run_dir(entry.run_id) / RUN_TIME_LIMIT_FILE
+        if marker.exists():
+            if over_s > RUN_LIMIT_GRACE_S:
+                self.backend.kill(self._job(entry))
+            return
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(run_time_message(self.limits), encoding="utf-8")  # before the stop: the worker ends the run with it
+            store.append_log(entry.run_id, f"Run-time limit of {duration_words(limit_s)} reached: stopping after the current batch.")
+        except OSError:  # a full disk: stop it all the same (it then ends `stopped`, asked again every tick)
+            pass
+        self.backend.stop(self._job(entry))
 
     def _recorded_outcome(self, entry: QueueEntry) -> str | None:
         """The run's final status when the store already has one, else None."""
@@ -389,6 +438,8 @@ class JobManager:
             status = self._store(entry.workspace).get(entry.run_id).status
         except RunNotFoundError:
             return "deleted"
+        if status == "stopped" and run_time_limit_message(self._store(entry.workspace).run_dir(entry.run_id)):
+            return None  # stopped at the run-time limit: it ends `failed`, saying why, a moment later
         return status if status in FINISHED_STATUSES else None
 
     def _job(self, entry: QueueEntry) -> Job:

@@ -11,6 +11,8 @@ A config file exists to set up a shared server, so its mode defaults to `worksho
     port = 8600
     disk_quota_mb = 2048
     max_upload_mb = 300
+    max_image_size = 320
+    max_run_minutes = 30
     users_file = "/srv/transferlab/users.json"
 
 Example:
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -42,6 +45,10 @@ SERVER_DATASETS_FOLDER = "datasets"
 STREAMLIT_DEFAULT_UPLOAD_MB = 200  # Streamlit's own server.maxUploadSize default
 WORKSHOP_DISK_QUOTA_MB = 2048
 WORKSHOP_MAX_QUEUED_PER_USER = 2
+# Run limits (tl_core.workshop_limits) for a class sharing one machine: every registry backbone fits with a
+# modest head, and no run holds a device for more than half an hour.
+WORKSHOP_RUN_LIMITS: dict[str, int | float] = {"max_model_parameters": 100_000_000, "max_image_size": 320, "max_epochs": 100, "max_run_minutes": 30}
+SMALLEST_IMAGE_LIMIT = 32  # no backbone takes smaller images
 # Setting name -> environment variable. Paths are resolved against the working directory.
 ENV_VARIABLES: dict[str, str] = {
     "mode": "TRANSFERLAB_MODE",
@@ -55,9 +62,14 @@ ENV_VARIABLES: dict[str, str] = {
     "users_file": "TRANSFERLAB_USERS_FILE",
     "server_datasets_dir": "TRANSFERLAB_DATASETS_DIR",
     "warm_workers": "TRANSFERLAB_WARM_WORKERS",
+    "max_model_parameters": "TRANSFERLAB_MAX_MODEL_PARAMETERS",
+    "max_image_size": "TRANSFERLAB_MAX_IMAGE_SIZE",
+    "max_epochs": "TRANSFERLAB_MAX_EPOCHS",
+    "max_run_minutes": "TRANSFERLAB_MAX_RUN_MINUTES",
 }
-_OPTIONAL_LIMITS = ("max_queued_per_user", "disk_quota_mb")  # 0 or "none" switches these off
-_INT_SETTINGS = ("port", "jobs_per_device", "max_queued_per_user", "max_upload_mb", "disk_quota_mb")
+_OPTIONAL_LIMITS = ("max_queued_per_user", "disk_quota_mb", *WORKSHOP_RUN_LIMITS)  # 0 or "none" switches these off
+_INT_SETTINGS = ("port", "jobs_per_device", "max_queued_per_user", "max_upload_mb", "disk_quota_mb", "max_model_parameters", "max_image_size", "max_epochs")
+_NUMBER_SETTINGS = ("max_run_minutes",)  # fractions allowed: 0.5 is half a minute
 _PATH_SETTINGS = ("workspace", "users_file", "server_datasets_dir")
 _BOOL_SETTINGS = ("warm_workers",)
 _BOOL_TEXTS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -84,6 +96,13 @@ class ServerSettings:
         server_datasets_dir: shared datasets folder, filled by trainers, read-only for students.
         warm_workers: keep a worker that has imported TensorFlow waiting for the next job on each device
             (jobs start ~4-5 s sooner; each waiting worker holds ~0.7 GB of memory).
+        max_model_parameters: most parameters a run's model may have, counted whole: the backbone's (frozen
+            or not) plus the new head's; None means no limit.
+        max_image_size: largest image side in pixels a run may use; None means no limit.
+        max_epochs: most epochs one run may plan over all its phases (head + fine-tune, or unfrozen blocks;
+            a from-scratch baseline counts twice); None means no limit.
+        max_run_minutes: a run still training this long after it started is stopped and ends `failed`
+            (its log and best weights kept); None means no limit.
         oidc_configured: Streamlit's `[auth]` secrets are set, so `st.login` can sign users in.
         config_file: the TOML file these settings were read from, if any.
     """
@@ -99,6 +118,10 @@ class ServerSettings:
     users_file: Path = Path(DEFAULT_WORKSPACE) / USERS_FILE_NAME
     server_datasets_dir: Path = Path(DEFAULT_WORKSPACE) / SERVER_DATASETS_FOLDER
     warm_workers: bool = True
+    max_model_parameters: int | None = None
+    max_image_size: int | None = None
+    max_epochs: int | None = None
+    max_run_minutes: float | None = None
     oidc_configured: bool = False
     config_file: Path | None = None
 
@@ -124,8 +147,14 @@ class ServerSettings:
                 raise ServerSettingsError(f"{name}={getattr(self, name)}{where} must be at least 1.")
         for name in _OPTIONAL_LIMITS:
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ServerSettingsError(f"{name}={value}{where} must be at least 1; leave it out (or use 0) for no limit.")
+            if value is not None and (value <= 0 if name in _NUMBER_SETTINGS else value < 1):
+                least = "more than 0 (e.g. 30, or 0.5 for half a minute)" if name in _NUMBER_SETTINGS else "at least 1"
+                raise ServerSettingsError(f"{name}={value}{where} must be {least}; leave it out (or use 0) for no limit.")
+        if self.max_image_size is not None and self.max_image_size < SMALLEST_IMAGE_LIMIT:
+            raise ServerSettingsError(
+                f"max_image_size={self.max_image_size}{where} is smaller than any backbone takes: use {SMALLEST_IMAGE_LIMIT} px or more "
+                "(e.g. 320), or leave it out (or use 0) for no limit."
+            )
         if self.users_file.resolve().is_relative_to(self.server_datasets_dir.resolve()) or self.users_file.resolve().is_relative_to(self.workspace.resolve() / "users"):
             raise ServerSettingsError(
                 f"users_file={self.users_file}{where} lies inside a folder users can read (the shared datasets or the users' workspaces): "
@@ -178,6 +207,7 @@ def load_server_settings(environ: Mapping[str, str] | None = None, *, cwd: Path 
         "host": "0.0.0.0" if mode == "workshop" else "localhost",
         "max_queued_per_user": WORKSHOP_MAX_QUEUED_PER_USER if mode == "workshop" else None,
         "disk_quota_mb": WORKSHOP_DISK_QUOTA_MB if mode == "workshop" else None,
+        **{name: limit if mode == "workshop" else None for name, limit in WORKSHOP_RUN_LIMITS.items()},
         "users_file": workspace / USERS_FILE_NAME,
         "server_datasets_dir": workspace / SERVER_DATASETS_FOLDER,
     }
@@ -228,6 +258,16 @@ def _parse(name: str, value: Any, config_file: Path | None) -> Any:
             return int(value)
         except ValueError:
             raise ServerSettingsError(f"{where}={value!r} must be a whole number, e.g. {ServerSettings.port if name == 'port' else 1}.") from None
+    if name in _NUMBER_SETTINGS:
+        if str(value).strip().lower() == "none":
+            return None
+        try:
+            number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else math.nan
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ServerSettingsError(f"{where}={value!r} must be a number of minutes, e.g. 30 (or 0.5); use 0 for no limit.")
+        return number or None
     if name in _BOOL_SETTINGS:
         if isinstance(value, bool):
             return value

@@ -37,7 +37,7 @@ import tl_core
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
 from tl_core.events import BatchProgress, PreparationProgress, TrainingEvent, TrainingListener
-from tl_core.jobs import Job, JobExit, reference_is_alive
+from tl_core.jobs import Job, JobExit, reference_is_alive, run_time_limit_message
 from tl_core.live_progress import LiveProgress, ProgressTracker
 from tl_core.processes import process_start_token
 from tl_core.runs import LOG_FILE, RunStore
@@ -161,6 +161,8 @@ def execute_run(
                 )
             extra[RESUME_KEYWORD] = Path(resume_from)
         outcome = run(config, store=store, listener=listener, stop=stop, run_id=run_id, **extra)
+        if outcome.status == "stopped" and (over_time := run_time_limit_message(store.run_dir(run_id))):
+            return _record_failure(store, run_id, over_time)  # the manager stopped it at the server's run-time limit
         if outcome.status == "failed" and is_disk_full(outcome.error) and not record_disk_full(store, run_id, outcome.error or ""):
             raise OSError(errno.ENOSPC, f"No space left to record the end of run {run_id}")
         return outcome.status
