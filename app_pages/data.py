@@ -17,7 +17,7 @@ from ui.state import (
     REFUSED_DATASET_KEY, current_dataset, current_modality, current_user, datasets_dir, display_path, is_workshop, set_current_dataset,
     uploads_dir, user_workspace, workspace_path, workspaces,
 )
-from ui.text import escape_markdown, show_error
+from ui.text import escape_markdown, safe_label, show_error, user_message
 from ui.uploads import ARCHIVE_SUFFIXES, TABLE_SUFFIXES, dataset_choices, save_uploaded_file, save_uploaded_folder, upload_size
 
 SAMPLES_PER_CLASS = 6
@@ -77,7 +77,7 @@ with upload_tab:
     if st.button("Use this folder", key="data_folder_save", type="primary", disabled=not files) and check_room(upload_size(files or [])):
         try:
             saved = save_uploaded_folder(files or [], upload_folder(), folder_name or None)
-        except OSError as exc:
+        except (OSError, TransferLabError) as exc:  # a full disk, or the quota filled by another tab's upload meanwhile
             show_error(exc)
         else:
             spaces.forget_usage(user.name)
@@ -94,10 +94,14 @@ with archive_tab:
              "(named text, review, ...) and a label column (named label, class, ...) in its first row.",
     )
     if st.button("Use this archive", key="data_archive_save", type="primary", disabled=archive is None) and check_room(upload_size([archive])):
-        saved_path = save_uploaded_file(archive, upload_folder())
-        spaces.forget_usage(user.name)
-        set_current_dataset(saved_path)
-        st.success(f"Saved {escape_markdown(saved_path.name)}; it is unpacked when scanned.")
+        try:
+            saved_path = save_uploaded_file(archive, upload_folder())
+        except (OSError, TransferLabError) as exc:  # a full disk, or the quota filled by another tab's upload meanwhile
+            show_error(exc)
+        else:
+            spaces.forget_usage(user.name)
+            set_current_dataset(saved_path)
+            st.success(f"Saved {escape_markdown(saved_path.name)}; it is unpacked when scanned.")
 
 with server_tab:
     if not is_workshop():
@@ -105,7 +109,8 @@ with server_tab:
         choices = dataset_choices(root)
         st.caption(f"Folders and archives in {escape_markdown(root)} (set TRANSFERLAB_DATASETS_DIR to use another folder).")
         if choices:
-            chosen = st.selectbox("Dataset", choices, key="data_server_choice", help="Each entry is a folder of class folders, an archive or a CSV/TSV table.")
+            chosen = st.selectbox("Dataset", choices, key="data_server_choice", format_func=safe_label,
+                                  help="Each entry is a folder of class folders, an archive or a CSV/TSV table.")
             if st.button("Use this dataset", key="data_server_use", type="primary"):
                 set_current_dataset(root / chosen)
         else:
@@ -116,7 +121,7 @@ with server_tab:
         st.caption("Your own uploads, and the shared datasets your trainer put on the server.")
         if sources:
             source, name = st.selectbox("Dataset", sources, key="data_server_choice", help="Each entry is a folder of class folders, an archive or a CSV/TSV table.",
-                                        format_func=lambda item: f"{item[1]} ({'shared' if item[0] == 'shared' else 'yours'})")
+                                        format_func=lambda item: f"{safe_label(item[1])} ({'shared' if item[0] == 'shared' else 'yours'})")
             if st.button("Use this dataset", key="data_server_use", type="primary"):
                 try:
                     path = spaces.server_dataset_path(name) if source == "shared" else user_workspace().dataset_path(name)
@@ -156,7 +161,8 @@ def show_document_samples(view: DatasetView) -> None:
                    "the model reads the first words of each, as many as set on the Model page.")
     samples = document_samples(view.report, DOCUMENTS_PER_CLASS, SAMPLE_CHARACTERS)
     # A table shows its cells as plain text, so nothing in a document is read as Markdown or HTML.
-    table = pd.DataFrame([{"class": s.label, "document": s.file, "beginning": s.beginning} for s in samples], columns=["class", "document", "beginning"])
+    table = pd.DataFrame([{"class": safe_label(s.label), "document": safe_label(s.file), "beginning": user_message(s.beginning)} for s in samples],
+                         columns=["class", "document", "beginning"])
     st.dataframe(table, hide_index=True, width="stretch", column_config={"beginning": st.column_config.TextColumn("beginning", width="large")})
 
 
@@ -170,7 +176,7 @@ def show_report(view: DatasetView) -> None:
     cols[2].metric("Errors", errors)
     cols[3].metric("Warnings", warnings)
     if view.split is None:
-        st.error("This dataset cannot be trained on yet: " + escape_markdown(view.split_error or "see Problems below."), icon=":material/error:")
+        st.error("This dataset cannot be trained on yet: " + escape_markdown(user_message(view.split_error or "see Problems below.")), icon=":material/error:")
     else:
         if errors:
             st.warning(f"{errors} problem(s) leave classes out of training: see Problems below to include them.", icon=":material/warning:")
@@ -182,14 +188,14 @@ def show_report(view: DatasetView) -> None:
     if report.class_counts:
         st.altair_chart(class_counts_chart(report.class_counts), width="stretch")
     if report.excluded_classes:
-        st.caption(f"Left out (too few {noun}s): " + escape_markdown(", ".join(report.excluded_classes)))
+        st.caption("Left out of training (see Problems below): " + escape_markdown(", ".join(report.excluded_classes)))
 
     st.subheader("Samples")
     if view.modality == "text":
         show_document_samples(view)
     else:
         for label, paths in sample_paths(report, SAMPLES_PER_CLASS).items():
-            st.text(label)
+            st.text(safe_label(label))
             show_tiles([Tile(path) for path in paths], width=72)
 
     st.subheader("Problems")
@@ -215,7 +221,7 @@ if not dataset:
             icon=":material/info:")
 else:
     st.header("Report")
-    st.text(f"Dataset: {display_path(dataset)}")
+    st.text(f"Dataset: {safe_label(display_path(dataset))}")
     try:
         modality = current_modality()
         with st.spinner("Reading the documents…" if modality == "text" else "Scanning the images…"):

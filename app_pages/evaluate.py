@@ -11,7 +11,7 @@ from ui.evaluation import (
 )
 from ui.images import show_tiles
 from ui.state import current_run_id, get_store, set_current_run
-from ui.text import escape_markdown, format_percent
+from ui.text import escape_markdown, format_percent, safe_label
 
 MAX_CELL_EXAMPLES = 24
 
@@ -35,7 +35,7 @@ def show_examples(examples: list[ExampleOutcome], root: str | None, text: bool, 
 
 def show_evaluation(run_ids: list[str]) -> None:
     """Metrics, per-class table, confusion matrix, one cell's examples and the highest-loss examples."""
-    names = {record.id: f"{record.name} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
+    names = {record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
     if st.session_state.get("eval_run") not in run_ids:
         st.session_state["eval_run"] = current_run_id() if current_run_id() in run_ids else run_ids[0]
     run_id = st.selectbox("Run", run_ids, key="eval_run", format_func=names.get, help="Runs that finished and saved an evaluation.")
@@ -70,8 +70,8 @@ def show_evaluation(run_ids: list[str]) -> None:
     if st.session_state.get("eval_true") not in classes or st.session_state.get("eval_pred") not in classes:
         st.session_state["eval_true"], st.session_state["eval_pred"] = worst_cell(evaluation)
     true_col, pred_col = st.columns(2)
-    true_label = true_col.selectbox("True class", classes, key="eval_true")
-    predicted_label = pred_col.selectbox("Predicted class", classes, key="eval_pred")
+    true_label = true_col.selectbox("True class", classes, key="eval_true", format_func=safe_label)
+    predicted_label = pred_col.selectbox("Predicted class", classes, key="eval_pred", format_func=safe_label)
     count = evaluation.confusion[classes.index(true_label)][classes.index(predicted_label)]
     examples = evaluation.examples_in_cell(true_label, predicted_label)
     if true_label == predicted_label:

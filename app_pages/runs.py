@@ -13,9 +13,9 @@ from tl_core.runs import RunRecord
 from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
 from ui.charts import overlay_chart
 from ui.settings import has_offline_weights
-from ui.runs_table import RUN_WEIGHTS_PREFIX, child_runs, comparison_config, leaderboard_frame, parent_run_id, runs_frame
+from ui.runs_table import RUN_WEIGHTS_PREFIX, child_runs, comparison_config, leaderboard_frame, parent_run_id, runs_frame, shown_cells
 from ui.state import chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run
-from ui.text import escape_markdown, show_error
+from ui.text import escape_markdown, safe_label, show_error, user_message
 from ui.training import phase_starts, show_best_phase, show_curves, show_transfer_verdict
 
 PENDING_DELETE_KEY = "runs_pending_delete"
@@ -79,7 +79,7 @@ def runs_table() -> None:
 st.title("Runs")
 store, manager = get_store(), get_manager()
 records = store.list_runs()
-labels = {record.id: f"{record.name} ({record.id[-6:]})" for record in records}
+labels = {record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in records}  # selectbox options are plain text
 
 if not records:
     st.info("No runs yet: train one on the Train page, or queue a backbone comparison below.", icon=":material/info:")
@@ -110,7 +110,7 @@ else:
         st.altair_chart(overlay_chart(frame, metric, percent=OVERLAY_METRICS[metric]), width="stretch")
     if len(chosen) > 1:
         st.caption("What differs between these runs (settings that are the same in all of them are left out), and their results:")
-        st.dataframe(compare_runs(store, chosen).drop(columns=["dataset_fingerprint"]), hide_index=True, width="stretch")
+        st.dataframe(shown_cells(compare_runs(store, chosen).drop(columns=["dataset_fingerprint"])), hide_index=True, width="stretch")
 
     st.subheader("Leaderboard")
     board = leaderboard_frame(records)
@@ -153,7 +153,7 @@ if st.button(f"Queue {len(picked)} run(s)" if picked else "Queue runs", key="com
 if records:
     st.subheader("Delete runs")
     for message in st.session_state.pop(DELETE_MESSAGES_KEY, []):
-        st.error(escape_markdown(message), icon=":material/error:")
+        st.error(escape_markdown(user_message(message)), icon=":material/error:")
     to_delete = st.multiselect("Runs to delete", list(labels), key="runs_delete_select", format_func=labels.get,
                                help="Deletes the run, its curves, model and log.")
     if st.button("Delete selected", key="runs_delete", icon=":material/delete:", disabled=not to_delete):

@@ -16,7 +16,7 @@ from ui.state import (
     RUN_CONFIG_KEY, chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run,
     workspace_path,
 )
-from ui.text import escape_markdown, show_error
+from ui.text import escape_markdown, show_error, user_message
 from ui.training import (
     is_active, phase_starts, show_best_phase, show_curves, show_log, show_outcome, show_progress, show_transfer_verdict,
 )
@@ -28,7 +28,7 @@ store, manager = get_store(), get_manager()
 def planned_config() -> RunConfig | None:
     """The Model page's RunConfig, or the defaults on the chosen dataset; None (with a message) if neither."""
     if error := st.session_state.get("settings_error"):
-        st.error("The model settings are invalid: " + escape_markdown(error), icon=":material/error:")
+        st.error("The model settings are invalid: " + escape_markdown(user_message(error)), icon=":material/error:")
         st.page_link("app_pages/model.py", label="Fix the settings", icon=":material/tune:")
         return None
     dataset = current_dataset()

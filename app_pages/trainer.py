@@ -14,7 +14,7 @@ from tl_core.errors import TransferLabError
 from ui.sessions import sessions
 from ui.signin import users
 from ui.state import current_user, get_manager, is_workshop, server_settings, workspaces
-from ui.text import format_duration, show_error
+from ui.text import format_duration, safe_label, show_error
 
 MB = 1 << 20
 ACTIVE_STATUSES = ("queued", "running")
@@ -64,7 +64,7 @@ def usage_frame() -> pd.DataFrame:
         usage = spaces.disk_usage(name)
         account = accounts.get(name)
         rows.append({
-            "user": name, "name": account.display_name if account else "", "role": account.role if account else "(no account)",
+            "user": name, "name": safe_label(account.display_name) if account else "", "role": account.role if account else "(no account)",
             "datasets MB": round(usage.datasets / MB, 1), "caches MB": round(usage.cache / MB, 1),
             "runs MB": round(usage.runs / MB, 1), "total MB": round(usage.total / MB, 1),
         })
@@ -145,14 +145,14 @@ with runs_tab:
         active = sum(run.record.status in ACTIVE_STATUSES for run in all_runs)
         st.caption(f"{len(all_runs)} run(s), {active} queued or running.")
         st.dataframe(pd.DataFrame([{
-            "user": run.username, "run": run.record.name, "id": run.record.id, "status": run.record.status,
+            "user": run.username, "run": safe_label(run.record.name), "id": run.record.id, "status": run.record.status,
             "backbone": run.record.backbone, "mode": run.record.mode,
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.record.created_at)),
             "time": format_duration(run.record.elapsed_s), "val accuracy": run.record.metrics.get("val_accuracy"),
         } for run in all_runs]), hide_index=True, width="stretch")
         finished = {f"{run.username}/{run.record.id}": run for run in all_runs if run.record.status not in ACTIVE_STATUSES}
         chosen = st.multiselect("Runs to delete", list(finished), key="trainer_runs_delete_select",
-                                format_func=lambda key: f"{finished[key].username}: {finished[key].record.name} ({key[-6:]})",
+                                format_func=lambda key: safe_label(f"{finished[key].username}: {finished[key].record.name} ({key[-6:]})"),
                                 help="Finished, failed and stopped runs; stop a running one first.")
         if st.button("Delete selected runs", key="trainer_runs_delete", disabled=not chosen, icon=":material/delete:"):
             st.session_state[RUN_DELETE_CONFIRM_KEY] = list(chosen)
@@ -183,10 +183,10 @@ with disk_tab:
         st.info("Nothing to clean up.", icon=":material/check_circle:")
     else:
         st.dataframe(pd.DataFrame([{
-            "user": c.username, "what": c.description, "MB": round(c.size_bytes / MB, 1),
+            "user": c.username, "what": safe_label(c.description), "MB": round(c.size_bytes / MB, 1),
         } for c in candidates]), hide_index=True, width="stretch")
         chosen = st.multiselect("To delete", list(by_key), key="trainer_cleanup_select",
-                                format_func=lambda key: f"{by_key[key].username}: {by_key[key].description} ({by_key[key].size_bytes / MB:,.1f} MB)")
+                                format_func=lambda key: safe_label(f"{by_key[key].username}: {by_key[key].description} ({by_key[key].size_bytes / MB:,.1f} MB)"))
         if st.button("Delete selected", key="trainer_cleanup", disabled=not chosen, icon=":material/delete_sweep:"):
             st.session_state[CLEANUP_CONFIRM_KEY] = list(chosen)
         pending = [key for key in st.session_state.get(CLEANUP_CONFIRM_KEY, []) if key in by_key]

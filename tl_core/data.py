@@ -95,7 +95,7 @@ class ScanReport:
             "",
             f"{'class':<{width}}  images",
             *(f"{name:<{width}}  {count:>6}" for name, count in self.class_counts.items()),
-            *(f"{name:<{width}}  {count:>6}  (excluded: too few images)" for name, count in self.excluded_classes.items()),
+            *(f"{name:<{width}}  {count:>6}  (excluded: see the problems below)" for name, count in self.excluded_classes.items()),
         ]
         if self.size_stats:
             s = self.size_stats

@@ -21,6 +21,7 @@ from typing import Literal
 
 from tl_core.archive import is_archive, is_ignored_name
 from tl_core.errors import DataError
+from tl_core.text_safety import control_characters, describe_characters, visible_controls
 
 Severity = Literal["error", "warning", "info"]
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -103,11 +104,14 @@ def check_classes(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Counts of trainable classes and of excluded ones, with a problem for each class that needs attention.
 
+    A class whose name holds a line break, tab or other control character is left out with an error: label
+    files hold one name per line, so such a name would shift every later class and mislabel predictions.
+
     Args:
         examples: the usable examples.
         labels: every class named by the source, even one with no usable example.
         has_presets: whether the source has train/ (val/, test/) folders.
-        problems: receives tiny-class, small-class and imbalance problems.
+        problems: receives class-name, tiny-class, small-class and imbalance problems.
         noun: what an example is called in messages ("image", "document").
 
     Returns:
@@ -115,14 +119,19 @@ def check_classes(
     """
     counts = {label: 0 for label in labels}
     train_counts = {label: 0 for label in labels}
+    first_seen: dict[str, str] = {}
     for example in examples:
         counts[example.label] += 1
         train_counts[example.label] += example.preset_split in (None, "train")
+        first_seen.setdefault(example.label, example.relpath)
     trainable: dict[str, int] = {}
     excluded: dict[str, int] = {}
     for label in sorted(counts):
         count = counts[label]
-        if count < MIN_EXAMPLES_PER_CLASS:
+        if control_characters(label):
+            excluded[label] = count
+            problems.append(Problem("error", "class-name", _class_name_message(label, first_seen.get(label), noun), visible_controls(label)))
+        elif count < MIN_EXAMPLES_PER_CLASS:
             excluded[label] = count
             message = f"Class {label!r} has {count} usable {noun}(s) and was left out of training: add at least {MIN_EXAMPLES_PER_CLASS} (10+ recommended) or remove it."
             problems.append(Problem("error", f"too-few-{noun}s", message, label))
@@ -146,6 +155,14 @@ def check_classes(
         )
         problems.append(Problem("warning", "imbalance", message, None))
     return trainable, excluded
+
+
+def _class_name_message(label: str, first_file: str | None, noun: str) -> str:
+    shown = visible_controls(label)
+    where = f" (e.g. {visible_controls(first_file)})" if first_file else ""
+    return (f"Class '{shown}' has {describe_characters(control_characters(label))} in its name{where} and was left out of training: "
+            f"a class name must be one line of text. Rename the class folder '{shown}' (or change the label in the CSV/TSV) "
+            f"without line breaks, tabs or other control characters; the other classes train as they are.")
 
 
 def format_problems(problems: list[Problem], per_kind: int = 20) -> list[str]:

@@ -1,4 +1,4 @@
-"""Export bundles: `model.keras`, a SavedModel, a TFLite file, `labels.txt` and a model card.
+"""Export bundles: `model.keras`, a SavedModel, a TFLite file, `labels.json`, `labels.txt` and a model card.
 
 Every form carries its own preprocessing: image models take uint8 RGB images of the model's input
 size, text models take raw strings (tokenisation is inside the model), so a user needs neither
@@ -6,27 +6,35 @@ TransferLab nor the backbone's `preprocess_input` to use the SavedModel:
 
     model = keras.saving.load_model("bundle/model.keras")
     probabilities = model.predict(images_uint8)
+    labels = json.load(open("bundle/labels.json"))  # index -> class name
+
+Names come from users (class folders, run names): the model card shows them as literal text (no HTML,
+link or bidi control survives) and holds no absolute path of the machine that trained the model.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from tl_core import keras_files
+from tl_core.errors import DataError
 from tl_core.model import inference_model
+from tl_core.text_safety import control_characters, describe_characters, markdown_text, visible_controls
 
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
+LABELS_JSON_FILE = "labels.json"  # what TransferLab reads: a JSON list round-trips any class name
 MODEL_CARD_FILE = "MODEL_CARD.md"
 FORMATS = ("keras", "saved_model", "tflite")
 
@@ -37,11 +45,16 @@ class ExportBundle:
     keras_path: Path | None
     saved_model_dir: Path | None
     tflite_path: Path | None
-    labels_path: Path
+    labels_path: Path  # labels.txt; labels.json beside it
     model_card_path: Path
 
+    @property
+    def labels_json_path(self) -> Path:
+        return self.labels_path.with_name(LABELS_JSON_FILE)
+
     def files(self) -> list[Path]:
-        return [p for p in (self.keras_path, self.saved_model_dir, self.tflite_path, self.labels_path, self.model_card_path) if p]
+        paths = (self.keras_path, self.saved_model_dir, self.tflite_path, self.labels_json_path, self.labels_path, self.model_card_path)
+        return [p for p in paths if p]
 
 
 @dataclass(frozen=True)
@@ -64,25 +77,29 @@ class ModelCard:
     modality: str = "image"  # "text": `image_size` is then the number of word tokens read per document
 
     def to_markdown(self) -> str:
-        metric_rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(self.metrics.items()) if isinstance(value, (int, float)))
-        class_rows = "\n".join(f"| {name} | {self.class_counts.get(name, '')} |" for name in self.class_names)
-        lineage = f"\n- Started from run `{self.parent_run_id}` (domain-specific weights)." if self.parent_run_id else ""
+        """The card as Markdown: every name from a user is literal text, the configuration holds no absolute path."""
+        metric_rows = "\n".join(f"| {markdown_text(name)} | {value:.4f} |" for name, value in sorted(self.metrics.items()) if isinstance(value, (int, float)))
+        class_rows = "\n".join(f"| {markdown_text(name)} | {self.class_counts.get(name, '')} |" for name in self.class_names)
+        lineage = f"\n- Started from run {markdown_text(self.parent_run_id)} (domain-specific weights)." if self.parent_run_id else ""
         text = self.modality == "text"
         model_input = (f"raw UTF-8 strings, one document each; lower-casing and tokenising are inside the model, "
                        f"which reads the first {self.image_size} word tokens" if text else
                        f"uint8 RGB images, {self.image_size}x{self.image_size} pixels; preprocessing is inside the model")
-        return f"""# {self.title}
+        config = portable_config(self.config)
+        source = (config.get("data") or {}).get("source") if isinstance(config.get("data"), dict) else None
+        return f"""# {markdown_text(self.title)}
 
-Trained with TransferLab{f' (run `{self.run_id}`)' if self.run_id else ''}.
+Trained with TransferLab{f' (run {markdown_text(self.run_id)})' if self.run_id else ''}.
 
 ## Model
-- Backbone: `{self.backbone}`, weights `{self.weights}` — {self.weights_provenance}{lineage}
-- Mode: {self.mode}
+- Backbone: {markdown_text(self.backbone)}, weights {markdown_text(self.weights)} — {markdown_text(self.weights_provenance)}{lineage}
+- Mode: {markdown_text(self.mode)}
 - Input: {model_input}.
-- Output: softmax over {len(self.class_names)} classes, in the order of `{LABELS_FILE}`.
+- Output: softmax over {len(self.class_names)} classes, in the order of `{LABELS_JSON_FILE}` (and `{LABELS_FILE}`, one name per line).
 
 ## Data
-- Dataset fingerprint: `{self.dataset_fingerprint or 'unknown'}`
+- Dataset: {markdown_text(source) if source else 'unknown'}
+- Dataset fingerprint: {markdown_text(self.dataset_fingerprint or 'unknown')}
 
 | class | {'documents' if text else 'images'} |
 |---|---|
@@ -95,7 +112,7 @@ Trained with TransferLab{f' (run `{self.run_id}`)' if self.run_id else ''}.
 
 ## Configuration
 ```json
-{json.dumps(self.config, indent=2, sort_keys=True)}
+{inert_json(config)}
 ```
 
 ## Use
@@ -107,11 +124,41 @@ before relying on a class, and re-evaluate on data from where the model will be 
 """
 
 
+# Inside a JSON string these become \u escapes: still the same JSON value, but no HTML tag, link or code
+# fence can be read into the text by a Markdown renderer that looks inside the code block.
+_JSON_INERT = str.maketrans({character: f"\\u{ord(character):04x}" for character in "<>&[]()`"})
+_JSON_STRING = re.compile(r'"(?:\\.|[^"\\])*"')
+
+
+def inert_json(value: Any) -> str:
+    """`value` as indented JSON with only ASCII, and no `<`, `>`, `&`, brackets, parentheses or backticks inside strings."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=True)
+    return _JSON_STRING.sub(lambda match: match.group().translate(_JSON_INERT), text)
+
+
+def portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with every absolute path (the dataset, a weights file) cut to its last part, the dataset's name.
+
+    A model card travels with the model: it must not tell where the training machine keeps its files.
+    """
+    def portable(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: portable(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [portable(item) for item in value]
+        if isinstance(value, str) and (PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()):
+            name = PureWindowsPath(value).name if PureWindowsPath(value).is_absolute() else PurePosixPath(value).name
+            return name or "(a folder on the training machine)"
+        return value
+
+    return portable(config)
+
+
 _IMAGE_USE = f"""```python
-import keras, numpy as np
+import json, keras, numpy as np
 from PIL import Image
 model = keras.saving.load_model("{KERAS_FILE}")
-labels = open("{LABELS_FILE}").read().splitlines()
+labels = json.load(open("{LABELS_JSON_FILE}", encoding="utf-8"))
 image = np.asarray(Image.open("photo.jpg").convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE)))
 probabilities = model.predict(image[None])[0]
 print(labels[int(probabilities.argmax())])
@@ -119,9 +166,9 @@ print(labels[int(probabilities.argmax())])
 
 _TEXT_USE = f"""With TensorFlow only, through the SavedModel:
 ```python
-import tensorflow as tf
+import json, tensorflow as tf
 model = tf.saved_model.load("{SAVED_MODEL_DIR}")
-labels = open("{LABELS_FILE}").read().splitlines()
+labels = json.load(open("{LABELS_JSON_FILE}", encoding="utf-8"))
 probabilities = model.serve(tf.constant(["the text to classify"])).numpy()[0]
 print(labels[int(probabilities.argmax())])
 ```
@@ -130,11 +177,50 @@ print(labels[int(probabilities.argmax())])
 
 
 def write_labels(class_names: tuple[str, ...] | list[str], path: Path) -> Path:
-    path.write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    """Write `labels.txt` (one name per line, for people and other tools) at `path` and `labels.json` beside it.
+
+    `labels.json` is what `read_labels` reads: a JSON list holds any name. A name that one line of
+    `labels.txt` cannot hold (a line break, tab or other control character) is refused, so the two files
+    never disagree; the dataset scan refuses such class names before training.
+
+    Args:
+        class_names: index -> class name, the order of the model's outputs.
+        path: where `labels.txt` goes.
+
+    Returns:
+        `path`.
+
+    Raises:
+        DataError: a name is empty or holds a control character (names the class and what to do).
+    """
+    for index, name in enumerate(class_names):
+        if not name:
+            raise DataError(f"Class {index} has an empty name, which {LABELS_FILE} cannot hold: give every class a name, then train again.")
+        if control_characters(name):
+            held = describe_characters(control_characters(name))
+            raise DataError(f"Class name '{visible_controls(name)}' cannot be written to {LABELS_FILE} (it holds {held}): rename the class "
+                            "folder (or fix the label in the CSV) without line breaks, tabs or other control characters, then train again.")
+    names = list(class_names)
+    path.with_name(LABELS_JSON_FILE).write_text(json.dumps(names, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    path.write_text("\n".join(names) + "\n", encoding="utf-8")
     return path
 
 
 def read_labels(path: Path) -> list[str]:
+    """Class names by index for the `labels.txt` at `path`: from `labels.json` beside it, else (older runs) its lines.
+
+    Args:
+        path: a run's or a bundle's `labels.txt`.
+
+    Raises:
+        DataError: `labels.json` is not a JSON list of names.
+    """
+    json_path = path.with_name(LABELS_JSON_FILE)
+    if json_path.is_file():
+        names = json.loads(json_path.read_text(encoding="utf-8"))
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise DataError(f"{json_path.name} is not a JSON list of class names: export or train the run again.")
+        return names
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
@@ -158,7 +244,7 @@ def export_model(
 
     Args:
         model: a classifier taking uint8 images or raw strings.
-        class_names: index -> label, written to `labels.txt`.
+        class_names: index -> label, written to `labels.json` and `labels.txt`; as many as the model's outputs.
         out_dir: target folder.
         card: what goes into `MODEL_CARD.md`.
         formats: any of "keras", "saved_model", "tflite" (TFLite is converted from the SavedModel).
@@ -166,8 +252,14 @@ def export_model(
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"Unknown export formats {sorted(unknown)}: choose from {', '.join(FORMATS)}.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if tuple(card.class_names) != tuple(class_names):
+        raise ValueError("The model card must name the same classes, in the same order, as `class_names`.")
     model = inference_model(model)
+    outputs = model.output_shape[-1]
+    if outputs != len(class_names):
+        raise DataError(f"The model has {outputs} outputs but its labels name {len(class_names)} classes, so predictions would be "
+                        "mislabelled: train the run again.")
+    out_dir.mkdir(parents=True, exist_ok=True)
     keras_path = saved_model_dir = tflite_path = None
     if "keras" in formats:
         keras_path = out_dir / KERAS_FILE

@@ -136,7 +136,7 @@ class TextScanReport(ScanReport):
             "",
             f"{'class':<{width}}  documents",
             *(f"{name:<{width}}  {count:>9}" for name, count in self.class_counts.items()),
-            *(f"{name:<{width}}  {count:>9}  (excluded: too few documents)" for name, count in self.excluded_classes.items()),
+            *(f"{name:<{width}}  {count:>9}  (excluded: see the problems below)" for name, count in self.excluded_classes.items()),
         ]
         if self.size_stats:
             s = self.size_stats

@@ -24,7 +24,7 @@ from ui.dataset import DatasetView, load_dataset, source_stamp
 from ui.runs_table import RUN_WEIGHTS_PREFIX
 from ui.settings import mode_label
 from ui.state import get_store, session_value, workspace_path
-from ui.text import escape_markdown, format_duration, format_percent, show_error
+from ui.text import escape_markdown, format_duration, format_percent, show_error, user_message
 
 if TYPE_CHECKING:
     from tl_core.advisor import Advice
@@ -83,7 +83,7 @@ def _dataset(source: str) -> DatasetView | None:
         show_error(exc)
         return None
     if view.split is None:
-        st.warning(escape_markdown(view.split_error or "The dataset cannot be split."), icon=":material/warning:")
+        st.warning(escape_markdown(user_message(view.split_error or "The dataset cannot be split.")), icon=":material/warning:")
         return None
     return view
 

@@ -1,6 +1,7 @@
 """Altair charts shared by the pages; each function takes plain data and returns a chart.
 
-Colours stay the same across pages: training is blue, validation is orange.
+Colours stay the same across pages: training is blue, validation is orange. Class and run names come from
+users: every chart shows them through `safe_label`, so a bidi control cannot reverse an axis label or tooltip.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 
 import altair as alt
 import pandas as pd
+
+from ui.text import safe_label
 
 SPLIT_COLOURS = alt.Scale(domain=["training", "validation"], range=["#2563eb", "#f97316"])
 PHASE_LABELS = {"head": "train the head", "fine-tune": "fine-tune", "full": "full fine-tune"}
@@ -37,7 +40,7 @@ def phase_label(phase: str, open_blocks: Sequence[str] = ()) -> str:
 
 def class_counts_chart(class_counts: Mapping[str, int]) -> alt.Chart:
     """Horizontal bars, one per class, largest first, with the count at the end of each bar."""
-    frame = pd.DataFrame({"class": list(class_counts), "images": list(class_counts.values())})
+    frame = pd.DataFrame({"class": [safe_label(name) for name in class_counts], "images": list(class_counts.values())})
     base = alt.Chart(frame).encode(
         y=alt.Y("class:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
         x=alt.X("images:Q", title="images", axis=alt.Axis(tickMinStep=1, format="d")),
@@ -92,7 +95,7 @@ def curve_chart(curves: pd.DataFrame, title: str, phase_starts: Sequence[PhaseMa
 
 def overlay_chart(frame: pd.DataFrame, metric: str, *, percent: bool) -> alt.Chart:
     """One line per run for `metric` (frame from `run_comparison.epochs_frame`)."""
-    data = frame[frame["metric"] == metric]
+    data = frame[frame["metric"] == metric].assign(run_name=lambda rows: rows["run_name"].map(safe_label))
     return (
         alt.Chart(data)
         .mark_line(point=True, strokeWidth=2)
@@ -112,9 +115,9 @@ def confusion_chart(confusion: Sequence[Sequence[int]], class_names: Sequence[st
     for true_index, row in enumerate(confusion):
         total = sum(row) or 1
         for predicted_index, count in enumerate(row):
-            rows.append((class_names[true_index], class_names[predicted_index], int(count), count / total))
+            rows.append((safe_label(class_names[true_index]), safe_label(class_names[predicted_index]), int(count), count / total))
     frame = pd.DataFrame(rows, columns=["true", "predicted", "count", "share"])
-    order = list(class_names)
+    order = [safe_label(name) for name in class_names]
     cell = max(26, min(72, 600 // max(1, len(order))))  # square cells that fit ~600 px, readable up to ~20 classes
     base = alt.Chart(frame).encode(
         x=alt.X("predicted:N", sort=order, title="predicted", axis=alt.Axis(labelAngle=-45, labelLimit=140, labelOverlap=False)),
@@ -133,7 +136,7 @@ def confusion_chart(confusion: Sequence[Sequence[int]], class_names: Sequence[st
 
 def probability_bars(predictions: Sequence[tuple[str, float]], *, height_per_bar: int = 26) -> alt.LayerChart:
     """Top-k predictions as horizontal bars, best first, labelled with the probability."""
-    frame = pd.DataFrame(predictions, columns=["label", "probability"])
+    frame = pd.DataFrame([(safe_label(label), probability) for label, probability in predictions], columns=["label", "probability"])
     frame["rank"] = range(len(frame))
     base = alt.Chart(frame).encode(
         y=alt.Y("label:N", sort=alt.EncodingSortField("rank"), title=None, axis=alt.Axis(labelLimit=200)),

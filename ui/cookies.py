@@ -35,7 +35,12 @@ def queue_cookie(name: str, value: str, max_age_s: int) -> None:
 
 
 def draw_pending_cookies() -> None:
-    """Write the queued cookies in the browser (SameSite=Strict; Secure where the page is served over HTTPS)."""
+    """Write the queued cookies in the browser (SameSite=Strict; Secure where the page is served over HTTPS).
+
+    Call it at the same place on every run: it always takes one slot, so the elements after it keep their
+    places (a slot that came and went would shift them, and Streamlit would redraw them, tabs reset).
+    """
+    slot = st.empty()
     pending = st.session_state.pop(_PENDING_KEY, [])
     if not pending:
         return
@@ -44,4 +49,4 @@ def draw_pending_cookies() -> None:
         " + (location.protocol === 'https:' ? '; Secure' : '');"
         for name, value, max_age in pending
     )
-    st.html(f"<script>{lines}</script>", unsafe_allow_javascript=True)
+    slot.html(f"<script>{lines}</script>", unsafe_allow_javascript=True)

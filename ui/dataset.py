@@ -14,6 +14,7 @@ from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport, split_
 from tl_core.errors import DataError
 from tl_core.modalities import get_modality, resolve_modality
 from ui.state import dataset_roots
+from ui.text import safe_label, user_messages
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -87,9 +88,9 @@ def load_dataset(source: str, workspace: Path, modality: str | None = None) -> D
 
 
 def split_table(split: DatasetSplit) -> pd.DataFrame:
-    """Examples per class in each split, with a total row."""
+    """Examples per class in each split, with a total row (class names through `safe_label`)."""
     counts = {name: split.class_counts(name) for name in SPLITS}
-    rows = [{"class": label, **{name: int(counts[name].get(label, 0)) for name in SPLITS}} for label in split.class_names]
+    rows = [{"class": safe_label(label), **{name: int(counts[name].get(label, 0)) for name in SPLITS}} for label in split.class_names]
     frame = pd.DataFrame(rows, columns=["class", *SPLITS])
     frame["total"] = frame[list(SPLITS)].sum(axis=1)
     total = {"class": "all classes", **{name: int(frame[name].sum()) for name in (*SPLITS, "total")}}
@@ -97,10 +98,15 @@ def split_table(split: DatasetSplit) -> pd.DataFrame:
 
 
 def problem_groups(report: ScanReport) -> list[tuple[str, str, pd.DataFrame]]:
-    """Problems grouped by (severity, kind), errors first: (severity, kind, table of file and message)."""
+    """Problems grouped by (severity, kind), errors first: (severity, kind, table of file and message).
+
+    Names in the cells go through `safe_label`, and server paths through `user_message`.
+    """
+    shown = user_messages(text for problem in report.problems for text in (problem.file or "—", problem.message))
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for problem in report.problems:
-        groups.setdefault((problem.severity, problem.kind), []).append({"file": problem.file or "—", "what to do": problem.message})
+    for index, problem in enumerate(report.problems):
+        row = {"file": safe_label(shown[2 * index]), "what to do": safe_label(shown[2 * index + 1])}
+        groups.setdefault((problem.severity, problem.kind), []).append(row)
     ordered = sorted(groups.items(), key=lambda item: (SEVERITY_ORDER.get(item[0][0], 3), item[0][1]))
     return [(severity, kind, pd.DataFrame(rows)) for (severity, kind), rows in ordered]
 

@@ -1,4 +1,4 @@
-"""Loading a run's saved evaluation and shaping it for the Evaluate page."""
+"""Loading a run's saved evaluation and shaping it for the Evaluate page (class names shown through `safe_label`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tl_core.evaluate import Evaluation, ExampleOutcome
 from tl_core.runner import EVALUATION_FILE, SUMMARY_FILE
 from tl_core.runs import RunStore
 from ui.images import Tile
+from ui.text import safe_label, user_message
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -60,14 +61,15 @@ def document_frame(examples: list[ExampleOutcome], root: str | None, characters:
         path = example.item
         if not Path(path).is_absolute() and root:
             path = str(Path(root) / path)
-        rows.append({"true": example.true_label, "predicted": example.predicted_label, "confidence": example.confidence,
-                     "document": _document_beginning(path, characters)})
+        rows.append({"true": safe_label(example.true_label), "predicted": safe_label(example.predicted_label), "confidence": example.confidence,
+                     "document": user_message(_document_beginning(path, characters))})
     return pd.DataFrame(rows, columns=["true", "predicted", "confidence", "document"])
 
 
 def per_class_frame(evaluation: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"class": row.label, "precision": row.precision, "recall": row.recall, "F1": row.f1, "support": row.support} for row in evaluation.per_class],
+        [{"class": safe_label(row.label), "precision": row.precision, "recall": row.recall, "F1": row.f1, "support": row.support}
+         for row in evaluation.per_class],
         columns=["class", "precision", "recall", "F1", "support"],
     )
 

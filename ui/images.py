@@ -11,7 +11,7 @@ import streamlit as st
 
 from tl_core.errors import DataError
 from tl_core.images import decode_image
-from ui.text import escape_markdown
+from ui.text import escape_markdown, safe_label, user_message
 
 THUMBNAIL_SIDE = 112
 
@@ -56,4 +56,4 @@ def show_tiles(tiles: Sequence[Tile], *, width: int = 96, empty_message: str = "
         st.image([array for array, _ in images], width=width, caption=[escape_markdown(tile.caption) for _, tile in images])
     if missing:
         st.caption(f"{len(missing)} image(s) could not be shown (moved, deleted or unreadable):")
-        st.text("\n".join(tile.path for tile in missing[:10]))
+        st.text("\n".join(safe_label(user_message(tile.path)) for tile in missing[:10]))

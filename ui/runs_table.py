@@ -12,6 +12,7 @@ import pandas as pd
 from tl_core.backbones import BackboneSpec
 from tl_core.config import RunConfig
 from tl_core.runs import RunRecord
+from ui.text import safe_label, user_messages
 
 PERCENT = "%.1f%%"
 RUN_WEIGHTS_PREFIX = "run:"
@@ -85,24 +86,38 @@ def _percent(value: object) -> float | None:
 
 
 def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per run, newest first: what it trained, how far it got, how well it did, and whether pretraining helped."""
-    names = {record.id: record.name for record in records}
+    """One row per run, newest first: what it trained, how far it got, how well it did, and whether pretraining helped.
+
+    Run and dataset names are shown through `safe_label` (no bidi control or line break acts on the table).
+    """
+    names = {record.id: safe_label(record.name) for record in records}
     rows = [{
-        "name": record.name,
-        "backbone": record.backbone,
+        "name": safe_label(record.name),
+        "backbone": safe_label(record.backbone),
         "mode": record.mode,
-        "data": dataset_name(record),
+        "data": safe_label(dataset_name(record)),
         "epochs": int(record.metrics.get("epochs_run", 0) or 0),
         "val accuracy": _percent(record.metrics.get("val_accuracy")),
         "test accuracy": _percent(record.metrics.get("test_accuracy")),
         "time (s)": round(float(record.metrics.get("elapsed_s") or record.elapsed_s), 1),
         "transfer": verdict.short if (verdict := transfer_verdict(record)) else "",
-        "from run": names.get(parent, parent) if (parent := parent_run_id(record)) else "",
+        "from run": names.get(parent, safe_label(parent)) if (parent := parent_run_id(record)) else "",
         "status": record.status,
         "id": record.id,
     } for record in records]
     return pd.DataFrame(rows, columns=["name", "backbone", "mode", "data", "epochs", "val accuracy", "test accuracy", "time (s)",
                                        "transfer", "from run", "status", "id"])
+
+
+def shown_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell as the signed-in user may see it: through `safe_label`, server paths
+    (`data.source`, a weights file) relative to their workspace (see `ui.text.user_message`)."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if any(isinstance(value, str) for value in shown[column]):  # numbers keep their column's dtype
+            texts = iter(user_messages(value for value in shown[column] if isinstance(value, str)))
+            shown[column] = [safe_label(next(texts)) if isinstance(value, str) else value for value in shown[column]]
+    return shown
 
 
 def leaderboard_frame(records: Sequence[RunRecord]) -> pd.DataFrame:

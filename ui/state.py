@@ -22,6 +22,8 @@ from tl_core.auth import User
 from tl_core.errors import TransferLabError
 from tl_core.runs import RunStore
 from tl_core.server_settings import CONFIG_ENV, ENV_VARIABLES, ServerSettings, load_server_settings
+from tl_core.shown_paths import Area, shown_path
+from tl_core.workshop_limits import RunLimits
 from tl_core.workspaces import LOCAL_USER, UserWorkspace, Workspaces
 from ui.sessions import end_session, resume_user, start_session
 from ui.singletons import process_wide
@@ -54,6 +56,8 @@ def _server_for(environment: tuple[tuple[str, str], ...], cwd: str) -> tuple[Ser
         # Personal mode keeps today's behaviour: Streamlit's own upload limit, no disk quota.
         disk_quota_mb=settings.disk_quota_mb, max_upload_mb=None if personal else settings.max_upload_mb,
     )
+    if not personal:
+        spaces.publish_quotas()
     return settings, spaces
 
 
@@ -153,15 +157,26 @@ def readable_path(path: str | Path) -> Path:
     return workspaces().check_readable(current_user(), path)
 
 
+def path_areas() -> list[Area] | None:
+    """The folders server paths are shown relative to: a student's workspace and the shared datasets.
+
+    None where paths are shown in full (personal mode, trainers); no area at all before sign-in, so every
+    absolute path is cut to its last part.
+    """
+    if not is_workshop():
+        return None
+    user = signed_in_user()
+    if user is None:
+        return []
+    if user.is_trainer:
+        return None
+    return [Area(workspaces().workspace_for(user).root, "your workspace"), Area(workspaces().server_datasets, "shared datasets")]
+
+
 def display_path(path: str | Path) -> str:
     """How a dataset path is shown: in full in personal mode and to trainers, else relative to its folder."""
-    if not is_workshop() or current_user().is_trainer:
-        return str(path)
-    resolved = Path(path).resolve()
-    for folder, label in ((user_workspace().root, "your workspace"), (datasets_dir(), "shared datasets")):
-        if resolved.is_relative_to(folder):
-            return f"{label}/{resolved.relative_to(folder).as_posix()}"
-    return Path(path).name
+    areas = path_areas()
+    return str(path) if areas is None else shown_path(path, areas)
 
 
 @process_wide
@@ -172,13 +187,13 @@ def _store_for(workspace: str) -> RunStore:
 
 
 @process_wide
-def _manager_for(root: str, jobs_per_device: int, max_queued_per_user: int | None, warm_workers: bool) -> JobManager:
+def _manager_for(root: str, jobs_per_device: int, max_queued_per_user: int | None, warm_workers: bool, limits: RunLimits) -> JobManager:
     """One manager and one queue per server: the device slots and the fair queue span every user."""
     from tl_core.jobs import JobManager
     from tl_core.worker import ProcessBackend
 
     return JobManager(_store_for(root), max_concurrent=jobs_per_device, per_user_cap=max_queued_per_user,
-                      backend=ProcessBackend(warm_workers=warm_workers))
+                      backend=ProcessBackend(warm_workers=warm_workers), limits=limits)
 
 
 class UserJobs:
@@ -231,7 +246,8 @@ def get_store() -> RunStore:
 def get_manager() -> UserJobs:
     """The server's job manager, bound to the signed-in user: pages submit and stop through it and otherwise only read it."""
     settings, spaces = _server()
-    manager = _manager_for(str(spaces.root), settings.jobs_per_device, settings.max_queued_per_user, settings.warm_workers)
+    manager = _manager_for(str(spaces.root), settings.jobs_per_device, settings.max_queued_per_user, settings.warm_workers,
+                           RunLimits.from_settings(settings))
     return UserJobs(manager, get_store(), current_user(), spaces)
 
 

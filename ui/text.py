@@ -1,38 +1,63 @@
-"""Formatting helpers: safe Markdown for user-provided text, durations, percentages, errors."""
+"""Formatting helpers: safe labels and Markdown for user-provided text, paths in messages, durations, percentages, errors."""
 
 from __future__ import annotations
 
 import math
-import re
-import string
+from collections.abc import Iterable
 
 import streamlit as st
 
-# Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping them all also
-# defuses HTML (`<`), links and autolinks (`[`, `:`, `/`, `.`, `@`), entities (`&`) and Streamlit's
-# extensions (`:red[...]`, `:material/x:`, `$...$` maths) in user text.
-_MARKDOWN_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
-# Control characters (except newline and tab) and Unicode direction overrides, which can make a
-# file name read backwards (`gpj.exe`), are shown as U+FFFD so the reader sees something is odd.
-_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-# Indentation of four columns would turn a line into a code block: keep it as no-break spaces.
-_LEADING_WHITESPACE = re.compile(r"^[ \t]+", re.MULTILINE)
+from tl_core.errors import TransferLabError
+from tl_core.shown_paths import relative_paths
+from tl_core.text_safety import markdown_text, visible_controls
+from ui.state import path_areas
+
+
+def safe_label(text: object) -> str:
+    """A class, run or dataset name as plain text for charts, tables, selectbox options and `st.text`.
+
+    Bidi controls (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069), zero-width and other invisible format
+    characters, line breaks and other controls are shown as a visible, inert `⟨U+202E⟩` marker, so a name
+    can neither reverse the text around it nor hide what it is. Not Markdown: use `escape_markdown` there.
+
+    Example:
+        >>> safe_label("cat\u202egod")
+        'cat⟨U+202E⟩god'
+    """
+    return visible_controls(str(text))
 
 
 def escape_markdown(text: object) -> str:
     """`text` rendered literally by st.markdown/st.caption/st.error (class, file and run names).
 
-    No HTML, link, image, emphasis, heading, list, code or maths survives; line breaks stay line breaks.
+    No HTML, link, image, emphasis, heading, list, code or maths survives; line breaks stay line breaks;
+    hidden characters are shown as in `safe_label`.
     """
-    plain = str(text).replace("\r\n", "\n").replace("\r", "\n")
-    plain = _INVISIBLE.sub("\ufffd", plain)
-    plain = _LEADING_WHITESPACE.sub(lambda match: match.group().replace("\t", "    ").replace(" ", "\u00a0"), plain)
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", plain).replace("\n", "  \n")
+    return markdown_text(text, line_breaks=True)
+
+
+def user_messages(texts: Iterable[object]) -> list[str]:
+    """Messages (errors, logs, problems) with server paths as the signed-in user may see them.
+
+    Students on a workshop server see paths relative to "your workspace" or "shared datasets" and any other
+    absolute path cut to its last part; personal mode and trainers see full paths. Who is signed in is
+    checked once for all `texts`.
+    """
+    try:
+        areas = path_areas()
+    except TransferLabError:  # the server's settings are broken: that error is about the server, not a user's files
+        areas = None
+    return [str(text) if areas is None else relative_paths(str(text), areas) for text in texts]
+
+
+def user_message(text: object) -> str:
+    """One message as `user_messages` shows it."""
+    return user_messages([text])[0]
 
 
 def show_error(exc: BaseException) -> None:
-    """A user-facing error (TransferLabError, ConfigError) as a red box with its message, no traceback."""
-    st.error(escape_markdown(str(exc)), icon=":material/error:")
+    """A user-facing error (TransferLabError, ConfigError, OSError) as a red box with its message, no traceback."""
+    st.error(escape_markdown(user_message(exc)), icon=":material/error:")
 
 
 def format_duration(seconds: float | None) -> str:

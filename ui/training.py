@@ -14,7 +14,7 @@ from tl_core.runner import SUMMARY_FILE
 from tl_core.runs import EpochRecord, PhaseRecord, RunRecord, RunStore
 from ui.charts import PHASE_LABELS, PhaseMark, curve_chart, epochs_to_curves, phase_label
 from ui.runs_table import NEGATIVE_TRANSFER_ADVICE, transfer_verdict
-from ui.text import escape_markdown, format_duration, format_percent
+from ui.text import escape_markdown, format_duration, format_percent, safe_label, user_message
 
 LOG_TAIL_LINES = 300
 PREPARING_LABELS = {"decode": "Decoding images into the cache", "features": "Computing backbone features (once per dataset)"}
@@ -103,7 +103,7 @@ def show_outcome(record: RunRecord) -> None:
     elif record.status == "stopped":
         st.warning(f"Stopped after {int(metrics.get('epochs_run', 0))} epoch(s); the best weights so far were kept.", icon=":material/stop_circle:")
     elif record.status in ("failed", "interrupted"):
-        st.error(f"Run {record.status}: " + escape_markdown(record.error or "see the log below."), icon=":material/error:")
+        st.error(f"Run {record.status}: " + escape_markdown(user_message(record.error or "see the log below.")), icon=":material/error:")
 
 
 def show_curves(epochs: Sequence[EpochRecord], starts: Sequence[PhaseMark], planned_epochs: int | None) -> None:
@@ -126,8 +126,8 @@ def show_curves(epochs: Sequence[EpochRecord], starts: Sequence[PhaseMark], plan
 
 
 def show_log(store: RunStore, run_id: str, *, expanded: bool) -> None:
-    """The last lines of the run's log, verbatim."""
-    lines = store.read_log(run_id).splitlines()
+    """The last lines of the run's log, verbatim but for server paths (`user_message`) and hidden characters (`safe_label`)."""
+    lines = [safe_label(line) for line in user_message(store.read_log(run_id)).splitlines()]
     with st.expander(f"Log ({len(lines)} lines)", expanded=expanded, icon=":material/article:"):
         st.code("\n".join(lines[-LOG_TAIL_LINES:]) or "(empty)", language=None)
 
