@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.config import ConfigError
-from tl_core.demo_data import DEMO_DATASETS, write_demo_dataset
+from tl_core.data.demo import DEMO_DATASETS, write_demo_dataset
 from tl_core.errors import TransferLabError
 from ui.charts import class_counts_chart
 from ui.dataset import DatasetView, document_samples, load_dataset, problem_groups, sample_paths, split_table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.evaluate import ExampleOutcome
+from tl_core.results.evaluate import ExampleOutcome
 from ui.charts import confusion_chart
 from ui.evaluation import (
     dataset_root, document_frame, evaluated_run_ids, example_tiles, load_evaluation, per_class_frame, run_modality, worst_cell,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.backbones import get_backbone_spec, list_backbones, resolve_image_size
+from tl_core.models.registry import get_backbone_spec, list_backbones, resolve_image_size
 from tl_core.config import MODES, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
-from tl_core.runs import RunRecord
-from tl_core.workshop_limits import RunLimitError, RunLimits, check_run_limits
+from tl_core.runs.store import RunRecord
+from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits
 from ui.advisor import CUT_LAYER_WIDGET_KEY, cut_layer_label, cut_layer_options, parent_image_size, show_cut_depth_probe, show_mode_advisor
 from ui.runs_table import RUN_WEIGHTS_PREFIX
 from ui.settings import (

@@ -11,9 +11,9 @@ import streamlit as st
 
 from tl_core.config import ConfigError
 from tl_core.errors import TransferLabError
-from tl_core.export import FORMATS
-from tl_core.images import IMAGE_EXTENSIONS
-from tl_core.weights import OFFLINE_WEIGHTS
+from tl_core.results.export import FORMATS
+from tl_core.data.images import IMAGE_EXTENSIONS
+from tl_core.models.weights import OFFLINE_WEIGHTS
 from ui.charts import probability_bars
 from ui.images import thumbnail
 from ui.predictions import (
@@ -81,7 +81,7 @@ def predict_documents(run_id: str) -> None:
         return
     try:
         with st.spinner("Loading the model and predicting…"):
-            from tl_core.predict import predict_texts
+            from tl_core.results.predict import predict_texts
 
             predictions = predict_texts(run_classifier(store, run_id), texts, top_k=top_k)
     except (TransferLabError, ConfigError, ValueError) as exc:
@@ -129,7 +129,7 @@ with trained_tab:
         else:
             try:
                 with st.spinner("Loading the model and predicting…"):
-                    from tl_core.predict import predict_each_file
+                    from tl_core.results.predict import predict_each_file
 
                     results = predict_each_file(run_classifier(store, run_id), image_paths, top_k=top_k)
             except (TransferLabError, ConfigError) as exc:
@@ -152,7 +152,7 @@ with imagenet_tab:
         if st.button("Classify with ImageNet classes", key="predict_pretrained_run", disabled=not image_paths):
             try:
                 with st.spinner("Building the pretrained classifier…"):
-                    from tl_core.weights.pretrained import predict_pretrained
+                    from tl_core.models.weights.pretrained import predict_pretrained
 
                     results = predict_pretrained(backbone, image_paths, top_k=top_k)
             except (TransferLabError, ConfigError) as exc:
@@ -177,8 +177,8 @@ with export_tab:
             try:
                 spaces.check_disk(user.name)
                 with st.spinner("Exporting (the TensorFlow Lite conversion takes a little while)…"):
-                    from tl_core.bundle import export_run
-                    from tl_core.export import zip_bundle
+                    from tl_core.results.bundle import export_run
+                    from tl_core.results.export import zip_bundle
 
                     exports_dir = user_workspace().cache / "exports"  # the user's own folder: no one else can download it
                     exports_dir.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.backbones import get_backbone_spec, list_backbones
+from tl_core.models.registry import get_backbone_spec, list_backbones
 from tl_core.config import ConfigError, DataConfig, RunConfig
 from tl_core.errors import TransferLabError
-from tl_core.run_comparison import compare_runs, epochs_frame
-from tl_core.runner import CHECKPOINT_FILE
-from tl_core.runs import RunRecord
+from tl_core.runs.comparison import compare_runs, epochs_frame
+from tl_core.training.runner import CHECKPOINT_FILE
+from tl_core.runs.store import RunRecord
 from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
 from ui.charts import overlay_chart
 from ui.settings import has_offline_weights

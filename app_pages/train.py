@@ -9,7 +9,7 @@ import streamlit as st
 
 from tl_core.config import ConfigError, DataConfig, RunConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
-from tl_core.runs import RunRecord
+from tl_core.runs.store import RunRecord
 from ui.dataset import load_dataset
 from ui.settings import mode_label
 from ui.state import (

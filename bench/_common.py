@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tl_core.synthetic import SHAPE_CLASSES, draw_shape_image
+from tl_core.data.synthetic import SHAPE_CLASSES, draw_shape_image
 
 BENCH_CACHE_ENV = "TRANSFERLAB_BENCH_CACHE"
 DEFAULT_BENCH_CACHE = Path("~/.cache/transferlab/bench")
@@ -86,7 +86,7 @@ def _write_class_images(class_dir: str, class_index: int, count: int, size: int,
 
 
 def shapes_jpeg_dataset(cache_dir: Path, *, images: int, source_size: int, classes: int = 5, seed: int = DATASET_SEED) -> Path:
-    """A balanced folder of coloured-shape JPEGs (tl_core.synthetic's drawing), generated once and reused.
+    """A balanced folder of coloured-shape JPEGs (tl_core.data.synthetic's drawing), generated once and reused.
 
     Args:
         cache_dir: the bench cache; the dataset goes into a sub-folder named after its parameters.
@@ -232,7 +232,7 @@ def profile_call(function: Callable[[], T], *, pattern: str = r"tl_core|keras/sr
 
 def preprocessed_float_images(images: np.ndarray, preprocessing: str, batch: int = 256) -> np.ndarray:
     """uint8 images -> float32 in the backbone's input scale (what the floor's model.predict consumes)."""
-    from tl_core.preprocessing import build_preprocessing
+    from tl_core.models.preprocessing import build_preprocessing
 
     layer = build_preprocessing(preprocessing)
     out = np.empty(images.shape, np.float32)

@@ -2,7 +2,7 @@
 
 Measured side by side, interleaved, in one process on the same files and the same split:
 
-* ours: `tl_core.runner.run_experiment` in feature-extraction mode (scan + decode + backbone
+* ours: `tl_core.training.runner.run_experiment` in feature-extraction mode (scan + decode + backbone
   features + head epochs + evaluation + saving), in a fresh workspace (no image or feature cache);
 * ours again in the same workspace (the decoded images and the features are reused);
 * the standard recipe from the Keras/TF tutorials: `keras.utils.image_dataset_from_directory` ->
@@ -27,14 +27,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tl_core.backbone_build import build_backbone
-from tl_core.backbones import get_backbone_spec, resolve_image_size
+from tl_core.models.build import build_backbone
+from tl_core.models.registry import get_backbone_spec, resolve_image_size
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.data import DatasetSplit
-from tl_core.image_cache import build_image_cache
-from tl_core.preprocessing import build_preprocessing
-from tl_core.runner import SPLITS, prepare_dataset, run_experiment
-from tl_core.runs import RunStore
+from tl_core.data.image_dataset import DatasetSplit
+from tl_core.data.image_cache import build_image_cache
+from tl_core.models.preprocessing import build_preprocessing
+from tl_core.training.runner import SPLITS, prepare_dataset, run_experiment
+from tl_core.runs.store import RunStore
 
 
 @dataclass
@@ -68,7 +68,7 @@ def _segments(clock: common.EventClock, total: float) -> dict[str, float]:
 
     Each milestone's segment is the time since the milestone before it, whatever their order: a second
     run on cached features trains the head first and builds the backbone afterwards. A first run decodes
-    its images in a helper process while it builds the model (tl_core/decode_helper.py), so its decode
+    its images in a helper process while it builds the model (tl_core/data/decode_helper.py), so its decode
     segment is only the decoding left when the build is done, plus opening the caches.
     """
     logs = [(seconds, event.text) for seconds, event in clock.arrivals if type(event).__name__ == "LogMessage"]

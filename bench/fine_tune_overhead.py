@@ -1,6 +1,6 @@
 """Benchmark: fine-tuning throughput of our training loop versus a bare `model.fit` of the same model.
 
-Ours is `tl_core.runner.run_experiment` in fine-tune mode (one head epoch on cached features, then
+Ours is `tl_core.training.runner.run_experiment` in fine-tune mode (one head epoch on cached features, then
 the top layers unfrozen): its epochs stream batches from the memory-mapped image cache through
 `tf.data`, send typed events, record every epoch in the run store (SQLite) and checkpoint the best
 weights. The bare side builds the same model with the same layers unfrozen, compiles it the same
@@ -25,10 +25,10 @@ import keras
 import numpy as np
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.image_cache import build_image_cache
-from tl_core.model import UnfreezeTop, build_transfer_model
-from tl_core.runner import prepare_dataset, run_experiment
-from tl_core.runs import RunStore
+from tl_core.data.image_cache import build_image_cache
+from tl_core.models.transfer_model import UnfreezeTop, build_transfer_model
+from tl_core.training.runner import prepare_dataset, run_experiment
+from tl_core.runs.store import RunStore
 
 FINE_TUNE_PHASE = "fine-tune"
 

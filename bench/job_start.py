@@ -1,9 +1,9 @@
 """Benchmark: a job in the app's path, from the click to its result, with and without a warm worker.
 
-The app runs every job in its own worker process (`tl_core.jobs.JobManager` with `ProcessBackend`), so a
+The app runs every job in its own worker process (`tl_core.jobs.manager.JobManager` with `ProcessBackend`), so a
 job first pays for the worker's start: the interpreter and the imports of TensorFlow, Keras and the
 engine. With warm workers (the default) a worker for the next job imports all that while it waits
-(tl_core/warm_workers.py). This measures a second run on the same data and backbone, the case that
+(tl_core/jobs/warm_workers.py). This measures a second run on the same data and backbone, the case that
 target 5 of the performance issue is about, submitted through a `JobManager` exactly as the Train page
 does, both ways, interleaved:
 
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.jobs import JobManager
-from tl_core.runs import RunStore
-from tl_core.worker import ProcessBackend
+from tl_core.jobs.manager import JobManager
+from tl_core.runs.store import RunStore
+from tl_core.jobs.worker import ProcessBackend
 
 
 @dataclass

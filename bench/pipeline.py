@@ -2,10 +2,10 @@
 
 Measured side by side, interleaved, in one process:
 
-* `tl_core.image_cache.build_image_cache` over every image into an empty folder (JPEG decode, EXIF
+* `tl_core.data.image_cache.build_image_cache` over every image into an empty folder (JPEG decode, EXIF
   orientation, RGB, bilinear resize, write to the memory-mapped cache), images/s;
 * the backbone's consumption rate: `model.predict` on already decoded, preprocessed in-memory
-  images (graph traced beforehand), and our own feature pass (`tl_core.features.extract_features`:
+  images (graph traced beforehand), and our own feature pass (`tl_core.training.feature_cache.extract_features`:
   the lean inference graph, two batches in flight) on the same decoded images, images/s; the pipeline
   should be at least 3x faster than the faster of the two, so it is never the bottleneck;
 * for reference, one pass of `keras.utils.image_dataset_from_directory` (tf.data decode + resize).
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tl_core import image_cache
-from tl_core.backbone_build import build_backbone
-from tl_core.backbones import get_backbone_spec, resolve_image_size
+from tl_core.data import image_cache
+from tl_core.models.build import build_backbone
+from tl_core.models.registry import get_backbone_spec, resolve_image_size
 from tl_core.config import ModelConfig
-from tl_core.data import scan_dataset
-from tl_core.features import SharedPredictor, extract_features
-from tl_core.model import build_transfer_model
+from tl_core.data.image_dataset import scan_dataset
+from tl_core.training.feature_cache import SharedPredictor, extract_features
+from tl_core.models.transfer_model import build_transfer_model
 
 
 @contextlib.contextmanager

@@ -21,9 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.demo_data import DEMO_DATASETS, write_demo_dataset  # noqa: E402
-from tl_core.runner import prepare_dataset, run_experiment, scratch_baseline_config  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
+from tl_core.data.demo import DEMO_DATASETS, write_demo_dataset  # noqa: E402
+from tl_core.training.runner import prepare_dataset, run_experiment, scratch_baseline_config  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,9 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from bench._common import format_table, ratio_line  # noqa: E402
-from tl_core.job_queue import JobQueue, QueueEntry, planned_epochs  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.jobs.queue import JobQueue, QueueEntry, planned_epochs  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -138,14 +138,14 @@ def proc_status_kib(pid: int, key: str) -> int:
 
 
 def worker_pids(server_pid: int) -> list[int]:
-    """Training workers (`python -m tl_core.worker`) the server started: its children with that command line."""
+    """Training workers (`python -m tl_core.jobs.worker`) the server started: its children with that command line."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent == server_pid and b"tl_core.worker" in (entry / "cmdline").read_bytes():
+            if parent == server_pid and b"tl_core.jobs.worker" in (entry / "cmdline").read_bytes():
                 pids.append(int(entry.name))
         except (OSError, ValueError, IndexError):
             continue

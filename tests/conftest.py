@@ -13,7 +13,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import pytest  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tl_core.advisor_budget import ModeEstimate  # noqa: E402
-from tl_core.advisor import (  # noqa: E402
+from tl_core.advisor.budget import ModeEstimate  # noqa: E402
+from tl_core.advisor.mode_advice import (  # noqa: E402
     Advice,
     Measurements,
     advise,
@@ -29,9 +29,9 @@ from tl_core.advisor import (  # noqa: E402
     stratified_sample,
 )
 from tl_core.config import ModelConfig, TrainConfig  # noqa: E402
-from tl_core.data import DatasetSplit, ScanReport, scan_dataset, split_dataset  # noqa: E402
+from tl_core.data.image_dataset import DatasetSplit, ScanReport, scan_dataset, split_dataset  # noqa: E402
 from tl_core.errors import BackboneError  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48)
 QUICK_TRAIN = TrainConfig(epochs=3, fine_tune_epochs=5, batch_size=16, fine_tune_layers=10)

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from ui.uploads import common_top_folder, safe_name, safe_relative_path  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

@@ -14,10 +14,10 @@ import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.evaluate import Evaluation  # noqa: E402
-from tl_core.runner import EVALUATION_FILE, run_experiment  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.results.evaluate import Evaluation  # noqa: E402
+from tl_core.training.runner import EVALUATION_FILE, run_experiment  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

@@ -12,9 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tl_core.backbones import list_backbones  # noqa: E402
+from tl_core.models.registry import list_backbones  # noqa: E402
 from tl_core.config import RunConfig  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -184,8 +184,8 @@ def test_cut_depths_are_measured_and_the_chosen_depth_reaches_the_run_config(lea
 
 def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tl_core.config import DataConfig, ModelConfig, TrainConfig
-    from tl_core.runner import run_experiment
-    from tl_core.runs import RunStore
+    from tl_core.training.runner import run_experiment
+    from tl_core.runs.store import RunStore
 
     data = make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=6, image_size=32)
     store = RunStore(tmp_path / "workspace")

@@ -15,7 +15,7 @@ import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tl_core.runs import RunStore  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 REVERSED = "invoice\u202egpj.exe"  # reads "invoiceexe.jpg" where the control acts

@@ -15,9 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tl_core.auth import User, UserDirectory  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
-from tl_core.sessions import SessionStore  # noqa: E402
+from tl_core.server.accounts import User, UserDirectory  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.server.sessions import SessionStore  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TRAINER = User("tara", "trainer", "Tara")

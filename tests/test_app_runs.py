@@ -16,9 +16,9 @@ import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.runner import run_experiment  # noqa: E402
-from tl_core.runs import FINISHED_STATUSES, RunStore  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.training.runner import run_experiment  # noqa: E402
+from tl_core.runs.store import FINISHED_STATUSES, RunStore  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -177,9 +177,9 @@ def test_lineage_is_shown_both_ways_and_a_backbone_starts_a_new_run(workspace: t
 def test_an_interrupted_run_with_a_checkpoint_offers_to_resume(workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     import ui.state
     from tests.test_jobs import FakeOutcome
-    from tl_core.jobs import JobManager
-    from tl_core.runner import CHECKPOINT_FILE
-    from tl_core.workspaces import LOCAL_USER, Workspaces
+    from tl_core.jobs.manager import JobManager
+    from tl_core.training.runner import CHECKPOINT_FILE
+    from tl_core.server.workspaces import LOCAL_USER, Workspaces
 
     store = RunStore(workspace[0])
     old = next(record for record in store.list_runs() if record.name == "first")

@@ -11,10 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tl_core.auth import User, UserDirectory  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
-from tl_core.sessions import SessionStore  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.server.accounts import User, UserDirectory  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.server.sessions import SessionStore  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from ui.text import escape_markdown  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -285,8 +285,8 @@ def test_a_bad_setting_is_explained_not_a_traceback(tmp_path: Path, monkeypatch:
 def test_trainer_sees_everyones_queue_and_can_drop_a_queued_job(server: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ui.state
     from tests.test_jobs import FakeRun, _config, _until
-    from tl_core.jobs import JobManager
-    from tl_core.workspaces import Workspaces
+    from tl_core.jobs.manager import JobManager
+    from tl_core.server.workspaces import Workspaces
 
     spaces = Workspaces(server)
     run = FakeRun(blocking=True)

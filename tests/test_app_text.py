@@ -19,13 +19,13 @@ import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tl_core.backbones import list_backbones  # noqa: E402
+from tl_core.models.registry import list_backbones  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.evaluate import Evaluation  # noqa: E402
-from tl_core.runner import EVALUATION_FILE, run_experiment  # noqa: E402
-from tl_core.runs import FINISHED_STATUSES, RunStore  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
-from tl_core.text_demo import make_topics_dataset  # noqa: E402
+from tl_core.results.evaluate import Evaluation  # noqa: E402
+from tl_core.training.runner import EVALUATION_FILE, run_experiment  # noqa: E402
+from tl_core.runs.store import FINISHED_STATUSES, RunStore  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.data.text_demo import make_topics_dataset  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

@@ -16,8 +16,8 @@ import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.runs import FINISHED_STATUSES, RunStore  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.runs.store import FINISHED_STATUSES, RunStore  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -182,8 +182,8 @@ def test_a_dataset_with_nothing_trainable_is_refused_before_queueing(workspace: 
 def _progress_view() -> None:
     import streamlit as st
 
-    from tl_core.jobs import JobStatus
-    from tl_core.live_progress import LiveProgress
+    from tl_core.jobs.manager import JobStatus
+    from tl_core.jobs.live_progress import LiveProgress
     from ui.training import show_progress
 
     show_progress(None, JobStatus("run", "running", None, LiveProgress(status="running", **st.session_state["progress"])))  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from tl_core.auth import AuthError, User, UserDirectory, username_from_display_name, validate_display_name, validate_username
+from tl_core.server.accounts import AuthError, User, UserDirectory, username_from_display_name, validate_display_name, validate_username
 
 # Cheap parameters keep the tests fast; production uses argon2-cffi's defaults (64 MiB, 3 passes).
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

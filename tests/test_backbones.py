@@ -23,8 +23,8 @@ import pytest  # noqa: E402
 from keras.src.backend import config as keras_backend_config  # noqa: E402
 from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 
-from tl_core.backbone_build import build_backbone  # noqa: E402
-from tl_core.backbones import (  # noqa: E402
+from tl_core.models.build import build_backbone  # noqa: E402
+from tl_core.models.registry import (  # noqa: E402
     REGISTRY,
     TIERS,
     BackboneSpec,
@@ -36,7 +36,7 @@ from tl_core.backbones import (  # noqa: E402
     resolve_image_size,
 )
 from tl_core.errors import BackboneError, WeightsUnavailableError  # noqa: E402
-from tl_core.preprocessing import PREPROCESSING_MODES, build_preprocessing, build_unit_range_from  # noqa: E402
+from tl_core.models.preprocessing import PREPROCESSING_MODES, build_preprocessing, build_unit_range_from  # noqa: E402
 
 KERAS_FAMILIES = {
     "Xception", "VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2",
@@ -260,7 +260,7 @@ def test_blocks_resnet50() -> None:
 
 def _offline_block_cases() -> list[str]:
     try:
-        importlib.import_module("tl_core.weights")
+        importlib.import_module("tl_core.models.weights")
     except ImportError:
         return []
     return ["efficientnet_lite0"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tl_core.synthetic import make_shapes_dataset
+from tl_core.data.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.slow
 

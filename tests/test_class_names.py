@@ -20,17 +20,17 @@ import pytest  # noqa: E402
 from markdown_it import MarkdownIt  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tl_core.bundle import export_run  # noqa: E402
+from tl_core.results.bundle import export_run  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.data import scan_dataset  # noqa: E402
+from tl_core.data.image_dataset import scan_dataset  # noqa: E402
 from tl_core.errors import DataError  # noqa: E402
-from tl_core.evaluate import Evaluation  # noqa: E402
-from tl_core.export import LABELS_FILE, LABELS_JSON_FILE, read_labels, write_labels  # noqa: E402
-from tl_core.predict import load_run_classifier  # noqa: E402
-from tl_core.runner import EVALUATION_FILE, run_experiment  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
-from tl_core.text_data import scan_text_dataset  # noqa: E402
+from tl_core.results.evaluate import Evaluation  # noqa: E402
+from tl_core.results.export import LABELS_FILE, LABELS_JSON_FILE, read_labels, write_labels  # noqa: E402
+from tl_core.results.predict import load_run_classifier  # noqa: E402
+from tl_core.training.runner import EVALUATION_FILE, run_experiment  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.data.text_dataset import scan_text_dataset  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 BROKEN = "a\nred"

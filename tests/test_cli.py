@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from tl_core.cli import main  # noqa: E402
+from tl_core.cli.main import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {"run_id", "status", "backbone", "mode", "epochs_run", "val_accuracy", "test_accuracy", "elapsed_s"}
@@ -104,7 +104,7 @@ def test_scan_extracts_archives_into_the_environment_workspace(shapes_dataset, t
 
 
 def test_text_folder_trains_with_text_defaults_and_predicts_typed_text(tmp_path, capsys):
-    from tl_core.text_demo import make_topics_dataset
+    from tl_core.data.text_demo import make_topics_dataset
 
     topics = make_topics_dataset(tmp_path / "topics", num_classes=3, docs_per_class=12, seed=1)
     workspace = str(tmp_path / "ws")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tl_core import cli_accounts
-from tl_core.auth import UserDirectory
-from tl_core.cli import main
+from tl_core.cli import accounts as cli_accounts
+from tl_core.server.accounts import UserDirectory
+from tl_core.cli.main import main
 
 
 @pytest.fixture()

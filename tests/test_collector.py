@@ -5,10 +5,11 @@ import weakref
 
 import pytest
 
-from tl_core import collector, runner
+from tl_core.training import collector
+from tl_core.training import runner
 from tl_core.config import DataConfig, RunConfig
 from tl_core.errors import TransferLabError
-from tl_core.runs import RunStore
+from tl_core.runs.store import RunStore
 
 
 class _Node:

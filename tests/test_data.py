@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core.data import ScanReport, scan_dataset, split_dataset
+from tl_core.data.image_dataset import ScanReport, scan_dataset, split_dataset
 from tl_core.errors import DataError
-from tl_core.synthetic import make_shapes_dataset
+from tl_core.data.synthetic import make_shapes_dataset
 
 
 def _shapes(root: Path, counts: list[int] | int = 12, classes: int = 3) -> Path:

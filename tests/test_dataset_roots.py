@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from tl_core.config import DataConfig
-from tl_core.data import scan_dataset
-from tl_core.dataset_prep import prepare_dataset
+from tl_core.data.image_dataset import scan_dataset
+from tl_core.data.prep import prepare_dataset
 from tl_core.errors import DataError
-from tl_core.runs import RunStore
-from tl_core.synthetic import make_shapes_dataset
-from tl_core.text_data import scan_text_dataset
+from tl_core.runs.store import RunStore
+from tl_core.data.synthetic import make_shapes_dataset
+from tl_core.data.text_dataset import scan_text_dataset
 
 
 @pytest.fixture()

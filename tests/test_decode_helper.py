@@ -15,11 +15,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tl_core import decode_helper, runner  # noqa: E402
+from tl_core.data import decode_helper  # noqa: E402
+from tl_core.training import runner
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.data import scan_dataset, split_dataset  # noqa: E402
-from tl_core.image_cache import build_image_cache, has_image_cache  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
+from tl_core.data.image_dataset import scan_dataset, split_dataset  # noqa: E402
+from tl_core.data.image_cache import build_image_cache, has_image_cache  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
 
 SIZE = 32
 
@@ -107,7 +108,7 @@ def test_the_helper_stops_by_itself_when_the_run_process_is_gone(split, tmp_path
         spec = {{"image_size": 160, "cache_dir": {str(cache_dir)!r},
                  "splits": [["train", json.load(open({str(spec)!r}))]]}}
         json.dump(spec, open({str(spec)!r}, "w"))
-        helper = subprocess.Popen([sys.executable, "-m", "tl_core.decode_helper", {str(spec)!r}], stdout=subprocess.PIPE, text=True)
+        helper = subprocess.Popen([sys.executable, "-m", "tl_core.data.decode_helper", {str(spec)!r}], stdout=subprocess.PIPE, text=True)
         print(helper.pid, helper.stdout.readline().split("\\t")[0], flush=True)  # it has started decoding
         os._exit(0)  # gone without a word, like a killed worker
     """)
@@ -127,7 +128,7 @@ def test_the_helper_stops_by_itself_when_the_run_process_is_gone(split, tmp_path
 
 def test_the_helper_imports_no_tensorflow():
     """It must start in a fraction of the model build it hides behind."""
-    probe = subprocess.run([sys.executable, "-c", "import sys, tl_core.decode_helper; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"],
+    probe = subprocess.run([sys.executable, "-c", "import sys, tl_core.data.decode_helper; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"],
                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(Path(decode_helper.__file__).parent.parent)})
     assert probe.stdout.strip() == "[]"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core.demo_data import DEMO_DATASETS, write_demo_dataset
+from tl_core.data.demo import DEMO_DATASETS, write_demo_dataset
 from tl_core.errors import DataError
 
 
@@ -97,7 +97,7 @@ def test_catalogue_describes_each_demo() -> None:
 
 
 def test_text_demos_write_scannable_document_folders(tmp_path: Path) -> None:
-    from tl_core.text_data import scan_text_dataset
+    from tl_core.data.text_dataset import scan_text_dataset
 
     topics = write_demo_dataset(tmp_path / "topics", "topics", images_per_class=6)
     assert DEMO_DATASETS["topics"].modality == "text" and DEMO_DATASETS["digits"].modality == "image"
@@ -116,7 +116,7 @@ def test_text_demos_write_scannable_document_folders(tmp_path: Path) -> None:
 
 
 def test_write_bbc_news_copies_every_article_and_topics_are_learnable_words(tmp_path: Path) -> None:
-    from tl_core.text_demo import TOPIC_WORDS, make_topics_dataset, write_bbc_news
+    from tl_core.data.text_demo import TOPIC_WORDS, make_topics_dataset, write_bbc_news
 
     root = write_bbc_news(tmp_path / "bbc")
     assert {folder.name: len(list(folder.glob("*.txt"))) for folder in root.iterdir()} == {

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tl_core.evaluate import Evaluation, evaluate_probabilities
+from tl_core.results.evaluate import Evaluation, evaluate_probabilities
 
 
 def test_metrics_match_hand_computed_values(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.runtime.memory_media_file_storage import _calculate_file_id
 
-from tl_core.synthetic import make_shapes_dataset
+from tl_core.data.synthetic import make_shapes_dataset
 from ui.predictions import bundle_for_download
 
 MEDIA_ZIP = re.compile(rb"/media/[0-9a-f]{32}\.zip")

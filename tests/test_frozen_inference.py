@@ -11,9 +11,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tl_core.config import ModelConfig  # noqa: E402
-from tl_core import frozen_inference  # noqa: E402
-from tl_core.frozen_inference import frozen_inference_function  # noqa: E402
-from tl_core.model import build_transfer_model  # noqa: E402
+from tl_core.fastpath import frozen_inference  # noqa: E402
+from tl_core.fastpath.frozen_inference import frozen_inference_function  # noqa: E402
+from tl_core.models.transfer_model import build_transfer_model  # noqa: E402
 
 
 def _randomise_batch_norms(model: keras.Model, seed: int, spread: float = 1.0) -> None:

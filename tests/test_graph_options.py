@@ -11,8 +11,8 @@ from tensorflow.core.protobuf import config_pb2  # noqa: E402
 from tensorflow.python.eager import context as eager_context  # noqa: E402
 
 from tl_core.config import ModelConfig  # noqa: E402
-from tl_core.graph_options import without_graph_rewrites  # noqa: E402
-from tl_core.model import build_transfer_model  # noqa: E402
+from tl_core.fastpath.graph_options import without_graph_rewrites  # noqa: E402
+from tl_core.models.transfer_model import build_transfer_model  # noqa: E402
 
 
 def _meta_optimizer_disabled() -> bool:

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from tl_core import head_fit
-from tl_core.head_fit import HeadFitter, can_fit_fast, fused_adam_update
-from tl_core.model import build_head
+from tl_core.fastpath import head_fit
+from tl_core.fastpath.head_fit import HeadFitter, can_fit_fast, fused_adam_update
+from tl_core.models.transfer_model import build_head
 
 FEATURES = 16
 CLASSES = 3
@@ -176,8 +176,8 @@ def test_an_optimizer_option_the_fused_kernel_lacks_keeps_keras_apply(optimizer)
 
 def test_under_mixed_precision_the_loss_scale_optimizer_keeps_keras_apply_and_the_head_trains():
     """The GPU path (`TrainConfig.mixed_precision`): compile wraps Adam in a LossScaleOptimizer, which the fused kernel must not bypass."""
-    from tl_core.runner import precision_policy
-    from tl_core.train import _compile
+    from tl_core.training.runner import precision_policy
+    from tl_core.training.loop import _compile
 
     with precision_policy(True):
         keras.utils.set_random_seed(4)

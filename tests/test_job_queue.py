@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tl_core.job_queue import QueueFullError, JobQueue, RunningJob, WaitingJob, estimate_start_times, planned_epochs
+from tl_core.jobs.queue import QueueFullError, JobQueue, RunningJob, WaitingJob, estimate_start_times, planned_epochs
 
 
 def _config(epochs: int = 3, **train) -> dict:

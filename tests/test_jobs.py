@@ -19,11 +19,11 @@ import pytest  # noqa: E402
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.errors import TransferLabError  # noqa: E402
-from tl_core.job_queue import QueueFullError  # noqa: E402
-from tl_core.jobs import CHECKPOINT_FILE, JobExit, JobManager  # noqa: E402
-from tl_core.live_progress import LiveProgress  # noqa: E402
-from tl_core.thread_backend import ThreadBackend  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
+from tl_core.jobs.queue import QueueFullError  # noqa: E402
+from tl_core.jobs.manager import CHECKPOINT_FILE, JobExit, JobManager  # noqa: E402
+from tl_core.jobs.live_progress import LiveProgress  # noqa: E402
+from tl_core.jobs.thread_backend import ThreadBackend  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,8 +164,8 @@ def test_restart_keeps_queued_jobs_and_interrupts_the_dead_one(tmp_path, workspa
     script = textwrap.dedent(f"""
         import os, time
         from tl_core.config import DataConfig, RunConfig, TrainConfig
-        from tl_core.jobs import JobManager
-        from tl_core.runs import RunStore
+        from tl_core.jobs.manager import JobManager
+        from tl_core.runs.store import RunStore
 
         def never_ends(config, *, store, stop, run_id, **rest):
             while True:
@@ -268,7 +268,7 @@ def test_live_progress_round_trips_through_a_dict():
 
 def test_progress_ignores_the_scratch_baseline_trained_in_the_same_job() -> None:
     from tl_core.events import EpochEnded, PhaseStarted
-    from tl_core.live_progress import ProgressTracker
+    from tl_core.jobs.live_progress import ProgressTracker
 
     tracker = ProgressTracker(_config("data", epochs=3), run_id="pretrained")
     tracker.on_event(PhaseStarted("pretrained", phase="head", epochs=3, learning_rate=1e-3, trainable_weights=10, description=""))

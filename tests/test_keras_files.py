@@ -1,4 +1,4 @@
-"""`.keras` save and load through tl_core.keras_files: the same files as Keras writes, Keras' skip-set cache hit."""
+"""`.keras` save and load through tl_core.fastpath.keras_files: the same files as Keras writes, Keras' skip-set cache hit."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras.src.saving import saving_lib  # noqa: E402
 
-from tl_core import keras_files  # noqa: E402
+from tl_core.fastpath import keras_files  # noqa: E402
 from tl_core.config import ModelConfig  # noqa: E402
-from tl_core.model import build_transfer_model  # noqa: E402
+from tl_core.models.transfer_model import build_transfer_model  # noqa: E402
 
 
 def _tiny_classifier() -> keras.Model:

@@ -6,7 +6,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tl_core.config import ModelConfig  # noqa: E402
-from tl_core.model import FreezeBackbone, UnfreezeAll, UnfreezeTop, build_transfer_model, is_batch_norm  # noqa: E402
+from tl_core.models.transfer_model import FreezeBackbone, UnfreezeAll, UnfreezeTop, build_transfer_model, is_batch_norm  # noqa: E402
 
 TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48, head_hidden_units=(16,))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tl_core.events import PreparationProgress
-from tl_core.live_progress import LiveProgress, ProgressTracker
+from tl_core.jobs.live_progress import LiveProgress, ProgressTracker
 from tl_core.config import RunConfig, DataConfig
-from tl_core.preparation import REPORT_INTERVAL_S, PreparationReporter, PreparationStopped
+from tl_core.training.preparation import REPORT_INTERVAL_S, PreparationReporter, PreparationStopped
 from tl_core.stopping import StopToken
 
 

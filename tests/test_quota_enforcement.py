@@ -22,13 +22,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tl_core.archive import extract_archive  # noqa: E402
-from tl_core.auth import User  # noqa: E402
-from tl_core.data import Example, scan_dataset  # noqa: E402
-from tl_core.disk_budget import QUOTA_FILE, DiskBudget, QuotaExceededError, workspace_bytes  # noqa: E402
-from tl_core.image_cache import build_image_cache, check_image_cache_room  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
-from tl_core.workspaces import LOCAL_USER, Workspaces  # noqa: E402
+from tl_core.data.archive import extract_archive  # noqa: E402
+from tl_core.server.accounts import User  # noqa: E402
+from tl_core.data.image_dataset import Example, scan_dataset  # noqa: E402
+from tl_core.server.disk_budget import QUOTA_FILE, DiskBudget, QuotaExceededError, workspace_bytes  # noqa: E402
+from tl_core.data.image_cache import build_image_cache, check_image_cache_room  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.server.workspaces import LOCAL_USER, Workspaces  # noqa: E402
 from ui.uploads import save_uploaded_file  # noqa: E402
 
 ALICE = User("alice", "student", "Alice")
@@ -231,8 +231,8 @@ def test_a_feature_cache_over_the_quota_is_refused_before_the_backbone_runs(tmp_
     import numpy as np
 
     from tl_core.config import ModelConfig
-    from tl_core.features import cached_features
-    from tl_core.model import build_transfer_model
+    from tl_core.training.feature_cache import cached_features
+    from tl_core.models.transfer_model import build_transfer_model
 
     extractor = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).feature_extractor
     images = np.zeros((200, 32, 32, 3), np.uint8)  # 200 x 1280 float32 features: ~1 MB
@@ -249,8 +249,8 @@ def test_a_feature_cache_over_the_quota_is_refused_before_the_backbone_runs(tmp_
 
 def test_a_queued_run_whose_image_cache_would_pass_the_quota_fails_with_what_to_do(tmp_path: Path, shapes_dataset: Path) -> None:
     from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tl_core.jobs import JobManager
-    from tl_core.worker import ProcessBackend
+    from tl_core.jobs.manager import JobManager
+    from tl_core.jobs.worker import ProcessBackend
     from ui.state import UserJobs
 
     spaces, space = _alice(tmp_path, quota_mb=1)

@@ -13,12 +13,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tl_core import dataset_prep, feature_extraction_run, runner  # noqa: E402
+from tl_core.data import prep as dataset_prep  # noqa: E402
+from tl_core.training import feature_extraction as feature_extraction_run
+from tl_core.training import runner
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.images import load_image_array  # noqa: E402
-from tl_core.predict import load_run_classifier  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.data.images import load_image_array  # noqa: E402
+from tl_core.results.predict import load_run_classifier  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 TINY_MODEL = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48)
 
@@ -91,9 +93,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import json, sys, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tl_core import runner
+    from tl_core.training import runner
     from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tl_core.runs import RunStore
+    from tl_core.runs.store import RunStore
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     config = RunConfig(data=DataConfig(source=sys.argv[1]), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
                        train=TrainConfig(mode="fine-tune", epochs=1, fine_tune_epochs=1, batch_size=8, mixed_precision=True))
@@ -233,7 +235,7 @@ def test_a_stop_during_decoding_or_feature_extraction_ends_the_run_soon_and_keep
 
 
 def test_a_partly_cached_feature_extraction_reads_each_cached_split_once_and_computes_the_rest(shapes_dataset, workspace, monkeypatch):
-    from tl_core import features
+    from tl_core.training import feature_cache as features
 
     store = RunStore(workspace)
     first = runner.run_experiment(_config(shapes_dataset), store=store)

@@ -18,10 +18,10 @@ import pytest
 from tl_core import events
 from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.processes import process_is_alive, process_start_token
-from tl_core.run_recorder import RunRecorder
-from tl_core.run_comparison import compare_runs, epochs_frame
-from tl_core.runs import RunStore
-from tl_core.runs_schema import MIGRATIONS, SCHEMA_VERSION
+from tl_core.runs.recorder import RunRecorder
+from tl_core.runs.comparison import compare_runs, epochs_frame
+from tl_core.runs.store import RunStore
+from tl_core.runs.schema import MIGRATIONS, SCHEMA_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,7 +189,7 @@ def test_second_process_writes_while_this_one_reads(workspace: Path) -> None:
     writer = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent("""
             import sys
-            from tl_core.runs import RunStore
+            from tl_core.runs.store import RunStore
             store = RunStore(sys.argv[1])
             for epoch in range(1, 151):
                 store.record_epoch(sys.argv[2], phase="head", epoch=epoch, phase_epoch=epoch, metrics={"loss": 1.0 / epoch},
@@ -217,7 +217,7 @@ def test_crashed_worker_shows_as_interrupted(workspace: Path) -> None:
     worker = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent("""
             import sys, time
-            from tl_core.runs import RunStore
+            from tl_core.runs.store import RunStore
             store = RunStore(sys.argv[1])
             record = store.create_run(config={}, backbone="mobilenet_v2", weights="none", mode="full")
             store.mark_running(record.id)
@@ -356,7 +356,7 @@ def test_a_queued_run_held_by_the_job_queue_survives_its_creator(tmp_path: Path)
     creator = subprocess.run(
         [sys.executable, "-c", textwrap.dedent("""
             import sys
-            from tl_core.runs import RunStore
+            from tl_core.runs.store import RunStore
             store = RunStore(sys.argv[1])
             held = store.create_run(config={}, backbone="b", weights="none", mode="full", held_by_queue=True)
             plain = store.create_run(config={}, backbone="b", weights="none", mode="full")

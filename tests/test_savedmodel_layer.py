@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tl_core.errors import BackboneError, WeightsUnavailableError  # noqa: E402
-from tl_core.savedmodel_layer import SavedModelLayer, resolve_hub_handle  # noqa: E402
+from tl_core.models.savedmodel_layer import SavedModelLayer, resolve_hub_handle  # noqa: E402
 
 FEATURES = 4
 TEXT_BUCKETS = 8

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tl_core.server_settings import (
+from tl_core.server.settings import (
     ServerSettings, ServerSettingsError, is_loopback_host, load_server_settings, oidc_configured, streamlit_flags,
 )
 
@@ -130,11 +130,11 @@ def test_workshop_with_oidc_needs_authlib(project: Path, home: Path, monkeypatch
     secrets.parent.mkdir()
     secrets.write_text('[auth]\nredirect_uri = "http://h:8501/oauth2callback"\ncookie_secret = "s"\nclient_id = "a"\n'
                        'client_secret = "b"\nserver_metadata_url = "https://idp.example/.well-known/openid-configuration"\n')
-    monkeypatch.setattr("tl_core.server_settings.importlib.util.find_spec", lambda name: None)
+    monkeypatch.setattr("tl_core.server.settings.importlib.util.find_spec", lambda name: None)
     assert load_server_settings({}, cwd=project).oidc_configured  # personal mode never calls st.login
     with pytest.raises(ServerSettingsError, match="Authlib"):
         load_server_settings({"TRANSFERLAB_MODE": "workshop"}, cwd=project)
-    monkeypatch.setattr("tl_core.server_settings.importlib.util.find_spec", lambda name: object())
+    monkeypatch.setattr("tl_core.server.settings.importlib.util.find_spec", lambda name: object())
     assert load_server_settings({"TRANSFERLAB_MODE": "workshop"}, cwd=project).oidc_configured
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tl_core.data import split_dataset
+from tl_core.data.image_dataset import split_dataset
 from tl_core.errors import DataError
-from tl_core.synthetic import make_shapes_dataset
-from tl_core.text_data import FALLBACK_ENCODING, MAX_DOCUMENT_CHARS, TextScanReport, decode_bytes, detect_modality, load_texts, read_document, scan_text_dataset
-from tl_core.text_demo import make_topics_dataset
+from tl_core.data.synthetic import make_shapes_dataset
+from tl_core.data.text_dataset import FALLBACK_ENCODING, MAX_DOCUMENT_CHARS, TextScanReport, decode_bytes, detect_modality, load_texts, read_document, scan_text_dataset
+from tl_core.data.text_demo import make_topics_dataset
 
 
 def _write(path: Path, content: str | bytes) -> Path:

@@ -12,14 +12,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tl_core.bundle import export_run  # noqa: E402
+from tl_core.results.bundle import export_run  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.errors import BackboneError  # noqa: E402
 from tl_core.modalities import resolve_modality  # noqa: E402
-from tl_core.predict import LoadedClassifier, load_run_classifier, predict_files, predict_texts  # noqa: E402
-from tl_core.runner import SUMMARY_FILE, run_experiment  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
-from tl_core.text_demo import make_topics_dataset  # noqa: E402
+from tl_core.results.predict import LoadedClassifier, load_run_classifier, predict_files, predict_texts  # noqa: E402
+from tl_core.training.runner import SUMMARY_FILE, run_experiment  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.data.text_demo import make_topics_dataset  # noqa: E402
 
 
 def text_config(source: Path, mode: str = "feature-extraction", weights: str = "glove", **train) -> RunConfig:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from tl_core.shown_paths import Area, relative_paths, shown_path
+from tl_core.server.shown_paths import Area, relative_paths, shown_path
 from tl_core.text_safety import control_characters, markdown_text, visible_controls
 
 BIDI_CONTROLS = ["\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))]

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from tl_core.errors import WeightsUnavailableError
-from tl_core.weights import OFFLINE_WEIGHTS
-from tl_core.weights.torch_pickle import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, UnsafePickleError, load_torch_state_dict
+from tl_core.models.weights import OFFLINE_WEIGHTS
+from tl_core.models.weights.torch_pickle import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, UnsafePickleError, load_torch_state_dict
 
 
 class _FakeStorage:

@@ -9,14 +9,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tl_core.config import ModelConfig, TrainConfig  # noqa: E402
-from tl_core.data import scan_dataset, split_dataset  # noqa: E402
+from tl_core.data.image_dataset import scan_dataset, split_dataset  # noqa: E402
 from tl_core.events import EpochEnded, PhaseEnded, PhaseStarted  # noqa: E402
-from tl_core.features import extract_features  # noqa: E402
-from tl_core.image_cache import build_image_cache  # noqa: E402
-from tl_core.model import build_head, build_transfer_model, is_batch_norm  # noqa: E402
+from tl_core.training.feature_cache import extract_features  # noqa: E402
+from tl_core.data.image_cache import build_image_cache  # noqa: E402
+from tl_core.models.transfer_model import build_head, build_transfer_model, is_batch_norm  # noqa: E402
 from tl_core.stopping import StopToken  # noqa: E402
-from tl_core.train import TrainingData, class_weights_for, train_head, train_model  # noqa: E402
-from tl_core.training_callbacks import BestWeights  # noqa: E402
+from tl_core.training.loop import TrainingData, class_weights_for, train_head, train_model  # noqa: E402
+from tl_core.training.callbacks import BestWeights  # noqa: E402
 
 SIZE = 48
 TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE)
@@ -148,7 +148,7 @@ def test_class_weights_only_when_imbalanced():
 
 
 def test_progressive_unfreezes_one_block_per_stage_and_records_the_best_depth(shapes_data):
-    from tl_core.backbones import backbone_blocks
+    from tl_core.models.registry import backbone_blocks
 
     tm = build_transfer_model(TINY, 3)
     blocks = backbone_blocks(tm.backbone)
@@ -248,7 +248,7 @@ def test_train_head_learns_on_features_alone_and_keeps_the_best_epoch(shapes_dat
 def test_mid_phase_checkpoints_are_spaced_by_their_measured_cost(tmp_path):
     import keras
 
-    from tl_core import training_callbacks as callbacks
+    from tl_core.training import callbacks
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     best = callbacks.BestWeights(model, tmp_path / "best.weights.h5")

@@ -10,8 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 from tests.test_jobs import FakeRun, _config, _until  # noqa: E402
-from tl_core.jobs import JobManager  # noqa: E402
-from tl_core.workspaces import QuotaExceededError, UnsafePathError, Workspaces  # noqa: E402
+from tl_core.jobs.manager import JobManager  # noqa: E402
+from tl_core.server.workspaces import QuotaExceededError, UnsafePathError, Workspaces  # noqa: E402
 from ui.state import UserJobs  # noqa: E402
 
 
@@ -26,13 +26,13 @@ def server(tmp_path):
 
 
 def _trainer():
-    from tl_core.auth import User
+    from tl_core.server.accounts import User
 
     return User("tara", "trainer", "Tara")
 
 
 def _student(name):
-    from tl_core.auth import User
+    from tl_core.server.accounts import User
 
     return User(name, "student", name.title())
 

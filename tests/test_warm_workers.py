@@ -15,10 +15,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.jobs import Job  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
-from tl_core.warm_workers import WarmWorkers  # noqa: E402
-from tl_core.worker import WORKER_LOG_FILE, ProcessBackend  # noqa: E402
+from tl_core.jobs.manager import Job  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.jobs.warm_workers import WarmWorkers  # noqa: E402
+from tl_core.jobs.worker import WORKER_LOG_FILE, ProcessBackend  # noqa: E402
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -104,7 +104,7 @@ def test_prepare_starts_a_waiting_worker_per_idle_device_only(tmp_path: Path) ->
 def test_a_waiting_worker_sent_sigterm_exits_without_a_job_and_one_that_died_is_not_handed_anything(tmp_path: Path) -> None:
     warm = WarmWorkers()
     env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
-    warm.start("cpu", [sys.executable, "-m", "tl_core.worker"], env=env, cwd=PACKAGE_ROOT)
+    warm.start("cpu", [sys.executable, "-m", "tl_core.jobs.worker"], env=env, cwd=PACKAGE_ROOT)
     child = warm._waiting["cpu"]
     _wait_until_sigterm_is_held_back(child.pid)
     child.send_signal(signal.SIGTERM)  # held back during the import, then noticed: no job, so it goes
@@ -128,5 +128,5 @@ def test_the_backend_without_warm_workers_starts_each_job_fresh(shapes_dataset, 
     _ended(backend, job, timeout_s=120)
     assert store.get(job.run_id).status == "stopped"
     backend.close()
-    usage = subprocess.run([sys.executable, "-m", "tl_core.worker"], capture_output=True, text=True, cwd=PACKAGE_ROOT)
+    usage = subprocess.run([sys.executable, "-m", "tl_core.jobs.worker"], capture_output=True, text=True, cwd=PACKAGE_ROOT)
     assert usage.returncode == 2 and "--workspace and --run-id are required (or --standby)" in usage.stderr

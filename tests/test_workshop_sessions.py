@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.workshop_server import ARTIFACTS, PASSWORDS, launch_chromium, sign_in, wait_idle, workshop_server
-from tl_core.sessions import SessionStore
-from tl_core.sign_in_throttle import FREE_FAILURES, SignInThrottle
+from tl_core.server.sessions import SessionStore
+from tl_core.server.sign_in_throttle import FREE_FAILURES, SignInThrottle
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def click_somewhere(page) -> None:  # noqa: ANN001
 
 
 def standby_workers(server_pid: int) -> int:
-    """Waiting workers (`python -m tl_core.worker --standby`) the server process started."""
+    """Waiting workers (`python -m tl_core.jobs.worker --standby`) the server process started."""
     count = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -69,7 +69,7 @@ def standby_workers(server_pid: int) -> int:
             command = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if parent == server_pid and b"tl_core.worker" in command and b"--standby" in command:
+        if parent == server_pid and b"tl_core.jobs.worker" in command and b"--standby" in command:
             count += 1
     return count
 

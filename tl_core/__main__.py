@@ -1,7 +1,7 @@
-"""`python -m tl_core ...` — see `tl_core.cli`."""
+"""`python -m tl_core ...` — see `tl_core.cli.main`."""
 
 import sys
 
-from tl_core.cli import main
+from tl_core.cli.main import main
 
 sys.exit(main())

@@ -23,13 +23,13 @@ if TYPE_CHECKING:
     import numpy as np
     import tensorflow as tf
 
-    from tl_core.data import DatasetSplit, ScanReport
-    from tl_core.model import TransferModel
-    from tl_core.train import TrainingData
+    from tl_core.data.image_dataset import DatasetSplit, ScanReport
+    from tl_core.models.transfer_model import TransferModel
+    from tl_core.training.loop import TrainingData
 
 AUTO = "auto"
 LogFunction = Callable[[str, str], None]
-# For a split's name, the callback its decoding calls as progress(done, total) (see tl_core/preparation.py).
+# For a split's name, the callback its decoding calls as progress(done, total) (see tl_core/training/preparation.py).
 SplitProgress = Callable[[str], Callable[[int, int], None]]
 
 
@@ -57,10 +57,10 @@ class ModalitySpec:
         `readable_roots`: on a workshop server, the only folders the dataset's files may resolve into.
         """
         if self.name == "text":
-            from tl_core.text_data import scan_text_dataset
+            from tl_core.data.text_dataset import scan_text_dataset
 
             return scan_text_dataset(source, extract_root=extract_root, readable_roots=readable_roots)
-        from tl_core.data import scan_dataset
+        from tl_core.data.image_dataset import scan_dataset
 
         return scan_dataset(source, extract_root=extract_root, readable_roots=readable_roots)
 
@@ -68,7 +68,7 @@ class ModalitySpec:
         """Pixels per side for images (the backbone default when unset); tokens per document for text."""
         if self.name == "text":
             return model_config.sequence_length
-        from tl_core.backbones import get_backbone_spec, resolve_image_size
+        from tl_core.models.registry import get_backbone_spec, resolve_image_size
 
         return resolve_image_size(get_backbone_spec(model_config.backbone), model_config.image_size)
 
@@ -80,7 +80,7 @@ class ModalitySpec:
         `decoded_elsewhere`: splits whose image cache this run has just made in a helper process (logged as decoded, not reused).
         """
         if self.name == "text":
-            from tl_core.text_data import load_texts
+            from tl_core.data.text_dataset import load_texts
 
             data = load_texts(split)
             for name in data.images:
@@ -93,10 +93,10 @@ class ModalitySpec:
               backbone: keras.Model | None = None, augmentation_seed: int | None = None) -> TransferModel:
         """The transfer model: preprocessing (or tokenising) -> frozen backbone -> new head."""
         if self.name == "text":
-            from tl_core.text_model import build_text_transfer_model
+            from tl_core.models.text_model import build_text_transfer_model
 
             return build_text_transfer_model(model_config, num_classes, cache_dir=cache_dir, backbone=backbone)
-        from tl_core.model import build_transfer_model
+        from tl_core.models.transfer_model import build_transfer_model
 
         return build_transfer_model(model_config, num_classes, cache_dir=cache_dir, backbone=backbone, augmentation_seed=augmentation_seed)
 
@@ -104,9 +104,9 @@ class ModalitySpec:
                 sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
         """Batches of (examples, labels[, weights]) for `fit`, `predict` and evaluation."""
         if self.name == "text":
-            from tl_core.text_model import text_dataset as make
+            from tl_core.models.text_model import text_dataset as make
         else:
-            from tl_core.image_cache import image_dataset as make
+            from tl_core.data.image_cache import image_dataset as make
         return make(examples, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, sample_weights=sample_weights)
 
 
@@ -127,7 +127,7 @@ def resolve_modality(source: str | Path, requested: str = AUTO) -> Modality:
     """`requested`, or for `auto` what the source holds: text when it has more documents than images."""
     if requested != AUTO:
         return get_modality(requested).name
-    from tl_core.dataset_checks import detect_modality
+    from tl_core.data.checks import detect_modality
 
     return detect_modality(source)
 
@@ -136,9 +136,9 @@ def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: Log
                  decoded_elsewhere: Collection[str]) -> TrainingData:
     import numpy as np
 
-    from tl_core.data import SPLIT_NAMES
-    from tl_core.image_cache import build_image_cache
-    from tl_core.train import TrainingData
+    from tl_core.data.image_dataset import SPLIT_NAMES
+    from tl_core.data.image_cache import build_image_cache
+    from tl_core.training.loop import TrainingData
 
     images: dict[str, Any] = {}
     labels: dict[str, Any] = {}

@@ -16,8 +16,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from tl_core.backbone_build import build_backbone
-from tl_core.backbones import candidate_cut_layers, get_backbone_spec, resolve_image_size
+from tl_core.models.build import build_backbone
+from tl_core.models.registry import candidate_cut_layers, get_backbone_spec, resolve_image_size
 from tl_core.config import ModelConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from ui.dataset import DatasetView, load_dataset, source_stamp
@@ -27,7 +27,7 @@ from ui.state import get_store, session_value, workspace_path
 from ui.text import escape_markdown, format_duration, format_percent, show_error, user_message
 
 if TYPE_CHECKING:
-    from tl_core.advisor import Advice
+    from tl_core.advisor.mode_advice import Advice
 
 ADVICE_RESULTS_KEY = "advisor_results"  # session state: {settings key: Advice}
 CUT_DEPTH_RESULTS_KEY = "advisor_cut_depths"  # session state: {settings key: [(layer, probe accuracy)]}
@@ -105,7 +105,7 @@ def advice_table(advice: Advice) -> pd.DataFrame:
 
 def show_mode_advisor(source: str, model_config: ModelConfig, train_config: TrainConfig) -> None:
     """Button-triggered recommendation of a training mode, with its reasons and time per mode."""
-    from tl_core.advisor import advise
+    from tl_core.advisor.mode_advice import advise
 
     st.subheader("Which mode? Ask the advisor")
     st.caption("Measures how well the frozen backbone's features separate your classes (a linear probe on a sample), "
@@ -167,7 +167,7 @@ def cut_depth_frame(measured: list[tuple[str, float]], final_layer: str) -> pd.D
 
 def show_cut_depth_probe(source: str, model_config: ModelConfig, seed: int) -> None:
     """Button-triggered linear probe per cut depth; the best depth can be taken with one click."""
-    from tl_core.advisor import probe_cut_depths
+    from tl_core.advisor.mode_advice import probe_cut_depths
 
     if model_config.weights.startswith(RUN_WEIGHTS_PREFIX):
         return  # a run's backbone is used whole (see the cut-depth setting)

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.config import DataConfig
-from tl_core.data import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport, split_dataset
+from tl_core.data.image_dataset import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport, split_dataset
 from tl_core.errors import DataError
 from tl_core.modalities import get_modality, resolve_modality
 from ui.state import dataset_roots
@@ -123,7 +123,7 @@ def sample_paths(report: ScanReport, per_class: int) -> dict[str, list[str]]:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _document_samples(paths_and_labels: tuple[tuple[str, str, str], ...], characters: int) -> list[DocumentSample]:
-    from tl_core.text_data import read_document
+    from tl_core.data.text_dataset import read_document
 
     samples = []
     for path, relpath, label in paths_and_labels:

@@ -9,9 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.errors import DataError
-from tl_core.evaluate import Evaluation, ExampleOutcome
-from tl_core.runner import EVALUATION_FILE, SUMMARY_FILE
-from tl_core.runs import RunStore
+from tl_core.results.evaluate import Evaluation, ExampleOutcome
+from tl_core.training.runner import EVALUATION_FILE, SUMMARY_FILE
+from tl_core.runs.store import RunStore
 from ui.images import Tile
 from ui.text import safe_label, user_message
 
@@ -45,7 +45,7 @@ def run_modality(store: RunStore, run_id: str) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=2000)
 def _document_beginning(path: str, characters: int) -> str:
-    from tl_core.text_data import read_document
+    from tl_core.data.text_dataset import read_document
 
     try:
         text = " ".join(read_document(path).split())  # line breaks would waste the table row

@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 from tl_core.errors import DataError
-from tl_core.images import decode_image
+from tl_core.data.images import decode_image
 from ui.text import escape_markdown, safe_label, user_message
 
 THUMBNAIL_SIDE = 112

@@ -12,9 +12,9 @@ from pathlib import Path, PurePosixPath
 import streamlit as st
 
 from tl_core.errors import DataError
-from tl_core.export import KERAS_FILE
-from tl_core.predict import LoadedClassifier, image_problem, load_run_classifier
-from tl_core.runs import RunStore
+from tl_core.results.export import KERAS_FILE
+from tl_core.results.predict import LoadedClassifier, image_problem, load_run_classifier
+from tl_core.runs.store import RunStore
 from ui.uploads import UploadedFileLike, safe_name
 
 
@@ -60,7 +60,7 @@ def read_uploaded_documents(files: Sequence[UploadedFileLike], folder: Path) -> 
 
     The files are saved like images (content-hash names) and decoded as in training (UTF-8, else Windows-1252).
     """
-    from tl_core.text_data import read_document
+    from tl_core.data.text_dataset import read_document
 
     documents: list[tuple[str, str]] = []
     problems: list[str] = []
@@ -80,7 +80,7 @@ def file_name_only(name: str) -> str:
 def readable_images(paths: Sequence[Path], names: Sequence[str]) -> tuple[list[Path], list[str], list[str]]:
     """The saved uploads that can be predicted, their upload names, and a message per file that cannot.
 
-    Each message names the file as uploaded and says what its owner can do (see `tl_core.predict.file_problem`).
+    Each message names the file as uploaded and says what its owner can do (see `tl_core.results.predict.file_problem`).
     """
     usable_paths: list[Path] = []
     usable_names: list[str] = []

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tl_core.backbones import BackboneSpec
+from tl_core.models.registry import BackboneSpec
 from tl_core.config import RunConfig
-from tl_core.runs import RunRecord
+from tl_core.runs.store import RunRecord
 from ui.text import safe_label, user_messages
 
 PERCENT = "%.1f%%"

@@ -1,6 +1,6 @@
 """Who is signed in on a workshop server, kept across reloads and tabs, and ended when the account changes.
 
-A sign-in starts a `tl_core.sessions` session whose token the browser keeps in a cookie, so a reload or a
+A sign-in starts a `tl_core.server.sessions` session whose token the browser keeps in a cookie, so a reload or a
 new tab resumes it. Every page run checks the session again: a trainer revoking it, removing the account
 or setting a new password ends it at the user's next click. The accounts, sessions and the password
 throttle are process-wide objects (`ui.singletons`), never in a cache a client could clear.
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core.auth import User, UserDirectory
-from tl_core.server_settings import ServerSettings
-from tl_core.sessions import SessionStore
-from tl_core.sign_in_throttle import SignInThrottle
+from tl_core.server.accounts import User, UserDirectory
+from tl_core.server.settings import ServerSettings
+from tl_core.server.sessions import SessionStore
+from tl_core.server.sign_in_throttle import SignInThrottle
 from ui.cookies import get_cookie, queue_cookie
 from ui.singletons import process_wide
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from tl_core.backbones import BackboneSpec
+from tl_core.models.registry import BackboneSpec
 from tl_core.config import ConfigError, ModelConfig, TrainConfig
 
 # A laptop CPU shows the first curve within a minute at this size with the default backbone.
@@ -49,10 +49,10 @@ def default_train_config() -> TrainConfig:
 def has_offline_weights(spec: BackboneSpec) -> bool:
     """True when the backbone's pretrained weights (ImageNet, or GloVe for text) ship with an installed package (no download)."""
     if spec.modality == "text":
-        from tl_core.text_backbones import has_packaged_weights
+        from tl_core.models.text_backbones import has_packaged_weights
 
         return has_packaged_weights(spec)
-    from tl_core.weights import OFFLINE_WEIGHTS
+    from tl_core.models.weights import OFFLINE_WEIGHTS
 
     provider = OFFLINE_WEIGHTS.get(spec.offline_weights) if spec.offline_weights else None
     return bool(provider and provider.is_installed())

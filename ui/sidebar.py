@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core.auth import User
+from tl_core.server.accounts import User
 from tl_core.errors import RunNotFoundError
 from ui.state import current_dataset, current_run_id, current_user, get_store, sign_out
 from ui.text import escape_markdown

@@ -9,8 +9,8 @@ import hashlib
 
 import streamlit as st
 
-from tl_core.auth import AuthError, User, UserDirectory
-from tl_core.server_settings import ServerSettings
+from tl_core.server.accounts import AuthError, User, UserDirectory
+from tl_core.server.settings import ServerSettings
 from ui import sessions
 from ui.sessions import ENDED_KEY, OIDC_USER_PREFIX, client_key, sign_in_throttle
 from ui.state import server_settings, sign_in

@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from tl_core.auth import User
+from tl_core.server.accounts import User
 from tl_core.errors import TransferLabError
-from tl_core.runs import RunStore
-from tl_core.server_settings import CONFIG_ENV, ENV_VARIABLES, ServerSettings, load_server_settings
-from tl_core.shown_paths import Area, shown_path
-from tl_core.workshop_limits import RunLimits
-from tl_core.workspaces import LOCAL_USER, UserWorkspace, Workspaces
+from tl_core.runs.store import RunStore
+from tl_core.server.settings import CONFIG_ENV, ENV_VARIABLES, ServerSettings, load_server_settings
+from tl_core.server.shown_paths import Area, shown_path
+from tl_core.server.limits import RunLimits
+from tl_core.server.workspaces import LOCAL_USER, UserWorkspace, Workspaces
 from ui.sessions import end_session, resume_user, start_session
 from ui.singletons import process_wide
 
 if TYPE_CHECKING:
     from tl_core.config import ModelConfig, TrainConfig
-    from tl_core.jobs import JobManager
+    from tl_core.jobs.manager import JobManager
 
 WORKSPACE_ENV = "TRANSFERLAB_WORKSPACE"
 DATASETS_ENV = "TRANSFERLAB_DATASETS_DIR"
@@ -182,15 +182,15 @@ def display_path(path: str | Path) -> str:
 @process_wide
 def _store_for(workspace: str) -> RunStore:
     # Import TensorFlow in the background now, so pages that evaluate or predict do not wait for it later.
-    threading.Thread(target=importlib.import_module, args=("tl_core.runner",), name="transferlab-warmup", daemon=True).start()
+    threading.Thread(target=importlib.import_module, args=("tl_core.training.runner",), name="transferlab-warmup", daemon=True).start()
     return RunStore(workspace)
 
 
 @process_wide
 def _manager_for(root: str, jobs_per_device: int, max_queued_per_user: int | None, warm_workers: bool, limits: RunLimits) -> JobManager:
     """One manager and one queue per server: the device slots and the fair queue span every user."""
-    from tl_core.jobs import JobManager
-    from tl_core.worker import ProcessBackend
+    from tl_core.jobs.manager import JobManager
+    from tl_core.jobs.worker import ProcessBackend
 
     return JobManager(_store_for(root), max_concurrent=jobs_per_device, per_user_cap=max_queued_per_user,
                       backend=ProcessBackend(warm_workers=warm_workers), limits=limits)
@@ -330,7 +330,7 @@ def chosen_settings() -> tuple[ModelConfig, TrainConfig]:
 
 
 def _backbone_modality(backbone: str) -> str | None:
-    from tl_core.backbones import get_backbone_spec
+    from tl_core.models.registry import get_backbone_spec
 
     try:
         return get_backbone_spec(backbone).modality

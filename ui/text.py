@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import streamlit as st
 
 from tl_core.errors import TransferLabError
-from tl_core.shown_paths import relative_paths
+from tl_core.server.shown_paths import relative_paths
 from tl_core.text_safety import markdown_text, visible_controls
 from ui.state import path_areas
 

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from tl_core.jobs import JobStatus
+from tl_core.jobs.manager import JobStatus
 from tl_core.errors import RunNotFoundError
-from tl_core.runner import SUMMARY_FILE
-from tl_core.runs import EpochRecord, PhaseRecord, RunRecord, RunStore
+from tl_core.training.runner import SUMMARY_FILE
+from tl_core.runs.store import EpochRecord, PhaseRecord, RunRecord, RunStore
 from ui.charts import PHASE_LABELS, PhaseMark, curve_chart, epochs_to_curves, phase_label
 from ui.runs_table import NEGATIVE_TRANSFER_ADVICE, transfer_verdict
 from ui.text import escape_markdown, format_duration, format_percent, safe_label, user_message

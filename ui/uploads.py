@@ -5,7 +5,7 @@ chosen folder (`flowers/roses/1.jpg`, `news/sport/1.txt`), so the class is the p
 are untrusted: absolute paths, `..` and odd characters never reach the file system.
 
 In a workspace with a disk quota, an upload is written under the workspace's disk lock and only when it
-fits (tl_core/disk_budget.py), so uploads from several tabs at once cannot pass the quota together.
+fits (tl_core/server/disk_budget.py), so uploads from several tabs at once cannot pass the quota together.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from tl_core.archive import is_archive
-from tl_core.disk_budget import reserved
+from tl_core.data.archive import is_archive
+from tl_core.server.disk_budget import reserved
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 _DRIVE = re.compile(r"^[A-Za-z]:")

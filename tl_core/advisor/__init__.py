@@ -1,0 +1,1 @@
+"""Mode advice and cut-depth probes."""

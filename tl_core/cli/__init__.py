@@ -1,0 +1,1 @@
+"""`python -m tl_core ...`: the command line."""

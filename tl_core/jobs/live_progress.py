@@ -1,0 +1,133 @@
+"""A run's live progress as pages show it: `LiveProgress`, kept current from training events by `ProgressTracker`.
+
+A worker process tracks its run's events and publishes the progress (`tl_core.jobs.worker` writes it as JSON);
+the server reads it back into a `LiveProgress` for the Train page and the queue table. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tl_core.config import RunConfig
+from tl_core.events import PREPARATION_STEP_NAMES, BatchProgress, EpochEnded, PhaseStarted, PreparationProgress, RunFinished, RunStarted, TrainingEvent
+
+
+@dataclass
+class LiveProgress:
+    """What a page needs to draw a progress bar with an ETA; kept current from training events."""
+
+    phase: str = ""
+    phase_epochs: int = 0
+    epoch: int = 0
+    phase_epoch: int = 0
+    total_epochs: int = 0
+    batch: int = 0
+    batches_per_epoch: int | None = None
+    started_at: float = field(default_factory=time.time)
+    phase_starts: list[tuple[str, int]] = field(default_factory=list)  # (phase, first global epoch)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    status: str = "queued"
+    # Decoding or feature extraction in progress (`PreparationProgress`): step, split, rows done of total.
+    preparing: str = ""
+    preparing_split: str = ""
+    preparing_done: int = 0
+    preparing_total: int = 0
+    preparing_started_at: float | None = None  # when the split's first report arrived, and its rows then
+    preparing_first_done: int = 0
+
+    @property
+    def is_preparing(self) -> bool:
+        return bool(self.preparing) and self.preparing_done < self.preparing_total
+
+    @property
+    def preparing_eta_s(self) -> float | None:
+        """Seconds left in the current split's decoding or features, from its rate since its first report
+        (the first report comes after the first batch, which also traced the graph: not a rate)."""
+        rows = self.preparing_done - self.preparing_first_done
+        if not self.is_preparing or self.preparing_started_at is None or rows <= 0:
+            return None
+        elapsed = time.time() - self.preparing_started_at
+        return elapsed * (self.preparing_total - self.preparing_done) / rows
+
+    @property
+    def activity(self) -> str:
+        """What the job is doing, in a few words, for a table of many jobs ("" before anything is known)."""
+        if self.is_preparing:
+            what = PREPARATION_STEP_NAMES.get(self.preparing, self.preparing)
+            return f"{what} ({self.preparing_split}) {self.preparing_done / self.preparing_total:.0%}"
+        if self.total_epochs:
+            return f"epoch {min(self.epoch + 1, self.total_epochs)} of {self.total_epochs} ({self.phase})"
+        return ""
+
+    @property
+    def fraction_done(self) -> float:
+        if not self.total_epochs:
+            return 0.0
+        within = self.batch / self.batches_per_epoch if self.batches_per_epoch else 0.0
+        return min(1.0, (self.epoch + min(within, 1.0)) / self.total_epochs)
+
+    @property
+    def eta_s(self) -> float | None:
+        done = self.fraction_done
+        if done <= 0.02:
+            return None
+        elapsed = time.time() - self.started_at
+        return elapsed * (1 - done) / done
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> LiveProgress:
+        """Rebuild from `to_dict()` output (e.g. a worker's progress file); unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in raw.items() if key in known}
+        values["phase_starts"] = [(str(phase), int(epoch)) for phase, epoch in values.get("phase_starts", [])]
+        return cls(**values)
+
+
+class ProgressTracker:
+    """Keeps a `LiveProgress` current from training events (cheap: no I/O).
+
+    With `run_id`, events of other runs (the from-scratch baseline trained in the same job) are ignored.
+    """
+
+    def __init__(self, config: RunConfig, progress: LiveProgress | None = None, *, run_id: str | None = None) -> None:
+        self.config = config
+        self.progress = progress or LiveProgress()
+        self.run_id = run_id
+
+    def on_event(self, event: TrainingEvent) -> None:
+        if self.run_id is not None and event.run_id != self.run_id:
+            return
+        progress = self.progress
+        if isinstance(event, RunStarted):
+            progress.status = "running"
+            progress.started_at = event.timestamp
+        elif isinstance(event, PhaseStarted):
+            progress.phase, progress.phase_epochs, progress.phase_epoch, progress.batch = event.phase, event.epochs, 0, 0
+            progress.phase_starts.append((event.phase, progress.epoch + 1))
+            progress.total_epochs = progress.epoch + event.epochs + self._later_phase_epochs(event.phase)
+        elif isinstance(event, BatchProgress):
+            progress.batch, progress.batches_per_epoch = event.batch, event.batches_per_epoch
+        elif isinstance(event, PreparationProgress):
+            if (event.step, event.split) != (progress.preparing, progress.preparing_split):
+                progress.preparing, progress.preparing_split, progress.preparing_started_at = event.step, event.split, event.timestamp
+                progress.preparing_first_done = event.done
+            progress.preparing_done, progress.preparing_total = event.done, event.total
+        elif isinstance(event, EpochEnded):
+            progress.epoch, progress.phase_epoch, progress.batch = event.epoch, event.phase_epoch, 0
+            progress.last_metrics = dict(event.metrics)
+        elif isinstance(event, RunFinished):
+            progress.status = event.status
+
+    def _later_phase_epochs(self, phase: str) -> int:
+        train = self.config.train
+        if phase != "head" or train.mode == "feature-extraction":
+            return 0
+        if train.mode == "progressive":  # an upper bound: progressive may stop at a plateau sooner
+            return train.stage_epochs * (train.max_stages or 4)
+        return train.fine_tune_epochs

@@ -1,0 +1,480 @@
+"""Background training jobs: a durable fair queue, a dispatcher, and backends that run the jobs.
+
+Streamlit unwinds its script thread on every rerun, so training never runs there. The app keeps one
+`JobManager` per server (`st.cache_resource`); pages submit configs, read `status()` and call `stop()`.
+
+Jobs wait in a SQLite queue (`tl_core.jobs.queue`) that survives restarts. A dispatcher thread claims
+the next job when a device slot is free and hands it to a backend (both in `tl_core.jobs.worker`):
+`ProcessBackend`, the default, runs each job in its own worker process, so a job that crashes or
+runs out of memory never takes the server or another job down; `ThreadBackend` runs jobs in this
+process (tests, scripts). A backend only knows jobs (start, poll, progress, stop, kill), so one that runs jobs on
+other machines can replace them without touching the pages.
+
+On start the manager recovers: jobs still queued stay queued and start in turn; a running job whose
+worker is gone is marked `interrupted` (its log and last checkpoint kept, `resume` continues it);
+a worker still alive from before the restart is watched again.
+
+Example:
+    >>> manager = JobManager(RunStore("workspace"))
+    >>> run_id = manager.submit(config, owner="alice")
+    >>> manager.status(run_id).state
+    'running'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from tl_core.config import RunConfig
+from tl_core.errors import RunNotFoundError, TransferLabError
+from tl_core.jobs.queue import ANY_DEVICE, JobQueue, QueueEntry, RunningJob, WaitingJob, default_slots, estimate_start_times
+from tl_core.jobs.live_progress import LiveProgress
+from tl_core.processes import process_is_alive, process_start_token
+from tl_core.runs.store import FINISHED_STATUSES, RunStore
+from tl_core.server.limits import RunLimits, duration_words, require_within_limits, run_time_message
+
+JobState = Literal["queued", "running", "finished"]
+# Equal to tl_core.training.runner.CHECKPOINT_FILE; the runner imports TensorFlow, which the server need not.
+CHECKPOINT_FILE = "checkpoint.weights.h5"
+RESUME_WEIGHTS_FILE = "resume_from.weights.h5"
+HISTORY_RUNS = 10  # recent completed runs that set the seconds-per-epoch estimate
+# Written into a run's folder when the manager stops it at the run-time limit; holds the message the run ends with.
+RUN_TIME_LIMIT_FILE = "run_time_limit.txt"
+RUN_LIMIT_GRACE_S = 60.0  # after the stop request, time to finish the batch and save before the worker is killed
+_HISTORY_TTL_S = 30.0
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job as a page shows it.
+
+    `queue_position` (1 = next to start) and `estimated_start` (unix time; None while nothing is known
+    about how long runs take) are set while it waits; `estimated_start` is the real start once running.
+    """
+
+    run_id: str
+    state: JobState
+    queue_position: int | None
+    progress: LiveProgress
+    estimated_start: float | None = None
+    owner: str = "local"
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as a backend sees it: which run, in which workspace, on which device.
+
+    `worker` is the backend's own reference to what runs the job (set once started), stored in the
+    queue so a restarted server can find the job again.
+    """
+
+    run_id: str
+    workspace: str
+    device: str
+    resume_from: str | None = None
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class JobExit:
+    """How a job's worker ended: `signal` (e.g. SIGKILL) when it was killed, else its exit code."""
+
+    description: str  # "was killed by SIGKILL (...)", completes "The worker process ..."
+    exit_code: int | None = None
+    signal: str | None = None
+
+
+class JobBackend(Protocol):
+    """Where jobs run. Every method takes the `Job` (with `worker` once started) and returns quickly."""
+
+    def prepare(self, devices: Sequence[str]) -> None:
+        """Get ready for jobs on these idle devices (e.g. start a worker that waits for the next job); may do nothing."""
+
+    def start(self, job: Job) -> str:
+        """Start the job; returns the worker reference the queue keeps (a pid, a remote job id ...)."""
+
+    def poll(self, job: Job) -> JobExit | None:
+        """None while the job runs; how it ended once it has."""
+
+    def progress(self, job: Job) -> LiveProgress | None:
+        """The job's live progress, when known."""
+
+    def stop(self, job: Job) -> None:
+        """Ask the job to stop after its current batch, keeping the best weights."""
+
+    def kill(self, job: Job) -> None:
+        """End the job now (it loses its current epoch)."""
+
+    def close(self) -> None:
+        """Release what the backend keeps between jobs (waiting workers); running jobs are not touched."""
+
+
+def run_time_limit_message(run_dir: Path) -> str | None:
+    """The message of a run the manager stopped at the run-time limit; None for any other run."""
+    try:
+        return (run_dir / RUN_TIME_LIMIT_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def this_process_reference(kind: str) -> str:
+    """`kind:host:pid:start` for this process: tells a later server whether it still runs."""
+    pid = os.getpid()
+    return f"{kind}:{socket.gethostname()}:{pid}:{process_start_token(pid) or ''}"
+
+
+def reference_is_alive(reference: str) -> bool | None:
+    """Whether the process in a `kind:host:pid:start` reference runs; None when it is on another host."""
+    _, host, pid, start = reference.split(":", 3)
+    if host != socket.gethostname():
+        return None
+    return process_is_alive(int(pid), start or None)
+
+
+class JobManager:
+    """Queue and run training jobs in the background; one manager per server process.
+
+    Args:
+        store: the default run store jobs record into (`submit(store=...)` picks another).
+        max_concurrent: jobs at once per device (default 1: two models on one device only make both slower).
+        slots: jobs at once per device name, overriding `max_concurrent` and device detection.
+        per_user_cap: most runs one user may have queued or running; None for no limit.
+        backend: where jobs run; default `ProcessBackend` (one worker process per job), or
+            `ThreadBackend(run)` when `run` is given.
+        run: the function that runs one experiment in a `ThreadBackend` (tests swap it).
+        queue_path: the queue's SQLite file; default `<store.workspace>/queue.sqlite`.
+        poll_interval_s: how often the dispatcher looks for finished jobs and free slots.
+        limits: the server's run limits: a submit over them is refused, and a job running past
+            `max_run_minutes` is stopped (killed `RUN_LIMIT_GRACE_S` later if still running) and ends `failed`
+            with what to change.
+    """
+
+    def __init__(
+        self, store: RunStore, *, max_concurrent: int | None = None, slots: Mapping[str, int] | None = None,
+        per_user_cap: int | None = None, backend: JobBackend | None = None, run: Callable[..., object] | None = None,
+        queue_path: str | Path | None = None, poll_interval_s: float = 0.25, limits: RunLimits | None = None,
+    ) -> None:
+        self.store = store
+        self.limits = limits or RunLimits()
+        self.slots = dict(slots) if slots else default_slots(max_concurrent or 1)
+        self.queue = JobQueue(queue_path or store.workspace / "queue.sqlite", slots=self.slots, per_user_cap=per_user_cap)
+        if backend is None:
+            from tl_core.jobs.thread_backend import ThreadBackend
+            from tl_core.jobs.worker import ProcessBackend
+
+            backend = ThreadBackend(run) if run is not None else ProcessBackend()
+        self.backend = backend
+        self.poll_interval_s = poll_interval_s
+        self._stores: dict[str, RunStore] = {str(store.workspace): store}
+        self._dispatch_lock = threading.RLock()
+        self._final_progress: dict[str, LiveProgress] = {}
+        self._history: tuple[float, float | None] = (0.0, None)  # (read at, seconds per epoch)
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self.recovered = self.recover()
+        busy = {entry.assigned_device for entry in self.queue.entries("running")}
+        self.backend.prepare([device for device in self.slots if device not in busy])
+        self._thread = threading.Thread(target=self._dispatch_loop, name="transferlab-dispatcher", daemon=True)
+        self._thread.start()
+
+    # -- what pages call -------------------------------------------------------------------------
+    def submit(self, config: RunConfig, *, owner: str = "local", store: RunStore | None = None, device: str = ANY_DEVICE) -> str:
+        """Queue a run and return its id; it starts as soon as a device slot is free.
+
+        Raises:
+            QueueFullError: `owner` already has as many runs queued or running as allowed.
+            RunLimitError: the config is over the server's limits (the message lists each one).
+        """
+        return self._submit(config, owner=owner, store=store or self.store, device=device)
+
+    def resume(self, run_id: str, *, owner: str | None = None, store: RunStore | None = None) -> str:
+        """Queue a new run that starts from an ended run's last checkpoint; returns the new run's id.
+
+        The new run has the same config, the old run as `parent_run_id`, and trains its epochs again
+        starting from the checkpoint's weights (a copy, so deleting the old run does no harm).
+
+        Raises:
+            TransferLabError: the run is still active, or it left no checkpoint.
+        """
+        store = store or self.store
+        record = store.get(run_id)
+        if record.status in ("queued", "running"):
+            raise TransferLabError(f"Run {record.id} is {record.status}: only an ended run can be resumed.")
+        checkpoint = store.run_dir(record.id) / CHECKPOINT_FILE
+        if not checkpoint.is_file():
+            raise TransferLabError(
+                f"Run {record.id} left no checkpoint ({checkpoint} is missing; one is written when the first phase ends): start a new run instead."
+            )
+        config = RunConfig.from_dict(record.config)
+        config = config.replace(name=f"{record.name} (resumed)")
+        return self._submit(config, owner=owner or record.owner, store=store, device=ANY_DEVICE, parent=record.id, checkpoint=checkpoint)
+
+    def stop(self, run_id: str) -> bool:
+        """Stop a running job after its current batch, or drop a queued one. False if not active here."""
+        with self._dispatch_lock:
+            entry = self.queue.get(run_id)
+            if entry is None or entry.state == "done":
+                return False
+            if entry.state == "queued" and self.queue.remove(run_id):
+                self._store(entry.workspace).finish_run(run_id, "stopped", error="Removed from the queue before it started.")
+                self._wake.set()
+                return True
+            entry = self.queue.get(run_id)
+            if entry is None or entry.state != "running" or entry.worker is None:
+                return False
+            self.backend.stop(self._job(entry))
+            return True
+
+    def kill(self, run_id: str) -> bool:
+        """End a running job at once (a stuck job); the dispatcher then marks its run interrupted."""
+        entry = self.queue.get(run_id)
+        if entry is None or entry.state != "running" or entry.worker is None:
+            return False
+        self.backend.kill(self._job(entry))
+        self._wake.set()
+        return True
+
+    def status(self, run_id: str) -> JobStatus | None:
+        """The job's state and progress; None for a run never submitted to this queue."""
+        entry = self.queue.get(run_id)
+        if entry is None:
+            return None
+        common = {"owner": entry.owner, "device": entry.assigned_device}
+        if entry.state == "queued":
+            estimates = self._estimated_starts()
+            progress = LiveProgress(status="queued", total_epochs=entry.planned_epochs, started_at=entry.enqueued_at)
+            return JobStatus(run_id, "queued", self.queue.position(run_id), progress, estimates.get(run_id), **common)
+        if entry.state == "running":
+            progress = (self.backend.progress(self._job(entry)) if entry.worker else None) or LiveProgress(status="running")
+            # The worker records the outcome a moment before its process exits and frees the slot.
+            ended = self._recorded_outcome(entry)
+            if ended is not None:
+                return JobStatus(run_id, "finished", None, dataclasses.replace(progress, status=ended), entry.started_at, **common)
+            return JobStatus(run_id, "running", None, dataclasses.replace(progress), entry.started_at, **common)
+        progress = self._final_progress.get(run_id) or self.backend.progress(self._job(entry)) or LiveProgress()
+        return JobStatus(run_id, "finished", None, dataclasses.replace(progress, status=entry.outcome or progress.status),
+                         entry.started_at, **common)
+
+    def active_run_ids(self) -> list[str]:
+        """Running first (in start order), then queued in queue order."""
+        running = sorted(self.queue.entries("running"), key=lambda entry: entry.started_at or 0.0)
+        return [entry.run_id for entry in running] + [entry.run_id for entry in self.queue.entries("queued")]
+
+    def wait(self, run_id: str, timeout_s: float = 600.0) -> JobStatus | None:
+        """Block until a job finishes (tests and scripts; pages poll `status` instead)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.status(run_id)
+            if status is None or status.state == "finished":
+                return status
+            time.sleep(0.05)
+        raise TimeoutError(f"Run {run_id} did not finish within {timeout_s:.0f} s.")
+
+    def shutdown(self, *, stop_jobs: bool = False, timeout_s: float = 5.0) -> None:
+        """Stop dispatching (jobs keep running and a later manager finds them), or also stop them."""
+        if stop_jobs:
+            for run_id in self.active_run_ids():
+                self.stop(run_id)
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+        locked = self._dispatch_lock.acquire(timeout=timeout_s)  # not while a dispatch still starts a job
+        try:
+            self.backend.close()
+        finally:
+            if locked:
+                self._dispatch_lock.release()
+
+    # -- recovery and dispatching ----------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Settle what an earlier server left: returns the runs marked interrupted or failed.
+
+        Queued jobs stay queued. Running jobs whose worker still runs are watched again; those whose
+        worker is gone are finished (interrupted, with the reason). A job claimed but never started
+        goes back to its place in the queue.
+        """
+        settled = []
+        with self._dispatch_lock:
+            for entry in self.queue.entries("running"):
+                if entry.worker is None:
+                    self.queue.release(entry.run_id)
+                    continue
+                ended = self.backend.poll(self._job(entry))
+                if ended is not None and self._settle(entry, ended) in ("interrupted", "failed"):
+                    settled.append(entry.run_id)
+            for entry in self.queue.entries("queued"):
+                try:
+                    status = self._store(entry.workspace).get(entry.run_id).status
+                except RunNotFoundError:
+                    status = "deleted"
+                if status != "queued":  # deleted, or ended by hand while no server ran
+                    self.queue.mark_done(entry.run_id, status)
+        return settled
+
+    def dispatch(self) -> None:
+        """Finish jobs whose worker ended, then start queued jobs while device slots are free."""
+        with self._dispatch_lock:
+            for entry in self.queue.entries("running"):
+                if entry.worker is None:
+                    continue
+                ended = self.backend.poll(self._job(entry))
+                if ended is not None:
+                    self._settle(entry, ended)
+                else:
+                    self._enforce_run_time(entry)
+            while not self._closed.is_set() and (entry := self.queue.claim_next()) is not None:
+                self._launch(entry)
+
+    def _dispatch_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.dispatch()
+            except (OSError, sqlite3.Error, TransferLabError) as exc:  # a full disk or locked file: try again next tick
+                _log.warning("Job dispatcher: %s", exc)
+            self._wake.wait(self.poll_interval_s)
+            self._wake.clear()
+
+    def _submit(self, config: RunConfig, *, owner: str, store: RunStore, device: str, parent: str | None = None, checkpoint: Path | None = None) -> str:
+        require_within_limits(config, self.limits)  # a resumed run too: the trainer may have lowered the limits since
+        self.queue.check_cap(owner)  # before creating a run; enqueue checks again atomically
+        record = store.create_run(
+            config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights, mode=config.train.mode,
+            name=config.name, status="queued", owner=owner, parent_run_id=parent, held_by_queue=True,
+        )
+        self._stores.setdefault(str(store.workspace), store)
+        resume_from = None
+        try:
+            if checkpoint is not None:
+                resume_from = str(shutil.copyfile(checkpoint, store.run_dir(record.id) / RESUME_WEIGHTS_FILE))
+            self.queue.enqueue(record.id, owner, config.to_dict(), workspace=store.workspace, device=device, resume_from=resume_from)
+        except BaseException:
+            store.delete(record.id)  # no orphan queued run without a queue entry
+            raise
+        self.dispatch()  # start it now when a slot is free, so the caller sees it running at once
+        return record.id
+
+    def _launch(self, entry: QueueEntry) -> None:
+        job = self._job(entry)
+        try:
+            worker = self.backend.start(job)
+        except (OSError, TransferLabError, ValueError) as exc:
+            error = f"Could not start a worker for this run: {exc}"
+            store = self._store(entry.workspace)
+            store.finish_run(entry.run_id, "failed", error=error)
+            store.append_log(entry.run_id, f"error: {error}")
+            self.queue.mark_done(entry.run_id, "failed")
+            return
+        self.queue.set_worker(entry.run_id, worker)
+
+    def _settle(self, entry: QueueEntry, ended: JobExit) -> str:
+        """Record a job whose worker ended; a run the worker left unfinished gets the reason. Returns its status."""
+        store = self._store(entry.workspace)
+        self._final_progress[entry.run_id] = self.backend.progress(self._job(entry)) or LiveProgress()
+        try:
+            record = store.get(entry.run_id)
+        except RunNotFoundError:
+            self.queue.mark_done(entry.run_id, "deleted")
+            return "deleted"
+        status = record.status
+        over_time = run_time_limit_message(store.run_dir(record.id))
+        if status in ("queued", "running"):
+            status = "interrupted" if ended.signal and not over_time else "failed"
+            folder = store.run_dir(record.id)
+            kept = "log and last checkpoint are" if (folder / CHECKPOINT_FILE).is_file() else "log is"
+            error = f"The worker process {ended.description}. Its {kept} kept in {folder}."
+            if kept.startswith("log and"):
+                error += " Resume it to continue from the checkpoint."
+            if over_time:
+                error = f"{over_time} (It did not stop within {RUN_LIMIT_GRACE_S:g} s of the request, so its worker was ended.)"
+            store.finish_run(record.id, status, error=error)
+            store.append_log(record.id, f"{status}: {error}")
+        elif over_time and status == "stopped":  # stopped before training began: the worker did not record the limit
+            status = "failed"
+            store.finish_run(record.id, status, error=over_time)
+            store.append_log(record.id, f"{status}: {over_time}")
+        self._final_progress[entry.run_id].status = status
+        self.queue.mark_done(entry.run_id, status)
+        return status
+
+    def _enforce_run_time(self, entry: QueueEntry) -> None:
+        """Stop a job past the run-time limit (it keeps its best weights); kill it if it still runs RUN_LIMIT_GRACE_S later."""
+        limit_s = self.limits.max_run_s
+        if limit_s is None or entry.started_at is None:
+            return
+        over_s = time.time() - entry.started_at - limit_s
+        if over_s < 0:
+            return
+        store = self._store(entry.workspace)
+        marker = store.run_dir(entry.run_id) / RUN_TIME_LIMIT_FILE
+        if marker.exists():
+            if over_s > RUN_LIMIT_GRACE_S:
+                self.backend.kill(self._job(entry))
+            return
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(run_time_message(self.limits), encoding="utf-8")  # before the stop: the worker ends the run with it
+            store.append_log(entry.run_id, f"Run-time limit of {duration_words(limit_s)} reached: stopping after the current batch.")
+        except OSError:  # a full disk: stop it all the same (it then ends `stopped`, asked again every tick)
+            pass
+        self.backend.stop(self._job(entry))
+
+    def _recorded_outcome(self, entry: QueueEntry) -> str | None:
+        """The run's final status when the store already has one, else None."""
+        try:
+            status = self._store(entry.workspace).get(entry.run_id).status
+        except RunNotFoundError:
+            return "deleted"
+        if status == "stopped" and run_time_limit_message(self._store(entry.workspace).run_dir(entry.run_id)):
+            return None  # stopped at the run-time limit: it ends `failed`, saying why, a moment later
+        return status if status in FINISHED_STATUSES else None
+
+    def _job(self, entry: QueueEntry) -> Job:
+        return Job(entry.run_id, entry.workspace, entry.assigned_device or entry.device, entry.resume_from, entry.worker)
+
+    def _store(self, workspace: str) -> RunStore:
+        if workspace not in self._stores:
+            self._stores[workspace] = RunStore(workspace)
+        return self._stores[workspace]
+
+    def _estimated_starts(self) -> dict[str, float | None]:
+        seconds_per_epoch = self._seconds_per_epoch()
+        now = time.time()
+        running = []
+        for entry in self.queue.entries("running"):
+            progress = self.backend.progress(self._job(entry)) if entry.worker else None
+            remaining = progress.eta_s if progress is not None else None
+            if remaining is None and seconds_per_epoch is not None:
+                remaining = seconds_per_epoch * entry.planned_epochs - (now - (entry.started_at or now))
+            running.append(RunningJob(entry.assigned_device or entry.device, remaining))
+        waiting = [
+            WaitingJob(entry.run_id, entry.device, seconds_per_epoch * entry.planned_epochs if seconds_per_epoch is not None else None)
+            for entry in self.queue.entries("queued")
+        ]
+        return estimate_start_times(now, running, waiting, self.slots)
+
+    def _seconds_per_epoch(self) -> float | None:
+        """Median wall time per epoch of the last completed runs (start-up included); None before any."""
+        read_at, value = self._history
+        if time.monotonic() - read_at > _HISTORY_TTL_S:
+            rates = [
+                record.metrics["elapsed_s"] / record.metrics["epochs_run"]
+                for record in self.store.list_runs(status="completed")[:HISTORY_RUNS]
+                if record.metrics.get("epochs_run") and record.metrics.get("elapsed_s")
+            ]
+            value = statistics.median(rates) if rates else None
+            self._history = (time.monotonic(), value)
+        return value

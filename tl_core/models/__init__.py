@@ -1,0 +1,1 @@
+"""Networks: the backbone registry (image and text tables), building backbones, the transfer models, offline weights."""

@@ -1,0 +1,1 @@
+"""What a finished run gives: evaluation, predictions, exports and bundles."""

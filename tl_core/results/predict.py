@@ -1,0 +1,160 @@
+"""Top-k predictions for new images or documents with a finished run's model.
+
+Images are decoded and resized exactly as in training (`tl_core.data.images.load_image_array`); text files
+are decoded as in training (`tl_core.data.text_dataset.read_document`). The saved model carries its own
+preprocessing (and, for text, its tokeniser), so no backbone-specific code is needed here.
+
+A file that cannot be read (too many pixels, damaged, not an image) spoils nothing else in a batch:
+`predict_each_file` predicts the others and says, for that file, what is wrong and what its owner can do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tl_core.fastpath import keras_files
+from tl_core.errors import DataError, RunNotFoundError
+from tl_core.results.export import KERAS_FILE, LABELS_FILE, read_labels
+from tl_core.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, inspect_image, load_image_array
+from tl_core.runs.store import RunStore
+from tl_core.models.savedmodel_layer import SavedModelLayer  # noqa: F401 - registers the layer that TF Hub backbones are saved with
+from tl_core.data.text_dataset import read_document
+from tl_core.models.text_model import as_text_array  # also registers the text layers, so text models load
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    """One file of a batch: its top-k labels, or (`predictions` empty) why it could not be read."""
+
+    path: Path
+    predictions: list[Prediction]
+    problem: str | None = None  # what is wrong and what to do; never names the file or a server setting
+
+
+@dataclass
+class LoadedClassifier:
+    """A run's model; `image_size` is the input side for images, the tokens read per document for text."""
+
+    model: keras.Model
+    class_names: list[str]
+    image_size: int
+    modality: str = "image"
+
+
+def load_run_classifier(store: RunStore, run_id: str) -> LoadedClassifier:
+    """The saved best model of a run and its labels; a clear error when the run has none."""
+    record = store.get(run_id)
+    folder = store.run_dir(record.id)
+    model_path = folder / KERAS_FILE
+    if not model_path.is_file():
+        raise RunNotFoundError(
+            f"Run {record.id} ({record.status}) has no saved model at {model_path}: "
+            "only runs that completed or were stopped have one. Train again, or pick another run with `python -m tl_core runs`."
+        )
+    model = keras_files.load_model(model_path)
+    class_names = read_labels(folder / LABELS_FILE)
+    if model.input.dtype == "string":
+        sequence_length = int(record.config.get("model", {}).get("sequence_length", 0))
+        return LoadedClassifier(model, class_names, sequence_length, modality="text")
+    return LoadedClassifier(model, class_names, int(model.input.shape[1]))
+
+
+def top_k_predictions(probabilities: np.ndarray, class_names: list[str], top_k: int) -> list[list[Prediction]]:
+    top_k = max(1, min(top_k, len(class_names)))
+    order = np.argsort(-probabilities, axis=1)[:, :top_k]
+    return [[Prediction(class_names[i], float(row[i])) for i in indices] for row, indices in zip(probabilities, order)]
+
+
+def file_problem(error: DataError, modality: str = "image", *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """What is wrong with a file a user brought and what they can do about it, without its path.
+
+    The advice names only things the file's owner controls (the file itself), never a server setting.
+
+    Args:
+        error: why the file could not be read (`ImageDecodeError` for images, `DataError` for documents).
+        modality: "image" or "text", the kind of file the model takes.
+        max_pixels: the pixel limit the image was checked against.
+
+    Returns:
+        A sentence to put after the file's name, e.g. `f"{name}: {file_problem(error)}"`.
+    """
+    if modality == "text":
+        return "it is not a plain-text file (it holds binary data or cannot be read): save it as UTF-8 text (.txt) and try again."
+    if isinstance(error, ImageDecodeError) and error.kind == "too-large":
+        limit = f"{max_pixels / 1e6:g} megapixels" if max_pixels >= 1_000_000 else f"{max_pixels:,} pixels"
+        return (f"it has more than {limit}, the most TransferLab reads (a guard against decompression bombs): "
+                "make it smaller in an image editor, save it as JPEG or PNG and try again.")
+    if isinstance(error, ImageDecodeError):
+        return error.fix
+    return "it cannot be read: save it again as JPEG or PNG and try again."
+
+
+def image_problem(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Why an image file cannot be predicted (see `file_problem`), or None when it can; a cheap check, no model."""
+    try:
+        inspect_image(path, max_pixels=max_pixels)
+    except DataError as error:
+        return file_problem(error, "image", max_pixels=max_pixels)
+    return None
+
+
+def predict_each_file(classifier: LoadedClassifier, paths: list[Path], top_k: int = 3, *,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> list[FilePrediction]:
+    """Top-k labels for each image file (each text file for a text model), in order; unreadable files get a problem instead.
+
+    Example:
+        >>> [r.problem or r.predictions[0].label for r in predict_each_file(classifier, [Path("cat.jpg"), Path("huge.png")])]
+        ['cat', 'it has more than 64 megapixels, the most TransferLab reads ...']
+    """
+    inputs: list[np.ndarray | str] = []  # decoded images, or documents for a text model
+    readable: list[int] = []
+    problems: dict[int, str] = {}
+    for index, path in enumerate(paths):
+        try:
+            if classifier.modality == "text":
+                inputs.append(read_document(str(path)))
+            else:
+                inputs.append(load_image_array(path, classifier.image_size, max_pixels=max_pixels))
+        except DataError as error:
+            problems[index] = file_problem(error, classifier.modality, max_pixels=max_pixels)
+        else:
+            readable.append(index)
+    rows: list[list[Prediction]] = []
+    if classifier.modality == "text" and inputs:
+        rows = predict_texts(classifier, inputs, top_k)
+    elif inputs:
+        probabilities = keras.ops.convert_to_numpy(classifier.model(np.stack(inputs), training=False))
+        rows = top_k_predictions(probabilities, classifier.class_names, top_k)
+    by_index = dict(zip(readable, rows))
+    return [FilePrediction(path, by_index.get(index, []), problems.get(index)) for index, path in enumerate(paths)]
+
+
+def predict_files(classifier: LoadedClassifier, paths: list[Path], top_k: int = 3) -> list[list[Prediction]]:
+    """Top-k labels for each image file, or each text file for a text model; all or nothing.
+
+    Raises:
+        DataError: naming the first file that cannot be read (`predict_each_file` predicts the others instead).
+    """
+    results = predict_each_file(classifier, paths, top_k)
+    for result in results:
+        if result.problem:
+            raise DataError(f"{result.path}: {result.problem}")
+    return [result.predictions for result in results]
+
+
+def predict_texts(classifier: LoadedClassifier, texts: list[str], top_k: int = 3) -> list[list[Prediction]]:
+    """Top-k labels for each document given as a string (typed or read from a file)."""
+    if classifier.modality != "text":
+        raise ValueError("This run's model classifies images: pass image files to predict_files instead.")
+    probabilities = keras.ops.convert_to_numpy(classifier.model(as_text_array(texts), training=False))
+    return top_k_predictions(probabilities, classifier.class_names, top_k)

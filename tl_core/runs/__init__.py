@@ -1,0 +1,1 @@
+"""The run store (SQLite), its schema, the event recorder and run comparisons."""

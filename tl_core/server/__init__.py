@@ -1,0 +1,1 @@
+"""A workshop server: settings, accounts, sessions, workspaces, quotas and limits."""
