@@ -20,7 +20,8 @@ import pytest  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.errors import TransferLabError  # noqa: E402
 from tl_core.jobs.queue import QueueFullError  # noqa: E402
-from tl_core.jobs.manager import CHECKPOINT_FILE, JobExit, JobManager  # noqa: E402
+from tl_core.jobs.backend import JobExit  # noqa: E402
+from tl_core.jobs.manager import CHECKPOINT_FILE, JobManager  # noqa: E402
 from tl_core.jobs.live_progress import LiveProgress  # noqa: E402
 from tl_core.jobs.thread_backend import ThreadBackend  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402

@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.jobs.manager import Job  # noqa: E402
+from tl_core.jobs.backend import Job  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.jobs.warm_workers import WarmWorkers  # noqa: E402
 from tl_core.jobs.worker import WORKER_LOG_FILE, ProcessBackend  # noqa: E402

@@ -22,7 +22,8 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tl_core.jobs import manager as jobs  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.jobs.manager import CHECKPOINT_FILE, JobExit, JobManager, this_process_reference  # noqa: E402
+from tl_core.jobs.backend import JobExit, this_process_reference  # noqa: E402
+from tl_core.jobs.manager import CHECKPOINT_FILE, JobManager  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.server.settings import ENV_VARIABLES, WORKSHOP_RUN_LIMITS  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402

@@ -37,7 +37,7 @@ import tl_core
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
 from tl_core.events import BatchProgress, PreparationProgress, TrainingEvent, TrainingListener
-from tl_core.jobs.manager import Job, JobExit, reference_is_alive, run_time_limit_message
+from tl_core.jobs.backend import Job, JobExit, reference_is_alive, run_time_limit_message
 from tl_core.jobs.live_progress import LiveProgress, ProgressTracker
 from tl_core.processes import process_start_token
 from tl_core.runs.store import LOG_FILE, RunStore
