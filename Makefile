@@ -1,10 +1,11 @@
-# `make run`: set up .venv and open the app on http://localhost:8501.  `make test`: set up .venv and run every test.
+# `make run`: set up .venv and open the app on http://localhost:8501.  `make test`: set up .venv and run every test,
+# then the fast ones again with the fast path off (`make test-fastpath-off`: TRANSFERLAB_FASTPATH=0, plain Keras only).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test test-fast clean
+.PHONY: setup browser run test test-fast test-fastpath-off clean
 
 setup: $(STAMP)
 
@@ -26,9 +27,14 @@ browser:
 
 test: setup browser
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-fastpath-off
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The engine without any private TensorFlow/Keras API (tl_core/fastpath/): it must pass as well.
+test-fastpath-off: setup
+	TRANSFERLAB_FASTPATH=0 $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) workspace test-artifacts .pytest_cache

@@ -1,13 +1,17 @@
-"""TransferLab's browser app: `streamlit run app.py`. Pages live in app_pages/ (not pages/: Streamlit would serve that folder before app.py first runs), helpers in ui/, the engine in tl_core/.
+"""TransferLab's browser app: `streamlit run app.py`. Each page is a function in pages/ that this script registers
+with `st.Page(function, url_path=...)`; helpers live in ui/, the engine in tl_core/.
 
 Personal mode (the default) shows the pages at once; on a workshop server nothing but the sign-in
-screen is drawn until someone signs in, and trainers get one more page.
+screen is registered until someone signs in, and trainers get one more page. The page modules only define
+functions: a request that Streamlit answers by running a `pages/` file itself (before this script's first run)
+draws none of a page, and the file runs this script instead (ui.navigation.run_app_instead).
 """
 
 import streamlit as st
 
 from tl_core.errors import TransferLabError
 from ui.cookies import draw_pending_cookies
+from ui.navigation import register_pages
 from ui.sidebar import show_account, show_context
 from ui.signin import show_welcome, sign_in_page
 from ui.state import server_settings, signed_in_user
@@ -24,20 +28,33 @@ user = signed_in_user()
 draw_pending_cookies()  # a session cookie set at sign-in, or deleted at sign-out, reaches the browser now
 if user is None:
     # The sign-in screen is the only page: no URL reaches another page before someone signs in.
-    st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/login:", default=True)], position="hidden").run()
+    register_pages({})
+    sign_in = st.Page(sign_in_page, title="Sign in", icon=":material/login:", default=True)
+    st.navigation([sign_in], position="hidden").run()
     st.stop()
 
-pages = [
-    st.Page("app_pages/data.py", title="Data", icon=":material/folder_open:", default=True),
-    st.Page("app_pages/model.py", title="Model", icon=":material/tune:"),
-    st.Page("app_pages/train.py", title="Train", icon=":material/monitoring:"),
-    st.Page("app_pages/runs.py", title="Runs", icon=":material/table_rows:"),
-    st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
-    st.Page("app_pages/predict.py", title="Predict & export", icon=":material/upload_file:"),
-]
+# The pages after the gate: three of them import TensorFlow, which the sign-in screen need not wait for.
+from pages.data import data_page  # noqa: E402
+from pages.evaluate import evaluate_page  # noqa: E402
+from pages.model import model_page  # noqa: E402
+from pages.predict import predict_page  # noqa: E402
+from pages.runs import runs_page  # noqa: E402
+from pages.train import train_page  # noqa: E402
+from pages.trainer import trainer_page  # noqa: E402
+
+pages = {
+    "data": st.Page(data_page, title="Data", icon=":material/folder_open:", url_path="data", default=True),
+    "model": st.Page(model_page, title="Model", icon=":material/tune:", url_path="model"),
+    "train": st.Page(train_page, title="Train", icon=":material/monitoring:", url_path="train"),
+    "runs": st.Page(runs_page, title="Runs", icon=":material/table_rows:", url_path="runs"),
+    "evaluate": st.Page(evaluate_page, title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
+    "predict": st.Page(predict_page, title="Predict & export", icon=":material/upload_file:", url_path="predict"),
+}
 if settings.sign_in_required and user.is_trainer:
-    pages.append(st.Page("app_pages/trainer.py", title="Trainer", icon=":material/admin_panel_settings:"))
-page = st.navigation(pages)
+    pages["trainer"] = st.Page(trainer_page, title="Trainer", icon=":material/admin_panel_settings:",
+                               url_path="trainer")
+register_pages(pages)
+page = st.navigation(list(pages.values()))
 if settings.sign_in_required:
     show_account()  # before the page, so signing out works even when the page stops early
 show_welcome()

@@ -30,10 +30,12 @@ import numpy as np
 from tl_core.models.build import build_backbone
 from tl_core.models.registry import get_backbone_spec, resolve_image_size
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.data.image_dataset import DatasetSplit
+from tl_core.data.types import DatasetSplit
 from tl_core.data.image_cache import build_image_cache
 from tl_core.models.preprocessing import build_preprocessing
-from tl_core.training.runner import SPLITS, prepare_dataset, run_experiment
+from tl_core.training.runner import run_experiment
+from tl_core.data.types import SPLIT_NAMES as SPLITS
+from tl_core.data.prep import prepare_dataset
 from tl_core.runs.store import RunStore
 
 

@@ -27,7 +27,8 @@ import numpy as np
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.data.image_cache import build_image_cache
 from tl_core.models.transfer_model import UnfreezeTop, build_transfer_model
-from tl_core.training.runner import prepare_dataset, run_experiment
+from tl_core.training.runner import run_experiment
+from tl_core.data.prep import prepare_dataset
 from tl_core.runs.store import RunStore
 
 FINE_TUNE_PHASE = "fine-tune"

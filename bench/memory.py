@@ -133,7 +133,9 @@ def child_main(spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
     from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from tl_core.data.image_cache import build_image_cache, image_dataset
-    from tl_core.training.runner import SPLITS, prepare_dataset, run_experiment, workspace_cache
+    from tl_core.training.runner import run_experiment
+    from tl_core.data.types import SPLIT_NAMES as SPLITS
+    from tl_core.data.prep import prepare_dataset, workspace_cache
     from tl_core.runs.store import RunStore
 
     sampler.enter("scan + split")

@@ -20,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.training.runner import prepare_dataset, run_experiment  # noqa: E402
+from tl_core.training.runner import run_experiment
+from tl_core.data.prep import prepare_dataset
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.text_demo import write_bbc_news  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""The mode advisor: measured probe (can fail on shuffled labels), size and budget rules, timed estimates, cut depths."""
+"""The mode advisor: measured probe (can fail on shuffled labels), size and budget rules, timed estimates, cut depths,
+the scikit-learn probe, and reporting steps and stopping (as advisory jobs use them)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,19 @@ import pytest  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tl_core.advisor.budget import ModeEstimate  # noqa: E402
-from tl_core.advisor.mode_advice import (  # noqa: E402
-    Advice,
-    Measurements,
-    advise,
-    format_advice,
+from tl_core.advisor.mode_advice import Measurements, advise, format_advice, normalized_entropy, pretrained_head_entropy, recommend  # noqa: E402
+from tl_core.advisor.probe import (  # noqa: E402
+    AdvisorSteps,
+    AdvisorStopped,
     linear_probe_accuracy,
-    normalized_entropy,
-    pretrained_head_entropy,
     probe_cut_depths,
-    recommend,
+    scatter_ratio,
     stratified_sample,
 )
+from tl_core.advisor.results import Advice, ModeEstimate  # noqa: E402
 from tl_core.config import ModelConfig, TrainConfig  # noqa: E402
-from tl_core.data.image_dataset import DatasetSplit, ScanReport, scan_dataset, split_dataset  # noqa: E402
+from tl_core.data.image_dataset import scan_dataset, split_dataset
+from tl_core.data.types import DatasetSplit, ScanReport
 from tl_core.errors import BackboneError  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
@@ -126,9 +125,71 @@ def test_linear_probe_fits_separable_data_and_stays_at_chance_on_noise() -> None
     centres = rng.normal(size=(4, 64)) * 3
     labels = rng.integers(0, 4, 400)
     features = centres[labels] + rng.normal(size=(400, 64))
-    assert linear_probe_accuracy(features[:300], labels[:300], features[300:], labels[300:], 4) >= 0.95
+    assert linear_probe_accuracy(features[:300], labels[:300], features[300:], labels[300:]) >= 0.95
     noise = rng.normal(size=(400, 64))
-    assert linear_probe_accuracy(noise[:300], labels[:300], noise[300:], labels[300:], 4) <= 0.4
+    assert linear_probe_accuracy(noise[:300], labels[:300], noise[300:], labels[300:]) <= 0.4
+
+
+def test_linear_probe_standardises_tiny_features_and_drops_the_ones_without_spread() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 16))
+    labels = rng.integers(0, 3, 300)
+    features = centres[labels] + rng.normal(size=(300, 16))
+    reference = linear_probe_accuracy(features[:200], labels[:200], features[200:], labels[200:])
+    assert reference >= 0.8
+    # Random-weight features can be ~1e-6 in scale: standardised, they score as the same features at unit scale.
+    tiny = (features * 1e-6).astype(np.float32)
+    assert linear_probe_accuracy(tiny[:200], labels[:200], tiny[200:], labels[200:]) == pytest.approx(reference, abs=0.02)
+    # 400 columns of rounding noise a billion times quieter than the signal: dropped, not blown up to unit variance.
+    with_noise = np.hstack([features, rng.normal(size=(300, 400)) * 1e-9])
+    assert linear_probe_accuracy(with_noise[:200], labels[:200], with_noise[200:], labels[200:]) == pytest.approx(reference, abs=0.02)
+
+
+def test_scatter_ratio_is_calinski_harabasz_without_degrees_of_freedom() -> None:
+    from sklearn.metrics import calinski_harabasz_score
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 4, 120)
+    features = rng.normal(size=(4, 8))[labels] + rng.normal(size=(120, 8))
+    assert scatter_ratio(features, labels) == pytest.approx(calinski_harabasz_score(features, labels) * (4 - 1) / (120 - 4))
+
+
+def test_advisor_steps_report_in_words_and_as_events_and_a_stop_ends_them(shapes) -> None:
+    from tl_core.events import PreparationProgress, StageStarted
+    from tl_core.stopping import StopToken
+    from tl_core.training.preparation import PreparationStopped
+
+    report, split, cache = shapes
+
+    class Recorder:
+        """Keeps the events; with `stop_on_progress`, asks for a stop at the first batch decoded."""
+
+        def __init__(self, stop_on_progress: StopToken | None = None) -> None:
+            self.events: list[object] = []
+            self.stop_on_progress = stop_on_progress
+
+        def on_event(self, event: object) -> None:
+            self.events.append(event)
+            if self.stop_on_progress is not None and isinstance(event, PreparationProgress):
+                self.stop_on_progress.request_stop()
+
+    words: list[str] = []
+    recorder = Recorder()
+    probe_cut_depths(split, TINY, cache_dir=cache / "fresh", layers=["block_2_add"],
+                     steps=AdvisorSteps(progress=words.append, listener=recorder, stop=StopToken(), job_id="job-1"))
+    assert words == ["building the model", "probing block_2_add (depth 1 of 1)"]
+    assert [e.description for e in recorder.events if isinstance(e, StageStarted)] == words
+    decoded = [e for e in recorder.events if isinstance(e, PreparationProgress) and e.step == "decode"]
+    assert {e.split for e in decoded} == {"train", "val"} and all(e.run_id == "job-1" for e in recorder.events)
+    assert any(isinstance(e, PreparationProgress) and e.step == "features" and e.done == e.total for e in recorder.events)
+
+    stopped = StopToken()
+    stopped.request_stop()
+    with pytest.raises(AdvisorStopped):  # at the next step
+        advise(report, split, TINY, QUICK_TRAIN, cache_dir=cache, measure_throughput=False, steps=AdvisorSteps(stop=stopped))
+    stop = StopToken()
+    with pytest.raises(PreparationStopped):  # within a sample's decoding (a new cache folder: nothing is cached yet)
+        probe_cut_depths(split, TINY, cache_dir=cache / "stopped", layers=["out_relu"], steps=AdvisorSteps(listener=Recorder(stop), stop=stop))
 
 
 def test_entropy_is_zero_for_certain_and_one_for_uniform_predictions() -> None:

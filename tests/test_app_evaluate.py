@@ -13,9 +13,11 @@ import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.results.evaluate import Evaluation  # noqa: E402
-from tl_core.training.runner import EVALUATION_FILE, run_experiment  # noqa: E402
+from tl_core.training.runner import run_experiment
+from tl_core.layout import EVALUATION_FILE
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
@@ -39,7 +41,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def app(trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(trained[0]))
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("app_pages/evaluate.py").run()
+    open_page(at, "evaluate").run()
     assert not at.exception
     return at
 
@@ -106,6 +108,6 @@ def test_highest_loss_examples_are_shown(app: AppTest, trained: tuple[Path, str]
 def test_no_runs_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "empty"))
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("app_pages/evaluate.py").run()
+    open_page(at, "evaluate").run()
     assert not at.exception
     assert "No evaluated run yet" in at.info[0].value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -12,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.models.registry import list_backbones  # noqa: E402
 from tl_core.config import RunConfig  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
@@ -30,7 +30,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["dataset_path"] = str(make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32))
     at.run()
-    at.switch_page("app_pages/model.py").run()
+    open_page(at, "model").run()
     assert not at.exception
     return at
 
@@ -85,7 +85,7 @@ def test_invalid_input_shows_the_message_not_a_traceback(app: AppTest) -> None:
     assert not app.exception
     assert "Hidden units 'lots': write whole numbers" in plain(app.error[0].value)
     assert "run_config" not in app.session_state
-    app.switch_page("app_pages/train.py").run()
+    open_page(app, "train").run()
     assert not app.exception
     assert "settings are invalid" in app.error[0].value
     assert app.get("button") == [] or all(button.key != "train_start" for button in app.button)
@@ -108,78 +108,10 @@ def test_image_size_outside_the_backbone_range_is_explained(app: AppTest) -> Non
 
 def test_settings_survive_a_visit_to_another_page(app: AppTest) -> None:
     app.number_input(key="model_epochs").set_value(3).run()
-    app.switch_page("app_pages/data.py").run()
-    app.switch_page("app_pages/model.py").run()
+    open_page(app, "data").run()
+    open_page(app, "model").run()
     assert app.number_input(key="model_epochs").value == 3
     assert app.session_state["run_config"].train.epochs == 3
-
-
-@pytest.fixture()
-def learnable_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    """The Model page on 3 learnable classes x 12 images, with ImageNet EfficientNet-Lite0 at 32 px (quick to measure)."""
-    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["dataset_path"] = str(make_shapes_dataset(tmp_path / "shapes", num_classes=3, images_per_class=12, image_size=32))
-    at.run()
-    at.switch_page("app_pages/model.py").run()
-    at.number_input(key="model_image_size").set_value(32).run()
-    assert not at.exception and not at.error
-    return at
-
-
-def test_advisor_recommends_a_mode_keeps_it_across_reruns_and_can_apply_it(learnable_app: AppTest) -> None:
-    at = learnable_app
-    at.radio(key="model_mode").set_value("full").run()
-    at.toggle(key="model_advise_timing").set_value(False).run()  # the timed variant is the slow test below
-    at.button(key="advisor_run").click().run()
-    assert not at.exception and not at.error
-    recommendation = next(success.value for success in at.success if "Recommended" in success.value)
-    assert "Feature extraction" in recommendation  # 3 classes of a few images: a small set
-    reasons = plain("\n".join(markdown.value for markdown in at.markdown))
-    assert "training images" in reasons and "Linear probe on frozen features reaches" in reasons
-
-    at.text_input(key="model_run_name").set_value("unrelated change").run()  # no new measurement: the advice is kept
-    assert any("Recommended" in success.value for success in at.success)
-    at.button(key="advisor_use_mode").click().run()
-    assert at.radio(key="model_mode").value == "feature-extraction"
-    assert at.session_state["run_config"].train.mode == "feature-extraction"
-    assert at.button(key="advisor_use_mode").disabled
-
-
-@pytest.mark.slow  # times three training graphs (~20-40 s on 2 shared cores)
-def test_advisor_estimates_the_time_of_each_mode(learnable_app: AppTest) -> None:
-    learnable_app.button(key="advisor_run").click().run()
-    assert not learnable_app.exception and not learnable_app.error
-    table = next(frame.value for frame in learnable_app.dataframe if "estimated time" in frame.value.columns)
-    assert list(table["mode"]) == ["feature-extraction", "fine-tune", "full"]
-    assert list(table["recommended"]).count("✓") == 1 and (table["images/s"] > 0).all()
-
-
-def test_cut_depths_are_measured_and_the_chosen_depth_reaches_the_run_config(learnable_app: AppTest) -> None:
-    at = learnable_app
-    options = [None if option.startswith("last layer") else option for option in at.selectbox(key="model_cut_layer").options]
-    assert options[0] is None and "block4a_project_bn" in options
-    at.button(key="advisor_cut_depths_run").click().run()
-    assert not at.exception and not at.error
-    table = next(frame.value for frame in at.dataframe if "probe accuracy" in frame.value.columns)
-    assert len(table) >= 3 and table["depth"].iloc[-1] == "last layer (no cut)"
-    assert list(table["best"]).count("✓") >= 1
-    assert any(json.loads(chart.proto.spec)["layer"][0]["mark"]["type"] == "bar" for chart in at.get("vega_lite_chart"))
-
-    best = table[table["best"] == "✓"].iloc[-1]  # on a tie the deepest
-    expected = None if best["depth"] == "last layer (no cut)" else best["layer"]
-    elsewhere = next(option for option in options[1:] if option != expected)
-    at.selectbox(key="model_cut_layer").set_value(elsewhere).run()
-    assert at.session_state["run_config"].model.cut_layer == elsewhere
-    at.button(key="advisor_use_cut").click().run()
-    assert at.session_state["run_config"].model.cut_layer == expected
-    assert at.button(key="advisor_use_cut").disabled
-
-    at.selectbox(key="model_cut_layer").set_value("block4a_project_bn").run()
-    assert not at.error
-    assert at.session_state["run_config"].model.cut_layer == "block4a_project_bn"
-    assert any("cut at block4a" in plain(success.value) for success in at.success)
-    assert "probe accuracy" in at.dataframe[-1].value.columns  # the measurement stays on screen
 
 
 def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,7 +128,7 @@ def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(tmp_p
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["dataset_path"] = str(data)
     at.run()
-    at.switch_page("app_pages/model.py").run()
+    open_page(at, "model").run()
     weights = at.radio(key="model_weights")
     assert not at.toggle(key="model_expert").value
     assert f"run:{parent.run_id}" in weights.options or any("domain weights" in plain(option) for option in weights.options)

@@ -15,6 +15,7 @@ import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -46,7 +47,7 @@ def test_runs_page_shows_run_names_neutralised(tmp_path: Path, monkeypatch: pyte
     for variable in ("TRANSFERLAB_MODE", "TRANSFERLAB_CONFIG", "TRANSFERLAB_DATASETS_DIR"):
         monkeypatch.delenv(variable, raising=False)
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("app_pages/runs.py").run()
+    open_page(at, "runs").run()
     assert not at.exception
 
     table = at.dataframe[0].value

@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.server.accounts import User, UserDirectory  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.server.sessions import SessionStore  # noqa: E402
@@ -87,7 +88,7 @@ def test_an_interrupted_runs_message_and_log_name_no_server_path(server: Path) -
     assert str(server) in RunStore(server / "users" / "alice").get(record.id).error, "the engine's message names the run folder"
 
     at = signed_in_app(server, ALICE, run_id=record.id)
-    at.switch_page("app_pages/train.py").run()
+    open_page(at, "train").run()
     assert not at.exception
     texts = shown(at.error) + [block.value for block in at.code]
     assert any("interrupted" in text for text in texts)

@@ -14,6 +14,7 @@ import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.training.runner import run_experiment  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
@@ -37,7 +38,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
 def app(trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(trained[0]))
     at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page("app_pages/predict.py").run()
+    open_page(at, "predict").run()
     assert not at.exception
     return at
 

@@ -15,9 +15,11 @@ import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.training.runner import run_experiment  # noqa: E402
-from tl_core.runs.store import FINISHED_STATUSES, RunStore  # noqa: E402
+from tl_core.runs.store import RunStore
+from tl_core.events import FINISHED_STATUSES
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -49,7 +51,7 @@ def open_runs(dataset: Path | None = None) -> AppTest:
     if dataset is not None:
         at.session_state["dataset_path"] = str(dataset)
     at.run()
-    at.switch_page("app_pages/runs.py").run()
+    open_page(at, "runs").run()
     assert not at.exception
     return at
 
@@ -175,10 +177,12 @@ def test_lineage_is_shown_both_ways_and_a_backbone_starts_a_new_run(workspace: t
 
 
 def test_an_interrupted_run_with_a_checkpoint_offers_to_resume(workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import pages.runs
+    import pages.train
     import ui.state
-    from tests.test_jobs import FakeOutcome
+    from tests.job_helpers import FakeOutcome
     from tl_core.jobs.manager import JobManager
-    from tl_core.training.runner import CHECKPOINT_FILE
+    from tl_core.layout import CHECKPOINT_FILE
     from tl_core.server.workspaces import LOCAL_USER, Workspaces
 
     store = RunStore(workspace[0])
@@ -195,7 +199,8 @@ def test_an_interrupted_run_with_a_checkpoint_offers_to_resume(workspace: tuple[
     manager = JobManager(store, run=resumable)
     try:
         jobs = ui.state.UserJobs(manager, store, LOCAL_USER, Workspaces(workspace[0], single_user=True))
-        monkeypatch.setattr(ui.state, "get_manager", lambda: jobs)
+        for page in (pages.runs, pages.train):  # the Runs page resumes, then opens the Train page
+            monkeypatch.setattr(page, "get_manager", lambda: jobs)
         at = open_runs()
         at.selectbox(key="runs_detail").set_value(old.id).run()
         at.button(key="runs_resume").click().run()

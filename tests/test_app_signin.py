@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.server.accounts import User, UserDirectory  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.server.sessions import SessionStore  # noqa: E402
@@ -85,8 +86,8 @@ def test_nothing_but_the_sign_in_screen_before_sign_in(server: Path) -> None:
     assert not at.exception
     assert titles(at) == ["TransferLab"]
     assert not at.get("file_uploader") and not at.sidebar.markdown and not at.metric
-    with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("app_pages/data.py")
+    with pytest.raises(ValueError, match="No page registered"):
+        open_page(at, "data")
 
 
 def test_wrong_password_is_refused_and_right_one_shows_the_pages(server: Path) -> None:
@@ -141,7 +142,7 @@ def test_a_student_sees_only_their_own_runs(server: Path) -> None:
     finished_run(server, "alice", "alice's run")
     finished_run(server, "bob", "bob's run")
     at = signed_in_app(BOB)
-    at.switch_page("app_pages/runs.py").run()
+    open_page(at, "runs").run()
     assert not at.exception
     assert list(at.dataframe[0].value["name"]) == ["bob's run"]
 
@@ -195,11 +196,11 @@ def test_trainer_page_is_for_trainers_only_and_lists_everyones_runs(server: Path
     finished_run(server, "alice", "alice's run")
     finished_run(server, "bob", "bob's run")
     student = signed_in_app(ALICE)
-    with pytest.raises(ValueError, match="Could not find a navigation page"):
-        student.switch_page("app_pages/trainer.py")
+    with pytest.raises(ValueError, match="No page registered"):
+        open_page(student, "trainer")
 
     trainer = signed_in_app(TRAINER)
-    trainer.switch_page("app_pages/trainer.py").run()
+    open_page(trainer, "trainer").run()
     assert not trainer.exception
     assert titles(trainer) == ["Trainer"]
     runs = next(frame.value for frame in trainer.dataframe if "run" in frame.value.columns)
@@ -210,7 +211,7 @@ def test_trainer_page_is_for_trainers_only_and_lists_everyones_runs(server: Path
 
 def test_trainer_generates_codes_shown_once(server: Path) -> None:
     trainer = signed_in_app(TRAINER)
-    trainer.switch_page("app_pages/trainer.py").run()
+    open_page(trainer, "trainer").run()
     trainer.number_input(key="trainer_code_count").set_value(3)
     trainer.button(key="trainer_codes_new").click().run()
     assert not trainer.exception
@@ -228,7 +229,7 @@ def test_trainer_cleans_up_a_failed_run_after_confirming(server: Path) -> None:
     store.finish_run(failed.id, "failed", error="out of memory")
     (store.run_dir(failed.id) / "weights.bin").write_bytes(b"x" * 2048)
     trainer = signed_in_app(TRAINER)
-    trainer.switch_page("app_pages/trainer.py").run()
+    open_page(trainer, "trainer").run()
     select = trainer.multiselect(key="trainer_cleanup_select")
     [choice] = select.options
     select.set_value([choice]).run()
@@ -269,8 +270,8 @@ def test_personal_mode_needs_no_sign_in(tmp_path: Path, monkeypatch: pytest.Monk
     assert not at.exception
     assert titles(at) == ["Data"]
     assert not any(button.key == "signout" for button in at.sidebar.button)
-    with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("app_pages/trainer.py")
+    with pytest.raises(ValueError, match="No page registered"):
+        open_page(at, "trainer")
 
 
 def test_a_bad_setting_is_explained_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,8 +284,9 @@ def test_a_bad_setting_is_explained_not_a_traceback(tmp_path: Path, monkeypatch:
 
 
 def test_trainer_sees_everyones_queue_and_can_drop_a_queued_job(server: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pages.trainer
     import ui.state
-    from tests.test_jobs import FakeRun, _config, _until
+    from tests.job_helpers import FakeRun, tiny_config as _config, wait_until as _until
     from tl_core.jobs.manager import JobManager
     from tl_core.server.workspaces import Workspaces
 
@@ -296,10 +298,10 @@ def test_trainer_sees_everyones_queue_and_can_drop_a_queued_job(server: Path, mo
         running = jobs["alice"].submit(_config(spaces.server_datasets))
         queued = jobs["bob"].submit(_config(spaces.server_datasets))
         _until(lambda: manager.status(running).state == "running")
-        monkeypatch.setattr(ui.state, "get_manager", lambda: jobs["alice"])  # the page reads `.manager`: the server's queue
+        monkeypatch.setattr(pages.trainer, "get_manager", lambda: jobs["alice"])  # the page reads `.manager`: the server's queue
 
         trainer = signed_in_app(TRAINER)
-        trainer.switch_page("app_pages/trainer.py").run()
+        open_page(trainer, "trainer").run()
         assert not trainer.exception
         table = trainer.dataframe[0].value
         assert list(zip(table["user"], table["id"], table["state"])) == [("alice", running, "running"), ("bob", queued, "queued")]

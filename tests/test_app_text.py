@@ -19,11 +19,14 @@ import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.models.registry import list_backbones  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.results.evaluate import Evaluation  # noqa: E402
-from tl_core.training.runner import EVALUATION_FILE, run_experiment  # noqa: E402
-from tl_core.runs.store import FINISHED_STATUSES, RunStore  # noqa: E402
+from tl_core.training.runner import run_experiment
+from tl_core.layout import EVALUATION_FILE
+from tl_core.runs.store import RunStore
+from tl_core.events import FINISHED_STATUSES
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from tl_core.data.text_demo import make_topics_dataset  # noqa: E402
 
@@ -51,7 +54,7 @@ def use_server_dataset(at: AppTest, name: str) -> None:
 
 def text_model_settings(at: AppTest) -> None:
     """A tiny text run: random word vectors, 32 words per document, 3 epochs."""
-    at.switch_page("app_pages/model.py").run()
+    open_page(at, "model").run()
     at.radio(key="model_weights").set_value("none")
     at.number_input(key="model_sequence_length").set_value(32)
     at.number_input(key="model_epochs").set_value(3)
@@ -103,7 +106,7 @@ def test_a_csv_upload_is_a_text_dataset_and_markup_in_documents_stays_text(works
 def test_model_page_lists_text_backbones_and_words_per_document(workspace: Path, tmp_path: Path) -> None:
     at = AppTest.from_file(APP, default_timeout=60).run()
     use_server_dataset(at, "topics")
-    at.switch_page("app_pages/model.py").run()
+    open_page(at, "model").run()
     assert not at.exception
     assert set(at.dataframe[0].value["backbone"]) == {spec.name for spec in list_backbones("recommended", modality="text")}
     assert "glove_6b_50d" in set(at.dataframe[0].value["backbone"])
@@ -129,18 +132,18 @@ def test_switching_between_image_and_text_data_resets_the_backbone(workspace: Pa
     make_shapes_dataset(tmp_path / "datasets" / "shapes", num_classes=2, images_per_class=4, image_size=32)
     at = AppTest.from_file(APP, default_timeout=60).run()
     use_server_dataset(at, "shapes")
-    at.switch_page("app_pages/model.py").run()
+    open_page(at, "model").run()
     at.selectbox(key="model_backbone").set_value("mobilenet_v2_035").run()
     assert at.session_state["run_config"].data.modality == "image"
-    at.switch_page("app_pages/data.py").run()
+    open_page(at, "data").run()
     use_server_dataset(at, "topics")
-    at.switch_page("app_pages/model.py").run()
+    open_page(at, "model").run()
     assert not at.exception
     assert (at.selectbox(key="model_backbone").value, at.radio(key="model_weights").value) == ("glove_6b_50d", "glove")
     assert at.session_state["run_config"].data.modality == "text"
-    at.switch_page("app_pages/data.py").run()
+    open_page(at, "data").run()
     use_server_dataset(at, "shapes")
-    at.switch_page("app_pages/model.py").run()
+    open_page(at, "model").run()
     assert (at.selectbox(key="model_backbone").value, at.radio(key="model_weights").value) == ("efficientnet_lite0", "imagenet")
     assert at.number_input(key="model_image_size").value == 96
 
@@ -158,11 +161,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
     return root / "workspace", outcome.run_id, data
 
 
-def open_page(trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch, page: str) -> AppTest:
+def open_trained_page(trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch, page: str) -> AppTest:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(trained[0]))
     monkeypatch.delenv("TRANSFERLAB_DATASETS_DIR", raising=False)
     at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page(page).run()
+    open_page(at, page).run()
     assert not at.exception
     return at
 
@@ -172,7 +175,7 @@ def bar_data(chart: object) -> pd.DataFrame:
 
 
 def test_evaluate_shows_documents_with_true_predicted_and_confidence(trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    at = open_page(trained, monkeypatch, "app_pages/evaluate.py")
+    at = open_trained_page(trained, monkeypatch, "evaluate")
     evaluation = Evaluation.load(RunStore(trained[0]).run_dir(trained[1]) / EVALUATION_FILE)
     assert not at.get("image"), "text runs show documents, not thumbnails"
     assert any("documents the model never trained on" in caption.value for caption in at.caption)
@@ -193,7 +196,7 @@ def test_evaluate_shows_documents_with_true_predicted_and_confidence(trained: tu
 
 def test_predict_classifies_typed_text_and_text_files_and_exports(trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     workspace, run_id, data = trained
-    at = open_page(trained, monkeypatch, "app_pages/predict.py")
+    at = open_trained_page(trained, monkeypatch, "predict")
     assert at.selectbox(key="predict_run").value == run_id
     at.text_area(key="predict_text").set_value("the team won the match and the players scored a goal in the final")
     at.slider(key="predict_top_k").set_value(2).run()
@@ -226,7 +229,7 @@ def test_a_text_run_trains_from_the_app_and_draws_its_curves(workspace: Path) ->
     at = AppTest.from_file(APP, default_timeout=60).run()
     use_server_dataset(at, "topics")
     text_model_settings(at)
-    at.switch_page("app_pages/train.py").run()
+    open_page(at, "train").run()
     at.button(key="train_start").click().run()
     assert not at.exception
     run_id = at.session_state["run_id"]
@@ -237,6 +240,6 @@ def test_a_text_run_trains_from_the_app_and_draws_its_curves(workspace: Path) ->
     assert record.config["data"]["modality"] == "text" and record.config["model"]["sequence_length"] == 32
     assert len(store.epochs(run_id)) == 3
     assert [json.loads(chart.proto.spec)["title"] for chart in at.get("vega_lite_chart")] == ["loss", "accuracy"]
-    at.switch_page("app_pages/evaluate.py").run()
+    open_page(at, "evaluate").run()
     assert not at.exception and not at.get("image")
     assert at.dataframe[-1].value.columns[-1] == "document"

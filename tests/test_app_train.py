@@ -15,8 +15,10 @@ import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.runs.store import FINISHED_STATUSES, RunStore  # noqa: E402
+from tl_core.runs.store import RunStore
+from tl_core.events import FINISHED_STATUSES
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -41,7 +43,7 @@ def session(config: RunConfig | None = None) -> AppTest:
         at.session_state["dataset_path"] = config.data.source
         at.session_state["run_config"] = config
     at.run()
-    at.switch_page("app_pages/train.py").run()
+    open_page(at, "train").run()
     assert not at.exception
     return at
 
@@ -73,13 +75,13 @@ def chart_specs(at: AppTest) -> list[dict]:
 def test_full_flow_data_model_train_draws_curves(workspace: Path, tmp_path: Path) -> None:
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.button(key="data_server_use").click().run()
-    at.switch_page("app_pages/model.py").run()
+    open_page(at, "model").run()
     at.selectbox(key="model_backbone").set_value("mobilenet_v2_035")
     at.radio(key="model_weights").set_value("none")
     at.number_input(key="model_image_size").set_value(32)
     at.number_input(key="model_epochs").set_value(2)
     at.run()
-    at.switch_page("app_pages/train.py").run()
+    open_page(at, "train").run()
     started = time.monotonic()
     at.button(key="train_start").click().run()
     assert time.monotonic() - started < 30, "the click must return at once: training runs in the background"

@@ -20,14 +20,17 @@ import pytest  # noqa: E402
 from markdown_it import MarkdownIt  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.results.bundle import export_run  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.data.image_dataset import scan_dataset  # noqa: E402
 from tl_core.errors import DataError  # noqa: E402
 from tl_core.results.evaluate import Evaluation  # noqa: E402
-from tl_core.results.export import LABELS_FILE, LABELS_JSON_FILE, read_labels, write_labels  # noqa: E402
+from tl_core.results.export import read_labels, write_labels
+from tl_core.layout import LABELS_FILE, LABELS_JSON_FILE
 from tl_core.results.predict import load_run_classifier  # noqa: E402
-from tl_core.training.runner import EVALUATION_FILE, run_experiment  # noqa: E402
+from tl_core.training.runner import run_experiment
+from tl_core.layout import EVALUATION_FILE
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from tl_core.data.text_dataset import scan_text_dataset  # noqa: E402
@@ -161,7 +164,7 @@ def test_the_data_and_evaluate_pages_show_hostile_names_neutralised(personal_app
     assert not [value for value in data_page if "\u202e" in value or "\n" in value.strip()]
     assert any("⟨U+202E⟩blue" in value for value in data_page) and any("a⟨U+000A⟩red" in value for value in data_page)
 
-    at.switch_page("app_pages/evaluate.py").run()
+    open_page(at, "evaluate").run()
     assert not at.exception
     evaluate_page = shown_strings(at)
     assert not [value for value in evaluate_page if "\u202e" in value]

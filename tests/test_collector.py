@@ -25,8 +25,21 @@ def _is_tracked_by_collections(target: object) -> bool:
 
 @pytest.fixture
 def fresh_process_state(monkeypatch):
-    """As if no run had frozen anything yet in this process."""
+    """As if no run had frozen anything yet in this process; afterwards the collector is as the test found it.
+
+    A test that freezes leaves every object of the test process in the permanent generation: unfreezing the
+    ones this test froze (and only when none were frozen before) keeps later tests' collections as they were.
+    """
+    frozen_before = gc.get_freeze_count()
+    was_enabled = gc.isenabled()
     monkeypatch.setattr(collector, "_frozen", False)
+    yield
+    if frozen_before == 0:
+        gc.unfreeze()
+    if was_enabled:
+        gc.enable()
+    else:
+        gc.disable()
 
 
 def test_the_first_call_freezes_what_is_alive_and_later_garbage_is_still_collected(fresh_process_state):

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core.data.image_dataset import ScanReport, scan_dataset, split_dataset
+from tl_core.data.image_dataset import scan_dataset, split_dataset
+from tl_core.data.types import ScanReport
 from tl_core.errors import DataError
 from tl_core.data.synthetic import make_shapes_dataset
 

@@ -22,7 +22,7 @@ TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32)
 
 
 @pytest.mark.parametrize("graph", ["frozen lean graph", "keras predict_on_batch"])
-def test_partial_last_batches_are_padded_so_the_graph_is_traced_once(graph: str) -> None:
+def test_partial_last_batches_are_padded_so_the_graph_is_traced_once(graph: str, fastpath_on: None) -> None:
     keras.utils.set_random_seed(0)
     extractor = build_transfer_model(TINY, 3).feature_extractor
     images = np.random.default_rng(0).integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)
@@ -64,7 +64,7 @@ def test_a_shared_predictor_traces_one_graph_for_several_calls() -> None:
     np.testing.assert_allclose(np.concatenate([first, second]), keras.ops.convert_to_numpy(extractor(images, training=False)), atol=1e-5)
 
 
-def test_concurrent_streams_give_the_serial_features_with_progress_in_order() -> None:
+def test_concurrent_streams_give_the_serial_features_with_progress_in_order(fastpath_on: None) -> None:
     keras.utils.set_random_seed(0)
     extractor = build_transfer_model(TINY, 3).feature_extractor
     images = np.random.default_rng(2).integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)

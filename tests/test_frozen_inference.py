@@ -1,4 +1,7 @@
-"""The frozen lean inference graph: the Keras model's outputs, weights frozen at creation, unsupported layers refused."""
+"""The frozen lean inference graph: the Keras model's outputs, weights frozen at creation, unsupported layers refused.
+
+These test the fast path itself, so they turn it on whatever `TRANSFERLAB_FASTPATH` says; one checks its fallback
+with the switch off."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from tl_core.config import ModelConfig  # noqa: E402
 from tl_core.fastpath import frozen_inference  # noqa: E402
 from tl_core.fastpath.frozen_inference import frozen_inference_function  # noqa: E402
 from tl_core.models.transfer_model import build_transfer_model  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("fastpath_on")
 
 
 def _randomise_batch_norms(model: keras.Model, seed: int, spread: float = 1.0) -> None:
@@ -73,6 +78,13 @@ def test_weights_are_frozen_at_creation_and_a_new_function_follows_changes() -> 
     np.testing.assert_allclose(frozen_inference_function(extractor)(images).numpy(), changed, rtol=1e-5, atol=1e-6)
 
 
+def test_with_the_fast_path_off_every_model_gets_none_and_keeps_keras_predict(monkeypatch: pytest.MonkeyPatch) -> None:
+    extractor = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).feature_extractor
+    assert frozen_inference_function(extractor) is not None
+    monkeypatch.setenv("TRANSFERLAB_FASTPATH", "off")
+    assert frozen_inference_function(extractor) is None
+
+
 def test_a_model_with_an_unsupported_layer_gets_none() -> None:
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
@@ -92,8 +104,6 @@ def test_a_graph_that_cannot_be_traced_falls_back_to_keras_before_any_batch(monk
 
     assert frozen_inference_function(extractor) is None  # traced when made, so the failure shows here, not mid-run
     assert "could not be prepared" in caplog.text
-
-
 
 
 def test_batch_normalization_folds_into_the_convolution_before_it_only_where_nothing_else_reads_the_raw_output() -> None:

@@ -1,4 +1,5 @@
-"""Skipping Grappler for one-off graphs: same results, only in the calling thread, restored afterwards."""
+"""Skipping Grappler for one-off graphs: same results, only in the calling thread, restored afterwards; nothing
+changed with the fast path off. They turn the fast path on whatever `TRANSFERLAB_FASTPATH` says, unless a test turns it off."""
 
 import os
 import threading
@@ -6,6 +7,7 @@ import threading
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import config_pb2  # noqa: E402
 from tensorflow.python.eager import context as eager_context  # noqa: E402
@@ -13,6 +15,8 @@ from tensorflow.python.eager import context as eager_context  # noqa: E402
 from tl_core.config import ModelConfig  # noqa: E402
 from tl_core.fastpath.graph_options import without_graph_rewrites  # noqa: E402
 from tl_core.models.transfer_model import build_transfer_model  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("fastpath_on")
 
 
 def _meta_optimizer_disabled() -> bool:
@@ -30,6 +34,12 @@ def test_only_this_thread_skips_the_rewrites_and_only_inside_the_block() -> None
         other.join()
     assert seen_elsewhere == [False]
     assert not _meta_optimizer_disabled()
+
+
+def test_with_the_fast_path_off_the_block_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSFERLAB_FASTPATH", "0")
+    with without_graph_rewrites():
+        assert not _meta_optimizer_disabled()
 
 
 def test_a_backbone_gives_the_same_features_with_and_without_the_rewrites() -> None:

@@ -1,13 +1,17 @@
-"""The durable job queue: FIFO across users, per-user cap, K per device, restarts, start-time estimates."""
+"""The durable job queue: FIFO across users, per-user cap, K per device, restarts, job kinds and older queue files,
+start-time estimates."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from tl_core.jobs.queue import QueueFullError, JobQueue, RunningJob, WaitingJob, estimate_start_times, planned_epochs
+from tl_core.jobs.queue import QueueFullError, JobQueue, planned_epochs
+from tl_core.jobs.start_estimates import RunningJob, WaitingJob, estimate_start_times
 
 
 def _config(epochs: int = 3, **train) -> dict:
@@ -118,3 +122,45 @@ def test_estimated_start_times_replay_the_queue_over_the_slots() -> None:
     two_slots = estimate_start_times(now, running, waiting[:2], {"cpu": 2})
     assert two_slots == {"a": 1000.0, "b": 1060.0}
     assert estimate_start_times(now, [RunningJob("cpu", None)], waiting[:1], {"cpu": 1}) == {"a": None}
+
+
+# The queue's table as TransferLab wrote it before jobs had a kind (every job a training run).
+QUEUE_SCHEMA_WITHOUT_KINDS = """CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL,
+    workspace TEXT NOT NULL, device TEXT NOT NULL, assigned_device TEXT, state TEXT NOT NULL, planned_epochs INTEGER NOT NULL,
+    config_json TEXT NOT NULL, enqueued_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    worker TEXT, resume_from TEXT, outcome TEXT)"""
+
+
+def test_a_queue_file_from_before_job_kinds_keeps_its_jobs_as_runs_and_takes_advisory_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "queue.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute(QUEUE_SCHEMA_WITHOUT_KINDS)
+        for run_id, state in (("done-run", "done"), ("waiting-run", "queued")):
+            connection.execute(
+                "INSERT INTO jobs (run_id, owner, workspace, device, state, planned_epochs, config_json, enqueued_at) VALUES (?, 'alice', ?, 'auto', ?, 3, ?, 1.0)",
+                (run_id, str(tmp_path), state, json.dumps(_config())),
+            )
+    errors: list[BaseException] = []
+
+    def open_queue() -> None:  # several server processes may open the old file at once: one of them adds the column
+        try:
+            JobQueue(path, slots={"cpu": 1})
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    openers = [threading.Thread(target=open_queue) for _ in range(4)]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join()
+    assert errors == []
+    queue = JobQueue(path, slots={"cpu": 1}, per_user_cap=2)
+    assert [(e.run_id, e.kind, e.planned_epochs) for e in queue.entries()] == [("done-run", "run", 3), ("waiting-run", "run", 3)]
+    queue.enqueue("advice-1", "alice", {"config": _config(epochs=50), "options": {}}, kind="advice")
+    assert queue.get("advice-1").kind == "advice" and queue.get("advice-1").planned_epochs == 0  # no epochs to plan
+    with pytest.raises(QueueFullError):  # the cap counts advisory jobs too
+        queue.enqueue("advice-2", "alice", {}, kind="cut-probe")
+    assert queue.claim_next().run_id == "waiting-run"  # first in, first out, whatever the kind
+    queue.mark_done("waiting-run", "completed")
+    assert queue.claim_next().kind == "advice"

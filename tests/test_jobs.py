@@ -8,54 +8,24 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.errors import TransferLabError  # noqa: E402
 from tl_core.jobs.queue import QueueFullError  # noqa: E402
 from tl_core.jobs.backend import JobExit  # noqa: E402
-from tl_core.jobs.manager import CHECKPOINT_FILE, JobManager  # noqa: E402
+from tl_core.jobs.manager import JobManager
+from tl_core.layout import CHECKPOINT_FILE
 from tl_core.jobs.live_progress import LiveProgress  # noqa: E402
 from tl_core.jobs.thread_backend import ThreadBackend  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
+from tests.job_helpers import FakeOutcome, FakeRun, tiny_config as _config, wait_until as _until  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _config(source, epochs=2, **train):
-    return RunConfig(data=DataConfig(source=str(source)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                     train=TrainConfig(epochs=epochs, batch_size=16, **train))
-
-
-@dataclass
-class FakeOutcome:
-    status: str
-    error: str | None = None
-
-
-class FakeRun:
-    """Stands in for run_experiment: runs until released or stopped, then records its status."""
-
-    def __init__(self, *, blocking: bool = False) -> None:
-        self.release = threading.Event()
-        if not blocking:
-            self.release.set()
-        self.calls: list[tuple[str, dict]] = []
-
-    def __call__(self, config, *, store, listener, stop, run_id, **extra):
-        self.calls.append((run_id, extra))
-        while not self.release.is_set() and not stop.should_stop():
-            time.sleep(0.01)
-        status = "stopped" if stop.should_stop() else "completed"
-        store.finish_run(run_id, status, metrics={"epochs_run": config.train.epochs, "elapsed_s": 0.2})
-        return FakeOutcome(status)
 
 
 @pytest.fixture()
@@ -70,13 +40,6 @@ def managers():
     yield make
     for manager in made:
         manager.shutdown(stop_jobs=True)
-
-
-def _until(condition, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_second_job_queues_then_both_complete(shapes_dataset, workspace, managers):

@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.cli.main import main  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.errors import DataError  # noqa: E402
@@ -114,7 +115,7 @@ def test_the_predict_page_shows_the_others_and_names_the_bad_file(trained: tuple
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(trained[0]))
     at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page("app_pages/predict.py").run()
+    open_page(at, "predict").run()
     files = [batch["good-1"], batch["huge"], batch["good-2"], batch["notes"]]
 
     at.file_uploader(key="predict_files").set_value([(path.name, path.read_bytes(), "image/png") for path in files]).run()

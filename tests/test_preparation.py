@@ -84,7 +84,7 @@ def test_live_progress_follows_each_split_with_its_own_rate() -> None:
 def test_a_jobs_activity_names_the_preparation_step_then_the_epoch() -> None:
     assert LiveProgress().activity == ""
     preparing = LiveProgress(preparing="features", preparing_split="train", preparing_done=250, preparing_total=1000)
-    assert preparing.activity == "backbone features (train) 25%"
+    assert preparing.activity == "computing backbone features (train) 25%"
     decoding = LiveProgress(preparing="decode", preparing_split="val", preparing_done=1, preparing_total=4)
     assert decoding.activity == "decoding images (val) 25%"
     training = LiveProgress(phase="head", total_epochs=10, epoch=3, preparing="features", preparing_split="val", preparing_done=9, preparing_total=9)

@@ -24,7 +24,8 @@ import pytest  # noqa: E402
 
 from tl_core.data.archive import extract_archive  # noqa: E402
 from tl_core.server.accounts import User  # noqa: E402
-from tl_core.data.image_dataset import Example, scan_dataset  # noqa: E402
+from tl_core.data.image_dataset import scan_dataset
+from tl_core.data.types import Example
 from tl_core.server.disk_budget import QUOTA_FILE, DiskBudget, QuotaExceededError, workspace_bytes  # noqa: E402
 from tl_core.data.image_cache import build_image_cache, check_image_cache_room  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402

@@ -13,7 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tl_core.data import prep as dataset_prep  # noqa: E402
+from tl_core.data import image_dataset  # noqa: E402
 from tl_core.training import feature_extraction as feature_extraction_run
 from tl_core.training import runner
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
@@ -138,8 +138,8 @@ def test_a_second_scan_of_an_unchanged_folder_is_reused_and_a_changed_file_resca
     config = DataConfig(source=str(source))
     first = runner.prepare_dataset(config, store)
     scans = []
-    real_scan = dataset_prep.scan_dataset
-    monkeypatch.setattr(dataset_prep, "scan_dataset", lambda *args, **kwargs: scans.append(args) or real_scan(*args, **kwargs))
+    real_scan = image_dataset.scan_dataset
+    monkeypatch.setattr(image_dataset, "scan_dataset", lambda *args, **kwargs: scans.append(args) or real_scan(*args, **kwargs))
 
     again = runner.prepare_dataset(config, store)
     assert scans == []  # nothing changed: the earlier report is reused
@@ -254,3 +254,18 @@ def test_a_partly_cached_feature_extraction_reads_each_cached_split_once_and_com
     missing = cached_files[0].stem
     assert sorted(loads) == sorted([*set(loads), missing]) and len(set(loads)) == 3  # cached splits read once; the missing one checked twice
     assert second.summary["test_accuracy"] == pytest.approx(first.summary["test_accuracy"])
+
+
+def test_a_failing_listener_is_logged_and_counted_and_the_run_still_completes(shapes_dataset, workspace):
+    class BrokenListener:
+        def on_event(self, event):
+            raise OSError("disk full")
+
+    store = RunStore(workspace)
+    outcome = runner.run_experiment(_config(shapes_dataset), store=store, listener=BrokenListener())
+
+    assert outcome.status == "completed"
+    log = (store.run_dir(outcome.run_id) / "log.txt").read_text()
+    assert "BrokenListener failed on RunStarted: OSError: disk full" in log
+    summary = json.loads((store.run_dir(outcome.run_id) / "summary.json").read_text())
+    assert summary["listener_errors"] >= 3  # at least RunStarted, an epoch and RunFinished

@@ -22,7 +22,8 @@ from tl_core.models.text_backbones import load_glove  # noqa: E402
 from tl_core.data.text_dataset import load_texts, scan_text_dataset  # noqa: E402
 from tl_core.data.text_demo import make_topics_dataset  # noqa: E402
 from tl_core.models.text_model import build_text_transfer_model, text_dataset  # noqa: E402
-from tl_core.training.loop import TrainingData, train_model  # noqa: E402
+from tl_core.training.loop import train_model
+from tl_core.data.types import TrainingData
 
 GLOVE = ModelConfig(backbone="glove_6b_50d", weights="glove", sequence_length=64)
 

@@ -17,7 +17,8 @@ from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # no
 from tl_core.errors import BackboneError  # noqa: E402
 from tl_core.modalities import resolve_modality  # noqa: E402
 from tl_core.results.predict import LoadedClassifier, load_run_classifier, predict_files, predict_texts  # noqa: E402
-from tl_core.training.runner import SUMMARY_FILE, run_experiment  # noqa: E402
+from tl_core.training.runner import run_experiment
+from tl_core.layout import SUMMARY_FILE
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.text_demo import make_topics_dataset  # noqa: E402
 

@@ -15,7 +15,8 @@ from tl_core.training.feature_cache import extract_features  # noqa: E402
 from tl_core.data.image_cache import build_image_cache  # noqa: E402
 from tl_core.models.transfer_model import build_head, build_transfer_model, is_batch_norm  # noqa: E402
 from tl_core.stopping import StopToken  # noqa: E402
-from tl_core.training.loop import TrainingData, class_weights_for, train_head, train_model  # noqa: E402
+from tl_core.training.loop import class_weights_for, train_head, train_model
+from tl_core.data.types import TrainingData
 from tl_core.training.callbacks import BestWeights  # noqa: E402
 
 SIZE = 48
@@ -148,7 +149,7 @@ def test_class_weights_only_when_imbalanced():
 
 
 def test_progressive_unfreezes_one_block_per_stage_and_records_the_best_depth(shapes_data):
-    from tl_core.models.registry import backbone_blocks
+    from tl_core.models.blocks import backbone_blocks
 
     tm = build_transfer_model(TINY, 3)
     blocks = backbone_blocks(tm.backbone)

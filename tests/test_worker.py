@@ -109,7 +109,7 @@ def test_worker_main_stops_before_training_when_asked(tmp_path: Path, workspace:
 
 
 def test_devices_and_the_checkpoint_name(monkeypatch) -> None:
-    from tl_core.training.runner import CHECKPOINT_FILE
+    from tl_core.layout import CHECKPOINT_FILE
 
     assert jobs.CHECKPOINT_FILE == CHECKPOINT_FILE
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")

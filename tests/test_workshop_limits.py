@@ -20,10 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.conftest import open_page  # noqa: E402
 from tl_core.jobs import manager as jobs  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.jobs.backend import JobExit, this_process_reference  # noqa: E402
-from tl_core.jobs.manager import CHECKPOINT_FILE, JobManager  # noqa: E402
+from tl_core.jobs.manager import JobManager
+from tl_core.layout import CHECKPOINT_FILE
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.server.settings import ENV_VARIABLES, WORKSHOP_RUN_LIMITS  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
@@ -297,7 +299,7 @@ def test_model_page_names_each_limit_instead_of_ready_and_train_cannot_start(lim
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["dataset_path"] = str(make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32))
     at.run()
-    at.switch_page("app_pages/model.py").run()
+    open_page(at, "model").run()
     assert any("images up to 320 px, 100 epochs per run" in plain(info.value) for info in at.info)
     assert any("Ready" in success.value for success in at.success)
 
@@ -312,7 +314,7 @@ def test_model_page_names_each_limit_instead_of_ready_and_train_cannot_start(lim
     assert not any("Ready" in success.value for success in at.success)
     assert "run_config" not in at.session_state
 
-    at.switch_page("app_pages/train.py").run()
+    open_page(at, "train").run()
     assert not at.exception
     assert "settings are invalid" in at.error[0].value
     assert all(button.key != "train_start" for button in at.button)
@@ -325,7 +327,7 @@ def test_start_refuses_a_session_config_over_the_limits(limited_env: Path, tmp_p
     at.session_state["dataset_path"] = str(data)
     at.session_state["run_config"] = tiny_config(data, epochs=500)  # as if the Model page had been bypassed
     at.run()
-    at.switch_page("app_pages/train.py").run()
+    open_page(at, "train").run()
     at.button(key="train_start").click().run()
     assert not at.exception
     assert "500 epochs planned" in plain(at.error[0].value)

@@ -22,6 +22,7 @@ ClassWeighting = Literal["auto", "on", "off"]
 Modality = Literal["image", "text"]
 
 MODES: tuple[str, ...] = get_args(Mode)
+RUN_WEIGHTS_PREFIX = "run:"  # `ModelConfig.weights` of `run:<RUN_ID>`: a finished run's backbone
 MIN_SEQUENCE_LENGTH = 8
 MAX_SEQUENCE_LENGTH = 4096
 

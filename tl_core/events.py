@@ -13,10 +13,15 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 RunStatus = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
+# The one set of status names: every module and page asks here.
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")
+FINISHED_STATUSES: tuple[str, ...] = tuple(status for status in RUN_STATUSES if status not in ACTIVE_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,14 @@ class PreparationProgress(TrainingEvent):
     total: int
 
 
-PREPARATION_STEP_NAMES = {"decode": "decoding images", "features": "backbone features"}  # `PreparationProgress.step`, in words
+PREPARATION_STEP_NAMES = {"decode": "decoding images", "features": "computing backbone features"}  # `PreparationProgress.step`, in words
+
+
+@dataclass(frozen=True)
+class StageStarted(TrainingEvent):
+    """A step of a job that has no epochs (the advisor: building the model, measuring features, timing steps), in words."""
+
+    description: str
 
 
 @dataclass(frozen=True)
@@ -121,15 +133,54 @@ class NullListener:
 
 
 class ListenerGroup:
-    """Fans one event out to several listeners; a failing listener never stops training."""
+    """Fans one event out to several listeners; a failing listener never stops training.
 
-    def __init__(self, *listeners: TrainingListener) -> None:
+    Each failure is kept in `listener_errors` and handed to `on_error` (the runner writes it into the run's
+    log, outside the listeners, and counts them in the run's summary), so a failing store write is never silent.
+    """
+
+    def __init__(self, *listeners: TrainingListener, on_error: Callable[[str], None] | None = None) -> None:
         self.listeners = [listener for listener in listeners if listener is not None]
         self.listener_errors: list[str] = []
+        self._on_error = on_error
 
     def on_event(self, event: TrainingEvent) -> None:
         for listener in self.listeners:
             try:
                 listener.on_event(event)
             except Exception as exc:  # noqa: BLE001 - a broken UI must not kill a training run
-                self.listener_errors.append(f"{type(listener).__name__}: {exc}")
+                message = f"{type(listener).__name__} failed on {type(event).__name__}: {type(exc).__name__}: {exc}"
+                self.listener_errors.append(message)
+                if self._on_error is not None:
+                    try:
+                        self._on_error(message)
+                    except Exception:  # noqa: BLE001, S110 - the log itself may be what fails (a full disk); the count stays
+                        pass
+
+
+class ProgressThrottle:
+    """The one rule for frequent progress reports (preparation, batches, a worker's progress file, the decoding
+    helper): when a report is due: the first one, the last one, and at most one per `interval_s` between.
+
+    Args:
+        interval_s: the shortest time between two reports before the last.
+        clock: seconds, monotonic (tests pass a fake one).
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._reported_at: float | None = None
+
+    def due(self, done: int = 0, total: int | None = None) -> bool:
+        """Whether to report now (the first report, the last one when `done >= total`, or `interval_s` since the
+        previous); a due answer counts as a report. Without `total` there is no last one."""
+        now = self.clock()
+        if (total is not None and done >= total) or self._reported_at is None or now - self._reported_at >= self.interval_s:
+            self._reported_at = now
+            return True
+        return False
+
+    def reported(self) -> None:
+        """Count a report made now for another reason: the next is due `interval_s` later."""
+        self._reported_at = self.clock()

@@ -1,39 +1,43 @@
 """The Model page's advisor panels: which training mode to use, and where to cut the backbone.
 
-Both measure features on the user's data (seconds to a minute), so a result is kept in this user's
-session per dataset and settings and shown again on every rerun until a setting it depends on changes.
+Both measure the user's data with the chosen backbone (seconds to minutes of real training steps), so a
+button queues an advisory job (tl_core/jobs/advisory.py) through the job manager, like a training run: it
+waits for a device slot and runs in a worker, never in this script. The panel follows the job in a
+fragment that redraws every second (queue position, the step it is at, Stop), and shows the result once
+it is done. The result stays in the user's workspace under the settings it was measured with, so a rerun,
+a reload or another tab shows it again until a setting it depends on changes.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from tl_core.models.build import build_backbone
-from tl_core.models.registry import candidate_cut_layers, get_backbone_spec, resolve_image_size
-from tl_core.config import ModelConfig, TrainConfig
+from tl_core.advisor.results import DEPTH_FRACTIONS, Advice, CutDepths
+from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
+from tl_core.events import PREPARATION_STEP_NAMES
+from tl_core.jobs.advisory import AdvisoryRecord, AdvisoryStore
+from tl_core.jobs.backend import ADVICE_JOB, CUT_PROBE_JOB
+from tl_core.models.blocks import candidate_cut_layers
+from tl_core.models.build import build_backbone
+from tl_core.models.registry import get_backbone_spec, resolve_image_size
 from ui.dataset import DatasetView, load_dataset, source_stamp
-from ui.runs_table import RUN_WEIGHTS_PREFIX
+from tl_core.config import RUN_WEIGHTS_PREFIX
 from ui.settings import mode_label
-from ui.state import get_store, session_value, workspace_path
+from ui.state import get_manager, get_store, session_value, workspace_path
 from ui.text import escape_markdown, format_duration, format_percent, show_error, user_message
 
-if TYPE_CHECKING:
-    from tl_core.advisor.mode_advice import Advice
-
-ADVICE_RESULTS_KEY = "advisor_results"  # session state: {settings key: Advice}
-CUT_DEPTH_RESULTS_KEY = "advisor_cut_depths"  # session state: {settings key: [(layer, probe accuracy)]}
 MODE_WIDGET_KEY = "model_mode"
 CUT_LAYER_WIDGET_KEY = "model_cut_layer"
-DEPTH_FRACTIONS = (0.25, 0.5, 0.75)  # the advisor's default probe points along the block outputs, plus the last layer
+REFRESH_S = 1.0  # how often a panel following a job redraws
 
 
 @dataclass(frozen=True)
@@ -61,18 +65,14 @@ def depths_to_probe(layers: CutLayers, chosen: str | None) -> list[str]:
     return [*ordered, layers.final_layer]
 
 
-def engine_model_config(model_config: ModelConfig) -> ModelConfig:
-    """`run:ID` weights as the run's saved model file, which the advisor's backbone builder reads directly."""
-    if not model_config.weights.startswith(RUN_WEIGHTS_PREFIX):
-        return model_config
-    store = get_store()
-    parent = store.get(model_config.weights[len(RUN_WEIGHTS_PREFIX):])
-    return dataclasses.replace(model_config, weights=str(store.run_dir(parent.id) / "model.keras"), cut_layer=None)
+def settings_key(source: str, *settings: object) -> str:
+    """Stands for the dataset (its path, and a stamp that changes when its files do) and the settings a result depends on."""
+    stamp = source_stamp(source) if Path(source).exists() else None
+    return hashlib.sha256(repr((source, stamp, settings)).encode()).hexdigest()[:24]
 
 
-def dataset_key(source: str) -> tuple:
-    """The dataset's path and a stamp that changes when its files do, so stale measurements are not shown."""
-    return (source, source_stamp(source)) if Path(source).exists() else (source,)
+def _records() -> AdvisoryStore:
+    return AdvisoryStore(get_store().workspace)
 
 
 def _dataset(source: str) -> DatasetView | None:
@@ -86,6 +86,61 @@ def _dataset(source: str) -> DatasetView | None:
         st.warning(escape_markdown(user_message(view.split_error or "The dataset cannot be split.")), icon=":material/warning:")
         return None
     return view
+
+
+def _submit(kind: str, source: str, model_config: ModelConfig, train_config: TrainConfig, key: str, options: dict) -> str | None:
+    """Queue the job after checking the dataset can be split; None (with the reason shown) when it cannot be queued."""
+    view = _dataset(source)
+    if view is None:
+        return None
+    config = RunConfig(data=DataConfig(source=source, modality=view.modality), model=model_config, train=train_config)
+    try:
+        return get_manager().submit_advisory(kind, config, key=key, options=options)
+    except TransferLabError as exc:
+        show_error(exc)
+        return None
+
+
+def job_panel(job_id: str, what: str, stop_key: str) -> None:
+    """Queue position or the step the job is at, and Stop; redraws the whole page once the job has ended."""
+    record = _records().get(job_id)
+    if record is None or not record.is_active:
+        st.rerun()  # the page draws the result (or why there is none) in place of this panel
+    jobs = get_manager()
+    status = jobs.status(job_id)
+    if status is None or status.state == "queued":
+        position = f", position {status.queue_position}" if status is not None and status.queue_position else ""
+        start = status.estimated_start if status is not None else None
+        when = f" Estimated start: in about {format_duration(max(0.0, start - time.time()))}." if start is not None else ""
+        st.info(f"{what}: queued{position}; it starts when the jobs before it finish.{when}", icon=":material/schedule:")
+    else:
+        progress = status.progress
+        elapsed = format_duration(max(0.0, time.time() - (status.estimated_start or time.time())))
+        if progress.is_preparing:
+            step = PREPARATION_STEP_NAMES.get(progress.preparing, progress.preparing)
+            text = f"{what}: {step} ({progress.preparing_split} sample) {progress.preparing_done:,} of {progress.preparing_total:,} · {elapsed}"
+            st.progress(progress.preparing_done / progress.preparing_total, text=escape_markdown(text))
+        else:
+            st.info(f"{what}: {escape_markdown(progress.stage or 'starting')}… ({elapsed})", icon=":material/hourglass_top:")
+    if st.button("Stop", key=stop_key, icon=":material/stop:", help="Stops the measurement after its current step."):
+        jobs.stop(job_id)
+        st.toast("Stopping…")
+
+
+live_job_panel = st.fragment(run_every=REFRESH_S)(job_panel)
+
+
+def show_ended(record: AdvisoryRecord) -> bool:
+    """Say why a job that ended has no result; True when it completed (the caller draws the result)."""
+    if record.status == "completed" and record.result is not None:
+        return True
+    if record.status == "stopped":
+        st.info("The last measurement was stopped before it finished.", icon=":material/stop_circle:")
+    else:
+        ended = "was interrupted" if record.status == "interrupted" else "failed"
+        st.error(f"The last measurement {ended}: " + escape_markdown(user_message(record.error or "no reason was recorded.")),
+                 icon=":material/error:")
+    return False
 
 
 def _use_mode(mode: str) -> None:
@@ -104,35 +159,31 @@ def advice_table(advice: Advice) -> pd.DataFrame:
 
 
 def show_mode_advisor(source: str, model_config: ModelConfig, train_config: TrainConfig) -> None:
-    """Button-triggered recommendation of a training mode, with its reasons and time per mode."""
-    from tl_core.advisor.mode_advice import advise
-
+    """Button-queued recommendation of a training mode, followed live, then its reasons and time per mode."""
     st.subheader("Which mode? Ask the advisor")
     st.caption("Measures how well the frozen backbone's features separate your classes (a linear probe on a sample), "
-               "looks at the dataset size and times each mode on this machine. Takes from a few seconds to a minute.")
+               "looks at the dataset size and times each mode on this machine. Runs in the job queue, like training: "
+               "from a few seconds to a minute once it starts.")
     session_value("model_advise_timing", True)  # a default set here, not as `value=`: the page restores saved widget values
     timing = st.toggle("Time each mode on this machine", key="model_advise_timing",
                        help="Runs a few training steps per mode to estimate the time of each (about 10-30 s more).")
-    key = (dataset_key(source), model_config.backbone, model_config.weights, model_config.image_size, model_config.cut_layer, model_config.pooling,
-           model_config.augment, train_config.epochs, train_config.fine_tune_epochs, train_config.fine_tune_layers,
-           train_config.batch_size, train_config.learning_rate, train_config.use_feature_cache, train_config.seed, bool(timing))
-    results = st.session_state.setdefault(ADVICE_RESULTS_KEY, {})
-    if st.button("Recommend a mode", key="advisor_run", icon=":material/psychology:",
-                 help="Measures your data with the chosen backbone; the settings above are used as they are now."):
-        view = _dataset(source)
-        if view is not None:
-            stages = st.empty()
-            try:
-                results[key] = advise(
-                    view.report, view.split, engine_model_config(model_config), train_config, cache_dir=get_store().workspace / "cache",
-                    measure_throughput=bool(timing), progress=lambda text: stages.caption(f"Advisor: {escape_markdown(text)}…"),
-                )
-            except TransferLabError as exc:
-                show_error(exc)
-            stages.empty()
-    advice = results.get(key)
-    if advice is None:
+    key = settings_key(source, model_config.backbone, model_config.weights, model_config.image_size, model_config.cut_layer, model_config.pooling,
+                       model_config.augment, train_config.epochs, train_config.fine_tune_epochs, train_config.fine_tune_layers,
+                       train_config.batch_size, train_config.learning_rate, train_config.use_feature_cache, train_config.seed, bool(timing))
+    record = _records().latest(ADVICE_JOB, key)
+    busy = record is not None and record.is_active
+    clicked = st.button("Recommend a mode", key="advisor_run", icon=":material/psychology:", disabled=busy,
+                        help="Queues a measurement of your data with the chosen backbone; the settings above are used as they are now.")
+    if clicked and not busy and _submit(ADVICE_JOB, source, model_config, train_config, key, {"measure_throughput": bool(timing)}):
+        st.rerun()  # drawn again with the job's panel and the button disabled
+    if record is None:
         return
+    if record.is_active:
+        live_job_panel(record.id, "Advisor", "advisor_stop")
+        return
+    if not show_ended(record):
+        return
+    advice = Advice.from_dict(record.result or {})
     st.success(f"Recommended: **{mode_label(advice.recommended_mode)}**", icon=":material/recommend:")
     st.markdown("\n".join(f"- {escape_markdown(reason)}" for reason in advice.reasons))
     if advice.estimates:
@@ -166,28 +217,27 @@ def cut_depth_frame(measured: list[tuple[str, float]], final_layer: str) -> pd.D
 
 
 def show_cut_depth_probe(source: str, model_config: ModelConfig, seed: int) -> None:
-    """Button-triggered linear probe per cut depth; the best depth can be taken with one click."""
-    from tl_core.advisor.mode_advice import probe_cut_depths
-
+    """Button-queued linear probe per cut depth, followed live; the best depth can then be taken with one click."""
     if model_config.weights.startswith(RUN_WEIGHTS_PREFIX):
         return  # a run's backbone is used whole (see the cut-depth setting)
     st.subheader("Compare cut depths")
     st.caption("Earlier layers keep more general features (edges, textures); the last layer the most ImageNet-specific ones. "
                "When your images look unlike photos, an earlier cut can work better. Measured with a linear probe on a sample.")
     layers = cut_layers(model_config.backbone)
-    key = (dataset_key(source), model_config.backbone, model_config.weights, model_config.image_size, model_config.pooling, seed)
-    results = st.session_state.setdefault(CUT_DEPTH_RESULTS_KEY, {})
-    if st.button("Measure cut depths", key="advisor_cut_depths_run", icon=":material/straighten:",
-                 help="Trains a linear classifier on frozen features from several depths and reports its validation accuracy."):
-        view = _dataset(source)
-        if view is not None:
-            with st.spinner("Probing each depth…"):
-                try:
-                    results[key] = probe_cut_depths(view.split, engine_model_config(model_config), cache_dir=get_store().workspace / "cache",
-                                                    layers=depths_to_probe(layers, model_config.cut_layer), seed=seed)
-                except TransferLabError as exc:
-                    show_error(exc)
-    measured = results.get(key)
+    key = settings_key(source, model_config.backbone, model_config.weights, model_config.image_size, model_config.pooling, seed)
+    record = _records().latest(CUT_PROBE_JOB, key)
+    busy = record is not None and record.is_active
+    clicked = st.button("Measure cut depths", key="advisor_cut_depths_run", icon=":material/straighten:", disabled=busy,
+                        help="Queues a linear classifier on frozen features from several depths and reports its validation accuracy.")
+    options = {"layers": depths_to_probe(layers, model_config.cut_layer)}
+    if clicked and not busy and _submit(CUT_PROBE_JOB, source, model_config, TrainConfig(seed=seed), key, options):
+        st.rerun()
+    if record is None:
+        return
+    if record.is_active:
+        live_job_panel(record.id, "Cut-depth probe", "advisor_cut_depths_stop")
+        return
+    measured = list(CutDepths.from_dict(record.result or {}).measured) if show_ended(record) else []
     if not measured:
         return
     frame = cut_depth_frame(measured, layers.final_layer)

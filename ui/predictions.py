@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 import streamlit as st
 
 from tl_core.errors import DataError
-from tl_core.results.export import KERAS_FILE
+from tl_core.layout import KERAS_FILE
 from tl_core.results.predict import LoadedClassifier, image_problem, load_run_classifier
 from tl_core.runs.store import RunStore
 from ui.uploads import UploadedFileLike, safe_name

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from tl_core.models.registry import BackboneSpec
+from tl_core.config import RUN_WEIGHTS_PREFIX
+from tl_core.models.spec import BackboneSpec
 from tl_core.config import RunConfig
 from tl_core.runs.store import RunRecord
 from ui.text import safe_label, user_messages
 
 PERCENT = "%.1f%%"
-RUN_WEIGHTS_PREFIX = "run:"
 # Said in the app's words (the engine's message names CLI flags).
 NEGATIVE_TRANSFER_ADVICE = (
     "Try another backbone, an earlier cut layer (Model page: measure cut depths, then pick one), "

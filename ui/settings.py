@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from tl_core.models.registry import BackboneSpec
+from tl_core.models.spec import BackboneSpec
 from tl_core.config import ConfigError, ModelConfig, TrainConfig
 
 # A laptop CPU shows the first curve within a minute at this size with the default backbone.

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
+from tl_core.events import ACTIVE_STATUSES
 from tl_core.server.accounts import User
 from tl_core.errors import RunNotFoundError
 from ui.state import current_dataset, current_run_id, current_user, get_store, sign_out
 from ui.text import escape_markdown
 
-ACTIVE_STATUSES = ("queued", "running")
 ACTIVE_POLL_S = 2.0
 STATUS_ICONS = {
     "queued": ":material/schedule:", "running": ":material/autorenew:", "completed": ":material/check_circle:",

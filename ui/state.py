@@ -209,12 +209,18 @@ class UserJobs:
     def submit(self, config: Any) -> str:
         """Queue a run; refuses when the data or weights are not the user's to read (UnsafePathError) or
         when the user's disk or queue share is full (QuotaExceededError, QueueFullError)."""
+        return self.manager.submit(self._checked(config), owner=self.owner, store=self.store)
+
+    def submit_advisory(self, kind: str, config: Any, *, key: str, options: dict[str, Any]) -> str:
+        """Queue the mode advisor (`advice`) or the cut-depth probe (`cut-probe`) on the planned run `config`; refused as `submit` is."""
+        return self.manager.submit_advisory(kind, self._checked(config), key=key, options=options, owner=self.owner, store=self.store)
+
+    def _checked(self, config: Any) -> Any:
         self._spaces.check_readable(self.user, config.data.source)
         self._spaces.check_weights_source(self.user, config.model.weights)
         self._spaces.check_disk(self.owner)
         # The worker checks every file the dataset names (CSV rows, links) against the same folders.
-        config = dataclasses.replace(config, data=dataclasses.replace(config.data, readable_roots=roots_for(self._spaces, self.user)))
-        return self.manager.submit(config, owner=self.owner, store=self.store)
+        return dataclasses.replace(config, data=dataclasses.replace(config.data, readable_roots=roots_for(self._spaces, self.user)))
 
     def resume(self, run_id: str) -> str:
         self._spaces.check_disk(self.owner)

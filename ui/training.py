@@ -8,17 +8,17 @@ from collections.abc import Sequence
 
 import streamlit as st
 
+from tl_core.events import ACTIVE_STATUSES, PREPARATION_STEP_NAMES
 from tl_core.jobs.manager import JobStatus
 from tl_core.errors import RunNotFoundError
-from tl_core.training.runner import SUMMARY_FILE
+from tl_core.layout import SUMMARY_FILE
 from tl_core.runs.store import EpochRecord, PhaseRecord, RunRecord, RunStore
 from ui.charts import PHASE_LABELS, PhaseMark, curve_chart, epochs_to_curves, phase_label
+from ui.navigation import page_link
 from ui.runs_table import NEGATIVE_TRANSFER_ADVICE, transfer_verdict
 from ui.text import escape_markdown, format_duration, format_percent, safe_label, user_message
 
 LOG_TAIL_LINES = 300
-PREPARING_LABELS = {"decode": "Decoding images into the cache", "features": "Computing backbone features (once per dataset)"}
-ACTIVE_STATUSES = ("queued", "running")
 
 
 def phase_starts(epochs: Sequence[EpochRecord], status: JobStatus | None, phases: Sequence[PhaseRecord] = ()) -> list[PhaseMark]:
@@ -68,7 +68,7 @@ def show_progress(record: RunRecord, status: JobStatus | None) -> None:
     if status.state == "finished":
         return
     if progress.is_preparing:  # minutes on a large folder: decoding, or the backbone's one pass over a split
-        step = PREPARING_LABELS.get(progress.preparing, progress.preparing)
+        step = PREPARATION_STEP_NAMES.get(progress.preparing, progress.preparing).capitalize()
         eta = format_duration(progress.preparing_eta_s) if progress.preparing_eta_s is not None else "estimating…"
         text = f"{step} · {progress.preparing_split}: {progress.preparing_done:,} of {progress.preparing_total:,} · ETA {eta}"
         st.progress(progress.preparing_done / progress.preparing_total, text=text)
@@ -95,8 +95,8 @@ def show_outcome(record: RunRecord) -> None:
         cols[1].metric("Best validation accuracy", format_percent(metrics.get("val_accuracy")))
         cols[2].metric("Epochs", int(metrics.get("epochs_run", 0)))
         cols[3].metric("Time", format_duration(metrics.get("elapsed_s", record.elapsed_s)))
-        st.page_link("app_pages/evaluate.py", label="See the evaluation", icon=":material/fact_check:")
-        st.page_link("app_pages/predict.py", label="Try it on new images or export it", icon=":material/upload_file:")
+        page_link("evaluate", "See the evaluation", ":material/fact_check:")
+        page_link("predict", "Try it on new images or export it", ":material/upload_file:")
     elif record.status == "stopped" and not metrics.get("epochs_run"):
         st.warning("Stopped before the first epoch, so nothing was trained. The splits decoded (and their features computed) "
                    "before the stop are cached: a new run on this data starts after them.", icon=":material/stop_circle:")

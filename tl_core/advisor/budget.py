@@ -14,23 +14,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from tl_core.advisor.results import ModeEstimate
 from tl_core.config import TrainConfig
 from tl_core.training.feature_cache import batch_predictor, extract_features
 from tl_core.models.transfer_model import FreezeBackbone, TransferModel, UnfreezeAll, UnfreezeTop
 
 TIMING_TARGET_S = 1.0  # per kind of step, after the warm-up step
 TIMING_MIN_STEPS, TIMING_MAX_STEPS = 1, 10
-
-
-@dataclass(frozen=True)
-class ModeEstimate:
-    """Estimated seconds for one mode (every epoch run, plus evaluation) and the throughput that dominates it:
-    feature extraction over images for `feature-extraction`, training with the top layers unfrozen for
-    `fine-tune`, fully unfrozen for `full`."""
-
-    mode: str
-    estimated_seconds: float
-    images_per_second: float
 
 
 @dataclass(frozen=True)
@@ -54,7 +44,8 @@ def _seconds_per_call(step: Callable[[], Any]) -> float:
     return (time.perf_counter() - started) / calls
 
 
-def measure_step_throughput(transfer_model: TransferModel, train_config: TrainConfig, *, head_on_features: bool, jit_compile: bool = False) -> Throughput:
+def measure_step_throughput(transfer_model: TransferModel, train_config: TrainConfig, *, head_on_features: bool, jit_compile: bool = False,
+                            between_steps: Callable[[], None] = lambda: None) -> Throughput:
     """Time feature extraction, evaluation and training steps of the real model at `train_config.batch_size`.
 
     Args:
@@ -62,6 +53,7 @@ def measure_step_throughput(transfer_model: TransferModel, train_config: TrainCo
         train_config: batch size, learning rates and `fine_tune_layers`.
         head_on_features: time the head on cached features (else frozen end-to-end training).
         jit_compile: compile with XLA, as training does on a GPU.
+        between_steps: called before each kind of step is timed (a stop request raises there).
 
     Returns:
         Images per second for each kind of step.
@@ -72,6 +64,7 @@ def measure_step_throughput(transfer_model: TransferModel, train_config: TrainCo
     labels = rng.integers(0, int(transfer_model.head.output.shape[-1]), batch).astype(np.int32)
 
     def training_rate(model: keras.Model, inputs: np.ndarray, learning_rate: float) -> float:
+        between_steps()
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
         return batch / _seconds_per_call(lambda: model.train_on_batch(inputs, labels))
 
@@ -86,6 +79,7 @@ def measure_step_throughput(transfer_model: TransferModel, train_config: TrainCo
         frozen = training_rate(transfer_model.model, images, train_config.learning_rate)
     UnfreezeAll().apply(transfer_model.backbone)
     full = training_rate(transfer_model.model, images, train_config.effective_fine_tune_learning_rate)
+    between_steps()
     evaluation = batch / _seconds_per_call(lambda: transfer_model.model.test_on_batch(images, labels))
     UnfreezeTop(train_config.fine_tune_layers).apply(transfer_model.backbone)
     # part of the full backward pass cannot be slower than all of it: a lower reading is timing noise

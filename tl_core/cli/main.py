@@ -159,8 +159,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from tl_core.advisor.mode_advice import advise, format_advice, probe_cut_depths
-    from tl_core.training.runner import prepare_dataset
+    from tl_core.advisor.mode_advice import advise, format_advice
+    from tl_core.advisor.probe import AdvisorSteps, probe_cut_depths
+    from tl_core.data.prep import prepare_dataset
 
     store = _store(args)
     model = ModelConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size, pooling=args.pooling, cut_layer=args.cut_layer)
@@ -169,7 +170,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     cache = store.workspace / "cache"  # shared with the runner, so a later run reuses the advisor's features
     advice = advise(prepared.report, prepared.split, model, train, cache_dir=cache, max_probe_images=args.max_probe_images,
                     measure_throughput=not args.no_timing, time_budget_s=args.budget_minutes * 60 if args.budget_minutes else None,
-                    progress=lambda text: print(f"advise: {text}...", file=sys.stderr))
+                    steps=AdvisorSteps(progress=lambda text: print(f"advise: {text}...", file=sys.stderr)))
     depths = probe_cut_depths(prepared.split, model, cache_dir=cache, seed=args.seed) if args.cut_depths else []
     if args.json:
         _print_json({**advice.to_dict(), "cut_depths": [{"layer": n, "probe_accuracy": a} for n, a in depths]})
@@ -201,7 +202,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tl_core.errors import RunNotFoundError
     from tl_core.results.evaluate import Evaluation
-    from tl_core.training.runner import EVALUATION_FILE
+    from tl_core.layout import EVALUATION_FILE
 
     store = _store(args)
     record = store.get(args.run_id)

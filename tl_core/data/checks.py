@@ -15,44 +15,17 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from tl_core.data.archive import is_archive, is_ignored_name
+from tl_core.data.types import SPLIT_NAMES, TABLE_EXTENSIONS, TEXT_EXTENSIONS, Example, Problem, Severity
 from tl_core.errors import DataError
 from tl_core.text_safety import control_characters, describe_characters, visible_controls
 
-Severity = Literal["error", "warning", "info"]
-SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 MIN_EXAMPLES_PER_CLASS = 2
 FEW_EXAMPLES_PER_CLASS = 10
 MAX_CLASS_RATIO = 3.0
-
-
-@dataclass(frozen=True)
-class Example:
-    """One usable example.
-
-    For images `width`/`height` are pixels; for text documents `width` is the character count and
-    `height` the word-token count (after truncation to `text_data.MAX_DOCUMENT_CHARS`).
-    """
-
-    path: str  # absolute
-    relpath: str  # relative to the dataset root (posix), or absolute for CSV rows outside its folder
-    label: str
-    content_hash: str  # sha256 of the file bytes
-    preset_split: str | None  # train / val / test when the dataset has split folders
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class Problem:
-    severity: Severity
-    kind: str
-    message: str  # says what is wrong and what to do
-    file: str | None = None  # relative to the dataset root
 
 
 def split_rank(example: Example) -> tuple[int, str]:
@@ -165,20 +138,6 @@ def _class_name_message(label: str, first_file: str | None, noun: str) -> str:
             f"without line breaks, tabs or other control characters; the other classes train as they are.")
 
 
-def format_problems(problems: list[Problem], per_kind: int = 20) -> list[str]:
-    """Report lines for people: problems grouped by kind, at most `per_kind` messages each."""
-    by_kind: dict[str, list[Problem]] = defaultdict(list)
-    for problem in problems:
-        by_kind[problem.kind].append(problem)
-    lines: list[str] = []
-    for kind, group in by_kind.items():
-        lines.append(f"\n{group[0].severity.upper()} {kind} ({len(group)}):")
-        lines.extend(f"  - {p.message}" for p in group[:per_kind])
-        if len(group) > per_kind:
-            lines.append(f"  ... and {len(group) - per_kind} more")
-    return lines or ["\nNo problems found."]
-
-
 def dataset_fingerprint(examples: list[Example]) -> str:
     """sha256 over the sorted (relative path, label, content hash) of every example."""
     digest = hashlib.sha256()
@@ -209,8 +168,6 @@ def detect_modality(source: str | Path, *, max_files: int = 5_000) -> Literal["i
         max_files: stop counting after this many files (large folders).
     """
     from tl_core.data.images import IMAGE_EXTENSIONS
-    from tl_core.data.text_dataset import TABLE_EXTENSIONS, TEXT_EXTENSIONS
-
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"Dataset source {path} does not exist: check the path.")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tl_core.data import images as image_io
-from tl_core.data.image_dataset import Example, Problem
+from tl_core.data.types import Example, Problem
 from tl_core.server.disk_budget import check_room, reserved
 from tl_core.errors import DataError
 

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import math
 import os
@@ -25,24 +24,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from tl_core.data.archive import extract_archive, is_archive, is_ignored_name
-from tl_core.data.checks import (  # noqa: F401 - re-exported: Example, Problem, SPLIT_NAMES ... are data.py's public types
-    FEW_EXAMPLES_PER_CLASS,
-    MAX_CLASS_RATIO,
-    MIN_EXAMPLES_PER_CLASS,
-    SPLIT_NAMES,
-    Example,
-    Problem,
-    Severity,
-    check_classes,
-    dataset_fingerprint,
-    format_problems,
-    remove_duplicates,
-)
+from tl_core.data.checks import FEW_EXAMPLES_PER_CLASS, MIN_EXAMPLES_PER_CLASS, check_classes, dataset_fingerprint, remove_duplicates
+from tl_core.data.types import SPLIT_NAMES, Example, Problem, Severity
+from tl_core.data.types import DatasetSplit, ScanReport
 from tl_core.errors import DataError
 from tl_core.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, ImageHeader, inspect_image
 from tl_core.data.readable_roots import OUTSIDE_FIX, is_allowed
@@ -53,57 +41,6 @@ FEW_IMAGES_PER_CLASS = FEW_EXAMPLES_PER_CLASS
 DEFAULT_EXTRACT_ROOT = Path("~/.cache/transferlab/extracted")
 _CSV_HEADER_CELLS = frozenset({"path", "file", "filename", "filepath", "image", "image_path", "label", "class", "category", "target"})
 _LINES_PER_KIND = 20
-
-
-@dataclass
-class ScanReport:
-    """Everything learned about a dataset; `examples` are exactly the images training may use."""
-
-    root: str
-    source: str
-    examples: list[Example]
-    class_names: list[str]
-    class_counts: dict[str, int]
-    excluded_classes: dict[str, int]
-    problems: list[Problem]
-    files_seen: int
-    files_skipped: int  # not an image, unreadable, or outside any class folder
-    duplicate_groups: list[list[str]]
-    size_stats: dict[str, float]
-    fingerprint: str
-    has_preset_splits: bool
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy (examples and problems become plain dicts)."""
-        return dataclasses.asdict(self)
-
-    def format_text(self) -> str:
-        """The report for people: class table, sizes, then problems grouped by kind."""
-        width = max([len("class"), *(len(name) for name in [*self.class_counts, *self.excluded_classes])])
-        lines = [
-            f"Dataset {self.source}" + (f" (extracted to {self.root})" if is_archive(self.source) else ""),
-            f"{self.files_seen} files seen, {self.files_skipped} skipped, {len(self.examples)} images used "
-            f"in {len(self.class_names)} classes" + (" (preset train/val/test folders)" if self.has_preset_splits else ""),
-            "",
-            f"{'class':<{width}}  images",
-            *(f"{name:<{width}}  {count:>6}" for name, count in self.class_counts.items()),
-            *(f"{name:<{width}}  {count:>6}  (excluded: see the problems below)" for name, count in self.excluded_classes.items()),
-        ]
-        if self.size_stats:
-            s = self.size_stats
-            lines.append(
-                f"\nimage size (w x h): min {s['width_min']:.0f}x{s['height_min']:.0f}, "
-                f"median {s['width_median']:.0f}x{s['height_median']:.0f}, max {s['width_max']:.0f}x{s['height_max']:.0f}"
-            )
-        return "\n".join(lines + format_problems(self.problems, per_kind=_LINES_PER_KIND))
 
 
 @dataclass
@@ -330,34 +267,6 @@ def scan_dataset(
         files_skipped=collected.files_skipped, duplicate_groups=sorted(duplicate_groups), size_stats=_size_stats(examples),
         fingerprint=dataset_fingerprint(examples), has_preset_splits=has_presets,
     )
-
-
-@dataclass(frozen=True)
-class DatasetSplit:
-    train: tuple[Example, ...]
-    val: tuple[Example, ...]
-    test: tuple[Example, ...]
-    class_names: tuple[str, ...]
-    seed: int
-
-    def examples(self, split_name: str) -> tuple[Example, ...]:
-        if split_name not in SPLIT_NAMES:
-            raise ValueError(f"Unknown split {split_name!r}: choose one of {SPLIT_NAMES}.")
-        return getattr(self, split_name)
-
-    def labels(self, split_name: str) -> np.ndarray:
-        """int32 class indices (into `class_names`) of a split's examples, in order."""
-        index = {name: i for i, name in enumerate(self.class_names)}
-        return np.array([index[e.label] for e in self.examples(split_name)], dtype=np.int32)
-
-    def sizes(self) -> dict[str, int]:
-        return {name: len(self.examples(name)) for name in SPLIT_NAMES}
-
-    def class_counts(self, split_name: str) -> dict[str, int]:
-        counts = dict.fromkeys(self.class_names, 0)
-        for example in self.examples(split_name):
-            counts[example.label] += 1
-        return counts
 
 
 def _round_half_up(value: float) -> int:

@@ -15,8 +15,9 @@ from pathlib import Path
 from tl_core.data import image_dataset as data_module
 from tl_core.data import images as images_module
 from tl_core.config import DataConfig
-from tl_core.data.image_dataset import DatasetSplit, Example, Problem, ScanReport, scan_dataset, split_dataset
-from tl_core.modalities import get_modality
+from tl_core.data.image_dataset import split_dataset
+from tl_core.data.types import DatasetSplit, Example, Problem, ScanReport
+from tl_core.modalities import DataModality, get_modality
 from tl_core.runs.store import RunStore
 
 
@@ -34,10 +35,10 @@ def workspace_cache(store: RunStore, kind: str) -> Path:
 
 def prepare_dataset(config: DataConfig, store: RunStore) -> PreparedDataset:
     """Scan, validate and split the examples of `config.modality`; raises `DataError` when nothing trainable is left."""
-    roots = config.readable_roots
-    report = _scan_folder_reusing_earlier_scan(config.source, store, roots) if config.modality == "image" else None
+    roots, modality = config.readable_roots, get_modality(config.modality)
+    report = _scan_folder_reusing_earlier_scan(config.source, store, roots, modality) if modality.reuses_folder_scans else None
     if report is None:
-        report = get_modality(config.modality).scan(config.source, extract_root=workspace_cache(store, "extracted"), readable_roots=roots)
+        report = modality.scan(config.source, extract_root=workspace_cache(store, "extracted"), readable_roots=roots)
     split = split_dataset(report, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
     return PreparedDataset(report, split)
 
@@ -65,7 +66,7 @@ def _folder_listing_key(folder: Path, readable_roots: tuple[str, ...]) -> str:
     return digest.hexdigest()[:32]
 
 
-def _scan_folder_reusing_earlier_scan(source: str, store: RunStore, readable_roots: tuple[str, ...]) -> ScanReport | None:
+def _scan_folder_reusing_earlier_scan(source: str, store: RunStore, readable_roots: tuple[str, ...], modality: DataModality) -> ScanReport | None:
     """The scan of a dataset folder, reused from the workspace when no file changed since; None for archives and CSVs.
 
     A second run on the same folder then skips hashing and decoding every image.
@@ -83,7 +84,7 @@ def _scan_folder_reusing_earlier_scan(source: str, store: RunStore, readable_roo
             return ScanReport(**{**fields, "source": source})
         except (OSError, ValueError, TypeError, KeyError):  # an unreadable or older report: scan again
             saved.unlink(missing_ok=True)
-    report = scan_dataset(folder, readable_roots=readable_roots)
+    report = modality.scan(folder, extract_root=None, readable_roots=readable_roots)
     report.source = source  # as the caller named it, like a fresh scan
     partial = saved.with_suffix(f".{os.getpid()}.partial")
     partial.write_text(json.dumps(report.to_dict()))

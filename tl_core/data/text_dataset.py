@@ -37,26 +37,17 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from tl_core.data.archive import extract_archive, is_archive, is_ignored_name
-from tl_core.data.image_dataset import DEFAULT_EXTRACT_ROOT, SPLIT_FOLDERS, DatasetSplit, ScanReport
+from tl_core.data.image_dataset import DEFAULT_EXTRACT_ROOT, SPLIT_FOLDERS
+from tl_core.data.types import DatasetSplit, ScanReport
 from tl_core.data.readable_roots import OUTSIDE_FIX, is_allowed
-from tl_core.data.checks import (  # noqa: F401 - detect_modality is re-exported: it belongs to this module's public API
-    MIN_EXAMPLES_PER_CLASS,
-    SPLIT_NAMES,
-    Example,
-    Problem,
-    check_classes,
-    dataset_fingerprint,
-    detect_modality,
-    format_problems,
-    remove_duplicates,
-)
+from tl_core.data.checks import MIN_EXAMPLES_PER_CLASS, check_classes, dataset_fingerprint, remove_duplicates
+from tl_core.data.types import SPLIT_NAMES, Example, Problem, format_problems
+from tl_core.data.types import TABLE_EXTENSIONS, TEXT_EXTENSIONS
 from tl_core.errors import DataError
 
 if TYPE_CHECKING:
-    from tl_core.training.loop import TrainingData
+    from tl_core.data.types import TrainingData
 
-TEXT_EXTENSIONS: tuple[str, ...] = (".txt", ".text", ".md")  # plain text; Keras reads .txt only, .text/.md are plain text too
-TABLE_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv")
 MAX_DOCUMENT_CHARS = 10_000  # ~1,700 words: far beyond the 256 tokens a model reads by default, bounds memory
 FALLBACK_ENCODING = "cp1252"  # Windows-1252: what non-UTF-8 English text files usually are
 BINARY_CONTROL_FRACTION = 0.3
@@ -401,7 +392,7 @@ def read_document(path: str, *, _tables: dict[str, dict[int, str]] | None = None
 
 def load_texts(split: DatasetSplit) -> TrainingData:
     """Every split's documents as `TrainingData`: `images[name]` is a 1-D object array of str (texts, not images)."""
-    from tl_core.training.loop import TrainingData  # deferred: train imports TensorFlow
+    from tl_core.data.types import TrainingData
 
     tables: dict[str, dict[int, str]] = {}
     texts = {name: np.array([read_document(e.path, _tables=tables) for e in split.examples(name)] or [], dtype=object) for name in SPLIT_NAMES}

@@ -16,7 +16,9 @@ features took 2.27 s instead of 2.76 s (medians of 8 interleaved), and 1.75-2.15
 Outputs equal Keras' within float rounding (the tests compare them: within 1e-5 relative, 3e-6 measured).
 
 A model with any other layer (a TF Hub layer, a layer with weights of another kind, a mixed-precision
-policy) gets None, and the caller keeps Keras' own `predict_on_batch`.
+policy) gets None, and the caller keeps Keras' own `predict_on_batch`; so does every model with the fast path
+off (`TRANSFERLAB_FASTPATH=0`): the walk reads Keras' node graph through private attributes (`_keras_history`,
+`_inbound_nodes`, `_outbound_nodes`, `Functional._run_through_graph`) and the `keras.src` module names.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tl_core import fastpath
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +41,16 @@ class _Unsupported(Exception):
 
 
 def frozen_inference_function(model: keras.Model) -> Callable[[Any], tf.Tensor] | None:
-    """A `tf.function` computing `model(x, training=False)` with constant weights, or None when a layer is not supported.
+    """A `tf.function` computing `model(x, training=False)` with constant weights, or None when a layer is not
+    supported or the fast path is off (`tl_core.fastpath.enabled()`).
 
     The weights are copied now (a graph cannot read variables as numbers), so the function keeps giving
     the model's outputs as they are at this call: hold it only while the weights do not change (a frozen
     backbone's feature extraction), and make a new one afterwards. It is traced here, for any batch size, so a
     graph that cannot be built gives None (with a warning) instead of failing a run at its first batch.
     """
+    if not fastpath.enabled():
+        return None
     try:
         every_operation = _all_operations(model)
         for operation in every_operation:

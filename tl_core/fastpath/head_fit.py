@@ -11,8 +11,11 @@ ReduceLROnPlateau) are driven once per epoch with the same logs `fit` would give
 The semantics follow `fit` with `compile(loss="sparse_categorical_crossentropy", metrics=[accuracy])`:
 each batch's loss is the class-weighted sum over the batch divided by its size; `loss` and `accuracy`
 are averaged over the epoch's examples (accuracy weighted by the class weights, as Keras does);
-`val_loss` and `val_accuracy` are unweighted. Under a distribution strategy other than the default
-one the head's variables are mirrored and `fit` handles them, so `can_fit_fast` says no.
+`val_loss` and `val_accuracy` are unweighted. It uses public API only, but copies what `fit` does, so it sits
+behind the fast-path switch: with `TRANSFERLAB_FASTPATH=0`, or under a distribution strategy other than the
+default one (the head's variables are mirrored and `fit` handles them), `can_fit_fast` says no and the caller
+uses `fit`. The optimizer's own `apply` runs each step (a fused `ResourceApplyAdam` saved ~30 ms of tracing
+per run through four private optimizer attributes, and was dropped for that).
 """
 
 from __future__ import annotations
@@ -20,18 +23,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_core import fastpath
 from tl_core.fastpath.graph_options import without_graph_rewrites
 
 
 def can_fit_fast() -> bool:
-    """True outside any distribution strategy's scope: the head's variables are plain ones, not mirrored."""
-    return not tf.distribute.has_strategy()
+    """Whether to train a head with `HeadFitter` rather than `model.fit`: the fast path is on
+    (`tl_core.fastpath.enabled()`) and no distribution strategy is in scope (the head's variables are plain ones, not mirrored)."""
+    return fastpath.enabled() and not tf.distribute.has_strategy()
 
 
 @contextlib.contextmanager
@@ -45,41 +50,6 @@ def _without_retracing_warning() -> Iterator[None]:
         yield
     finally:
         tf_logger.setLevel(level)
-
-
-def fused_adam_update(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> Callable[[Sequence[tf.Tensor]], None] | None:
-    """Keras Adam's update as TensorFlow's fused `ResourceApplyAdam` kernel, or None where the optimizer has an option that kernel lacks.
-
-    The kernel computes what `keras.optimizers.Adam.update_step` does (m += (g - m)(1 - beta_1), v likewise,
-    var -= lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)) in one op per variable instead of
-    ~15; Keras' step counter advances as in `apply`. Tracing a head's epoch graph measured 115 -> 84 ms with it.
-    Anything else (AMSGrad, weight decay, clipping, EMA, accumulation, loss scaling, a schedule, constraints,
-    another optimizer) keeps Keras' own `apply`.
-    """
-    plain = (
-        type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad and not optimizer.weight_decay and not optimizer.use_ema
-        and optimizer.clipnorm is None and optimizer.clipvalue is None and optimizer.global_clipnorm is None
-        and not optimizer.gradient_accumulation_steps and optimizer.loss_scale_factor is None
-        and isinstance(optimizer._learning_rate, keras.Variable)  # not a LearningRateSchedule or a callable
-        and all(variable.constraint is None and variable.dtype == "float32" for variable in variables)
-    )
-    if not plain:
-        return None
-    slots = [(optimizer._momentums[index], optimizer._velocities[index]) for index in map(optimizer._get_variable_index, variables)]
-
-    def apply(gradients: Sequence[tf.Tensor]) -> None:
-        beta_1, beta_2 = tf.constant(optimizer.beta_1, tf.float32), tf.constant(optimizer.beta_2, tf.float32)
-        step = tf.cast(optimizer.iterations + 1, tf.float32)
-        beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
-        learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
-        for gradient, variable, (momentum, velocity) in zip(gradients, variables, slots, strict=True):
-            tf.raw_ops.ResourceApplyAdam(
-                var=variable.handle, m=momentum.handle, v=velocity.handle, beta1_power=beta_1_power, beta2_power=beta_2_power,
-                lr=learning_rate, beta1=beta_1, beta2=beta_2, epsilon=tf.constant(optimizer.epsilon, tf.float32), grad=gradient,
-            )
-        optimizer.iterations.assign_add(1)
-
-    return apply
 
 
 def _crossentropy(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
@@ -116,10 +86,7 @@ class HeadFitter:
         if val_features is not None and val_labels is not None and len(val_labels):
             self.val = (tf.constant(val_features, tf.float32), tf.constant(val_labels, tf.int32))
         self._rng = np.random.default_rng(seed)
-        variables = head.trainable_variables
-        head.optimizer.build(variables)  # slots exist before tracing: a graph loop cannot create variables
-        fused = fused_adam_update(head.optimizer, variables)
-        self._apply = fused or (lambda gradients: head.optimizer.apply(gradients, variables))
+        head.optimizer.build(head.trainable_variables)  # slots exist before tracing: a graph loop cannot create variables
         self._train_epoch = tf.function(self._epoch_graph, jit_compile=jit_compile, autograph=False)  # an explicit while_loop: no conversion cost
 
     def _epoch_graph(self, order: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -139,7 +106,7 @@ class HeadFitter:
                 probabilities = head(features, training=True)
                 loss = tf.reduce_sum(_crossentropy(labels, probabilities) * weights) / size
                 scaled = optimizer.scale_loss(loss)  # a LossScaleOptimizer under mixed precision; identity otherwise
-            self._apply(tape.gradient(scaled, variables))
+            optimizer.apply(tape.gradient(scaled, variables), variables)
             hits = tf.cast(tf.equal(tf.argmax(probabilities, axis=1, output_type=tf.int32), labels), tf.float32)
             return index + 1, loss_sum + loss * size, correct + tf.reduce_sum(hits * weights), weight_sum + tf.reduce_sum(weights)
 

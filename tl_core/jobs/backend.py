@@ -2,6 +2,10 @@
 
 It sits apart from the manager and from every backend, so backends import it and the manager imports
 backends without a cycle. A backend only knows jobs (start, poll, progress, stop, kill).
+
+A job has a kind: a training `run` (a record in the user's run store, files in `runs/<id>/`), or an
+advisory job, the mode advisor (`advice`) or the cut-depth probe (`cut-probe`), whose record and result
+live in `advice/<id>/` (tl_core/jobs/advisory.py). All kinds share the queue, the device slots and Stop.
 """
 
 from __future__ import annotations
@@ -11,28 +15,43 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from tl_core.jobs.live_progress import LiveProgress
+from tl_core.layout import ADVISORY_FOLDER, RUN_TIME_LIMIT_FILE, RUNS_FOLDER
 from tl_core.processes import process_is_alive, process_start_token
 
-# Written into a run's folder when the manager stops it at the run-time limit; holds the message the run ends with.
-RUN_TIME_LIMIT_FILE = "run_time_limit.txt"
+JobKind = Literal["run", "advice", "cut-probe"]
+RUN_JOB: JobKind = "run"
+ADVICE_JOB: JobKind = "advice"
+CUT_PROBE_JOB: JobKind = "cut-probe"
+ADVISORY_KINDS: tuple[JobKind, ...] = (ADVICE_JOB, CUT_PROBE_JOB)
+JOB_KINDS: tuple[JobKind, ...] = (RUN_JOB, *ADVISORY_KINDS)
+
+
+def job_folder(workspace: str | Path, kind: str, job_id: str) -> Path:
+    """Where a job's files are (progress, stop request, worker log): `runs/<id>` for a run, `advice/<id>` for an advisory job."""
+    return Path(workspace) / (RUNS_FOLDER if kind == RUN_JOB else ADVISORY_FOLDER) / job_id
 
 
 @dataclass(frozen=True)
 class Job:
-    """One job as a backend sees it: which run, in which workspace, on which device.
+    """One job as a backend sees it: which run (or advisory job), in which workspace, on which device.
 
     `worker` is the backend's own reference to what runs the job (set once started), stored in the
     queue so a restarted server can find the job again.
     """
 
-    run_id: str
+    run_id: str  # the run's id, or the advisory job's
     workspace: str
     device: str
     resume_from: str | None = None
     worker: str | None = None
+    kind: JobKind = RUN_JOB
+
+    @property
+    def folder(self) -> Path:
+        return job_folder(self.workspace, self.kind, self.run_id)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""A run's live progress as pages show it: `LiveProgress`, kept current from training events by `ProgressTracker`.
+"""A job's live progress as pages show it: `LiveProgress`, kept current from training events by `ProgressTracker`.
 
-A worker process tracks its run's events and publishes the progress (`tl_core.jobs.worker` writes it as JSON);
-the server reads it back into a `LiveProgress` for the Train page and the queue table. Nothing here does I/O.
+A worker process tracks its job's events and publishes the progress (`tl_core.jobs.worker` writes it as JSON);
+the server reads it back into a `LiveProgress` for the Train page, the advisor panels and the queue table.
+A training run reports epochs and batches; an advisory job (no epochs) reports its stages in words
+(`StageStarted`). Both report decoding and feature extraction (`PreparationProgress`). Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tl_core.config import RunConfig
-from tl_core.events import PREPARATION_STEP_NAMES, BatchProgress, EpochEnded, PhaseStarted, PreparationProgress, RunFinished, RunStarted, TrainingEvent
+from tl_core.events import (
+    PREPARATION_STEP_NAMES, BatchProgress, EpochEnded, PhaseStarted, PreparationProgress, RunFinished, RunStarted, StageStarted, TrainingEvent,
+)
 
 
 @dataclass
@@ -37,6 +41,7 @@ class LiveProgress:
     preparing_total: int = 0
     preparing_started_at: float | None = None  # when the split's first report arrived, and its rows then
     preparing_first_done: int = 0
+    stage: str = ""  # an advisory job's current step, in words (`StageStarted`)
 
     @property
     def is_preparing(self) -> bool:
@@ -60,7 +65,7 @@ class LiveProgress:
             return f"{what} ({self.preparing_split}) {self.preparing_done / self.preparing_total:.0%}"
         if self.total_epochs:
             return f"epoch {min(self.epoch + 1, self.total_epochs)} of {self.total_epochs} ({self.phase})"
-        return ""
+        return self.stage
 
     @property
     def fraction_done(self) -> float:
@@ -93,9 +98,10 @@ class ProgressTracker:
     """Keeps a `LiveProgress` current from training events (cheap: no I/O).
 
     With `run_id`, events of other runs (the from-scratch baseline trained in the same job) are ignored.
+    `config` plans the epochs of later phases; None for an advisory job (no epochs).
     """
 
-    def __init__(self, config: RunConfig, progress: LiveProgress | None = None, *, run_id: str | None = None) -> None:
+    def __init__(self, config: RunConfig | None, progress: LiveProgress | None = None, *, run_id: str | None = None) -> None:
         self.config = config
         self.progress = progress or LiveProgress()
         self.run_id = run_id
@@ -118,6 +124,8 @@ class ProgressTracker:
                 progress.preparing, progress.preparing_split, progress.preparing_started_at = event.step, event.split, event.timestamp
                 progress.preparing_first_done = event.done
             progress.preparing_done, progress.preparing_total = event.done, event.total
+        elif isinstance(event, StageStarted):
+            progress.stage = event.description
         elif isinstance(event, EpochEnded):
             progress.epoch, progress.phase_epoch, progress.batch = event.epoch, event.phase_epoch, 0
             progress.last_metrics = dict(event.metrics)
@@ -125,6 +133,8 @@ class ProgressTracker:
             progress.status = event.status
 
     def _later_phase_epochs(self, phase: str) -> int:
+        if self.config is None:
+            return 0
         train = self.config.train
         if phase != "head" or train.mode == "feature-extraction":
             return 0

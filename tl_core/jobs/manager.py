@@ -1,7 +1,11 @@
-"""Background training jobs: a durable fair queue, a dispatcher, and backends that run the jobs.
+"""Background jobs: a durable fair queue, a dispatcher, and backends that run the jobs.
 
 Streamlit unwinds its script thread on every rerun, so training never runs there. The app keeps one
 `JobManager` per server (`st.cache_resource`); pages submit configs, read `status()` and call `stop()`.
+A job is a training run (`submit`, `resume`) or an advisory job (`submit_advisory`: the mode advisor or
+the cut-depth probe, which measure the user's data with real training steps); all share the queue, the
+device slots, the per-user cap, progress and Stop. An advisory job is no run: its record and result
+live in `<workspace>/advice/<job id>/` (tl_core/jobs/advisory.py), never in the run store.
 
 Jobs wait in a SQLite queue (`tl_core.jobs.queue`) that survives restarts. A dispatcher thread claims
 the next job when a device slot is free and hands it to a backend (both in `tl_core.jobs.worker`):
@@ -25,9 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import sqlite3
-import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,20 +38,20 @@ from pathlib import Path
 from typing import Literal
 
 from tl_core.config import RunConfig
-from tl_core.errors import RunNotFoundError, TransferLabError
-from tl_core.jobs.backend import RUN_TIME_LIMIT_FILE, Job, JobBackend, JobExit, run_time_limit_message
-from tl_core.jobs.queue import ANY_DEVICE, JobQueue, QueueEntry, RunningJob, WaitingJob, default_slots, estimate_start_times
+from tl_core.errors import TransferLabError
+from tl_core.jobs.backend import RUN_JOB, Job, JobBackend, JobExit, JobKind, run_time_limit_message
+from tl_core.layout import RUN_TIME_LIMIT_FILE
+from tl_core.jobs.queue import ANY_DEVICE, JobQueue, QueueEntry, default_slots
 from tl_core.jobs.live_progress import LiveProgress
-from tl_core.runs.store import FINISHED_STATUSES, RunStore
+from tl_core.jobs.records import JobRecords, enqueue_advisory, enqueue_run, records_for
+from tl_core.jobs.start_estimates import StartEstimator
+from tl_core.events import ACTIVE_STATUSES, FINISHED_STATUSES
+from tl_core.layout import CHECKPOINT_FILE, QUEUE_FILE
+from tl_core.runs.store import RunStore
 from tl_core.server.limits import RunLimits, duration_words, require_within_limits, run_time_message
 
 JobState = Literal["queued", "running", "finished"]
-# Equal to tl_core.training.runner.CHECKPOINT_FILE; the runner imports TensorFlow, which the server need not.
-CHECKPOINT_FILE = "checkpoint.weights.h5"
-RESUME_WEIGHTS_FILE = "resume_from.weights.h5"
-HISTORY_RUNS = 10  # recent completed runs that set the seconds-per-epoch estimate
 RUN_LIMIT_GRACE_S = 60.0  # after the stop request, time to finish the batch and save before the worker is killed
-_HISTORY_TTL_S = 30.0
 _log = logging.getLogger(__name__)
 
 
@@ -61,23 +63,24 @@ class JobStatus:
     about how long runs take) are set while it waits; `estimated_start` is the real start once running.
     """
 
-    run_id: str
+    run_id: str  # the run's id, or the advisory job's
     state: JobState
     queue_position: int | None
     progress: LiveProgress
     estimated_start: float | None = None
     owner: str = "local"
     device: str | None = None
+    kind: JobKind = RUN_JOB
 
 
 class JobManager:
-    """Queue and run training jobs in the background; one manager per server process.
+    """Queue and run jobs in the background; one manager per server process.
 
     Args:
         store: the default run store jobs record into (`submit(store=...)` picks another).
         max_concurrent: jobs at once per device (default 1: two models on one device only make both slower).
         slots: jobs at once per device name, overriding `max_concurrent` and device detection.
-        per_user_cap: most runs one user may have queued or running; None for no limit.
+        per_user_cap: most jobs (runs and advisory jobs) one user may have queued or running; None for no limit.
         backend: where jobs run; default `ProcessBackend` (one worker process per job), or
             `ThreadBackend(run)` when `run` is given.
         run: the function that runs one experiment in a `ThreadBackend` (tests swap it).
@@ -96,7 +99,7 @@ class JobManager:
         self.store = store
         self.limits = limits or RunLimits()
         self.slots = dict(slots) if slots else default_slots(max_concurrent or 1)
-        self.queue = JobQueue(queue_path or store.workspace / "queue.sqlite", slots=self.slots, per_user_cap=per_user_cap)
+        self.queue = JobQueue(queue_path or store.workspace / QUEUE_FILE, slots=self.slots, per_user_cap=per_user_cap)
         if backend is None:
             from tl_core.jobs.thread_backend import ThreadBackend
             from tl_core.jobs.worker import ProcessBackend
@@ -107,7 +110,7 @@ class JobManager:
         self._stores: dict[str, RunStore] = {str(store.workspace): store}
         self._dispatch_lock = threading.RLock()
         self._final_progress: dict[str, LiveProgress] = {}
-        self._history: tuple[float, float | None] = (0.0, None)  # (read at, seconds per epoch)
+        self._starts = StartEstimator(store, self.slots)
         self._wake = threading.Event()
         self._closed = threading.Event()
         self.recovered = self.recover()
@@ -137,7 +140,7 @@ class JobManager:
         """
         store = store or self.store
         record = store.get(run_id)
-        if record.status in ("queued", "running"):
+        if record.status in ACTIVE_STATUSES:
             raise TransferLabError(f"Run {record.id} is {record.status}: only an ended run can be resumed.")
         checkpoint = store.run_dir(record.id) / CHECKPOINT_FILE
         if not checkpoint.is_file():
@@ -148,6 +151,25 @@ class JobManager:
         config = config.replace(name=f"{record.name} (resumed)")
         return self._submit(config, owner=owner or record.owner, store=store, device=ANY_DEVICE, parent=record.id, checkpoint=checkpoint)
 
+    def submit_advisory(self, kind: JobKind, config: RunConfig, *, key: str, options: Mapping | None = None, owner: str = "local",
+                        store: RunStore | None = None, device: str = ANY_DEVICE) -> str:
+        """Queue an advisory job (`advice`: the mode advisor; `cut-probe`: cut depths) measuring the planned run `config`; returns its id.
+
+        Args:
+            key: stands for the settings the result depends on; `AdvisoryStore.latest(kind, key)` finds the job again.
+            options: the job's own settings (tl_core/advisor/advisory_job.py), e.g. `{"measure_throughput": False}`.
+            owner: the user who asked; the job counts against their cap like a run.
+            store: whose workspace keeps the job's record and result (default: the manager's store).
+
+        Raises:
+            QueueFullError, RunLimitError: as `submit`.
+        """
+        store = store or self.store
+        self._admit(config, owner, store, dataclasses.replace(self.limits, max_epochs=None))  # it trains no epochs
+        job_id = enqueue_advisory(self.queue, store.workspace, kind, config, key=key, options=options or {}, owner=owner, device=device)
+        self.dispatch()
+        return job_id
+
     def stop(self, run_id: str) -> bool:
         """Stop a running job after its current batch, or drop a queued one. False if not active here."""
         with self._dispatch_lock:
@@ -155,7 +177,7 @@ class JobManager:
             if entry is None or entry.state == "done":
                 return False
             if entry.state == "queued" and self.queue.remove(run_id):
-                self._store(entry.workspace).finish_run(run_id, "stopped", error="Removed from the queue before it started.")
+                self._records(entry).finish(run_id, "stopped", error="Removed from the queue before it started.")
                 self._wake.set()
                 return True
             entry = self.queue.get(run_id)
@@ -178,7 +200,7 @@ class JobManager:
         entry = self.queue.get(run_id)
         if entry is None:
             return None
-        common = {"owner": entry.owner, "device": entry.assigned_device}
+        common = {"owner": entry.owner, "device": entry.assigned_device, "kind": entry.kind}
         if entry.state == "queued":
             estimates = self._estimated_starts()
             progress = LiveProgress(status="queued", total_epochs=entry.planned_epochs, started_at=entry.enqueued_at)
@@ -195,9 +217,13 @@ class JobManager:
                          entry.started_at, **common)
 
     def active_run_ids(self) -> list[str]:
-        """Running first (in start order), then queued in queue order."""
+        """Training runs running first (in start order), then queued in queue order; advisory jobs are no runs."""
+        return self.active_job_ids((RUN_JOB,))
+
+    def active_job_ids(self, kinds: tuple[str, ...] | None = None) -> list[str]:
+        """Jobs of `kinds` (default: every kind) running first (in start order), then queued in queue order."""
         running = sorted(self.queue.entries("running"), key=lambda entry: entry.started_at or 0.0)
-        return [entry.run_id for entry in running] + [entry.run_id for entry in self.queue.entries("queued")]
+        return [entry.run_id for entry in [*running, *self.queue.entries("queued")] if kinds is None or entry.kind in kinds]
 
     def wait(self, run_id: str, timeout_s: float = 600.0) -> JobStatus | None:
         """Block until a job finishes (tests and scripts; pages poll `status` instead)."""
@@ -212,7 +238,7 @@ class JobManager:
     def shutdown(self, *, stop_jobs: bool = False, timeout_s: float = 5.0) -> None:
         """Stop dispatching (jobs keep running and a later manager finds them), or also stop them."""
         if stop_jobs:
-            for run_id in self.active_run_ids():
+            for run_id in self.active_job_ids():
                 self.stop(run_id)
         self._closed.set()
         self._wake.set()
@@ -242,10 +268,7 @@ class JobManager:
                 if ended is not None and self._settle(entry, ended) in ("interrupted", "failed"):
                     settled.append(entry.run_id)
             for entry in self.queue.entries("queued"):
-                try:
-                    status = self._store(entry.workspace).get(entry.run_id).status
-                except RunNotFoundError:
-                    status = "deleted"
+                status = self._records(entry).status(entry.run_id) or "deleted"
                 if status != "queued":  # deleted, or ended by hand while no server ran
                     self.queue.mark_done(entry.run_id, status)
         return settled
@@ -274,63 +297,53 @@ class JobManager:
             self._wake.clear()
 
     def _submit(self, config: RunConfig, *, owner: str, store: RunStore, device: str, parent: str | None = None, checkpoint: Path | None = None) -> str:
-        require_within_limits(config, self.limits)  # a resumed run too: the trainer may have lowered the limits since
-        self.queue.check_cap(owner)  # before creating a run; enqueue checks again atomically
-        record = store.create_run(
-            config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights, mode=config.train.mode,
-            name=config.name, status="queued", owner=owner, parent_run_id=parent, held_by_queue=True,
-        )
-        self._stores.setdefault(str(store.workspace), store)
-        resume_from = None
-        try:
-            if checkpoint is not None:
-                resume_from = str(shutil.copyfile(checkpoint, store.run_dir(record.id) / RESUME_WEIGHTS_FILE))
-            self.queue.enqueue(record.id, owner, config.to_dict(), workspace=store.workspace, device=device, resume_from=resume_from)
-        except BaseException:
-            store.delete(record.id)  # no orphan queued run without a queue entry
-            raise
+        self._admit(config, owner, store, self.limits)
+        run_id = enqueue_run(self.queue, store, config, owner=owner, device=device, parent=parent, checkpoint=checkpoint)
         self.dispatch()  # start it now when a slot is free, so the caller sees it running at once
-        return record.id
+        return run_id
+
+    def _admit(self, config: RunConfig, owner: str, store: RunStore, limits: RunLimits) -> None:
+        require_within_limits(config, limits)  # a resumed run too: the trainer may have lowered the limits since
+        self.queue.check_cap(owner)  # before creating a record; enqueue checks again atomically
+        self._stores.setdefault(str(store.workspace), store)
 
     def _launch(self, entry: QueueEntry) -> None:
         job = self._job(entry)
         try:
             worker = self.backend.start(job)
         except (OSError, TransferLabError, ValueError) as exc:
-            error = f"Could not start a worker for this run: {exc}"
-            store = self._store(entry.workspace)
-            store.finish_run(entry.run_id, "failed", error=error)
-            store.append_log(entry.run_id, f"error: {error}")
+            error = f"Could not start a worker for this job: {exc}"
+            records = self._records(entry)
+            records.finish(entry.run_id, "failed", error=error)
+            records.log(entry.run_id, f"error: {error}")
             self.queue.mark_done(entry.run_id, "failed")
             return
         self.queue.set_worker(entry.run_id, worker)
 
     def _settle(self, entry: QueueEntry, ended: JobExit) -> str:
-        """Record a job whose worker ended; a run the worker left unfinished gets the reason. Returns its status."""
-        store = self._store(entry.workspace)
+        """Record a job whose worker ended; a job the worker left unfinished gets the reason. Returns its status."""
+        records = self._records(entry)
         self._final_progress[entry.run_id] = self.backend.progress(self._job(entry)) or LiveProgress()
-        try:
-            record = store.get(entry.run_id)
-        except RunNotFoundError:
+        status = records.status(entry.run_id)
+        if status is None:
             self.queue.mark_done(entry.run_id, "deleted")
             return "deleted"
-        status = record.status
-        over_time = run_time_limit_message(store.run_dir(record.id))
-        if status in ("queued", "running"):
+        folder = records.folder(entry.run_id)
+        over_time = run_time_limit_message(folder)
+        if status in ACTIVE_STATUSES:
             status = "interrupted" if ended.signal and not over_time else "failed"
-            folder = store.run_dir(record.id)
             kept = "log and last checkpoint are" if (folder / CHECKPOINT_FILE).is_file() else "log is"
             error = f"The worker process {ended.description}. Its {kept} kept in {folder}."
             if kept.startswith("log and"):
                 error += " Resume it to continue from the checkpoint."
             if over_time:
                 error = f"{over_time} (It did not stop within {RUN_LIMIT_GRACE_S:g} s of the request, so its worker was ended.)"
-            store.finish_run(record.id, status, error=error)
-            store.append_log(record.id, f"{status}: {error}")
-        elif over_time and status == "stopped":  # stopped before training began: the worker did not record the limit
+            records.finish(entry.run_id, status, error=error)
+            records.log(entry.run_id, f"{status}: {error}")
+        elif over_time and status == "stopped":  # stopped before the work began: the worker did not record the limit
             status = "failed"
-            store.finish_run(record.id, status, error=over_time)
-            store.append_log(record.id, f"{status}: {over_time}")
+            records.finish(entry.run_id, status, error=over_time)
+            records.log(entry.run_id, f"{status}: {over_time}")
         self._final_progress[entry.run_id].status = status
         self.queue.mark_done(entry.run_id, status)
         return status
@@ -343,8 +356,8 @@ class JobManager:
         over_s = time.time() - entry.started_at - limit_s
         if over_s < 0:
             return
-        store = self._store(entry.workspace)
-        marker = store.run_dir(entry.run_id) / RUN_TIME_LIMIT_FILE
+        records = self._records(entry)
+        marker = records.folder(entry.run_id) / RUN_TIME_LIMIT_FILE
         if marker.exists():
             if over_s > RUN_LIMIT_GRACE_S:
                 self.backend.kill(self._job(entry))
@@ -352,23 +365,26 @@ class JobManager:
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(run_time_message(self.limits), encoding="utf-8")  # before the stop: the worker ends the run with it
-            store.append_log(entry.run_id, f"Run-time limit of {duration_words(limit_s)} reached: stopping after the current batch.")
+            records.log(entry.run_id, f"Run-time limit of {duration_words(limit_s)} reached: stopping after the current batch.")
         except OSError:  # a full disk: stop it all the same (it then ends `stopped`, asked again every tick)
             pass
         self.backend.stop(self._job(entry))
 
     def _recorded_outcome(self, entry: QueueEntry) -> str | None:
-        """The run's final status when the store already has one, else None."""
-        try:
-            status = self._store(entry.workspace).get(entry.run_id).status
-        except RunNotFoundError:
+        """The job's final status when its record already has one, else None."""
+        records = self._records(entry)
+        status = records.status(entry.run_id)
+        if status is None:
             return "deleted"
-        if status == "stopped" and run_time_limit_message(self._store(entry.workspace).run_dir(entry.run_id)):
+        if status == "stopped" and run_time_limit_message(records.folder(entry.run_id)):
             return None  # stopped at the run-time limit: it ends `failed`, saying why, a moment later
         return status if status in FINISHED_STATUSES else None
 
     def _job(self, entry: QueueEntry) -> Job:
-        return Job(entry.run_id, entry.workspace, entry.assigned_device or entry.device, entry.resume_from, entry.worker)
+        return Job(entry.run_id, entry.workspace, entry.assigned_device or entry.device, entry.resume_from, entry.worker, entry.kind)
+
+    def _records(self, entry: QueueEntry) -> JobRecords:
+        return records_for(entry.kind, self._store(entry.workspace))
 
     def _store(self, workspace: str) -> RunStore:
         if workspace not in self._stores:
@@ -376,30 +392,5 @@ class JobManager:
         return self._stores[workspace]
 
     def _estimated_starts(self) -> dict[str, float | None]:
-        seconds_per_epoch = self._seconds_per_epoch()
-        now = time.time()
-        running = []
-        for entry in self.queue.entries("running"):
-            progress = self.backend.progress(self._job(entry)) if entry.worker else None
-            remaining = progress.eta_s if progress is not None else None
-            if remaining is None and seconds_per_epoch is not None:
-                remaining = seconds_per_epoch * entry.planned_epochs - (now - (entry.started_at or now))
-            running.append(RunningJob(entry.assigned_device or entry.device, remaining))
-        waiting = [
-            WaitingJob(entry.run_id, entry.device, seconds_per_epoch * entry.planned_epochs if seconds_per_epoch is not None else None)
-            for entry in self.queue.entries("queued")
-        ]
-        return estimate_start_times(now, running, waiting, self.slots)
-
-    def _seconds_per_epoch(self) -> float | None:
-        """Median wall time per epoch of the last completed runs (start-up included); None before any."""
-        read_at, value = self._history
-        if time.monotonic() - read_at > _HISTORY_TTL_S:
-            rates = [
-                record.metrics["elapsed_s"] / record.metrics["epochs_run"]
-                for record in self.store.list_runs(status="completed")[:HISTORY_RUNS]
-                if record.metrics.get("epochs_run") and record.metrics.get("elapsed_s")
-            ]
-            value = statistics.median(rates) if rates else None
-            self._history = (time.monotonic(), value)
-        return value
+        running = [(entry, self.backend.progress(self._job(entry)) if entry.worker else None) for entry in self.queue.entries("running")]
+        return self._starts.estimate(running, self.queue.entries("queued"))

@@ -1,4 +1,4 @@
-"""A durable FIFO queue of training jobs in SQLite: fair across users, at most K jobs per device.
+"""A durable FIFO queue of jobs in SQLite: fair across users, at most K jobs per device.
 
 The queue lives in its own file (`<workspace>/queue.sqlite`, WAL mode) beside the run store, so a
 server restart finds every queued job still queued. Each call opens its own short-lived connection
@@ -11,6 +11,10 @@ a free device. Each user may have at most `per_user_cap` jobs queued or running 
 `ServerSettings.max_queued_per_user`). An entry names the workspace of its run, so one queue can
 serve the runs of several workspaces (one per user on a workshop server).
 
+Each entry has a kind (tl_core/jobs/backend.py): a training `run`, or an advisory job (`advice`,
+`cut-probe`) that shares the slots, the order and the cap. A queue file from before kinds existed gains
+the column on opening, its jobs all runs.
+
 Example:
     >>> queue = JobQueue.for_workspace("workspace", slots={"cpu": 1})
     >>> queue.enqueue("run-a", owner="alice", config={"train": {"epochs": 5}})
@@ -21,21 +25,20 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import heapq
 import json
-import math
 import os
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from tl_core import sqlite_store
 from tl_core.errors import TransferLabError
+from tl_core.layout import QUEUE_FILE
+from tl_core.jobs.backend import RUN_JOB, JobKind
 
-QUEUE_FILE = "queue.sqlite"
 ANY_DEVICE = "auto"
 # Progressive mode stops at a plateau or after `max_stages`; None means "down to the first block",
 # which depends on the backbone: 4 stages is the same planning guess the progress bar uses.
@@ -47,7 +50,9 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL,
     workspace TEXT NOT NULL, device TEXT NOT NULL, assigned_device TEXT, state TEXT NOT NULL, planned_epochs INTEGER NOT NULL,
     config_json TEXT NOT NULL, enqueued_at REAL NOT NULL, started_at REAL, finished_at REAL,
-    worker TEXT, resume_from TEXT, outcome TEXT)"""
+    worker TEXT, resume_from TEXT, outcome TEXT, kind TEXT NOT NULL DEFAULT 'run')"""
+# Columns added since the first queue files, each with its default for the jobs already in them.
+_ADDED_COLUMNS = {"kind": "TEXT NOT NULL DEFAULT 'run'"}
 
 
 class QueueFullError(TransferLabError):
@@ -59,7 +64,7 @@ class QueueEntry:
     """One job in the queue; `seq` orders it (first in, first out)."""
 
     seq: int
-    run_id: str
+    run_id: str  # the run's id, or the advisory job's
     owner: str
     workspace: str  # the run store (workspace folder) the run belongs to
     device: str  # what was asked: `auto` or a device name such as `gpu:0`
@@ -73,6 +78,7 @@ class QueueEntry:
     worker: str | None  # the backend's reference to the process running it (e.g. host:pid:start)
     resume_from: str | None  # a checkpoint to start from (see JobManager.resume)
     outcome: str | None  # the run's final status once done
+    kind: JobKind = RUN_JOB
 
 
 def planned_epochs(config: Mapping) -> int:
@@ -108,6 +114,19 @@ class JobQueue:
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a queue file written by an older TransferLab up to date (checked again under the write lock: another process may be at it)."""
+        for attempt in ("read", "write"):
+            with self._connect(write=attempt == "write") as connection:
+                present = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
+                missing = {name: column for name, column in _ADDED_COLUMNS.items() if name not in present}
+                if not missing:
+                    return
+                if attempt == "write":
+                    for name, column in missing.items():
+                        connection.execute(f"ALTER TABLE jobs ADD COLUMN {name} {column}")
 
     @classmethod
     def for_workspace(cls, workspace: str | Path, **options) -> JobQueue:
@@ -120,17 +139,18 @@ class JobQueue:
     # -- changing the queue ----------------------------------------------------------------------
     def enqueue(
         self, run_id: str, owner: str, config: Mapping, *, workspace: str | Path | None = None, device: str = ANY_DEVICE,
-        resume_from: str | None = None,
+        resume_from: str | None = None, kind: JobKind = RUN_JOB,
     ) -> QueueEntry:
         """Add a job at the end of the queue.
 
         Args:
-            run_id: the (queued) run in the run store.
+            run_id: the (queued) run in the run store, or the advisory job's id.
             owner: the user who asked; the per-user cap counts by owner.
-            config: the run's config (`RunConfig.to_dict()`); its epochs feed the start-time estimates.
+            config: the run's config (`RunConfig.to_dict()`); a run's epochs feed the start-time estimates.
             workspace: the run store's folder; default the queue file's folder.
             device: `auto` (any free device) or one device of `slots`.
             resume_from: a checkpoint the worker starts from.
+            kind: `run`, or an advisory job's kind (no epochs).
 
         Raises:
             QueueFullError: `owner` already has `per_user_cap` jobs queued or running.
@@ -141,10 +161,10 @@ class JobQueue:
         with self._connect(write=True) as connection:
             self._check_cap(connection, owner)
             connection.execute(
-                "INSERT INTO jobs (run_id, owner, workspace, device, state, planned_epochs, config_json, enqueued_at, resume_from)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (run_id, owner, str(Path(workspace or self.path.parent).resolve()), device, planned_epochs(config),
-                 json.dumps(dict(config)), time.time(), resume_from),
+                "INSERT INTO jobs (run_id, owner, workspace, device, state, planned_epochs, config_json, enqueued_at, resume_from, kind)"
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                (run_id, owner, str(Path(workspace or self.path.parent).resolve()), device, planned_epochs(config) if kind == RUN_JOB else 0,
+                 json.dumps(dict(config)), time.time(), resume_from, kind),
             )
         return self._require(run_id)
 
@@ -249,7 +269,7 @@ def _entry(row: sqlite3.Row) -> QueueEntry:
         seq=row["seq"], run_id=row["run_id"], owner=row["owner"], workspace=row["workspace"], device=row["device"], assigned_device=row["assigned_device"],
         state=row["state"], planned_epochs=row["planned_epochs"], config=json.loads(row["config_json"]), enqueued_at=row["enqueued_at"],
         started_at=row["started_at"], finished_at=row["finished_at"], worker=row["worker"], resume_from=row["resume_from"],
-        outcome=row["outcome"],
+        outcome=row["outcome"], kind=row["kind"],
     )
 
 
@@ -273,49 +293,3 @@ def detect_devices() -> list[str]:
         except OSError:
             ids = []
     return [f"gpu:{item}" for item in ids] or ["cpu"]
-
-
-@dataclass(frozen=True)
-class RunningJob:
-    device: str
-    remaining_s: float | None  # None: unknown
-
-
-@dataclass(frozen=True)
-class WaitingJob:
-    run_id: str
-    device: str  # `auto` or a device name
-    expected_s: float | None  # None: unknown
-
-
-def estimate_start_times(
-    now: float, running: Sequence[RunningJob], waiting: Sequence[WaitingJob], slots: Mapping[str, int]
-) -> dict[str, float | None]:
-    """When each waiting job should start, by replaying the queue over the device slots.
-
-    Args:
-        now: the current unix time.
-        running: jobs holding slots now, with the seconds they still need.
-        waiting: waiting jobs in queue order, with the seconds each is expected to take.
-        slots: slots per device.
-
-    Returns:
-        run_id -> estimated unix start time; None once an unknown duration comes first.
-    """
-    # Each device is a heap of the times its slots free up; an unknown duration frees a slot at infinity.
-    free_at: dict[str, list[float]] = {}
-    for device, count in slots.items():
-        busy = [now + max(job.remaining_s, 0.0) if job.remaining_s is not None else math.inf for job in running if job.device == device]
-        free_at[device] = busy + [now] * max(count - len(busy), 0)
-        heapq.heapify(free_at[device])
-    estimates: dict[str, float | None] = {}
-    for job in waiting:
-        devices = [d for d in free_at if job.device in (ANY_DEVICE, d) and free_at[d]]
-        if not devices:
-            estimates[job.run_id] = None
-            continue
-        device = min(devices, key=lambda d: free_at[d][0])
-        start = heapq.heappop(free_at[device])
-        estimates[job.run_id] = None if math.isinf(start) else start
-        heapq.heappush(free_at[device], start + job.expected_s if job.expected_s is not None else math.inf)
-    return estimates

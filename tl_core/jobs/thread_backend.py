@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tl_core.config import RunConfig
-from tl_core.jobs.backend import Job, JobExit, reference_is_alive, this_process_reference
+from tl_core.jobs.backend import RUN_JOB, Job, JobExit, reference_is_alive, this_process_reference
 from tl_core.jobs.live_progress import LiveProgress, ProgressTracker
 from tl_core.runs.store import RunStore
-from tl_core.jobs.worker import execute_run
+from tl_core.jobs.worker import execute_job
 
 
 @dataclass
@@ -29,7 +29,8 @@ class ThreadBackend:
     """Runs each job in a daemon thread of this process (tests and scripts; a crash takes the process down).
 
     Args:
-        run: the function that runs one experiment (the real `run_experiment` unless a test swaps it).
+        run: the function that runs one experiment (the real `run_experiment` unless a test swaps it);
+            advisory jobs always run the real advisor.
     """
 
     def __init__(self, run: Callable[..., object] | None = None) -> None:
@@ -39,12 +40,11 @@ class ThreadBackend:
     def start(self, job: Job) -> str:
         from tl_core.stopping import StopToken
 
-        store = RunStore(job.workspace)
-        tracker = ProgressTracker(RunConfig.from_dict(store.get(job.run_id).config), run_id=job.run_id)
+        config = RunConfig.from_dict(RunStore(job.workspace).get(job.run_id).config) if job.kind == RUN_JOB else None
+        tracker = ProgressTracker(config, run_id=job.run_id)
         stop = StopToken()
         thread = threading.Thread(
-            target=execute_run, args=(store, job.run_id),
-            kwargs={"listener": tracker, "stop": stop, "resume_from": job.resume_from, "run": self._run},
+            target=execute_job, args=(job,), kwargs={"listener": tracker, "stop": stop, "run": self._run},
             name=f"transferlab-{job.run_id}", daemon=True,
         )
         self._jobs[job.run_id] = _ThreadJob(thread, stop, tracker.progress)

@@ -5,7 +5,7 @@ Keras and the engine. That is most of a second run on cached features (0.26 s fr
 trained head). So `ProcessBackend` keeps a started worker waiting on each idle device: at the server's
 start, and whenever a device's last job ends. It runs `python -m tl_core.jobs.worker --standby`, which imports
 the engine, then reads one line on its standard input: the job, as JSON (workspace, run id, weights to
-resume from). A worker is started only for an idle device, so its import never competes with a job
+resume from, the job's kind). A worker is started only for an idle device, so its import never competes with a job
 training there; when the next job follows at once (a queue), it takes that worker mid-import and waits for
 the rest, no later than a fresh worker would have been ready. (Importing at a lower CPU priority instead,
 beside a running job, was measured and dropped: the threads the import starts keep that priority, and the

@@ -1,6 +1,8 @@
-"""One training job in its own process, and the backend that starts such processes.
+"""One job in its own process, and the backend that starts such processes.
 
-`python -m tl_core.jobs.worker --workspace W --run-id ID` runs one queued run with `run_experiment`. The
+`python -m tl_core.jobs.worker --workspace W --run-id ID` runs one queued run with `run_experiment`;
+with `--kind advice` or `--kind cut-probe`, one advisory job (tl_core/advisor/advisory_job.py) instead
+(`execute_job` picks the engine function by the job's kind). The
 worker records its pid in the run store first, so a worker that dies (SIGKILL, out of memory) is
 found by the server. Stop requests arrive as SIGTERM or as a `stop.request` file in the run folder
 (which also works for a workspace shared between machines). Live progress goes to `progress.json`
@@ -37,15 +39,14 @@ import tl_core
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
 from tl_core.events import BatchProgress, PreparationProgress, TrainingEvent, TrainingListener
-from tl_core.jobs.backend import Job, JobExit, reference_is_alive, run_time_limit_message
+from tl_core.jobs.backend import JOB_KINDS, RUN_JOB, Job, JobExit, job_folder, reference_is_alive, run_time_limit_message
 from tl_core.jobs.live_progress import LiveProgress, ProgressTracker
+from tl_core.jobs.records import records_for
 from tl_core.processes import process_start_token
-from tl_core.runs.store import LOG_FILE, RunStore
+from tl_core.runs.store import RunStore
+from tl_core.layout import LOG_FILE, PROGRESS_FILE, STOP_FILE, WORKER_LOG_FILE
 from tl_core.jobs.warm_workers import WarmWorkers, send_output_to, wait_for_job
 
-PROGRESS_FILE = "progress.json"
-STOP_FILE = "stop.request"
-WORKER_LOG_FILE = "worker.log"
 PROGRESS_INTERVAL_S = 0.5
 DISK_FULL_EXIT = 28  # the worker's exit code when the disk is full and the store could not say so
 # run_experiment learns to start from saved weights through this keyword (see JobManager.resume).
@@ -72,12 +73,12 @@ class ProgressPublisher:
     """A training listener that keeps `progress.json` current and honours the stop file.
 
     Args:
-        run_dir: the run's folder.
-        config: the run's config (for the planned number of epochs).
-        stop: the run's stop token; set when `stop.request` appears.
+        run_dir: the job's folder.
+        config: the run's config (for the planned number of epochs); None for an advisory job.
+        stop: the job's stop token; set when `stop.request` appears.
     """
 
-    def __init__(self, run_dir: Path, config: RunConfig, stop: object) -> None:
+    def __init__(self, run_dir: Path, config: RunConfig | None, stop: object) -> None:
         self.path = run_dir / PROGRESS_FILE
         self.stop_file = run_dir / STOP_FILE
         self.stop = stop
@@ -178,6 +179,19 @@ def execute_run(
         return _record_failure(store, run_id, f"{type(exc).__name__}: {exc}")
 
 
+def execute_job(job: Job, *, listener: TrainingListener | None = None, stop: object | None = None, run: Callable[..., object] | None = None) -> str:
+    """Run one queued job of any kind to its end in this process with the engine function for its kind; returns its final status.
+
+    A run goes to `execute_run` (`run` swaps the experiment function); an advisory job to
+    `tl_core.advisor.advisory_job.execute_advisory_job`. Neither raises for a failure of the job itself.
+    """
+    if job.kind == RUN_JOB:
+        return execute_run(RunStore(job.workspace), job.run_id, listener=listener, stop=stop, resume_from=job.resume_from, run=run)
+    from tl_core.advisor.advisory_job import execute_advisory_job  # the engine: TensorFlow, loaded in the worker only
+
+    return execute_advisory_job(job.workspace, job.run_id, listener=listener, stop=stop)
+
+
 def _record_failure(store: RunStore, run_id: str, error: str) -> str:
     store.finish_run(run_id, "failed", error=error)
     store.append_log(run_id, f"error: {error}")
@@ -185,10 +199,11 @@ def _record_failure(store: RunStore, run_id: str, error: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The worker process: run one queued run; exit 0 once its outcome is recorded."""
-    parser = argparse.ArgumentParser(prog="python -m tl_core.jobs.worker", description="Run one queued TransferLab run.")
+    """The worker process: run one queued job; exit 0 once its outcome is recorded."""
+    parser = argparse.ArgumentParser(prog="python -m tl_core.jobs.worker", description="Run one queued TransferLab job.")
     parser.add_argument("--workspace", help="the run store's folder")
-    parser.add_argument("--run-id", help="the queued run to execute")
+    parser.add_argument("--run-id", help="the queued run (or advisory job) to execute")
+    parser.add_argument("--kind", default=RUN_JOB, choices=JOB_KINDS, help="what the job is: a training run (default) or an advisory job")
     parser.add_argument("--resume-from", default=None, help="a weights file to start from")
     parser.add_argument("--standby", action="store_true",
                         help="import the engine first, then read the job on standard input as one JSON line (tl_core/jobs/warm_workers.py)")
@@ -211,24 +226,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if job is None:  # let go before any job: nothing to record
             return 0
         args.workspace, args.run_id, args.resume_from = job["workspace"], job["run_id"], job.get("resume_from")
+        args.kind = job.get("kind", RUN_JOB)
         try:
-            send_output_to(Path(args.workspace) / "runs" / args.run_id / WORKER_LOG_FILE)
+            send_output_to(job_folder(args.workspace, args.kind, args.run_id) / WORKER_LOG_FILE)
         except OSError:
             pass  # a full disk: the run records that itself, and TensorFlow's messages are a nicety
     store = RunStore(args.workspace)
+    records = records_for(args.kind, store)
     try:
-        store.mark_running(args.run_id)
+        records.mark_running(args.run_id)
         from tl_core.stopping import StopToken
 
         token = StopToken()
         token_holder.append(token)
-        run_dir = store.run_dir(args.run_id)
-        if stop_requested.is_set() or (run_dir / STOP_FILE).exists():
-            store.finish_run(args.run_id, "stopped", error="Stopped before training started.")
+        folder = records.folder(args.run_id)
+        if stop_requested.is_set() or (folder / STOP_FILE).exists():
+            records.finish(args.run_id, "stopped", error="Stopped before training started.")
             return 0
-        publisher = ProgressPublisher(run_dir, RunConfig.from_dict(store.get(args.run_id).config), token)
+        config = RunConfig.from_dict(store.get(args.run_id).config) if args.kind == RUN_JOB else None
+        publisher = ProgressPublisher(folder, config, token)
         publisher.publish()
-        execute_run(store, args.run_id, listener=publisher, stop=token, resume_from=args.resume_from)
+        execute_job(Job(args.run_id, args.workspace, "", args.resume_from, kind=args.kind), listener=publisher, stop=token)
         publisher.publish()
     except (OSError, sqlite3.Error) as exc:
         if is_disk_full(exc):
@@ -263,11 +281,12 @@ class ProcessBackend:
             self._start_waiting(device)
 
     def start(self, job: Job) -> str:
-        run_dir = Path(job.workspace) / "runs" / job.run_id
+        run_dir = job.folder
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / STOP_FILE).unlink(missing_ok=True)
         child = self.warm.take(job.device) if self.warm else None
-        if child is None or not self.warm.hand_over(child, {"workspace": job.workspace, "run_id": job.run_id, "resume_from": job.resume_from}):
+        handed = {"workspace": job.workspace, "run_id": job.run_id, "resume_from": job.resume_from, "kind": job.kind}
+        if child is None or not self.warm.hand_over(child, handed):
             child = self._start_worker(job, run_dir)
         self._children[job.run_id] = (child, job.device)
         return f"process:{socket.gethostname()}:{child.pid}:{process_start_token(child.pid) or ''}"
@@ -295,7 +314,7 @@ class ProcessBackend:
         return env
 
     def _start_worker(self, job: Job, run_dir: Path) -> subprocess.Popen:
-        command = [*self._worker_command(), "--workspace", job.workspace, "--run-id", job.run_id]
+        command = [*self._worker_command(), "--workspace", job.workspace, "--run-id", job.run_id, "--kind", job.kind]
         if job.resume_from:
             command += ["--resume-from", job.resume_from]
         try:
@@ -317,18 +336,18 @@ class ProcessBackend:
                 return None
             del self._children[job.run_id]
             self._start_waiting(known[1])
-            return _exit_from_code(code, Path(job.workspace) / "runs" / job.run_id)
+            return _exit_from_code(code, job.folder)
         alive = reference_is_alive(job.worker) if job.worker else False
         if alive is not False:  # still running (started by an earlier server), or on another host
             return None
         return JobExit("ended while no server was watching it", exit_code=None)
 
     def progress(self, job: Job) -> LiveProgress | None:
-        return read_progress(Path(job.workspace) / "runs" / job.run_id / PROGRESS_FILE)
+        return read_progress(job.folder / PROGRESS_FILE)
 
     def stop(self, job: Job) -> None:
         try:
-            (Path(job.workspace) / "runs" / job.run_id / STOP_FILE).touch()
+            (job.folder / STOP_FILE).touch()
         except OSError:
             pass  # the signal below is enough on this machine
         self._signal(job, signal.SIGTERM)

@@ -21,9 +21,10 @@ from typing import Any
 import h5py
 import keras
 
-from tl_core.fastpath import keras_files
+from tl_core.models import keras_files
 from tl_core.models.blocks import candidate_cut_layers, graph_operations, output_rank
-from tl_core.models.registry import BACKBONE_NAME, KERAS_WEIGHTS_HOST, BackboneSpec, close_matches, offline_weights_choices
+from tl_core.models.registry import KERAS_WEIGHTS_HOST, close_matches, offline_weights_choices
+from tl_core.models.spec import BACKBONE_NAME, BackboneSpec
 from tl_core.errors import BackboneError, WeightsUnavailableError
 from tl_core.models.preprocessing import build_unit_range_from
 from tl_core.models.savedmodel_layer import (

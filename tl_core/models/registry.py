@@ -23,7 +23,7 @@ Weights sources (the `weights` argument of `build_backbone`):
 
 `cut_layer` takes the features from an earlier block (`candidate_cut_layers` lists them);
 `backbone_blocks` groups a backbone's layers into its natural stages for progressive fine-tuning
-(both live in `tl_core.models.blocks` and are importable from here).
+(both in `tl_core.models.blocks`).
 
 Example:
     >>> spec = get_backbone_spec("mobilenet_v2_035")
@@ -34,65 +34,16 @@ Example:
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from tl_core.models.blocks import backbone_blocks, candidate_cut_layers  # re-exported
 from tl_core.errors import BackboneError
+from tl_core.models.spec import TIERS, BackboneSpec
+from tl_core.models.text_specs import TEXT_REGISTRY
 
-__all__ = [
-    "BackboneSpec", "REGISTRY", "TIERS", "backbone_blocks", "candidate_cut_layers",
-    "get_backbone_spec", "list_backbones", "offline_weights_choices", "resolve_image_size",
-]
+__all__ = ["REGISTRY", "get_backbone_spec", "list_backbones", "offline_weights_choices", "resolve_image_size"]
 
-BACKBONE_NAME = "backbone"
-TIERS = ("recommended", "standard", "large")
 KERAS_WEIGHTS_HOST = "storage.googleapis.com"  # where keras.applications downloads ImageNet weights
 KERAS_PROVENANCE = "ImageNet-1k (Keras Applications; downloaded once into ~/.keras/models)"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One registry entry.
-
-    Attributes:
-        name: registry key, the Keras name in lower snake case (`efficientnet_b0`).
-        display_name: for people (`EfficientNetB0`).
-        family: architecture family (`EfficientNet`).
-        default_size: input side used when none is given, in pixels.
-        min_size: smallest input side the architecture takes.
-        max_size: largest input side its weights allow, or None for no limit.
-        preprocessing: a `tl_core.models.preprocessing` mode.
-        feature_dim: channels of the last feature map.
-        parameters: parameter count without the top, measured with `weights=None`.
-        keras_factory: `keras.applications` attribute, or None for offline-only entries.
-        factory_kwargs: extra factory arguments, e.g. `(("alpha", 0.35),)`.
-        offline_weights: key into `tl_core.models.weights`, or None.
-        weights_provenance: what the pretrained weights were trained on and where they come from.
-        license: license of the pretrained weights.
-        tier: "recommended" (beginner view), "standard" or "large".
-        notes: one or two sentences for the backbone picker.
-        modality: "image", or "text" for the entries of `tl_core.models.text_backbones` (there `default_size`,
-            `min_size` and `max_size` count word tokens per document, not pixels).
-    """
-
-    name: str
-    display_name: str
-    family: str
-    default_size: int
-    min_size: int
-    max_size: int | None
-    preprocessing: str
-    feature_dim: int
-    parameters: int
-    keras_factory: str | None
-    factory_kwargs: tuple[tuple[str, Any], ...]
-    offline_weights: str | None
-    weights_provenance: str
-    license: str
-    tier: Literal["recommended", "standard", "large"]
-    notes: str
-    modality: Literal["image", "text"] = "image"
 
 
 def _keras(name: str, display_name: str, family: str, factory: str, default_size: int, feature_dim: int, parameters: int,
@@ -196,8 +147,6 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     Raises:
         BackboneError: unknown name; the message suggests close matches.
     """
-    from tl_core.models.text_backbones import TEXT_REGISTRY  # deferred: text_backbones imports this module
-
     registry = {**REGISTRY, **TEXT_REGISTRY}
     key = _lookup_key(name)
     if key in registry:
@@ -228,8 +177,6 @@ def list_backbones(tier: str | None = None, modality: str = "image") -> list[Bac
     if modality not in ("image", "text"):
         raise BackboneError(f"Unknown modality '{modality}': use 'image' or 'text'.")
     if modality == "text":
-        from tl_core.models.text_backbones import TEXT_REGISTRY
-
         return [spec for spec in TEXT_REGISTRY.values() if tier is None or spec.tier == tier]
     return [spec for spec in _SPECS if tier is None or spec.tier == tier]
 

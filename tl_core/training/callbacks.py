@@ -9,8 +9,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tl_core.fastpath import keras_files
-from tl_core.events import BatchProgress, EpochEnded, TrainingListener
+from tl_core.models import keras_files
+from tl_core.events import BatchProgress, EpochEnded, ProgressThrottle, TrainingListener
 from tl_core.stopping import StopToken
 
 BATCH_EVENT_INTERVAL_S = 0.25
@@ -116,7 +116,7 @@ class EventBridge(keras.callbacks.Callback):
         self.batches_per_epoch = batches_per_epoch
         self.epochs_run = 0
         self.stopped_by_user = False
-        self._last_batch_event = 0.0
+        self._batch_events = ProgressThrottle(BATCH_EVENT_INTERVAL_S, time.perf_counter)
         self._epoch_started = time.perf_counter()
 
     def _learning_rate(self) -> float:
@@ -129,9 +129,7 @@ class EventBridge(keras.callbacks.Callback):
         if self.stop.should_stop():
             self.stopped_by_user = True
             self.model.stop_training = True
-        now = time.perf_counter()
-        if now - self._last_batch_event >= BATCH_EVENT_INTERVAL_S:
-            self._last_batch_event = now
+        if self._batch_events.due():
             metrics = {key: float(value) for key, value in (logs or {}).items()}
             self.listener.on_event(
                 BatchProgress(

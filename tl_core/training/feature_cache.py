@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_core.config import ModelConfig
-from tl_core.data.image_dataset import Example
+from tl_core.data.types import Example
 from tl_core.server.disk_budget import check_room, reserved
 from tl_core.fastpath.frozen_inference import frozen_inference_function
 from tl_core.fastpath.graph_options import without_graph_rewrites
@@ -112,7 +112,7 @@ def batch_predictor(feature_extractor: keras.Model) -> BatchPredictor:
     """One batch's features as a compiled graph (4-9x faster than an eager call here).
 
     The frozen lean graph of `tl_core.fastpath.frozen_inference` where every layer is supported (its first batch
-    0.25-0.4 s shorter for EfficientNet-Lite0, outputs identical), else Keras' own `predict_on_batch`.
+    0.25-0.4 s shorter for EfficientNet-Lite0, outputs identical), else (or with `TRANSFERLAB_FASTPATH=0`) Keras' own `predict_on_batch`.
     The lean graph holds the weights as they are now: keep one predictor only while the backbone is frozen.
     """
     function = frozen_inference_function(feature_extractor)

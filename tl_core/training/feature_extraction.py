@@ -16,22 +16,23 @@ from typing import Any
 import keras
 import numpy as np
 
-from tl_core.fastpath import keras_files
+from tl_core.models import keras_files
 from tl_core.config import RunConfig
-from tl_core.data.image_dataset import SPLIT_NAMES as SPLITS, DatasetSplit
+from tl_core.data.types import SPLIT_NAMES as SPLITS, DatasetSplit
 from tl_core.data.prep import workspace_cache
 from tl_core.data.decode_helper import decoding_in_helper
 from tl_core.results.evaluate import Evaluation, evaluate_probabilities
 from tl_core.training.feature_cache import SharedPredictor, cached_features, examples_feature_key, load_cached_features
 from tl_core.data.image_cache import check_image_cache_room
-from tl_core.modalities import ModalitySpec
+from tl_core.modalities import DataModality
 from tl_core.models.transfer_model import TransferModel, build_head
 from tl_core.training.preparation import PreparationReporter
 from tl_core.runs.store import RunStore
-from tl_core.training.loop import TrainingData, TrainResult, train_head
+from tl_core.training.loop import TrainResult, train_head
+from tl_core.data.types import TrainingData
 
 
-def load_examples_and_build(modality: ModalitySpec, split: DatasetSplit, input_size: int, store: RunStore, log: Any,
+def load_examples_and_build(modality: DataModality, split: DatasetSplit, input_size: int, store: RunStore, log: Any,
                              build: Callable[[], TransferModel], preparation: PreparationReporter) -> tuple[TrainingData, TransferModel]:
     """Load the examples (decode images, read documents) and build the model.
 
@@ -42,13 +43,13 @@ def load_examples_and_build(modality: ModalitySpec, split: DatasetSplit, input_s
     numpy headers with `ast`, which CPython 3.11 does not guard across threads (gh-106905).
     """
     cache_dir = workspace_cache(store, "images")
-    if modality.name == "image":  # a run whose image caches cannot fit in the disk quota ends now, before any decoding
+    if modality.decodes_to_cache:  # a run whose caches cannot fit in the disk quota ends now, before any decoding
         check_image_cache_room([split.examples(name) for name in SPLITS], input_size, cache_dir)
 
     def progress(name: str) -> Callable[[int, int], None]:
         return preparation.callback("decode", name)
 
-    with decoding_in_helper(split, input_size, cache_dir, enabled=modality.name == "image") as helper:
+    with decoding_in_helper(split, input_size, cache_dir, enabled=modality.decodes_to_cache) as helper:
         transfer_model = build()
         decoded_by_helper = helper.finish(progress, log) if helper is not None else frozenset()
     return modality.load(split, input_size, cache_dir, log, progress, decoded_elsewhere=decoded_by_helper), transfer_model
@@ -91,7 +92,7 @@ def predict_head(head: keras.Model, features: np.ndarray, chunk: int = 4096) -> 
 
 
 def run_feature_extraction(
-    config: RunConfig, modality: ModalitySpec, split: DatasetSplit, image_size: int, store: RunStore, build: Callable[[], TransferModel],
+    config: RunConfig, modality: DataModality, split: DatasetSplit, image_size: int, store: RunStore, build: Callable[[], TransferModel],
     log: Any, save: Callable[[TransferModel], None], *, preparation: PreparationReporter, initial_weights: Path | None = None, **training: Any,
 ) -> tuple[TransferModel, TrainResult, Evaluation | None]:
     """Feature extraction on cached features: the head trains alone, the backbone is built only when needed.

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from tl_core.config import TrainConfig
+from tl_core.data.types import TrainingData
 from tl_core.events import (
     EpochEnded,
     LogMessage,
@@ -35,23 +36,6 @@ from tl_core.stopping import StopToken
 from tl_core.training.callbacks import BestWeights, EventBridge
 
 IMBALANCE_RATIO_FOR_AUTO_WEIGHTS = 1.5
-
-
-@dataclass
-class TrainingData:
-    """Examples and int labels per split; `val` may be empty on tiny data.
-
-    `images[split]` holds decoded uint8 images (memmaps) for the image modality and a 1-D object array
-    of document strings for text; `modality` names which, so batching follows it.
-    """
-
-    class_names: tuple[str, ...]
-    images: dict[str, np.ndarray]
-    labels: dict[str, np.ndarray]
-    modality: str = "image"
-
-    def has(self, split: str) -> bool:
-        return split in self.images and len(self.images[split]) > 0
 
 
 @dataclass
@@ -186,7 +170,7 @@ def _run_phase(session: _Session, phase: Phase, target: keras.Model, fit: PhaseF
 
 
 def _fit_on_features(session: _Session, features: Callable[[str], np.ndarray], labels: dict[str, np.ndarray]) -> PhaseFit:
-    """Fit on in-memory features: a compiled epoch per call (`HeadFitter`), or `fit` over `tf.data` under a distribution strategy.
+    """Fit on in-memory features: a compiled epoch per call (`HeadFitter`), or `fit` over `tf.data` under a distribution strategy or with `TRANSFERLAB_FASTPATH=0`.
 
     `fit` over `tf.data` measured 2-3x faster per epoch than `fit`'s own array adapter; `HeadFitter` another
     ~3x per epoch and about half of `fit`'s set-up (0.4-0.8 s instead of 0.8-1.0 s for 10 epochs of 510 features).
@@ -313,7 +297,7 @@ def train_model(
     feature_mode = (config.use_feature_cache if use_feature_cache is None else use_feature_cache) and feature_provider is not None
     blocks = None
     if config.mode == "progressive":
-        from tl_core.models.registry import backbone_blocks
+        from tl_core.models.blocks import backbone_blocks
 
         blocks = backbone_blocks(transfer_model.backbone)
     for phase in plan_phases(config, blocks):

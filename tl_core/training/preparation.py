@@ -11,36 +11,13 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from tl_core.events import PreparationProgress, TrainingListener
+from tl_core.events import PREPARATION_STEP_NAMES, PreparationProgress, ProgressThrottle, TrainingListener
 from tl_core.stopping import StopToken
 
 # Often enough for a live bar, rare enough to cost nothing: a worker writes its progress file at most this often anyway.
 REPORT_INTERVAL_S = 0.5
 
-STEP_DESCRIPTIONS = {"decode": "decoding images", "features": "computing backbone features"}
-
 ProgressCallback = Callable[[int, int], None]
-
-
-class ProgressThrottle:
-    """When a per-batch progress report is due: the first one, the last one, and at most one per `interval_s` between.
-
-    Args:
-        interval_s: the shortest time between two reports before the last.
-        clock: seconds, monotonic (tests pass a fake one).
-    """
-
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s = interval_s
-        self.clock = clock
-        self._reported_at: float | None = None
-
-    def due(self, done: int, total: int) -> bool:
-        now = self.clock()
-        if done >= total or self._reported_at is None or now - self._reported_at >= self.interval_s:
-            self._reported_at = now
-            return True
-        return False
 
 
 class PreparationStopped(Exception):
@@ -48,7 +25,7 @@ class PreparationStopped(Exception):
 
     def __init__(self, step: str, split: str, done: int, total: int) -> None:
         self.step, self.split, self.done, self.total = step, split, done, total
-        super().__init__(f"Stopped while {STEP_DESCRIPTIONS.get(step, step)} ({split}: {done:,} of {total:,})")
+        super().__init__(f"Stopped while {PREPARATION_STEP_NAMES.get(step, step)} ({split}: {done:,} of {total:,})")
 
 
 class PreparationReporter:

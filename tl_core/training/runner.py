@@ -20,33 +20,31 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tl_core.fastpath import keras_files
+from tl_core.config import RUN_WEIGHTS_PREFIX
+from tl_core.models import keras_files
 from tl_core.models.registry import get_backbone_spec
 from tl_core.training.collector import freeze_startup_objects
 from tl_core.config import RunConfig
-from tl_core.data.image_dataset import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport
-from tl_core.data.prep import PreparedDataset, prepare_dataset, workspace_cache  # also imported from here by the CLI and benches
+from tl_core.data.types import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport
+from tl_core.data.prep import PreparedDataset, prepare_dataset
+from tl_core.layout import CHECKPOINT_FILE, EVALUATION_FILE, SPLIT_FILE, SUMMARY_FILE
 from tl_core.errors import BackboneError, TransferLabError
 from tl_core.results.evaluate import Evaluation, evaluate_probabilities
 from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, RunStatus, TrainingListener
-from tl_core.results.export import KERAS_FILE, LABELS_FILE, write_labels
+from tl_core.results.export import write_labels
+from tl_core.layout import KERAS_FILE, LABELS_FILE
 from tl_core.training.feature_extraction import evaluation_split, feature_provider, load_examples_and_build, run_feature_extraction
-from tl_core.modalities import ModalitySpec, get_modality
+from tl_core.modalities import DataModality, get_modality
 from tl_core.models.transfer_model import TransferModel, backbone_from_saved_classifier, inference_model
 from tl_core.training.preparation import PreparationReporter, PreparationStopped
 from tl_core.runs.recorder import RunRecorder
 from tl_core.runs.store import RunStore
 from tl_core.stopping import StopToken
-from tl_core.training.loop import TrainingData, TrainResult, train_model
+from tl_core.training.loop import TrainResult, train_model
+from tl_core.data.types import TrainingData
 
-RUN_WEIGHTS_PREFIX = "run:"
-CHECKPOINT_FILE = "checkpoint.weights.h5"
-EVALUATION_FILE = "evaluation.json"
-SUMMARY_FILE = "summary.json"
-SPLIT_FILE = "split.json"
 
 
 @dataclass
@@ -204,7 +202,8 @@ def run_experiment(
     run_dir = store.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     collector = _LogCollector()
-    events = ListenerGroup(RunRecorder(store, run_id), collector, *(listener and [listener] or []))
+    events = ListenerGroup(RunRecorder(store, run_id), collector, *(listener and [listener] or []),
+                           on_error=lambda message: store.append_log(run_id, f"warning: {message}"))
 
     def log(level: str, text: str) -> None:
         events.on_event(LogMessage(run_id, level=level, text=text))
@@ -234,7 +233,7 @@ def run_experiment(
         with precision_policy(config.train.mixed_precision and on_gpu), strategy.scope():
             def build() -> TransferModel:
                 built = modality.build(config.model, len(split.class_names), cache_dir=weights_cache_dir, backbone=parent_backbone, augmentation_seed=config.train.seed)
-                size = f"{built.image_size}px" if modality.name == "image" else f"{built.image_size} tokens per document"
+                size = modality.describe_input_size(built.image_size)
                 log("info", f"Built {spec.display_name} ({config.model.weights} weights) at {size}, {built.feature_dim}-d features.")
                 if initial_weights is not None:
                     _load_checkpoint(built, initial_weights, log)
@@ -275,6 +274,7 @@ def run_experiment(
         log("error", f"Training failed: {error}\n{traceback.format_exc()}")
     finally:
         summary = _summary(run_id, config, image_size, status, started, result, evaluation, split, report, error)
+        summary["listener_errors"] = len(events.listener_errors)
         (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
         final_metrics = {k: v for k, v in summary.items() if k in ("val_accuracy", "val_loss", "test_accuracy", "evaluation_accuracy", "elapsed_s", "epochs_run") and v is not None}
         if evaluation is not None:
@@ -337,7 +337,7 @@ def _dataset_stats(report: ScanReport, split: DatasetSplit) -> dict[str, Any]:
     }
 
 
-def _evaluate(modality: ModalitySpec, transfer_model: Any, data: TrainingData, split: DatasetSplit, batch_size: int) -> Evaluation | None:
+def _evaluate(modality: DataModality, transfer_model: Any, data: TrainingData, split: DatasetSplit, batch_size: int) -> Evaluation | None:
     name = evaluation_split(split)
     if name is None:
         return None

@@ -5,19 +5,17 @@ from __future__ import annotations
 import streamlit as st
 
 from tl_core.results.evaluate import ExampleOutcome
+from tl_core.runs.store import RunStore
 from ui.charts import confusion_chart
 from ui.evaluation import (
     dataset_root, document_frame, evaluated_run_ids, example_tiles, load_evaluation, per_class_frame, run_modality, worst_cell,
 )
 from ui.images import show_tiles
+from ui.navigation import page_link, run_app_instead
 from ui.state import current_run_id, get_store, set_current_run
 from ui.text import escape_markdown, format_percent, safe_label
 
 MAX_CELL_EXAMPLES = 24
-
-st.title("Evaluate")
-store = get_store()
-run_ids = evaluated_run_ids(store)
 
 
 def show_examples(examples: list[ExampleOutcome], root: str | None, text: bool, empty_message: str) -> None:
@@ -33,7 +31,7 @@ def show_examples(examples: list[ExampleOutcome], root: str | None, text: bool, 
         })
 
 
-def show_evaluation(run_ids: list[str]) -> None:
+def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
     """Metrics, per-class table, confusion matrix, one cell's examples and the highest-loss examples."""
     names = {record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
     if st.session_state.get("eval_run") not in run_ids:
@@ -88,8 +86,17 @@ def show_evaluation(run_ids: list[str]) -> None:
     show_examples(evaluation.highest_loss[:12], root, text, "No examples recorded.")
 
 
-if not run_ids:
-    st.info("No evaluated run yet: train one on the Train page (the run is evaluated when it finishes).", icon=":material/info:")
-    st.page_link("app_pages/train.py", label="Train a model", icon=":material/monitoring:")
-else:
-    show_evaluation(run_ids)
+def evaluate_page() -> None:
+    """The Evaluate page: a finished run's evaluation, or a pointer to the Train page."""
+    st.title("Evaluate")
+    store = get_store()
+    run_ids = evaluated_run_ids(store)
+    if not run_ids:
+        st.info("No evaluated run yet: train one on the Train page (the run is evaluated when it finishes).", icon=":material/info:")
+        page_link("train", "Train a model", ":material/monitoring:")
+    else:
+        show_evaluation(store, run_ids)
+
+
+if __name__ == "__main__":  # Streamlit ran this file itself instead of app.py: see ui.navigation.run_app_instead
+    run_app_instead()

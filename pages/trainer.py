@@ -10,36 +10,25 @@ import time
 import pandas as pd
 import streamlit as st
 
+from tl_core.events import ACTIVE_STATUSES
 from tl_core.errors import TransferLabError
+from tl_core.jobs.manager import JobManager
+from tl_core.server.accounts import User, UserDirectory
+from tl_core.server.sessions import SessionStore
+from tl_core.server.workspaces import Workspaces
+from ui.navigation import run_app_instead
 from ui.sessions import sessions
 from ui.signin import users
 from ui.state import current_user, get_manager, is_workshop, server_settings, workspaces
 from ui.text import format_duration, safe_label, show_error
 
 MB = 1 << 20
-ACTIVE_STATUSES = ("queued", "running")
 CLEANUP_CONFIRM_KEY = "trainer_cleanup_pending"
 RUN_DELETE_CONFIRM_KEY = "trainer_runs_pending"
 QUEUE_STOP_CONFIRM_KEY = "trainer_queue_pending"
 
-user = current_user()
-if not (is_workshop() and user.is_trainer):
-    st.error("This page is for trainers on a workshop server.", icon=":material/block:")
-    st.stop()
-spaces = workspaces()
-directory = users()
-session_store = sessions(server_settings())
 
-st.title("Trainer")
-st.caption("Everyone's accounts, runs and disk use. Students see only their own datasets and runs.")
-queue_tab, accounts_tab, codes_tab, runs_tab, disk_tab = st.tabs(
-    [":material/queue: Queue", ":material/group: Users", ":material/confirmation_number: Class codes", ":material/table_rows: All runs",
-     ":material/hard_drive: Disk"]
-)
-manager = get_manager().manager  # the server's one queue, every user's jobs
-
-
-def queue_frame(run_ids: list[str]) -> pd.DataFrame:
+def queue_frame(manager: JobManager, run_ids: list[str]) -> pd.DataFrame:
     """Running then queued jobs of every user, with position, device and estimated start."""
     rows = []
     for run_id in run_ids:
@@ -56,7 +45,7 @@ def queue_frame(run_ids: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user", "id", "state", "position", "device", "progress", "now", "starts in"])
 
 
-def usage_frame() -> pd.DataFrame:
+def usage_frame(spaces: Workspaces, directory: UserDirectory) -> pd.DataFrame:
     """One row per account or workspace folder: role and megabytes used by kind."""
     accounts = {account.name: account for account in directory.list_users()}
     rows = []
@@ -71,13 +60,14 @@ def usage_frame() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user", "name", "role", "datasets MB", "caches MB", "runs MB", "total MB"])
 
 
-with queue_tab:
+def queue_tab(manager: JobManager) -> None:
+    """Every user's running and queued jobs; stop some after a confirmation."""
     active_ids = manager.active_run_ids()
     if not active_ids:
         st.info("No job is queued or running.", icon=":material/check_circle:")
     else:
         st.caption(f"{len(active_ids)} job(s); {sum(manager.slots.values())} run at once. First in, first out across users.")
-        st.dataframe(queue_frame(active_ids), hide_index=True, width="stretch",
+        st.dataframe(queue_frame(manager, active_ids), hide_index=True, width="stretch",
                      column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})
         chosen = st.multiselect("Jobs to stop or take out of the queue", active_ids, key="trainer_queue_select")
         if st.button("Stop selected", key="trainer_queue_stop", disabled=not chosen, icon=":material/stop_circle:"):
@@ -96,9 +86,11 @@ with queue_tab:
                 st.session_state.pop(QUEUE_STOP_CONFIRM_KEY, None)
                 st.rerun()
 
-with accounts_tab:
+
+def accounts_tab(spaces: Workspaces, directory: UserDirectory, session_store: SessionStore) -> None:
+    """Accounts with their disk use, and signing a user out everywhere."""
     # Dataframes show text as text: names users typed cannot turn into links or markup here.
-    st.dataframe(usage_frame(), hide_index=True, width="stretch")
+    st.dataframe(usage_frame(spaces, directory), hide_index=True, width="stretch")
     quota = f"{spaces.disk_quota_mb:,} MB per user" if spaces.disk_quota_mb else "no disk quota"
     st.caption(f"{quota}; uploads up to {spaces.max_upload_mb:,} MB. Add or remove accounts with `python -m tl_core users ...`; "
                "removing an account or setting a new password signs it out everywhere.")
@@ -111,7 +103,9 @@ with accounts_tab:
         if button_col.button("Sign out everywhere", key="trainer_signout", icon=":material/logout:"):
             st.success(f"Ended {session_store.end_all(chosen_user)} session(s) of {chosen_user}: they sign in again at their next click.")
 
-with codes_tab:
+
+def codes_tab(directory: UserDirectory, user: User) -> None:
+    """Class codes: generate some (shown once), revoke the unused ones, list them all."""
     st.caption("Each code makes one student account. Codes are shown once, here and now: only a fingerprint is kept.")
     count_col, days_col = st.columns(2)
     count = count_col.number_input("How many codes", 1, 500, 20, key="trainer_code_count")
@@ -137,7 +131,9 @@ with codes_tab:
     else:
         st.caption("No class codes yet.")
 
-with runs_tab:
+
+def runs_tab(spaces: Workspaces, user: User) -> None:
+    """Every user's runs; delete finished ones after a confirmation."""
     all_runs = spaces.all_runs(user)
     if not all_runs:
         st.info("No runs yet on this server.", icon=":material/info:")
@@ -174,7 +170,9 @@ with runs_tab:
                 st.session_state.pop(RUN_DELETE_CONFIRM_KEY, None)
                 st.rerun()
 
-with disk_tab:
+
+def disk_tab(spaces: Workspaces, user: User) -> None:
+    """The biggest things that can go, deleted after a confirmation."""
     st.caption("The biggest things that can go: cached features and extracted archives (rebuilt when needed), "
                "and failed, interrupted or stopped runs.")
     candidates = spaces.cleanup_candidates(user)
@@ -205,3 +203,35 @@ with disk_tab:
             if no_col.button("Cancel", key="trainer_cleanup_cancel"):
                 st.session_state.pop(CLEANUP_CONFIRM_KEY, None)
                 st.rerun()
+
+
+def trainer_page() -> None:
+    """The Trainer page, for trainers on a workshop server only: queue, users, class codes, all runs, disk."""
+    user = current_user()
+    if not (is_workshop() and user.is_trainer):
+        st.error("This page is for trainers on a workshop server.", icon=":material/block:")
+        st.stop()
+    spaces = workspaces()
+    directory = users()
+    session_store = sessions(server_settings())
+
+    st.title("Trainer")
+    st.caption("Everyone's accounts, runs and disk use. Students see only their own datasets and runs.")
+    queue, accounts, codes, runs, disk = st.tabs(
+        [":material/queue: Queue", ":material/group: Users", ":material/confirmation_number: Class codes", ":material/table_rows: All runs",
+         ":material/hard_drive: Disk"]
+    )
+    with queue:
+        queue_tab(get_manager().manager)  # the server's one queue, every user's jobs
+    with accounts:
+        accounts_tab(spaces, directory, session_store)
+    with codes:
+        codes_tab(directory, user)
+    with runs:
+        runs_tab(spaces, user)
+    with disk:
+        disk_tab(spaces, user)
+
+
+if __name__ == "__main__":  # Streamlit ran this file itself instead of app.py: see ui.navigation.run_app_instead
+    run_app_instead()

@@ -8,23 +8,29 @@ from tl_core.models.registry import get_backbone_spec, list_backbones
 from tl_core.config import ConfigError, DataConfig, RunConfig
 from tl_core.errors import TransferLabError
 from tl_core.runs.comparison import compare_runs, epochs_frame
-from tl_core.training.runner import CHECKPOINT_FILE
-from tl_core.runs.store import RunRecord
+from tl_core.layout import CHECKPOINT_FILE
+from tl_core.runs.store import RunRecord, RunStore
 from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
 from ui.charts import overlay_chart
+from ui.navigation import page_link, run_app_instead, switch_to
 from ui.settings import has_offline_weights
-from ui.runs_table import RUN_WEIGHTS_PREFIX, child_runs, comparison_config, leaderboard_frame, parent_run_id, runs_frame, shown_cells
-from ui.state import chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run
+from ui.runs_table import child_runs, comparison_config, leaderboard_frame, parent_run_id, runs_frame, shown_cells
+from tl_core.config import RUN_WEIGHTS_PREFIX
+from ui.state import UserJobs, chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run
 from ui.text import escape_markdown, safe_label, show_error, user_message
 from ui.training import phase_starts, show_best_phase, show_curves, show_transfer_verdict
 
 PENDING_DELETE_KEY = "runs_pending_delete"
 DELETE_MESSAGES_KEY = "runs_delete_messages"
 OVERLAY_METRICS = {"val_accuracy": True, "val_loss": False, "accuracy": True, "loss": False, "learning_rate": False}
-PERCENT_COLUMNS = {name: st.column_config.NumberColumn(format="%.1f%%") for name in ("val accuracy", "test accuracy")}
 
 
-def start_from_backbone(record: RunRecord) -> None:
+def percent_columns() -> dict:
+    """Column settings that show the accuracy columns as percentages."""
+    return {name: st.column_config.NumberColumn(format="%.1f%%") for name in ("val accuracy", "test accuracy")}
+
+
+def start_from_backbone(store: RunStore, record: RunRecord) -> None:
     """Preselect this run's backbone as the starting weights on the Model page (a button callback)."""
     st.session_state["model_weights"] = f"{RUN_WEIGHTS_PREFIX}{record.id}"
     st.session_state["model_backbone"] = record.backbone
@@ -34,17 +40,17 @@ def start_from_backbone(record: RunRecord) -> None:
     st.session_state[CUT_LAYER_WIDGET_KEY] = None
 
 
-def run_name(run_id: str) -> str:
+def run_name(run_id: str, records: list[RunRecord]) -> str:
     return next((record.name for record in records if record.id == run_id), "(deleted)")
 
 
-def run_details(record: RunRecord) -> None:
+def run_details(store: RunStore, manager: UserJobs, records: list[RunRecord], record: RunRecord) -> None:
     """One run: lineage, the transfer verdict, where the best model was found, its curves with phase labels."""
     st.markdown(f"**{escape_markdown(record.name)}** · {escape_markdown(record.backbone)} · {escape_markdown(record.mode)} · "
                 f"{escape_markdown(record.weights)} weights · **{record.status}**")
     parent = parent_run_id(record)
     if parent:
-        st.markdown(f"Backbone from run **{escape_markdown(run_name(parent))}** ({escape_markdown(parent)}): "
+        st.markdown(f"Backbone from run **{escape_markdown(run_name(parent, records))}** ({escape_markdown(parent)}): "
                     "this run started from the backbone that run trained.")
     children = child_runs(record, records)
     if children:
@@ -55,9 +61,9 @@ def run_details(record: RunRecord) -> None:
     if record.status == "completed":
         show_best_phase(store, record, marks)
         if st.button("Start a new run from this backbone", key="runs_start_from", icon=":material/call_split:",
-                     on_click=start_from_backbone, args=(record,),
+                     on_click=start_from_backbone, args=(store, record),
                      help="Opens the Model page with this run's trained backbone as the starting weights; the new run records where it came from."):
-            st.switch_page("app_pages/model.py")
+            switch_to("model")
     elif record.status in ("interrupted", "failed", "stopped") and (store.run_dir(record.id) / CHECKPOINT_FILE).is_file():
         st.caption("This run ended early but kept its best weights so far: a new run with the same settings can start from them.")
         if st.button("Resume from its checkpoint", key="runs_resume", icon=":material/replay:",
@@ -67,32 +73,26 @@ def run_details(record: RunRecord) -> None:
             except TransferLabError as exc:
                 show_error(exc)
             else:
-                st.switch_page("app_pages/train.py")
+                switch_to("train")
     show_curves(epochs, marks, None)
 
 
-def runs_table() -> None:
+def runs_table(store: RunStore) -> None:
     """Every run, newest first, read fresh from the store."""
-    st.dataframe(runs_frame(store.list_runs()), hide_index=True, width="stretch", column_config=PERCENT_COLUMNS)
+    st.dataframe(runs_frame(store.list_runs()), hide_index=True, width="stretch", column_config=percent_columns())
 
 
-st.title("Runs")
-store, manager = get_store(), get_manager()
-records = store.list_runs()
-labels = {record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in records}  # selectbox options are plain text
-
-if not records:
-    st.info("No runs yet: train one on the Train page, or queue a backbone comparison below.", icon=":material/info:")
-else:
+def runs_overview(store: RunStore, manager: UserJobs, records: list[RunRecord], labels: dict[str, str]) -> None:
+    """The runs table, one run's details, overlaid curves and the leaderboard."""
     # While runs train, the table refreshes itself every 2 seconds.
-    (st.fragment(run_every=2.0)(runs_table) if manager.active_run_ids() else runs_table)()
+    (st.fragment(run_every=2.0)(runs_table) if manager.active_run_ids() else runs_table)(store)
 
     st.subheader("Run details")
     if st.session_state.get("runs_detail") not in labels:
         st.session_state["runs_detail"] = current_run_id() if current_run_id() in labels else records[0].id
     detail_id = st.selectbox("Run", list(labels), key="runs_detail", format_func=labels.get,
                              help="Lineage, the comparison with training from scratch, and the curves with each phase marked.")
-    run_details(next(record for record in records if record.id == detail_id))
+    run_details(store, manager, records, next(record for record in records if record.id == detail_id))
 
     st.subheader("Curves")
     with_epochs = [record.id for record in records if record.metrics.get("epochs_run") or record.status == "running"]
@@ -117,21 +117,26 @@ else:
     if board.empty:
         st.caption("Completed runs with a test accuracy appear here, best first.")
     else:
-        st.dataframe(board, hide_index=True, width="stretch", column_config=PERCENT_COLUMNS)
+        st.dataframe(board, hide_index=True, width="stretch", column_config=percent_columns())
 
-st.subheader("Compare backbones")
-st.caption("Queue the same data, mode and settings over several backbones; they train one after another.")
-dataset = current_dataset()
-model, train = chosen_settings()
-modality = current_modality() if dataset else "image"
-specs = list_backbones(None, modality=modality)
-offline = {spec.name: has_offline_weights(spec) for spec in specs}
-picked = st.multiselect("Backbones", [spec.name for spec in specs], key="compare_backbones",
-                        format_func=lambda name: name + ("" if offline[name] else " (pretrained weights not installed)"),
-                        help="Each becomes one run with the settings from the Model page.")
-if not dataset:
-    st.caption("Choose a dataset on the Data page first.")
-if st.button(f"Queue {len(picked)} run(s)" if picked else "Queue runs", key="compare_submit", type="primary", disabled=not (picked and dataset)):
+
+def compare_backbones(manager: UserJobs) -> None:
+    """Queue one run per chosen backbone with the Model page's settings on the chosen dataset."""
+    st.subheader("Compare backbones")
+    st.caption("Queue the same data, mode and settings over several backbones; they train one after another.")
+    dataset = current_dataset()
+    model, train = chosen_settings()
+    modality = current_modality() if dataset else "image"
+    specs = list_backbones(None, modality=modality)
+    offline = {spec.name: has_offline_weights(spec) for spec in specs}
+    picked = st.multiselect("Backbones", [spec.name for spec in specs], key="compare_backbones",
+                            format_func=lambda name: name + ("" if offline[name] else " (pretrained weights not installed)"),
+                            help="Each becomes one run with the settings from the Model page.")
+    if not dataset:
+        st.caption("Choose a dataset on the Data page first.")
+    if not st.button(f"Queue {len(picked)} run(s)" if picked else "Queue runs", key="compare_submit", type="primary",
+                     disabled=not (picked and dataset)):
+        return
     base = RunConfig(data=DataConfig(source=dataset, modality=modality), model=model, train=train)
     queued, skipped = [], []
     for name in picked:
@@ -148,9 +153,11 @@ if st.button(f"Queue {len(picked)} run(s)" if picked else "Queue runs", key="com
         if current_run_id() is None:
             set_current_run(queued[0])
         st.success(f"Queued {len(queued)} run(s); they appear above and on the Train page.", icon=":material/schedule:")
-        st.page_link("app_pages/train.py", label="Watch training", icon=":material/monitoring:")
+        page_link("train", "Watch training", ":material/monitoring:")
 
-if records:
+
+def delete_runs(store: RunStore, manager: UserJobs, labels: dict[str, str]) -> None:
+    """Delete chosen runs after a confirmation; queued or training ones are refused."""
     st.subheader("Delete runs")
     for message in st.session_state.pop(DELETE_MESSAGES_KEY, []):
         st.error(escape_markdown(user_message(message)), icon=":material/error:")
@@ -159,28 +166,48 @@ if records:
     if st.button("Delete selected", key="runs_delete", icon=":material/delete:", disabled=not to_delete):
         st.session_state[PENDING_DELETE_KEY] = list(to_delete)
     pending = [run_id for run_id in st.session_state.get(PENDING_DELETE_KEY, []) if run_id in labels]
-    if pending:
-        st.warning(f"Delete {len(pending)} run(s) and all their files? This cannot be undone.", icon=":material/warning:")
-        st.text("\n".join(labels[run_id] for run_id in pending))
-        yes, no = st.columns([1, 6])
-        if yes.button("Yes, delete", key="runs_delete_confirm", type="primary"):
-            active = set(manager.active_run_ids())
-            messages = []
-            for run_id in pending:
-                if run_id in active:
-                    messages.append(f"{labels[run_id]} is queued or training: stop it on the Train page first.")
-                    continue
-                try:
-                    store.delete(run_id)
-                except TransferLabError as exc:
-                    messages.append(str(exc))
-                else:
-                    if current_run_id() == run_id:
-                        set_current_run(None)
-            st.session_state[DELETE_MESSAGES_KEY] = messages
-            st.session_state.pop(PENDING_DELETE_KEY, None)
-            st.session_state.pop("runs_delete_select", None)
-            st.rerun()
-        if no.button("Cancel", key="runs_delete_cancel"):
-            st.session_state.pop(PENDING_DELETE_KEY, None)
-            st.rerun()
+    if not pending:
+        return
+    st.warning(f"Delete {len(pending)} run(s) and all their files? This cannot be undone.", icon=":material/warning:")
+    st.text("\n".join(labels[run_id] for run_id in pending))
+    yes, no = st.columns([1, 6])
+    if yes.button("Yes, delete", key="runs_delete_confirm", type="primary"):
+        active = set(manager.active_run_ids())
+        messages = []
+        for run_id in pending:
+            if run_id in active:
+                messages.append(f"{labels[run_id]} is queued or training: stop it on the Train page first.")
+                continue
+            try:
+                store.delete(run_id)
+            except TransferLabError as exc:
+                messages.append(str(exc))
+            else:
+                if current_run_id() == run_id:
+                    set_current_run(None)
+        st.session_state[DELETE_MESSAGES_KEY] = messages
+        st.session_state.pop(PENDING_DELETE_KEY, None)
+        st.session_state.pop("runs_delete_select", None)
+        st.rerun()
+    if no.button("Cancel", key="runs_delete_cancel"):
+        st.session_state.pop(PENDING_DELETE_KEY, None)
+        st.rerun()
+
+
+def runs_page() -> None:
+    """The Runs page: every run of this user, comparisons, queueing a backbone comparison, deleting."""
+    st.title("Runs")
+    store, manager = get_store(), get_manager()
+    records = store.list_runs()
+    labels = {record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in records}  # selectbox options are plain text
+    if records:
+        runs_overview(store, manager, records, labels)
+    else:
+        st.info("No runs yet: train one on the Train page, or queue a backbone comparison below.", icon=":material/info:")
+    compare_backbones(manager)
+    if records:
+        delete_runs(store, manager, labels)
+
+
+if __name__ == "__main__":  # Streamlit ran this file itself instead of app.py: see ui.navigation.run_app_instead
+    run_app_instead()

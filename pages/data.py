@@ -10,9 +10,12 @@ import streamlit as st
 from tl_core.config import ConfigError
 from tl_core.data.demo import DEMO_DATASETS, write_demo_dataset
 from tl_core.errors import TransferLabError
+from tl_core.server.accounts import User
+from tl_core.server.workspaces import Workspaces
 from ui.charts import class_counts_chart
 from ui.dataset import DatasetView, document_samples, load_dataset, problem_groups, sample_paths, split_table
 from ui.images import Tile, show_tiles
+from ui.navigation import page_link, run_app_instead
 from ui.state import (
     REFUSED_DATASET_KEY, current_dataset, current_modality, current_user, datasets_dir, display_path, is_workshop, set_current_dataset,
     uploads_dir, user_workspace, workspace_path, workspaces,
@@ -27,27 +30,15 @@ SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", 
 OWN_TARGET = "My datasets"
 SHARED_TARGET = "Shared datasets (all students)"
 
-st.title("Data")
-st.caption("Images or text documents (.txt) sorted into one folder per class — the folder name is the label — or a CSV/TSV "
-           "table with a text and a label column. Pick a dataset in one of four ways; TransferLab tells images from text "
-           "and checks the dataset before you train.")
 
-user = current_user()
-spaces = workspaces()
-current_dataset()  # checks a stored choice first, so a refused one is explained right here
-refused = st.session_state.pop(REFUSED_DATASET_KEY, None)
-if refused:
-    st.error(escape_markdown(refused), icon=":material/block:")
-
-
-def upload_folder() -> Path:
+def upload_folder(user: User) -> Path:
     """Where this upload goes: the user's datasets; trainers on a workshop server may pick the shared folder."""
     if is_workshop() and user.is_trainer and st.session_state.get("data_upload_target") == SHARED_TARGET:
         return datasets_dir()
     return uploads_dir()
 
 
-def check_room(size_bytes: int) -> bool:
+def check_room(spaces: Workspaces, user: User, size_bytes: int) -> bool:
     """False (with the reason shown) when an upload is over the server's limit or the user's disk quota."""
     try:
         spaces.check_upload(user.name, size_bytes)
@@ -57,16 +48,8 @@ def check_room(size_bytes: int) -> bool:
     return True
 
 
-if is_workshop() and user.is_trainer:
-    st.radio("Save uploads and demos to", [OWN_TARGET, SHARED_TARGET], key="data_upload_target", horizontal=True,
-             help="Shared datasets are readable by every student; only trainers can add to them.")
-
-upload_tab, archive_tab, server_tab, demo_tab = st.tabs(
-    [":material/drive_folder_upload: Upload a folder", ":material/folder_zip: Upload an archive",
-     ":material/dns: Folder on the server", ":material/auto_awesome: Demo dataset"]
-)
-
-with upload_tab:
+def upload_folder_tab(spaces: Workspaces, user: User) -> None:
+    """A folder of class folders from the browser."""
     files = st.file_uploader(
         "Folder with one sub-folder per class", accept_multiple_files="directory", key="data_folder_files",
         help="Choose the folder that holds the class folders, e.g. flowers/ with roses/ and tulips/ inside, "
@@ -74,9 +57,9 @@ with upload_tab:
     )
     folder_name = st.text_input("Dataset name (optional)", key="data_folder_name", placeholder="the folder's own name",
                                 help="Saved under the workspace's datasets/ folder; an existing name gets a suffix.")
-    if st.button("Use this folder", key="data_folder_save", type="primary", disabled=not files) and check_room(upload_size(files or [])):
+    if st.button("Use this folder", key="data_folder_save", type="primary", disabled=not files) and check_room(spaces, user, upload_size(files or [])):
         try:
-            saved = save_uploaded_folder(files or [], upload_folder(), folder_name or None)
+            saved = save_uploaded_folder(files or [], upload_folder(user), folder_name or None)
         except (OSError, TransferLabError) as exc:  # a full disk, or the quota filled by another tab's upload meanwhile
             show_error(exc)
         else:
@@ -86,16 +69,18 @@ with upload_tab:
             for name, reason in saved.rejected:
                 st.warning(f"Skipped {escape_markdown(name)}: {reason}.")
 
-with archive_tab:
+
+def upload_archive_tab(spaces: Workspaces, user: User) -> None:
+    """An archive of the dataset folder, or a CSV/TSV table."""
     archive = st.file_uploader(
         "A .zip or .tar(.gz) of the dataset folder, or a CSV/TSV table", type=[s.lstrip(".") for s in (*ARCHIVE_SUFFIXES, *TABLE_SUFFIXES)],
         key="data_archive_file",
         help="The archive may hold the class folders directly or one folder that holds them. A CSV/TSV needs a text column "
              "(named text, review, ...) and a label column (named label, class, ...) in its first row.",
     )
-    if st.button("Use this archive", key="data_archive_save", type="primary", disabled=archive is None) and check_room(upload_size([archive])):
+    if st.button("Use this archive", key="data_archive_save", type="primary", disabled=archive is None) and check_room(spaces, user, upload_size([archive])):
         try:
-            saved_path = save_uploaded_file(archive, upload_folder())
+            saved_path = save_uploaded_file(archive, upload_folder(user))
         except (OSError, TransferLabError) as exc:  # a full disk, or the quota filled by another tab's upload meanwhile
             show_error(exc)
         else:
@@ -103,7 +88,9 @@ with archive_tab:
             set_current_dataset(saved_path)
             st.success(f"Saved {escape_markdown(saved_path.name)}; it is unpacked when scanned.")
 
-with server_tab:
+
+def server_folder_tab(spaces: Workspaces, user: User) -> None:
+    """A dataset already on the server: any folder in personal mode, the user's own and the shared ones on a workshop server."""
     if not is_workshop():
         root = datasets_dir()
         choices = dataset_choices(root)
@@ -115,23 +102,25 @@ with server_tab:
                 set_current_dataset(root / chosen)
         else:
             st.info("No datasets on the server yet: upload one, or write a demo dataset.")
+        return
+    # Names only: each resolves inside its own folder (safe_join), so no name reaches another user's files.
+    sources = [("shared", name) for name in dataset_choices(datasets_dir())] + [("mine", name) for name in dataset_choices(uploads_dir())]
+    st.caption("Your own uploads, and the shared datasets your trainer put on the server.")
+    if sources:
+        source, name = st.selectbox("Dataset", sources, key="data_server_choice", help="Each entry is a folder of class folders, an archive or a CSV/TSV table.",
+                                    format_func=lambda item: f"{safe_label(item[1])} ({'shared' if item[0] == 'shared' else 'yours'})")
+        if st.button("Use this dataset", key="data_server_use", type="primary"):
+            try:
+                path = spaces.server_dataset_path(name) if source == "shared" else user_workspace().dataset_path(name)
+                set_current_dataset(spaces.check_readable(user, path))
+            except TransferLabError as exc:
+                show_error(exc)
     else:
-        # Names only: each resolves inside its own folder (safe_join), so no name reaches another user's files.
-        sources = [("shared", name) for name in dataset_choices(datasets_dir())] + [("mine", name) for name in dataset_choices(uploads_dir())]
-        st.caption("Your own uploads, and the shared datasets your trainer put on the server.")
-        if sources:
-            source, name = st.selectbox("Dataset", sources, key="data_server_choice", help="Each entry is a folder of class folders, an archive or a CSV/TSV table.",
-                                        format_func=lambda item: f"{safe_label(item[1])} ({'shared' if item[0] == 'shared' else 'yours'})")
-            if st.button("Use this dataset", key="data_server_use", type="primary"):
-                try:
-                    path = spaces.server_dataset_path(name) if source == "shared" else user_workspace().dataset_path(name)
-                    set_current_dataset(spaces.check_readable(user, path))
-                except TransferLabError as exc:
-                    show_error(exc)
-        else:
-            st.info("No datasets yet: upload one, or write a demo dataset.")
+        st.info("No datasets yet: upload one, or write a demo dataset.")
 
-with demo_tab:
+
+def demo_tab(spaces: Workspaces, user: User) -> None:
+    """A small demo dataset written from data shipped with installed packages."""
     demo_name = st.selectbox("Demo dataset", list(DEMO_DATASETS), key="data_demo_choice",
                              format_func=lambda name: f"{name} — {len(DEMO_DATASETS[name].classes)} classes",
                              help="Small datasets built from data shipped with installed packages; nothing is downloaded.")
@@ -144,7 +133,7 @@ with demo_tab:
         try:
             spaces.check_disk(user.name)
             with st.spinner(f"Writing the demo {demo_noun}…"):
-                written = write_demo_dataset(upload_folder() / f"demo-{demo_name}-{count}", demo_name, images_per_class=count)
+                written = write_demo_dataset(upload_folder(user) / f"demo-{demo_name}-{count}", demo_name, images_per_class=count)
         except TransferLabError as exc:
             show_error(exc)
         else:
@@ -182,7 +171,7 @@ def show_report(view: DatasetView) -> None:
             st.warning(f"{errors} problem(s) leave classes out of training: see Problems below to include them.", icon=":material/warning:")
         else:
             st.success("The dataset is ready to train on. Next: choose a model.", icon=":material/check_circle:")
-        st.page_link("app_pages/model.py", label="Choose a model", icon=":material/arrow_forward:")
+        page_link("model", "Choose a model", ":material/arrow_forward:")
 
     st.subheader(f"{noun.capitalize()}s per class")
     if report.class_counts:
@@ -214,12 +203,34 @@ def show_report(view: DatasetView) -> None:
         st.dataframe(split_table(view.split), hide_index=True, width="stretch")
 
 
-dataset = current_dataset()
-st.divider()
-if not dataset:
-    st.info("No dataset chosen yet: upload a folder or an archive, pick one on the server, or try a demo dataset.",
-            icon=":material/info:")
-else:
+def data_page() -> None:
+    """The Data page: four ways to pick a dataset, then the chosen one's report."""
+    st.title("Data")
+    st.caption("Images or text documents (.txt) sorted into one folder per class — the folder name is the label — or a CSV/TSV "
+               "table with a text and a label column. Pick a dataset in one of four ways; TransferLab tells images from text "
+               "and checks the dataset before you train.")
+    user = current_user()
+    spaces = workspaces()
+    current_dataset()  # checks a stored choice first, so a refused one is explained right here
+    refused = st.session_state.pop(REFUSED_DATASET_KEY, None)
+    if refused:
+        st.error(escape_markdown(refused), icon=":material/block:")
+    if is_workshop() and user.is_trainer:
+        st.radio("Save uploads and demos to", [OWN_TARGET, SHARED_TARGET], key="data_upload_target", horizontal=True,
+                 help="Shared datasets are readable by every student; only trainers can add to them.")
+
+    tabs = st.tabs([":material/drive_folder_upload: Upload a folder", ":material/folder_zip: Upload an archive",
+                    ":material/dns: Folder on the server", ":material/auto_awesome: Demo dataset"])
+    for tab, draw in zip(tabs, (upload_folder_tab, upload_archive_tab, server_folder_tab, demo_tab)):
+        with tab:
+            draw(spaces, user)
+
+    dataset = current_dataset()
+    st.divider()
+    if not dataset:
+        st.info("No dataset chosen yet: upload a folder or an archive, pick one on the server, or try a demo dataset.",
+                icon=":material/info:")
+        return
     st.header("Report")
     st.text(f"Dataset: {safe_label(display_path(dataset))}")
     try:
@@ -230,3 +241,7 @@ else:
         show_error(exc)
     else:
         show_report(dataset_view)
+
+
+if __name__ == "__main__":  # Streamlit ran this file itself instead of app.py: see ui.navigation.run_app_instead
+    run_app_instead()

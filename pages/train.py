@@ -9,11 +9,12 @@ import streamlit as st
 
 from tl_core.config import ConfigError, DataConfig, RunConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
-from tl_core.runs.store import RunRecord
+from tl_core.runs.store import RunRecord, RunStore
 from ui.dataset import load_dataset
+from ui.navigation import page_link, run_app_instead
 from ui.settings import mode_label
 from ui.state import (
-    RUN_CONFIG_KEY, chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run,
+    RUN_CONFIG_KEY, UserJobs, chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run,
     workspace_path,
 )
 from ui.text import escape_markdown, show_error, user_message
@@ -21,20 +22,17 @@ from ui.training import (
     is_active, phase_starts, show_best_phase, show_curves, show_log, show_outcome, show_progress, show_transfer_verdict,
 )
 
-st.title("Train")
-store, manager = get_store(), get_manager()
-
 
 def planned_config() -> RunConfig | None:
     """The Model page's RunConfig, or the defaults on the chosen dataset; None (with a message) if neither."""
     if error := st.session_state.get("settings_error"):
         st.error("The model settings are invalid: " + escape_markdown(user_message(error)), icon=":material/error:")
-        st.page_link("app_pages/model.py", label="Fix the settings", icon=":material/tune:")
+        page_link("model", "Fix the settings", ":material/tune:")
         return None
     dataset = current_dataset()
     if not dataset:
         st.info("Choose a dataset first.", icon=":material/info:")
-        st.page_link("app_pages/data.py", label="Choose data", icon=":material/folder_open:")
+        page_link("data", "Choose data", ":material/folder_open:")
         return None
     config = st.session_state.get(RUN_CONFIG_KEY)
     if config is None:
@@ -48,10 +46,12 @@ def dataset_problem(source: str) -> str | None:
     return load_dataset(source, workspace_path()).split_error
 
 
-def run_panel(run_id: str, shown_status: str | None) -> None:
+def run_panel(store: RunStore, manager: UserJobs, run_id: str, shown_status: str | None) -> None:
     """Everything about one run; as a fragment it redraws every second while the run is active.
 
     Args:
+        store: this user's runs.
+        manager: this user's view of the job queue.
         run_id: the run to show.
         shown_status: the run's status when the whole page was drawn (None: not live). When it
             changes (queued -> running -> finished) the whole page redraws, so the sidebar, the
@@ -92,10 +92,8 @@ def run_panel(run_id: str, shown_status: str | None) -> None:
         st.rerun()  # a finished run is drawn once more without the 1-second timer
 
 
-live_run_panel = st.fragment(run_every=1.0)(run_panel)
-
-config = planned_config()
-if config is not None:
+def start_button(manager: UserJobs, config: RunConfig) -> None:
+    """The planned run in one line, and the button that queues it."""
     model, train = config.model, config.train
     st.caption(
         f"Dataset {escape_markdown(Path(config.data.source).name)} · backbone {escape_markdown(model.backbone)} ({escape_markdown(model.weights)} weights) · "
@@ -120,7 +118,8 @@ if config is not None:
     if busy:
         st.caption("Another run is in progress: a new one waits in the queue (one run trains at a time).")
 
-def watched_run() -> RunRecord | None:
+
+def watched_run(store: RunStore, manager: UserJobs) -> RunRecord | None:
     """This user's run; after a reload or in a new tab, what the server is training, else the newest run."""
     run_id = current_run_id()
     if run_id is not None:
@@ -133,10 +132,21 @@ def watched_run() -> RunRecord | None:
     return store.get(candidates[0]) if candidates else None
 
 
-watched = watched_run()
-if watched is None:
-    st.caption("No run yet: press Start to train one.")
-elif is_active(watched, manager.status(watched.id)):
-    live_run_panel(watched.id, watched.status)
-else:
-    run_panel(watched.id, None)
+def train_page() -> None:
+    """The Train page: start the planned run, then watch this user's run live."""
+    st.title("Train")
+    store, manager = get_store(), get_manager()
+    config = planned_config()
+    if config is not None:
+        start_button(manager, config)
+    watched = watched_run(store, manager)
+    if watched is None:
+        st.caption("No run yet: press Start to train one.")
+    elif is_active(watched, manager.status(watched.id)):
+        st.fragment(run_every=1.0)(run_panel)(store, manager, watched.id, watched.status)
+    else:
+        run_panel(store, manager, watched.id, None)
+
+
+if __name__ == "__main__":  # Streamlit ran this file itself instead of app.py: see ui.navigation.run_app_instead
+    run_app_instead()

@@ -1,0 +1,57 @@
+"""What one backbone registry entry says: `BackboneSpec`, shared by the image and the text tables.
+
+A module of its own so both tables (`tl_core.models.registry` for images, `tl_core.models.text_specs` for text)
+and the builders import it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+BACKBONE_NAME = "backbone"  # the Keras name of every backbone model inside a transfer model
+TIERS = ("recommended", "standard", "large")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registry entry.
+
+    Attributes:
+        name: registry key, the Keras name in lower snake case (`efficientnet_b0`).
+        display_name: for people (`EfficientNetB0`).
+        family: architecture family (`EfficientNet`).
+        default_size: input side used when none is given, in pixels.
+        min_size: smallest input side the architecture takes.
+        max_size: largest input side its weights allow, or None for no limit.
+        preprocessing: a `tl_core.models.preprocessing` mode.
+        feature_dim: channels of the last feature map.
+        parameters: parameter count without the top, measured with `weights=None`.
+        keras_factory: `keras.applications` attribute, or None for offline-only entries.
+        factory_kwargs: extra factory arguments, e.g. `(("alpha", 0.35),)`.
+        offline_weights: key into `tl_core.models.weights`, or None.
+        weights_provenance: what the pretrained weights were trained on and where they come from.
+        license: license of the pretrained weights.
+        tier: "recommended" (beginner view), "standard" or "large".
+        notes: one or two sentences for the backbone picker.
+        modality: "image", or "text" for the entries of `tl_core.models.text_backbones` (there `default_size`,
+            `min_size` and `max_size` count word tokens per document, not pixels).
+    """
+
+    name: str
+    display_name: str
+    family: str
+    default_size: int
+    min_size: int
+    max_size: int | None
+    preprocessing: str
+    feature_dim: int
+    parameters: int
+    keras_factory: str | None
+    factory_kwargs: tuple[tuple[str, Any], ...]
+    offline_weights: str | None
+    weights_provenance: str
+    license: str
+    tier: Literal["recommended", "standard", "large"]
+    notes: str
+    modality: Literal["image", "text"] = "image"
