@@ -157,7 +157,7 @@ def test_a_removed_or_repassworded_account_is_signed_out_at_its_next_click(works
 
         assert workshop_server.cli("users", "remove", "bob").returncode == 0
         bob.get_by_test_id("stSidebarNav").get_by_text("Data", exact=True).click()
-        wait_idle(bob)
+        expect(bob.get_by_role("button", name="Sign in", exact=True)).to_be_visible()  # waits for the rerun, not a fixed time
         assert not is_signed_in(bob)
         assert bob.get_by_role("tab", name="Demo dataset").count() == 0, "a removed user can write no dataset"
         assert not list((workshop_server.user_root("bob") / "datasets").glob("*")), "nothing was written for the removed user"
