@@ -70,3 +70,19 @@ def open_page(at: AppTest, url_path: str) -> AppTest:
         raise ValueError(f"No page registered at url_path {url_path!r} in the last run; registered: {known}.")
     at._page_hash = found[0]
     return at
+
+
+@pytest.fixture()
+def managers():  # noqa: ANN201 - yields a JobManager factory
+    """Build JobManagers through this, so their dispatchers and jobs stop when the test ends."""
+    from tl_core.jobs.manager import JobManager
+
+    made: list[JobManager] = []
+
+    def make(*args, **kwargs) -> JobManager:
+        made.append(JobManager(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for manager in made:
+        manager.shutdown(stop_jobs=True)

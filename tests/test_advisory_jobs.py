@@ -55,20 +55,6 @@ class BlockingRun:
         return _Outcome("completed")
 
 
-@pytest.fixture()
-def managers():
-    """Build managers through this, so their dispatchers and jobs stop when the test ends."""
-    made: list[JobManager] = []
-
-    def make(*args, **kwargs) -> JobManager:
-        made.append(JobManager(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for manager in made:
-        manager.shutdown(stop_jobs=True)
-
-
 def test_an_advice_job_runs_in_the_queue_reports_its_steps_and_writes_its_result(shapes_dataset: Path, workspace: Path, managers) -> None:
     store = RunStore(workspace)
     manager = managers(store, slots={"cpu": 1}, backend=ThreadBackend())

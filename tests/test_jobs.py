@@ -28,20 +28,6 @@ from tests.job_helpers import FakeOutcome, FakeRun, tiny_config as _config, wait
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def managers():
-    """Build managers through this, so their dispatchers and jobs stop when the test ends."""
-    made: list[JobManager] = []
-
-    def make(*args, **kwargs) -> JobManager:
-        made.append(JobManager(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for manager in made:
-        manager.shutdown(stop_jobs=True)
-
-
 def test_second_job_queues_then_both_complete(shapes_dataset, workspace, managers):
     store = RunStore(workspace)
     manager = managers(store, backend=ThreadBackend())
