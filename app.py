@@ -51,8 +51,9 @@ pages = {
     "predict": st.Page(predict_page, title="Predict & export", icon=":material/upload_file:", url_path="predict"),
 }
 if settings.sign_in_required and user.is_trainer:
-    pages["trainer"] = st.Page(trainer_page, title="Trainer", icon=":material/admin_panel_settings:",
-                               url_path="trainer")
+    pages["trainer"] = st.Page(
+        trainer_page, title="Trainer", icon=":material/admin_panel_settings:", url_path="trainer"
+    )
 register_pages(pages)
 page = st.navigation(list(pages.values()))
 if settings.sign_in_required:

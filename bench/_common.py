@@ -41,7 +41,9 @@ JPEG_QUALITY = 90
 T = TypeVar("T")
 
 
-def base_parser(description: str, *, images: int, image_size: int, source_size: int = 256, repeats: int = 3) -> argparse.ArgumentParser:
+def base_parser(
+    description: str, *, images: int, image_size: int, source_size: int = 256, repeats: int = 3
+) -> argparse.ArgumentParser:
     """The arguments every benchmark takes, with that benchmark's defaults.
 
     Args:
@@ -55,15 +57,40 @@ def base_parser(description: str, *, images: int, image_size: int, source_size: 
         A parser the script may extend before parsing.
     """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--backbone", default="efficientnet_lite0", help="registry name (default: efficientnet_lite0, offline ImageNet weights)")
+    parser.add_argument(
+        "--backbone",
+        default="efficientnet_lite0",
+        help="registry name (default: efficientnet_lite0, offline ImageNet weights)",
+    )
     parser.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
-    parser.add_argument("--image-size", type=int, default=image_size, help=f"model input side in px (default {image_size})")
+    parser.add_argument(
+        "--image-size", type=int, default=image_size, help=f"model input side in px (default {image_size})"
+    )
     parser.add_argument("--images", type=int, default=images, help=f"generated images in all (default {images})")
-    parser.add_argument("--classes", type=int, default=5, choices=range(2, len(SHAPE_CLASSES) + 1), metavar="2-5", help="shape classes (default 5)")
-    parser.add_argument("--source-size", type=int, default=source_size, help=f"side of the generated JPEG files (default {source_size})")
-    parser.add_argument("--repeats", type=int, default=repeats, help=f"interleaved repetitions; medians are reported (default {repeats})")
+    parser.add_argument(
+        "--classes",
+        type=int,
+        default=5,
+        choices=range(2, len(SHAPE_CLASSES) + 1),
+        metavar="2-5",
+        help="shape classes (default 5)",
+    )
+    parser.add_argument(
+        "--source-size", type=int, default=source_size, help=f"side of the generated JPEG files (default {source_size})"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=repeats,
+        help=f"interleaved repetitions; medians are reported (default {repeats})",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--cache-dir", type=Path, default=None, help=f"generated datasets live here (default ${BENCH_CACHE_ENV} or {DEFAULT_BENCH_CACHE})")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"generated datasets live here (default ${BENCH_CACHE_ENV} or {DEFAULT_BENCH_CACHE})",
+    )
     return parser
 
 
@@ -85,7 +112,9 @@ def _write_class_images(class_dir: str, class_index: int, count: int, size: int,
         image.save(Path(class_dir) / f"{class_name}_{index:05d}.jpg", format="JPEG", quality=JPEG_QUALITY)
 
 
-def shapes_jpeg_dataset(cache_dir: Path, *, images: int, source_size: int, classes: int = 5, seed: int = DATASET_SEED) -> Path:
+def shapes_jpeg_dataset(
+    cache_dir: Path, *, images: int, source_size: int, classes: int = 5, seed: int = DATASET_SEED
+) -> Path:
     """A balanced folder of coloured-shape JPEGs (tl_core.data.synthetic's drawing), generated once and reused.
 
     Args:
@@ -110,7 +139,16 @@ def shapes_jpeg_dataset(cache_dir: Path, *, images: int, source_size: int, class
             (staging / name).mkdir()
             class_dirs.append(str(staging / name))
         with ProcessPoolExecutor(max_workers=min(classes, os.cpu_count() or 2)) as pool:
-            list(pool.map(_write_class_images, class_dirs, range(classes), [per_class] * classes, [source_size] * classes, [seed] * classes))
+            list(
+                pool.map(
+                    _write_class_images,
+                    class_dirs,
+                    range(classes),
+                    [per_class] * classes,
+                    [source_size] * classes,
+                    [seed] * classes,
+                )
+            )
         os.replace(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -147,7 +185,9 @@ def spread(values: Sequence[float]) -> str:
     return f"{median(values):.2f} ({min(values):.2f}-{max(values):.2f}, n={len(values)})"
 
 
-def ratio_line(label: str, value: float, target: float, *, at_least: bool = True, unit: str = "x", digits: int = 2) -> str:
+def ratio_line(
+    label: str, value: float, target: float, *, at_least: bool = True, unit: str = "x", digits: int = 2
+) -> str:
     """One verdict line: '<label>: 7.3x (target >= 5x) PASS'."""
     passed = value >= target if at_least else value <= target
     comparison = ">=" if at_least else "<="
@@ -158,9 +198,17 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table (readable in a terminal and pasteable into bench/README.md)."""
     cells = [[str(value) for value in row] for row in rows]
     widths = [max(len(str(header)), *(len(row[index]) for row in cells)) for index, header in enumerate(headers)]
+
     def line(values: Sequence[str]) -> str:
         return "| " + " | ".join(value.ljust(width) for value, width in zip(values, widths)) + " |"
-    return "\n".join([line(list(headers)), "|" + "|".join("-" * (width + 2) for width in widths) + "|", *(line(row) for row in cells)])
+
+    return "\n".join(
+        [
+            line(list(headers)),
+            "|" + "|".join("-" * (width + 2) for width in widths) + "|",
+            *(line(row) for row in cells),
+        ]
+    )
 
 
 def quiet_logs() -> None:
@@ -180,17 +228,25 @@ def device_lines() -> list[str]:
     gpus = tf.config.list_physical_devices("GPU")
     cpus = os.cpu_count() or 0
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    lines = [f"device: {'GPU: ' + ', '.join(gpu.name for gpu in gpus) if gpus else 'CPU only'}; {cpus} CPU cores, load average {load:.1f}; TensorFlow {tf.__version__}"]
+    lines = [
+        f"device: {'GPU: ' + ', '.join(gpu.name for gpu in gpus) if gpus else 'CPU only'}; {cpus} CPU cores, load average {load:.1f}; TensorFlow {tf.__version__}"
+    ]
     if gpus:
-        lines.append("GPU path: TrainConfig.mixed_precision=True and jit_compile=True are honoured here (float16 compute, XLA).")
+        lines.append(
+            "GPU path: TrainConfig.mixed_precision=True and jit_compile=True are honoured here (float16 compute, XLA)."
+        )
     else:
-        lines.append("GPU path: no GPU here; TrainConfig.mixed_precision (float16) and jit_compile (XLA) exist and are only enabled on a GPU (XLA measured 5-10x slower on CPU).")
+        lines.append(
+            "GPU path: no GPU here; TrainConfig.mixed_precision (float16) and jit_compile (XLA) exist and are only enabled on a GPU (XLA measured 5-10x slower on CPU)."
+        )
     return lines
 
 
 def noise_note(repeats: int) -> str:
-    return (f"Figures are medians of {repeats} interleaved repetition(s) measured in this one process; "
-            "the machine is shared, so compare the ratios, not the absolute seconds.")
+    return (
+        f"Figures are medians of {repeats} interleaved repetition(s) measured in this one process; "
+        "the machine is shared, so compare the ratios, not the absolute seconds."
+    )
 
 
 @dataclass
@@ -206,12 +262,18 @@ class EventClock:
     def first(self, kind: str, **matching: Any) -> float | None:
         """Seconds until the first event of class `kind` whose attributes equal `matching`."""
         for seconds, event in self.arrivals:
-            if type(event).__name__ == kind and all(getattr(event, key, None) == value for key, value in matching.items()):
+            if type(event).__name__ == kind and all(
+                getattr(event, key, None) == value for key, value in matching.items()
+            ):
                 return seconds
         return None
 
     def times(self, kind: str, **matching: Any) -> list[float]:
-        return [s for s, e in self.arrivals if type(e).__name__ == kind and all(getattr(e, k, None) == v for k, v in matching.items())]
+        return [
+            s
+            for s, e in self.arrivals
+            if type(e).__name__ == kind and all(getattr(e, k, None) == v for k, v in matching.items())
+        ]
 
 
 def steady_throughput(epoch_end_times: Sequence[float], images_per_epoch: int) -> float:
@@ -221,7 +283,9 @@ def steady_throughput(epoch_end_times: Sequence[float], images_per_epoch: int) -
     return images_per_epoch * (len(epoch_end_times) - 1) / (epoch_end_times[-1] - epoch_end_times[0])
 
 
-def profile_call(function: Callable[[], T], *, pattern: str = r"tl_core|keras/src/(trainers|saving|callbacks)", limit: int = 25) -> tuple[T, str]:
+def profile_call(
+    function: Callable[[], T], *, pattern: str = r"tl_core|keras/src/(trainers|saving|callbacks)", limit: int = 25
+) -> tuple[T, str]:
     """Run `function` under cProfile; returns its result and the top cumulative entries matching `pattern`."""
     profiler = cProfile.Profile()
     result = profiler.runcall(function)
@@ -237,5 +301,5 @@ def preprocessed_float_images(images: np.ndarray, preprocessing: str, batch: int
     layer = build_preprocessing(preprocessing)
     out = np.empty(images.shape, np.float32)
     for start in range(0, len(images), batch):
-        out[start:start + batch] = np.asarray(layer(np.asarray(images[start:start + batch], np.float32)))
+        out[start : start + batch] = np.asarray(layer(np.asarray(images[start : start + batch], np.float32)))
     return out

@@ -60,7 +60,9 @@ def experiment_config(args: argparse.Namespace, source: Path) -> RunConfig:
     return RunConfig(
         data=DataConfig(source=str(source)),
         model=ModelConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size),
-        train=TrainConfig(mode="feature-extraction", epochs=args.epochs, batch_size=args.batch_size, early_stopping_patience=None),
+        train=TrainConfig(
+            mode="feature-extraction", epochs=args.epochs, batch_size=args.batch_size, early_stopping_patience=None
+        ),
         name="bench feature extraction",
     )
 
@@ -75,9 +77,13 @@ def _segments(clock: common.EventClock, total: float) -> dict[str, float]:
     """
     logs = [(seconds, event.text) for seconds, event in clock.arrivals if type(event).__name__ == "LogMessage"]
     started = clock.first("RunStarted") or 0.0
-    decoded = max((s for s, text in logs if "decoded-image cache" in text or "decoded and cached" in text), default=None)
+    decoded = max(
+        (s for s, text in logs if "decoded-image cache" in text or "decoded and cached" in text), default=None
+    )
     built = next((s for s, text in logs if text.startswith("Built ")), None)
-    featured = max((s for s, text in logs if "backbone features" in text and text.startswith(("train", "val"))), default=None)  # test: after training
+    featured = max(
+        (s for s, text in logs if "backbone features" in text and text.startswith(("train", "val"))), default=None
+    )  # test: after training
     head_started = clock.first("PhaseStarted", phase="head")
     head_done = clock.first("PhaseEnded", phase="head")
     finished = clock.first("RunFinished") or total
@@ -110,7 +116,9 @@ def run_ours(config: RunConfig, store: RunStore) -> OursFigures:
     return OursFigures(
         seconds=total,
         head_trained_s=head,
-        test_accuracy=float(outcome.summary["test_accuracy"] if outcome.summary["test_accuracy"] is not None else float("nan")),
+        test_accuracy=float(
+            outcome.summary["test_accuracy"] if outcome.summary["test_accuracy"] is not None else float("nan")
+        ),
         reused_features=any("reused cached backbone features" in line for line in outcome.log),
         reused_images=any("from the decoded-image cache" in line or "no image read" in line for line in outcome.log),
         segments=_segments(clock, total),
@@ -129,7 +137,9 @@ def link_split_folders(split: DatasetSplit, target: Path) -> Path:
     return target
 
 
-def tutorial_recipe(split_root: Path, args: argparse.Namespace, num_classes: int, weights_cache: Path | None) -> RecipeFigures:
+def tutorial_recipe(
+    split_root: Path, args: argparse.Namespace, num_classes: int, weights_cache: Path | None
+) -> RecipeFigures:
     """The keras.io / tensorflow.org transfer-learning recipe, timed from reading the folders to the test accuracy."""
     import tensorflow as tf
 
@@ -138,7 +148,9 @@ def tutorial_recipe(split_root: Path, args: argparse.Namespace, num_classes: int
         size = (args.image_size, args.image_size)
 
         def folder(name: str, shuffle: bool) -> tf.data.Dataset:
-            dataset = keras.utils.image_dataset_from_directory(split_root / name, image_size=size, batch_size=args.batch_size, shuffle=shuffle, seed=42, verbose=False)
+            dataset = keras.utils.image_dataset_from_directory(
+                split_root / name, image_size=size, batch_size=args.batch_size, shuffle=shuffle, seed=42, verbose=False
+            )
             return dataset.prefetch(tf.data.AUTOTUNE)
 
         train, val, test = folder("train", True), folder("val", False), folder("test", False)
@@ -152,7 +164,9 @@ def tutorial_recipe(split_root: Path, args: argparse.Namespace, num_classes: int
         x = keras.layers.Dropout(0.2)(x)
         outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
         model = keras.Model(inputs, outputs)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
         model.fit(train, validation_data=val, epochs=args.epochs, verbose=0)
         _, accuracy = model.evaluate(test, verbose=0)
         return RecipeFigures(0.0, float(accuracy))
@@ -165,7 +179,9 @@ def tutorial_recipe(split_root: Path, args: argparse.Namespace, num_classes: int
 class ForwardPassFloor:
     """One `model.predict` of the backbone over every image, decoded and preprocessed in memory beforehand."""
 
-    def __init__(self, split: DatasetSplit, args: argparse.Namespace, scratch: Path, weights_cache: Path | None) -> None:
+    def __init__(
+        self, split: DatasetSplit, args: argparse.Namespace, scratch: Path, weights_cache: Path | None
+    ) -> None:
         examples = [e for name in SPLITS for e in split.examples(name)]
         decoded = build_image_cache(examples, args.image_size, scratch / "floor-images").images
         spec = get_backbone_spec(args.backbone)
@@ -187,14 +203,20 @@ def _warm_up(args: argparse.Namespace, weights_cache: Path | None) -> None:
     build_backbone(spec, args.weights, resolve_image_size(spec, args.image_size), cache_dir=weights_cache)
     tiny = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     tiny.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    tiny.fit(np.zeros((8, 4)), np.zeros(8, int), epochs=1, verbose=0, validation_data=(np.zeros((2, 4)), np.zeros(2, int)))
+    tiny.fit(
+        np.zeros((8, 4)), np.zeros(8, int), epochs=1, verbose=0, validation_data=(np.zeros((2, 4)), np.zeros(2, int))
+    )
     tiny.predict(np.zeros((2, 4)), verbose=0)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = common.base_parser(__doc__.splitlines()[0], images=600, image_size=128)
     parser.add_argument("--epochs", type=int, default=10, help="head epochs on both sides (default 10)")
-    parser.add_argument("--profile", action="store_true", help="also profile one extra run of ours with cProfile and print the top entries")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one extra run of ours with cProfile and print the top entries",
+    )
     return parser.parse_args(argv)
 
 
@@ -204,10 +226,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     common.quiet_logs()
     cache_dir = common.bench_cache_dir(args.cache_dir)
     weights_cache = None  # the default converted-weights cache: not part of a workspace, warmed below
-    source = common.shapes_jpeg_dataset(cache_dir, images=args.images, source_size=args.source_size, classes=args.classes)
+    source = common.shapes_jpeg_dataset(
+        cache_dir, images=args.images, source_size=args.source_size, classes=args.classes
+    )
     config = experiment_config(args, source)
-    print(f"Feature extraction: {args.backbone} ({args.weights}) at {args.image_size}px, {args.epochs} head epochs, "
-          f"{args.images} JPEGs of {args.source_size}px from {source}")
+    print(
+        f"Feature extraction: {args.backbone} ({args.weights}) at {args.image_size}px, {args.epochs} head epochs, "
+        f"{args.images} JPEGs of {args.source_size}px from {source}"
+    )
     for line in common.device_lines():
         print(line)
     _warm_up(args, weights_cache)
@@ -229,8 +255,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         for repeat in range(args.repeats):
             # Alternate who goes first, so a neighbour's burst of load does not always hit the same side.
-            order = [our_pair, lambda: recipe.append(tutorial_recipe(split_root, args, len(split.class_names), weights_cache)), lambda: floor_s.append(floor.seconds())]
-            for step in (order if repeat % 2 == 0 else order[::-1]):
+            order = [
+                our_pair,
+                lambda: recipe.append(tutorial_recipe(split_root, args, len(split.class_names), weights_cache)),
+                lambda: floor_s.append(floor.seconds()),
+            ]
+            for step in order if repeat % 2 == 0 else order[::-1]:
                 step()
         profile_text = second_profile_text = None
         if args.profile:
@@ -249,22 +279,52 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     print()
     print(f"split {sizes}; {common.noise_note(args.repeats)}")
-    print(common.format_table(
-        ["path", "seconds: median (min-max)", "test accuracy", "notes"],
-        [
-            ["tutorial recipe: image_dataset_from_directory + model.fit", common.spread([f.seconds for f in recipe]), f"{recipe_accuracy:.3f}", f"{args.epochs} epochs over the images"],
-            ["ours: run_experiment, fresh workspace", common.spread([f.seconds for f in ours]), f"{ours_accuracy:.3f}", f"trained head after {first_head:.2f} s"],
-            ["ours: second run, same workspace", common.spread([f.seconds for f in second]), f"{common.median([f.test_accuracy for f in second]):.3f}",
-             f"trained head after {second_head:.2f} s; features reused: {all(f.reused_features for f in second)}, images reused or not needed: {all(f.reused_images for f in second)}"],
-            ["floor: backbone.predict on preprocessed arrays", common.spread(floor_s), "-", f"cold (with graph tracing): {floor.cold_s:.2f} s"],
-        ],
-    ))
+    print(
+        common.format_table(
+            ["path", "seconds: median (min-max)", "test accuracy", "notes"],
+            [
+                [
+                    "tutorial recipe: image_dataset_from_directory + model.fit",
+                    common.spread([f.seconds for f in recipe]),
+                    f"{recipe_accuracy:.3f}",
+                    f"{args.epochs} epochs over the images",
+                ],
+                [
+                    "ours: run_experiment, fresh workspace",
+                    common.spread([f.seconds for f in ours]),
+                    f"{ours_accuracy:.3f}",
+                    f"trained head after {first_head:.2f} s",
+                ],
+                [
+                    "ours: second run, same workspace",
+                    common.spread([f.seconds for f in second]),
+                    f"{common.median([f.test_accuracy for f in second]):.3f}",
+                    f"trained head after {second_head:.2f} s; features reused: {all(f.reused_features for f in second)}, images reused or not needed: {all(f.reused_images for f in second)}",
+                ],
+                [
+                    "floor: backbone.predict on preprocessed arrays",
+                    common.spread(floor_s),
+                    "-",
+                    f"cold (with graph tracing): {floor.cold_s:.2f} s",
+                ],
+            ],
+        )
+    )
     print()
     print("where our time goes (median seconds per segment):")
-    print(common.format_table(
-        ["segment", "first run", "second run"],
-        [[name, f"{common.median([f.segments[name] for f in ours]):.2f}", f"{common.median([f.segments[name] for f in second]):.2f}"] for name in ours[0].segments],
-    ))
+    print(
+        common.format_table(
+            ["segment", "first run", "second run"],
+            [
+                [
+                    name,
+                    f"{common.median([f.segments[name] for f in ours]):.2f}",
+                    f"{common.median([f.segments[name] for f in second]):.2f}",
+                ]
+                for name in ours[0].segments
+            ],
+        )
+    )
     if profile_text:
         print("\ncProfile of one more first run (cumulative, tl_core and Keras trainer/saving frames):")
         print(profile_text)
@@ -277,11 +337,27 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     accuracy_gap = (ours_accuracy - recipe_accuracy) * 100
     print()
     print(common.ratio_line("feature extraction speed-up vs plain model.fit", speedup, 5.0, digits=1))
-    print(f"test accuracy, ours minus plain model.fit: {accuracy_gap:+.1f} points ({ours_accuracy:.3f} vs {recipe_accuracy:.3f}) "
-          f"(target within 1 point) {'PASS' if abs(accuracy_gap) <= 1.0 else 'FAIL'}")
+    print(
+        f"test accuracy, ours minus plain model.fit: {accuracy_gap:+.1f} points ({ours_accuracy:.3f} vs {recipe_accuracy:.3f}) "
+        f"(target within 1 point) {'PASS' if abs(accuracy_gap) <= 1.0 else 'FAIL'}"
+    )
     print(common.ratio_line("feature extraction end to end vs forward-pass floor", floor_ratio, 1.3, at_least=False))
-    print(common.ratio_line("second run on the same data, time to trained head vs first run", second_share * 100, 10, at_least=False, unit="%", digits=1))
-    return {"speedup": speedup, "floor_ratio": floor_ratio, "second_run_share": second_share, "accuracy_gap_points": accuracy_gap}
+    print(
+        common.ratio_line(
+            "second run on the same data, time to trained head vs first run",
+            second_share * 100,
+            10,
+            at_least=False,
+            unit="%",
+            digits=1,
+        )
+    )
+    return {
+        "speedup": speedup,
+        "floor_ratio": floor_ratio,
+        "second_run_share": second_share,
+        "accuracy_gap_points": accuracy_gap,
+    }
 
 
 if __name__ == "__main__":

@@ -71,7 +71,12 @@ def second_job(config: RunConfig, workspace: Path, *, warm: bool, pause_s: float
             time.sleep(0.01)
         completed = time.perf_counter() - started
         record = store.get(second)
-        return JobTimes(first_epoch if first_epoch is not None else float("nan"), completed, float(record.metrics.get("elapsed_s", float("nan"))), record.status)
+        return JobTimes(
+            first_epoch if first_epoch is not None else float("nan"),
+            completed,
+            float(record.metrics.get("elapsed_s", float("nan"))),
+            record.status,
+        )
     finally:
         manager.shutdown()
 
@@ -79,7 +84,12 @@ def second_job(config: RunConfig, workspace: Path, *, warm: bool, pause_s: float
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = common.base_parser(__doc__.splitlines()[0], images=600, image_size=128)
     parser.add_argument("--epochs", type=int, default=10, help="head epochs (default 10)")
-    parser.add_argument("--pause", type=float, default=10.0, help="seconds between the first job's end and the second's submission (default 10)")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=10.0,
+        help="seconds between the first job's end and the second's submission (default 10)",
+    )
     return parser.parse_args(argv)
 
 
@@ -87,15 +97,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the benchmark, print the table and the ratio line; returns the ratios."""
     args = parse_args(argv)
     common.quiet_logs()
-    source = common.shapes_jpeg_dataset(common.bench_cache_dir(args.cache_dir), images=args.images, source_size=args.source_size, classes=args.classes)
+    source = common.shapes_jpeg_dataset(
+        common.bench_cache_dir(args.cache_dir), images=args.images, source_size=args.source_size, classes=args.classes
+    )
     config = experiment_config(args, source)
-    print(f"Job start: {args.backbone} ({args.weights}) at {args.image_size}px, {args.epochs} head epochs, {args.images} JPEGs from {source}; "
-          f"second job on the same data, {args.pause:.0f} s after the first")
+    print(
+        f"Job start: {args.backbone} ({args.weights}) at {args.image_size}px, {args.epochs} head epochs, {args.images} JPEGs from {source}; "
+        f"second job on the same data, {args.pause:.0f} s after the first"
+    )
     for line in common.device_lines():
         print(line)
     times: dict[str, list[JobTimes]] = {"cold": [], "warm": []}
     for repeat in range(args.repeats):
-        for side in (("cold", "warm") if repeat % 2 == 0 else ("warm", "cold")):
+        for side in ("cold", "warm") if repeat % 2 == 0 else ("warm", "cold"):
             with common.fresh_workspace() as workspace:
                 times[side].append(second_job(config, workspace, warm=side == "warm", pause_s=args.pause))
     if any(t.status != "completed" for side in times.values() for t in side):
@@ -103,14 +117,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"\n{common.noise_note(args.repeats)}")
     rows = []
     for side, label in (("cold", "fresh worker per job (warm_workers=False)"), ("warm", "warm worker (default)")):
-        rows.append([label, common.spread([t.first_epoch_s for t in times[side]]), common.spread([t.completed_s for t in times[side]]),
-                     common.spread([t.in_run_s for t in times[side]])])
-    print(common.format_table(["second job", "submit -> first epoch, s", "submit -> completed, s", "inside the run, s"], rows))
+        rows.append(
+            [
+                label,
+                common.spread([t.first_epoch_s for t in times[side]]),
+                common.spread([t.completed_s for t in times[side]]),
+                common.spread([t.in_run_s for t in times[side]]),
+            ]
+        )
+    print(
+        common.format_table(
+            ["second job", "submit -> first epoch, s", "submit -> completed, s", "inside the run, s"], rows
+        )
+    )
     cold = common.median([t.completed_s for t in times["cold"]])
     warm = common.median([t.completed_s for t in times["warm"]])
-    first_epoch_ratio = common.median([t.first_epoch_s for t in times["cold"]]) / common.median([t.first_epoch_s for t in times["warm"]])
+    first_epoch_ratio = common.median([t.first_epoch_s for t in times["cold"]]) / common.median(
+        [t.first_epoch_s for t in times["warm"]]
+    )
     print()
-    print(f"second job, submit -> completed: warm worker {warm:.2f} s vs fresh worker {cold:.2f} s: {cold / warm:.1f}x sooner")
+    print(
+        f"second job, submit -> completed: warm worker {warm:.2f} s vs fresh worker {cold:.2f} s: {cold / warm:.1f}x sooner"
+    )
     print(f"second job, submit -> first epoch: {first_epoch_ratio:.1f}x sooner with a warm worker")
     return {"completed_speedup": cold / warm, "first_epoch_speedup": first_epoch_ratio}
 

@@ -41,7 +41,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class StagePeak:
     name: str
     seconds: float = 0.0
-    peaks: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*STATUS_FIELDS, HELPERS_FIELD, "together"), 0))  # bytes
+    peaks: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys((*STATUS_FIELDS, HELPERS_FIELD, "together"), 0)
+    )  # bytes
 
 
 def read_status(pid: int | str = "self") -> dict[str, int]:
@@ -143,7 +145,12 @@ def child_main(spec_path: Path) -> None:
     config = RunConfig(
         data=DataConfig(source=spec["source"]),
         model=ModelConfig(backbone=spec["backbone"], weights=spec["weights"], image_size=spec["image_size"]),
-        train=TrainConfig(mode="feature-extraction", epochs=spec["epochs"], batch_size=spec["batch_size"], early_stopping_patience=None),
+        train=TrainConfig(
+            mode="feature-extraction",
+            epochs=spec["epochs"],
+            batch_size=spec["batch_size"],
+            early_stopping_patience=None,
+        ),
         name="bench memory",
     )
     prepared = prepare_dataset(config.data, store)
@@ -151,7 +158,9 @@ def child_main(spec_path: Path) -> None:
     sampler.enter("stream one shuffled epoch of image_dataset (fine-tune input path)")
     train = build_image_cache(prepared.split.examples("train"), spec["image_size"], workspace_cache(store, "images"))
     streamed = 0
-    for images, _ in image_dataset(train.images, prepared.split.labels("train"), batch_size=spec["batch_size"], shuffle=True, seed=1):
+    for images, _ in image_dataset(
+        train.images, prepared.split.labels("train"), batch_size=spec["batch_size"], shuffle=True, seed=1
+    ):
         streamed += int(images.shape[0])
     stages = sampler.finish()
     cache_bytes = sum(path.stat().st_size for path in workspace_cache(store, "images").glob("*.npy"))
@@ -180,10 +189,17 @@ def run_child(spec: dict[str, object], scratch: Path) -> tuple[dict[str, object]
     """Start the training subprocess and wait; returns its result, RUSAGE_CHILDREN ru_maxrss (bytes) and wall seconds."""
     spec_path = scratch / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    environment = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    )
     started = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-m", "bench.memory", "--child", str(spec_path)], cwd=REPO_ROOT, env=environment,
-                               capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--child", str(spec_path)],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if completed.returncode != 0:
         raise RuntimeError(f"memory benchmark subprocess failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
@@ -198,33 +214,91 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         child_main(args.child)
         return {}
     cache_dir = common.bench_cache_dir(args.cache_dir)
-    generated_s, source = common.timed(lambda: common.shapes_jpeg_dataset(cache_dir, images=args.images, source_size=args.source_size, classes=args.classes))
-    print(f"Memory: feature extraction ({args.epochs} head epochs) with {args.backbone} ({args.weights}) at {args.image_size}px on "
-          f"{args.images} JPEGs of {args.source_size}px from {source} (ready in {generated_s:.1f} s)")
+    generated_s, source = common.timed(
+        lambda: common.shapes_jpeg_dataset(
+            cache_dir, images=args.images, source_size=args.source_size, classes=args.classes
+        )
+    )
+    print(
+        f"Memory: feature extraction ({args.epochs} head epochs) with {args.backbone} ({args.weights}) at {args.image_size}px on "
+        f"{args.images} JPEGs of {args.source_size}px from {source} (ready in {generated_s:.1f} s)"
+    )
     for line in common.device_lines():
         print(line)
     with common.fresh_workspace(cache_dir) as scratch:
-        spec = {"workspace": str(scratch / "workspace"), "source": str(source), "backbone": args.backbone, "weights": args.weights,
-                "image_size": args.image_size, "epochs": args.epochs, "batch_size": args.batch_size, "result": str(scratch / "result.json")}
+        spec = {
+            "workspace": str(scratch / "workspace"),
+            "source": str(source),
+            "backbone": args.backbone,
+            "weights": args.weights,
+            "image_size": args.image_size,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "result": str(scratch / "result.json"),
+        }
         result, children_maxrss, seconds = run_child(spec, scratch)
     if result["status"] != "completed":
         raise RuntimeError(f"the training run ended {result['status']}: {result['error']}")
     count = sum(result["split_sizes"].values())
     side = args.image_size
-    print(f"split {result['split_sizes']}; subprocess wall time {seconds:.1f} s; test accuracy {result['test_accuracy']}; "
-          f"streamed {result['streamed']} training images in the extra epoch")
-    print(common.format_table(
-        ["stage (subprocess)", "seconds", "peak VmRSS GiB", "peak RssAnon GiB", "peak RssFile GiB", "its helper's VmRSS GiB"],
-        [[s["name"], f"{s['seconds']:.1f}", *(f"{s['peaks'][key] / GIB:.2f}" for key in (*STATUS_FIELDS, HELPERS_FIELD))] for s in result["stages"]],
-    ))
+    print(
+        f"split {result['split_sizes']}; subprocess wall time {seconds:.1f} s; test accuracy {result['test_accuracy']}; "
+        f"streamed {result['streamed']} training images in the extra epoch"
+    )
+    print(
+        common.format_table(
+            [
+                "stage (subprocess)",
+                "seconds",
+                "peak VmRSS GiB",
+                "peak RssAnon GiB",
+                "peak RssFile GiB",
+                "its helper's VmRSS GiB",
+            ],
+            [
+                [
+                    s["name"],
+                    f"{s['seconds']:.1f}",
+                    *(f"{s['peaks'][key] / GIB:.2f}" for key in (*STATUS_FIELDS, HELPERS_FIELD)),
+                ]
+                for s in result["stages"]
+            ],
+        )
+    )
     peak_rss = result["ru_maxrss_self"] / GIB
     peak_anon = max(s["peaks"]["RssAnon"] for s in result["stages"]) / GIB
     peak_together = max(s["peaks"]["together"] for s in result["stages"]) / GIB
-    print(f"for scale: the {count} images as float32 in RAM would be {count * side * side * 3 * 4 / GIB:.1f} GiB; "
-          f"the uint8 cache on disk is {result['image_cache_bytes'] / GIB:.2f} GiB; getrusage(RUSAGE_CHILDREN).ru_maxrss = {children_maxrss / GIB:.2f} GiB")
-    print(common.ratio_line(f"peak RSS (ru_maxrss) training on {count} images at {side} px", peak_rss, args.limit_gb, at_least=False, unit=" GiB"))
-    print(common.ratio_line("peak VmRSS of the run and its decoding helper together (sampled every 50 ms)", peak_together, args.limit_gb, at_least=False, unit=" GiB"))
-    print(common.ratio_line("peak anonymous RSS (RssAnon: heap and tensors, excluding mapped cache pages)", peak_anon, args.limit_gb, at_least=False, unit=" GiB"))
+    print(
+        f"for scale: the {count} images as float32 in RAM would be {count * side * side * 3 * 4 / GIB:.1f} GiB; "
+        f"the uint8 cache on disk is {result['image_cache_bytes'] / GIB:.2f} GiB; getrusage(RUSAGE_CHILDREN).ru_maxrss = {children_maxrss / GIB:.2f} GiB"
+    )
+    print(
+        common.ratio_line(
+            f"peak RSS (ru_maxrss) training on {count} images at {side} px",
+            peak_rss,
+            args.limit_gb,
+            at_least=False,
+            unit=" GiB",
+        )
+    )
+    print(
+        common.ratio_line(
+            "peak VmRSS of the run and its decoding helper together (sampled every 50 ms)",
+            peak_together,
+            args.limit_gb,
+            at_least=False,
+            unit=" GiB",
+        )
+    )
+    print(
+        common.ratio_line(
+            "peak anonymous RSS (RssAnon: heap and tensors, excluding mapped cache pages)",
+            peak_anon,
+            args.limit_gb,
+            at_least=False,
+            unit=" GiB",
+        )
+    )
     return {"peak_rss_gib": peak_rss, "peak_anon_gib": peak_anon, "peak_with_helper_gib": peak_together}
 
 

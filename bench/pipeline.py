@@ -60,14 +60,20 @@ def keras_folder_pass(root: Path, image_size: int, batch_size: int) -> int:
     import keras
     import tensorflow as tf
 
-    dataset = keras.utils.image_dataset_from_directory(root, image_size=(image_size, image_size), batch_size=batch_size, shuffle=False, verbose=False)
+    dataset = keras.utils.image_dataset_from_directory(
+        root, image_size=(image_size, image_size), batch_size=batch_size, shuffle=False, verbose=False
+    )
     return sum(int(images.shape[0]) for images, _ in dataset.prefetch(tf.data.AUTOTUNE))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = common.base_parser(__doc__.splitlines()[0], images=2000, image_size=128)
-    parser.add_argument("--backbone-images", type=int, default=256, help="images the backbone rate is measured on (default 256)")
-    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: the engine's, min(8, CPU count))")
+    parser.add_argument(
+        "--backbone-images", type=int, default=256, help="images the backbone rate is measured on (default 256)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="decoding threads (default: the engine's, min(8, CPU count))"
+    )
     return parser.parse_args(argv)
 
 
@@ -76,10 +82,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     common.quiet_logs()
     cache_dir = common.bench_cache_dir(args.cache_dir)
-    source = common.shapes_jpeg_dataset(cache_dir, images=args.images, source_size=args.source_size, classes=args.classes)
+    source = common.shapes_jpeg_dataset(
+        cache_dir, images=args.images, source_size=args.source_size, classes=args.classes
+    )
     spec = get_backbone_spec(args.backbone)
     image_size = resolve_image_size(spec, args.image_size)
-    print(f"Input pipeline: {args.images} JPEGs of {args.source_size}px -> {image_size}px; backbone {args.backbone} ({args.weights}); source {source}")
+    print(
+        f"Input pipeline: {args.images} JPEGs of {args.source_size}px -> {image_size}px; backbone {args.backbone} ({args.weights}); source {source}"
+    )
     for line in common.device_lines():
         print(line)
 
@@ -94,7 +104,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         inputs = common.preprocessed_float_images(sample, spec.preprocessing)
         backbone = build_backbone(spec, args.weights, image_size)
         backbone.predict(inputs[: args.batch_size], batch_size=args.batch_size, verbose=0)  # trace outside the timing
-        extractor = build_transfer_model(ModelConfig(backbone=args.backbone, weights=args.weights, image_size=image_size), 2).feature_extractor
+        extractor = build_transfer_model(
+            ModelConfig(backbone=args.backbone, weights=args.weights, image_size=image_size), 2
+        ).feature_extractor
         predictor = SharedPredictor(extractor)  # one traced graph, as a run's splits share it
 
         def our_pass() -> None:
@@ -104,21 +116,31 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         keras_folder_pass(source, image_size, args.batch_size)  # the same for tf.data's first use
 
         def build(folder: Path) -> None:
-            decode_s.append(common.timed(lambda: image_cache.build_image_cache(examples, image_size, folder, workers=args.workers))[0])
+            decode_s.append(
+                common.timed(lambda: image_cache.build_image_cache(examples, image_size, folder, workers=args.workers))[
+                    0
+                ]
+            )
 
         last_folder = scratch / "cache-0"
         for repeat in range(args.repeats):
             if repeat:
                 shutil.rmtree(last_folder, ignore_errors=True)  # keep one cache on disk at a time
             last_folder = scratch / f"cache-{repeat}"
-            steps = [lambda: build(last_folder),
-                     lambda: backbone_s.append(common.timed(lambda: backbone.predict(inputs, batch_size=args.batch_size, verbose=0))[0]),
-                     lambda: ours_s.append(common.timed(our_pass)[0]),
-                     lambda: keras_s.append(common.timed(lambda: keras_folder_pass(source, image_size, args.batch_size))[0])]
-            for step in (steps if repeat % 2 == 0 else steps[::-1]):
+            steps = [
+                lambda: build(last_folder),
+                lambda: backbone_s.append(
+                    common.timed(lambda: backbone.predict(inputs, batch_size=args.batch_size, verbose=0))[0]
+                ),
+                lambda: ours_s.append(common.timed(our_pass)[0]),
+                lambda: keras_s.append(common.timed(lambda: keras_folder_pass(source, image_size, args.batch_size))[0]),
+            ]
+            for step in steps if repeat % 2 == 0 else steps[::-1]:
                 step()
         with counting_decodes() as decodes:
-            second_s, second = common.timed(lambda: image_cache.build_image_cache(examples, image_size, last_folder, workers=args.workers))
+            second_s, second = common.timed(
+                lambda: image_cache.build_image_cache(examples, image_size, last_folder, workers=args.workers)
+            )
 
     count = len(examples)
     decode_rate = count / common.median(decode_s)
@@ -128,23 +150,56 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     keras_rate = count / common.median(keras_s)
     print()
     print(common.noise_note(args.repeats))
-    print(common.format_table(
-        ["stage", "images", "seconds: median (min-max)", "images/s (median)"],
-        [
-            ["scan (hash + 1/8-scale decode check), once", count, f"{scan_s:.2f}", f"{count / scan_s:.0f}"],
-            ["build_image_cache: decode + resize, empty cache", count, common.spread(decode_s), f"{decode_rate:.0f}"],
-            ["reference: image_dataset_from_directory, one pass", count, common.spread(keras_s), f"{keras_rate:.0f}"],
-            [f"backbone {args.backbone}: model.predict, preprocessed in memory", len(inputs), common.spread(backbone_s), f"{predict_rate:.0f}"],
-            [f"backbone {args.backbone}: our extract_features (lean graph, 2 in flight)", len(sample), common.spread(ours_s), f"{ours_rate:.0f}"],
-            ["build_image_cache again, same files", count, f"{second_s:.3f}", f"reused={second.reused}, decodes={decodes[0]}"],
-        ],
-    ))
+    print(
+        common.format_table(
+            ["stage", "images", "seconds: median (min-max)", "images/s (median)"],
+            [
+                ["scan (hash + 1/8-scale decode check), once", count, f"{scan_s:.2f}", f"{count / scan_s:.0f}"],
+                [
+                    "build_image_cache: decode + resize, empty cache",
+                    count,
+                    common.spread(decode_s),
+                    f"{decode_rate:.0f}",
+                ],
+                [
+                    "reference: image_dataset_from_directory, one pass",
+                    count,
+                    common.spread(keras_s),
+                    f"{keras_rate:.0f}",
+                ],
+                [
+                    f"backbone {args.backbone}: model.predict, preprocessed in memory",
+                    len(inputs),
+                    common.spread(backbone_s),
+                    f"{predict_rate:.0f}",
+                ],
+                [
+                    f"backbone {args.backbone}: our extract_features (lean graph, 2 in flight)",
+                    len(sample),
+                    common.spread(ours_s),
+                    f"{ours_rate:.0f}",
+                ],
+                [
+                    "build_image_cache again, same files",
+                    count,
+                    f"{second_s:.3f}",
+                    f"reused={second.reused}, decodes={decodes[0]}",
+                ],
+            ],
+        )
+    )
     ratio = decode_rate / backbone_rate
     skipped = second.reused and decodes[0] == 0
     print()
-    print(common.ratio_line("decode + resize (build_image_cache) vs backbone consumption (the faster consumer)", ratio, 3.0, digits=1))
-    print(f"second build on the same data: {second_s:.3f} s ({second_s / common.median(decode_s):.1%} of the first), reused={second.reused}, "
-          f"images decoded={decodes[0]} (target: skips decoding entirely) {'PASS' if skipped else 'FAIL'}")
+    print(
+        common.ratio_line(
+            "decode + resize (build_image_cache) vs backbone consumption (the faster consumer)", ratio, 3.0, digits=1
+        )
+    )
+    print(
+        f"second build on the same data: {second_s:.3f} s ({second_s / common.median(decode_s):.1%} of the first), reused={second.reused}, "
+        f"images decoded={decodes[0]} (target: skips decoding entirely) {'PASS' if skipped else 'FAIL'}"
+    )
     return {"decode_vs_backbone": ratio, "second_build_s": second_s, "second_build_reused": float(skipped)}
 
 

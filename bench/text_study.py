@@ -26,15 +26,36 @@ from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.text_demo import write_bbc_news  # noqa: E402
 
 
-def recipes(sequence_length: int, epochs: int, fine_tune_epochs: int, learning_rate: float) -> dict[str, tuple[ModelConfig, TrainConfig]]:
+def recipes(
+    sequence_length: int, epochs: int, fine_tune_epochs: int, learning_rate: float
+) -> dict[str, tuple[ModelConfig, TrainConfig]]:
     glove = ModelConfig(backbone="glove_6b_50d", weights="glove", sequence_length=sequence_length)
     scratch = ModelConfig(backbone="glove_6b_50d", weights="none", sequence_length=sequence_length)
-    common = {"batch_size": 32, "learning_rate": learning_rate, "early_stopping_patience": None, "reduce_lr_patience": None}
+    common = {
+        "batch_size": 32,
+        "learning_rate": learning_rate,
+        "early_stopping_patience": None,
+        "reduce_lr_patience": None,
+    }
     return {
-        "GloVe frozen (feature extraction)": (glove, TrainConfig(mode="feature-extraction", epochs=epochs + fine_tune_epochs, **common)),
-        "GloVe fine-tuned (head, then embedding at lr/10)": (glove, TrainConfig(mode="full", epochs=epochs, fine_tune_epochs=fine_tune_epochs, **common)),
-        "scratch (random embedding, all layers train)": (scratch, TrainConfig(mode="full", epochs=1, fine_tune_epochs=epochs + fine_tune_epochs - 1,
-                                                                             fine_tune_learning_rate=learning_rate, **common)),
+        "GloVe frozen (feature extraction)": (
+            glove,
+            TrainConfig(mode="feature-extraction", epochs=epochs + fine_tune_epochs, **common),
+        ),
+        "GloVe fine-tuned (head, then embedding at lr/10)": (
+            glove,
+            TrainConfig(mode="full", epochs=epochs, fine_tune_epochs=fine_tune_epochs, **common),
+        ),
+        "scratch (random embedding, all layers train)": (
+            scratch,
+            TrainConfig(
+                mode="full",
+                epochs=1,
+                fine_tune_epochs=epochs + fine_tune_epochs - 1,
+                fine_tune_learning_rate=learning_rate,
+                **common,
+            ),
+        ),
     }
 
 
@@ -53,16 +74,28 @@ def main(argv: list[str] | None = None) -> int:
         data = DataConfig(source=str(root), modality="text", val_fraction=0.15, test_fraction=0.15, seed=0)
         prepared = prepare_dataset(data, store)
         sizes = prepared.split.sizes()
-        print(f"BBC News: {sum(sizes.values())} documents ({sizes}), {len(prepared.split.class_names)} classes, "
-              f"{len(prepared.report.problems)} problems reported by the scan; {args.sequence_length} tokens per document.")
+        print(
+            f"BBC News: {sum(sizes.values())} documents ({sizes}), {len(prepared.split.class_names)} classes, "
+            f"{len(prepared.report.problems)} problems reported by the scan; {args.sequence_length} tokens per document."
+        )
         print(f"| recipe | test accuracy | seconds | epochs |\n|---|---|---|---|")
-        for recipe, (model_config, train_config) in recipes(args.sequence_length, args.epochs, args.fine_tune_epochs, args.learning_rate).items():
+        for recipe, (model_config, train_config) in recipes(
+            args.sequence_length, args.epochs, args.fine_tune_epochs, args.learning_rate
+        ).items():
             started = time.perf_counter()
-            outcome = run_experiment(RunConfig(data=data, model=model_config, train=train_config, name=recipe), store=store, prepared=prepared)
+            outcome = run_experiment(
+                RunConfig(data=data, model=model_config, train=train_config, name=recipe),
+                store=store,
+                prepared=prepared,
+            )
             seconds = time.perf_counter() - started
             accuracy = outcome.summary["test_accuracy"]
-            print(f"| {recipe} | {accuracy:.3f} | {seconds:.1f} | {outcome.summary['epochs_run']} |" if accuracy is not None
-                  else f"| {recipe} | failed: {outcome.error} | {seconds:.1f} | - |", flush=True)
+            print(
+                f"| {recipe} | {accuracy:.3f} | {seconds:.1f} | {outcome.summary['epochs_run']} |"
+                if accuracy is not None
+                else f"| {recipe} | failed: {outcome.error} | {seconds:.1f} | - |",
+                flush=True,
+            )
     return 0
 
 

@@ -37,13 +37,21 @@ class Row:
     note: str
 
 
-def recipes(backbone: str, image_size: int, epochs: int, fine_tune_epochs: int) -> dict[str, tuple[ModelConfig, TrainConfig]]:
+def recipes(
+    backbone: str, image_size: int, epochs: int, fine_tune_epochs: int
+) -> dict[str, tuple[ModelConfig, TrainConfig]]:
     pretrained = ModelConfig(backbone=backbone, weights="imagenet", image_size=image_size)
     random_init = ModelConfig(backbone=backbone, weights="none", image_size=image_size)
     return {
         "feature extraction": (pretrained, TrainConfig(mode="feature-extraction", epochs=epochs)),
-        "fine-tune (top 20 layers)": (pretrained, TrainConfig(mode="fine-tune", epochs=epochs, fine_tune_epochs=fine_tune_epochs)),
-        "progressive (block by block)": (pretrained, TrainConfig(mode="progressive", epochs=epochs, stage_epochs=2, max_stages=4)),
+        "fine-tune (top 20 layers)": (
+            pretrained,
+            TrainConfig(mode="fine-tune", epochs=epochs, fine_tune_epochs=fine_tune_epochs),
+        ),
+        "progressive (block by block)": (
+            pretrained,
+            TrainConfig(mode="progressive", epochs=epochs, stage_epochs=2, max_stages=4),
+        ),
         "feature extraction, random weights": (random_init, TrainConfig(mode="feature-extraction", epochs=epochs)),
     }
 
@@ -51,19 +59,46 @@ def recipes(backbone: str, image_size: int, epochs: int, fine_tune_epochs: int) 
 def study(dataset_name: str, root: Path, store: RunStore, args: argparse.Namespace) -> list[Row]:
     rows = []
     prepared = None
-    for recipe, (model_config, train_config) in recipes(args.backbone, args.image_size, args.epochs, args.fine_tune_epochs).items():
-        config = RunConfig(data=DataConfig(source=str(root)), model=model_config, train=train_config, name=f"{dataset_name}: {recipe}")
+    for recipe, (model_config, train_config) in recipes(
+        args.backbone, args.image_size, args.epochs, args.fine_tune_epochs
+    ).items():
+        config = RunConfig(
+            data=DataConfig(source=str(root)), model=model_config, train=train_config, name=f"{dataset_name}: {recipe}"
+        )
         prepared = prepared or prepare_dataset(config.data, store)
         started = time.perf_counter()
         outcome = run_experiment(config, store=store, prepared=prepared)
-        rows.append(Row(dataset_name, recipe, outcome.summary["test_accuracy"], time.perf_counter() - started, outcome.summary["epochs_run"], outcome.summary.get("best_phase") or ""))
+        rows.append(
+            Row(
+                dataset_name,
+                recipe,
+                outcome.summary["test_accuracy"],
+                time.perf_counter() - started,
+                outcome.summary["epochs_run"],
+                outcome.summary.get("best_phase") or "",
+            )
+        )
         print(_format_row(rows[-1]), flush=True)
     # Scratch: same architecture, random weights, all layers training, same epoch budget as fine-tune.
-    scratch = scratch_baseline_config(RunConfig(data=DataConfig(source=str(root)), model=ModelConfig(backbone=args.backbone, weights="imagenet", image_size=args.image_size),
-                                                train=TrainConfig(mode="fine-tune", epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs)))
+    scratch = scratch_baseline_config(
+        RunConfig(
+            data=DataConfig(source=str(root)),
+            model=ModelConfig(backbone=args.backbone, weights="imagenet", image_size=args.image_size),
+            train=TrainConfig(mode="fine-tune", epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs),
+        )
+    )
     started = time.perf_counter()
     outcome = run_experiment(scratch, store=store, prepared=prepared)
-    rows.append(Row(dataset_name, "scratch (all layers, random init)", outcome.summary["test_accuracy"], time.perf_counter() - started, outcome.summary["epochs_run"], ""))
+    rows.append(
+        Row(
+            dataset_name,
+            "scratch (all layers, random init)",
+            outcome.summary["test_accuracy"],
+            time.perf_counter() - started,
+            outcome.summary["epochs_run"],
+            "",
+        )
+    )
     print(_format_row(rows[-1]), flush=True)
     return rows
 
@@ -102,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     for dataset, table in by_dataset.items():
         pretrained, random_init = table["feature extraction"], table["feature extraction, random weights"]
         if pretrained.test_accuracy is not None and random_init.test_accuracy is not None:
-            print(f"{dataset}: pretrained features {pretrained.test_accuracy:.3f} vs random features {random_init.test_accuracy:.3f} "
-                  f"(+{pretrained.test_accuracy - random_init.test_accuracy:.3f})")
+            print(
+                f"{dataset}: pretrained features {pretrained.test_accuracy:.3f} vs random features {random_init.test_accuracy:.3f} "
+                f"(+{pretrained.test_accuracy - random_init.test_accuracy:.3f})"
+            )
     return 0
 
 

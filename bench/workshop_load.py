@@ -50,12 +50,21 @@ from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TRAINER, TRAINER_PASSWORD, STUDENT_PASSWORD = "tara", "load trainer password", "load student password"
 SHARED_DATASET = "shapes-shared"
 BROWSE_PAGES = ("Runs", "Data", "Model", "Train")
-RUN_NAME = re.compile(r"load-user-\d+")  # every user's run is named after its user name: a foreign one on a page is a leak
+RUN_NAME = re.compile(
+    r"load-user-\d+"
+)  # every user's run is named after its user name: a foreign one on a page is a leak
 ACTION_TIMEOUT_MS = 180_000  # 20 browsers and 2 trainings share 2 cores: a page may take long, a stuck one fails
 RUN_FILES = ("model.keras", "summary.json", "evaluation.json")
 LOST_STATUSES = ("failed", "interrupted", "stopped")
@@ -161,23 +170,50 @@ def free_port() -> int:
 
 def prepare_server(root: Path, args: argparse.Namespace) -> tuple[dict[str, str], list[str]]:
     """The server's environment, a trainer account and one class code per user (made with the CLI)."""
-    env = {**os.environ, "TRANSFERLAB_MODE": "workshop", "TRANSFERLAB_WORKSPACE": str(root / "workspace"), "TRANSFERLAB_HOST": "127.0.0.1",
-           "TRANSFERLAB_PORT": str(free_port()), "TRANSFERLAB_JOBS_PER_DEVICE": str(args.jobs), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "TRANSFERLAB_MODE": "workshop",
+        "TRANSFERLAB_WORKSPACE": str(root / "workspace"),
+        "TRANSFERLAB_HOST": "127.0.0.1",
+        "TRANSFERLAB_PORT": str(free_port()),
+        "TRANSFERLAB_JOBS_PER_DEVICE": str(args.jobs),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     cli = [sys.executable, "-m", "tl_core"]
-    subprocess.run([*cli, "users", "add", TRAINER, "--role", "trainer", "--password-stdin"], input=TRAINER_PASSWORD + "\n",
-                   env=env, cwd=ROOT, check=True, capture_output=True, text=True)
-    made = subprocess.run([*cli, "codes", "new", str(args.users), "--by", TRAINER, "--days", "1", "--json"],
-                          env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+    subprocess.run(
+        [*cli, "users", "add", TRAINER, "--role", "trainer", "--password-stdin"],
+        input=TRAINER_PASSWORD + "\n",
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    made = subprocess.run(
+        [*cli, "codes", "new", str(args.users), "--by", TRAINER, "--days", "1", "--json"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     # A trainer put one dataset in the shared folder before class.
-    make_shapes_dataset(root / "workspace" / "datasets" / SHARED_DATASET, num_classes=3, images_per_class=args.images_per_class,
-                        image_size=args.image_size, seed=1000)
+    make_shapes_dataset(
+        root / "workspace" / "datasets" / SHARED_DATASET,
+        num_classes=3,
+        images_per_class=args.images_per_class,
+        image_size=args.image_size,
+        seed=1000,
+    )
     return env, json.loads(made.stdout.strip().splitlines()[-1])
 
 
 def start_server(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
     """`python -m tl_core serve` (it execs Streamlit, so the pid is the server's); waits for its health check."""
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "tl_core", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tl_core", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{env['TRANSFERLAB_PORT']}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -239,12 +275,17 @@ def count_finished_runs(user: UserResult, websocket) -> None:
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
     def on_frame(payload: bytes | str) -> None:
-        if isinstance(payload, bytes) and len(payload) < 512:  # script_finished is a tiny message: skip parsing the big ones
+        if (
+            isinstance(payload, bytes) and len(payload) < 512
+        ):  # script_finished is a tiny message: skip parsing the big ones
             try:
                 message = ForwardMsg.FromString(payload)
             except Exception:  # noqa: BLE001 - some other small frame
                 return
-            if message.WhichOneof("type") == "script_finished" and message.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
+            if (
+                message.WhichOneof("type") == "script_finished"
+                and message.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY
+            ):
                 user.finished_runs += 1
 
     websocket.on("framereceived", on_frame)
@@ -260,7 +301,9 @@ def record_response(user: UserResult, response) -> None:
         user.errors.append(f"{user.where}: HTTP {response.status} {response.url}")
 
 
-BROKEN_IMAGES = "[...document.querySelectorAll('[data-testid=stMain] img')].filter(i => i.complete && i.naturalWidth === 0).length"
+BROKEN_IMAGES = (
+    "[...document.querySelectorAll('[data-testid=stMain] img')].filter(i => i.complete && i.naturalWidth === 0).length"
+)
 
 
 async def check_page(page, user: UserResult, where: str) -> None:
@@ -283,7 +326,10 @@ async def record_failure(page, user: UserResult, where: str, exc: Exception, scr
         app = page.get_by_test_id("stApp")
         state = f" [script {await app.get_attribute('data-test-script-state', timeout=5000)}, connection {await app.get_attribute('data-test-connection-state', timeout=5000)}]"
         screens.mkdir(exist_ok=True)
-        await page.screenshot(path=str(screens / f"{user.index + 1:02d}-{len(user.errors):02d}-{where.replace(' ', '-')}.png"), timeout=30_000)
+        await page.screenshot(
+            path=str(screens / f"{user.index + 1:02d}-{len(user.errors):02d}-{where.replace(' ', '-')}.png"),
+            timeout=30_000,
+        )
     except Exception:  # noqa: BLE001 - the page itself may be gone; the error is what matters
         state = ""
     user.errors.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}{state}")
@@ -296,7 +342,10 @@ async def navigate(page, title: str, user: UserResult, monitor: Monitor) -> None
     jobs_running = monitor.running_jobs > 0
     user.where = title
     started, before = time.perf_counter(), user.finished_runs
-    link, heading = page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True), page.get_by_role("heading", name=title, exact=True).first
+    link, heading = (
+        page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True),
+        page.get_by_role("heading", name=title, exact=True).first,
+    )
     await link.click()
     finished_seen_at = None
     while True:
@@ -377,8 +426,11 @@ async def choose_model(page, user: UserResult, image_size: int, epochs: int) -> 
     await rerun_after(page, user, name.press("Enter"))
     await set_number(page, user, "Image size (px)", image_size, f"at {image_size} px")
     await set_number(page, user, "Epochs (head)", epochs, f"({epochs} epochs)")
-    await expect(page.get_by_test_id("stAlertContentSuccess").filter(has_text=f"at {image_size} px")
-                 .filter(has_text=f"({epochs} epochs)")).to_be_visible()
+    await expect(
+        page.get_by_test_id("stAlertContentSuccess")
+        .filter(has_text=f"at {image_size} px")
+        .filter(has_text=f"({epochs} epochs)")
+    ).to_be_visible()
 
 
 async def queue_training(page, user: UserResult) -> None:
@@ -389,11 +441,22 @@ async def queue_training(page, user: UserResult) -> None:
     outcome = page.get_by_role("heading", name="Run", exact=True).or_(page.get_by_test_id("stAlertContentError"))
     await expect(outcome.first).to_be_visible()
     if await page.get_by_test_id("stAlertContentError").count():
-        raise RuntimeError("the run was refused: " + " ".join((await page.get_by_test_id("stAlertContentError").first.inner_text()).split()))
+        raise RuntimeError(
+            "the run was refused: "
+            + " ".join((await page.get_by_test_id("stAlertContentError").first.inner_text()).split())
+        )
 
 
-async def simulate_user(browser, url: str, code: str, user: UserResult, upload: Path | None, args: argparse.Namespace,
-                        monitor: Monitor, deadline: float) -> None:
+async def simulate_user(
+    browser,
+    url: str,
+    code: str,
+    user: UserResult,
+    upload: Path | None,
+    args: argparse.Namespace,
+    monitor: Monitor,
+    deadline: float,
+) -> None:
     """One student's session from sign-in until every job is done (or the deadline)."""
     from playwright.async_api import expect
 
@@ -447,7 +510,9 @@ async def simulate_user(browser, url: str, code: str, user: UserResult, upload: 
     await context.close()
 
 
-async def drive_users(url: str, codes: list[str], uploads: list[Path | None], args: argparse.Namespace, monitor: Monitor) -> list[UserResult]:
+async def drive_users(
+    url: str, codes: list[str], uploads: list[Path | None], args: argparse.Namespace, monitor: Monitor
+) -> list[UserResult]:
     from playwright.async_api import async_playwright
 
     users = [UserResult(index, "upload" if upload else "shared") for index, upload in enumerate(uploads)]
@@ -455,8 +520,12 @@ async def drive_users(url: str, codes: list[str], uploads: list[Path | None], ar
     monitor_task = asyncio.create_task(monitor.run())
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        await asyncio.gather(*(simulate_user(browser, url, code, user, upload, args, monitor, deadline)
-                               for user, code, upload in zip(users, codes, uploads)))
+        await asyncio.gather(
+            *(
+                simulate_user(browser, url, code, user, upload, args, monitor, deadline)
+                for user, code, upload in zip(users, codes, uploads)
+            )
+        )
         await browser.close()
     monitor_task.cancel()
     monitor.sample_memory()
@@ -483,7 +552,9 @@ def check_runs(workspace: Path, users: list[UserResult]) -> list[RunCheck]:
         store = RunStore(workspace / "users" / user.username)
         runs = store.list_runs()
         if len(runs) != 1:
-            checks.append(RunCheck(user.username, None, "missing", "lost", f"{len(runs)} runs in the store, expected 1"))
+            checks.append(
+                RunCheck(user.username, None, "missing", "lost", f"{len(runs)} runs in the store, expected 1")
+            )
             continue
         run = runs[0]
         if run.status in LOST_STATUSES + UNFINISHED_STATUSES:
@@ -495,13 +566,24 @@ def check_runs(workspace: Path, users: list[UserResult]) -> list[RunCheck]:
             summary = json.loads((store.run_dir(run.id) / "summary.json").read_text())
             epochs, planned = len(store.epochs(run.id)), planned_epochs(run.config)
             if summary.get("status") != "completed" or summary.get("epochs_run") != planned or epochs != planned:
-                problems.append(f"summary {summary.get('status')}, {summary.get('epochs_run')} epochs run, {epochs} recorded, {planned} planned")
+                problems.append(
+                    f"summary {summary.get('status')}, {summary.get('epochs_run')} epochs run, {epochs} recorded, {planned} planned"
+                )
             if not zipfile.is_zipfile(store.run_dir(run.id) / "model.keras"):
                 problems.append("model.keras is not a Keras archive")
             json.loads((store.run_dir(run.id) / "evaluation.json").read_text())
         if run.owner != user.username:
             problems.append(f"owner {run.owner!r}: not this user's run")
-        checks.append(RunCheck(user.username, run.id, run.status, "corrupted" if problems else "ok", "; ".join(problems), run.name == f"{user.username} run"))
+        checks.append(
+            RunCheck(
+                user.username,
+                run.id,
+                run.status,
+                "corrupted" if problems else "ok",
+                "; ".join(problems),
+                run.name == f"{user.username} run",
+            )
+        )
     return checks
 
 
@@ -516,10 +598,22 @@ def check_queue(queue_path: Path, slots: int) -> QueueReport:
     """FIFO (start order against submit order) and work conservation (no slot left free while a job waits)."""
     entries = JobQueue(queue_path, slots={"cpu": slots}).entries() if queue_path.exists() else []
     started = [entry for entry in entries if entry.started_at is not None]
-    inversions = sum(1 for a, b in itertools.combinations(started, 2) if b.started_at < a.started_at)  # entries come in seq order
+    inversions = sum(
+        1 for a, b in itertools.combinations(started, 2) if b.started_at < a.started_at
+    )  # entries come in seq order
     now, tick = time.time(), 0.05
-    times = [min((e.enqueued_at for e in entries), default=now) + tick * k
-             for k in range(int((max((e.started_at or now for e in entries), default=now) - min((e.enqueued_at for e in entries), default=now)) / tick))]
+    times = [
+        min((e.enqueued_at for e in entries), default=now) + tick * k
+        for k in range(
+            int(
+                (
+                    max((e.started_at or now for e in entries), default=now)
+                    - min((e.enqueued_at for e in entries), default=now)
+                )
+                / tick
+            )
+        )
+    ]
     longest = current = 0.0
     for moment in times:  # the longest stretch with a job waiting and a slot free: how late the dispatcher started it
         waiting = any(e.enqueued_at <= moment < (e.started_at or now) for e in entries)
@@ -538,18 +632,47 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def row(label: str, values: Sequence[float]) -> list[str]:
-    return [label, str(len(values)), *(f"{percentile(values, q):.2f}" for q in (0.5, 0.95)), f"{max(values):.2f}" if values else "-"]
+    return [
+        label,
+        str(len(values)),
+        *(f"{percentile(values, q):.2f}" for q in (0.5, 0.95)),
+        f"{max(values):.2f}" if values else "-",
+    ]
 
 
-def report(args: argparse.Namespace, users: list[UserResult], runs: list[RunCheck], queue: QueueReport, monitor: Monitor, wall_s: float) -> dict[str, float]:
+def report(
+    args: argparse.Namespace,
+    users: list[UserResult],
+    runs: list[RunCheck],
+    queue: QueueReport,
+    monitor: Monitor,
+    wall_s: float,
+) -> dict[str, float]:
     """Print the tables and verdict lines; returns the figures."""
     mib = 1024.0
-    print(format_table(["step", "n", "p50 s", "p95 s", "max s"],
-                       [row(name, [u.steps[name] for u in users if name in u.steps]) for name in ("sign in", "dataset", "model settings", "queue training")]))
+    print(
+        format_table(
+            ["step", "n", "p50 s", "p95 s", "max s"],
+            [
+                row(name, [u.steps[name] for u in users if name in u.steps])
+                for name in ("sign in", "dataset", "model settings", "queue training")
+            ],
+        )
+    )
     print()
-    print(format_table(["page response (click to idle)", "n", "p50 s", "p95 s", "max s"],
-                       [row(f"{title}, {'while jobs run' if busy else 'no job running'}", [s for u in users for t, s, b in u.navigations if t == title and b == busy])
-                        for busy in (False, True) for title in BROWSE_PAGES]))
+    print(
+        format_table(
+            ["page response (click to idle)", "n", "p50 s", "p95 s", "max s"],
+            [
+                row(
+                    f"{title}, {'while jobs run' if busy else 'no job running'}",
+                    [s for u in users for t, s, b in u.navigations if t == title and b == busy],
+                )
+                for busy in (False, True)
+                for title in BROWSE_PAGES
+            ],
+        )
+    )
     print()
     by_user = {check.run_id: check for check in runs}
     rows = []
@@ -557,16 +680,37 @@ def report(args: argparse.Namespace, users: list[UserResult], runs: list[RunChec
         check = by_user.get(entry.run_id)
         ran = f"{entry.finished_at - entry.started_at:.1f}" if entry.finished_at and entry.started_at else "-"
         waited = f"{entry.started_at - entry.enqueued_at:.1f}" if entry.started_at else "-"
-        rows.append([entry.owner, entry.seq, order if entry.started_at else "-", waited, ran, entry.outcome or entry.state,
-                     check.verdict + (f" ({check.detail})" if check and check.detail else "") if check else "no user"])
-    print(format_table(["user", "queued #", "started #", "waited s", "ran s", "outcome", "run check"], rows) if rows else "No run reached the queue.")
+        rows.append(
+            [
+                entry.owner,
+                entry.seq,
+                order if entry.started_at else "-",
+                waited,
+                ran,
+                entry.outcome or entry.state,
+                check.verdict + (f" ({check.detail})" if check and check.detail else "") if check else "no user",
+            ]
+        )
+    print(
+        format_table(["user", "queued #", "started #", "waited s", "ran s", "outcome", "run check"], rows)
+        if rows
+        else "No run reached the queue."
+    )
     print()
     workers = sorted(monitor.worker_hwm_kib.values())
-    print(format_table(["process", "peak memory"], [
-        ["server (Streamlit, VmHWM)", f"{monitor.server_hwm_kib / mib:.0f} MiB"],
-        [f"one worker, largest of {len(workers)} (VmHWM)", f"{workers[-1] / mib:.0f} MiB" if workers else "-"],
-        [f"all workers at once, peak sum ({monitor.peak_workers_count} running, VmRSS)", f"{monitor.peak_workers_kib / mib:.0f} MiB"],
-    ]))
+    print(
+        format_table(
+            ["process", "peak memory"],
+            [
+                ["server (Streamlit, VmHWM)", f"{monitor.server_hwm_kib / mib:.0f} MiB"],
+                [f"one worker, largest of {len(workers)} (VmHWM)", f"{workers[-1] / mib:.0f} MiB" if workers else "-"],
+                [
+                    f"all workers at once, peak sum ({monitor.peak_workers_count} running, VmRSS)",
+                    f"{monitor.peak_workers_kib / mib:.0f} MiB",
+                ],
+            ],
+        )
+    )
     print()
     errors = [f"{u.display_name} ({u.username or 'not signed in'}): {e}" for u in users for e in u.errors]
     leaks = [f"{u.username}: {leak}" for u in users for leak in u.leaks]
@@ -576,45 +720,137 @@ def report(args: argparse.Namespace, users: list[UserResult], runs: list[RunChec
     waits = [e.started_at - e.enqueued_at for e in queue.entries if e.started_at]
     lost = sum(check.verdict == "lost" for check in runs) + sum(u.submitted and u.username is None for u in users)
     corrupted = sum(check.verdict == "corrupted" for check in runs)
-    figures = {"errors": len(errors), "leaks": len(leaks), "lost": lost, "corrupted": corrupted, "runs_queued": sum(u.submitted for u in users),
-               "inversions": queue.inversions, "idle_slot_s": queue.idle_slot_s, "busy_p50_s": percentile(busy, 0.5), "busy_p95_s": percentile(busy, 0.95),
-               "server_peak_mib": monitor.server_hwm_kib / mib, "worker_peak_mib": (workers[-1] if workers else 0) / mib,
-               "workers_peak_sum_mib": monitor.peak_workers_kib / mib, "wall_s": wall_s,
-               "repeated_clicks": sum(u.repeated_clicks for u in users), "unfinished": sum(check.verdict == "unfinished" for check in runs)}
-    print(f"{args.users} users, {figures['runs_queued']} runs queued, {args.jobs} at once; waits {min(waits, default=0):.1f}-{max(waits, default=0):.1f} s "
-          f"(spread {max(waits, default=0) - min(waits, default=0):.1f} s, FIFO: the spread is the queue's length); wall time {wall_s:.0f} s; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"media files gone before the browser fetched them (pages already left, not shown): {sum(u.unseen_media_404 for u in users)}")
+    figures = {
+        "errors": len(errors),
+        "leaks": len(leaks),
+        "lost": lost,
+        "corrupted": corrupted,
+        "runs_queued": sum(u.submitted for u in users),
+        "inversions": queue.inversions,
+        "idle_slot_s": queue.idle_slot_s,
+        "busy_p50_s": percentile(busy, 0.5),
+        "busy_p95_s": percentile(busy, 0.95),
+        "server_peak_mib": monitor.server_hwm_kib / mib,
+        "worker_peak_mib": (workers[-1] if workers else 0) / mib,
+        "workers_peak_sum_mib": monitor.peak_workers_kib / mib,
+        "wall_s": wall_s,
+        "repeated_clicks": sum(u.repeated_clicks for u in users),
+        "unfinished": sum(check.verdict == "unfinished" for check in runs),
+    }
+    print(
+        f"{args.users} users, {figures['runs_queued']} runs queued, {args.jobs} at once; waits {min(waits, default=0):.1f}-{max(waits, default=0):.1f} s "
+        f"(spread {max(waits, default=0) - min(waits, default=0):.1f} s, FIFO: the spread is the queue's length); wall time {wall_s:.0f} s; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"media files gone before the browser fetched them (pages already left, not shown): {sum(u.unseen_media_404 for u in users)}"
+    )
     print(ratio_line("errors seen by users", len(errors), 0, at_least=False, unit="", digits=0))
-    print(ratio_line("page links clicked twice (the first click drew no new page)", figures["repeated_clicks"], 0, at_least=False, unit="", digits=0))
-    print(f"numbers typed again on the Model page (dropped while the page redrew): {sum(u.repeated_inputs for u in users)}; "
-          f"runs whose typed name was dropped: {sum(c.verdict != 'unfinished' and c.run_id is not None and not c.named for c in runs)}")
+    print(
+        ratio_line(
+            "page links clicked twice (the first click drew no new page)",
+            figures["repeated_clicks"],
+            0,
+            at_least=False,
+            unit="",
+            digits=0,
+        )
+    )
+    print(
+        f"numbers typed again on the Model page (dropped while the page redrew): {sum(u.repeated_inputs for u in users)}; "
+        f"runs whose typed name was dropped: {sum(c.verdict != 'unfinished' and c.run_id is not None and not c.named for c in runs)}"
+    )
     print(ratio_line("runs queued", figures["runs_queued"], args.users, unit="", digits=0))
     print(ratio_line("lost runs", lost, 0, at_least=False, unit="", digits=0))
     print(ratio_line("corrupted runs", corrupted, 0, at_least=False, unit="", digits=0))
-    print(ratio_line("runs still queued or training at the timeout", figures["unfinished"], 0, at_least=False, unit="", digits=0))
+    print(
+        ratio_line(
+            "runs still queued or training at the timeout", figures["unfinished"], 0, at_least=False, unit="", digits=0
+        )
+    )
     print(ratio_line("pages showing another user's runs", len(leaks), 0, at_least=False, unit="", digits=0))
-    print(ratio_line("queue start order vs submit order, inversions", queue.inversions, 0, at_least=False, unit="", digits=0))
-    print(ratio_line("longest stretch with a job waiting and a device slot free", queue.idle_slot_s, 2.0, at_least=False, unit=" s", digits=1))
-    print(ratio_line("page response p50 while jobs run", figures["busy_p50_s"], args.p50_target, at_least=False, unit=" s"))
-    print(ratio_line("page response p95 while jobs run", figures["busy_p95_s"], args.p95_target, at_least=False, unit=" s"))
-    print(ratio_line("server process peak memory (VmHWM)", figures["server_peak_mib"], args.server_mib_target, at_least=False, unit=" MiB", digits=0))
+    print(
+        ratio_line(
+            "queue start order vs submit order, inversions", queue.inversions, 0, at_least=False, unit="", digits=0
+        )
+    )
+    print(
+        ratio_line(
+            "longest stretch with a job waiting and a device slot free",
+            queue.idle_slot_s,
+            2.0,
+            at_least=False,
+            unit=" s",
+            digits=1,
+        )
+    )
+    print(
+        ratio_line(
+            "page response p50 while jobs run", figures["busy_p50_s"], args.p50_target, at_least=False, unit=" s"
+        )
+    )
+    print(
+        ratio_line(
+            "page response p95 while jobs run", figures["busy_p95_s"], args.p95_target, at_least=False, unit=" s"
+        )
+    )
+    print(
+        ratio_line(
+            "server process peak memory (VmHWM)",
+            figures["server_peak_mib"],
+            args.server_mib_target,
+            at_least=False,
+            unit=" MiB",
+            digits=0,
+        )
+    )
     return figures
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=20, help="simulated students, one browser context each (default 20)")
-    parser.add_argument("--jobs", type=int, default=2, help="training jobs at once, the server's jobs_per_device (default 2)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--users", type=int, default=20, help="simulated students, one browser context each (default 20)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="training jobs at once, the server's jobs_per_device (default 2)"
+    )
     parser.add_argument("--epochs", type=int, default=1, help="head epochs of each run (default 1)")
     parser.add_argument("--image-size", type=int, default=32, help="model input and image side in px (default 32)")
-    parser.add_argument("--images-per-class", type=int, default=12, help="images per class of each 3-class dataset (default 12)")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds from the first sign-in until the bench gives up waiting (default 1800)")
-    parser.add_argument("--ramp-s", type=float, default=10.0, help="users arrive spread over this many seconds (default 10)")
-    parser.add_argument("--think-s", type=float, nargs=2, default=(1.0, 3.0), metavar=("MIN", "MAX"), help="pause between clicks (default 1-3 s)")
-    parser.add_argument("--p50-target", type=float, default=2.0, help="page response p50 target while jobs run, seconds (default 2)")
-    parser.add_argument("--p95-target", type=float, default=10.0, help="page response p95 target while jobs run, seconds (default 10: the attention limit)")
-    parser.add_argument("--server-mib-target", type=float, default=2048, help="server peak memory target, MiB (default 2048)")
+    parser.add_argument(
+        "--images-per-class", type=int, default=12, help="images per class of each 3-class dataset (default 12)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        help="seconds from the first sign-in until the bench gives up waiting (default 1800)",
+    )
+    parser.add_argument(
+        "--ramp-s", type=float, default=10.0, help="users arrive spread over this many seconds (default 10)"
+    )
+    parser.add_argument(
+        "--think-s",
+        type=float,
+        nargs=2,
+        default=(1.0, 3.0),
+        metavar=("MIN", "MAX"),
+        help="pause between clicks (default 1-3 s)",
+    )
+    parser.add_argument(
+        "--p50-target", type=float, default=2.0, help="page response p50 target while jobs run, seconds (default 2)"
+    )
+    parser.add_argument(
+        "--p95-target",
+        type=float,
+        default=10.0,
+        help="page response p95 target while jobs run, seconds (default 10: the attention limit)",
+    )
+    parser.add_argument(
+        "--server-mib-target", type=float, default=2048, help="server peak memory target, MiB (default 2048)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace and the server log")
     args = parser.parse_args(argv)
     if args.users < 1 or args.jobs < 1 or args.epochs < 1:
@@ -633,17 +869,36 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.screens = root / "screenshots"
         env, codes = prepare_server(root, args)
         # Even users upload their own folder; odd users pick the shared dataset.
-        uploads = [make_shapes_dataset(root / "uploads" / f"shapes-{i + 1:02d}", num_classes=3, images_per_class=args.images_per_class,
-                                       image_size=args.image_size, seed=i) if i % 2 == 0 else None for i in range(args.users)]
+        uploads = [
+            make_shapes_dataset(
+                root / "uploads" / f"shapes-{i + 1:02d}",
+                num_classes=3,
+                images_per_class=args.images_per_class,
+                image_size=args.image_size,
+                seed=i,
+            )
+            if i % 2 == 0
+            else None
+            for i in range(args.users)
+        ]
         process, url = start_server(env, root / "server.log")
         workspace = Path(env["TRANSFERLAB_WORKSPACE"])
-        print(f"Workshop load: {args.users} users, {args.jobs} job(s) at once, efficientnet_lite0 (offline ImageNet) at {args.image_size} px, "
-              f"{args.epochs} epoch(s), 3 classes x {args.images_per_class} images; server {url} (pid {process.pid}), workspace {workspace}")
+        print(
+            f"Workshop load: {args.users} users, {args.jobs} job(s) at once, efficientnet_lite0 (offline ImageNet) at {args.image_size} px, "
+            f"{args.epochs} epoch(s), 3 classes x {args.images_per_class} images; server {url} (pid {process.pid}), workspace {workspace}"
+        )
         monitor = Monitor(process.pid, workspace / "queue.sqlite", args.jobs, args.users)
         started = time.monotonic()
         users = asyncio.run(drive_users(url, codes, uploads, args, monitor))
         wall_s = time.monotonic() - started
-        return report(args, users, check_runs(workspace, users), check_queue(workspace / "queue.sqlite", args.jobs), monitor, wall_s)
+        return report(
+            args,
+            users,
+            check_runs(workspace, users),
+            check_queue(workspace / "queue.sqlite", args.jobs),
+            monitor,
+            wall_s,
+        )
     finally:
         if process is not None:
             leftover = worker_pids(process.pid)  # a timed-out run's worker would outlive the server (own session)

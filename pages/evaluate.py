@@ -8,7 +8,14 @@ from tl_core.results.evaluate import ExampleOutcome
 from tl_core.runs.store import RunStore
 from ui.charts import confusion_chart
 from ui.evaluation import (
-    dataset_root, document_frame, evaluated_run_ids, example_tiles, load_evaluation, per_class_frame, run_modality, worst_cell,
+    dataset_root,
+    document_frame,
+    evaluated_run_ids,
+    example_tiles,
+    load_evaluation,
+    per_class_frame,
+    run_modality,
+    worst_cell,
 )
 from ui.images import show_tiles
 from ui.navigation import page_link, run_app_instead
@@ -25,18 +32,29 @@ def show_examples(examples: list[ExampleOutcome], root: str | None, text: bool, 
     elif not examples:
         st.caption(empty_message)
     else:
-        st.dataframe(document_frame(examples, root), hide_index=True, width="stretch", column_config={
-            "confidence": st.column_config.NumberColumn("confidence", format="percent"),
-            "document": st.column_config.TextColumn("document", width="large"),
-        })
+        st.dataframe(
+            document_frame(examples, root),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "confidence": st.column_config.NumberColumn("confidence", format="percent"),
+                "document": st.column_config.TextColumn("document", width="large"),
+            },
+        )
 
 
 def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
     """Metrics, per-class table, confusion matrix, one cell's examples and the highest-loss examples."""
-    names = {record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
+    names = {
+        record.id: f"{safe_label(record.name)} ({record.id[-6:]})"
+        for record in store.list_runs()
+        if record.id in run_ids
+    }
     if st.session_state.get("eval_run") not in run_ids:
         st.session_state["eval_run"] = current_run_id() if current_run_id() in run_ids else run_ids[0]
-    run_id = st.selectbox("Run", run_ids, key="eval_run", format_func=names.get, help="Runs that finished and saved an evaluation.")
+    run_id = st.selectbox(
+        "Run", run_ids, key="eval_run", format_func=names.get, help="Runs that finished and saved an evaluation."
+    )
     set_current_run(run_id)
     evaluation = load_evaluation(store, run_id)
     root = dataset_root(store, run_id)
@@ -54,10 +72,17 @@ def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
     table_col, matrix_col = st.columns([2, 3], gap="large")
     with table_col:
         st.subheader("Per class")
-        st.caption(f"Precision: of the {noun}s predicted as this class, the share that are. Recall: of this class's {noun}s, the share found.")
-        st.dataframe(per_class_frame(evaluation), hide_index=True, width="stretch", column_config={
-            name: st.column_config.NumberColumn(name, format="percent") for name in ("precision", "recall", "F1")
-        })
+        st.caption(
+            f"Precision: of the {noun}s predicted as this class, the share that are. Recall: of this class's {noun}s, the share found."
+        )
+        st.dataframe(
+            per_class_frame(evaluation),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                name: st.column_config.NumberColumn(name, format="percent") for name in ("precision", "recall", "F1")
+            },
+        )
     with matrix_col:
         st.subheader("Confusion matrix")
         st.caption("Rows are the true class, columns the prediction; the diagonal holds the correct ones.")
@@ -73,16 +98,27 @@ def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
     count = evaluation.confusion[classes.index(true_label)][classes.index(predicted_label)]
     examples = evaluation.examples_in_cell(true_label, predicted_label)
     if true_label == predicted_label:
-        st.caption(f"{count} {noun}(s) of {escape_markdown(true_label)} predicted correctly"
-                   + (f"; showing the {min(len(examples), MAX_CELL_EXAMPLES)} the model was least sure about." if examples else "."))
+        st.caption(
+            f"{count} {noun}(s) of {escape_markdown(true_label)} predicted correctly"
+            + (
+                f"; showing the {min(len(examples), MAX_CELL_EXAMPLES)} the model was least sure about."
+                if examples
+                else "."
+            )
+        )
     else:
-        st.caption(f"{count} {noun}(s) of {escape_markdown(true_label)} predicted as {escape_markdown(predicted_label)}"
-                   + (f"; showing {min(len(examples), MAX_CELL_EXAMPLES)}." if examples else "."))
+        st.caption(
+            f"{count} {noun}(s) of {escape_markdown(true_label)} predicted as {escape_markdown(predicted_label)}"
+            + (f"; showing {min(len(examples), MAX_CELL_EXAMPLES)}." if examples else ".")
+        )
     show_examples(examples[:MAX_CELL_EXAMPLES], root, text, f"No {noun}s in this cell.")
 
     st.subheader("Highest-loss examples")
-    st.caption(f"The {noun}s the model was most wrong or least sure about: often mislabelled or unusual "
-               + ("documents" if text else "pictures") + " worth checking.")
+    st.caption(
+        f"The {noun}s the model was most wrong or least sure about: often mislabelled or unusual "
+        + ("documents" if text else "pictures")
+        + " worth checking."
+    )
     show_examples(evaluation.highest_loss[:12], root, text, "No examples recorded.")
 
 
@@ -92,7 +128,10 @@ def evaluate_page() -> None:
     store = get_store()
     run_ids = evaluated_run_ids(store)
     if not run_ids:
-        st.info("No evaluated run yet: train one on the Train page (the run is evaluated when it finishes).", icon=":material/info:")
+        st.info(
+            "No evaluated run yet: train one on the Train page (the run is evaluated when it finishes).",
+            icon=":material/info:",
+        )
         page_link("train", "Train a model", ":material/monitoring:")
     else:
         show_evaluation(store, run_ids)

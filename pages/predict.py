@@ -38,7 +38,11 @@ TEXT_EXTENSIONS = ("txt", "text", "md")
 SNIPPET_CHARACTERS = 300
 
 EXPORTS_KEY = "export_zips"
-FORMAT_LABELS = {"keras": "Keras (.keras)", "saved_model": "TensorFlow SavedModel", "tflite": "TensorFlow Lite (.tflite)"}
+FORMAT_LABELS = {
+    "keras": "Keras (.keras)",
+    "saved_model": "TensorFlow SavedModel",
+    "tflite": "TensorFlow Lite (.tflite)",
+}
 
 
 def show_predictions(paths: list[Path], names: list[str], results: list[list[tuple[str, float]]]) -> None:
@@ -64,12 +68,24 @@ def show_text_predictions(names: list[str], texts: list[str], results: list[list
 
 def predict_documents(store: RunStore, run_id: str, top_k: int, spaces: Workspaces, user: User) -> None:
     """A text run: classify typed text and uploaded text files."""
-    typed = st.text_area("Text to classify", key="predict_text", height=120, placeholder="Type or paste a document…",
-                         help="The model reads the first words of the text, as many as the run was trained with.")
-    files = st.file_uploader("Or text files", type=list(TEXT_EXTENSIONS), accept_multiple_files=True, key="predict_text_files",
-                             help="Plain-text documents (.txt), one document per file.")
+    typed = st.text_area(
+        "Text to classify",
+        key="predict_text",
+        height=120,
+        placeholder="Type or paste a document…",
+        help="The model reads the first words of the text, as many as the run was trained with.",
+    )
+    files = st.file_uploader(
+        "Or text files",
+        type=list(TEXT_EXTENSIONS),
+        accept_multiple_files=True,
+        key="predict_text_files",
+        help="Plain-text documents (.txt), one document per file.",
+    )
     try:
-        spaces.check_upload(user.name, upload_size(files or []))  # documents are saved in the user's cache, inside their quota
+        spaces.check_upload(
+            user.name, upload_size(files or [])
+        )  # documents are saved in the user's cache, inside their quota
     except TransferLabError as exc:
         show_error(exc)
         files = []
@@ -94,8 +110,16 @@ def predict_documents(store: RunStore, run_id: str, top_k: int, spaces: Workspac
         show_text_predictions(names, texts, [[(p.label, p.probability) for p in row] for row in predictions])
 
 
-def trained_run_tab(store: RunStore, run_ids: list[str], names: dict[str, str], image_paths: list[Path], upload_names: list[str],
-                    top_k: int, spaces: Workspaces, user: User) -> None:
+def trained_run_tab(
+    store: RunStore,
+    run_ids: list[str],
+    names: dict[str, str],
+    image_paths: list[Path],
+    upload_names: list[str],
+    top_k: int,
+    spaces: Workspaces,
+    user: User,
+) -> None:
     """Classify with a run that saved a model: the uploaded images, or typed and uploaded documents for a text run."""
     if not run_ids:
         st.info("No trained model yet: finish a run on the Train page first.", icon=":material/info:")
@@ -118,15 +142,24 @@ def trained_run_tab(store: RunStore, run_ids: list[str], names: dict[str, str], 
             predicted = [(result, name) for result, name in zip(results, upload_names) if not result.problem]
             for result, name in zip(results, upload_names):
                 if result.problem:
-                    st.error(escape_markdown(f"{file_name_only(name)}: {result.problem}"), icon=":material/broken_image:")
-            show_predictions([result.path for result, _ in predicted], [name for _, name in predicted],
-                             [[(p.label, p.probability) for p in result.predictions] for result, _ in predicted])
+                    st.error(
+                        escape_markdown(f"{file_name_only(name)}: {result.problem}"), icon=":material/broken_image:"
+                    )
+            show_predictions(
+                [result.path for result, _ in predicted],
+                [name for _, name in predicted],
+                [[(p.label, p.probability) for p in result.predictions] for result, _ in predicted],
+            )
 
 
 def imagenet_tab(image_paths: list[Path], upload_names: list[str], top_k: int) -> None:
     """Classify the uploaded images with a pretrained network's own 1,000 ImageNet classes."""
-    st.caption("The pretrained network with its original 1,000-class ImageNet head: no training, useful to see what the backbone already recognises.")
-    pretrained = [name for name, weights in OFFLINE_WEIGHTS.items() if weights.has_imagenet_head and weights.is_installed()]
+    st.caption(
+        "The pretrained network with its original 1,000-class ImageNet head: no training, useful to see what the backbone already recognises."
+    )
+    pretrained = [
+        name for name, weights in OFFLINE_WEIGHTS.items() if weights.has_imagenet_head and weights.is_installed()
+    ]
     if not pretrained:
         st.info("No pretrained ImageNet classifier is installed on this server.", icon=":material/info:")
         return
@@ -153,9 +186,15 @@ def export_tab(store: RunStore, run_ids: list[str], names: dict[str, str], space
     if st.session_state.get("export_run") not in run_ids:
         st.session_state["export_run"] = st.session_state["predict_run"]
     export_run_id = st.selectbox("Run to export", run_ids, key="export_run", format_func=names.get)
-    formats = st.multiselect("Formats", list(FORMATS), default=list(FORMATS), key="export_formats", format_func=FORMAT_LABELS.get,
-                             help="Every format carries its own preprocessing: image models take uint8 RGB images, text models raw strings. "
-                                  "labels.txt and a model card come with it.")
+    formats = st.multiselect(
+        "Formats",
+        list(FORMATS),
+        default=list(FORMATS),
+        key="export_formats",
+        format_func=FORMAT_LABELS.get,
+        help="Every format carries its own preprocessing: image models take uint8 RGB images, text models raw strings. "
+        "labels.txt and a model card come with it.",
+    )
     exports: dict[str, str] = st.session_state.setdefault(EXPORTS_KEY, {})
     if st.button("Build the export bundle", key="export_prepare", disabled=not formats, icon=":material/inventory_2:"):
         try:
@@ -178,40 +217,70 @@ def export_tab(store: RunStore, run_ids: list[str], names: dict[str, str], space
         # Deferred: nothing is served until the owner clicks; Streamlit then serves the bytes at /media/<hash>.zip
         # to whoever has that address, until the second script run (of any session) that ends after the click.
         st.download_button(
-            "Download the bundle (.zip)", data=partial(bundle_for_download, Path(zip_path)), on_click="ignore",
+            "Download the bundle (.zip)",
+            data=partial(bundle_for_download, Path(zip_path)),
+            on_click="ignore",
             file_name=f"{safe_name(record.name, 'model').replace(' ', '-')}-{time.strftime('%Y%m%d')}.zip",
-            mime="application/zip", key="export_download", type="primary", icon=":material/download:",
+            mime="application/zip",
+            key="export_download",
+            type="primary",
+            icon=":material/download:",
         )
-        st.caption(f"{Path(zip_path).stat().st_size / 1e6:.1f} MB: model files, labels.txt and MODEL_CARD.md. The file is prepared "
-                   "when you click, at a random address that expires moments later (after the server's next two page updates): "
-                   "click again to download it again.")
+        st.caption(
+            f"{Path(zip_path).stat().st_size / 1e6:.1f} MB: model files, labels.txt and MODEL_CARD.md. The file is prepared "
+            "when you click, at a random address that expires moments later (after the server's next two page updates): "
+            "click again to download it again."
+        )
 
 
 def predict_page() -> None:
     """The Predict & export page: images uploaded once, classified by a run or by ImageNet, and a run's export."""
     st.title("Predict & export")
     store = get_store()
-    uploads = st.file_uploader("Images to classify", type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS), accept_multiple_files=True,
-                               key="predict_files", help="Any number of JPEG, PNG, WebP, BMP, GIF or TIFF images. "
-                               "Runs trained on text take typed text or text files in their own tab below.")
-    top_k = st.slider("Show the top", 1, 10, 3, key="predict_top_k", help="How many of the most likely classes to show per image or document.")
+    uploads = st.file_uploader(
+        "Images to classify",
+        type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS),
+        accept_multiple_files=True,
+        key="predict_files",
+        help="Any number of JPEG, PNG, WebP, BMP, GIF or TIFF images. "
+        "Runs trained on text take typed text or text files in their own tab below.",
+    )
+    top_k = st.slider(
+        "Show the top",
+        1,
+        10,
+        3,
+        key="predict_top_k",
+        help="How many of the most likely classes to show per image or document.",
+    )
     user, spaces = current_user(), workspaces()
     try:
-        spaces.check_upload(user.name, upload_size(uploads or []))  # images are saved in the user's cache, inside their quota
+        spaces.check_upload(
+            user.name, upload_size(uploads or [])
+        )  # images are saved in the user's cache, inside their quota
     except TransferLabError as exc:
         show_error(exc)
         uploads = []
     # A file that cannot be read is named with what to do, and every other one is still predicted.
-    image_paths, upload_names, image_problems = readable_images(save_images(uploads or [], user_workspace().cache / "predict"),
-                                                                [upload.name for upload in uploads or []])
+    image_paths, upload_names, image_problems = readable_images(
+        save_images(uploads or [], user_workspace().cache / "predict"), [upload.name for upload in uploads or []]
+    )
     for problem in image_problems:
         st.error(escape_markdown(problem), icon=":material/broken_image:")
 
     trained, imagenet, export = st.tabs(
-        [":material/model_training: With a trained run", ":material/public: ImageNet as-is", ":material/download: Export"]
+        [
+            ":material/model_training: With a trained run",
+            ":material/public: ImageNet as-is",
+            ":material/download: Export",
+        ]
     )
     run_ids = runs_with_models(store)
-    names = {record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in store.list_runs() if record.id in run_ids}
+    names = {
+        record.id: f"{safe_label(record.name)} ({record.id[-6:]})"
+        for record in store.list_runs()
+        if record.id in run_ids
+    }
     if run_ids and st.session_state.get("predict_run") not in run_ids:
         st.session_state["predict_run"] = current_run_id() if current_run_id() in run_ids else run_ids[0]
     with trained:

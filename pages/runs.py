@@ -16,7 +16,16 @@ from ui.navigation import page_link, run_app_instead, switch_to
 from ui.settings import has_offline_weights
 from ui.runs_table import child_runs, comparison_config, leaderboard_frame, parent_run_id, runs_frame, shown_cells
 from tl_core.config import RUN_WEIGHTS_PREFIX
-from ui.state import UserJobs, chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run
+from ui.state import (
+    UserJobs,
+    chosen_settings,
+    current_dataset,
+    current_modality,
+    current_run_id,
+    get_manager,
+    get_store,
+    set_current_run,
+)
 from ui.text import escape_markdown, safe_label, show_error, user_message
 from ui.training import phase_starts, show_best_phase, show_curves, show_transfer_verdict
 
@@ -46,28 +55,48 @@ def run_name(run_id: str, records: list[RunRecord]) -> str:
 
 def run_details(store: RunStore, manager: UserJobs, records: list[RunRecord], record: RunRecord) -> None:
     """One run: lineage, the transfer verdict, where the best model was found, its curves with phase labels."""
-    st.markdown(f"**{escape_markdown(record.name)}** · {escape_markdown(record.backbone)} · {escape_markdown(record.mode)} · "
-                f"{escape_markdown(record.weights)} weights · **{record.status}**")
+    st.markdown(
+        f"**{escape_markdown(record.name)}** · {escape_markdown(record.backbone)} · {escape_markdown(record.mode)} · "
+        f"{escape_markdown(record.weights)} weights · **{record.status}**"
+    )
     parent = parent_run_id(record)
     if parent:
-        st.markdown(f"Backbone from run **{escape_markdown(run_name(parent, records))}** ({escape_markdown(parent)}): "
-                    "this run started from the backbone that run trained.")
+        st.markdown(
+            f"Backbone from run **{escape_markdown(run_name(parent, records))}** ({escape_markdown(parent)}): "
+            "this run started from the backbone that run trained."
+        )
     children = child_runs(record, records)
     if children:
-        st.markdown("Runs started from this backbone: " + ", ".join(f"**{escape_markdown(child.name)}** ({escape_markdown(child.id)})" for child in children))
+        st.markdown(
+            "Runs started from this backbone: "
+            + ", ".join(f"**{escape_markdown(child.name)}** ({escape_markdown(child.id)})" for child in children)
+        )
     show_transfer_verdict(store, record)
     epochs = store.epochs(record.id)
     marks = phase_starts(epochs, None, store.phases(record.id))
     if record.status == "completed":
         show_best_phase(store, record, marks)
-        if st.button("Start a new run from this backbone", key="runs_start_from", icon=":material/call_split:",
-                     on_click=start_from_backbone, args=(store, record),
-                     help="Opens the Model page with this run's trained backbone as the starting weights; the new run records where it came from."):
+        if st.button(
+            "Start a new run from this backbone",
+            key="runs_start_from",
+            icon=":material/call_split:",
+            on_click=start_from_backbone,
+            args=(store, record),
+            help="Opens the Model page with this run's trained backbone as the starting weights; the new run records where it came from.",
+        ):
             switch_to("model")
-    elif record.status in ("interrupted", "failed", "stopped") and (store.run_dir(record.id) / CHECKPOINT_FILE).is_file():
-        st.caption("This run ended early but kept its best weights so far: a new run with the same settings can start from them.")
-        if st.button("Resume from its checkpoint", key="runs_resume", icon=":material/replay:",
-                     help="Queues a new run (same data and settings) that starts from this run's last checkpoint; it runs every epoch again."):
+    elif (
+        record.status in ("interrupted", "failed", "stopped") and (store.run_dir(record.id) / CHECKPOINT_FILE).is_file()
+    ):
+        st.caption(
+            "This run ended early but kept its best weights so far: a new run with the same settings can start from them."
+        )
+        if st.button(
+            "Resume from its checkpoint",
+            key="runs_resume",
+            icon=":material/replay:",
+            help="Queues a new run (same data and settings) that starts from this run's last checkpoint; it runs every epoch again.",
+        ):
             try:
                 set_current_run(manager.resume(record.id))
             except TransferLabError as exc:
@@ -90,8 +119,13 @@ def runs_overview(store: RunStore, manager: UserJobs, records: list[RunRecord], 
     st.subheader("Run details")
     if st.session_state.get("runs_detail") not in labels:
         st.session_state["runs_detail"] = current_run_id() if current_run_id() in labels else records[0].id
-    detail_id = st.selectbox("Run", list(labels), key="runs_detail", format_func=labels.get,
-                             help="Lineage, the comparison with training from scratch, and the curves with each phase marked.")
+    detail_id = st.selectbox(
+        "Run",
+        list(labels),
+        key="runs_detail",
+        format_func=labels.get,
+        help="Lineage, the comparison with training from scratch, and the curves with each phase marked.",
+    )
     run_details(store, manager, records, next(record for record in records if record.id == detail_id))
 
     st.subheader("Curves")
@@ -100,17 +134,30 @@ def runs_overview(store: RunStore, manager: UserJobs, records: list[RunRecord], 
         st.session_state["runs_overlay"] = with_epochs[:3]
     st.session_state["runs_overlay"] = [run_id for run_id in st.session_state["runs_overlay"] if run_id in labels]
     left, right = st.columns([3, 1])
-    chosen = left.multiselect("Runs to overlay", list(labels), key="runs_overlay", format_func=labels.get,
-                              help="Pick several runs to compare their curves epoch by epoch.")
-    metric = right.selectbox("Metric", list(OVERLAY_METRICS), key="runs_metric", help="val_ metrics are on held-out images.")
+    chosen = left.multiselect(
+        "Runs to overlay",
+        list(labels),
+        key="runs_overlay",
+        format_func=labels.get,
+        help="Pick several runs to compare their curves epoch by epoch.",
+    )
+    metric = right.selectbox(
+        "Metric", list(OVERLAY_METRICS), key="runs_metric", help="val_ metrics are on held-out images."
+    )
     frame = epochs_frame(store, chosen) if chosen else None
     if frame is None or frame.empty:
         st.caption("Pick runs that have finished at least one epoch.")
     else:
         st.altair_chart(overlay_chart(frame, metric, percent=OVERLAY_METRICS[metric]), width="stretch")
     if len(chosen) > 1:
-        st.caption("What differs between these runs (settings that are the same in all of them are left out), and their results:")
-        st.dataframe(shown_cells(compare_runs(store, chosen).drop(columns=["dataset_fingerprint"])), hide_index=True, width="stretch")
+        st.caption(
+            "What differs between these runs (settings that are the same in all of them are left out), and their results:"
+        )
+        st.dataframe(
+            shown_cells(compare_runs(store, chosen).drop(columns=["dataset_fingerprint"])),
+            hide_index=True,
+            width="stretch",
+        )
 
     st.subheader("Leaderboard")
     board = leaderboard_frame(records)
@@ -129,13 +176,21 @@ def compare_backbones(manager: UserJobs) -> None:
     modality = current_modality() if dataset else "image"
     specs = list_backbones(None, modality=modality)
     offline = {spec.name: has_offline_weights(spec) for spec in specs}
-    picked = st.multiselect("Backbones", [spec.name for spec in specs], key="compare_backbones",
-                            format_func=lambda name: name + ("" if offline[name] else " (pretrained weights not installed)"),
-                            help="Each becomes one run with the settings from the Model page.")
+    picked = st.multiselect(
+        "Backbones",
+        [spec.name for spec in specs],
+        key="compare_backbones",
+        format_func=lambda name: name + ("" if offline[name] else " (pretrained weights not installed)"),
+        help="Each becomes one run with the settings from the Model page.",
+    )
     if not dataset:
         st.caption("Choose a dataset on the Data page first.")
-    if not st.button(f"Queue {len(picked)} run(s)" if picked else "Queue runs", key="compare_submit", type="primary",
-                     disabled=not (picked and dataset)):
+    if not st.button(
+        f"Queue {len(picked)} run(s)" if picked else "Queue runs",
+        key="compare_submit",
+        type="primary",
+        disabled=not (picked and dataset),
+    ):
         return
     base = RunConfig(data=DataConfig(source=dataset, modality=modality), model=model, train=train)
     queued, skipped = [], []
@@ -148,7 +203,10 @@ def compare_backbones(manager: UserJobs) -> None:
         except (ConfigError, TransferLabError) as exc:
             show_error(exc)
     if skipped:
-        st.warning("Skipped (pretrained weights not available offline): " + escape_markdown(", ".join(skipped)), icon=":material/cloud_off:")
+        st.warning(
+            "Skipped (pretrained weights not available offline): " + escape_markdown(", ".join(skipped)),
+            icon=":material/cloud_off:",
+        )
     if queued:
         if current_run_id() is None:
             set_current_run(queued[0])
@@ -161,8 +219,13 @@ def delete_runs(store: RunStore, manager: UserJobs, labels: dict[str, str]) -> N
     st.subheader("Delete runs")
     for message in st.session_state.pop(DELETE_MESSAGES_KEY, []):
         st.error(escape_markdown(user_message(message)), icon=":material/error:")
-    to_delete = st.multiselect("Runs to delete", list(labels), key="runs_delete_select", format_func=labels.get,
-                               help="Deletes the run, its curves, model and log.")
+    to_delete = st.multiselect(
+        "Runs to delete",
+        list(labels),
+        key="runs_delete_select",
+        format_func=labels.get,
+        help="Deletes the run, its curves, model and log.",
+    )
     if st.button("Delete selected", key="runs_delete", icon=":material/delete:", disabled=not to_delete):
         st.session_state[PENDING_DELETE_KEY] = list(to_delete)
     pending = [run_id for run_id in st.session_state.get(PENDING_DELETE_KEY, []) if run_id in labels]
@@ -199,11 +262,15 @@ def runs_page() -> None:
     st.title("Runs")
     store, manager = get_store(), get_manager()
     records = store.list_runs()
-    labels = {record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in records}  # selectbox options are plain text
+    labels = {
+        record.id: f"{safe_label(record.name)} ({record.id[-6:]})" for record in records
+    }  # selectbox options are plain text
     if records:
         runs_overview(store, manager, records, labels)
     else:
-        st.info("No runs yet: train one on the Train page, or queue a backbone comparison below.", icon=":material/info:")
+        st.info(
+            "No runs yet: train one on the Train page, or queue a backbone comparison below.", icon=":material/info:"
+        )
     compare_backbones(manager)
     if records:
         delete_runs(store, manager, labels)

@@ -14,12 +14,27 @@ from ui.dataset import load_dataset
 from ui.navigation import page_link, run_app_instead
 from ui.settings import mode_label
 from ui.state import (
-    RUN_CONFIG_KEY, UserJobs, chosen_settings, current_dataset, current_modality, current_run_id, get_manager, get_store, set_current_run,
+    RUN_CONFIG_KEY,
+    UserJobs,
+    chosen_settings,
+    current_dataset,
+    current_modality,
+    current_run_id,
+    get_manager,
+    get_store,
+    set_current_run,
     workspace_path,
 )
 from ui.text import escape_markdown, show_error, user_message
 from ui.training import (
-    is_active, phase_starts, show_best_phase, show_curves, show_log, show_outcome, show_progress, show_transfer_verdict,
+    is_active,
+    phase_starts,
+    show_best_phase,
+    show_curves,
+    show_log,
+    show_outcome,
+    show_progress,
+    show_transfer_verdict,
 )
 
 
@@ -66,15 +81,25 @@ def run_panel(store: RunStore, manager: UserJobs, run_id: str, shown_status: str
     status = manager.status(run_id)
     st.subheader("Run")
     started = time.strftime("%H:%M", time.localtime(record.created_at))
-    st.markdown(f"**{escape_markdown(record.name)}**  \n{escape_markdown(record.backbone)} · {mode_label(record.mode, short=True)} · "
-                f"created {started} · **{record.status}**")
+    st.markdown(
+        f"**{escape_markdown(record.name)}**  \n{escape_markdown(record.backbone)} · {mode_label(record.mode, short=True)} · "
+        f"created {started} · **{record.status}**"
+    )
     active = is_active(record, status)
     if active and record.status == "completed" and record.config.get("train", {}).get("compare_scratch"):
-        st.info("This run is done; now training the same network from scratch to check that pretraining helps. "
-                "The verdict appears here and on the Runs page when it finishes.", icon=":material/compare_arrows:")
+        st.info(
+            "This run is done; now training the same network from scratch to check that pretraining helps. "
+            "The verdict appears here and on the Runs page when it finishes.",
+            icon=":material/compare_arrows:",
+        )
     else:
         show_progress(record, status)
-    if active and st.button("Stop", key="train_stop", icon=":material/stop:", help="Stops after the current batch; the best weights so far are kept."):
+    if active and st.button(
+        "Stop",
+        key="train_stop",
+        icon=":material/stop:",
+        help="Stops after the current batch; the best weights so far are kept.",
+    ):
         if manager.stop(run_id):
             st.toast("Stopping after the current batch…")
         else:
@@ -98,16 +123,26 @@ def start_button(manager: UserJobs, config: RunConfig) -> None:
     st.caption(
         f"Dataset {escape_markdown(Path(config.data.source).name)} · backbone {escape_markdown(model.backbone)} ({escape_markdown(model.weights)} weights) · "
         f"{model.image_size or 'default'} px · {mode_label(train.mode, short=True)} · {train.epochs} epochs"
-        + (f" + {train.stage_epochs} per unfrozen block" if train.mode == "progressive"
-           else f" + {train.fine_tune_epochs} fine-tune" if train.mode != "feature-extraction" else "")
+        + (
+            f" + {train.stage_epochs} per unfrozen block"
+            if train.mode == "progressive"
+            else f" + {train.fine_tune_epochs} fine-tune"
+            if train.mode != "feature-extraction"
+            else ""
+        )
         + f" · batch {train.batch_size} · learning rate {train.learning_rate:g}"
         + (f" · cut at {escape_markdown(model.cut_layer)}" if model.cut_layer else "")
         + (" · with a from-scratch baseline" if train.compare_scratch else "")
     )
     busy = bool(manager.active_run_ids())
     label = "Queue training" if busy else "Start training"
-    if st.button(label, key="train_start", type="primary", icon=":material/play_arrow:",
-                 help="Training runs on the server in the background: you can leave this page and come back."):
+    if st.button(
+        label,
+        key="train_start",
+        type="primary",
+        icon=":material/play_arrow:",
+        help="Training runs on the server in the background: you can leave this page and come back.",
+    ):
         try:
             problem = dataset_problem(config.data.source)
             if problem:

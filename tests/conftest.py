@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="session")
 def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes x 24 PNG images at 48 px: learnable, read-only for tests (copy before modifying)."""
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes") / "data", num_classes=3, images_per_class=24, image_size=48)
+    return make_shapes_dataset(
+        tmp_path_factory.mktemp("shapes") / "data", num_classes=3, images_per_class=24, image_size=48
+    )
 
 
 @pytest.fixture()
@@ -63,8 +65,11 @@ def open_page(at: AppTest, url_path: str) -> AppTest:
     from streamlit.util import calc_hash
 
     pages = at._registered_pages
-    found = [page_hash for page_hash, info in pages.items()
-             if info.get("url_pathname") == url_path or page_hash == calc_hash(url_path)]
+    found = [
+        page_hash
+        for page_hash, info in pages.items()
+        if info.get("url_pathname") == url_path or page_hash == calc_hash(url_path)
+    ]
     if not found:
         known = sorted(str(info.get("url_pathname")) for info in pages.values())
         raise ValueError(f"No page registered at url_path {url_path!r} in the last run; registered: {known}.")

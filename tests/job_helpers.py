@@ -10,8 +10,11 @@ from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 
 def tiny_config(source, epochs=2, **train):
-    return RunConfig(data=DataConfig(source=str(source)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                     train=TrainConfig(epochs=epochs, batch_size=16, **train))
+    return RunConfig(
+        data=DataConfig(source=str(source)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(epochs=epochs, batch_size=16, **train),
+    )
 
 
 @dataclass

@@ -16,7 +16,14 @@ import pytest  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tl_core.advisor.mode_advice import Measurements, advise, format_advice, normalized_entropy, pretrained_head_entropy, recommend  # noqa: E402
+from tl_core.advisor.mode_advice import (
+    Measurements,
+    advise,
+    format_advice,
+    normalized_entropy,
+    pretrained_head_entropy,
+    recommend,
+)  # noqa: E402
 from tl_core.advisor.probe import (  # noqa: E402
     AdvisorSteps,
     AdvisorStopped,
@@ -49,7 +56,9 @@ def _shuffled_labels(split: DatasetSplit, seed: int = 0) -> DatasetSplit:
     examples = [*split.train, *split.val]
     labels = np.random.default_rng(seed).permutation([e.label for e in examples])
     relabelled = [dataclasses.replace(e, label=str(label)) for e, label in zip(examples, labels)]
-    return dataclasses.replace(split, train=tuple(relabelled[: len(split.train)]), val=tuple(relabelled[len(split.train):]))
+    return dataclasses.replace(
+        split, train=tuple(relabelled[: len(split.train)]), val=tuple(relabelled[len(split.train) :])
+    )
 
 
 @pytest.mark.slow  # timing builds three training graphs (~15-30 s on 2 shared cores)
@@ -68,8 +77,12 @@ def test_advice_has_every_field_and_time_estimates_grow_with_unfrozen_layers(sha
     assert advice.estimates["fine-tune"].images_per_second >= advice.estimates["full"].images_per_second
 
     as_dict = json.loads(json.dumps(advice.to_dict()))
-    assert as_dict["recommended_mode"] == "feature-extraction" and as_dict["estimated_seconds"] == pytest.approx(seconds)
-    assert isinstance(as_dict["reasons"], list) and all(any(c.isdigit() for c in reason) for reason in as_dict["reasons"])
+    assert as_dict["recommended_mode"] == "feature-extraction" and as_dict["estimated_seconds"] == pytest.approx(
+        seconds
+    )
+    assert isinstance(as_dict["reasons"], list) and all(
+        any(c.isdigit() for c in reason) for reason in as_dict["reasons"]
+    )
     assert any("Linear probe" in reason and f"{advice.probe_accuracy:.2f}" in reason for reason in advice.reasons)
     text = format_advice(advice)
     assert "Recommended mode: feature-extraction" in text and "full" in text and "<- recommended" in text
@@ -98,7 +111,9 @@ def test_a_large_training_set_flips_the_advice_towards_fine_tuning(shapes, learn
     report, split, cache = shapes
     # The same images listed 70 times: 5,880 training images, as a large dataset reports them.
     large_split = dataclasses.replace(split, train=split.train * 70)
-    large = advise(report, large_split, TINY, QUICK_TRAIN, cache_dir=cache, measure_throughput=False, max_probe_images=120)
+    large = advise(
+        report, large_split, TINY, QUICK_TRAIN, cache_dir=cache, measure_throughput=False, max_probe_images=120
+    )
 
     assert learnable.recommended_mode == "feature-extraction"
     assert large.recommended_mode in ("fine-tune", "full") and large.train_images == 70 * len(split.train)
@@ -139,10 +154,14 @@ def test_linear_probe_standardises_tiny_features_and_drops_the_ones_without_spre
     assert reference >= 0.8
     # Random-weight features can be ~1e-6 in scale: standardised, they score as the same features at unit scale.
     tiny = (features * 1e-6).astype(np.float32)
-    assert linear_probe_accuracy(tiny[:200], labels[:200], tiny[200:], labels[200:]) == pytest.approx(reference, abs=0.02)
+    assert linear_probe_accuracy(tiny[:200], labels[:200], tiny[200:], labels[200:]) == pytest.approx(
+        reference, abs=0.02
+    )
     # 400 columns of rounding noise a billion times quieter than the signal: dropped, not blown up to unit variance.
     with_noise = np.hstack([features, rng.normal(size=(300, 400)) * 1e-9])
-    assert linear_probe_accuracy(with_noise[:200], labels[:200], with_noise[200:], labels[200:]) == pytest.approx(reference, abs=0.02)
+    assert linear_probe_accuracy(with_noise[:200], labels[:200], with_noise[200:], labels[200:]) == pytest.approx(
+        reference, abs=0.02
+    )
 
 
 def test_scatter_ratio_is_calinski_harabasz_without_degrees_of_freedom() -> None:
@@ -151,7 +170,9 @@ def test_scatter_ratio_is_calinski_harabasz_without_degrees_of_freedom() -> None
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 4, 120)
     features = rng.normal(size=(4, 8))[labels] + rng.normal(size=(120, 8))
-    assert scatter_ratio(features, labels) == pytest.approx(calinski_harabasz_score(features, labels) * (4 - 1) / (120 - 4))
+    assert scatter_ratio(features, labels) == pytest.approx(
+        calinski_harabasz_score(features, labels) * (4 - 1) / (120 - 4)
+    )
 
 
 def test_advisor_steps_report_in_words_and_as_events_and_a_stop_ends_them(shapes) -> None:
@@ -175,21 +196,42 @@ def test_advisor_steps_report_in_words_and_as_events_and_a_stop_ends_them(shapes
 
     words: list[str] = []
     recorder = Recorder()
-    probe_cut_depths(split, TINY, cache_dir=cache / "fresh", layers=["block_2_add"],
-                     steps=AdvisorSteps(progress=words.append, listener=recorder, stop=StopToken(), job_id="job-1"))
+    probe_cut_depths(
+        split,
+        TINY,
+        cache_dir=cache / "fresh",
+        layers=["block_2_add"],
+        steps=AdvisorSteps(progress=words.append, listener=recorder, stop=StopToken(), job_id="job-1"),
+    )
     assert words == ["building the model", "probing block_2_add (depth 1 of 1)"]
     assert [e.description for e in recorder.events if isinstance(e, StageStarted)] == words
     decoded = [e for e in recorder.events if isinstance(e, PreparationProgress) and e.step == "decode"]
     assert {e.split for e in decoded} == {"train", "val"} and all(e.run_id == "job-1" for e in recorder.events)
-    assert any(isinstance(e, PreparationProgress) and e.step == "features" and e.done == e.total for e in recorder.events)
+    assert any(
+        isinstance(e, PreparationProgress) and e.step == "features" and e.done == e.total for e in recorder.events
+    )
 
     stopped = StopToken()
     stopped.request_stop()
     with pytest.raises(AdvisorStopped):  # at the next step
-        advise(report, split, TINY, QUICK_TRAIN, cache_dir=cache, measure_throughput=False, steps=AdvisorSteps(stop=stopped))
+        advise(
+            report,
+            split,
+            TINY,
+            QUICK_TRAIN,
+            cache_dir=cache,
+            measure_throughput=False,
+            steps=AdvisorSteps(stop=stopped),
+        )
     stop = StopToken()
     with pytest.raises(PreparationStopped):  # within a sample's decoding (a new cache folder: nothing is cached yet)
-        probe_cut_depths(split, TINY, cache_dir=cache / "stopped", layers=["out_relu"], steps=AdvisorSteps(listener=Recorder(stop), stop=stop))
+        probe_cut_depths(
+            split,
+            TINY,
+            cache_dir=cache / "stopped",
+            layers=["out_relu"],
+            steps=AdvisorSteps(listener=Recorder(stop), stop=stop),
+        )
 
 
 def test_entropy_is_zero_for_certain_and_one_for_uniform_predictions() -> None:
@@ -202,20 +244,36 @@ def test_entropy_is_zero_for_certain_and_one_for_uniform_predictions() -> None:
 def test_imagenet_head_is_sure_about_photos_and_unsure_about_noise(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for folder, images in (
-        ("photos", {"animals": [skimage.data.chelsea(), skimage.data.astronaut()], "things": [skimage.data.coffee(), skimage.data.rocket()]}),
-        ("noise", {name: [rng.integers(0, 256, (160, 160, 3), dtype=np.uint8) for _ in range(2)] for name in ("a", "b")}),
+        (
+            "photos",
+            {
+                "animals": [skimage.data.chelsea(), skimage.data.astronaut()],
+                "things": [skimage.data.coffee(), skimage.data.rocket()],
+            },
+        ),
+        (
+            "noise",
+            {name: [rng.integers(0, 256, (160, 160, 3), dtype=np.uint8) for _ in range(2)] for name in ("a", "b")},
+        ),
     ):
         for label, pixels in images.items():
             (tmp_path / folder / label).mkdir(parents=True)
             for index, array in enumerate(pixels):
                 Image.fromarray(array).save(tmp_path / folder / label / f"{index}.png")
     lite0 = ModelConfig(backbone="efficientnet_lite0", weights="imagenet")
-    entropy = {folder: pretrained_head_entropy(lite0, scan_dataset(tmp_path / folder).examples, 160, tmp_path / "cache", tmp_path / "weights")
-               for folder in ("photos", "noise")}
+    entropy = {
+        folder: pretrained_head_entropy(
+            lite0, scan_dataset(tmp_path / folder).examples, 160, tmp_path / "cache", tmp_path / "weights"
+        )
+        for folder in ("photos", "noise")
+    }
     assert 0.0 <= entropy["photos"] < 0.35 and entropy["noise"] > 0.6
     photos = scan_dataset(tmp_path / "photos").examples
     assert pretrained_head_entropy(TINY, photos, 48, tmp_path / "cache", None) is None  # no ImageNet head
-    assert pretrained_head_entropy(dataclasses.replace(lite0, weights="none"), photos, 160, tmp_path / "cache", None) is None
+    assert (
+        pretrained_head_entropy(dataclasses.replace(lite0, weights="none"), photos, 160, tmp_path / "cache", None)
+        is None
+    )
 
 
 def test_stratified_sample_keeps_class_proportions(shapes) -> None:
@@ -229,8 +287,11 @@ def test_stratified_sample_keeps_class_proportions(shapes) -> None:
 
 
 def _estimates(fe: float, ft: float, full: float) -> dict[str, ModeEstimate]:
-    return {"feature-extraction": ModeEstimate("feature-extraction", fe, 500.0),
-            "fine-tune": ModeEstimate("fine-tune", ft, 200.0), "full": ModeEstimate("full", full, 50.0)}
+    return {
+        "feature-extraction": ModeEstimate("feature-extraction", fe, 500.0),
+        "fine-tune": ModeEstimate("fine-tune", ft, 200.0),
+        "full": ModeEstimate("full", full, 50.0),
+    }
 
 
 @pytest.mark.parametrize(
@@ -252,7 +313,9 @@ def test_size_and_probe_rules(train_images: int, smallest: int, probe: float, ex
 
 
 def test_budget_steps_down_to_a_mode_that_fits() -> None:
-    measurements = Measurements(8000, 2000, probe_accuracy=0.3, chance_accuracy=0.25, estimates=_estimates(60, 900, 4000))
+    measurements = Measurements(
+        8000, 2000, probe_accuracy=0.3, chance_accuracy=0.25, estimates=_estimates(60, 900, 4000)
+    )
     assert recommend(measurements)[0] == "full"
     mode, reasons = recommend(dataclasses.replace(measurements, time_budget_s=1200))
     assert mode == "fine-tune" and any("over your 20.0 min budget" in reason for reason in reasons)

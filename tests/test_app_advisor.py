@@ -62,8 +62,13 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def not_here(*args: object, **kwargs: object) -> None:
         raise AssertionError("The advisor ran in the web server's process: it must run as a job in a worker.")
 
-    for module, name in ((mode_advice, "advise"), (probe, "probe_cut_depths"), (advisory_job, "advise"), (advisory_job, "probe_cut_depths"),
-                         (advisory_job, "execute_advisory_job")):
+    for module, name in (
+        (mode_advice, "advise"),
+        (probe, "probe_cut_depths"),
+        (advisory_job, "advise"),
+        (advisory_job, "probe_cut_depths"),
+        (advisory_job, "execute_advisory_job"),
+    ):
         monkeypatch.setattr(module, name, not_here)
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
     return tmp_path / "workspace"
@@ -80,7 +85,10 @@ def test_the_advisor_button_queues_a_job_the_panel_follows_and_stop_ends(workspa
     at.button(key="advisor_run").click().run()
     assert not at.exception and not at.error
     [record] = AdvisoryStore(workspace).records(ADVICE_JOB)
-    assert record.request["options"] == {"measure_throughput": False} and record.request["config"]["model"]["image_size"] == 32
+    assert (
+        record.request["options"] == {"measure_throughput": False}
+        and record.request["config"]["model"]["image_size"] == 32
+    )
     assert RunStore(workspace).list_runs() == []  # a job, not a run
     assert at.button(key="advisor_run").disabled  # one measurement of these settings at a time
     assert any(plain(info.value).startswith("Advisor: ") for info in at.info)  # queued, or the step it is at
@@ -115,14 +123,20 @@ def test_the_recommendation_arrives_from_the_worker_and_a_reload_shows_it_again(
     assert not any("Recommended" in success.value for success in reloaded.success)
 
 
-def test_cut_depths_are_measured_in_a_job_and_the_best_depth_reaches_the_run_config(workspace: Path, dataset: Path) -> None:
+def test_cut_depths_are_measured_in_a_job_and_the_best_depth_reaches_the_run_config(
+    workspace: Path, dataset: Path
+) -> None:
     at = model_page(dataset)
-    options = [None if option.startswith("last layer") else option for option in at.selectbox(key="model_cut_layer").options]
+    options = [
+        None if option.startswith("last layer") else option for option in at.selectbox(key="model_cut_layer").options
+    ]
     assert options[0] is None and "block_2_add" in options
     at.button(key="advisor_cut_depths_run").click().run()
     assert not at.exception and not at.error
     assert [record.kind for record in AdvisoryStore(workspace).records()] == [CUT_PROBE_JOB]
-    run_until(at, lambda page: any("probe accuracy" in frame.value.columns for frame in page.dataframe), "the probe table")
+    run_until(
+        at, lambda page: any("probe accuracy" in frame.value.columns for frame in page.dataframe), "the probe table"
+    )
     table = next(frame.value for frame in at.dataframe if "probe accuracy" in frame.value.columns)
     assert len(table) >= 3 and table["depth"].iloc[-1] == "last layer (no cut)"
     assert list(table["best"]).count("✓") >= 1
@@ -136,7 +150,9 @@ def test_cut_depths_are_measured_in_a_job_and_the_best_depth_reaches_the_run_con
     at.button(key="advisor_use_cut").click().run()
     assert at.session_state["run_config"].model.cut_layer == expected
     assert at.button(key="advisor_use_cut").disabled
-    assert "probe accuracy" in at.dataframe[-1].value.columns  # the cut layer is no setting the probe depends on: it stays
+    assert (
+        "probe accuracy" in at.dataframe[-1].value.columns
+    )  # the cut layer is no setting the probe depends on: it stays
 
 
 @pytest.mark.slow  # times three training graphs of EfficientNet-Lite0 in a worker (~30-60 s on 2 shared cores)
@@ -148,7 +164,9 @@ def test_the_advisor_times_each_mode_of_the_default_pretrained_backbone(workspac
     at.number_input(key="model_image_size").set_value(32).run()
     assert at.radio(key="model_weights").value == "imagenet" and at.toggle(key="model_advise_timing").value
     at.button(key="advisor_run").click().run()
-    run_until(at, lambda page: any("estimated time" in frame.value.columns for frame in page.dataframe), "the time estimates")
+    run_until(
+        at, lambda page: any("estimated time" in frame.value.columns for frame in page.dataframe), "the time estimates"
+    )
     assert not at.error
     table = next(frame.value for frame in at.dataframe if "estimated time" in frame.value.columns)
     assert list(table["mode"]) == ["feature-extraction", "fine-tune", "full"]

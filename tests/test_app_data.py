@@ -34,7 +34,10 @@ def _texts(at: AppTest, kind: str) -> list[str]:
 
 def _upload_tuples(root: Path, top: str) -> list[tuple[str, bytes, str]]:
     """What a browser sends for a directory upload: each name is the path below the picked folder's parent."""
-    return [(f"{top}/{path.relative_to(root).as_posix()}", path.read_bytes(), "image/png") for path in sorted(root.rglob("*.png"))]
+    return [
+        (f"{top}/{path.relative_to(root).as_posix()}", path.read_bytes(), "image/png")
+        for path in sorted(root.rglob("*.png"))
+    ]
 
 
 def test_first_visit_explains_what_to_do(app: AppTest) -> None:
@@ -64,7 +67,9 @@ def test_sidebar_names_the_current_dataset(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
     at = AppTest.from_file(APP, default_timeout=60)
     # AppTest keeps the entry script's own elements (the sidebar) only on a session's first run.
-    at.session_state["dataset_path"] = str(make_shapes_dataset(tmp_path / "team_data*", num_classes=2, images_per_class=4, image_size=32))
+    at.session_state["dataset_path"] = str(
+        make_shapes_dataset(tmp_path / "team_data*", num_classes=2, images_per_class=4, image_size=32)
+    )
     at.run()
     assert not at.exception
     assert [m.value for m in at.sidebar.markdown][:2] == ["**team\\_data\\***", "_none yet_"]
@@ -80,7 +85,10 @@ def test_directory_upload_keeps_class_folders_and_refuses_unsafe_names(app: AppT
     saved = tmp_path / "workspace" / "datasets" / "my shapes"
     assert sorted(p.name for p in saved.iterdir()) == ["blue_triangle", "green_square", "red_circle"]
     assert len(list(saved.rglob("*.png"))) == 18
-    assert not (tmp_path / "workspace" / "escape.png").exists() and not (tmp_path / "workspace" / "datasets" / "escape.png").exists()
+    assert (
+        not (tmp_path / "workspace" / "escape.png").exists()
+        and not (tmp_path / "workspace" / "datasets" / "escape.png").exists()
+    )
     assert sum("refused for safety" in text for text in _texts(app, "warning")) == 2
     assert {metric.label: metric.value for metric in app.metric}["Classes"] == "3"
 
@@ -110,7 +118,9 @@ def test_server_folder_from_datasets_dir(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_problems_are_listed_errors_first_with_file_names(app: AppTest, tmp_path: Path) -> None:
-    source = make_shapes_dataset(tmp_path / "workspace" / "datasets" / "messy", num_classes=2, images_per_class=8, image_size=32)
+    source = make_shapes_dataset(
+        tmp_path / "workspace" / "datasets" / "messy", num_classes=2, images_per_class=8, image_size=32
+    )
     (source / "red_circle" / "broken.png").write_bytes(b"not an image at all")
     (source / "green_square" / "empty.jpg").write_bytes(b"")
     shutil.copy(next((source / "red_circle").glob("*.png")), source / "red_circle" / "copy.png")
@@ -133,10 +143,19 @@ def test_missing_dataset_shows_a_message_not_a_traceback(app: AppTest, tmp_path:
     assert any("does not exist" in text for text in _texts(app, "error"))
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("roses/1.jpg", "roses/1.jpg"), ("a\\b\\c.png", "a/b/c.png"), ("./x//y.png", "x/y.png"),
-    ("../x.png", None), ("a/../../x.png", None), ("/etc/passwd", None), ("C:/x.png", None), ("", None),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("roses/1.jpg", "roses/1.jpg"),
+        ("a\\b\\c.png", "a/b/c.png"),
+        ("./x//y.png", "x/y.png"),
+        ("../x.png", None),
+        ("a/../../x.png", None),
+        ("/etc/passwd", None),
+        ("C:/x.png", None),
+        ("", None),
+    ],
+)
 def test_safe_relative_path(name: str, expected: str | None) -> None:
     result = safe_relative_path(name)
     assert (str(result) if result is not None else None) == expected

@@ -29,9 +29,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """One real run, 1 epoch from random weights: weak enough to make mistakes worth inspecting."""
     root = tmp_path_factory.mktemp("evaluate")
     data = make_shapes_dataset(root / "shapes", num_classes=3, images_per_class=14, image_size=32)
-    config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.25, test_fraction=0.25),
-                       model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                       train=TrainConfig(epochs=1, batch_size=16), name="weak <b>run</b>")
+    config = RunConfig(
+        data=DataConfig(source=str(data), val_fraction=0.25, test_fraction=0.25),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(epochs=1, batch_size=16),
+        name="weak <b>run</b>",
+    )
     outcome = run_experiment(config, store=RunStore(root / "workspace"))
     assert outcome.status == "completed"
     return root / "workspace", outcome.run_id

@@ -28,7 +28,9 @@ def plain(markdown: str) -> str:
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
     at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["dataset_path"] = str(make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32))
+    at.session_state["dataset_path"] = str(
+        make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32)
+    )
     at.run()
     open_page(at, "model").run()
     assert not at.exception
@@ -56,7 +58,15 @@ def test_beginner_view_lists_recommended_and_expert_view_lists_all(app: AppTest)
 
 
 def test_every_setting_has_an_explanation(app: AppTest) -> None:
-    for widget in [*app.selectbox, *app.radio, *app.number_input, *app.select_slider, *app.slider, *app.text_input, *app.toggle]:
+    for widget in [
+        *app.selectbox,
+        *app.radio,
+        *app.number_input,
+        *app.select_slider,
+        *app.slider,
+        *app.text_input,
+        *app.toggle,
+    ]:
         assert widget.help, f"{widget.label} has no help text"
     assert len(app.caption) >= 12
 
@@ -100,7 +110,9 @@ def test_fine_tune_without_fine_tune_epochs_is_refused(app: AppTest) -> None:
 
 def test_image_size_outside_the_backbone_range_is_explained(app: AppTest) -> None:
     spec = next(spec for spec in list_backbones(None) if spec.name == "efficientnet_lite0")
-    app.number_input(key="model_image_size").set_value(max(16, spec.min_size - 16) if spec.min_size > 16 else min(1024, spec.max_size + 16))
+    app.number_input(key="model_image_size").set_value(
+        max(16, spec.min_size - 16) if spec.min_size > 16 else min(1024, spec.max_size + 16)
+    )
     app.run()
     assert not app.exception
     assert app.error, "an out-of-range size must be refused with a message"
@@ -114,15 +126,24 @@ def test_settings_survive_a_visit_to_another_page(app: AppTest) -> None:
     assert app.session_state["run_config"].train.epochs == 3
 
 
-def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tl_core.config import DataConfig, ModelConfig, TrainConfig
     from tl_core.training.runner import run_experiment
     from tl_core.runs.store import RunStore
 
     data = make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=6, image_size=32)
     store = RunStore(tmp_path / "workspace")
-    parent = run_experiment(RunConfig(data=DataConfig(source=str(data)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48),
-                                      train=TrainConfig(epochs=1, batch_size=16), name="domain weights"), store=store)
+    parent = run_experiment(
+        RunConfig(
+            data=DataConfig(source=str(data)),
+            model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48),
+            train=TrainConfig(epochs=1, batch_size=16),
+            name="domain weights",
+        ),
+        store=store,
+    )
     assert parent.status == "completed"
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
     at = AppTest.from_file(APP, default_timeout=60)
@@ -131,10 +152,19 @@ def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(tmp_p
     open_page(at, "model").run()
     weights = at.radio(key="model_weights")
     assert not at.toggle(key="model_expert").value
-    assert f"run:{parent.run_id}" in weights.options or any("domain weights" in plain(option) for option in weights.options)
+    assert f"run:{parent.run_id}" in weights.options or any(
+        "domain weights" in plain(option) for option in weights.options
+    )
     weights.set_value(f"run:{parent.run_id}").run()
     assert not at.exception and not at.error
-    assert at.selectbox(key="model_backbone").value == "mobilenet_v2_035" and at.number_input(key="model_image_size").value == 48
+    assert (
+        at.selectbox(key="model_backbone").value == "mobilenet_v2_035"
+        and at.number_input(key="model_image_size").value == 48
+    )
     config = at.session_state["run_config"]
-    assert (config.model.weights, config.model.backbone, config.model.image_size) == (f"run:{parent.run_id}", "mobilenet_v2_035", 48)
+    assert (config.model.weights, config.model.backbone, config.model.image_size) == (
+        f"run:{parent.run_id}",
+        "mobilenet_v2_035",
+        48,
+    )
     assert any("domain weights" in plain(caption.value) for caption in at.caption)

@@ -25,12 +25,29 @@ OTHER = "two\nlines\u2066 <b>bold</b> [x](javascript:alert(1))"
 
 def finished_run(store: RunStore, name: str, *, parent: str | None = None) -> str:
     """A completed run recorded straight into the store, with two epochs of curves (no training needed)."""
-    record = store.create_run(config={"name": name, "data": {"source": f"/srv/data/{name}"}}, backbone="mobilenet_v2_035", weights="none",
-                              mode="feature-extraction", name=name, parent_run_id=parent, dataset_stats={"source": f"/srv/data/{name}"})
+    record = store.create_run(
+        config={"name": name, "data": {"source": f"/srv/data/{name}"}},
+        backbone="mobilenet_v2_035",
+        weights="none",
+        mode="feature-extraction",
+        name=name,
+        parent_run_id=parent,
+        dataset_stats={"source": f"/srv/data/{name}"},
+    )
     for epoch in (1, 2):
-        store.record_epoch(record.id, phase="head", epoch=epoch, phase_epoch=epoch, metrics={"val_accuracy": 0.4 * epoch, "val_loss": 1.0 / epoch},
-                           learning_rate=1e-3, seconds=1.0, is_best=epoch == 2)
-    store.finish_run(record.id, "completed", metrics={"epochs_run": 2, "val_accuracy": 0.8, "test_accuracy": 0.7, "elapsed_s": 3.0})
+        store.record_epoch(
+            record.id,
+            phase="head",
+            epoch=epoch,
+            phase_epoch=epoch,
+            metrics={"val_accuracy": 0.4 * epoch, "val_loss": 1.0 / epoch},
+            learning_rate=1e-3,
+            seconds=1.0,
+            is_best=epoch == 2,
+        )
+    store.finish_run(
+        record.id, "completed", metrics={"epochs_run": 2, "val_accuracy": 0.8, "test_accuracy": 0.7, "elapsed_s": 3.0}
+    )
     return record.id
 
 
@@ -51,16 +68,28 @@ def test_runs_page_shows_run_names_neutralised(tmp_path: Path, monkeypatch: pyte
     assert not at.exception
 
     table = at.dataframe[0].value
-    assert set(table["name"]) == {"invoice⟨U+202E⟩gpj.exe", "two⟨U+000A⟩lines⟨U+2066⟩ <b>bold</b> [x](javascript:alert(1))"}
+    assert set(table["name"]) == {
+        "invoice⟨U+202E⟩gpj.exe",
+        "two⟨U+000A⟩lines⟨U+2066⟩ <b>bold</b> [x](javascript:alert(1))",
+    }
     assert "invoice⟨U+202E⟩gpj.exe" in set(table["from run"])
-    options = [option for widget in (at.selectbox(key="runs_detail"), at.multiselect(key="runs_overlay"), at.multiselect(key="runs_delete_select"))
-               for option in widget.options]
+    options = [
+        option
+        for widget in (
+            at.selectbox(key="runs_detail"),
+            at.multiselect(key="runs_overlay"),
+            at.multiselect(key="runs_delete_select"),
+        )
+        for option in widget.options
+    ]
     assert any(option.startswith("invoice⟨U+202E⟩gpj.exe (") for option in options)
     cells = [str(value) for frame in at.dataframe for value in pd.DataFrame(frame.value).astype(str).to_numpy().ravel()]
     charts = [value for chart in at.get("vega_lite_chart") for value in chart_values(chart)]
     assert "invoice⟨U+202E⟩gpj.exe" in charts, "the overlay chart's legend"
     plain = cells + options + charts
-    assert not [text for text in plain if "\u202e" in text or "\u2066" in text or "\n" in text], "no raw control or line break is drawn"
+    assert not [text for text in plain if "\u202e" in text or "\u2066" in text or "\n" in text], (
+        "no raw control or line break is drawn"
+    )
     assert not [element.value for element in at.markdown if "\u202e" in element.value or "\u2066" in element.value]
     assert len(at.dataframe) >= 3, "the runs table, the comparison of the overlaid runs and the leaderboard"
 

@@ -32,7 +32,13 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     workspace = tmp_path / "workspace"
     monkeypatch.setenv("TRANSFERLAB_MODE", "workshop")
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(workspace))
-    for variable in ("TRANSFERLAB_DATASETS_DIR", "TRANSFERLAB_USERS_FILE", "TRANSFERLAB_CONFIG", "TRANSFERLAB_DISK_QUOTA_MB", "TRANSFERLAB_MAX_UPLOAD_MB"):
+    for variable in (
+        "TRANSFERLAB_DATASETS_DIR",
+        "TRANSFERLAB_USERS_FILE",
+        "TRANSFERLAB_CONFIG",
+        "TRANSFERLAB_DISK_QUOTA_MB",
+        "TRANSFERLAB_MAX_UPLOAD_MB",
+    ):
         monkeypatch.delenv(variable, raising=False)
     directory = UserDirectory(workspace / "users.json")
     for user in (TRAINER, ALICE):
@@ -44,7 +50,9 @@ def signed_in_app(workspace: Path, user: User, **state: str) -> AppTest:
     """The app with `user` signed in as a real sign-in leaves it, and `state` in the session."""
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["signed_in_user"] = user
-    at.session_state["session_token"] = SessionStore(workspace).start(user.name, UserDirectory(workspace / "users.json").account_stamp(user.name))
+    at.session_state["session_token"] = SessionStore(workspace).start(
+        user.name, UserDirectory(workspace / "users.json").account_stamp(user.name)
+    )
     for key, value in state.items():
         at.session_state[key] = value
     return at.run()
@@ -81,11 +89,22 @@ def test_a_trainer_keeps_full_paths(server: Path) -> None:
 
 def test_an_interrupted_runs_message_and_log_name_no_server_path(server: Path) -> None:
     store = RunStore(server / "users" / "alice")
-    record = store.create_run(config={}, backbone="mobilenet_v2_035", weights="none", mode="feature-extraction", name="cut short", owner="alice")
-    worker = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    record = store.create_run(
+        config={},
+        backbone="mobilenet_v2_035",
+        weights="none",
+        mode="feature-extraction",
+        name="cut short",
+        owner="alice",
+    )
+    worker = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     store.mark_running(record.id, pid=int(worker.stdout))  # a worker process that has really exited
     assert RunStore(server / "users" / "alice").get(record.id).status == "interrupted"
-    assert str(server) in RunStore(server / "users" / "alice").get(record.id).error, "the engine's message names the run folder"
+    assert str(server) in RunStore(server / "users" / "alice").get(record.id).error, (
+        "the engine's message names the run folder"
+    )
 
     at = signed_in_app(server, ALICE, run_id=record.id)
     open_page(at, "train").run()

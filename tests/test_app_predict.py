@@ -27,8 +27,12 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
     root = tmp_path_factory.mktemp("predict")
     data = make_shapes_dataset(root / "shapes", num_classes=3, images_per_class=10, image_size=32)
-    config = RunConfig(data=DataConfig(source=str(data)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                       train=TrainConfig(epochs=1, batch_size=16), name="predictor")
+    config = RunConfig(
+        data=DataConfig(source=str(data)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(epochs=1, batch_size=16),
+        name="predictor",
+    )
     outcome = run_experiment(config, store=RunStore(root / "workspace"))
     assert outcome.status == "completed"
     return root / "workspace", outcome.run_id, data

@@ -26,8 +26,12 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 def tiny(source: Path, name: str, epochs: int = 1) -> RunConfig:
-    return RunConfig(data=DataConfig(source=str(source)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                     train=TrainConfig(epochs=epochs, batch_size=16), name=name)
+    return RunConfig(
+        data=DataConfig(source=str(source)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(epochs=epochs, batch_size=16),
+        name=name,
+    )
 
 
 @pytest.fixture()
@@ -61,20 +65,26 @@ def test_table_overlay_and_leaderboard(workspace: tuple[Path, Path]) -> None:
     at = open_runs()
     table = at.dataframe[0].value
     assert list(table["name"]) == ["second", "first"]  # newest first
-    assert {"backbone", "mode", "data", "epochs", "val accuracy", "test accuracy", "time (s)", "status"} <= set(table.columns)
+    assert {"backbone", "mode", "data", "epochs", "val accuracy", "test accuracy", "time (s)", "status"} <= set(
+        table.columns
+    )
     assert list(table["data"]) == ["shapes", "shapes"] and list(table["epochs"]) == [2, 1]
     assert list(table["transfer"]) == ["", ""] and list(table["from run"]) == ["", ""]
 
     assert len(at.multiselect(key="runs_overlay").value) == 2
     at.selectbox(key="runs_metric").set_value("val_loss").run()
-    overlay = next(chart for chart in at.get("vega_lite_chart") if json.loads(chart.proto.spec).get("title") == "val_loss")
+    overlay = next(
+        chart for chart in at.get("vega_lite_chart") if json.loads(chart.proto.spec).get("title") == "val_loss"
+    )
     rows = next(iter(chart_data(overlay).values()))
     assert set(rows["run_name"]) == {"first", "second"} and set(rows["metric"]) == {"val_loss"}
 
     side_by_side = at.dataframe[1].value  # the overlaid runs: what differs between them, and their results
     assert list(side_by_side["name"]) == ["second", "first"] and list(side_by_side["train.epochs"]) == [2, 1]
     assert "train.batch_size" not in side_by_side.columns and "dataset_fingerprint" not in side_by_side.columns
-    assert list(side_by_side["test_accuracy"]) == [store.get(run_id).metrics["test_accuracy"] for run_id in side_by_side["id"]]
+    assert list(side_by_side["test_accuracy"]) == [
+        store.get(run_id).metrics["test_accuracy"] for run_id in side_by_side["id"]
+    ]
 
     board = at.dataframe[2].value
     expected = sorted(store.list_runs(), key=lambda r: (-r.metrics["test_accuracy"], r.metrics["elapsed_s"]))
@@ -131,8 +141,15 @@ def test_negative_transfer_is_flagged_with_its_margin_and_advice(workspace: tupl
     first, second = (next(r for r in store.list_runs() if r.name == name) for name in ("first", "second"))
     # What `--compare-scratch` writes: "first" plays the from-scratch baseline of "second".
     pretrained = second.metrics["evaluation_accuracy"]
-    store.update_metrics(second.id, {"scratch_run_id": first.id, "scratch_test_accuracy": first.metrics["test_accuracy"],
-                                     "negative_transfer": True, "negative_transfer_margin": 0.125})
+    store.update_metrics(
+        second.id,
+        {
+            "scratch_run_id": first.id,
+            "scratch_test_accuracy": first.metrics["test_accuracy"],
+            "negative_transfer": True,
+            "negative_transfer_margin": 0.125,
+        },
+    )
     at = open_runs()
     table = at.dataframe[0].value
     assert table.loc[table["name"] == "second", "transfer"].item() == "⚠ negative (-12.5 pts)"
@@ -142,7 +159,10 @@ def test_negative_transfer_is_flagged_with_its_margin_and_advice(workspace: tupl
     assert not at.exception
     flag = plain(at.error[0].value)
     assert "Negative transfer" in flag and "12.5 percentage points" in flag
-    assert f"pretrained {100 * pretrained:.1f}%" in flag and f"from scratch {100 * first.metrics['evaluation_accuracy']:.1f}%" in flag
+    assert (
+        f"pretrained {100 * pretrained:.1f}%" in flag
+        and f"from scratch {100 * first.metrics['evaluation_accuracy']:.1f}%" in flag
+    )
     assert first.id in flag and "first" in flag
     assert "another backbone" in flag and "earlier cut layer" in flag and "fine-tuning deeper" in flag
 
@@ -158,7 +178,10 @@ def test_lineage_is_shown_both_ways_and_a_backbone_starts_a_new_run(workspace: t
     store = RunStore(workspace_dir)
     first = next(r for r in store.list_runs() if r.name == "first")
     config = tiny(data, "child")
-    child = run_experiment(config.replace(model=config.model.__class__(backbone="mobilenet_v2_035", weights=f"run:{first.id}")), store=store)
+    child = run_experiment(
+        config.replace(model=config.model.__class__(backbone="mobilenet_v2_035", weights=f"run:{first.id}")),
+        store=store,
+    )
     assert child.status == "completed" and store.get(child.run_id).parent_run_id == first.id
 
     at = open_runs(data)
@@ -167,16 +190,24 @@ def test_lineage_is_shown_both_ways_and_a_backbone_starts_a_new_run(workspace: t
     at.selectbox(key="runs_detail").set_value(child.run_id).run()
     assert any(f"Backbone from run first ({first.id})" in plain(m.value) for m in at.markdown)
     at.selectbox(key="runs_detail").set_value(first.id).run()
-    assert any("Runs started from this backbone" in plain(m.value) and f"child ({child.run_id})" in plain(m.value) for m in at.markdown)
+    assert any(
+        "Runs started from this backbone" in plain(m.value) and f"child ({child.run_id})" in plain(m.value)
+        for m in at.markdown
+    )
 
     at.button(key="runs_start_from").click().run()
     assert not at.exception
     assert at.radio(key="model_weights").value == f"run:{first.id}"
-    assert at.selectbox(key="model_backbone").value == "mobilenet_v2_035" and at.number_input(key="model_image_size").value == 32
+    assert (
+        at.selectbox(key="model_backbone").value == "mobilenet_v2_035"
+        and at.number_input(key="model_image_size").value == 32
+    )
     assert at.session_state["run_config"].model.weights == f"run:{first.id}"
 
 
-def test_an_interrupted_run_with_a_checkpoint_offers_to_resume(workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_run_with_a_checkpoint_offers_to_resume(
+    workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pages.runs
     import pages.train
     import ui.state

@@ -31,7 +31,13 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     workspace = tmp_path / "workspace"
     monkeypatch.setenv("TRANSFERLAB_MODE", "workshop")
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(workspace))
-    for variable in ("TRANSFERLAB_DATASETS_DIR", "TRANSFERLAB_USERS_FILE", "TRANSFERLAB_CONFIG", "TRANSFERLAB_DISK_QUOTA_MB", "TRANSFERLAB_MAX_UPLOAD_MB"):
+    for variable in (
+        "TRANSFERLAB_DATASETS_DIR",
+        "TRANSFERLAB_USERS_FILE",
+        "TRANSFERLAB_CONFIG",
+        "TRANSFERLAB_DISK_QUOTA_MB",
+        "TRANSFERLAB_MAX_UPLOAD_MB",
+    ):
         monkeypatch.delenv(variable, raising=False)
     directory = UserDirectory(workspace / "users.json")
     for user in (TRAINER, ALICE, BOB):
@@ -42,7 +48,9 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def finished_run(workspace: Path, owner: str, name: str) -> str:
     """A completed run recorded straight into `owner`'s own run store (no training needed)."""
     store = RunStore(workspace / "users" / owner)
-    record = store.create_run(config={}, backbone="mobilenet_v2_035", weights="none", mode="feature-extraction", name=name, owner=owner)
+    record = store.create_run(
+        config={}, backbone="mobilenet_v2_035", weights="none", mode="feature-extraction", name=name, owner=owner
+    )
     store.finish_run(record.id, "completed", metrics={"val_accuracy": 0.5})
     return record.id
 
@@ -51,7 +59,9 @@ def as_signed_in(at: AppTest, user: User) -> AppTest:
     """`user`'s session in the app's state, as a real sign-in leaves it (a token from the server's session store)."""
     workspace = Path(os.environ["TRANSFERLAB_WORKSPACE"])
     at.session_state["signed_in_user"] = user
-    at.session_state["session_token"] = SessionStore(workspace).start(user.name, UserDirectory(workspace / "users.json").account_stamp(user.name))
+    at.session_state["session_token"] = SessionStore(workspace).start(
+        user.name, UserDirectory(workspace / "users.json").account_stamp(user.name)
+    )
     return at
 
 
@@ -100,7 +110,9 @@ def test_wrong_password_is_refused_and_right_one_shows_the_pages(server: Path) -
     assert not at.exception
     assert titles(at) == ["Data"]
     shown = [markdown.value for markdown in at.sidebar.markdown]
-    assert shown[0] == f"**{escape_markdown(TRAINER.display_name)}**  \ntara · trainer", "the display name is escaped, never HTML"
+    assert shown[0] == f"**{escape_markdown(TRAINER.display_name)}**  \ntara · trainer", (
+        "the display name is escaped, never HTML"
+    )
     assert "<b>" not in shown[0]
 
 
@@ -119,7 +131,9 @@ def test_a_class_code_makes_one_account_once(server: Path) -> None:
     assert not at.exception
     assert titles(at) == ["Data"]
     assert any("Your user name is zoe\\-smith" in success.value for success in at.success)
-    assert UserDirectory(server / "users.json").verify("zoe-smith", "zoe's password") == User("zoe-smith", "student", "Zoë Smith")
+    assert UserDirectory(server / "users.json").verify("zoe-smith", "zoe's password") == User(
+        "zoe-smith", "student", "Zoë Smith"
+    )
 
     again = redeem(AppTest.from_file(APP, default_timeout=60).run(), code, "Someone Else", "another password")
     assert titles(again) == ["TransferLab"]
@@ -148,7 +162,9 @@ def test_a_student_sees_only_their_own_runs(server: Path) -> None:
 
 
 def test_a_student_cannot_open_another_users_dataset(server: Path) -> None:
-    theirs = make_shapes_dataset(server / "users" / "alice" / "datasets" / "secret-shapes", num_classes=2, images_per_class=4, image_size=32)
+    theirs = make_shapes_dataset(
+        server / "users" / "alice" / "datasets" / "secret-shapes", num_classes=2, images_per_class=4, image_size=32
+    )
     make_shapes_dataset(server / "datasets" / "class-shapes", num_classes=2, images_per_class=4, image_size=32)
     at = as_signed_in(AppTest.from_file(APP, default_timeout=60), BOB)
     at.session_state["dataset_path"] = str(theirs)  # as if a stale or forged choice named alice's folder
@@ -169,7 +185,10 @@ def test_a_student_cannot_open_another_users_dataset(server: Path) -> None:
 def test_student_uploads_go_to_their_own_folder(server: Path, tmp_path: Path) -> None:
     source = make_shapes_dataset(tmp_path / "source", num_classes=2, images_per_class=4, image_size=32)
     at = signed_in_app(ALICE)
-    files = [(f"mine/{path.relative_to(source).as_posix()}", path.read_bytes(), "image/png") for path in sorted(source.rglob("*.png"))]
+    files = [
+        (f"mine/{path.relative_to(source).as_posix()}", path.read_bytes(), "image/png")
+        for path in sorted(source.rglob("*.png"))
+    ]
     at.file_uploader(key="data_folder_files").set_value(files).run()
     at.button(key="data_folder_save").click().run()
     assert not at.exception
@@ -178,7 +197,9 @@ def test_student_uploads_go_to_their_own_folder(server: Path, tmp_path: Path) ->
     assert not any(radio.key == "data_upload_target" for radio in at.radio), "students cannot write shared datasets"
 
 
-def test_uploads_over_the_limit_are_refused_with_a_message(server: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uploads_over_the_limit_are_refused_with_a_message(
+    server: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TRANSFERLAB_MAX_UPLOAD_MB", "1")
     monkeypatch.setenv("TRANSFERLAB_DISK_QUOTA_MB", "2")
     archive = tmp_path / "big.zip"
@@ -225,7 +246,9 @@ def test_trainer_generates_codes_shown_once(server: Path) -> None:
 
 def test_trainer_cleans_up_a_failed_run_after_confirming(server: Path) -> None:
     store = RunStore(server / "users" / "bob")
-    failed = store.create_run(config={}, backbone="mobilenet_v2_035", weights="none", mode="feature-extraction", name="broken", owner="bob")
+    failed = store.create_run(
+        config={}, backbone="mobilenet_v2_035", weights="none", mode="feature-extraction", name="broken", owner="bob"
+    )
     store.finish_run(failed.id, "failed", error="out of memory")
     (store.run_dir(failed.id) / "weights.bin").write_bytes(b"x" * 2048)
     trainer = signed_in_app(TRAINER)
@@ -294,17 +317,25 @@ def test_trainer_sees_everyones_queue_and_can_drop_a_queued_job(server: Path, mo
     run = FakeRun(blocking=True)
     manager = JobManager(RunStore(server), run=run, max_concurrent=1)
     try:
-        jobs = {user.name: ui.state.UserJobs(manager, spaces.workspace_for(user).store(), user, spaces) for user in (ALICE, BOB)}
+        jobs = {
+            user.name: ui.state.UserJobs(manager, spaces.workspace_for(user).store(), user, spaces)
+            for user in (ALICE, BOB)
+        }
         running = jobs["alice"].submit(_config(spaces.server_datasets))
         queued = jobs["bob"].submit(_config(spaces.server_datasets))
         _until(lambda: manager.status(running).state == "running")
-        monkeypatch.setattr(pages.trainer, "get_manager", lambda: jobs["alice"])  # the page reads `.manager`: the server's queue
+        monkeypatch.setattr(
+            pages.trainer, "get_manager", lambda: jobs["alice"]
+        )  # the page reads `.manager`: the server's queue
 
         trainer = signed_in_app(TRAINER)
         open_page(trainer, "trainer").run()
         assert not trainer.exception
         table = trainer.dataframe[0].value
-        assert list(zip(table["user"], table["id"], table["state"])) == [("alice", running, "running"), ("bob", queued, "queued")]
+        assert list(zip(table["user"], table["id"], table["state"])) == [
+            ("alice", running, "running"),
+            ("bob", queued, "queued"),
+        ]
         trainer.multiselect(key="trainer_queue_select").set_value([queued]).run()
         trainer.button(key="trainer_queue_stop").click().run()
         trainer.button(key="trainer_queue_stop_confirm").click().run()

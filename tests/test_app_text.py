@@ -89,8 +89,11 @@ def test_data_page_detects_text_and_shows_document_beginnings(workspace: Path, t
 
 
 def test_a_csv_upload_is_a_text_dataset_and_markup_in_documents_stays_text(workspace: Path, tmp_path: Path) -> None:
-    rows = ["text,label"] + [f'"<b>great</b> product number {i}, **loved** it",good' for i in range(4)] \
+    rows = (
+        ["text,label"]
+        + [f'"<b>great</b> product number {i}, **loved** it",good' for i in range(4)]
         + [f'"awful [click](http://x) item {i}, broke",bad' for i in range(4)]
+    )
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.file_uploader(key="data_archive_file").set_value(("reviews.csv", "\n".join(rows).encode(), "text/csv")).run()
     at.button(key="data_archive_save").click().run()
@@ -108,7 +111,9 @@ def test_model_page_lists_text_backbones_and_words_per_document(workspace: Path,
     use_server_dataset(at, "topics")
     open_page(at, "model").run()
     assert not at.exception
-    assert set(at.dataframe[0].value["backbone"]) == {spec.name for spec in list_backbones("recommended", modality="text")}
+    assert set(at.dataframe[0].value["backbone"]) == {
+        spec.name for spec in list_backbones("recommended", modality="text")
+    }
     assert "glove_6b_50d" in set(at.dataframe[0].value["backbone"])
     assert at.selectbox(key="model_backbone").value == "glove_6b_50d"
     assert at.radio(key="model_weights").value == "glove"
@@ -144,7 +149,10 @@ def test_switching_between_image_and_text_data_resets_the_backbone(workspace: Pa
     open_page(at, "data").run()
     use_server_dataset(at, "shapes")
     open_page(at, "model").run()
-    assert (at.selectbox(key="model_backbone").value, at.radio(key="model_weights").value) == ("efficientnet_lite0", "imagenet")
+    assert (at.selectbox(key="model_backbone").value, at.radio(key="model_weights").value) == (
+        "efficientnet_lite0",
+        "imagenet",
+    )
     assert at.number_input(key="model_image_size").value == 96
 
 
@@ -153,9 +161,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
     """One real text run in this process: random word vectors, 32 words per document, 3 epochs."""
     root = tmp_path_factory.mktemp("text_run")
     data = make_topics_dataset(root / "topics", num_classes=3, docs_per_class=12, seed=0)
-    config = RunConfig(data=DataConfig(source=str(data), modality="text"),
-                       model=ModelConfig(backbone="glove_6b_50d", weights="none", sequence_length=32),
-                       train=TrainConfig(epochs=3, batch_size=16), name="text <b>run</b>")
+    config = RunConfig(
+        data=DataConfig(source=str(data), modality="text"),
+        model=ModelConfig(backbone="glove_6b_50d", weights="none", sequence_length=32),
+        train=TrainConfig(epochs=3, batch_size=16),
+        name="text <b>run</b>",
+    )
     outcome = run_experiment(config, store=RunStore(root / "workspace"))
     assert outcome.status == "completed"
     return root / "workspace", outcome.run_id, data
@@ -174,7 +185,9 @@ def bar_data(chart: object) -> pd.DataFrame:
     return pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pandas()
 
 
-def test_evaluate_shows_documents_with_true_predicted_and_confidence(trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_shows_documents_with_true_predicted_and_confidence(
+    trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     at = open_trained_page(trained, monkeypatch, "evaluate")
     evaluation = Evaluation.load(RunStore(trained[0]).run_dir(trained[1]) / EVALUATION_FILE)
     assert not at.get("image"), "text runs show documents, not thumbnails"
@@ -194,7 +207,9 @@ def test_evaluate_shows_documents_with_true_predicted_and_confidence(trained: tu
     assert cell is None or (len(cell) == min(24, len(expected)) and set(cell["predicted"]) == {label})
 
 
-def test_predict_classifies_typed_text_and_text_files_and_exports(trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_classifies_typed_text_and_text_files_and_exports(
+    trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     workspace, run_id, data = trained
     at = open_trained_page(trained, monkeypatch, "predict")
     assert at.selectbox(key="predict_run").value == run_id
@@ -208,8 +223,9 @@ def test_predict_classifies_typed_text_and_text_files_and_exports(trained: tuple
     assert set(bars["label"]) <= {"business", "politics", "sports"}
 
     document = sorted((data / "politics").glob("*.txt"))[0]
-    at.file_uploader(key="predict_text_files").set_value([(document.name, document.read_bytes(), "text/plain"),
-                                                          ("photo.txt", b"\x89PNG\x00\x00binary", "text/plain")]).run()
+    at.file_uploader(key="predict_text_files").set_value(
+        [(document.name, document.read_bytes(), "text/plain"), ("photo.txt", b"\x89PNG\x00\x00binary", "text/plain")]
+    ).run()
     assert not at.exception
     assert len(at.get("vega_lite_chart")) == 2
     assert any("photo.txt is not a plain-text file" in plain(error.value) for error in at.error)

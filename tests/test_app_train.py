@@ -33,8 +33,12 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def tiny_config(source: Path, **train: object) -> RunConfig:
-    return RunConfig(data=DataConfig(source=str(source)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                     train=TrainConfig(**{"epochs": 1, "batch_size": 16, **train}), name="tiny run")
+    return RunConfig(
+        data=DataConfig(source=str(source)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(**{"epochs": 1, "batch_size": 16, **train}),
+        name="tiny run",
+    )
 
 
 def session(config: RunConfig | None = None) -> AppTest:
@@ -114,8 +118,15 @@ def test_fine_tune_phase_is_marked_on_the_chart(workspace: Path, tmp_path: Path)
 
 @pytest.mark.slow  # each progressive stage compiles a new training graph
 def test_progressive_stages_are_labelled_with_their_open_blocks(workspace: Path, tmp_path: Path) -> None:
-    config = tiny_config(tmp_path / "datasets" / "shapes", mode="progressive", epochs=1, stage_epochs=1, max_stages=2,
-                         plateau_tolerance=None, early_stopping_patience=None)
+    config = tiny_config(
+        tmp_path / "datasets" / "shapes",
+        mode="progressive",
+        epochs=1,
+        stage_epochs=1,
+        max_stages=2,
+        plateau_tolerance=None,
+        early_stopping_patience=None,
+    )
     at = session(config)
     at.button(key="train_start").click().run()
     store = RunStore(workspace)
@@ -123,11 +134,17 @@ def test_progressive_stages_are_labelled_with_their_open_blocks(workspace: Path,
     run_until(at, finished(store, run_id))
     phases = store.phases(run_id)
     assert [(p.phase, p.first_epoch) for p in phases] == [("head", 1), ("stage-1", 2), ("stage-2", 3)]
-    assert len(phases[1].open_blocks) == 1 and len(phases[2].open_blocks) == 2 and phases[2].open_blocks[-1] == phases[1].open_blocks[0]
+    assert (
+        len(phases[1].open_blocks) == 1
+        and len(phases[2].open_blocks) == 2
+        and phases[2].open_blocks[-1] == phases[1].open_blocks[0]
+    )
     accuracy = chart_specs(at)[1]
     texts = [layer for layer in accuracy["layer"] if layer["mark"]["type"] == "text"]
     data = chart_data(at.get("vega_lite_chart")[1])
-    labels = sorted({label for layer in texts for label in data[layer["data"]["name"]]["label"]})  # each text layer filters one height
+    labels = sorted(
+        {label for layer in texts for label in data[layer["data"]["name"]]["label"]}
+    )  # each text layer filters one height
     assert labels == [f"stage-1: {phases[1].open_blocks[0]}", f"stage-2: {', '.join(phases[2].open_blocks)}"]
     best_phase = json.loads((store.run_dir(run_id) / "summary.json").read_text())["best_phase"]
     sentences = [info.value for info in at.info if "Best model found at" in info.value]
@@ -139,7 +156,9 @@ def test_progressive_stages_are_labelled_with_their_open_blocks(workspace: Path,
 
 def test_second_request_queues_and_a_new_tab_finds_the_live_run(workspace: Path, tmp_path: Path) -> None:
     source = tmp_path / "datasets" / "shapes"
-    long_run = tiny_config(source, epochs=300, early_stopping_patience=None, reduce_lr_patience=None, use_feature_cache=False)
+    long_run = tiny_config(
+        source, epochs=300, early_stopping_patience=None, reduce_lr_patience=None, use_feature_cache=False
+    )
     first = session(long_run)
     first.button(key="train_start").click().run()
     first_id = first.session_state["run_id"]
@@ -188,22 +207,42 @@ def _progress_view() -> None:
     from tl_core.jobs.live_progress import LiveProgress
     from ui.training import show_progress
 
-    show_progress(None, JobStatus("run", "running", None, LiveProgress(status="running", **st.session_state["progress"])))  # type: ignore[arg-type]
+    show_progress(
+        None, JobStatus("run", "running", None, LiveProgress(status="running", **st.session_state["progress"]))
+    )  # type: ignore[arg-type]
 
 
 def test_the_progress_bar_follows_decoding_and_feature_extraction_before_the_epochs() -> None:
     started = time.time() - 60  # 3,000 rows since the first report: 50 rows/s, 15,000 left
     at = AppTest.from_function(_progress_view, default_timeout=30)
-    at.session_state["progress"] = {"preparing": "features", "preparing_split": "train", "preparing_done": 5000, "preparing_total": 20000,
-                                    "preparing_started_at": started, "preparing_first_done": 2000}
+    at.session_state["progress"] = {
+        "preparing": "features",
+        "preparing_split": "train",
+        "preparing_done": 5000,
+        "preparing_total": 20000,
+        "preparing_started_at": started,
+        "preparing_first_done": 2000,
+    }
     at.run()
     assert not at.exception
     bar = at.get("progress")[0]
     assert bar.value == 25
-    assert "Computing backbone features" in bar.proto.text and "train: 5,000 of 20,000" in bar.proto.text and "ETA 5 min" in bar.proto.text
+    assert (
+        "Computing backbone features" in bar.proto.text
+        and "train: 5,000 of 20,000" in bar.proto.text
+        and "ETA 5 min" in bar.proto.text
+    )
 
-    at.session_state["progress"] = {"preparing": "features", "preparing_split": "val", "preparing_done": 900, "preparing_total": 900,
-                                    "phase": "head", "phase_epochs": 10, "total_epochs": 10, "epoch": 3}
+    at.session_state["progress"] = {
+        "preparing": "features",
+        "preparing_split": "val",
+        "preparing_done": 900,
+        "preparing_total": 900,
+        "phase": "head",
+        "phase_epochs": 10,
+        "total_epochs": 10,
+        "epoch": 3,
+    }
     at.run()
     bar = at.get("progress")[0]
     assert "Epoch 4 of 10" in bar.proto.text  # a finished split gives the bar back to the epochs

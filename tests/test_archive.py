@@ -68,7 +68,9 @@ def test_extracts_and_unwraps_one_top_folder(tmp_path: Path, dataset: Path, kind
 
     assert sorted(p.name for p in root.iterdir() if p.name != "__MACOSX") == ["green_square", "red_circle"]
     assert [f for f in _files_under(root) if not f.startswith("__MACOSX")] == _files_under(dataset)
-    assert (root / "red_circle" / "red_circle_0000.png").read_bytes() == (dataset / "red_circle" / "red_circle_0000.png").read_bytes()
+    assert (root / "red_circle" / "red_circle_0000.png").read_bytes() == (
+        dataset / "red_circle" / "red_circle_0000.png"
+    ).read_bytes()
     assert root.is_relative_to(tmp_path / "extracted")
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from tl_core.server.accounts import AuthError, User, UserDirectory, username_from_display_name, validate_display_name, validate_username
+from tl_core.server.accounts import (
+    AuthError,
+    User,
+    UserDirectory,
+    username_from_display_name,
+    validate_display_name,
+    validate_username,
+)
 
 # Cheap parameters keep the tests fast; production uses argon2-cffi's defaults (64 MiB, 3 passes).
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -92,7 +99,26 @@ def test_accounts_are_managed(users: UserDirectory) -> None:
         users.set_password("bob", PASSWORD)
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/b", "a\\b", "..", ".hidden", "a", "x" * 33, "", "nul", "con", "users", "zoë", "a b", "a\x00b", "-dash"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../etc",
+        "a/b",
+        "a\\b",
+        "..",
+        ".hidden",
+        "a",
+        "x" * 33,
+        "",
+        "nul",
+        "con",
+        "users",
+        "zoë",
+        "a b",
+        "a\x00b",
+        "-dash",
+    ],
+)
 def test_bad_usernames_are_rejected(users: UserDirectory, name: str) -> None:
     with pytest.raises(AuthError):
         validate_username(name)

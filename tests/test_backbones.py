@@ -24,21 +24,64 @@ from keras.src.backend import config as keras_backend_config  # noqa: E402
 from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 
 from tl_core.models.build import build_backbone  # noqa: E402
-from tl_core.models.registry import REGISTRY, get_backbone_spec, list_backbones, offline_weights_choices, resolve_image_size
+from tl_core.models.registry import (
+    REGISTRY,
+    get_backbone_spec,
+    list_backbones,
+    offline_weights_choices,
+    resolve_image_size,
+)
 from tl_core.models.spec import TIERS, BackboneSpec
 from tl_core.models.blocks import backbone_blocks, candidate_cut_layers
 from tl_core.errors import BackboneError, WeightsUnavailableError  # noqa: E402
 from tl_core.models.preprocessing import PREPROCESSING_MODES, build_preprocessing, build_unit_range_from  # noqa: E402
 
 KERAS_FAMILIES = {
-    "Xception", "VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2",
-    "InceptionV3", "InceptionResNetV2", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
-    "DenseNet121", "DenseNet169", "DenseNet201", "NASNetMobile", "NASNetLarge",
-    *(f"EfficientNetB{i}" for i in range(8)), "EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3",
-    "EfficientNetV2S", "ConvNeXtTiny",
+    "Xception",
+    "VGG16",
+    "VGG19",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
+    "ResNet50V2",
+    "ResNet101V2",
+    "ResNet152V2",
+    "InceptionV3",
+    "InceptionResNetV2",
+    "MobileNet",
+    "MobileNetV2",
+    "MobileNetV3Small",
+    "MobileNetV3Large",
+    "DenseNet121",
+    "DenseNet169",
+    "DenseNet201",
+    "NASNetMobile",
+    "NASNetLarge",
+    *(f"EfficientNetB{i}" for i in range(8)),
+    "EfficientNetV2B0",
+    "EfficientNetV2B1",
+    "EfficientNetV2B2",
+    "EfficientNetV2B3",
+    "EfficientNetV2S",
+    "ConvNeXtTiny",
 }
-OFFLINE_ENTRIES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260, "mobilenet_v2_dogs": 160}
-SLOW_TO_BUILD = {"resnet152", "resnet152_v2", "inception_resnet_v2", "nasnet_large", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "vgg16", "vgg19"}
+OFFLINE_ENTRIES = {
+    "efficientnet_lite0": 224,
+    "efficientnet_lite1": 240,
+    "efficientnet_lite2": 260,
+    "mobilenet_v2_dogs": 160,
+}
+SLOW_TO_BUILD = {
+    "resnet152",
+    "resnet152_v2",
+    "inception_resnet_v2",
+    "nasnet_large",
+    "efficientnet_b5",
+    "efficientnet_b6",
+    "efficientnet_b7",
+    "vgg16",
+    "vgg19",
+}
 TINY = "mobilenet_v2_035"
 
 
@@ -58,6 +101,7 @@ def _keras_specs() -> list[object]:
 
 # ---- registry metadata ---------------------------------------------------------------------------
 
+
 def test_registry_covers_every_keras_family_and_is_consistent() -> None:
     assert KERAS_FAMILIES <= {spec.keras_factory for spec in REGISTRY.values()}
     for spec in REGISTRY.values():
@@ -74,7 +118,12 @@ def test_registry_covers_every_keras_family_and_is_consistent() -> None:
 def test_offline_entries_metadata() -> None:
     for name, size in OFFLINE_ENTRIES.items():
         spec = REGISTRY[name]
-        assert (spec.keras_factory, spec.offline_weights, spec.default_size, spec.feature_dim) == (None, name, size, 1280)
+        assert (spec.keras_factory, spec.offline_weights, spec.default_size, spec.feature_dim) == (
+            None,
+            name,
+            size,
+            1280,
+        )
     for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         spec = REGISTRY[name]
         assert (spec.family, spec.preprocessing, spec.license) == ("EfficientNet-Lite", "lite", "Apache-2.0")
@@ -118,6 +167,7 @@ def test_resolve_image_size() -> None:
 
 # ---- building every entry (like keras' applications_test) ---------------------------------------------
 
+
 @pytest.mark.parametrize("spec", _keras_specs())
 def test_build_every_keras_entry_without_weights(spec: BackboneSpec) -> None:
     keras.backend.clear_session()
@@ -129,6 +179,7 @@ def test_build_every_keras_entry_without_weights(spec: BackboneSpec) -> None:
 
 
 # ---- preprocessing -------------------------------------------------------------------------------------
+
 
 def _reference_preprocessing(mode: str, images: np.ndarray) -> np.ndarray:
     floats = images.astype("float32")
@@ -168,7 +219,9 @@ def test_every_keras_entry_uses_its_modules_preprocess_input() -> None:
             continue
         module = importlib.import_module(getattr(keras.applications, spec.keras_factory).__module__)
         expected = np.asarray(module.preprocess_input(images.copy()))
-        np.testing.assert_allclose(np.asarray(layers[spec.preprocessing](images)), expected, rtol=1e-5, atol=1e-4, err_msg=spec.name)
+        np.testing.assert_allclose(
+            np.asarray(layers[spec.preprocessing](images)), expected, rtol=1e-5, atol=1e-4, err_msg=spec.name
+        )
 
 
 def test_preprocessing_round_trips_through_keras_file_without_transferlab(tmp_path: Path) -> None:
@@ -194,13 +247,20 @@ def test_preprocessing_round_trips_through_keras_file_without_transferlab(tmp_pa
         print("ok", sorted(expected.files))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ok" in result.stdout
 
 
 # ---- cut layers and blocks -----------------------------------------------------------------------------
+
 
 def test_cut_layer_and_candidates() -> None:
     spec = REGISTRY[TINY]
@@ -210,7 +270,12 @@ def test_cut_layer_and_candidates() -> None:
     layer_order = [op.name for op in full.operations]
     assert [layer_order.index(name) for name in candidates] == sorted(layer_order.index(name) for name in candidates)
     cut = build_backbone(spec, "none", 64, cut_layer="block_5_add")
-    assert cut.name == "backbone" and tuple(cut.output.shape) == (None, 8, 8, full.get_layer("block_5_add").output.shape[-1])
+    assert cut.name == "backbone" and tuple(cut.output.shape) == (
+        None,
+        8,
+        8,
+        full.get_layer("block_5_add").output.shape[-1],
+    )
     with pytest.raises(BackboneError) as info:
         build_backbone(spec, "none", 64, cut_layer="block_5_ad")
     assert "Did you mean block_5_add" in str(info.value) and "block_15_add" in str(info.value)
@@ -236,8 +301,24 @@ def test_blocks_efficientnet_b0() -> None:
     blocks = backbone_blocks(backbone)
     _check_blocks(backbone, blocks)
     assert "stem_conv" in blocks[0]
-    assert [block[0][:7] for block in blocks[1:]] == ["block1a", "block2a", "block2b", "block3a", "block3b", "block4a", "block4b", "block4c",
-                                                      "block5a", "block5b", "block5c", "block6a", "block6b", "block6c", "block6d", "block7a"]
+    assert [block[0][:7] for block in blocks[1:]] == [
+        "block1a",
+        "block2a",
+        "block2b",
+        "block3a",
+        "block3b",
+        "block4a",
+        "block4b",
+        "block4c",
+        "block5a",
+        "block5b",
+        "block5c",
+        "block6a",
+        "block6b",
+        "block6c",
+        "block6d",
+        "block7a",
+    ]
     assert "top_conv" in blocks[-1]
 
 
@@ -247,7 +328,9 @@ def test_blocks_resnet50() -> None:
     blocks = backbone_blocks(backbone)
     _check_blocks(backbone, blocks)
     assert "conv1_conv" in blocks[0]
-    assert [block[0][:12] for block in blocks[1:]] == [f"conv{stage}_block{i}" for stage, count in ((2, 3), (3, 4), (4, 6), (5, 3)) for i in range(1, count + 1)]
+    assert [block[0][:12] for block in blocks[1:]] == [
+        f"conv{stage}_block{i}" for stage, count in ((2, 3), (3, 4), (4, 6), (5, 3)) for i in range(1, count + 1)
+    ]
 
 
 def _offline_block_cases() -> list[str]:
@@ -276,6 +359,7 @@ def test_blocks_fallback_splits_unknown_models() -> None:
 
 
 # ---- weights sources -----------------------------------------------------------------------------------
+
 
 def test_weights_h5_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     spec = REGISTRY[TINY]
@@ -316,12 +400,16 @@ def test_keras_file_sources(tmp_path: Path) -> None:
     np.testing.assert_allclose(from_ours.predict(batch, verbose=0), backbone.predict(batch, verbose=0), rtol=1e-6)
 
     images = keras.Input((32, 32, 3))
-    feature_map = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="features")(keras.layers.Conv2D(8, 3, padding="same")(images))
+    feature_map = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="features")(
+        keras.layers.Conv2D(8, 3, padding="same")(images)
+    )
     plain = keras.Model(images, keras.layers.Dense(4)(keras.layers.Flatten()(feature_map)))
     plain.save(tmp_path / "plain.keras")
     truncated = build_backbone(spec, str(tmp_path / "plain.keras"), 32)
     assert tuple(truncated.output.shape) == (None, 16, 16, 16)
-    np.testing.assert_allclose(truncated.predict(batch, verbose=0), keras.Model(images, feature_map).predict(batch, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        truncated.predict(batch, verbose=0), keras.Model(images, feature_map).predict(batch, verbose=0), rtol=1e-6
+    )
     with pytest.raises(BackboneError, match="set the image size to 32"):
         build_backbone(spec, str(tmp_path / "plain.keras"), 64)
 
@@ -345,7 +433,9 @@ def test_saved_model_folder_backbone(tmp_path: Path) -> None:
     assert backbone.name == "backbone" and len(backbone.output.shape) == 2
     raw = _random_images(32)
     preprocessed = build_preprocessing(spec.preprocessing)(raw).numpy()
-    np.testing.assert_allclose(backbone.predict(preprocessed, verbose=0), hub_like.predict(raw / 255.0, verbose=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        backbone.predict(preprocessed, verbose=0), hub_like.predict(raw / 255.0, verbose=0), rtol=1e-4, atol=1e-5
+    )
     with pytest.raises(BackboneError, match="no named intermediate layers|Block outputs"):
         build_backbone(spec, str(tmp_path / "hub_like"), 32, cut_layer="block_1_add")
 
@@ -376,11 +466,15 @@ def test_imagenet_offline_uses_a_cached_weights_file(tmp_path: Path, monkeypatch
     _no_network(monkeypatch)
     stand_in = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(96, 96, 3))
     (tmp_path / "models").mkdir()
-    with h5py.File(tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5", "w") as file:
+    with h5py.File(
+        tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5", "w"
+    ) as file:
         legacy_h5_format.save_weights_to_hdf5_group(file, stand_in)
     backbone = build_backbone(REGISTRY[TINY], "imagenet", 96)
     batch = np.random.default_rng(3).uniform(-1, 1, (1, 96, 96, 3)).astype("float32")
-    np.testing.assert_allclose(backbone.predict(batch, verbose=0), stand_in.predict(batch, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        backbone.predict(batch, verbose=0), stand_in.predict(batch, verbose=0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_hub_handle_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

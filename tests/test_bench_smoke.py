@@ -17,7 +17,20 @@ import pytest  # noqa: E402
 
 from bench import _common as common  # noqa: E402
 
-TINY = ["--images", "30", "--image-size", "32", "--source-size", "48", "--backbone", "mobilenet_v2_035", "--weights", "none", "--repeats", "1"]
+TINY = [
+    "--images",
+    "30",
+    "--image-size",
+    "32",
+    "--source-size",
+    "48",
+    "--backbone",
+    "mobilenet_v2_035",
+    "--weights",
+    "none",
+    "--repeats",
+    "1",
+]
 VERDICT = r"(PASS|FAIL)$"
 
 
@@ -33,7 +46,9 @@ def _verdict_lines(output: str, label: str) -> list[str]:
 
 def test_ratio_line_verdicts() -> None:
     assert common.ratio_line("speed-up", 7.31, 5.0, digits=1) == "speed-up: 7.3x (target >= 5x) PASS"
-    assert common.ratio_line("share", 12.0, 10, at_least=False, unit="%", digits=1) == "share: 12.0% (target <= 10%) FAIL"
+    assert (
+        common.ratio_line("share", 12.0, 10, at_least=False, unit="%", digits=1) == "share: 12.0% (target <= 10%) FAIL"
+    )
 
 
 def test_steady_throughput_leaves_out_the_first_epoch() -> None:
@@ -56,8 +71,12 @@ def test_feature_extraction_prints_verdicts(bench_cache: Path, capsys: pytest.Ca
 
     feature_extraction.main([*TINY, "--epochs", "2", "--cache-dir", str(bench_cache)])
     output = capsys.readouterr().out
-    for label in ("feature extraction speed-up vs plain model.fit", "test accuracy, ours minus plain model.fit",
-                  "feature extraction end to end vs forward-pass floor", "second run on the same data, time to trained head"):
+    for label in (
+        "feature extraction speed-up vs plain model.fit",
+        "test accuracy, ours minus plain model.fit",
+        "feature extraction end to end vs forward-pass floor",
+        "second run on the same data, time to trained head",
+    ):
         assert _verdict_lines(output, label), f"missing verdict line {label!r} in:\n{output}"
     assert "features reused: True, images reused or not needed: True" in output
     assert "device:" in output and "mixed_precision" in output
@@ -95,7 +114,9 @@ def test_memory_prints_verdicts(bench_cache: Path, capsys: pytest.CaptureFixture
 
 
 @pytest.mark.slow
-def test_job_start_times_a_second_job_with_and_without_a_warm_worker(bench_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_job_start_times_a_second_job_with_and_without_a_warm_worker(
+    bench_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bench import job_start
 
     # A 1 s pause: the warm worker is usually still importing when its job arrives, and the job waits for that import.

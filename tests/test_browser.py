@@ -24,7 +24,14 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 CHART = ".vega-embed canvas, .vega-embed svg"
 
 
@@ -38,14 +45,34 @@ def free_port() -> int:
 def server(tmp_path: Path) -> Iterator[str]:
     """A Streamlit server on a free port with its own workspace; its log is kept with the artifacts."""
     port = free_port()
-    env = {**os.environ, "TRANSFERLAB_WORKSPACE": str(tmp_path / "workspace"), "TRANSFERLAB_DATASETS_DIR": str(tmp_path / "server-datasets"),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "TRANSFERLAB_WORKSPACE": str(tmp_path / "workspace"),
+        "TRANSFERLAB_DATASETS_DIR": str(tmp_path / "server-datasets"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "streamlit-server.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -123,7 +150,9 @@ def test_upload_train_watch_and_evaluate(server: str, tmp_path: Path) -> None:
         first_curve_s = time.monotonic() - started
         shot("04-train-live")
         expect(page.get_by_text("Completed in")).to_be_visible(timeout=240_000)
-        (ARTIFACTS / "timings.txt").write_text(f"start to first curve: {first_curve_s:.1f} s\nstart to completed: {time.monotonic() - started:.1f} s\n")
+        (ARTIFACTS / "timings.txt").write_text(
+            f"start to first curve: {first_curve_s:.1f} s\nstart to completed: {time.monotonic() - started:.1f} s\n"
+        )
         # About a minute on an idle laptop CPU; generous here because CI machines are shared.
         assert first_curve_s < 180, f"the first curve took {first_curve_s:.0f} s"
         shot("05-train-done")

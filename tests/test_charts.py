@@ -11,17 +11,26 @@ from ui.training import best_phase_sentence, phase_starts
 
 def _layer_data(chart, mark: str) -> list[pd.DataFrame]:
     spec = chart.to_dict()
-    return [pd.DataFrame(spec["datasets"][layer["data"]["name"]]) for layer in spec["layer"] if layer["mark"]["type"] == mark]
+    return [
+        pd.DataFrame(spec["datasets"][layer["data"]["name"]])
+        for layer in spec["layer"]
+        if layer["mark"]["type"] == mark
+    ]
 
 
 def test_phase_labels_name_the_open_blocks() -> None:
     assert phase_label("head") == "train the head" and phase_label("full") == "full fine-tune"
     assert phase_label("stage-2", ("block6", "block7")) == "stage-2: block6, block7"
-    assert phase_label("stage-5", ("block3", "block4", "block5", "block6", "block7")) == "stage-5: block3 … block7 (5 blocks)"
+    assert (
+        phase_label("stage-5", ("block3", "block4", "block5", "block6", "block7"))
+        == "stage-5: block3 … block7 (5 blocks)"
+    )
 
 
 def test_each_later_phase_gets_a_rule_and_a_label_that_do_not_overlap() -> None:
-    curves = epochs_to_curves([(epoch, {"loss": 1.0 / epoch, "val_loss": 1.2 / epoch}) for epoch in range(1, 6)], "loss")
+    curves = epochs_to_curves(
+        [(epoch, {"loss": 1.0 / epoch, "val_loss": 1.2 / epoch}) for epoch in range(1, 6)], "loss"
+    )
     marks = [PhaseMark("head", 1), PhaseMark("stage-1", 3, ("block7",)), PhaseMark("stage-2", 4, ("block6", "block7"))]
     chart = curve_chart(curves, "loss", marks)
     rules = _layer_data(chart, "rule")
@@ -41,7 +50,9 @@ def test_phase_starts_take_the_blocks_from_the_store_and_fill_in_older_runs() ->
     epochs = [epoch(1, "head"), epoch(2, "head"), epoch(3, "stage-1"), epoch(4, "stage-2")]
     stored = [PhaseRecord("r", "head", 1, 2, 1e-3, "", ()), PhaseRecord("r", "stage-1", 3, 1, 1e-4, "", ("block7",))]
     assert phase_starts(epochs, None, stored) == [
-        PhaseMark("head", 1), PhaseMark("stage-1", 3, ("block7",)), PhaseMark("stage-2", 4),  # stage-2 only from its epochs
+        PhaseMark("head", 1),
+        PhaseMark("stage-1", 3, ("block7",)),
+        PhaseMark("stage-2", 4),  # stage-2 only from its epochs
     ]
     assert phase_starts(epochs, None) == [PhaseMark("head", 1), PhaseMark("stage-1", 3), PhaseMark("stage-2", 4)]
     marks = phase_starts(epochs, None, stored)

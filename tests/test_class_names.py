@@ -50,9 +50,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     data = make_shapes_dataset(alice / "datasets" / "shapes", num_classes=4, images_per_class=10, image_size=32)
     for folder, name in zip(sorted(data.iterdir()), (BROKEN, *HOSTILE), strict=True):
         folder.rename(data / name)
-    config = RunConfig(data=DataConfig(source=str(data), val_fraction=0.2, test_fraction=0.2),
-                       model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                       train=TrainConfig(epochs=1, batch_size=16), name=RUN_NAME)
+    config = RunConfig(
+        data=DataConfig(source=str(data), val_fraction=0.2, test_fraction=0.2),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(epochs=1, batch_size=16),
+        name=RUN_NAME,
+    )
     outcome = run_experiment(config, store=RunStore(alice))
     assert outcome.status == "completed", outcome.error
     return alice, data, outcome.run_id
@@ -78,8 +81,12 @@ def test_a_class_name_with_a_line_break_is_refused_and_the_others_train(trained:
 
 def test_a_table_label_with_a_line_break_is_refused_naming_its_row(tmp_path: Path) -> None:
     table = tmp_path / "topics.csv"
-    rows = [("sport match goal team", "sport"), ("election vote party", "politics")] * 3 + [("oven recipe flour", BROKEN)] * 3
-    table.write_text("text,label\n" + "".join(f'"{text} {i}","{label}"\n' for i, (text, label) in enumerate(rows)), encoding="utf-8")
+    rows = [("sport match goal team", "sport"), ("election vote party", "politics")] * 3 + [
+        ("oven recipe flour", BROKEN)
+    ] * 3
+    table.write_text(
+        "text,label\n" + "".join(f'"{text} {i}","{label}"\n' for i, (text, label) in enumerate(rows)), encoding="utf-8"
+    )
     report = scan_text_dataset(table)
     assert report.class_names == ["politics", "sport"] and BROKEN in report.excluded_classes
     [problem] = [p for p in report.errors if p.kind == "class-name"]
@@ -101,7 +108,9 @@ def test_label_files_round_trip_every_name_a_class_may_have(tmp_path: Path) -> N
     assert read_labels(older / LABELS_FILE) == ["cat", "dog"], "runs from before labels.json still load"
 
 
-def test_predict_the_export_and_the_model_card_agree_with_evaluate(trained: tuple[Path, Path, str], tmp_path: Path) -> None:
+def test_predict_the_export_and_the_model_card_agree_with_evaluate(
+    trained: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     workspace, _, run_id = trained
     store = RunStore(workspace)
     classes = evaluation_of(workspace, run_id).class_names
@@ -119,9 +128,13 @@ def card_config(card: str) -> dict:
     return json.loads(card.split("```json\n", 1)[1].split("\n```", 1)[0])
 
 
-def test_the_model_card_shows_names_as_inert_text_and_no_server_path(trained: tuple[Path, Path, str], tmp_path: Path) -> None:
+def test_the_model_card_shows_names_as_inert_text_and_no_server_path(
+    trained: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     workspace, data, run_id = trained
-    card = export_run(RunStore(workspace), run_id, tmp_path / "bundle", formats=("keras",)).model_card_path.read_text(encoding="utf-8")
+    card = export_run(RunStore(workspace), run_id, tmp_path / "bundle", formats=("keras",)).model_card_path.read_text(
+        encoding="utf-8"
+    )
     for raw in RAW:
         assert raw not in card, raw
     html = MarkdownIt("commonmark").enable(["table"]).render(card)
@@ -129,7 +142,9 @@ def test_the_model_card_shows_names_as_inert_text_and_no_server_path(trained: tu
         assert tag not in html, tag
     assert "⟨U+202E⟩" in html and "&lt;script&gt;" in html, "the names are still there to read"
     config = card_config(card)
-    assert config["name"] == RUN_NAME and config["data"]["source"] == "shapes", "the JSON holds the same values, the dataset by name"
+    assert config["name"] == RUN_NAME and config["data"]["source"] == "shapes", (
+        "the JSON holds the same values, the dataset by name"
+    )
     server_root = str(workspace.parents[1])
     assert server_root not in card and not re.search(r"(?<![\w.:/])/(tmp|home|srv|root|var)/", card)
 
@@ -151,13 +166,17 @@ def chart_values(chart: object) -> list[str]:
 
 def shown_strings(at: AppTest) -> list[str]:
     """Every table cell, selectbox option, chart value and text element the page drew."""
-    values = [str(value) for table in at.dataframe for value in pd.DataFrame(table.value).astype(str).to_numpy().ravel()]
+    values = [
+        str(value) for table in at.dataframe for value in pd.DataFrame(table.value).astype(str).to_numpy().ravel()
+    ]
     values += [option for box in at.selectbox for option in box.options]
     values += [value for chart in at.get("vega_lite_chart") for value in chart_values(chart)]
     return values + [element.value for element in at.text]
 
 
-def test_the_data_and_evaluate_pages_show_hostile_names_neutralised(personal_app: AppTest, trained: tuple[Path, Path, str]) -> None:
+def test_the_data_and_evaluate_pages_show_hostile_names_neutralised(
+    personal_app: AppTest, trained: tuple[Path, Path, str]
+) -> None:
     at = personal_app
     assert not at.exception
     data_page = shown_strings(at)

@@ -17,14 +17,33 @@ SUMMARY_KEYS = {"run_id", "status", "backbone", "mode", "epochs_run", "val_accur
 
 
 def run_cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "tl_core", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "tl_core", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(shapes_dataset, tmp_path_factory):
     workspace = tmp_path_factory.mktemp("cli") / "ws"
-    completed = run_cli("train", shapes_dataset, "--backbone", "mobilenet_v2_035", "--weights", "none", "--mode", "feature-extraction",
-                        "--epochs", 2, "--image-size", 48, "--batch-size", 16, "--workspace", workspace, "--json")
+    completed = run_cli(
+        "train",
+        shapes_dataset,
+        "--backbone",
+        "mobilenet_v2_035",
+        "--weights",
+        "none",
+        "--mode",
+        "feature-extraction",
+        "--epochs",
+        2,
+        "--image-size",
+        48,
+        "--batch-size",
+        16,
+        "--workspace",
+        workspace,
+        "--json",
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
     return workspace, summary, completed
@@ -111,7 +130,10 @@ def test_text_folder_trains_with_text_defaults_and_predicts_typed_text(tmp_path,
     assert main(["scan", str(topics), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sum(report["class_counts"].values()) == 36
-    assert main(["train", str(topics), "--epochs", "3", "--sequence-length", "32", "--workspace", workspace, "--json"]) == 0
+    assert (
+        main(["train", str(topics), "--epochs", "3", "--sequence-length", "32", "--workspace", workspace, "--json"])
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["backbone"], summary["weights"], summary["status"]) == ("glove_6b_50d", "glove", "completed")
     assert main(["predict", summary["run_id"], "--text", "a text to classify", "--workspace", workspace, "--json"]) == 0

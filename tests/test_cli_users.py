@@ -27,16 +27,24 @@ def users_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def run(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stdin: str = "") -> tuple[int, str, str]:
+def run(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stdin: str = ""
+) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     status = main(argv)
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 
 
-def test_users_add_list_passwd_remove(users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = run(["users", "add", "tara", "--role", "trainer", "--display-name", "Tara T", "--password-stdin"], monkeypatch, capsys,
-                         "trainer password\n")
+def test_users_add_list_passwd_remove(
+    users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run(
+        ["users", "add", "tara", "--role", "trainer", "--display-name", "Tara T", "--password-stdin"],
+        monkeypatch,
+        capsys,
+        "trainer password\n",
+    )
     assert status == 0 and "added trainer tara" in out
     assert run(["users", "add", "sam", "--password-stdin"], monkeypatch, capsys, "sam's password\n")[0] == 0
     assert "trainer password" not in users_file.read_text() and oct(users_file.stat().st_mode & 0o777) == "0o600"
@@ -44,7 +52,8 @@ def test_users_add_list_passwd_remove(users_file: Path, monkeypatch: pytest.Monk
     status, out, _ = run(["users", "list", "--json"], monkeypatch, capsys)
     assert status == 0
     assert json.loads(out.splitlines()[-1]) == [
-        {"name": "sam", "role": "student", "display_name": "sam"}, {"name": "tara", "role": "trainer", "display_name": "Tara T"},
+        {"name": "sam", "role": "student", "display_name": "sam"},
+        {"name": "tara", "role": "trainer", "display_name": "Tara T"},
     ]
     assert "Tara T" in run(["users", "list"], monkeypatch, capsys)[1]
 
@@ -63,7 +72,9 @@ def test_users_add_list_passwd_remove(users_file: Path, monkeypatch: pytest.Monk
     assert status == 2 and "No user 'sam'" in err
 
 
-def test_password_is_asked_twice_without_echo(users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_password_is_asked_twice_without_echo(
+    users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     answers = iter(["first password", "second password"])
     monkeypatch.setattr(cli_accounts.getpass, "getpass", lambda prompt="": next(answers))
     status, _, err = run(["users", "add", "tara"], monkeypatch, capsys)
@@ -71,7 +82,9 @@ def test_password_is_asked_twice_without_echo(users_file: Path, monkeypatch: pyt
     assert UserDirectory(users_file).list_users() == []
 
 
-def test_codes_new_list_and_revoke(users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_codes_new_list_and_revoke(
+    users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(["users", "add", "tara", "--role", "trainer", "--password-stdin"], monkeypatch, capsys, "trainer password\n")
     run(["users", "add", "sam", "--password-stdin"], monkeypatch, capsys, "sam's password\n")
 
@@ -88,7 +101,10 @@ def test_codes_new_list_and_revoke(users_file: Path, monkeypatch: pytest.MonkeyP
     listed = json.loads(out.splitlines()[-1])
     assert status == 0 and len(listed) == 3
     assert sorted(str(entry["used_by"]) for entry in listed) == ["None", "None", "kim-lee"]
-    assert all(entry["created_by"] == "tara" and 1.9 * 86400 < entry["expires_at"] - entry["created_at"] <= 2 * 86400 for entry in listed)
+    assert all(
+        entry["created_by"] == "tara" and 1.9 * 86400 < entry["expires_at"] - entry["created_at"] <= 2 * 86400
+        for entry in listed
+    )
     assert "kim-lee" in run(["codes", "list"], monkeypatch, capsys)[1]
 
     status, out, _ = run(["codes", "revoke"], monkeypatch, capsys)
@@ -96,14 +112,26 @@ def test_codes_new_list_and_revoke(users_file: Path, monkeypatch: pytest.MonkeyP
     assert [info.used_by for info in UserDirectory(users_file).list_class_codes()] == ["kim-lee"]
 
 
-def test_an_explicit_users_file_wins(users_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_explicit_users_file_wins(
+    users_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     other = tmp_path / "other.json"
-    assert run(["users", "add", "tara", "--users-file", str(other), "--password-stdin"], monkeypatch, capsys, "trainer password\n")[0] == 0
+    assert (
+        run(
+            ["users", "add", "tara", "--users-file", str(other), "--password-stdin"],
+            monkeypatch,
+            capsys,
+            "trainer password\n",
+        )[0]
+        == 0
+    )
     assert [user.name for user in UserDirectory(other).list_users()] == ["tara"]
     assert not users_file.exists()
 
 
-def test_serve_starts_streamlit_with_the_servers_flags(users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_starts_streamlit_with_the_servers_flags(
+    users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     started: list[list[str]] = []
     monkeypatch.setattr(cli_accounts.os, "execv", lambda program, argv: started.append(argv))
     monkeypatch.setenv("TRANSFERLAB_MODE", "workshop")
@@ -116,9 +144,15 @@ def test_serve_starts_streamlit_with_the_servers_flags(users_file: Path, monkeyp
     [argv] = started
     assert argv[:4] == [sys.executable, "-m", "streamlit", "run"] and Path(argv[4]).name == "app.py"
     flags = dict(zip(argv[5::2], argv[6::2]))
-    assert flags["--server.address"] == "0.0.0.0" and flags["--server.port"] == "8612" and flags["--server.headless"] == "true"
+    assert (
+        flags["--server.address"] == "0.0.0.0"
+        and flags["--server.port"] == "8612"
+        and flags["--server.headless"] == "true"
+    )
 
 
-def test_existing_commands_are_unchanged(users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_commands_are_unchanged(
+    users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     status, out, _ = run(["runs", "--json", "--workspace", os.fspath(users_file.parent)], monkeypatch, capsys)
     assert status == 0 and json.loads(out.splitlines()[-1]) == []

@@ -65,7 +65,9 @@ def test_later_calls_freeze_nothing_more(fresh_process_state):
     frozen = gc.get_freeze_count()
     made_after = [_Node() for _ in range(50)]
     assert collector.freeze_startup_objects() is False
-    assert gc.get_freeze_count() <= frozen  # nothing added (frozen objects can still be freed when nothing refers to them)
+    assert (
+        gc.get_freeze_count() <= frozen
+    )  # nothing added (frozen objects can still be freed when nothing refers to them)
     assert all(_is_tracked_by_collections(node) for node in made_after[:3])
 
 

@@ -41,7 +41,10 @@ def test_unknown_fields_are_rejected_by_name():
 
 
 def test_text_modality_and_sequence_length():
-    config = RunConfig(data=DataConfig(source="docs/", modality="text"), model=ModelConfig(backbone="glove_6b_50d", weights="glove", sequence_length=128))
+    config = RunConfig(
+        data=DataConfig(source="docs/", modality="text"),
+        model=ModelConfig(backbone="glove_6b_50d", weights="glove", sequence_length=128),
+    )
     assert RunConfig.from_json(config.to_json()) == config
     assert ModelConfig().sequence_length == 256 and DataConfig(source="d").modality == "image"
     with pytest.raises(ConfigError, match="choose one of"):

@@ -44,7 +44,14 @@ def test_clean_folder(tmp_path: Path) -> None:
     example = report.examples[0]
     assert Path(example.path).is_absolute() and example.relpath == "blue_triangle/blue_triangle_0000.png"
     assert (example.width, example.height, example.preset_split) == (32, 32, None) and len(example.content_hash) == 64
-    assert report.size_stats == {"width_min": 32.0, "width_median": 32.0, "width_max": 32.0, "height_min": 32.0, "height_median": 32.0, "height_max": 32.0}
+    assert report.size_stats == {
+        "width_min": 32.0,
+        "width_median": 32.0,
+        "width_max": 32.0,
+        "height_min": 32.0,
+        "height_median": 32.0,
+        "height_max": 32.0,
+    }
     assert not report.has_preset_splits and report.errors == [] and report.warnings == []
     json.dumps(report.to_dict())
 
@@ -69,7 +76,13 @@ def test_bad_files_are_skipped_with_reasons_and_clutter_is_ignored(tmp_path: Pat
     nested = red / "more" / "deeper"
     nested.mkdir(parents=True)
     (nested / "moved.png").write_bytes(_png((250, 0, 0)))
-    for clutter in [red / ".hidden.png", red / "Thumbs.db", root / ".DS_Store", root / "__MACOSX" / "red_circle" / "._a.png", red / ".thumbs" / "x.png"]:
+    for clutter in [
+        red / ".hidden.png",
+        red / "Thumbs.db",
+        root / ".DS_Store",
+        root / "__MACOSX" / "red_circle" / "._a.png",
+        red / ".thumbs" / "x.png",
+    ]:
         clutter.parent.mkdir(parents=True, exist_ok=True)
         clutter.write_bytes(b"junk")
 
@@ -122,11 +135,17 @@ def test_duplicates_within_and_across_classes(tmp_path: Path) -> None:
     report = scan_dataset(root)
 
     relpaths = {e.relpath for e in report.examples}
-    assert ("red_circle/copy_of_3.png" in relpaths) != ("red_circle/red_circle_0003.png" in relpaths)  # exactly one copy kept
+    assert ("red_circle/copy_of_3.png" in relpaths) != (
+        "red_circle/red_circle_0003.png" in relpaths
+    )  # exactly one copy kept
     assert "red_circle/red_circle_0004.png" not in relpaths and "green_square/mislabelled.png" not in relpaths
     assert report.class_counts == {"blue_triangle": 12, "green_square": 12, "red_circle": 11}
     conflict = [p for p in report.problems if p.kind == "label-conflict"]
-    assert len(conflict) == 1 and "green_square/mislabelled.png" in conflict[0].message and "red_circle/red_circle_0004.png" in conflict[0].message
+    assert (
+        len(conflict) == 1
+        and "green_square/mislabelled.png" in conflict[0].message
+        and "red_circle/red_circle_0004.png" in conflict[0].message
+    )
     assert _kinds(report)["duplicate"] == 1
     assert sorted(report.duplicate_groups) == [
         ["green_square/mislabelled.png", "red_circle/red_circle_0004.png"],
@@ -137,7 +156,14 @@ def test_duplicates_within_and_across_classes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("layout", "match"),
-    [("missing", "does not exist"), ("empty", "is empty"), ("flat", "no class sub-folders"), ("one-class", "fewer than 2 classes"), ("all-bad", "zero-bytes|empty \\(0 bytes\\)"), ("no-train", "no train/ folder")],
+    [
+        ("missing", "does not exist"),
+        ("empty", "is empty"),
+        ("flat", "no class sub-folders"),
+        ("one-class", "fewer than 2 classes"),
+        ("all-bad", "zero-bytes|empty \\(0 bytes\\)"),
+        ("no-train", "no train/ folder"),
+    ],
 )
 def test_unusable_sources_raise_data_error_with_a_fix(tmp_path: Path, layout: str, match: str) -> None:
     root = tmp_path / "data"
@@ -259,7 +285,10 @@ def test_identical_files_never_straddle_splits(tmp_path: Path) -> None:
     report = scan_dataset(_shapes(tmp_path / "data", 30, classes=2))
     shared_hashes = [e.content_hash for e in report.examples[:10]]
     # give pairs of examples the same content hash, as if the scan had kept copies
-    examples = [dataclasses.replace(e, content_hash=shared_hashes[i // 2]) if i < 20 else e for i, e in enumerate(report.examples)]
+    examples = [
+        dataclasses.replace(e, content_hash=shared_hashes[i // 2]) if i < 20 else e
+        for i, e in enumerate(report.examples)
+    ]
     grouped = dataclasses.replace(report, examples=examples)
 
     for seed in range(5):

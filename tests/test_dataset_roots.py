@@ -79,16 +79,26 @@ def test_the_message_does_not_tell_whether_a_file_exists(server_tree: dict[str, 
 
     report = scan_dataset(csv_path, readable_roots=bob_roots(server_tree))
 
-    messages = {problem.file: problem.message for problem in report.problems if problem.file in {row[0] for row in probes}}
+    messages = {
+        problem.file: problem.message for problem in report.problems if problem.file in {row[0] for row in probes}
+    }
     assert set(messages) == {row[0] for row in probes}, report.problems
     templates = {message.replace(name, "<path>").split(": ", 1)[1] for name, message in messages.items()}
     assert len(templates) == 1, f"existing and missing files must read the same: {messages}"
-    assert not any(word in message for message in messages.values() for word in ("does not exist", "not an image", "cannot be read"))
+    assert not any(
+        word in message
+        for message in messages.values()
+        for word in ("does not exist", "not an image", "cannot be read")
+    )
 
 
-def test_a_header_row_naming_an_outside_file_is_judged_the_same_whether_it_exists_or_not(server_tree: dict[str, Path]) -> None:
+def test_a_header_row_naming_an_outside_file_is_judged_the_same_whether_it_exists_or_not(
+    server_tree: dict[str, Path],
+) -> None:
     csv_dir = server_tree["bob"] / "datasets"
-    own = "".join(f"{p.relative_to(csv_dir)},{p.parent.name}\n" for p in sorted(server_tree["bob_images"].rglob("*.png")))
+    own = "".join(
+        f"{p.relative_to(csv_dir)},{p.parent.name}\n" for p in sorted(server_tree["bob_images"].rglob("*.png"))
+    )
     counts = []
     for probe in ("/etc/passwd", "/etc/no-such-file"):
         csv_path = csv_dir / "header-probe.csv"
@@ -137,7 +147,9 @@ def test_a_run_applies_the_roots_of_its_config(server_tree: dict[str, Path]) -> 
     with pytest.raises(DataError, match="fewer than 2 classes"):
         prepare_dataset(config, store)
     # A stored config (JSON lists) keeps its roots, so a resumed run is held to them too.
-    assert DataConfig(source=str(csv_path), readable_roots=list(bob_roots(server_tree))).readable_roots == bob_roots(server_tree)
+    assert DataConfig(source=str(csv_path), readable_roots=list(bob_roots(server_tree))).readable_roots == bob_roots(
+        server_tree
+    )
 
 
 def test_readable_roots_must_be_absolute() -> None:
@@ -155,8 +167,10 @@ def test_bob_cannot_see_alices_images_through_a_csv_upload(workshop_server, tmp_
     alice_images = workshop_server.user_root("alice") / "datasets" / "holiday"
     make_shapes_dataset(alice_images, num_classes=2, images_per_class=8, image_size=32, seed=3)
     rows = [(str(p), p.parent.name) for p in sorted(alice_images.rglob("*.png"))[:8]]
-    rows += [(os.path.join("..", "..", "alice", "datasets", "holiday", p.parent.name, p.name), p.parent.name)
-             for p in sorted(alice_images.rglob("*.png"))[8:]]
+    rows += [
+        (os.path.join("..", "..", "alice", "datasets", "holiday", p.parent.name, p.name), p.parent.name)
+        for p in sorted(alice_images.rglob("*.png"))[8:]
+    ]
     rows += [("/etc/shadow", "secrets"), ("/etc/no-such-file", "secrets")]
     upload = write_csv(tmp_path / "upload" / "alice.csv", rows)
 
@@ -166,7 +180,9 @@ def test_bob_cannot_see_alices_images_through_a_csv_upload(workshop_server, tmp_
         page.set_default_timeout(60_000)
         sign_in(page, workshop_server.url, "bob")
         page.get_by_role("tab", name="Upload an archive").click()
-        page.get_by_test_id("stFileUploader").filter(has_text="A .zip").locator("input[type=file]").set_input_files(str(upload))
+        page.get_by_test_id("stFileUploader").filter(has_text="A .zip").locator("input[type=file]").set_input_files(
+            str(upload)
+        )
         use = page.get_by_role("button", name="Use this archive")
         expect(use).to_be_enabled()
         use.click()

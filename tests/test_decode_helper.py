@@ -49,7 +49,11 @@ def test_the_helper_fills_the_same_cache_the_run_would_and_reports_its_progress(
         cached = helper.finish(progress, lambda *line: logged.append(line))
 
     assert cached == {"train", "val", "test"} and logged == []
-    assert callbacks_made == ["train", "val", "test"]  # one callback per split: the run's throttle spans the helper's lines
+    assert callbacks_made == [
+        "train",
+        "val",
+        "test",
+    ]  # one callback per split: the run's throttle spans the helper's lines
     for name in ("train", "val", "test"):
         assert (name, len(split.examples(name)), len(split.examples(name))) in reports  # each split reported to its end
         reused = build_image_cache(split.examples(name), SIZE, tmp_path / "in-process")  # decoded here, for comparison
@@ -88,6 +92,7 @@ def test_a_stop_while_following_the_helper_ends_it(split, tmp_path):
     def stop_at_first_report(name):
         def report(done, total):
             raise Stop(name)
+
         return report
 
     cache_dir = tmp_path / "images"
@@ -114,12 +119,22 @@ def test_the_helper_stops_by_itself_when_the_run_process_is_gone(split, tmp_path
     """)
     spec.write_text(json.dumps([example.__dict__ for example in many]))
     cache_dir.mkdir()
-    started = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True,
-                             env={**os.environ, "PYTHONPATH": str(Path(decode_helper.__file__).parent.parent)})
+    started = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(decode_helper.__file__).parent.parent)},
+    )
     helper_pid, first_line = started.stdout.split()
     assert first_line == "progress"
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and Path(f"/proc/{helper_pid}").exists() and "zombie" not in Path(f"/proc/{helper_pid}/status").read_text():
+    while (
+        time.monotonic() < deadline
+        and Path(f"/proc/{helper_pid}").exists()
+        and "zombie" not in Path(f"/proc/{helper_pid}/status").read_text()
+    ):
         time.sleep(0.05)
     assert not Path(f"/proc/{helper_pid}").exists() or "zombie" in Path(f"/proc/{helper_pid}/status").read_text()
     assert not has_image_cache(many, 160, cache_dir)  # it stopped before the end
@@ -128,25 +143,43 @@ def test_the_helper_stops_by_itself_when_the_run_process_is_gone(split, tmp_path
 
 def test_the_helper_imports_no_tensorflow():
     """It must start in a fraction of the model build it hides behind."""
-    probe = subprocess.run([sys.executable, "-c", "import sys, tl_core.data.decode_helper; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"],
-                           capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(Path(decode_helper.__file__).parent.parent)})
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tl_core.data.decode_helper; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(decode_helper.__file__).parent.parent)},
+    )
     assert probe.stdout.strip() == "[]"
 
 
 def test_a_run_whose_helper_fails_decodes_in_its_own_process_and_says_so(shapes_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(decode_helper.sys, "executable", "/bin/false")  # the helper starts and exits 1 at once
-    config = RunConfig(data=DataConfig(source=str(shapes_dataset)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE),
-                       train=TrainConfig(epochs=1, batch_size=16))
+    config = RunConfig(
+        data=DataConfig(source=str(shapes_dataset)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE),
+        train=TrainConfig(epochs=1, batch_size=16),
+    )
     outcome = runner.run_experiment(config, store=RunStore(tmp_path / "workspace"))
     assert outcome.status == "completed", outcome.error
     log = "\n".join(outcome.log)
-    assert "Decoding in a helper process failed (exit 1" in log and "decoding train, val, test in this process instead" in log
+    assert (
+        "Decoding in a helper process failed (exit 1" in log
+        and "decoding train, val, test in this process instead" in log
+    )
     assert log.count("images decoded and cached at") == 3 and "by a helper process" not in log
 
 
 def test_a_run_says_which_splits_its_helper_decoded(shapes_dataset, tmp_path):
-    config = RunConfig(data=DataConfig(source=str(shapes_dataset)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE),
-                       train=TrainConfig(epochs=1, batch_size=16))
+    config = RunConfig(
+        data=DataConfig(source=str(shapes_dataset)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE),
+        train=TrainConfig(epochs=1, batch_size=16),
+    )
     store = RunStore(tmp_path / "workspace")
     first = runner.run_experiment(config, store=store)
     assert first.status == "completed", first.error

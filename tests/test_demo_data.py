@@ -109,7 +109,9 @@ def test_text_demos_write_scannable_document_folders(tmp_path: Path) -> None:
 
     bbc = write_demo_dataset(tmp_path / "bbc", "bbc-news", images_per_class=3)
     files = {folder.name: sorted(folder.glob("*.txt")) for folder in sorted(bbc.iterdir())}
-    assert sorted(files) == ["business", "entertainment", "politics", "sports", "tech"] and all(len(p) == 3 for p in files.values())
+    assert sorted(files) == ["business", "entertainment", "politics", "sports", "tech"] and all(
+        len(p) == 3 for p in files.values()
+    )
     assert len(files["tech"][0].read_text(encoding="utf-8", errors="replace").split()) > 50  # a real article
     with pytest.raises(DataError, match="1 to 386"):
         write_demo_dataset(tmp_path / "bbc_all", "bbc-news", images_per_class=400)
@@ -120,8 +122,18 @@ def test_write_bbc_news_copies_every_article_and_topics_are_learnable_words(tmp_
 
     root = write_bbc_news(tmp_path / "bbc")
     assert {folder.name: len(list(folder.glob("*.txt"))) for folder in root.iterdir()} == {
-        "business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}
+        "business": 510,
+        "entertainment": 386,
+        "politics": 417,
+        "sports": 511,
+        "tech": 401,
+    }
     topics = make_topics_dataset(tmp_path / "t", num_classes=4, docs_per_class=5, seed=1)
     text = (topics / "science" / "science_0000.txt").read_text()
     assert sum(word.strip(".").lower() in TOPIC_WORDS["science"] for word in text.split()) >= 3
-    assert make_topics_dataset(tmp_path / "t2", num_classes=4, docs_per_class=5, seed=1).joinpath("science", "science_0000.txt").read_text() == text
+    assert (
+        make_topics_dataset(tmp_path / "t2", num_classes=4, docs_per_class=5, seed=1)
+        .joinpath("science", "science_0000.txt")
+        .read_text()
+        == text
+    )

@@ -7,7 +7,9 @@ from tl_core.results.evaluate import Evaluation, evaluate_probabilities
 def test_metrics_match_hand_computed_values(tmp_path):
     probabilities = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]])
     labels = np.array([0, 1, 1, 2, 2])
-    evaluation = evaluate_probabilities(probabilities, labels, ("a", "b", "c"), items=[f"f{i}.png" for i in range(5)], top_k=2)
+    evaluation = evaluate_probabilities(
+        probabilities, labels, ("a", "b", "c"), items=[f"f{i}.png" for i in range(5)], top_k=2
+    )
     assert evaluation.accuracy == pytest.approx(3 / 5)
     assert evaluation.top_k_accuracy == pytest.approx(5 / 5)
     assert evaluation.confusion == [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
@@ -28,7 +30,9 @@ def test_metrics_match_hand_computed_values(tmp_path):
 def test_diagonal_cells_list_the_least_confident_correct_examples():
     confidences = np.linspace(0.55, 0.95, 20)
     probabilities = np.stack([confidences, 1 - confidences], axis=1)
-    evaluation = evaluate_probabilities(probabilities, np.zeros(20, np.int64), ("a", "b"), items=[f"f{i}" for i in range(20)])
+    evaluation = evaluate_probabilities(
+        probabilities, np.zeros(20, np.int64), ("a", "b"), items=[f"f{i}" for i in range(20)]
+    )
     listed = evaluation.examples_in_cell("a", "a")
     assert [e.item for e in listed] == [f"f{i}" for i in range(12)]  # capped, least confident first
     assert evaluation.examples_in_cell("b", "b") == []

@@ -19,7 +19,18 @@ def test_bundle_round_trips(tmp_path):
     tm = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32, augment=True), 3)
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     expected = tm.model.predict(images, verbose=0)
-    card = ModelCard("shapes", "mobilenet_v2_035", "none", "random", "feature-extraction", 32, ("a", "b", "c"), {"a": 1}, {"x": 1}, {"test_accuracy": 0.9})
+    card = ModelCard(
+        "shapes",
+        "mobilenet_v2_035",
+        "none",
+        "random",
+        "feature-extraction",
+        32,
+        ("a", "b", "c"),
+        {"a": 1},
+        {"x": 1},
+        {"test_accuracy": 0.9},
+    )
     bundle = export_model(tm.model, ("a", "b", "c"), tmp_path / "bundle", card)
 
     assert read_labels(bundle.labels_path) == ["a", "b", "c"]
@@ -31,7 +42,7 @@ def test_bundle_round_trips(tmp_path):
         import sys, numpy as np, keras
         assert "tl_core" not in sys.modules
         model = keras.saving.load_model(r"{bundle.keras_path}", safe_mode=True)
-        np.save(r"{tmp_path / 'keras_out.npy'}", model.predict(np.load(r"{tmp_path / 'images.npy'}"), verbose=0))
+        np.save(r"{tmp_path / "keras_out.npy"}", model.predict(np.load(r"{tmp_path / "images.npy"}"), verbose=0))
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
@@ -45,4 +56,6 @@ def test_bundle_round_trips(tmp_path):
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
     interpreter.invoke()
-    np.testing.assert_allclose(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), expected, atol=1e-4)
+    np.testing.assert_allclose(
+        interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), expected, atol=1e-4
+    )

@@ -41,7 +41,9 @@ def test_every_download_of_a_bundle_has_other_bytes_and_so_another_address(tmp_p
     bundle = tmp_path / "bundle.zip"
     with zipfile.ZipFile(bundle, "w") as archive:
         archive.writestr("labels.txt", "cat\ndog\n")
-        archive.writestr("model.keras", b"\0" * 2_000_000)  # over 1 MiB: Streamlit then hashes only the head, middle and tail
+        archive.writestr(
+            "model.keras", b"\0" * 2_000_000
+        )  # over 1 MiB: Streamlit then hashes only the head, middle and tail
 
     first, second = bundle_for_download(bundle), bundle_for_download(bundle)
 
@@ -60,14 +62,29 @@ def test_the_export_link_exists_only_after_the_owners_click_and_expires(workshop
     from tests.workshop_server import ARTIFACTS, launch_chromium, sign_in, wait_idle
 
     data = make_shapes_dataset(tmp_path / "shapes", num_classes=3, images_per_class=8, image_size=32)
-    trained = workshop_server.cli("train", str(data), "--backbone", "mobilenet_v2_035", "--weights", "none", "--epochs", "1",
-                                  "--image-size", "32", "--workspace", str(workshop_server.user_root("alice")), "--json")
+    trained = workshop_server.cli(
+        "train",
+        str(data),
+        "--backbone",
+        "mobilenet_v2_035",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--workspace",
+        str(workshop_server.user_root("alice")),
+        "--json",
+    )
     assert trained.returncode == 0, trained.stderr[-2000:]
 
     frames: list[bytes] = []  # every message the server sent alice's page, in order
 
     def record(websocket) -> None:  # noqa: ANN001
-        websocket.on("framereceived", lambda payload: frames.append(payload if isinstance(payload, bytes) else payload.encode()))
+        websocket.on(
+            "framereceived", lambda payload: frames.append(payload if isinstance(payload, bytes) else payload.encode())
+        )
 
     def runs_finished() -> int:
         count = 0

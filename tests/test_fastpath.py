@@ -27,9 +27,21 @@ IMAGE_SIZE = 48
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(None, True), ("", True), ("1", True), ("on", True), (" True ", True), ("0", False), ("off", False), ("FALSE", False), ("no", False)],
+    [
+        (None, True),
+        ("", True),
+        ("1", True),
+        ("on", True),
+        (" True ", True),
+        ("0", False),
+        ("off", False),
+        ("FALSE", False),
+        ("no", False),
+    ],
 )
-def test_the_switch_is_on_by_default_and_read_at_each_call(value: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_switch_is_on_by_default_and_read_at_each_call(
+    value: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if value is None:
         monkeypatch.delenv(fastpath.SWITCH_ENV, raising=False)
     else:
@@ -39,7 +51,9 @@ def test_the_switch_is_on_by_default_and_read_at_each_call(value: str | None, ex
 
 def test_a_value_it_does_not_understand_names_the_variable_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSFERLAB_FASTPATH", "sometimes")
-    with pytest.raises(TransferLabError, match=r"TRANSFERLAB_FASTPATH='sometimes' is not understood: set it to 0 .* or 1"):
+    with pytest.raises(
+        TransferLabError, match=r"TRANSFERLAB_FASTPATH='sometimes' is not understood: set it to 0 .* or 1"
+    ):
         fastpath.enabled()
 
 
@@ -48,7 +62,11 @@ def _train_once(switch: str, dataset: Path, workspace: Path, monkeypatch: pytest
     monkeypatch.setenv("TRANSFERLAB_FASTPATH", switch)
     taken: dict[str, Any] = {"head_fitter": 0, "keras_fit": 0, "lean_graphs": [], "features": []}
     real_lean, real_extract, real_fit_fast, real_fit = (
-        feature_cache.frozen_inference_function, feature_cache.extract_features, HeadFitter.fit, keras.Model.fit)
+        feature_cache.frozen_inference_function,
+        feature_cache.extract_features,
+        HeadFitter.fit,
+        keras.Model.fit,
+    )
 
     def lean(model: keras.Model) -> Any:
         function = real_lean(model)
@@ -72,34 +90,51 @@ def _train_once(switch: str, dataset: Path, workspace: Path, monkeypatch: pytest
         spies.setattr(feature_cache, "extract_features", extract)
         spies.setattr(HeadFitter, "fit", fit_fast)
         spies.setattr(keras.Model, "fit", fit)
-        store = RunStore(workspace)  # a workspace of its own: features are computed, not read from the other run's cache
+        store = RunStore(
+            workspace
+        )  # a workspace of its own: features are computed, not read from the other run's cache
         # One batch per epoch and no dropout: the head's steps do not depend on the shuffling order or a random mask,
         # which the two paths draw differently, so the only differences left are float rounding.
         config = RunConfig(
             data=DataConfig(source=str(dataset)),
             # Packaged ImageNet weights (offline): a random backbone's features are ~1e-10, which the head cannot learn from.
             model=ModelConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=IMAGE_SIZE, dropout=0.0),
-            train=TrainConfig(epochs=3, batch_size=128, learning_rate=1e-2, early_stopping_patience=None, reduce_lr_patience=None),
+            train=TrainConfig(
+                epochs=3, batch_size=128, learning_rate=1e-2, early_stopping_patience=None, reduce_lr_patience=None
+            ),
         )
         outcome = runner.run_experiment(config, store=store)
     assert outcome.status == "completed", outcome.error
     classifier = load_run_classifier(store, outcome.run_id)
-    return {**taken, "summary": outcome.summary, "class_names": classifier.class_names, "model": classifier.model,
-            "epochs": [record.metrics for record in store.epochs(outcome.run_id)]}
+    return {
+        **taken,
+        "summary": outcome.summary,
+        "class_names": classifier.class_names,
+        "model": classifier.model,
+        "epochs": [record.metrics for record in store.epochs(outcome.run_id)],
+    }
 
 
-def test_a_run_trains_the_same_model_with_the_fast_paths_on_and_off(shapes_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_trains_the_same_model_with_the_fast_paths_on_and_off(
+    shapes_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fast = _train_once("1", shapes_dataset, tmp_path / "fast", monkeypatch)
     plain = _train_once("0", shapes_dataset, tmp_path / "plain", monkeypatch)
 
     # Each run took its own paths: the lean graph and HeadFitter, or Keras' predict_on_batch and fit.
     assert fast["lean_graphs"] and all(fast["lean_graphs"]) and fast["head_fitter"] == 1 and fast["keras_fit"] == 0
-    assert plain["lean_graphs"] and not any(plain["lean_graphs"]) and plain["head_fitter"] == 0 and plain["keras_fit"] == 1
+    assert (
+        plain["lean_graphs"] and not any(plain["lean_graphs"]) and plain["head_fitter"] == 0 and plain["keras_fit"] == 1
+    )
 
     assert fast["class_names"] == plain["class_names"] == ["blue_triangle", "green_square", "red_circle"]
     # Features: the lean graph folds batch normalisation into the convolutions, which changes only float rounding:
     # measured up to 8e-6 of the largest feature (4.6e-5 of 6.0) over 16 layers; allowed 3e-5 of it.
-    assert [len(features) for features in fast["features"]] == [len(features) for features in plain["features"]] == [48, 12, 12]
+    assert (
+        [len(features) for features in fast["features"]]
+        == [len(features) for features in plain["features"]]
+        == [48, 12, 12]
+    )
     for lean, keras_features in zip(fast["features"], plain["features"], strict=True):
         np.testing.assert_allclose(lean, keras_features, rtol=1e-5, atol=3e-5 * float(np.abs(keras_features).max()))
 

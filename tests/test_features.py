@@ -31,7 +31,9 @@ def test_partial_last_batches_are_padded_so_the_graph_is_traced_once(graph: str,
     assert lean is not None  # MobileNetV2 is made of supported layers only
     predict = (lambda batch: lean(batch).numpy()) if graph == "frozen lean graph" else extractor.predict_on_batch
 
-    features = extract_features(extractor, images, batch_size=32, progress=lambda done, total: progress.append((done, total)), predict=predict)
+    features = extract_features(
+        extractor, images, batch_size=32, progress=lambda done, total: progress.append((done, total)), predict=predict
+    )
     fewer = extract_features(extractor, images[:45], batch_size=32, predict=predict)
 
     traced = lean if graph == "frozen lean graph" else extractor.predict_function
@@ -60,8 +62,12 @@ def test_a_shared_predictor_traces_one_graph_for_several_calls() -> None:
     finally:
         features_module.batch_predictor = real
     assert traced == [extractor]  # made once, at the first batch
-    assert predict.is_warm_for((8, 32, 32, 3)) and not predict.is_warm_for((16, 32, 32, 3))  # the second call ran every batch at once
-    np.testing.assert_allclose(np.concatenate([first, second]), keras.ops.convert_to_numpy(extractor(images, training=False)), atol=1e-5)
+    assert predict.is_warm_for((8, 32, 32, 3)) and not predict.is_warm_for(
+        (16, 32, 32, 3)
+    )  # the second call ran every batch at once
+    np.testing.assert_allclose(
+        np.concatenate([first, second]), keras.ops.convert_to_numpy(extractor(images, training=False)), atol=1e-5
+    )
 
 
 def test_concurrent_streams_give_the_serial_features_with_progress_in_order(fastpath_on: None) -> None:
@@ -74,7 +80,14 @@ def test_concurrent_streams_give_the_serial_features_with_progress_in_order(fast
     predict = lambda batch: lean(batch).numpy()  # noqa: E731
 
     serial = extract_features(extractor, images, batch_size=16, streams=1, predict=predict)
-    concurrent = extract_features(extractor, images, batch_size=16, streams=3, progress=lambda done, total: progress.append((done, total)), predict=predict)
+    concurrent = extract_features(
+        extractor,
+        images,
+        batch_size=16,
+        streams=3,
+        progress=lambda done, total: progress.append((done, total)),
+        predict=predict,
+    )
 
     np.testing.assert_array_equal(concurrent, serial)
     assert progress == [(stop, 100) for stop in (16, 32, 48, 64, 80, 96, 100)]

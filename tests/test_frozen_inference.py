@@ -48,7 +48,9 @@ def _randomise_batch_norms(model: keras.Model, seed: int, spread: float = 1.0) -
 )
 def test_outputs_equal_the_keras_feature_extractor(backbone: str, weights: str, pooling: str) -> None:
     keras.utils.set_random_seed(0)
-    extractor = build_transfer_model(ModelConfig(backbone=backbone, weights=weights, image_size=32, pooling=pooling), 3).feature_extractor
+    extractor = build_transfer_model(
+        ModelConfig(backbone=backbone, weights=weights, image_size=32, pooling=pooling), 3
+    ).feature_extractor
     if weights == "none":  # fresh statistics (mean 0, variance 1) would hide a wrong batch-normalisation fold
         _randomise_batch_norms(extractor, seed=0, spread=0.1)
     images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
@@ -64,12 +66,16 @@ def test_outputs_equal_the_keras_feature_extractor(backbone: str, weights: str, 
 
 def test_weights_are_frozen_at_creation_and_a_new_function_follows_changes() -> None:
     keras.utils.set_random_seed(1)
-    extractor = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).feature_extractor
+    extractor = build_transfer_model(
+        ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3
+    ).feature_extractor
     images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     lean = frozen_inference_function(extractor)
     before = lean(images).numpy()
 
-    last_bn = [layer for layer in extractor.get_layer("backbone").layers if isinstance(layer, keras.layers.BatchNormalization)][-1]
+    last_bn = [
+        layer for layer in extractor.get_layer("backbone").layers if isinstance(layer, keras.layers.BatchNormalization)
+    ][-1]
     last_bn.beta.assign(last_bn.beta + 1.0)  # e.g. fine-tuning moved the weights: every feature grows by about 1
 
     changed = keras.ops.convert_to_numpy(extractor(images, training=False))
@@ -79,7 +85,9 @@ def test_weights_are_frozen_at_creation_and_a_new_function_follows_changes() -> 
 
 
 def test_with_the_fast_path_off_every_model_gets_none_and_keeps_keras_predict(monkeypatch: pytest.MonkeyPatch) -> None:
-    extractor = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).feature_extractor
+    extractor = build_transfer_model(
+        ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3
+    ).feature_extractor
     assert frozen_inference_function(extractor) is not None
     monkeypatch.setenv("TRANSFERLAB_FASTPATH", "off")
     assert frozen_inference_function(extractor) is None
@@ -94,8 +102,12 @@ def test_a_model_with_an_unsupported_layer_gets_none() -> None:
     assert frozen_inference_function(dense) is None
 
 
-def test_a_graph_that_cannot_be_traced_falls_back_to_keras_before_any_batch(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    extractor = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).feature_extractor
+def test_a_graph_that_cannot_be_traced_falls_back_to_keras_before_any_batch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    extractor = build_transfer_model(
+        ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3
+    ).feature_extractor
 
     def broken(*args: object) -> None:
         raise KeyError("an operation the walk did not prepare")
@@ -106,12 +118,16 @@ def test_a_graph_that_cannot_be_traced_falls_back_to_keras_before_any_batch(monk
     assert "could not be prepared" in caplog.text
 
 
-def test_batch_normalization_folds_into_the_convolution_before_it_only_where_nothing_else_reads_the_raw_output() -> None:
+def test_batch_normalization_folds_into_the_convolution_before_it_only_where_nothing_else_reads_the_raw_output() -> (
+    None
+):
     keras.utils.set_random_seed(2)
     inputs = keras.Input((8, 8, 3))
     biased = keras.layers.Conv2D(4, 3, padding="same", use_bias=True, name="biased")(inputs)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn_biased")(biased))
-    depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise")(x)  # channel c * 2 + m
+    depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise")(
+        x
+    )  # channel c * 2 + m
     x = keras.layers.BatchNormalization(name="bn_depthwise")(depthwise)
     shared = keras.layers.Conv2D(8, 1, name="shared")(x)  # read raw by the Add as well: not folded
     x = keras.layers.Add()([keras.layers.BatchNormalization(name="bn_shared")(shared), shared])

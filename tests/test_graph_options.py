@@ -43,7 +43,9 @@ def test_with_the_fast_path_off_the_block_changes_nothing(monkeypatch: pytest.Mo
 
 
 def test_a_backbone_gives_the_same_features_with_and_without_the_rewrites() -> None:
-    model = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 2).feature_extractor
+    model = build_transfer_model(
+        ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 2
+    ).feature_extractor
     images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
     rewritten = tf.function(lambda batch: model(batch, training=False))(images)
     with without_graph_rewrites():

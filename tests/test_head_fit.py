@@ -28,8 +28,11 @@ def _data(count: int, seed: int, noise: float = 1.0) -> tuple[np.ndarray, np.nda
 def _head(learning_rate: float = 1e-2, dropout: float = 0.0) -> keras.Model:
     keras.utils.set_random_seed(3)
     head = build_head(FEATURES, CLASSES, (), dropout)
-    head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    head.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
     return head
 
 

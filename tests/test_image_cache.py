@@ -29,7 +29,9 @@ def examples(tmp_path: Path) -> list[Example]:
 def test_build_decodes_every_example_into_a_read_only_memmap(tmp_path: Path, examples: list[Example]) -> None:
     reported: list[tuple[int, int]] = []
 
-    result = build_image_cache(examples, SIZE, tmp_path / "cache", workers=2, progress=lambda done, total: reported.append((done, total)))
+    result = build_image_cache(
+        examples, SIZE, tmp_path / "cache", workers=2, progress=lambda done, total: reported.append((done, total))
+    )
 
     assert isinstance(result.images, np.memmap) and not result.images.flags.writeable
     assert result.images.shape == (10, SIZE, SIZE, 3) and result.images.dtype == np.uint8
@@ -40,7 +42,9 @@ def test_build_decodes_every_example_into_a_read_only_memmap(tmp_path: Path, exa
     assert [p.name for p in (tmp_path / "cache").iterdir() if "partial" in p.name] == []
 
 
-def test_second_build_reuses_the_cache_without_decoding(tmp_path: Path, examples: list[Example], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_build_reuses_the_cache_without_decoding(
+    tmp_path: Path, examples: list[Example], monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = build_image_cache(examples, SIZE, tmp_path / "cache")
 
     def must_not_decode(*args: object, **kwargs: object) -> None:
@@ -56,7 +60,9 @@ def test_second_build_reuses_the_cache_without_decoding(tmp_path: Path, examples
         build_image_cache(list(reversed(examples)), SIZE, tmp_path / "cache")
 
 
-def test_undecodable_image_becomes_black_with_a_warning_that_survives_reuse(tmp_path: Path, examples: list[Example]) -> None:
+def test_undecodable_image_becomes_black_with_a_warning_that_survives_reuse(
+    tmp_path: Path, examples: list[Example]
+) -> None:
     Path(examples[3].path).write_bytes(b"")  # broken after the scan
 
     result = build_image_cache(examples, SIZE, tmp_path / "cache")
@@ -67,7 +73,9 @@ def test_undecodable_image_becomes_black_with_a_warning_that_survives_reuse(tmp_
     assert reused.reused and reused.failures == result.failures
 
 
-def test_crash_mid_build_leaves_no_cache_behind(tmp_path: Path, examples: list[Example], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_mid_build_leaves_no_cache_behind(
+    tmp_path: Path, examples: list[Example], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def progress(done: int, total: int) -> None:
         if done == 4:
             raise KeyboardInterrupt
@@ -140,7 +148,9 @@ def test_sample_weights_come_third() -> None:
     images, labels = _images_and_labels()
     weights = np.linspace(0.5, 1.4, 10)
 
-    batch_images, batch_labels, batch_weights = next(iter(image_dataset(images, labels, batch_size=10, shuffle=False, sample_weights=weights)))
+    batch_images, batch_labels, batch_weights = next(
+        iter(image_dataset(images, labels, batch_size=10, shuffle=False, sample_weights=weights))
+    )
 
     assert batch_weights.dtype.name == "float32" and np.allclose(batch_weights.numpy(), weights)
 
@@ -177,7 +187,10 @@ def test_pages_read_through_the_cache_leave_the_process_rss(tmp_path: Path) -> N
     del written
     cache = np.load(path, mmap_mode="r")
 
-    batches = [int(batch[0][:, 0, 0, 0].numpy().sum()) for batch in image_dataset(cache, np.zeros(64, np.int32), batch_size=16, shuffle=True, seed=0)]
+    batches = [
+        int(batch[0][:, 0, 0, 0].numpy().sum())
+        for batch in image_dataset(cache, np.zeros(64, np.int32), batch_size=16, shuffle=True, seed=0)
+    ]
 
     assert sum(batches) == 7 * 64  # the data is intact after flushing and releasing
     assert _mapped_kib(path) < 600  # without the release a full read leaves ~3 MiB resident

@@ -104,7 +104,9 @@ def test_gif_gives_the_first_frame(tmp_path: Path) -> None:
     assert np.asarray(decode_image(path))[4, 4].tolist() == list(RED)
 
 
-@pytest.mark.parametrize(("image_format", "suffix"), [("WEBP", ".webp"), ("TIFF", ".tif"), ("BMP", ".bmp"), ("PNG", ".png")])
+@pytest.mark.parametrize(
+    ("image_format", "suffix"), [("WEBP", ".webp"), ("TIFF", ".tif"), ("BMP", ".bmp"), ("PNG", ".png")]
+)
 def test_lossless_formats_round_trip(tmp_path: Path, image_format: str, suffix: str) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
     path = tmp_path / f"image{suffix}"
@@ -148,7 +150,9 @@ def _corrupt_png() -> bytes:
 
 def test_a_large_jpeg_decodes_at_a_reduced_scale_never_below_the_target_and_looks_the_same(tmp_path: Path) -> None:
     rows, cols = np.mgrid[0:600, 0:800]
-    pixels = np.stack([cols * 255 // 799, rows * 255 // 599, np.full_like(rows, 90)], axis=-1).astype(np.uint8)  # smooth gradients
+    pixels = np.stack([cols * 255 // 799, rows * 255 // 599, np.full_like(rows, 90)], axis=-1).astype(
+        np.uint8
+    )  # smooth gradients
     exif = Image.Exif()
     exif[0x0112] = 6  # displayed rotated: 600 wide, 800 high
     path = tmp_path / "photo.jpg"

@@ -116,7 +116,12 @@ def test_planned_epochs_per_mode() -> None:
 def test_estimated_start_times_replay_the_queue_over_the_slots() -> None:
     now = 1000.0
     running = [RunningJob("cpu", remaining_s=60.0)]
-    waiting = [WaitingJob("a", "auto", 100.0), WaitingJob("b", "auto", 50.0), WaitingJob("c", "auto", None), WaitingJob("d", "auto", 10.0)]
+    waiting = [
+        WaitingJob("a", "auto", 100.0),
+        WaitingJob("b", "auto", 50.0),
+        WaitingJob("c", "auto", None),
+        WaitingJob("d", "auto", 10.0),
+    ]
     estimates = estimate_start_times(now, running, waiting, {"cpu": 1})
     assert estimates == {"a": 1060.0, "b": 1160.0, "c": 1210.0, "d": None}  # after an unknown duration: unknown
     two_slots = estimate_start_times(now, running, waiting[:2], {"cpu": 2})
@@ -156,7 +161,10 @@ def test_a_queue_file_from_before_job_kinds_keeps_its_jobs_as_runs_and_takes_adv
         opener.join()
     assert errors == []
     queue = JobQueue(path, slots={"cpu": 1}, per_user_cap=2)
-    assert [(e.run_id, e.kind, e.planned_epochs) for e in queue.entries()] == [("done-run", "run", 3), ("waiting-run", "run", 3)]
+    assert [(e.run_id, e.kind, e.planned_epochs) for e in queue.entries()] == [
+        ("done-run", "run", 3),
+        ("waiting-run", "run", 3),
+    ]
     queue.enqueue("advice-1", "alice", {"config": _config(epochs=50), "options": {}}, kind="advice")
     assert queue.get("advice-1").kind == "advice" and queue.get("advice-1").planned_epochs == 0  # no epochs to plan
     with pytest.raises(QueueFullError):  # the cap counts advisory jobs too

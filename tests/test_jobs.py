@@ -184,8 +184,15 @@ def test_a_killed_worker_marks_its_run_interrupted_and_the_next_job_starts(tmp_p
 
 def test_resume_queues_a_new_run_from_a_copy_of_the_checkpoint(tmp_path, workspace, managers):
     store = RunStore(workspace)
-    old = store.create_run(config=_config(tmp_path).to_dict(), backbone="mobilenet_v2_035", weights="none", mode="feature-extraction",
-                           name="flowers", owner="alice", status="running")
+    old = store.create_run(
+        config=_config(tmp_path).to_dict(),
+        backbone="mobilenet_v2_035",
+        weights="none",
+        mode="feature-extraction",
+        name="flowers",
+        owner="alice",
+        status="running",
+    )
     store.finish_run(old.id, "interrupted", error="killed")
     with pytest.raises(TransferLabError, match="no checkpoint"):
         JobManager.resume(managers(store, run=FakeRun()), old.id)
@@ -210,8 +217,14 @@ def test_resume_queues_a_new_run_from_a_copy_of_the_checkpoint(tmp_path, workspa
 
 
 def test_live_progress_round_trips_through_a_dict():
-    progress = LiveProgress(phase="fine-tune", epoch=3, total_epochs=8, phase_starts=[("head", 1), ("fine-tune", 3)],
-                            last_metrics={"loss": 0.5}, status="running")
+    progress = LiveProgress(
+        phase="fine-tune",
+        epoch=3,
+        total_epochs=8,
+        phase_starts=[("head", 1), ("fine-tune", 3)],
+        last_metrics={"loss": 0.5},
+        status="running",
+    )
     again = LiveProgress.from_dict({**progress.to_dict(), "from_a_newer_worker": 1})
     assert again == progress and again.phase_starts[1] == ("fine-tune", 3)
 
@@ -221,10 +234,36 @@ def test_progress_ignores_the_scratch_baseline_trained_in_the_same_job() -> None
     from tl_core.jobs.live_progress import ProgressTracker
 
     tracker = ProgressTracker(_config("data", epochs=3), run_id="pretrained")
-    tracker.on_event(PhaseStarted("pretrained", phase="head", epochs=3, learning_rate=1e-3, trainable_weights=10, description=""))
-    tracker.on_event(EpochEnded("pretrained", phase="head", epoch=1, phase_epoch=1, metrics={"loss": 0.5}, learning_rate=1e-3, seconds=1.0, is_best=True))
-    tracker.on_event(PhaseStarted("scratch", phase="full", epochs=9, learning_rate=1e-3, trainable_weights=99, description=""))
-    tracker.on_event(EpochEnded("scratch", phase="full", epoch=5, phase_epoch=5, metrics={"loss": 2.0}, learning_rate=1e-3, seconds=1.0, is_best=False))
+    tracker.on_event(
+        PhaseStarted("pretrained", phase="head", epochs=3, learning_rate=1e-3, trainable_weights=10, description="")
+    )
+    tracker.on_event(
+        EpochEnded(
+            "pretrained",
+            phase="head",
+            epoch=1,
+            phase_epoch=1,
+            metrics={"loss": 0.5},
+            learning_rate=1e-3,
+            seconds=1.0,
+            is_best=True,
+        )
+    )
+    tracker.on_event(
+        PhaseStarted("scratch", phase="full", epochs=9, learning_rate=1e-3, trainable_weights=99, description="")
+    )
+    tracker.on_event(
+        EpochEnded(
+            "scratch",
+            phase="full",
+            epoch=5,
+            phase_epoch=5,
+            metrics={"loss": 2.0},
+            learning_rate=1e-3,
+            seconds=1.0,
+            is_best=False,
+        )
+    )
     progress = tracker.progress
     assert (progress.phase, progress.epoch, progress.total_epochs) == ("head", 1, 3)
     assert progress.last_metrics == {"loss": 0.5}

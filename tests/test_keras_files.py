@@ -42,7 +42,9 @@ def test_after_remembering_keras_reads_each_skip_set_from_its_cache_in_that_thre
     def in_a_fresh_thread() -> None:  # Keras' global state is per thread: a new thread starts empty
         seen["before"] = _skipsets_cached()
         remember_attr_skipsets()
-        seen["after"] = all(saving_lib.get_attr_skipset(kind) is saving_lib.get_attr_skipset(kind) for kind in WALKED_TYPES)
+        seen["after"] = all(
+            saving_lib.get_attr_skipset(kind) is saving_lib.get_attr_skipset(kind) for kind in WALKED_TYPES
+        )
 
     thread = threading.Thread(target=in_a_fresh_thread)
     thread.start()
@@ -68,7 +70,9 @@ def test_saved_files_match_what_keras_writes_and_load_back(tmp_path: Path, fastp
 
 
 @pytest.mark.parametrize("switch", ["1", "0"])
-def test_weights_files_hold_the_same_arrays_as_keras_writes_and_load_back(switch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weights_files_hold_the_same_arrays_as_keras_writes_and_load_back(
+    switch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TRANSFERLAB_FASTPATH", switch)
     keras.utils.set_random_seed(1)
     model = _tiny_classifier()
@@ -82,8 +86,9 @@ def test_weights_files_hold_the_same_arrays_as_keras_writes_and_load_back(switch
             if load == "keras":
                 twin.load_weights(path)
             else:  # in a fresh thread, whose Keras state starts empty: the load fills the skip-set cache first
-                thread = threading.Thread(target=lambda: (keras_files.load_weights(twin, path),
-                                                          cached_after_load.append(_skipsets_cached())))
+                thread = threading.Thread(
+                    target=lambda: (keras_files.load_weights(twin, path), cached_after_load.append(_skipsets_cached()))
+                )
                 thread.start()
                 thread.join()
             for mine, theirs in zip(twin.weights, model.weights, strict=True):

@@ -40,6 +40,11 @@ def test_freeze_policies_set_trainable_flags_and_keep_batch_norm_frozen():
 
 def test_max_pooling_and_cut_layer_change_the_features():
     avg = build_transfer_model(TINY, 2)
-    cut = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48, cut_layer="block_6_expand_relu", pooling="max"), 2)
+    cut = build_transfer_model(
+        ModelConfig(
+            backbone="mobilenet_v2_035", weights="none", image_size=48, cut_layer="block_6_expand_relu", pooling="max"
+        ),
+        2,
+    )
     assert cut.feature_dim != avg.feature_dim
     assert cut.model.get_layer("pooling").__class__.__name__ == "GlobalMaxPooling2D"

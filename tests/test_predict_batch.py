@@ -44,8 +44,12 @@ def oversized_png(path: Path) -> Path:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
     root = tmp_path_factory.mktemp("predict-batch")
     data = make_shapes_dataset(root / "shapes", num_classes=3, images_per_class=10, image_size=32)
-    config = RunConfig(data=DataConfig(source=str(data)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                       train=TrainConfig(epochs=1, batch_size=16), name="batch predictor")
+    config = RunConfig(
+        data=DataConfig(source=str(data)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(epochs=1, batch_size=16),
+        name="batch predictor",
+    )
     outcome = run_experiment(config, store=RunStore(root / "workspace"))
     assert outcome.status == "completed"
     return root / "workspace", outcome.run_id, data
@@ -64,7 +68,9 @@ def batch(trained: tuple[Path, str, Path], tmp_path: Path) -> dict[str, Path]:
     return {"good-1": good[0], "huge": bad / "huge.png", "good-2": good[1], "notes": not_an_image, "cut": truncated}
 
 
-def test_a_batch_with_an_oversized_image_predicts_the_others(trained: tuple[Path, str, Path], batch: dict[str, Path]) -> None:
+def test_a_batch_with_an_oversized_image_predicts_the_others(
+    trained: tuple[Path, str, Path], batch: dict[str, Path]
+) -> None:
     classifier = load_run_classifier(RunStore(trained[0]), trained[1])
     paths = list(batch.values())
 
@@ -73,7 +79,9 @@ def test_a_batch_with_an_oversized_image_predicts_the_others(trained: tuple[Path
     assert [result.path for result in results] == paths, "one result per file, in order"
     by_name = dict(zip(batch, results))
     alone = predict_files(classifier, [batch["good-1"], batch["good-2"]], top_k=2)
-    assert [by_name["good-1"].predictions, by_name["good-2"].predictions] == alone, "the good files are predicted as if alone"
+    assert [by_name["good-1"].predictions, by_name["good-2"].predictions] == alone, (
+        "the good files are predicted as if alone"
+    )
     assert all(by_name[name].problem is None and len(by_name[name].predictions) == 2 for name in ("good-1", "good-2"))
     for name in ("huge", "notes", "cut"):
         assert by_name[name].predictions == [] and by_name[name].problem, name
@@ -84,19 +92,25 @@ def test_a_batch_with_an_oversized_image_predicts_the_others(trained: tuple[Path
     assert "ends early" in by_name["cut"].problem
 
 
-def test_the_pixel_limit_can_be_lowered_and_is_named_in_the_advice(trained: tuple[Path, str, Path], batch: dict[str, Path]) -> None:
+def test_the_pixel_limit_can_be_lowered_and_is_named_in_the_advice(
+    trained: tuple[Path, str, Path], batch: dict[str, Path]
+) -> None:
     classifier = load_run_classifier(RunStore(trained[0]), trained[1])
     small_limit = predict_each_file(classifier, [batch["good-1"]], max_pixels=32 * 32 - 1)
     assert small_limit[0].predictions == [] and "more than 1,023 pixels" in small_limit[0].problem
 
 
-def test_predict_files_stays_all_or_nothing_and_names_the_file(trained: tuple[Path, str, Path], batch: dict[str, Path]) -> None:
+def test_predict_files_stays_all_or_nothing_and_names_the_file(
+    trained: tuple[Path, str, Path], batch: dict[str, Path]
+) -> None:
     classifier = load_run_classifier(RunStore(trained[0]), trained[1])
     with pytest.raises(DataError, match="huge.png: it has more than 64 megapixels"):
         predict_files(classifier, [batch["good-1"], batch["huge"]])
 
 
-def test_the_cli_prints_the_others_and_a_line_per_bad_file(trained: tuple[Path, str, Path], batch: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_prints_the_others_and_a_line_per_bad_file(
+    trained: tuple[Path, str, Path], batch: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     workspace, run_id, _ = trained
     files = [batch["good-1"], batch["huge"], batch["good-2"]]
 
@@ -111,14 +125,17 @@ def test_the_cli_prints_the_others_and_a_line_per_bad_file(trained: tuple[Path, 
     assert len(errors) == 1 and errors[0].startswith(f"error: {batch['huge']}: it has more than 64 megapixels")
 
 
-def test_the_predict_page_shows_the_others_and_names_the_bad_file(trained: tuple[Path, str, Path], batch: dict[str, Path],
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_predict_page_shows_the_others_and_names_the_bad_file(
+    trained: tuple[Path, str, Path], batch: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(trained[0]))
     at = AppTest.from_file(APP, default_timeout=120).run()
     open_page(at, "predict").run()
     files = [batch["good-1"], batch["huge"], batch["good-2"], batch["notes"]]
 
-    at.file_uploader(key="predict_files").set_value([(path.name, path.read_bytes(), "image/png") for path in files]).run()
+    at.file_uploader(key="predict_files").set_value(
+        [(path.name, path.read_bytes(), "image/png") for path in files]
+    ).run()
 
     assert not at.exception
     assert len(at.get("vega_lite_chart")) == 2, "bars for both good images"
@@ -137,8 +154,21 @@ def test_alice_predicts_a_batch_with_an_oversized_image_in_the_browser(workshop_
     from tests.workshop_server import ARTIFACTS, launch_chromium, sign_in, wait_idle
 
     data = make_shapes_dataset(tmp_path / "shapes", num_classes=3, images_per_class=8, image_size=32)
-    trained = workshop_server.cli("train", str(data), "--backbone", "mobilenet_v2_035", "--weights", "none", "--epochs", "1",
-                                  "--image-size", "32", "--workspace", str(workshop_server.user_root("alice")), "--json")
+    trained = workshop_server.cli(
+        "train",
+        str(data),
+        "--backbone",
+        "mobilenet_v2_035",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--workspace",
+        str(workshop_server.user_root("alice")),
+        "--json",
+    )
     assert trained.returncode == 0, trained.stderr[-2000:]
     uploads = [*sorted(data.rglob("*.png"))[:2], oversized_png(tmp_path / "upload" / "huge.png")]
 

@@ -38,7 +38,9 @@ def test_reports_are_throttled_but_the_first_and_the_last_always_arrive() -> Non
         report(done * 32, 320)
         clock.now += 0.25
     assert [event.done for event in listener.events] == [32, 96, 160, 224, 288, 320]  # first, every 0.5 s, last
-    assert all(e.step == "features" and e.split == "train" and e.total == 320 and e.run_id == "run" for e in listener.events)
+    assert all(
+        e.step == "features" and e.split == "train" and e.total == 320 and e.run_id == "run" for e in listener.events
+    )
 
 
 def test_a_stop_request_raises_with_what_was_being_done_and_the_request_seen_by_the_listener_counts() -> None:
@@ -58,7 +60,9 @@ def test_finished_splits_and_work_after_training_are_not_stopped() -> None:
     stop.request_stop()
     reporter = PreparationReporter(Recorder(), "run", stop)
     reporter.callback("features", "train")(64, 64)  # complete: its features are kept for the next run
-    reporter.callback("features", "test", stoppable=False)(32, 64)  # after training: the trained head is still evaluated
+    reporter.callback("features", "test", stoppable=False)(
+        32, 64
+    )  # after training: the trained head is still evaluated
     with pytest.raises(PreparationStopped):
         reporter.callback("features", "val")(32, 64)
 
@@ -87,5 +91,13 @@ def test_a_jobs_activity_names_the_preparation_step_then_the_epoch() -> None:
     assert preparing.activity == "computing backbone features (train) 25%"
     decoding = LiveProgress(preparing="decode", preparing_split="val", preparing_done=1, preparing_total=4)
     assert decoding.activity == "decoding images (val) 25%"
-    training = LiveProgress(phase="head", total_epochs=10, epoch=3, preparing="features", preparing_split="val", preparing_done=9, preparing_total=9)
+    training = LiveProgress(
+        phase="head",
+        total_epochs=10,
+        epoch=3,
+        preparing="features",
+        preparing_split="val",
+        preparing_done=9,
+        preparing_total=9,
+    )
     assert training.activity == "epoch 4 of 10 (head)"

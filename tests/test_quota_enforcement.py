@@ -82,7 +82,9 @@ def test_an_archive_bomb_is_refused_at_the_quota_and_leaves_nothing(tmp_path: Pa
         extract_archive(bomb, space.cache / "extracted")
 
     message = str(refused.value)
-    size = "~300.0 MB" if kind == "zip" else "at least 300.0 MB"  # a zip's index gives the whole size; a tar is read member by member
+    size = (
+        "~300.0 MB" if kind == "zip" else "at least 300.0 MB"
+    )  # a zip's index gives the whole size; a tar is read member by member
     assert f"Unpacking {bomb.name} would need {size}" in message and "left of its 2.0 MB quota" in message
     assert "Nothing was extracted. Upload a smaller archive" in message and "delete old runs" in message
     assert str(space.root) not in message  # names the archive, never the server's folders
@@ -99,7 +101,10 @@ def test_an_archive_that_fits_is_extracted_and_counts_against_the_quota(tmp_path
     assert extract_archive(archive, space.cache / "extracted") == root  # reused: counts nothing new
 
     second = _zip_of_zeros(space.datasets / "more.zip", {"cats/c.bin": 1, "dogs/d.bin": 1})
-    with pytest.raises(QuotaExceededError, match=r"Unpacking more\.zip would need ~2\.0 MB; your workspace has 1\.0 MB left of its 3\.0 MB quota"):
+    with pytest.raises(
+        QuotaExceededError,
+        match=r"Unpacking more\.zip would need ~2\.0 MB; your workspace has 1\.0 MB left of its 3\.0 MB quota",
+    ):
         extract_archive(second, space.cache / "extracted")
     assert spaces.disk_usage("alice", max_age_s=0).total <= 3 * MB
 
@@ -116,7 +121,10 @@ def _extract_or_refuse(archive: str, target: str) -> str:
 @pytest.mark.parametrize("concurrency", ["threads", "processes"])
 def test_archives_unpacked_at_once_by_one_user_stay_under_the_quota(tmp_path: Path, concurrency: str) -> None:
     spaces, space = _alice(tmp_path, quota_mb=3)
-    archives = [str(_zip_of_zeros(space.datasets / f"part{i}.zip", {f"class{i}/zeros.bin": 1, f"other{i}/zeros.bin": 0})) for i in range(4)]
+    archives = [
+        str(_zip_of_zeros(space.datasets / f"part{i}.zip", {f"class{i}/zeros.bin": 1, f"other{i}/zeros.bin": 0}))
+        for i in range(4)
+    ]
     # Each unpacks to 1 MB and fits alone; two fit together beside the uploads, three do not.
     target = str(space.cache / "extracted")
     if concurrency == "threads":
@@ -134,7 +142,9 @@ def test_archives_unpacked_at_once_by_one_user_stay_under_the_quota(tmp_path: Pa
 
     assert outcomes.count("extracted") == 2, outcomes
     refusals = [outcome for outcome in outcomes if outcome != "extracted"]
-    assert len(refusals) == 2 and all("would need ~1.0 MB" in refusal and "of its 3.0 MB quota" in refusal for refusal in refusals)
+    assert len(refusals) == 2 and all(
+        "would need ~1.0 MB" in refusal and "of its 3.0 MB quota" in refusal for refusal in refusals
+    )
     assert not any(name.startswith(".partial") for name in _leftovers(space.cache / "extracted"))
     assert spaces.disk_usage("alice", max_age_s=0).total <= 3 * MB
 
@@ -161,26 +171,40 @@ def shape_examples(tmp_path: Path) -> list[Example]:
     return scan_dataset(root).examples
 
 
-def test_an_image_cache_over_the_quota_is_refused_before_decoding(tmp_path: Path, shape_examples: list[Example]) -> None:
+def test_an_image_cache_over_the_quota_is_refused_before_decoding(
+    tmp_path: Path, shape_examples: list[Example]
+) -> None:
     space = tmp_path / "alice"
     DiskBudget(space, quota_bytes=200_000).save()  # 20 images at 64 px need 245,760 bytes
     decoded: list[int] = []
 
     with pytest.raises(QuotaExceededError) as refused:
-        build_image_cache(shape_examples, 64, space / "cache" / "images", progress=lambda done, total: decoded.append(done))
+        build_image_cache(
+            shape_examples, 64, space / "cache" / "images", progress=lambda done, total: decoded.append(done)
+        )
 
     message = str(refused.value)
-    assert "The image cache of 20 images at 64 px would need ~0.2 MB; your workspace has 0.2 MB left of its 0.2 MB quota" in message
+    assert (
+        "The image cache of 20 images at 64 px would need ~0.2 MB; your workspace has 0.2 MB left of its 0.2 MB quota"
+        in message
+    )
     assert "Train at a smaller image size (Model page) or on fewer images, or make room" in message
     assert decoded == [] and _leftovers(space / "cache" / "images") == []
     with pytest.raises(QuotaExceededError, match=r"The image cache for this run \(20 images at 64 px\)"):
         check_image_cache_room([shape_examples[:10], shape_examples[10:]], 64, space / "cache" / "images")
-    assert build_image_cache(shape_examples, 32, space / "cache" / "images").images.shape == (20, 32, 32, 3)  # 61 KB fit
+    assert build_image_cache(shape_examples, 32, space / "cache" / "images").images.shape == (
+        20,
+        32,
+        32,
+        3,
+    )  # 61 KB fit
 
 
 def test_image_caches_built_at_once_reserve_their_full_size(tmp_path: Path, shape_examples: list[Example]) -> None:
     space = tmp_path / "alice"
-    DiskBudget(space, quota_bytes=200_000).save()  # 10 images at 64 px need 126,976 bytes: one such cache fits, two do not
+    DiskBudget(
+        space, quota_bytes=200_000
+    ).save()  # 10 images at 64 px need 126,976 bytes: one such cache fits, two do not
     halves = [shape_examples[:10], shape_examples[10:]]
     start = threading.Barrier(2)
 
@@ -224,7 +248,9 @@ def test_uploads_saved_from_several_tabs_at_once_stay_under_the_quota(tmp_path: 
     with ThreadPoolExecutor(len(uploads)) as pool:
         outcomes = list(pool.map(save, uploads))
 
-    assert outcomes.count("saved") == 2 and all("Upload a smaller dataset" in outcome for outcome in outcomes if outcome != "saved")
+    assert outcomes.count("saved") == 2 and all(
+        "Upload a smaller dataset" in outcome for outcome in outcomes if outcome != "saved"
+    )
     assert spaces.disk_usage("alice", max_age_s=0).total <= 3 * MB
 
 
@@ -235,20 +261,32 @@ def test_a_feature_cache_over_the_quota_is_refused_before_the_backbone_runs(tmp_
     from tl_core.training.feature_cache import cached_features
     from tl_core.models.transfer_model import build_transfer_model
 
-    extractor = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3).feature_extractor
+    extractor = build_transfer_model(
+        ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3
+    ).feature_extractor
     images = np.zeros((200, 32, 32, 3), np.uint8)  # 200 x 1280 float32 features: ~1 MB
     space = tmp_path / "alice"
     DiskBudget(space, quota_bytes=500_000).save()
     progress: list[int] = []
 
-    with pytest.raises(QuotaExceededError, match=r"The feature cache of 200 examples \(1280 features each\) would need ~1\.0 MB"):
-        cached_features(extractor, images, cache_dir=space / "cache" / "features", key="k", progress=lambda done, total: progress.append(done))
+    with pytest.raises(
+        QuotaExceededError, match=r"The feature cache of 200 examples \(1280 features each\) would need ~1\.0 MB"
+    ):
+        cached_features(
+            extractor,
+            images,
+            cache_dir=space / "cache" / "features",
+            key="k",
+            progress=lambda done, total: progress.append(done),
+        )
     assert progress == [] and _leftovers(space / "cache" / "features") == []
     small = cached_features(extractor, images[:20], cache_dir=space / "cache" / "features", key="k20")  # 100 KB fit
     assert small.path is not None and small.path.is_file() and not small.reused
 
 
-def test_a_queued_run_whose_image_cache_would_pass_the_quota_fails_with_what_to_do(tmp_path: Path, shapes_dataset: Path) -> None:
+def test_a_queued_run_whose_image_cache_would_pass_the_quota_fails_with_what_to_do(
+    tmp_path: Path, shapes_dataset: Path
+) -> None:
     from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from tl_core.jobs.manager import JobManager
     from tl_core.jobs.worker import ProcessBackend
@@ -258,17 +296,27 @@ def test_a_queued_run_whose_image_cache_would_pass_the_quota_fails_with_what_to_
     data = shutil.copytree(shapes_dataset, space.datasets / "shapes")  # 72 images: 1.9 MB of cache at 96 px
     manager = JobManager(space.store(), slots={"cpu": 1}, backend=ProcessBackend(warm_workers=False))
     try:
-        config = RunConfig(data=DataConfig(source=str(data)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=96),
-                           train=TrainConfig(epochs=1, batch_size=16))
-        run_id = UserJobs(manager, space.store(), ALICE, spaces).submit(config)  # the workspace itself is far under 1 MB
+        config = RunConfig(
+            data=DataConfig(source=str(data)),
+            model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=96),
+            train=TrainConfig(epochs=1, batch_size=16),
+        )
+        run_id = UserJobs(manager, space.store(), ALICE, spaces).submit(
+            config
+        )  # the workspace itself is far under 1 MB
         final = manager.wait(run_id, timeout_s=300)
     finally:
         manager.shutdown(stop_jobs=True)
 
     record = space.store().get(run_id)
     assert final.progress.status == record.status == "failed"
-    assert record.error.startswith("The image cache for this run (72 images at 96 px) would need ~1.9 MB; your workspace has ")
-    assert "left of its 1.0 MB quota. Train at a smaller image size (Model page) or on fewer images, or make room" in record.error
+    assert record.error.startswith(
+        "The image cache for this run (72 images at 96 px) would need ~1.9 MB; your workspace has "
+    )
+    assert (
+        "left of its 1.0 MB quota. Train at a smaller image size (Model page) or on fewer images, or make room"
+        in record.error
+    )
     assert "The image cache for this run" in space.store().read_log(run_id)
     assert list((space.cache / "images").glob("*.npy")) == []
     assert spaces.disk_usage("alice", max_age_s=0).total <= MB
@@ -293,7 +341,9 @@ def test_zip_bombs_uploaded_in_the_browser_are_refused_and_the_workspace_stays_u
     from tests.workshop_server import launch_chromium, sign_in, wait_idle, workshop_server
 
     bomb = _zip_of_zeros(tmp_path / "bomb.zip", {"cats/zeros.bin": 300, "dogs/zeros.bin": 1})  # 0.3 MB
-    parts = [_zip_of_zeros(tmp_path / f"part{i}.zip", {f"cats{i}/zeros.bin": 25, f"dogs{i}/zeros.bin": 0}) for i in range(3)]
+    parts = [
+        _zip_of_zeros(tmp_path / f"part{i}.zip", {f"cats{i}/zeros.bin": 25, f"dogs{i}/zeros.bin": 0}) for i in range(3)
+    ]
     quota = {"TRANSFERLAB_DISK_QUOTA_MB": "60", "TRANSFERLAB_MAX_UPLOAD_MB": "5"}
     with workshop_server(tmp_path, extra_env=quota, name="quota") as server, sync_playwright() as playwright:
         browser = launch_chromium(playwright)

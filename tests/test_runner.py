@@ -26,7 +26,9 @@ TINY_MODEL = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size
 
 
 def _config(source, **train):
-    return RunConfig(data=DataConfig(source=str(source)), model=TINY_MODEL, train=TrainConfig(epochs=2, batch_size=16, **train))
+    return RunConfig(
+        data=DataConfig(source=str(source)), model=TINY_MODEL, train=TrainConfig(epochs=2, batch_size=16, **train)
+    )
 
 
 def test_completed_run_is_stored_with_artefacts_and_reuses_features(shapes_dataset, workspace):
@@ -53,14 +55,20 @@ def test_completed_run_is_stored_with_artefacts_and_reuses_features(shapes_datas
     outputs = []
     for outcome in (first, second):
         classifier = load_run_classifier(store, outcome.run_id)
-        outputs.append(keras.ops.convert_to_numpy(classifier.model(np.stack([load_image_array(p, 48) for p in paths]), training=False)))
+        outputs.append(
+            keras.ops.convert_to_numpy(
+                classifier.model(np.stack([load_image_array(p, 48) for p in paths]), training=False)
+            )
+        )
         labels = [classifier.class_names.index(p.parent.name) for p in paths]
         accuracy = float(np.mean(outputs[-1].argmax(1) == labels))
         assert accuracy == pytest.approx(outcome.summary["test_accuracy"])
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
 
 
-@pytest.mark.parametrize(("module", "broken_step"), [(feature_extraction_run, "evaluate_probabilities"), (runner, "save_classifier")])  # the save runs in a helper thread
+@pytest.mark.parametrize(
+    ("module", "broken_step"), [(feature_extraction_run, "evaluate_probabilities"), (runner, "save_classifier")]
+)  # the save runs in a helper thread
 def test_a_failing_run_keeps_its_log_and_checkpoint(shapes_dataset, workspace, monkeypatch, module, broken_step):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
@@ -79,9 +87,15 @@ def test_a_failing_run_keeps_its_log_and_checkpoint(shapes_dataset, workspace, m
 
 def test_a_finished_run_becomes_the_backbone_of_the_next(shapes_dataset, workspace):
     store = RunStore(workspace)
-    parent = runner.run_experiment(_config(shapes_dataset, mode="fine-tune", fine_tune_epochs=1, fine_tune_layers=3), store=store)
+    parent = runner.run_experiment(
+        _config(shapes_dataset, mode="fine-tune", fine_tune_epochs=1, fine_tune_layers=3), store=store
+    )
     assert parent.status == "completed", parent.error
-    child_config = RunConfig(data=DataConfig(source=str(shapes_dataset)), model=ModelConfig(backbone="mobilenet_v2_035", weights=f"run:{parent.run_id}"), train=TrainConfig(epochs=1, batch_size=16))
+    child_config = RunConfig(
+        data=DataConfig(source=str(shapes_dataset)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights=f"run:{parent.run_id}"),
+        train=TrainConfig(epochs=1, batch_size=16),
+    )
     child = runner.run_experiment(child_config, store=store)
     assert child.status == "completed", child.error
     assert store.get(child.run_id).parent_run_id == parent.run_id
@@ -109,7 +123,12 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 
 def test_mirrored_strategy_path_on_two_logical_cpus(shapes_dataset, workspace):
-    completed = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(shapes_dataset), str(workspace)], capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(shapes_dataset), str(workspace)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result == {"status": "completed", "replicas": 2, "error": None, "extraction": ["completed", None, True]}
@@ -117,8 +136,11 @@ def test_mirrored_strategy_path_on_two_logical_cpus(shapes_dataset, workspace):
 
 def test_compare_scratch_records_the_baseline_and_the_verdict(shapes_dataset, workspace):
     store = RunStore(workspace)
-    config = RunConfig(data=DataConfig(source=str(shapes_dataset)), model=ModelConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=32),
-                       train=TrainConfig(epochs=3, batch_size=16, compare_scratch=True))
+    config = RunConfig(
+        data=DataConfig(source=str(shapes_dataset)),
+        model=ModelConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=32),
+        train=TrainConfig(epochs=3, batch_size=16, compare_scratch=True),
+    )
     outcome = runner.run_experiment(config, store=store)
     assert outcome.status == "completed", outcome.error
     summary = outcome.summary
@@ -131,7 +153,9 @@ def test_compare_scratch_records_the_baseline_and_the_verdict(shapes_dataset, wo
     assert summary["transfer_verdict"] in store.read_log(outcome.run_id)
 
 
-def test_a_second_scan_of_an_unchanged_folder_is_reused_and_a_changed_file_rescans(shapes_dataset, workspace, tmp_path, monkeypatch):
+def test_a_second_scan_of_an_unchanged_folder_is_reused_and_a_changed_file_rescans(
+    shapes_dataset, workspace, tmp_path, monkeypatch
+):
     source = tmp_path / "data"
     shutil.copytree(shapes_dataset, source)
     store = RunStore(workspace)
@@ -139,7 +163,9 @@ def test_a_second_scan_of_an_unchanged_folder_is_reused_and_a_changed_file_resca
     first = runner.prepare_dataset(config, store)
     scans = []
     real_scan = image_dataset.scan_dataset
-    monkeypatch.setattr(image_dataset, "scan_dataset", lambda *args, **kwargs: scans.append(args) or real_scan(*args, **kwargs))
+    monkeypatch.setattr(
+        image_dataset, "scan_dataset", lambda *args, **kwargs: scans.append(args) or real_scan(*args, **kwargs)
+    )
 
     again = runner.prepare_dataset(config, store)
     assert scans == []  # nothing changed: the earlier report is reused
@@ -165,7 +191,9 @@ def test_a_run_can_start_from_an_interrupted_runs_checkpoint(shapes_dataset, tmp
     assert any("Starting from the interrupted run's checkpoint" in line for line in resumed.log)
 
     other_classes = make_shapes_dataset(tmp_path / "two", num_classes=2, images_per_class=8, image_size=48)
-    refused = runner.run_experiment(_config(other_classes, mode=mode, fine_tune_epochs=1), store=store, initial_weights=checkpoint)
+    refused = runner.run_experiment(
+        _config(other_classes, mode=mode, fine_tune_epochs=1), store=store, initial_weights=checkpoint
+    )
     assert refused.status == "failed" and refused.error
 
 
@@ -177,7 +205,9 @@ def test_a_cut_layer_on_a_finished_runs_backbone_is_refused(shapes_dataset, tmp_
     store = RunStore(tmp_path / "ws")
     parent = runner.run_experiment(_config(shapes_dataset), store=store)
     config = _config(shapes_dataset)
-    config = config.replace(model=dataclasses.replace(config.model, weights=f"run:{parent.run_id}", cut_layer="block_6_expand"))
+    config = config.replace(
+        model=dataclasses.replace(config.model, weights=f"run:{parent.run_id}", cut_layer="block_6_expand")
+    )
     with pytest.raises(BackboneError, match="cut layer"):
         runner.run_experiment(config, store=store)
     assert len(store.list_runs()) == 1  # refused before a run was recorded
@@ -195,12 +225,21 @@ class _StopOnPreparation:
             self.stop.request_stop()
 
 
-@pytest.mark.parametrize(("mode", "step", "sentence"), [
-    ("feature-extraction", "decode", "Stopped while decoding images (train: "),
-    ("feature-extraction", "features", "Stopped while computing backbone features (train: 32 of "),
-    ("fine-tune", "features", "Stopped while computing backbone features (train: 32 of "),  # the head phase's features, inside train_model
-])
-def test_a_stop_during_decoding_or_feature_extraction_ends_the_run_soon_and_keeps_finished_splits(shapes_dataset, workspace, mode, step, sentence):
+@pytest.mark.parametrize(
+    ("mode", "step", "sentence"),
+    [
+        ("feature-extraction", "decode", "Stopped while decoding images (train: "),
+        ("feature-extraction", "features", "Stopped while computing backbone features (train: 32 of "),
+        (
+            "fine-tune",
+            "features",
+            "Stopped while computing backbone features (train: 32 of ",
+        ),  # the head phase's features, inside train_model
+    ],
+)
+def test_a_stop_during_decoding_or_feature_extraction_ends_the_run_soon_and_keeps_finished_splits(
+    shapes_dataset, workspace, mode, step, sentence
+):
     from tl_core.events import PreparationProgress
     from tl_core.stopping import StopToken
 
@@ -221,7 +260,9 @@ def test_a_stop_during_decoding_or_feature_extraction_ends_the_run_soon_and_keep
         assert sorted(decoded) == ["test", "train", "val"] and all(e.done == e.total for e in decoded.values())
     leftovers = [p.name for p in (workspace / "cache").rglob("*") if "partial" in p.name or "decode-helper" in p.name]
     assert leftovers == []  # nothing half-written is left behind
-    finished_features = {e.split for e in progress if e.step == "features" and e.done == e.total}  # fine-tune reads val first
+    finished_features = {
+        e.split for e in progress if e.step == "features" and e.done == e.total
+    }  # fine-tune reads val first
     assert len(list((workspace / "cache").rglob("features/*.npy"))) == len(finished_features)  # not the stopped split's
     # The decoding helper may have finished splits before its progress was read and the stop seen: those are kept whole.
     kept_image_caches = list((workspace / "cache").rglob("images/*.npy"))
@@ -234,7 +275,9 @@ def test_a_stop_during_decoding_or_feature_extraction_ends_the_run_soon_and_keep
     assert len(reused) == len(kept_image_caches)  # decoded splits are kept for the next run
 
 
-def test_a_partly_cached_feature_extraction_reads_each_cached_split_once_and_computes_the_rest(shapes_dataset, workspace, monkeypatch):
+def test_a_partly_cached_feature_extraction_reads_each_cached_split_once_and_computes_the_rest(
+    shapes_dataset, workspace, monkeypatch
+):
     from tl_core.training import feature_cache as features
 
     store = RunStore(workspace)
@@ -252,7 +295,9 @@ def test_a_partly_cached_feature_extraction_reads_each_cached_split_once_and_com
     lines = [line for line in second.log if "backbone features" in line]
     assert sum("reused cached" in line for line in lines) == 2 and sum("computed" in line for line in lines) == 1
     missing = cached_files[0].stem
-    assert sorted(loads) == sorted([*set(loads), missing]) and len(set(loads)) == 3  # cached splits read once; the missing one checked twice
+    assert (
+        sorted(loads) == sorted([*set(loads), missing]) and len(set(loads)) == 3
+    )  # cached splits read once; the missing one checked twice
     assert second.summary["test_accuracy"] == pytest.approx(first.summary["test_accuracy"])
 
 

@@ -107,7 +107,9 @@ def test_frozen_layer_has_no_trainable_weights_and_does_not_change(toy_saved_mod
 
 
 def test_trainable_layer_fine_tunes_with_adam(toy_saved_model: tuple[Path, ToyEncoder]) -> None:
-    keras.utils.set_random_seed(0)  # the head's initial weights otherwise depend on which tests ran before (it failed after test_train.py)
+    keras.utils.set_random_seed(
+        0
+    )  # the head's initial weights otherwise depend on which tests ran before (it failed after test_train.py)
     folder, _ = toy_saved_model
     layer = SavedModelLayer(str(folder), trainable=True)
     assert len(layer.trainable_weights) == 2
@@ -150,7 +152,9 @@ def test_toggling_trainable_after_build(toy_saved_model: tuple[Path, ToyEncoder]
     assert layer.trainable_weights == []
 
 
-def test_saved_keras_model_reloads_with_fine_tuned_values(toy_saved_model: tuple[Path, ToyEncoder], tmp_path: Path) -> None:
+def test_saved_keras_model_reloads_with_fine_tuned_values(
+    toy_saved_model: tuple[Path, ToyEncoder], tmp_path: Path
+) -> None:
     folder, _ = toy_saved_model
     model = _regression_model(SavedModelLayer(str(folder), trainable=True, name="encoder"))
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
@@ -181,7 +185,12 @@ def test_from_config_round_trip(toy_saved_model: tuple[Path, ToyEncoder]) -> Non
     folder, _ = toy_saved_model
     layer = SavedModelLayer(str(folder), signature="embed_text", trainable=True, name="text")
     clone = SavedModelLayer.from_config(layer.get_config())
-    assert (clone.saved_model_dir, clone.signature, clone.trainable, clone.name) == (str(folder), "embed_text", True, "text")
+    assert (clone.saved_model_dir, clone.signature, clone.trainable, clone.name) == (
+        str(folder),
+        "embed_text",
+        True,
+        "text",
+    )
 
 
 def test_resolve_hub_handle_local_folders(toy_saved_model: tuple[Path, ToyEncoder], tmp_path: Path) -> None:

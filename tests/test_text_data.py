@@ -13,7 +13,15 @@ import pytest
 from tl_core.data.image_dataset import split_dataset
 from tl_core.errors import DataError
 from tl_core.data.synthetic import make_shapes_dataset
-from tl_core.data.text_dataset import FALLBACK_ENCODING, MAX_DOCUMENT_CHARS, TextScanReport, decode_bytes, load_texts, read_document, scan_text_dataset
+from tl_core.data.text_dataset import (
+    FALLBACK_ENCODING,
+    MAX_DOCUMENT_CHARS,
+    TextScanReport,
+    decode_bytes,
+    load_texts,
+    read_document,
+    scan_text_dataset,
+)
 from tl_core.data.checks import detect_modality
 from tl_core.data.text_demo import make_topics_dataset
 
@@ -48,10 +56,20 @@ def test_messy_folder_reports_each_problem_with_its_file_and_fix(tmp_path: Path)
     report = scan_text_dataset(_messy_dataset(tmp_path / "data"))
     assert isinstance(report, TextScanReport)
     kinds = Counter(problem.kind for problem in report.problems)
-    assert kinds == Counter({
-        "not-utf8": 1, "empty-document": 1, "binary-file": 1, "not-a-text-file": 1, "duplicate": 1, "label-conflict": 1,
-        "long-document": 1, "too-few-documents": 1, "small-class": 1, "outside-class-folder": 1,
-    })
+    assert kinds == Counter(
+        {
+            "not-utf8": 1,
+            "empty-document": 1,
+            "binary-file": 1,
+            "not-a-text-file": 1,
+            "duplicate": 1,
+            "label-conflict": 1,
+            "long-document": 1,
+            "too-few-documents": 1,
+            "small-class": 1,
+            "outside-class-folder": 1,
+        }
+    )
     for problem in report.problems:
         if problem.kind not in ("too-few-documents", "small-class"):
             assert problem.file and problem.file.split(":")[0] in problem.message, problem
@@ -79,7 +97,11 @@ def test_imbalance_is_reported(tmp_path: Path) -> None:
         _write(tmp_path / "small" / f"{i}.txt", f"small class document number {i}")
     report = scan_text_dataset(tmp_path)
     imbalance = [p for p in report.problems if p.kind == "imbalance"]
-    assert len(imbalance) == 1 and "'big' has 40 documents" in imbalance[0].message and "class weighting" in imbalance[0].message
+    assert (
+        len(imbalance) == 1
+        and "'big' has 40 documents" in imbalance[0].message
+        and "class weighting" in imbalance[0].message
+    )
 
 
 def test_decoding_order_utf8_bom_utf16_then_fallback() -> None:
@@ -97,7 +119,11 @@ def test_split_and_load_texts_give_string_arrays(tmp_path: Path) -> None:
     assert data.class_names == ("news", "recipes")
     for name in ("train", "val", "test"):
         texts = data.images[name]
-        assert texts.dtype == object and texts.ndim == 1 and len(texts) == len(data.labels[name]) == len(split.examples(name))
+        assert (
+            texts.dtype == object
+            and texts.ndim == 1
+            and len(texts) == len(data.labels[name]) == len(split.examples(name))
+        )
         for text, example in zip(texts, split.examples(name)):
             assert isinstance(text, str) and text == read_document(example.path)
     everything = {e.relpath: t for n in ("train", "val", "test") for e, t in zip(split.examples(n), data.images[n])}
@@ -107,8 +133,11 @@ def test_split_and_load_texts_give_string_arrays(tmp_path: Path) -> None:
 
 
 def test_csv_with_named_columns_and_tsv_without_header(tmp_path: Path) -> None:
-    csv_path = _write(tmp_path / "reviews.csv", 'id,review_text,sentiment\n1,"Great film, loved it",pos\n2,"Awful.\nJust awful",neg\n'
-                      "3,Fine acting,pos\n4,Boring plot,neg\n5,No label here,\n6,Terrible pacing,neg\n7,Wonderful cast,pos\n")
+    csv_path = _write(
+        tmp_path / "reviews.csv",
+        'id,review_text,sentiment\n1,"Great film, loved it",pos\n2,"Awful.\nJust awful",neg\n'
+        "3,Fine acting,pos\n4,Boring plot,neg\n5,No label here,\n6,Terrible pacing,neg\n7,Wonderful cast,pos\n",
+    )
     report = scan_text_dataset(csv_path)
     assert report.class_counts == {"neg": 3, "pos": 3}
     assert Counter(p.kind for p in report.problems) == Counter({"small-class": 2, "csv-row": 1})
@@ -117,19 +146,28 @@ def test_csv_with_named_columns_and_tsv_without_header(tmp_path: Path) -> None:
     assert read_document(row.path) == "Awful.\nJust awful"  # a quoted cell spanning two lines is one row
     assert report.root == str(tmp_path.resolve())
 
-    tsv_path = _write(tmp_path / "plain.tsv", "".join(f"sport\tThe team won match number {i} at home\n" for i in range(3))
-                      + "".join(f"politics\tThe senate debated bill number {i} today\n" for i in range(3)))
+    tsv_path = _write(
+        tmp_path / "plain.tsv",
+        "".join(f"sport\tThe team won match number {i} at home\n" for i in range(3))
+        + "".join(f"politics\tThe senate debated bill number {i} today\n" for i in range(3)),
+    )
     tsv = scan_text_dataset(tsv_path)
     assert tsv.class_names == ["politics", "sport"]  # the longer column is the text
-    assert read_document(next(e for e in tsv.examples if e.relpath == "plain.tsv:row 1").path) == "The team won match number 0 at home"
+    assert (
+        read_document(next(e for e in tsv.examples if e.relpath == "plain.tsv:row 1").path)
+        == "The team won match number 0 at home"
+    )
 
 
 def test_csv_without_recognisable_columns_says_how_to_name_them(tmp_path: Path) -> None:
     path = _write(tmp_path / "odd.csv", "a,b,c\n1,2,3\n4,5,6\n")
     with pytest.raises(DataError, match="Name them `text` and `label`"):
         scan_text_dataset(path)
-    named = scan_text_dataset(_write(tmp_path / "named.csv", "a,b,c\nx1,hello world,p\nx2,hi there,p\nx3,bye now,q\nx4,so long,q\n"),
-                              text_column="b", label_column="c")
+    named = scan_text_dataset(
+        _write(tmp_path / "named.csv", "a,b,c\nx1,hello world,p\nx2,hi there,p\nx3,bye now,q\nx4,so long,q\n"),
+        text_column="b",
+        label_column="c",
+    )
     assert named.class_counts == {"p": 2, "q": 2}
 
 
@@ -141,7 +179,11 @@ def test_zip_of_a_folder_scans_like_the_folder(tmp_path: Path) -> None:
             bundle.write(path, Path("topics") / path.relative_to(folder))
     from_zip = scan_text_dataset(archive, extract_root=tmp_path / "extracted")
     from_folder = scan_text_dataset(folder)
-    assert from_zip.fingerprint == from_folder.fingerprint and from_zip.class_counts == {"business": 6, "politics": 6, "sports": 6}
+    assert from_zip.fingerprint == from_folder.fingerprint and from_zip.class_counts == {
+        "business": 6,
+        "politics": 6,
+        "sports": 6,
+    }
 
 
 def test_detect_modality(tmp_path: Path) -> None:
@@ -159,7 +201,12 @@ def test_detect_modality(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("layout", "match"),
-    [("empty", "is empty"), ("no-classes", "no class sub-folders"), ("one-class", "fewer than 2 classes"), ("missing", "does not exist")],
+    [
+        ("empty", "is empty"),
+        ("no-classes", "no class sub-folders"),
+        ("one-class", "fewer than 2 classes"),
+        ("missing", "does not exist"),
+    ],
 )
 def test_unusable_sources_raise_with_a_fix(tmp_path: Path, layout: str, match: str) -> None:
     root = tmp_path / "data"

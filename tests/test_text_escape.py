@@ -71,7 +71,22 @@ def test_nasty_names_render_as_plain_text(name: str) -> None:
 @pytest.mark.parametrize("name", NASTY_NAMES)
 def test_rendered_html_has_no_markup_from_the_name(name: str) -> None:
     html = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(escape_markdown(name))
-    for tag in ("<a ", "<img", "<script", "<strong", "<em", "<h1", "<code", "<ul", "<ol", "<blockquote", "<pre", "<table", "<s>", "<!--"):
+    for tag in (
+        "<a ",
+        "<img",
+        "<script",
+        "<strong",
+        "<em",
+        "<h1",
+        "<code",
+        "<ul",
+        "<ol",
+        "<blockquote",
+        "<pre",
+        "<table",
+        "<s>",
+        "<!--",
+    ):
         assert tag not in html, (name, html)
 
 

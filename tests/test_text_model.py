@@ -40,7 +40,9 @@ def topics(tmp_path_factory: pytest.TempPathFactory) -> TrainingData:
 
 
 def _accuracy(model: keras.Model, data: TrainingData, split: str) -> float:
-    probabilities = model.predict(text_dataset(data.images[split], data.labels[split], batch_size=32, shuffle=False), verbose=0)
+    probabilities = model.predict(
+        text_dataset(data.images[split], data.labels[split], batch_size=32, shuffle=False), verbose=0
+    )
     return float(np.mean(probabilities.argmax(axis=1) == data.labels[split]))
 
 
@@ -64,7 +66,13 @@ def test_features_are_the_mean_of_known_glove_words() -> None:
     np.testing.assert_array_equal(features[3:], 0.0)
     assert transfer.image_size == 64 and transfer.feature_dim == 50 and transfer.spec.modality == "text"
     tokens = transfer.backbone.get_layer("tokenizer")(tf.constant(["well-known U.S. café"])).numpy()[0]
-    assert tokens.shape == (64,) and [load_glove().words[i - 2] for i in tokens[:5]] == ["well", "known", "u", "s", "café"]
+    assert tokens.shape == (64,) and [load_glove().words[i - 2] for i in tokens[:5]] == [
+        "well",
+        "known",
+        "u",
+        "s",
+        "café",
+    ]
 
 
 def test_freeze_policies_switch_the_embedding() -> None:
@@ -90,17 +98,35 @@ def test_scratch_baseline_has_the_same_architecture_with_random_vectors() -> Non
         build_text_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none"), 3)
 
 
-def test_frozen_glove_learns_topics_then_fine_tunes_through_train_model(topics: TrainingData, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_frozen_glove_learns_topics_then_fine_tunes_through_train_model(
+    topics: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
     transfer = build_text_transfer_model(GLOVE, 3)
     features = {name: transfer.feature_extractor.predict(topics.images[name], verbose=0) for name in ("train", "val")}
-    config = TrainConfig(mode="feature-extraction", epochs=25, batch_size=16, learning_rate=0.05, early_stopping_patience=None, reduce_lr_patience=None)
+    config = TrainConfig(
+        mode="feature-extraction",
+        epochs=25,
+        batch_size=16,
+        learning_rate=0.05,
+        early_stopping_patience=None,
+        reduce_lr_patience=None,
+    )
     result = train_model(transfer, topics, config, feature_provider=features.__getitem__)
     assert result.used_feature_cache and result.status == "completed"
     assert _accuracy(transfer.model, topics, "test") >= 0.8  # chance is 1/3
 
     embedding_before = transfer.backbone.get_layer("embedding").embeddings.numpy()[:2000].copy()
-    tune = TrainConfig(mode="fine-tune", epochs=1, fine_tune_epochs=2, batch_size=16, learning_rate=0.01, fine_tune_learning_rate=0.01,
-                       early_stopping_patience=None, reduce_lr_patience=None, use_feature_cache=False)
+    tune = TrainConfig(
+        mode="fine-tune",
+        epochs=1,
+        fine_tune_epochs=2,
+        batch_size=16,
+        learning_rate=0.01,
+        fine_tune_learning_rate=0.01,
+        early_stopping_patience=None,
+        reduce_lr_patience=None,
+        use_feature_cache=False,
+    )
     result = train_model(transfer, topics, tune)
     assert result.phases == ["head", "fine-tune"] and result.epochs_run == 3
     assert not np.allclose(embedding_before, transfer.backbone.get_layer("embedding").embeddings.numpy()[:2000])
@@ -111,7 +137,12 @@ def test_frozen_glove_learns_topics_then_fine_tunes_through_train_model(topics: 
 def test_keras_file_and_saved_model_round_trips(topics: TrainingData, tmp_path: Path) -> None:
     transfer = build_text_transfer_model(GLOVE, 3)
     transfer.model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
-    transfer.model.fit(text_dataset(topics.images["train"], topics.labels["train"], batch_size=16, shuffle=True), epochs=3, verbose=0, shuffle=False)
+    transfer.model.fit(
+        text_dataset(topics.images["train"], topics.labels["train"], batch_size=16, shuffle=True),
+        epochs=3,
+        verbose=0,
+        shuffle=False,
+    )
     texts = topics.images["test"]
     expected = transfer.model.predict(texts, verbose=0)
     assert expected.std() > 0.01  # a trained head, not uniform outputs

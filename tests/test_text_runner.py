@@ -27,7 +27,15 @@ def text_config(source: Path, mode: str = "feature-extraction", weights: str = "
     return RunConfig(
         data=DataConfig(source=str(source), modality="text", val_fraction=0.2, test_fraction=0.2, seed=0),
         model=ModelConfig(backbone="glove_6b_50d", weights=weights, sequence_length=64),
-        train=TrainConfig(mode=mode, epochs=20, batch_size=16, learning_rate=0.05, early_stopping_patience=None, reduce_lr_patience=None, **train),
+        train=TrainConfig(
+            mode=mode,
+            epochs=20,
+            batch_size=16,
+            learning_rate=0.05,
+            early_stopping_patience=None,
+            reduce_lr_patience=None,
+            **train,
+        ),
     )
 
 
@@ -80,8 +88,12 @@ def test_export_bundle_takes_raw_strings(finished: tuple[RunStore, str], tmp_pat
     documents = ["the match ended with a late goal for the home team", "rain and wind are expected tomorrow"]
     exported = served.serve(tf.constant(documents)).numpy()
     classifier = load_run_classifier(store, run_id)
-    direct = np.array([[p.probability for p in sorted(row, key=lambda p: classifier.class_names.index(p.label))]
-                       for row in predict_texts(classifier, documents, top_k=3)])
+    direct = np.array(
+        [
+            [p.probability for p in sorted(row, key=lambda p: classifier.class_names.index(p.label))]
+            for row in predict_texts(classifier, documents, top_k=3)
+        ]
+    )
     np.testing.assert_allclose(exported, direct, atol=1e-5)
     card = bundle.model_card_path.read_text()
     assert "raw UTF-8 strings" in card and "| class | documents |" in card
@@ -89,7 +101,9 @@ def test_export_bundle_takes_raw_strings(finished: tuple[RunStore, str], tmp_pat
 
 def test_fine_tune_and_scratch_baseline_on_text(topics: Path, tmp_path: Path) -> None:
     store = RunStore(tmp_path / "ws")
-    outcome = run_experiment(text_config(topics, mode="fine-tune", fine_tune_epochs=2, compare_scratch=True), store=store)
+    outcome = run_experiment(
+        text_config(topics, mode="fine-tune", fine_tune_epochs=2, compare_scratch=True), store=store
+    )
     assert outcome.status == "completed", outcome.error
     assert outcome.result is not None and outcome.result.phases == ["head", "fine-tune"]
     assert outcome.summary["negative_transfer"] in (True, False)

@@ -11,7 +11,20 @@ from tl_core.server.shown_paths import Area, relative_paths, shown_path
 from tl_core.text_safety import control_characters, markdown_text, visible_controls
 
 BIDI_CONTROLS = ["\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))]
-OTHER_HIDDEN = ["\u200b", "\u2060", "\ufeff", "\u00ad", "\U000e0041", "\u2028", "\u2029", "\x00", "\x1b", "\x7f", "\x85", "\udcff"]
+OTHER_HIDDEN = [
+    "\u200b",
+    "\u2060",
+    "\ufeff",
+    "\u00ad",
+    "\U000e0041",
+    "\u2028",
+    "\u2029",
+    "\x00",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\udcff",
+]
 
 
 @pytest.mark.parametrize("character", BIDI_CONTROLS + OTHER_HIDDEN)
@@ -32,18 +45,37 @@ def test_control_characters_are_what_a_label_file_cannot_hold() -> None:
     assert control_characters("a\nred") == ["\n"]
     assert control_characters("tab\there\tand\r\n") == ["\t", "\r", "\n"]
     assert control_characters("line\u2028sep") == ["\u2028"]
-    assert control_characters("\u202eblue") == [] and control_characters("<script>") == []  # shown neutralised, not refused
+    assert (
+        control_characters("\u202eblue") == [] and control_characters("<script>") == []
+    )  # shown neutralised, not refused
 
 
-NASTY = ["<script>alert(1)</script>", "[x](javascript:alert(1))", "![i](http://evil.example/x.png)", "<javascript:alert(1)>",
-         "www.evil.example", "a@evil.example", "# heading", "| a | b |", "`code`", "**bold**", "&lt;b&gt;", "\u202eblue", "a\nb"]
+NASTY = [
+    "<script>alert(1)</script>",
+    "[x](javascript:alert(1))",
+    "![i](http://evil.example/x.png)",
+    "<javascript:alert(1)>",
+    "www.evil.example",
+    "a@evil.example",
+    "# heading",
+    "| a | b |",
+    "`code`",
+    "**bold**",
+    "&lt;b&gt;",
+    "\u202eblue",
+    "a\nb",
+]
 
 
 @pytest.mark.parametrize("name", NASTY)
 def test_markdown_text_renders_as_one_line_of_plain_text(name: str) -> None:
     escaped = markdown_text(name)
     assert "\n" not in escaped and "\u202e" not in escaped and "<" not in escaped
-    html = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(f"| class |\n|---|\n| {escaped} |\n\n# {escaped}\n")
+    html = (
+        MarkdownIt("commonmark")
+        .enable(["table", "strikethrough"])
+        .render(f"| class |\n|---|\n| {escaped} |\n\n# {escaped}\n")
+    )
     for tag in ("<a ", "<img", "<script", "<strong", "<code", "href", "<h2"):
         assert tag not in html, (name, html)
     assert html.count("<td>") == 1, "the name stays inside its table cell"
@@ -55,12 +87,18 @@ AREAS = [Area(Path("/srv/tl/users/alice"), "your workspace"), Area(Path("/srv/tl
 
 
 def test_paths_in_messages_are_shown_relative_to_the_users_areas() -> None:
-    message = ("/srv/tl/users/alice/cache/extracted/empty is empty: put one sub-folder per class inside it, e.g. "
-               "/srv/tl/users/alice/cache/extracted/empty/cats/1.jpg; see /srv/tl/datasets/textures and '/opt/app/tl_core/data.py'")
+    message = (
+        "/srv/tl/users/alice/cache/extracted/empty is empty: put one sub-folder per class inside it, e.g. "
+        "/srv/tl/users/alice/cache/extracted/empty/cats/1.jpg; see /srv/tl/datasets/textures and '/opt/app/tl_core/data.py'"
+    )
     shown = relative_paths(message, AREAS)
     assert "/srv" not in shown and "/opt" not in shown
     assert shown.startswith("your workspace/cache/extracted/empty is empty")
-    assert "your workspace/cache/extracted/empty/cats/1.jpg" in shown and "shared datasets/textures" in shown and "'data.py'" in shown
+    assert (
+        "your workspace/cache/extracted/empty/cats/1.jpg" in shown
+        and "shared datasets/textures" in shown
+        and "'data.py'" in shown
+    )
 
 
 def test_another_users_folder_is_not_taken_for_ones_own() -> None:

@@ -76,22 +76,30 @@ def test_layer_embeds_strings_like_the_module(text_saved_model: tuple[Path, ToyT
 
 def test_hub_backbone_frozen_then_fine_tuned_with_adam(text_saved_model: tuple[Path, ToyTextEncoder]) -> None:
     folder, _ = text_saved_model
-    transfer = build_text_transfer_model(ModelConfig(backbone="hub_text_embedding", weights=str(folder), dropout=0.0), 3)
+    transfer = build_text_transfer_model(
+        ModelConfig(backbone="hub_text_embedding", weights=str(folder), dropout=0.0), 3
+    )
     assert transfer.feature_dim == DIM and transfer.backbone.name == "backbone"
     texts, labels = _topic_data()
     layer = transfer.backbone.get_layer("saved_model")
     embeddings_before = next(w for w in layer.weights if w.name == "embeddings").numpy().copy()
 
     FreezeBackbone().apply(transfer.backbone)
-    transfer.model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    transfer.model.compile(
+        optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     transfer.model.fit(text_dataset(texts, labels, batch_size=16, shuffle=True), epochs=10, verbose=0, shuffle=False)
     np.testing.assert_array_equal(embeddings_before, next(w for w in layer.weights if w.name == "embeddings").numpy())
-    frozen_loss, frozen_accuracy = transfer.model.evaluate(text_dataset(texts, labels, batch_size=16, shuffle=False), verbose=0)
+    frozen_loss, frozen_accuracy = transfer.model.evaluate(
+        text_dataset(texts, labels, batch_size=16, shuffle=False), verbose=0
+    )
     assert frozen_accuracy > 0.8
 
     UnfreezeAll().apply(transfer.backbone)
     assert len(transfer.backbone.trainable_weights) == 2
-    transfer.model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    transfer.model.compile(
+        optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     transfer.model.fit(text_dataset(texts, labels, batch_size=16, shuffle=True), epochs=10, verbose=0, shuffle=False)
     tuned = next(w for w in layer.weights if w.name == "embeddings").numpy()
     assert not np.allclose(embeddings_before, tuned)  # sparse (IndexedSlices) gradients reached the SavedModel's table
@@ -99,7 +107,9 @@ def test_hub_backbone_frozen_then_fine_tuned_with_adam(text_saved_model: tuple[P
     assert tuned_loss < frozen_loss
 
 
-def test_hub_text_classifier_saves_and_exports_with_its_lookup_table(text_saved_model: tuple[Path, ToyTextEncoder], tmp_path: Path) -> None:
+def test_hub_text_classifier_saves_and_exports_with_its_lookup_table(
+    text_saved_model: tuple[Path, ToyTextEncoder], tmp_path: Path
+) -> None:
     folder, _ = text_saved_model
     transfer = build_text_transfer_model(ModelConfig(backbone="hub_text_embedding", weights=str(folder)), 3)
     texts, _ = _topic_data(8)
@@ -119,13 +129,18 @@ def test_bad_text_weights_fail_with_a_fix(tmp_path: Path, text_saved_model: tupl
     image_model = tmp_path / "image_model"
     module = tf.Module()
     module.scale = tf.Variable(2.0)
-    module.__call__ = tf.function(lambda images: tf.reduce_mean(images, axis=[1, 2]) * module.scale, input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32)])
+    module.__call__ = tf.function(
+        lambda images: tf.reduce_mean(images, axis=[1, 2]) * module.scale,
+        input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32)],
+    )
     tf.saved_model.save(module, str(image_model))
     with pytest.raises(BackboneError, match="does not take a batch of strings"):
         build_text_backbone(spec, str(image_model), 64)
 
 
-def test_online_handle_offline_fails_fast_naming_offline_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_online_handle_offline_fails_fast_naming_offline_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_network(*args: object, **kwargs: object) -> None:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 

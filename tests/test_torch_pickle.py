@@ -17,7 +17,12 @@ import pytest
 
 from tl_core.errors import WeightsUnavailableError
 from tl_core.models.weights import OFFLINE_WEIGHTS
-from tl_core.models.weights.torch_pickle import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, UnsafePickleError, load_torch_state_dict
+from tl_core.models.weights.torch_pickle import (
+    LEGACY_MAGIC_NUMBER,
+    LEGACY_PROTOCOL_VERSION,
+    UnsafePickleError,
+    load_torch_state_dict,
+)
 
 
 class _FakeStorage:
@@ -59,7 +64,11 @@ def fake_torch(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     return types.SimpleNamespace(storage_classes=storage_classes)
 
 
-_STORAGE_NAMES = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage", np.dtype("float16"): "HalfStorage"}
+_STORAGE_NAMES = {
+    np.dtype("float32"): "FloatStorage",
+    np.dtype("int64"): "LongStorage",
+    np.dtype("float16"): "HalfStorage",
+}
 
 
 def _main_pickle(obj: object, fake_torch: types.SimpleNamespace, legacy: bool) -> bytes:
@@ -81,7 +90,15 @@ def _main_pickle(obj: object, fake_torch: types.SimpleNamespace, legacy: bool) -
 def write_legacy(path: Path, obj: object, storages: list[_FakeStorage], fake_torch: types.SimpleNamespace) -> Path:
     """A file in torch's pre-1.6 layout: magic, protocol, sys info, main pickle, keys, raw storages."""
     with path.open("wb") as f:
-        for header in (LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, {"protocol_version": LEGACY_PROTOCOL_VERSION, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+        for header in (
+            LEGACY_MAGIC_NUMBER,
+            LEGACY_PROTOCOL_VERSION,
+            {
+                "protocol_version": LEGACY_PROTOCOL_VERSION,
+                "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4},
+            },
+        ):
             pickle.dump(header, f, protocol=2)
         f.write(_main_pickle(obj, fake_torch, legacy=True))
         pickle.dump([s.key for s in storages], f, protocol=2)
@@ -101,18 +118,22 @@ def write_zip(path: Path, obj: object, storages: list[_FakeStorage], fake_torch:
     return path
 
 
-def _example_state(fake_torch: types.SimpleNamespace) -> tuple[collections.OrderedDict, list[_FakeStorage], dict[str, np.ndarray]]:
+def _example_state(
+    fake_torch: types.SimpleNamespace,
+) -> tuple[collections.OrderedDict, list[_FakeStorage], dict[str, np.ndarray]]:
     """Tensors sharing one storage with offsets and transposed strides, plus int64 and float16 ones."""
     shared = _FakeStorage("0", np.arange(12, dtype=np.float32) * 0.5)
     counts = _FakeStorage("1", np.array([7], dtype=np.int64))
     halves = _FakeStorage("2", np.array([1.5, -2.25, 3.0], dtype=np.float16))
-    state = collections.OrderedDict([
-        ("conv.weight", _FakeTensor(shared, 0, (2, 3, 2), (6, 2, 1))),
-        ("conv.weight_t", _FakeTensor(shared, 0, (3, 2), (1, 3))),
-        ("bn.bias", _FakeTensor(shared, 8, (4,), (1,))),
-        ("bn.num_batches_tracked", _FakeTensor(counts, 0, (), ())),
-        ("half", _FakeTensor(halves, 0, (3,), (1,))),
-    ])
+    state = collections.OrderedDict(
+        [
+            ("conv.weight", _FakeTensor(shared, 0, (2, 3, 2), (6, 2, 1))),
+            ("conv.weight_t", _FakeTensor(shared, 0, (3, 2), (1, 3))),
+            ("bn.bias", _FakeTensor(shared, 8, (4,), (1,))),
+            ("bn.num_batches_tracked", _FakeTensor(counts, 0, (), ())),
+            ("half", _FakeTensor(halves, 0, (3,), (1,))),
+        ]
+    )
     base = np.arange(12, dtype=np.float32) * 0.5
     expected = {
         "conv.weight": base.reshape(2, 3, 2),
@@ -125,7 +146,9 @@ def _example_state(fake_torch: types.SimpleNamespace) -> tuple[collections.Order
 
 
 @pytest.mark.parametrize("writer", [write_legacy, write_zip], ids=["legacy", "zip"])
-def test_reads_tensors_exactly_including_views_and_dtypes(tmp_path: Path, fake_torch: types.SimpleNamespace, writer) -> None:
+def test_reads_tensors_exactly_including_views_and_dtypes(
+    tmp_path: Path, fake_torch: types.SimpleNamespace, writer
+) -> None:
     state, storages, expected = _example_state(fake_torch)
     loaded = load_torch_state_dict(writer(tmp_path / "model.pth", state, storages, fake_torch))
     assert list(loaded) == list(expected)
@@ -136,7 +159,9 @@ def test_reads_tensors_exactly_including_views_and_dtypes(tmp_path: Path, fake_t
 
 def test_unwraps_a_state_dict_key(tmp_path: Path, fake_torch: types.SimpleNamespace) -> None:
     state, storages, expected = _example_state(fake_torch)
-    loaded = load_torch_state_dict(write_legacy(tmp_path / "ckpt.pth", {"state_dict": state, "epoch": 3}, storages, fake_torch))
+    loaded = load_torch_state_dict(
+        write_legacy(tmp_path / "ckpt.pth", {"state_dict": state, "epoch": 3}, storages, fake_torch)
+    )
     assert set(loaded) == set(expected)
 
 
@@ -157,11 +182,17 @@ class _EvaluatesCode:
 
 
 @pytest.mark.parametrize("protocol", [2, 4])
-@pytest.mark.parametrize("make_payload", [
-    lambda marker: _RunsShellCommand(f"touch {marker}"),
-    lambda marker: _EvaluatesCode(f"open({str(marker)!r}, 'w').close()"),
-], ids=["os.system", "builtins.eval"])
-def test_refuses_malicious_pickle_without_running_it(tmp_path: Path, fake_torch: types.SimpleNamespace, make_payload, protocol: int) -> None:
+@pytest.mark.parametrize(
+    "make_payload",
+    [
+        lambda marker: _RunsShellCommand(f"touch {marker}"),
+        lambda marker: _EvaluatesCode(f"open({str(marker)!r}, 'w').close()"),
+    ],
+    ids=["os.system", "builtins.eval"],
+)
+def test_refuses_malicious_pickle_without_running_it(
+    tmp_path: Path, fake_torch: types.SimpleNamespace, make_payload, protocol: int
+) -> None:
     marker = tmp_path / "pwned"
     payload = collections.OrderedDict([("weight", make_payload(marker))])
     path = tmp_path / "evil.pth"
@@ -198,7 +229,9 @@ def test_refuses_a_persistent_id_that_is_not_a_storage(tmp_path: Path) -> None:
         load_torch_state_dict(path)
 
 
-def test_truncated_missing_and_foreign_files_raise_clear_errors(tmp_path: Path, fake_torch: types.SimpleNamespace) -> None:
+def test_truncated_missing_and_foreign_files_raise_clear_errors(
+    tmp_path: Path, fake_torch: types.SimpleNamespace
+) -> None:
     state, storages, _ = _example_state(fake_torch)
     good = write_legacy(tmp_path / "good.pth", state, storages, fake_torch).read_bytes()
     truncated = tmp_path / "truncated.pth"

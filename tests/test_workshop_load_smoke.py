@@ -18,10 +18,18 @@ import pytest  # noqa: E402
 pytestmark = pytest.mark.slow
 
 VERDICT_LABELS = (
-    "errors seen by users", "page links clicked twice (the first click drew no new page)", "runs queued", "lost runs",
-    "corrupted runs", "runs still queued or training at the timeout", "pages showing another user's runs",
-    "queue start order vs submit order, inversions", "longest stretch with a job waiting and a device slot free",
-    "page response p50 while jobs run", "page response p95 while jobs run", "server process peak memory (VmHWM)",
+    "errors seen by users",
+    "page links clicked twice (the first click drew no new page)",
+    "runs queued",
+    "lost runs",
+    "corrupted runs",
+    "runs still queued or training at the timeout",
+    "pages showing another user's runs",
+    "queue start order vs submit order, inversions",
+    "longest stretch with a job waiting and a device slot free",
+    "page response p50 while jobs run",
+    "page response p95 while jobs run",
+    "server process peak memory (VmHWM)",
 )
 
 
@@ -31,7 +39,9 @@ def test_two_users_one_job_print_verdicts_without_errors(capsys: pytest.CaptureF
     figures = workshop_load.main(["--users", "2", "--jobs", "1", "--epochs", "1", "--ramp-s", "0", "--timeout", "600"])
     output = capsys.readouterr().out
     for label in VERDICT_LABELS:
-        assert re.search(rf"^{re.escape(label)}: .* (PASS|FAIL)$", output, re.MULTILINE), f"no verdict line for {label!r}:\n{output}"
+        assert re.search(rf"^{re.escape(label)}: .* (PASS|FAIL)$", output, re.MULTILINE), (
+            f"no verdict line for {label!r}:\n{output}"
+        )
     assert figures["errors"] == 0, output
     assert figures["runs_queued"] == 2, output
     assert figures["lost"] == 0 and figures["corrupted"] == 0 and figures["unfinished"] == 0, output

@@ -29,7 +29,9 @@ def clear_caches(url: str, times: int = 1) -> None:
     message = BackMsg()
     message.clear_cache = True
     for _ in range(times):
-        with connect(url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"], open_timeout=20) as socket:
+        with connect(
+            url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"], open_timeout=20
+        ) as socket:
             socket.send(message.SerializeToString())
             time.sleep(0.5)  # let the server handle it before the socket closes
 
@@ -81,10 +83,16 @@ def test_throttle_is_per_account_and_client_with_backoff() -> None:
         assert throttle.wait_s("tara", "ip:attacker") == 0.0
         throttle.record_failure("tara", "ip:attacker")
     first = throttle.wait_s("tara", "ip:attacker")
-    assert first > 0 and throttle.wait_s("tara", "device:taras-laptop") == 0.0 and throttle.wait_s("alice", "ip:attacker") == 0.0
+    assert (
+        first > 0
+        and throttle.wait_s("tara", "device:taras-laptop") == 0.0
+        and throttle.wait_s("alice", "ip:attacker") == 0.0
+    )
     now[0] += first
     throttle.record_failure("Tara ", "ip:attacker")  # names are counted case- and space-insensitively
-    assert throttle.wait_s("tara", "ip:attacker") == pytest.approx(2 * first), "each failure past the free ones doubles the wait"
+    assert throttle.wait_s("tara", "ip:attacker") == pytest.approx(2 * first), (
+        "each failure past the free ones doubles the wait"
+    )
 
 
 def test_session_tokens_are_signed_expiring_and_end_with_the_account(tmp_path: Path) -> None:
@@ -93,14 +101,20 @@ def test_session_tokens_are_signed_expiring_and_end_with_the_account(tmp_path: P
     token = store.start("alice", stamps["alice"])
     assert store.resolve(token, stamps.get) == "alice"
     session_id, expires, signature = token.split(".")
-    assert store.resolve(f"{session_id}.{int(expires) + 3600}.{signature}", stamps.get) is None, "a longer life needs a new signature"
+    assert store.resolve(f"{session_id}.{int(expires) + 3600}.{signature}", stamps.get) is None, (
+        "a longer life needs a new signature"
+    )
     assert store.resolve(f"{session_id}.{expires}.{'0' * len(signature)}", stamps.get) is None
-    assert store.resolve(SessionStore(tmp_path / "other").start("alice", "stamp-1"), stamps.get) is None, "another server's secret"
+    assert store.resolve(SessionStore(tmp_path / "other").start("alice", "stamp-1"), stamps.get) is None, (
+        "another server's secret"
+    )
     stamps["alice"] = "stamp-2"  # a new password
     assert store.resolve(token, stamps.get) is None and store.active_counts() == {}
     expired = SessionStore(tmp_path, lifetime_s=-1).start("alice", "stamp-2")
     assert store.resolve(expired, stamps.get) is None
-    assert (tmp_path / "sessions.sqlite").stat().st_mode & 0o077 == 0 and (tmp_path / "session_secret").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "sessions.sqlite").stat().st_mode & 0o077 == 0 and (
+        tmp_path / "session_secret"
+    ).stat().st_mode & 0o077 == 0
 
 
 def test_reload_and_new_tab_keep_the_session_until_the_trainer_revokes_it(workshop_server) -> None:  # noqa: ANN001
@@ -151,16 +165,25 @@ def test_a_removed_or_repassworded_account_is_signed_out_at_its_next_click(works
             page.set_default_timeout(60_000)
             sign_in(page, url, name)
 
-        assert workshop_server.cli("users", "passwd", "alice", "--password-stdin", input_text="a new password\n").returncode == 0
+        assert (
+            workshop_server.cli(
+                "users", "passwd", "alice", "--password-stdin", input_text="a new password\n"
+            ).returncode
+            == 0
+        )
         click_somewhere(alice)
         expect(alice.get_by_text("Your session has ended")).to_be_visible()
 
         assert workshop_server.cli("users", "remove", "bob").returncode == 0
         bob.get_by_test_id("stSidebarNav").get_by_text("Data", exact=True).click()
-        expect(bob.get_by_role("button", name="Sign in", exact=True)).to_be_visible()  # waits for the rerun, not a fixed time
+        expect(
+            bob.get_by_role("button", name="Sign in", exact=True)
+        ).to_be_visible()  # waits for the rerun, not a fixed time
         assert not is_signed_in(bob)
         assert bob.get_by_role("tab", name="Demo dataset").count() == 0, "a removed user can write no dataset"
-        assert not list((workshop_server.user_root("bob") / "datasets").glob("*")), "nothing was written for the removed user"
+        assert not list((workshop_server.user_root("bob") / "datasets").glob("*")), (
+            "nothing was written for the removed user"
+        )
         browser.close()
 
 

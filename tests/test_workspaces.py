@@ -80,7 +80,11 @@ def test_workspace_layout_and_own_run_store(spaces: Workspaces) -> None:
 
 def test_student_cannot_reach_another_users_folder(spaces: Workspaces) -> None:
     bob_data = _write(spaces.workspace_for(BOB).datasets / "cats" / "a" / "1.png", 10)
-    bob_run = spaces.workspace_for(BOB).store().create_run(config={}, backbone="b", weights="imagenet", mode="feature-extraction")
+    bob_run = (
+        spaces.workspace_for(BOB)
+        .store()
+        .create_run(config={}, backbone="b", weights="imagenet", mode="feature-extraction")
+    )
     with pytest.raises(UnsafePathError, match="cannot open bob's workspace"):
         spaces.workspace_for(ALICE, "bob")
     with pytest.raises(UnsafePathError, match="outside your workspace"):
@@ -123,7 +127,11 @@ def test_shared_datasets_are_readable_but_only_trainers_write(spaces: Workspaces
 
 
 def test_weights_sources_for_students_and_trainers(spaces: Workspaces) -> None:
-    own = spaces.workspace_for(ALICE).store().create_run(config={}, backbone="b", weights="imagenet", mode="feature-extraction")
+    own = (
+        spaces.workspace_for(ALICE)
+        .store()
+        .create_run(config={}, backbone="b", weights="imagenet", mode="feature-extraction")
+    )
     assert spaces.check_weights_source(ALICE, "imagenet") == "imagenet"
     assert spaces.check_weights_source(ALICE, f"run:{own.id[:17]}") == f"run:{own.id}"
     for source in ("/tmp/model.keras", "https://tfhub.dev/x", str(spaces.workspace_for(ALICE).datasets / "m.keras")):
@@ -203,7 +211,10 @@ def test_trainer_sees_all_runs_and_cleans_up(spaces: Workspaces) -> None:
     cache_entry = _write(spaces.workspace_for(ALICE).cache / "features" / "k1.npy", 9000)
     (spaces.root / "users" / "Not_A_User!").mkdir()
     assert spaces.usernames() == ["alice", "bob"]
-    assert {(run.username, run.record.id) for run in spaces.all_runs(TRAINER)} == {("alice", kept.id), ("bob", failed.id)}
+    assert {(run.username, run.record.id) for run in spaces.all_runs(TRAINER)} == {
+        ("alice", kept.id),
+        ("bob", failed.id),
+    }
     candidates = spaces.cleanup_candidates(TRAINER)
     assert [(c.username, c.kind) for c in candidates] == [("alice", "cache"), ("bob", "run")]
     assert candidates[0].size_bytes == 9000 and candidates[1].run_id == failed.id

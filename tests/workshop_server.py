@@ -21,7 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORDS = {"tara": "trainer password", "alice": "alice password", "bob": "bob password"}
 ROLES = {"tara": "trainer", "alice": "student", "bob": "student"}
 
@@ -51,8 +58,15 @@ class WorkshopServer:
 
     def cli(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess:
         """`python -m tl_core ARGS` against this server's workspace and settings."""
-        return subprocess.run([sys.executable, "-m", "tl_core", *args], env=self.env, cwd=ROOT, input=input_text,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "tl_core", *args],
+            env=self.env,
+            cwd=ROOT,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -73,22 +87,46 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout_s
 
 
 @contextmanager
-def workshop_server(tmp_path: Path, extra_env: dict[str, str] | None = None, name: str = "workshop") -> Iterator[WorkshopServer]:
+def workshop_server(
+    tmp_path: Path, extra_env: dict[str, str] | None = None, name: str = "workshop"
+) -> Iterator[WorkshopServer]:
     """Start `python -m tl_core serve` in workshop mode on 127.0.0.1 with tara (trainer), alice and bob (students)."""
     workspace = tmp_path / "workspace"
-    env = {**os.environ, "TRANSFERLAB_MODE": "workshop", "TRANSFERLAB_WORKSPACE": str(workspace), "TRANSFERLAB_HOST": "127.0.0.1",
-           "TRANSFERLAB_PORT": str(free_port()), "TRANSFERLAB_WARM_WORKERS": "0", "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "TRANSFERLAB_MODE": "workshop",
+        "TRANSFERLAB_WORKSPACE": str(workspace),
+        "TRANSFERLAB_HOST": "127.0.0.1",
+        "TRANSFERLAB_PORT": str(free_port()),
+        "TRANSFERLAB_WARM_WORKERS": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **(extra_env or {}),
+    }
     for variable in ("TRANSFERLAB_CONFIG", "TRANSFERLAB_DATASETS_DIR", "TRANSFERLAB_USERS_FILE"):
         if variable not in (extra_env or {}):
             env.pop(variable, None)
     for user, password in PASSWORDS.items():
-        subprocess.run([sys.executable, "-m", "tl_core", "users", "add", user, "--role", ROLES[user], "--password-stdin"],
-                       input=password + "\n", env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "tl_core", "users", "add", user, "--role", ROLES[user], "--password-stdin"],
+            input=password + "\n",
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"{name}-server.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "tl_core", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tl_core", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = WorkshopServer(f"http://127.0.0.1:{env['TRANSFERLAB_PORT']}", workspace, env, log_path, process)
     try:
         _wait_healthy(server.url, process, log_path)

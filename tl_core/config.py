@@ -67,11 +67,15 @@ class DataConfig:
             f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:.2f} leaves too little "
             "to train on: keep their sum below 0.9.",
         )
-        _require(self.modality in get_args(Modality), f"modality={self.modality!r}: choose one of {get_args(Modality)}.")
+        _require(
+            self.modality in get_args(Modality), f"modality={self.modality!r}: choose one of {get_args(Modality)}."
+        )
         # Lists from JSON (a stored run's config) become tuples so the config stays hashable.
         object.__setattr__(self, "readable_roots", tuple(str(root) for root in self.readable_roots))
-        _require(all(root.startswith("/") for root in self.readable_roots),
-                 f"readable_roots={self.readable_roots}: give absolute folder paths, or none for any folder.")
+        _require(
+            all(root.startswith("/") for root in self.readable_roots),
+            f"readable_roots={self.readable_roots}: give absolute folder paths, or none for any folder.",
+        )
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ class ModelConfig:
             f"image_size={self.image_size} must be between 16 and 1024 pixels (or None for the backbone default).",
         )
         _require(
-            isinstance(self.sequence_length, int) and not isinstance(self.sequence_length, bool)
+            isinstance(self.sequence_length, int)
+            and not isinstance(self.sequence_length, bool)
             and MIN_SEQUENCE_LENGTH <= self.sequence_length <= MAX_SEQUENCE_LENGTH,
             f"sequence_length={self.sequence_length} must be a whole number of tokens between {MIN_SEQUENCE_LENGTH} and "
             f"{MAX_SEQUENCE_LENGTH}, e.g. 256 (documents longer than that are cut).",
@@ -183,7 +188,10 @@ class TrainConfig:
         )
         _require(self.fine_tune_layers >= 1, f"fine_tune_layers={self.fine_tune_layers} must be at least 1.")
         _require(self.stage_epochs >= 1, f"stage_epochs={self.stage_epochs} must be at least 1.")
-        _require(self.max_stages is None or self.max_stages >= 1, f"max_stages={self.max_stages} must be at least 1, or None for all blocks.")
+        _require(
+            self.max_stages is None or self.max_stages >= 1,
+            f"max_stages={self.max_stages} must be at least 1, or None for all blocks.",
+        )
         _require(
             self.plateau_tolerance is None or self.plateau_tolerance >= 0,
             f"plateau_tolerance={self.plateau_tolerance} must be 0 or more, or None to never stop early.",

@@ -75,7 +75,10 @@ class PreparationProgress(TrainingEvent):
     total: int
 
 
-PREPARATION_STEP_NAMES = {"decode": "decoding images", "features": "computing backbone features"}  # `PreparationProgress.step`, in words
+PREPARATION_STEP_NAMES = {
+    "decode": "decoding images",
+    "features": "computing backbone features",
+}  # `PreparationProgress.step`, in words
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,11 @@ class ProgressThrottle:
         """Whether to report now (the first report, the last one when `done >= total`, or `interval_s` since the
         previous); a due answer counts as a report. Without `total` there is no last one."""
         now = self.clock()
-        if (total is not None and done >= total) or self._reported_at is None or now - self._reported_at >= self.interval_s:
+        if (
+            (total is not None and done >= total)
+            or self._reported_at is None
+            or now - self._reported_at >= self.interval_s
+        ):
             self._reported_at = now
             return True
         return False

@@ -70,8 +70,15 @@ class DataModality(ABC):
         """What the model reads per example: pixels per side, or tokens per document."""
 
     @abstractmethod
-    def load(self, split: DatasetSplit, input_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None = None,
-             decoded_elsewhere: Collection[str] = ()) -> TrainingData:
+    def load(
+        self,
+        split: DatasetSplit,
+        input_size: int,
+        cache_dir: Path,
+        log: LogFunction,
+        progress: SplitProgress | None = None,
+        decoded_elsewhere: Collection[str] = (),
+    ) -> TrainingData:
         """Every split's examples ready for training.
 
         `progress` follows the decoding of each split (it may raise to stop); `decoded_elsewhere`: splits whose
@@ -79,13 +86,28 @@ class DataModality(ABC):
         """
 
     @abstractmethod
-    def build(self, model_config: ModelConfig, num_classes: int, *, cache_dir: Path | None = None,
-              backbone: keras.Model | None = None, augmentation_seed: int | None = None) -> TransferModel:
+    def build(
+        self,
+        model_config: ModelConfig,
+        num_classes: int,
+        *,
+        cache_dir: Path | None = None,
+        backbone: keras.Model | None = None,
+        augmentation_seed: int | None = None,
+    ) -> TransferModel:
         """The transfer model: preprocessing (or tokenising) -> frozen backbone -> new head."""
 
     @abstractmethod
-    def dataset(self, examples: np.ndarray, labels: np.ndarray, *, batch_size: int, shuffle: bool, seed: int = 0,
-                sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+    def dataset(
+        self,
+        examples: np.ndarray,
+        labels: np.ndarray,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        sample_weights: np.ndarray | None = None,
+    ) -> tf.data.Dataset:
         """Batches of (examples, labels[, weights]) for `fit`, `predict` and evaluation."""
 
     def describe_input_size(self, size: int) -> str:
@@ -115,21 +137,47 @@ class ImageModality(DataModality):
 
         return resolve_image_size(get_backbone_spec(model_config.backbone), model_config.image_size)
 
-    def load(self, split: DatasetSplit, input_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None = None,
-             decoded_elsewhere: Collection[str] = ()) -> TrainingData:
+    def load(
+        self,
+        split: DatasetSplit,
+        input_size: int,
+        cache_dir: Path,
+        log: LogFunction,
+        progress: SplitProgress | None = None,
+        decoded_elsewhere: Collection[str] = (),
+    ) -> TrainingData:
         return _load_images(split, input_size, cache_dir, log, progress, decoded_elsewhere)
 
-    def build(self, model_config: ModelConfig, num_classes: int, *, cache_dir: Path | None = None,
-              backbone: keras.Model | None = None, augmentation_seed: int | None = None) -> TransferModel:
+    def build(
+        self,
+        model_config: ModelConfig,
+        num_classes: int,
+        *,
+        cache_dir: Path | None = None,
+        backbone: keras.Model | None = None,
+        augmentation_seed: int | None = None,
+    ) -> TransferModel:
         from tl_core.models.transfer_model import build_transfer_model
 
-        return build_transfer_model(model_config, num_classes, cache_dir=cache_dir, backbone=backbone, augmentation_seed=augmentation_seed)
+        return build_transfer_model(
+            model_config, num_classes, cache_dir=cache_dir, backbone=backbone, augmentation_seed=augmentation_seed
+        )
 
-    def dataset(self, examples: np.ndarray, labels: np.ndarray, *, batch_size: int, shuffle: bool, seed: int = 0,
-                sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+    def dataset(
+        self,
+        examples: np.ndarray,
+        labels: np.ndarray,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        sample_weights: np.ndarray | None = None,
+    ) -> tf.data.Dataset:
         from tl_core.data.image_cache import image_dataset
 
-        return image_dataset(examples, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, sample_weights=sample_weights)
+        return image_dataset(
+            examples, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, sample_weights=sample_weights
+        )
 
     def describe_input_size(self, size: int) -> str:
         return f"{size}px"
@@ -153,27 +201,54 @@ class TextModality(DataModality):
         """Word tokens per document."""
         return model_config.sequence_length
 
-    def load(self, split: DatasetSplit, input_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None = None,
-             decoded_elsewhere: Collection[str] = ()) -> TrainingData:
+    def load(
+        self,
+        split: DatasetSplit,
+        input_size: int,
+        cache_dir: Path,
+        log: LogFunction,
+        progress: SplitProgress | None = None,
+        decoded_elsewhere: Collection[str] = (),
+    ) -> TrainingData:
         from tl_core.data.text_dataset import load_texts
 
         data = load_texts(split)
         for name in data.images:
             if len(data.images[name]):
-                log("info", f"{name}: {len(data.images[name])} documents, the first {input_size} word tokens of each are read.")
+                log(
+                    "info",
+                    f"{name}: {len(data.images[name])} documents, the first {input_size} word tokens of each are read.",
+                )
         return data
 
-    def build(self, model_config: ModelConfig, num_classes: int, *, cache_dir: Path | None = None,
-              backbone: keras.Model | None = None, augmentation_seed: int | None = None) -> TransferModel:
+    def build(
+        self,
+        model_config: ModelConfig,
+        num_classes: int,
+        *,
+        cache_dir: Path | None = None,
+        backbone: keras.Model | None = None,
+        augmentation_seed: int | None = None,
+    ) -> TransferModel:
         from tl_core.models.text_model import build_text_transfer_model
 
         return build_text_transfer_model(model_config, num_classes, cache_dir=cache_dir, backbone=backbone)
 
-    def dataset(self, examples: np.ndarray, labels: np.ndarray, *, batch_size: int, shuffle: bool, seed: int = 0,
-                sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+    def dataset(
+        self,
+        examples: np.ndarray,
+        labels: np.ndarray,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        sample_weights: np.ndarray | None = None,
+    ) -> tf.data.Dataset:
         from tl_core.models.text_model import text_dataset
 
-        return text_dataset(examples, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, sample_weights=sample_weights)
+        return text_dataset(
+            examples, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, sample_weights=sample_weights
+        )
 
 
 MODALITIES: dict[str, DataModality] = {modality.name: modality for modality in (ImageModality(), TextModality())}
@@ -195,8 +270,14 @@ def resolve_modality(source: str | Path, requested: str = AUTO) -> Modality:
     return detect_modality(source)
 
 
-def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: LogFunction, progress: SplitProgress | None,
-                 decoded_elsewhere: Collection[str]) -> TrainingData:
+def _load_images(
+    split: DatasetSplit,
+    image_size: int,
+    cache_dir: Path,
+    log: LogFunction,
+    progress: SplitProgress | None,
+    decoded_elsewhere: Collection[str],
+) -> TrainingData:
     import numpy as np
 
     from tl_core.data.types import SPLIT_NAMES
@@ -214,7 +295,13 @@ def _load_images(split: DatasetSplit, image_size: int, cache_dir: Path, log: Log
         cached = build_image_cache(examples, image_size, cache_dir, progress=progress(name) if progress else None)
         for problem in cached.failures:
             log("warning", problem.message)
-        origin = "decoded and cached" if not cached.reused else "decoded and cached by a helper process" if name in decoded_elsewhere else "from the decoded-image cache"
+        origin = (
+            "decoded and cached"
+            if not cached.reused
+            else "decoded and cached by a helper process"
+            if name in decoded_elsewhere
+            else "from the decoded-image cache"
+        )
         log("info", f"{name}: {len(examples)} images {origin} at {image_size}px.")
         images[name] = cached.images
     return TrainingData(tuple(split.class_names), images, labels)

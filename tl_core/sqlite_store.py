@@ -55,7 +55,9 @@ def kept_open(path: Path) -> Iterator[None]:
     """
     keeper = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     try:
-        keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the log index: it now counts as a connection
+        keeper.execute(
+            "SELECT count(*) FROM sqlite_master"
+        ).fetchone()  # opens the log index: it now counts as a connection
         yield
     finally:
         keeper.close()

@@ -39,8 +39,16 @@ _LEADING_WHITESPACE = re.compile(r"^[ \t]+", re.MULTILINE)
 # One word of letters, digits, `_` and `-` that starts with a letter or digit is never Markdown syntax
 # (an underscore inside a word opens no emphasis): such names (`mobilenet_v2`, run ids) stay readable as they are.
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_CONTROL_NAMES = {"\n": "line feed", "\r": "carriage return", "\t": "tab", "\x00": "NUL", "\x0b": "vertical tab", "\x0c": "form feed",
-                  "\x1b": "escape", "\x85": "next line"}  # Unicode gives C0/C1 controls no names
+_CONTROL_NAMES = {
+    "\n": "line feed",
+    "\r": "carriage return",
+    "\t": "tab",
+    "\x00": "NUL",
+    "\x0b": "vertical tab",
+    "\x0c": "form feed",
+    "\x1b": "escape",
+    "\x85": "next line",
+}  # Unicode gives C0/C1 controls no names
 
 
 def is_hidden_control(character: str) -> bool:
@@ -60,7 +68,10 @@ def visible_controls(text: str, *, keep: str = "") -> str:
     """
     if text.isprintable():  # the common case: no control, format or separator character at all
         return text
-    return "".join(f"⟨U+{ord(character):04X}⟩" if character not in keep and is_hidden_control(character) else character for character in text)
+    return "".join(
+        f"⟨U+{ord(character):04X}⟩" if character not in keep and is_hidden_control(character) else character
+        for character in text
+    )
 
 
 def control_characters(name: str) -> list[str]:
@@ -71,8 +82,10 @@ def control_characters(name: str) -> list[str]:
 
 def describe_characters(characters: list[str]) -> str:
     """`U+000A (LINE FEED), U+0009 (CHARACTER TABULATION)`: what a refusal message names."""
-    return ", ".join(f"U+{ord(c):04X} ({unicodedata.name(c, _CONTROL_NAMES.get(c, 'control character')).lower()})" for c in characters)
-
+    return ", ".join(
+        f"U+{ord(c):04X} ({unicodedata.name(c, _CONTROL_NAMES.get(c, 'control character')).lower()})"
+        for c in characters
+    )
 
 
 def markdown_text(text: object, *, line_breaks: bool = False) -> str:

@@ -58,7 +58,11 @@ def cut_layers(backbone: str) -> CutLayers:
 
 def depths_to_probe(layers: CutLayers, chosen: str | None) -> list[str]:
     """A few depths spread over the backbone, the chosen cut layer and the last layer, shallow first."""
-    picks = [layers.candidates[round((len(layers.candidates) - 1) * f)] for f in DEPTH_FRACTIONS] if layers.candidates else []
+    picks = (
+        [layers.candidates[round((len(layers.candidates) - 1) * f)] for f in DEPTH_FRACTIONS]
+        if layers.candidates
+        else []
+    )
     if chosen in layers.candidates:
         picks.append(chosen)
     ordered = sorted(set(picks), key=layers.candidates.index)
@@ -83,12 +87,16 @@ def _dataset(source: str) -> DatasetView | None:
         show_error(exc)
         return None
     if view.split is None:
-        st.warning(escape_markdown(user_message(view.split_error or "The dataset cannot be split.")), icon=":material/warning:")
+        st.warning(
+            escape_markdown(user_message(view.split_error or "The dataset cannot be split.")), icon=":material/warning:"
+        )
         return None
     return view
 
 
-def _submit(kind: str, source: str, model_config: ModelConfig, train_config: TrainConfig, key: str, options: dict) -> str | None:
+def _submit(
+    kind: str, source: str, model_config: ModelConfig, train_config: TrainConfig, key: str, options: dict
+) -> str | None:
     """Queue the job after checking the dataset can be split; None (with the reason shown) when it cannot be queued."""
     view = _dataset(source)
     if view is None:
@@ -111,8 +119,12 @@ def job_panel(job_id: str, what: str, stop_key: str) -> None:
     if status is None or status.state == "queued":
         position = f", position {status.queue_position}" if status is not None and status.queue_position else ""
         start = status.estimated_start if status is not None else None
-        when = f" Estimated start: in about {format_duration(max(0.0, start - time.time()))}." if start is not None else ""
-        st.info(f"{what}: queued{position}; it starts when the jobs before it finish.{when}", icon=":material/schedule:")
+        when = (
+            f" Estimated start: in about {format_duration(max(0.0, start - time.time()))}." if start is not None else ""
+        )
+        st.info(
+            f"{what}: queued{position}; it starts when the jobs before it finish.{when}", icon=":material/schedule:"
+        )
     else:
         progress = status.progress
         elapsed = format_duration(max(0.0, time.time() - (status.estimated_start or time.time())))
@@ -121,7 +133,9 @@ def job_panel(job_id: str, what: str, stop_key: str) -> None:
             text = f"{what}: {step} ({progress.preparing_split} sample) {progress.preparing_done:,} of {progress.preparing_total:,} · {elapsed}"
             st.progress(progress.preparing_done / progress.preparing_total, text=escape_markdown(text))
         else:
-            st.info(f"{what}: {escape_markdown(progress.stage or 'starting')}… ({elapsed})", icon=":material/hourglass_top:")
+            st.info(
+                f"{what}: {escape_markdown(progress.stage or 'starting')}… ({elapsed})", icon=":material/hourglass_top:"
+            )
     if st.button("Stop", key=stop_key, icon=":material/stop:", help="Stops the measurement after its current step."):
         jobs.stop(job_id)
         st.toast("Stopping…")
@@ -138,8 +152,11 @@ def show_ended(record: AdvisoryRecord) -> bool:
         st.info("The last measurement was stopped before it finished.", icon=":material/stop_circle:")
     else:
         ended = "was interrupted" if record.status == "interrupted" else "failed"
-        st.error(f"The last measurement {ended}: " + escape_markdown(user_message(record.error or "no reason was recorded.")),
-                 icon=":material/error:")
+        st.error(
+            f"The last measurement {ended}: "
+            + escape_markdown(user_message(record.error or "no reason was recorded.")),
+            icon=":material/error:",
+        )
     return False
 
 
@@ -153,28 +170,65 @@ def _use_cut_layer(layer: str | None) -> None:
 
 def advice_table(advice: Advice) -> pd.DataFrame:
     """One row per mode: estimated time, throughput, and which one is recommended."""
-    rows = [{"mode": mode, "estimated time": format_duration(estimate.estimated_seconds), "images/s": round(estimate.images_per_second),
-             "recommended": "✓" if mode == advice.recommended_mode else ""} for mode, estimate in advice.estimates.items()]
+    rows = [
+        {
+            "mode": mode,
+            "estimated time": format_duration(estimate.estimated_seconds),
+            "images/s": round(estimate.images_per_second),
+            "recommended": "✓" if mode == advice.recommended_mode else "",
+        }
+        for mode, estimate in advice.estimates.items()
+    ]
     return pd.DataFrame(rows, columns=["mode", "estimated time", "images/s", "recommended"])
 
 
 def show_mode_advisor(source: str, model_config: ModelConfig, train_config: TrainConfig) -> None:
     """Button-queued recommendation of a training mode, followed live, then its reasons and time per mode."""
     st.subheader("Which mode? Ask the advisor")
-    st.caption("Measures how well the frozen backbone's features separate your classes (a linear probe on a sample), "
-               "looks at the dataset size and times each mode on this machine. Runs in the job queue, like training: "
-               "from a few seconds to a minute once it starts.")
-    session_value("model_advise_timing", True)  # a default set here, not as `value=`: the page restores saved widget values
-    timing = st.toggle("Time each mode on this machine", key="model_advise_timing",
-                       help="Runs a few training steps per mode to estimate the time of each (about 10-30 s more).")
-    key = settings_key(source, model_config.backbone, model_config.weights, model_config.image_size, model_config.cut_layer, model_config.pooling,
-                       model_config.augment, train_config.epochs, train_config.fine_tune_epochs, train_config.fine_tune_layers,
-                       train_config.batch_size, train_config.learning_rate, train_config.use_feature_cache, train_config.seed, bool(timing))
+    st.caption(
+        "Measures how well the frozen backbone's features separate your classes (a linear probe on a sample), "
+        "looks at the dataset size and times each mode on this machine. Runs in the job queue, like training: "
+        "from a few seconds to a minute once it starts."
+    )
+    session_value(
+        "model_advise_timing", True
+    )  # a default set here, not as `value=`: the page restores saved widget values
+    timing = st.toggle(
+        "Time each mode on this machine",
+        key="model_advise_timing",
+        help="Runs a few training steps per mode to estimate the time of each (about 10-30 s more).",
+    )
+    key = settings_key(
+        source,
+        model_config.backbone,
+        model_config.weights,
+        model_config.image_size,
+        model_config.cut_layer,
+        model_config.pooling,
+        model_config.augment,
+        train_config.epochs,
+        train_config.fine_tune_epochs,
+        train_config.fine_tune_layers,
+        train_config.batch_size,
+        train_config.learning_rate,
+        train_config.use_feature_cache,
+        train_config.seed,
+        bool(timing),
+    )
     record = _records().latest(ADVICE_JOB, key)
     busy = record is not None and record.is_active
-    clicked = st.button("Recommend a mode", key="advisor_run", icon=":material/psychology:", disabled=busy,
-                        help="Queues a measurement of your data with the chosen backbone; the settings above are used as they are now.")
-    if clicked and not busy and _submit(ADVICE_JOB, source, model_config, train_config, key, {"measure_throughput": bool(timing)}):
+    clicked = st.button(
+        "Recommend a mode",
+        key="advisor_run",
+        icon=":material/psychology:",
+        disabled=busy,
+        help="Queues a measurement of your data with the chosen backbone; the settings above are used as they are now.",
+    )
+    if (
+        clicked
+        and not busy
+        and _submit(ADVICE_JOB, source, model_config, train_config, key, {"measure_throughput": bool(timing)})
+    ):
         st.rerun()  # drawn again with the job's panel and the button disabled
     if record is None:
         return
@@ -189,9 +243,16 @@ def show_mode_advisor(source: str, model_config: ModelConfig, train_config: Trai
     if advice.estimates:
         st.dataframe(advice_table(advice), hide_index=True)
     current = st.session_state.get(MODE_WIDGET_KEY)
-    st.button("Use recommended mode", key="advisor_use_mode", on_click=_use_mode, args=(advice.recommended_mode,),
-              disabled=current == advice.recommended_mode,
-              help="Sets the training mode above to the recommendation." if current != advice.recommended_mode else "Already chosen.")
+    st.button(
+        "Use recommended mode",
+        key="advisor_use_mode",
+        on_click=_use_mode,
+        args=(advice.recommended_mode,),
+        disabled=current == advice.recommended_mode,
+        help="Sets the training mode above to the recommendation."
+        if current != advice.recommended_mode
+        else "Already chosen.",
+    )
 
 
 def probe_chart(results: pd.DataFrame) -> alt.LayerChart:
@@ -211,8 +272,15 @@ def probe_chart(results: pd.DataFrame) -> alt.LayerChart:
 def cut_depth_frame(measured: list[tuple[str, float]], final_layer: str) -> pd.DataFrame:
     """Measured depths as rows (shallow first): layer, what it means, accuracy, and the best one flagged."""
     best = max(accuracy for _, accuracy in measured)
-    rows = [{"depth": "last layer (no cut)" if layer == final_layer else layer, "layer": layer, "probe accuracy": accuracy,
-             "best": accuracy == best} for layer, accuracy in measured]
+    rows = [
+        {
+            "depth": "last layer (no cut)" if layer == final_layer else layer,
+            "layer": layer,
+            "probe accuracy": accuracy,
+            "best": accuracy == best,
+        }
+        for layer, accuracy in measured
+    ]
     return pd.DataFrame(rows, columns=["depth", "layer", "probe accuracy", "best"])
 
 
@@ -221,14 +289,23 @@ def show_cut_depth_probe(source: str, model_config: ModelConfig, seed: int) -> N
     if model_config.weights.startswith(RUN_WEIGHTS_PREFIX):
         return  # a run's backbone is used whole (see the cut-depth setting)
     st.subheader("Compare cut depths")
-    st.caption("Earlier layers keep more general features (edges, textures); the last layer the most ImageNet-specific ones. "
-               "When your images look unlike photos, an earlier cut can work better. Measured with a linear probe on a sample.")
+    st.caption(
+        "Earlier layers keep more general features (edges, textures); the last layer the most ImageNet-specific ones. "
+        "When your images look unlike photos, an earlier cut can work better. Measured with a linear probe on a sample."
+    )
     layers = cut_layers(model_config.backbone)
-    key = settings_key(source, model_config.backbone, model_config.weights, model_config.image_size, model_config.pooling, seed)
+    key = settings_key(
+        source, model_config.backbone, model_config.weights, model_config.image_size, model_config.pooling, seed
+    )
     record = _records().latest(CUT_PROBE_JOB, key)
     busy = record is not None and record.is_active
-    clicked = st.button("Measure cut depths", key="advisor_cut_depths_run", icon=":material/straighten:", disabled=busy,
-                        help="Queues a linear classifier on frozen features from several depths and reports its validation accuracy.")
+    clicked = st.button(
+        "Measure cut depths",
+        key="advisor_cut_depths_run",
+        icon=":material/straighten:",
+        disabled=busy,
+        help="Queues a linear classifier on frozen features from several depths and reports its validation accuracy.",
+    )
     options = {"layers": depths_to_probe(layers, model_config.cut_layer)}
     if clicked and not busy and _submit(CUT_PROBE_JOB, source, model_config, TrainConfig(seed=seed), key, options):
         st.rerun()
@@ -243,12 +320,24 @@ def show_cut_depth_probe(source: str, model_config: ModelConfig, seed: int) -> N
     frame = cut_depth_frame(measured, layers.final_layer)
     best = frame[frame["best"]].iloc[-1]  # on a tie the deepest: the fewest changes from the default
     st.altair_chart(probe_chart(frame), width="stretch")
-    st.dataframe(frame.assign(**{"probe accuracy": frame["probe accuracy"].map(format_percent), "best": frame["best"].map({True: "✓", False: ""})}),
-                 hide_index=True)
+    st.dataframe(
+        frame.assign(
+            **{
+                "probe accuracy": frame["probe accuracy"].map(format_percent),
+                "best": frame["best"].map({True: "✓", False: ""}),
+            }
+        ),
+        hide_index=True,
+    )
     best_layer = None if best["layer"] == layers.final_layer else str(best["layer"])
-    st.button(f"Cut at the best depth ({best['depth']}, {format_percent(best['probe accuracy'])})", key="advisor_use_cut",
-              on_click=_use_cut_layer, args=(best_layer,), disabled=st.session_state.get(CUT_LAYER_WIDGET_KEY) == best_layer,
-              help="Sets the cut depth above to the layer whose features scored best.")
+    st.button(
+        f"Cut at the best depth ({best['depth']}, {format_percent(best['probe accuracy'])})",
+        key="advisor_use_cut",
+        on_click=_use_cut_layer,
+        args=(best_layer,),
+        disabled=st.session_state.get(CUT_LAYER_WIDGET_KEY) == best_layer,
+        help="Sets the cut depth above to the layer whose features scored best.",
+    )
 
 
 def cut_layer_label(layer: str | None) -> str:

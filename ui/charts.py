@@ -62,7 +62,14 @@ def epochs_to_curves(epoch_metrics: Sequence[tuple[int, Mapping[str, float]]], m
     return pd.DataFrame(rows, columns=["epoch", "split", "value"])
 
 
-def curve_chart(curves: pd.DataFrame, title: str, phase_starts: Sequence[PhaseMark] = (), *, percent: bool = False, max_epoch: int | None = None) -> alt.LayerChart:
+def curve_chart(
+    curves: pd.DataFrame,
+    title: str,
+    phase_starts: Sequence[PhaseMark] = (),
+    *,
+    percent: bool = False,
+    max_epoch: int | None = None,
+) -> alt.LayerChart:
     """Training vs validation curve over epochs, with a dashed rule where each later phase begins.
 
     Args:
@@ -73,23 +80,40 @@ def curve_chart(curves: pd.DataFrame, title: str, phase_starts: Sequence[PhaseMa
         max_epoch: fix the x axis to the planned number of epochs so the curve grows into it.
     """
     upper = max(int(curves["epoch"].max()) if len(curves) else 1, max_epoch or 1)
-    x = alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain=[1, max(upper, 2)]), axis=alt.Axis(tickMinStep=1, format="d"))
-    y = alt.Y("value:Q", title=None, axis=alt.Axis(format=".0%" if percent else "~g"), scale=alt.Scale(zero=False, padding=10))
+    x = alt.X(
+        "epoch:Q", title="epoch", scale=alt.Scale(domain=[1, max(upper, 2)]), axis=alt.Axis(tickMinStep=1, format="d")
+    )
+    y = alt.Y(
+        "value:Q", title=None, axis=alt.Axis(format=".0%" if percent else "~g"), scale=alt.Scale(zero=False, padding=10)
+    )
     colour = alt.Color("split:N", scale=SPLIT_COLOURS, legend=alt.Legend(title=None, orient="bottom"))
-    tooltip = [alt.Tooltip("epoch:Q"), alt.Tooltip("split:N"), alt.Tooltip("value:Q", format=".1%" if percent else ".4f")]
+    tooltip = [
+        alt.Tooltip("epoch:Q"),
+        alt.Tooltip("split:N"),
+        alt.Tooltip("value:Q", format=".1%" if percent else ".4f"),
+    ]
     base = alt.Chart(curves).encode(x=x, y=y, color=colour, tooltip=tooltip)
     layers: list[alt.Chart] = [base.mark_line(strokeWidth=2.5), base.mark_point(filled=True, size=45)]
     # Labels alternate between two heights (pixels from the top) so labels of short neighbouring stages do not overlap.
     later_phases = pd.DataFrame(
-        [(mark.first_epoch, phase_label(mark.phase, mark.open_blocks), 4 + 16 * (index % 2)) for index, mark in enumerate(list(phase_starts)[1:])],
+        [
+            (mark.first_epoch, phase_label(mark.phase, mark.open_blocks), 4 + 16 * (index % 2))
+            for index, mark in enumerate(list(phase_starts)[1:])
+        ],
         columns=["epoch", "label", "row"],
     )
     if len(later_phases):
         rule = alt.Chart(later_phases).encode(x=alt.X("epoch:Q"))
         layers.append(rule.mark_rule(color="#6b7280", strokeDash=[5, 4], strokeWidth=1.5))
         for row in sorted(set(later_phases["row"])):
-            labels = alt.Chart(later_phases).transform_filter(alt.datum.row == row).encode(x=alt.X("epoch:Q"), text="label:N")
-            layers.append(labels.mark_text(align="left", baseline="top", dx=5, y=int(row), color="#374151", fontWeight="bold"))
+            labels = (
+                alt.Chart(later_phases)
+                .transform_filter(alt.datum.row == row)
+                .encode(x=alt.X("epoch:Q"), text="label:N")
+            )
+            layers.append(
+                labels.mark_text(align="left", baseline="top", dx=5, y=int(row), color="#374151", fontWeight="bold")
+            )
     return alt.layer(*layers).properties(title=title, height=300)
 
 
@@ -101,7 +125,9 @@ def overlay_chart(frame: pd.DataFrame, metric: str, *, percent: bool) -> alt.Cha
         .mark_line(point=True, strokeWidth=2)
         .encode(
             x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("value:Q", title=metric, axis=alt.Axis(format=".0%" if percent else "~g"), scale=alt.Scale(zero=False)),
+            y=alt.Y(
+                "value:Q", title=metric, axis=alt.Axis(format=".0%" if percent else "~g"), scale=alt.Scale(zero=False)
+            ),
             color=alt.Color("run_name:N", title="run", legend=alt.Legend(orient="bottom", columns=2, labelLimit=320)),
             tooltip=["run_name:N", "phase:N", "epoch:Q", alt.Tooltip("value:Q", format=".4f")],
         )
@@ -115,16 +141,32 @@ def confusion_chart(confusion: Sequence[Sequence[int]], class_names: Sequence[st
     for true_index, row in enumerate(confusion):
         total = sum(row) or 1
         for predicted_index, count in enumerate(row):
-            rows.append((safe_label(class_names[true_index]), safe_label(class_names[predicted_index]), int(count), count / total))
+            rows.append(
+                (
+                    safe_label(class_names[true_index]),
+                    safe_label(class_names[predicted_index]),
+                    int(count),
+                    count / total,
+                )
+            )
     frame = pd.DataFrame(rows, columns=["true", "predicted", "count", "share"])
     order = [safe_label(name) for name in class_names]
     cell = max(26, min(72, 600 // max(1, len(order))))  # square cells that fit ~600 px, readable up to ~20 classes
     base = alt.Chart(frame).encode(
-        x=alt.X("predicted:N", sort=order, title="predicted", axis=alt.Axis(labelAngle=-45, labelLimit=140, labelOverlap=False)),
+        x=alt.X(
+            "predicted:N",
+            sort=order,
+            title="predicted",
+            axis=alt.Axis(labelAngle=-45, labelLimit=140, labelOverlap=False),
+        ),
         y=alt.Y("true:N", sort=order, title="true", axis=alt.Axis(labelLimit=140)),
     )
     cells = base.mark_rect(stroke="white", strokeWidth=1).encode(
-        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=alt.Legend(title="share of row", format=".0%")),
+        color=alt.Color(
+            "share:Q",
+            scale=alt.Scale(scheme="blues", domain=[0, 1]),
+            legend=alt.Legend(title="share of row", format=".0%"),
+        ),
         tooltip=["true:N", "predicted:N", "count:Q", alt.Tooltip("share:Q", format=".0%")],
     )
     text = base.mark_text(fontSize=12).encode(
@@ -136,7 +178,9 @@ def confusion_chart(confusion: Sequence[Sequence[int]], class_names: Sequence[st
 
 def probability_bars(predictions: Sequence[tuple[str, float]], *, height_per_bar: int = 26) -> alt.LayerChart:
     """Top-k predictions as horizontal bars, best first, labelled with the probability."""
-    frame = pd.DataFrame([(safe_label(label), probability) for label, probability in predictions], columns=["label", "probability"])
+    frame = pd.DataFrame(
+        [(safe_label(label), probability) for label, probability in predictions], columns=["label", "probability"]
+    )
     frame["rank"] = range(len(frame))
     base = alt.Chart(frame).encode(
         y=alt.Y("label:N", sort=alt.EncodingSortField("rank"), title=None, axis=alt.Axis(labelLimit=200)),

@@ -53,18 +53,24 @@ def source_stamp(source: str) -> tuple[int, int]:
     count, newest = 0, 0
     for folder, _, files in os.walk(path):
         count += len(files)
-        newest = max([newest, os.stat(folder).st_mtime_ns] + [os.stat(os.path.join(folder, name)).st_mtime_ns for name in files])
+        newest = max(
+            [newest, os.stat(folder).st_mtime_ns] + [os.stat(os.path.join(folder, name)).st_mtime_ns for name in files]
+        )
     return count, newest
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _scan(source: str, stamp: tuple[int, int], extract_root: str, modality: str, readable_roots: tuple[str, ...]) -> DatasetView:
+def _scan(
+    source: str, stamp: tuple[int, int], extract_root: str, modality: str, readable_roots: tuple[str, ...]
+) -> DatasetView:
     del stamp  # cache key only
     # The readable folders are part of the key: a shared cache must never hand one user's scan to another.
     report = get_modality(modality).scan(source, extract_root=Path(extract_root), readable_roots=readable_roots)
     defaults = DataConfig(source=source, modality=modality)
     try:
-        split = split_dataset(report, val_fraction=defaults.val_fraction, test_fraction=defaults.test_fraction, seed=defaults.seed)
+        split = split_dataset(
+            report, val_fraction=defaults.val_fraction, test_fraction=defaults.test_fraction, seed=defaults.seed
+        )
     except DataError as exc:
         return DatasetView(report, None, str(exc), modality)
     return DatasetView(report, split, None, modality)
@@ -91,7 +97,10 @@ def load_dataset(source: str, workspace: Path, modality: str | None = None) -> D
 def split_table(split: DatasetSplit) -> pd.DataFrame:
     """Examples per class in each split, with a total row (class names through `safe_label`)."""
     counts = {name: split.class_counts(name) for name in SPLITS}
-    rows = [{"class": safe_label(label), **{name: int(counts[name].get(label, 0)) for name in SPLITS}} for label in split.class_names]
+    rows = [
+        {"class": safe_label(label), **{name: int(counts[name].get(label, 0)) for name in SPLITS}}
+        for label in split.class_names
+    ]
     frame = pd.DataFrame(rows, columns=["class", *SPLITS])
     frame["total"] = frame[list(SPLITS)].sum(axis=1)
     total = {"class": "all classes", **{name: int(frame[name].sum()) for name in (*SPLITS, "total")}}

@@ -61,15 +61,29 @@ def document_frame(examples: list[ExampleOutcome], root: str | None, characters:
         path = example.item
         if not Path(path).is_absolute() and root:
             path = str(Path(root) / path)
-        rows.append({"true": safe_label(example.true_label), "predicted": safe_label(example.predicted_label), "confidence": example.confidence,
-                     "document": user_message(_document_beginning(path, characters))})
+        rows.append(
+            {
+                "true": safe_label(example.true_label),
+                "predicted": safe_label(example.predicted_label),
+                "confidence": example.confidence,
+                "document": user_message(_document_beginning(path, characters)),
+            }
+        )
     return pd.DataFrame(rows, columns=["true", "predicted", "confidence", "document"])
 
 
 def per_class_frame(evaluation: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"class": safe_label(row.label), "precision": row.precision, "recall": row.recall, "F1": row.f1, "support": row.support}
-         for row in evaluation.per_class],
+        [
+            {
+                "class": safe_label(row.label),
+                "precision": row.precision,
+                "recall": row.recall,
+                "F1": row.f1,
+                "support": row.support,
+            }
+            for row in evaluation.per_class
+        ],
         columns=["class", "precision", "recall", "F1", "support"],
     )
 

@@ -53,7 +53,9 @@ def show_tiles(tiles: Sequence[Tile], *, width: int = 96, empty_message: str = "
         st.caption(empty_message)
         return
     if images:
-        st.image([array for array, _ in images], width=width, caption=[escape_markdown(tile.caption) for _, tile in images])
+        st.image(
+            [array for array, _ in images], width=width, caption=[escape_markdown(tile.caption) for _, tile in images]
+        )
     if missing:
         st.caption(f"{len(missing)} image(s) could not be shown (moved, deleted or unreadable):")
         st.text("\n".join(safe_label(user_message(tile.path)) for tile in missing[:10]))

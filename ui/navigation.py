@@ -35,8 +35,10 @@ def registered_page(name: str) -> st.Page:
     """
     pages: dict[str, st.Page] = st.session_state.get(PAGES_KEY, {})
     if name not in pages:
-        raise KeyError(f"No page named {name!r} is registered for this user; registered: {', '.join(pages) or 'none'}. "
-                       "app.py registers the pages with ui.navigation.register_pages before running one.")
+        raise KeyError(
+            f"No page named {name!r} is registered for this user; registered: {', '.join(pages) or 'none'}. "
+            "app.py registers the pages with ui.navigation.register_pages before running one."
+        )
     return pages[name]
 
 

@@ -68,7 +68,9 @@ def read_uploaded_documents(files: Sequence[UploadedFileLike], folder: Path) -> 
         try:
             documents.append((upload.name, read_document(str(path))))
         except DataError:
-            problems.append(f"{upload.name} is not a plain-text file (it holds binary data): save it as UTF-8 text (.txt) and upload it again.")
+            problems.append(
+                f"{upload.name} is not a plain-text file (it holds binary data): save it as UTF-8 text (.txt) and upload it again."
+            )
     return documents, problems
 
 

@@ -51,7 +51,9 @@ def transfer_verdict(record: RunRecord, scratch: RunRecord | None = None) -> Tra
         scratch: its baseline run, when it still exists (its accuracy is read from it; else from the metrics).
     """
     metrics = record.metrics
-    if metrics.get("negative_transfer") is None or not isinstance(metrics.get("negative_transfer_margin"), (int, float)):
+    if metrics.get("negative_transfer") is None or not isinstance(
+        metrics.get("negative_transfer_margin"), (int, float)
+    ):
         return None
     margin = float(metrics["negative_transfer_margin"])
     pretrained = metrics.get("evaluation_accuracy", metrics.get("test_accuracy"))
@@ -60,14 +62,16 @@ def transfer_verdict(record: RunRecord, scratch: RunRecord | None = None) -> Tra
         scratch_accuracy = metrics.get("scratch_test_accuracy")
     if scratch_accuracy is None and isinstance(pretrained, (int, float)):
         scratch_accuracy = pretrained + margin
-    return TransferVerdict(bool(metrics["negative_transfer"]), margin, pretrained, scratch_accuracy, metrics.get("scratch_run_id"))
+    return TransferVerdict(
+        bool(metrics["negative_transfer"]), margin, pretrained, scratch_accuracy, metrics.get("scratch_run_id")
+    )
 
 
 def parent_run_id(record: RunRecord) -> str | None:
     """The run whose backbone this one started from: recorded lineage, else read from the `run:ID` weights."""
     if record.parent_run_id:
         return record.parent_run_id
-    return record.weights[len(RUN_WEIGHTS_PREFIX):] if record.weights.startswith(RUN_WEIGHTS_PREFIX) else None
+    return record.weights[len(RUN_WEIGHTS_PREFIX) :] if record.weights.startswith(RUN_WEIGHTS_PREFIX) else None
 
 
 def child_runs(record: RunRecord, records: Sequence[RunRecord]) -> list[RunRecord]:
@@ -91,22 +95,40 @@ def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     Run and dataset names are shown through `safe_label` (no bidi control or line break acts on the table).
     """
     names = {record.id: safe_label(record.name) for record in records}
-    rows = [{
-        "name": safe_label(record.name),
-        "backbone": safe_label(record.backbone),
-        "mode": record.mode,
-        "data": safe_label(dataset_name(record)),
-        "epochs": int(record.metrics.get("epochs_run", 0) or 0),
-        "val accuracy": _percent(record.metrics.get("val_accuracy")),
-        "test accuracy": _percent(record.metrics.get("test_accuracy")),
-        "time (s)": round(float(record.metrics.get("elapsed_s") or record.elapsed_s), 1),
-        "transfer": verdict.short if (verdict := transfer_verdict(record)) else "",
-        "from run": names.get(parent, safe_label(parent)) if (parent := parent_run_id(record)) else "",
-        "status": record.status,
-        "id": record.id,
-    } for record in records]
-    return pd.DataFrame(rows, columns=["name", "backbone", "mode", "data", "epochs", "val accuracy", "test accuracy", "time (s)",
-                                       "transfer", "from run", "status", "id"])
+    rows = [
+        {
+            "name": safe_label(record.name),
+            "backbone": safe_label(record.backbone),
+            "mode": record.mode,
+            "data": safe_label(dataset_name(record)),
+            "epochs": int(record.metrics.get("epochs_run", 0) or 0),
+            "val accuracy": _percent(record.metrics.get("val_accuracy")),
+            "test accuracy": _percent(record.metrics.get("test_accuracy")),
+            "time (s)": round(float(record.metrics.get("elapsed_s") or record.elapsed_s), 1),
+            "transfer": verdict.short if (verdict := transfer_verdict(record)) else "",
+            "from run": names.get(parent, safe_label(parent)) if (parent := parent_run_id(record)) else "",
+            "status": record.status,
+            "id": record.id,
+        }
+        for record in records
+    ]
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "name",
+            "backbone",
+            "mode",
+            "data",
+            "epochs",
+            "val accuracy",
+            "test accuracy",
+            "time (s)",
+            "transfer",
+            "from run",
+            "status",
+            "id",
+        ],
+    )
 
 
 def shown_cells(frame: pd.DataFrame) -> pd.DataFrame:
@@ -122,7 +144,9 @@ def shown_cells(frame: pd.DataFrame) -> pd.DataFrame:
 
 def leaderboard_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     """Completed runs with a test accuracy, best first (ties: the faster run first)."""
-    frame = runs_frame([r for r in records if r.status == "completed" and isinstance(r.metrics.get("test_accuracy"), (int, float))])
+    frame = runs_frame(
+        [r for r in records if r.status == "completed" and isinstance(r.metrics.get("test_accuracy"), (int, float))]
+    )
     frame = frame.sort_values(["test accuracy", "time (s)"], ascending=[False, True]).reset_index(drop=True)
     frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame[["rank", "name", "backbone", "mode", "data", "test accuracy", "val accuracy", "time (s)", "id"]]

@@ -61,7 +61,9 @@ def resume_user(settings: ServerSettings) -> User | None:
         if _still_signed_in(settings, user):
             return user
         st.session_state.clear()
-        st.session_state[ENDED_KEY] = "Your session has ended (signed out by the trainer, or your account changed): sign in again."
+        st.session_state[ENDED_KEY] = (
+            "Your session has ended (signed out by the trainer, or your account changed): sign in again."
+        )
         return None
     token = get_cookie(SESSION_COOKIE)
     if not token:
@@ -109,7 +111,9 @@ def client_key(settings: ServerSettings, account: str) -> str:
         address = st.context.ip_address  # None on loopback
     except (AttributeError, RuntimeError):
         address = None
-    return f"ip:{address}" if isinstance(address, str) and address else "ip:loopback"  # AppTest's context answers with mocks
+    return (
+        f"ip:{address}" if isinstance(address, str) and address else "ip:loopback"
+    )  # AppTest's context answers with mocks
 
 
 def _still_signed_in(settings: ServerSettings, user: User) -> bool:

@@ -38,7 +38,9 @@ def default_model_config(modality: str = "image") -> ModelConfig:
         from tl_core.modalities import get_modality
 
         text = get_modality("text")
-        return ModelConfig(backbone=text.default_backbone, weights=text.default_weights, sequence_length=DEFAULT_SEQUENCE_LENGTH)
+        return ModelConfig(
+            backbone=text.default_backbone, weights=text.default_weights, sequence_length=DEFAULT_SEQUENCE_LENGTH
+        )
     return ModelConfig(backbone=DEFAULT_BACKBONE, weights=DEFAULT_WEIGHTS, image_size=DEFAULT_IMAGE_SIZE)
 
 
@@ -63,7 +65,9 @@ def weights_availability(spec: BackboneSpec) -> str:
     if has_offline_weights(spec):
         return "offline ✓"
     if spec.modality == "text":
-        return "package not installed" if spec.feature_dim else "a TF Hub handle or SavedModel folder"  # only TF Hub entries have no fixed size
+        return (
+            "package not installed" if spec.feature_dim else "a TF Hub handle or SavedModel folder"
+        )  # only TF Hub entries have no fixed size
     return "needs a download"
 
 
@@ -78,16 +82,18 @@ def backbone_table(specs: Sequence[BackboneSpec]) -> pd.DataFrame:
     rows = []
     for spec in specs:
         text = spec.modality == "text"
-        rows.append({
-            "backbone": spec.name,
-            "name": spec.display_name,
-            "parameters (M)": round(spec.parameters / 1e6, 2) if spec.parameters else None,
-            "input size": f"{spec.default_size} {'words' if text else 'px'} ({size_range(spec)})",
-            "feature size": spec.feature_dim or None,  # 0: a TF Hub model's size is known once it is loaded
-            "pretrained weights" if text else "ImageNet weights": weights_availability(spec),
-            "provenance": spec.weights_provenance,
-            "tier": spec.tier,
-        })
+        rows.append(
+            {
+                "backbone": spec.name,
+                "name": spec.display_name,
+                "parameters (M)": round(spec.parameters / 1e6, 2) if spec.parameters else None,
+                "input size": f"{spec.default_size} {'words' if text else 'px'} ({size_range(spec)})",
+                "feature size": spec.feature_dim or None,  # 0: a TF Hub model's size is known once it is loaded
+                "pretrained weights" if text else "ImageNet weights": weights_availability(spec),
+                "provenance": spec.weights_provenance,
+                "tier": spec.tier,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -14,8 +14,12 @@ from ui.text import escape_markdown
 
 ACTIVE_POLL_S = 2.0
 STATUS_ICONS = {
-    "queued": ":material/schedule:", "running": ":material/autorenew:", "completed": ":material/check_circle:",
-    "stopped": ":material/stop_circle:", "failed": ":material/error:", "interrupted": ":material/warning:",
+    "queued": ":material/schedule:",
+    "running": ":material/autorenew:",
+    "completed": ":material/check_circle:",
+    "stopped": ":material/stop_circle:",
+    "failed": ":material/error:",
+    "interrupted": ":material/warning:",
 }
 
 

@@ -83,8 +83,11 @@ def _password_form() -> None:
     throttle, client = sign_in_throttle(), client_key(server_settings(), name)
     wait = throttle.wait_s(name, client)
     if wait > 0:
-        st.error(f"Too many wrong passwords for this name from this browser: try again in {wait:.0f} s, "
-                 "or ask your trainer to reset your password.", icon=":material/timer:")
+        st.error(
+            f"Too many wrong passwords for this name from this browser: try again in {wait:.0f} s, "
+            "or ask your trainer to reset your password.",
+            icon=":material/timer:",
+        )
         return
     try:
         user = users().verify(name, password)
@@ -93,7 +96,10 @@ def _password_form() -> None:
         return
     if user is None:
         throttle.record_failure(name, client)
-        st.error("Wrong user name or password. Check both (they are case-sensitive), or ask your trainer.", icon=":material/error:")
+        st.error(
+            "Wrong user name or password. Check both (they are case-sensitive), or ask your trainer.",
+            icon=":material/error:",
+        )
         return
     throttle.record_success(name, client)
     sign_in(user)
@@ -101,13 +107,24 @@ def _password_form() -> None:
 
 
 def _class_code_form() -> None:
-    st.caption("First time here? Your trainer gave you a class code: it makes your account once. "
-               "Afterwards, sign in with the user name shown and your password.")
+    st.caption(
+        "First time here? Your trainer gave you a class code: it makes your account once. "
+        "Afterwards, sign in with the user name shown and your password."
+    )
     with st.form("signin_code_form", clear_on_submit=False, border=False):
         code = st.text_input("Class code", key="signin_code", autocomplete="off")
-        display_name = st.text_input("Your name", key="signin_display_name", max_chars=60, help="Shown to your trainer; your user name is made from it.")
-        password = st.text_input("Choose a password", type="password", key="signin_new_password", autocomplete="new-password")
-        repeated = st.text_input("Password again", type="password", key="signin_new_password_again", autocomplete="new-password")
+        display_name = st.text_input(
+            "Your name",
+            key="signin_display_name",
+            max_chars=60,
+            help="Shown to your trainer; your user name is made from it.",
+        )
+        password = st.text_input(
+            "Choose a password", type="password", key="signin_new_password", autocomplete="new-password"
+        )
+        repeated = st.text_input(
+            "Password again", type="password", key="signin_new_password_again", autocomplete="new-password"
+        )
         submitted = st.form_submit_button("Create my account", key="signin_code_submit", type="primary")
     if not submitted:
         return
@@ -120,7 +137,9 @@ def _class_code_form() -> None:
         show_error(exc)
         return
     sign_in(user)
-    st.session_state["signin_welcome"] = f"Welcome, {user.display_name}! Your user name is {user.name}: sign in with it and your password next time."
+    st.session_state["signin_welcome"] = (
+        f"Welcome, {user.display_name}! Your user name is {user.name}: sign in with it and your password next time."
+    )
     st.rerun()
 
 

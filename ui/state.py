@@ -52,9 +52,12 @@ def _server_for(environment: tuple[tuple[str, str], ...], cwd: str) -> tuple[Ser
     settings = load_server_settings(dict(environment), cwd=Path(cwd))
     personal = not settings.sign_in_required
     spaces = Workspaces(
-        settings.workspace, single_user=personal, server_datasets_dir=settings.server_datasets_dir,
+        settings.workspace,
+        single_user=personal,
+        server_datasets_dir=settings.server_datasets_dir,
         # Personal mode keeps today's behaviour: Streamlit's own upload limit, no disk quota.
-        disk_quota_mb=settings.disk_quota_mb, max_upload_mb=None if personal else settings.max_upload_mb,
+        disk_quota_mb=settings.disk_quota_mb,
+        max_upload_mb=None if personal else settings.max_upload_mb,
     )
     if not personal:
         spaces.publish_quotas()
@@ -170,7 +173,10 @@ def path_areas() -> list[Area] | None:
         return []
     if user.is_trainer:
         return None
-    return [Area(workspaces().workspace_for(user).root, "your workspace"), Area(workspaces().server_datasets, "shared datasets")]
+    return [
+        Area(workspaces().workspace_for(user).root, "your workspace"),
+        Area(workspaces().server_datasets, "shared datasets"),
+    ]
 
 
 def display_path(path: str | Path) -> str:
@@ -182,18 +188,27 @@ def display_path(path: str | Path) -> str:
 @process_wide
 def _store_for(workspace: str) -> RunStore:
     # Import TensorFlow in the background now, so pages that evaluate or predict do not wait for it later.
-    threading.Thread(target=importlib.import_module, args=("tl_core.training.runner",), name="transferlab-warmup", daemon=True).start()
+    threading.Thread(
+        target=importlib.import_module, args=("tl_core.training.runner",), name="transferlab-warmup", daemon=True
+    ).start()
     return RunStore(workspace)
 
 
 @process_wide
-def _manager_for(root: str, jobs_per_device: int, max_queued_per_user: int | None, warm_workers: bool, limits: RunLimits) -> JobManager:
+def _manager_for(
+    root: str, jobs_per_device: int, max_queued_per_user: int | None, warm_workers: bool, limits: RunLimits
+) -> JobManager:
     """One manager and one queue per server: the device slots and the fair queue span every user."""
     from tl_core.jobs.manager import JobManager
     from tl_core.jobs.worker import ProcessBackend
 
-    return JobManager(_store_for(root), max_concurrent=jobs_per_device, per_user_cap=max_queued_per_user,
-                      backend=ProcessBackend(warm_workers=warm_workers), limits=limits)
+    return JobManager(
+        _store_for(root),
+        max_concurrent=jobs_per_device,
+        per_user_cap=max_queued_per_user,
+        backend=ProcessBackend(warm_workers=warm_workers),
+        limits=limits,
+    )
 
 
 class UserJobs:
@@ -213,14 +228,18 @@ class UserJobs:
 
     def submit_advisory(self, kind: str, config: Any, *, key: str, options: dict[str, Any]) -> str:
         """Queue the mode advisor (`advice`) or the cut-depth probe (`cut-probe`) on the planned run `config`; refused as `submit` is."""
-        return self.manager.submit_advisory(kind, self._checked(config), key=key, options=options, owner=self.owner, store=self.store)
+        return self.manager.submit_advisory(
+            kind, self._checked(config), key=key, options=options, owner=self.owner, store=self.store
+        )
 
     def _checked(self, config: Any) -> Any:
         self._spaces.check_readable(self.user, config.data.source)
         self._spaces.check_weights_source(self.user, config.model.weights)
         self._spaces.check_disk(self.owner)
         # The worker checks every file the dataset names (CSV rows, links) against the same folders.
-        return dataclasses.replace(config, data=dataclasses.replace(config.data, readable_roots=roots_for(self._spaces, self.user)))
+        return dataclasses.replace(
+            config, data=dataclasses.replace(config.data, readable_roots=roots_for(self._spaces, self.user))
+        )
 
     def resume(self, run_id: str) -> str:
         self._spaces.check_disk(self.owner)
@@ -252,8 +271,13 @@ def get_store() -> RunStore:
 def get_manager() -> UserJobs:
     """The server's job manager, bound to the signed-in user: pages submit and stop through it and otherwise only read it."""
     settings, spaces = _server()
-    manager = _manager_for(str(spaces.root), settings.jobs_per_device, settings.max_queued_per_user, settings.warm_workers,
-                           RunLimits.from_settings(settings))
+    manager = _manager_for(
+        str(spaces.root),
+        settings.jobs_per_device,
+        settings.max_queued_per_user,
+        settings.warm_workers,
+        RunLimits.from_settings(settings),
+    )
     return UserJobs(manager, get_store(), current_user(), spaces)
 
 
@@ -359,7 +383,8 @@ def remember_widgets(prefix: str) -> None:
     """Save the current values of every widget whose key starts with `prefix` (see `restore_widgets`)."""
     saved = st.session_state.setdefault(_SAVED_WIDGETS_KEY, {})
     saved[prefix] = {
-        key: st.session_state[key] for key in st.session_state
+        key: st.session_state[key]
+        for key in st.session_state
         if isinstance(key, str) and key.startswith(prefix) and key not in _SHARED_KEYS
     }
 

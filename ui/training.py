@@ -21,13 +21,17 @@ from ui.text import escape_markdown, format_duration, format_percent, safe_label
 LOG_TAIL_LINES = 300
 
 
-def phase_starts(epochs: Sequence[EpochRecord], status: JobStatus | None, phases: Sequence[PhaseRecord] = ()) -> list[PhaseMark]:
+def phase_starts(
+    epochs: Sequence[EpochRecord], status: JobStatus | None, phases: Sequence[PhaseRecord] = ()
+) -> list[PhaseMark]:
     """Every phase in order with its first epoch and open blocks.
 
     The store's phases come first (they carry the open blocks); epochs and the live job fill in runs
     recorded before phases were stored and a phase begun in another process's job.
     """
-    marks: dict[str, PhaseMark] = {phase.phase: PhaseMark(phase.phase, phase.first_epoch, phase.open_blocks) for phase in phases}
+    marks: dict[str, PhaseMark] = {
+        phase.phase: PhaseMark(phase.phase, phase.first_epoch, phase.open_blocks) for phase in phases
+    }
     for record in epochs:
         marks.setdefault(record.phase, PhaseMark(record.phase, record.epoch))
     if status is not None:
@@ -56,14 +60,23 @@ def show_progress(record: RunRecord, status: JobStatus | None) -> None:
     """'Queued, position N', or a progress bar with epoch, phase, batch and ETA."""
     if status is None:
         if record.status in ACTIVE_STATUSES:
-            st.info(f"{record.status.capitalize()} in another process: the curves update as its epochs finish.", icon=":material/sync:")
+            st.info(
+                f"{record.status.capitalize()} in another process: the curves update as its epochs finish.",
+                icon=":material/sync:",
+            )
         return
     progress = status.progress
     if status.state == "queued":
         start = status.estimated_start
-        when = (f" Estimated start: in about {format_duration(max(0.0, start - time.time()))}." if start is not None
-                else " The start estimate appears once a run has finished on this server.")
-        st.info(f"Queued, position {status.queue_position}: it starts when the runs before it finish.{when}", icon=":material/schedule:")
+        when = (
+            f" Estimated start: in about {format_duration(max(0.0, start - time.time()))}."
+            if start is not None
+            else " The start estimate appears once a run has finished on this server."
+        )
+        st.info(
+            f"Queued, position {status.queue_position}: it starts when the runs before it finish.{when}",
+            icon=":material/schedule:",
+        )
         return
     if status.state == "finished":
         return
@@ -88,8 +101,15 @@ def show_outcome(record: RunRecord) -> None:
     metrics = record.metrics
     if record.status == "completed":
         test = metrics.get("test_accuracy")
-        accuracy = f"test accuracy {format_percent(test)}" if test is not None else f"validation accuracy {format_percent(metrics.get('val_accuracy'))}"
-        st.success(f"Completed in {format_duration(metrics.get('elapsed_s', record.elapsed_s))}: {accuracy}.", icon=":material/check_circle:")
+        accuracy = (
+            f"test accuracy {format_percent(test)}"
+            if test is not None
+            else f"validation accuracy {format_percent(metrics.get('val_accuracy'))}"
+        )
+        st.success(
+            f"Completed in {format_duration(metrics.get('elapsed_s', record.elapsed_s))}: {accuracy}.",
+            icon=":material/check_circle:",
+        )
         cols = st.columns(4)
         cols[0].metric("Test accuracy", format_percent(test))
         cols[1].metric("Best validation accuracy", format_percent(metrics.get("val_accuracy")))
@@ -98,12 +118,21 @@ def show_outcome(record: RunRecord) -> None:
         page_link("evaluate", "See the evaluation", ":material/fact_check:")
         page_link("predict", "Try it on new images or export it", ":material/upload_file:")
     elif record.status == "stopped" and not metrics.get("epochs_run"):
-        st.warning("Stopped before the first epoch, so nothing was trained. The splits decoded (and their features computed) "
-                   "before the stop are cached: a new run on this data starts after them.", icon=":material/stop_circle:")
+        st.warning(
+            "Stopped before the first epoch, so nothing was trained. The splits decoded (and their features computed) "
+            "before the stop are cached: a new run on this data starts after them.",
+            icon=":material/stop_circle:",
+        )
     elif record.status == "stopped":
-        st.warning(f"Stopped after {int(metrics.get('epochs_run', 0))} epoch(s); the best weights so far were kept.", icon=":material/stop_circle:")
+        st.warning(
+            f"Stopped after {int(metrics.get('epochs_run', 0))} epoch(s); the best weights so far were kept.",
+            icon=":material/stop_circle:",
+        )
     elif record.status in ("failed", "interrupted"):
-        st.error(f"Run {record.status}: " + escape_markdown(user_message(record.error or "see the log below.")), icon=":material/error:")
+        st.error(
+            f"Run {record.status}: " + escape_markdown(user_message(record.error or "see the log below.")),
+            icon=":material/error:",
+        )
 
 
 def show_curves(epochs: Sequence[EpochRecord], starts: Sequence[PhaseMark], planned_epochs: int | None) -> None:
@@ -114,15 +143,30 @@ def show_curves(epochs: Sequence[EpochRecord], starts: Sequence[PhaseMark], plan
     epoch_metrics = [(record.epoch, record.metrics) for record in epochs]
     loss_col, accuracy_col = st.columns(2)
     with loss_col:
-        st.altair_chart(curve_chart(epochs_to_curves(epoch_metrics, "loss"), "loss", starts, max_epoch=planned_epochs), width="stretch")
+        st.altair_chart(
+            curve_chart(epochs_to_curves(epoch_metrics, "loss"), "loss", starts, max_epoch=planned_epochs),
+            width="stretch",
+        )
     with accuracy_col:
-        st.altair_chart(curve_chart(epochs_to_curves(epoch_metrics, "accuracy"), "accuracy", starts, percent=True, max_epoch=planned_epochs),
-                        width="stretch")
-    best = next((record for record in reversed(epochs) if record.is_best), None)  # the best value is tracked across phases
+        st.altair_chart(
+            curve_chart(
+                epochs_to_curves(epoch_metrics, "accuracy"), "accuracy", starts, percent=True, max_epoch=planned_epochs
+            ),
+            width="stretch",
+        )
+    best = next(
+        (record for record in reversed(epochs) if record.is_best), None
+    )  # the best value is tracked across phases
     if best is not None:
-        where = f" in {phase_label(best.phase, next((m.open_blocks for m in starts if m.phase == best.phase), ()))}" if len(starts) > 1 else ""
-        st.caption(f"Best epoch so far: {best.epoch}{escape_markdown(where)} (validation loss {best.metrics.get('val_loss', float('nan')):.4f}, "
-                   f"accuracy {format_percent(best.metrics.get('val_accuracy'))}); its weights are the ones kept.")
+        where = (
+            f" in {phase_label(best.phase, next((m.open_blocks for m in starts if m.phase == best.phase), ()))}"
+            if len(starts) > 1
+            else ""
+        )
+        st.caption(
+            f"Best epoch so far: {best.epoch}{escape_markdown(where)} (validation loss {best.metrics.get('val_loss', float('nan')):.4f}, "
+            f"accuracy {format_percent(best.metrics.get('val_accuracy'))}); its weights are the ones kept."
+        )
 
 
 def show_log(store: RunStore, run_id: str, *, expanded: bool) -> None:
@@ -160,12 +204,24 @@ def show_transfer_verdict(store: RunStore, record: RunRecord) -> None:
         if scratch_id:
             st.caption(f"The from-scratch baseline (run {escape_markdown(scratch_id)}) did not finish: no verdict.")
         return
-    baseline = f"run {escape_markdown(scratch.name)} ({escape_markdown(scratch.id)})" if scratch else f"run {escape_markdown(verdict.scratch_run_id or '?')}"
-    accuracies = (f"pretrained {format_percent(verdict.pretrained_accuracy)} vs from scratch {format_percent(verdict.scratch_accuracy)}, "
-                  f"baseline {baseline}")
+    baseline = (
+        f"run {escape_markdown(scratch.name)} ({escape_markdown(scratch.id)})"
+        if scratch
+        else f"run {escape_markdown(verdict.scratch_run_id or '?')}"
+    )
+    accuracies = (
+        f"pretrained {format_percent(verdict.pretrained_accuracy)} vs from scratch {format_percent(verdict.scratch_accuracy)}, "
+        f"baseline {baseline}"
+    )
     if verdict.negative:
-        st.error(f"**Negative transfer**: training from scratch beats the pretrained backbone by {100 * verdict.margin:.1f} percentage points "
-                 f"({accuracies}). {NEGATIVE_TRANSFER_ADVICE}", icon=":material/trending_down:")
+        st.error(
+            f"**Negative transfer**: training from scratch beats the pretrained backbone by {100 * verdict.margin:.1f} percentage points "
+            f"({accuracies}). {NEGATIVE_TRANSFER_ADVICE}",
+            icon=":material/trending_down:",
+        )
     else:
-        st.success(f"Pretraining helps: the pretrained backbone beats training from scratch by {100 * -verdict.margin:.1f} percentage points "
-                   f"({accuracies}).", icon=":material/trending_up:")
+        st.success(
+            f"Pretraining helps: the pretrained backbone beats training from scratch by {100 * -verdict.margin:.1f} percentage points "
+            f"({accuracies}).",
+            icon=":material/trending_up:",
+        )

@@ -115,7 +115,9 @@ def save_uploaded_folder(files: Sequence[UploadedFileLike], parent: Path, name: 
     if top is not None:
         accepted = [(PurePosixPath(*relative.parts[1:]), upload) for relative, upload in accepted]
     target = unused_folder(parent, safe_name(name or top or "upload", "upload"))
-    with reserved(parent, upload_size([upload for _, upload in accepted]), f"The folder upload {target.name}", UPLOAD_ADVICE):
+    with reserved(
+        parent, upload_size([upload for _, upload in accepted]), f"The folder upload {target.name}", UPLOAD_ADVICE
+    ):
         staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=parent))
         try:
             for relative, upload in accepted:
@@ -157,5 +159,9 @@ def dataset_choices(folder: Path) -> list[str]:
     """Names of the datasets in `folder`: sub-folders, archives and CSV/TSV tables, hidden entries (staging uploads) left out."""
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir()
-                  if not p.name.startswith(".") and (p.is_dir() or is_archive(p) or (p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)))
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if not p.name.startswith(".")
+        and (p.is_dir() or is_archive(p) or (p.is_file() and p.suffix.lower() in TABLE_SUFFIXES))
+    )

@@ -33,7 +33,9 @@ from tl_core.stopping import StopToken
 from tl_core.training.preparation import PreparationStopped
 
 
-def execute_advisory_job(workspace: str | Path, job_id: str, *, listener: TrainingListener | None = None, stop: StopToken | None = None) -> str:
+def execute_advisory_job(
+    workspace: str | Path, job_id: str, *, listener: TrainingListener | None = None, stop: StopToken | None = None
+) -> str:
     """Run one queued advisory job to its end in this process and return its final status.
 
     Args:
@@ -55,19 +57,43 @@ def execute_advisory_job(workspace: str | Path, job_id: str, *, listener: Traini
         steps.start("reading the dataset")
         store = RunStore(workspace)
         if config.data.modality != "image":
-            raise DataError(f"The advisor measures image backbones only; {config.data.source} holds {config.data.modality}.")
+            raise DataError(
+                f"The advisor measures image backbones only; {config.data.source} holds {config.data.modality}."
+            )
         prepared = prepare_dataset(config.data, store)
-        listener.on_event(RunStarted(job_id, class_names=tuple(prepared.split.class_names), split_sizes=prepared.split.sizes(), config=record.request))
+        listener.on_event(
+            RunStarted(
+                job_id,
+                class_names=tuple(prepared.split.class_names),
+                split_sizes=prepared.split.sizes(),
+                config=record.request,
+            )
+        )
         model_config = _weights_as_file(config.model, store)
         cache_dir = store.workspace / CACHE_FOLDER
         sample = {"max_probe_images": int(options["max_probe_images"])} if options.get("max_probe_images") else {}
         if record.kind == ADVICE_JOB:
-            advice = advise(prepared.report, prepared.split, model_config, config.train, cache_dir=cache_dir,
-                            measure_throughput=bool(options.get("measure_throughput", True)), steps=steps, **sample)
+            advice = advise(
+                prepared.report,
+                prepared.split,
+                model_config,
+                config.train,
+                cache_dir=cache_dir,
+                measure_throughput=bool(options.get("measure_throughput", True)),
+                steps=steps,
+                **sample,
+            )
             result = advice.to_dict()
         else:
-            measured = probe_cut_depths(prepared.split, model_config, cache_dir=cache_dir, layers=options.get("layers"), seed=config.train.seed,
-                                        steps=steps, **sample)
+            measured = probe_cut_depths(
+                prepared.split,
+                model_config,
+                cache_dir=cache_dir,
+                layers=options.get("layers"),
+                seed=config.train.seed,
+                steps=steps,
+                **sample,
+            )
             result = CutDepths(tuple(measured)).to_dict()
         status, error = "completed", None
     except (AdvisorStopped, PreparationStopped) as stopped:
@@ -80,7 +106,11 @@ def execute_advisory_job(workspace: str | Path, job_id: str, *, listener: Traini
         status, error = "failed", over_time  # the manager stopped it at the server's run-time limit
     records.finish(job_id, status, error, result=result)
     records.log(job_id, f"{status}: {error}" if error else status)
-    listener.on_event(RunFinished(job_id, status=status, epochs_run=0, final_metrics={}, elapsed_s=time.monotonic() - started, error=error))
+    listener.on_event(
+        RunFinished(
+            job_id, status=status, epochs_run=0, final_metrics={}, elapsed_s=time.monotonic() - started, error=error
+        )
+    )
     return status
 
 
@@ -88,5 +118,5 @@ def _weights_as_file(model: ModelConfig, store: RunStore) -> ModelConfig:
     """`run:ID` weights as that run's saved model file, which the advisor's backbone builder reads (its backbone is used whole)."""
     if not model.weights.startswith(RUN_WEIGHTS_PREFIX):
         return model
-    parent = store.get(model.weights[len(RUN_WEIGHTS_PREFIX):])
+    parent = store.get(model.weights[len(RUN_WEIGHTS_PREFIX) :])
     return dataclasses.replace(model, weights=str(store.run_dir(parent.id) / KERAS_FILE), cut_layer=None)

@@ -44,8 +44,14 @@ def _seconds_per_call(step: Callable[[], Any]) -> float:
     return (time.perf_counter() - started) / calls
 
 
-def measure_step_throughput(transfer_model: TransferModel, train_config: TrainConfig, *, head_on_features: bool, jit_compile: bool = False,
-                            between_steps: Callable[[], None] = lambda: None) -> Throughput:
+def measure_step_throughput(
+    transfer_model: TransferModel,
+    train_config: TrainConfig,
+    *,
+    head_on_features: bool,
+    jit_compile: bool = False,
+    between_steps: Callable[[], None] = lambda: None,
+) -> Throughput:
     """Time feature extraction, evaluation and training steps of the real model at `train_config.batch_size`.
 
     Args:
@@ -65,11 +71,17 @@ def measure_step_throughput(transfer_model: TransferModel, train_config: TrainCo
 
     def training_rate(model: keras.Model, inputs: np.ndarray, learning_rate: float) -> float:
         between_steps()
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss="sparse_categorical_crossentropy",
+            jit_compile=jit_compile,
+        )
         return batch / _seconds_per_call(lambda: model.train_on_batch(inputs, labels))
 
     predict = batch_predictor(transfer_model.feature_extractor)  # one traced graph, as a run's feature cache uses it
-    extraction = batch / _seconds_per_call(lambda: extract_features(transfer_model.feature_extractor, images, batch_size=max(32, batch), predict=predict))
+    extraction = batch / _seconds_per_call(
+        lambda: extract_features(transfer_model.feature_extractor, images, batch_size=max(32, batch), predict=predict)
+    )
     FreezeBackbone().apply(transfer_model.backbone)
     head = frozen = None
     if head_on_features:
@@ -101,7 +113,9 @@ def estimate_modes(throughput: Throughput, sizes: dict[str, int], train_config: 
         extraction_total = head_epochs + (train + val + test) / throughput.feature_extraction
         head_phase = head_epochs + (train + val) / throughput.feature_extraction
     else:
-        head_phase = train_config.epochs * (train / (throughput.frozen_training or throughput.top_training) + val / throughput.evaluation)
+        head_phase = train_config.epochs * (
+            train / (throughput.frozen_training or throughput.top_training) + val / throughput.evaluation
+        )
         extraction_total = head_phase + evaluate_test
 
     def with_unfrozen_phase(rate: float) -> float:

@@ -31,7 +31,14 @@ import numpy as np
 import tensorflow as tf
 
 from tl_core.advisor.budget import estimate_modes, format_duration, measure_step_throughput
-from tl_core.advisor.probe import AdvisorSteps, linear_probe_accuracy, probe_split, sample_features, scatter_ratio, stratified_sample
+from tl_core.advisor.probe import (
+    AdvisorSteps,
+    linear_probe_accuracy,
+    probe_split,
+    sample_features,
+    scatter_ratio,
+    stratified_sample,
+)
 from tl_core.advisor.results import Advice, ModeEstimate
 from tl_core.models.registry import get_backbone_spec
 from tl_core.config import ModelConfig, TrainConfig
@@ -82,11 +89,15 @@ def recommend(m: Measurements) -> tuple[str, tuple[str, ...]]:
     small = not large and m.train_images <= SMALL_DATASET_MAX_IMAGES
     counted = f"{m.train_images} training images ({m.smallest_class} in the smallest class)"
     if small:
-        reasons = [f"{counted} is a small set: fine-tuning millions of backbone weights on it tends to overfit, so train a head on frozen features."]
+        reasons = [
+            f"{counted} is a small set: fine-tuning millions of backbone weights on it tends to overfit, so train a head on frozen features."
+        ]
     elif large:
         reasons = [f"{counted} is a large set: enough to adapt the backbone itself without overfitting."]
     else:
-        reasons = [f"{counted} is a medium-sized set: enough to adapt the top {m.fine_tune_layers} backbone layers at a low learning rate once the head has converged."]
+        reasons = [
+            f"{counted} is a medium-sized set: enough to adapt the top {m.fine_tune_layers} backbone layers at a low learning rate once the head has converged."
+        ]
     skill = None
     if m.probe_accuracy is not None and m.chance_accuracy is not None:
         skill = (m.probe_accuracy - m.chance_accuracy) / max(1e-9, 1.0 - m.chance_accuracy)
@@ -94,21 +105,41 @@ def recommend(m: Measurements) -> tuple[str, tuple[str, ...]]:
         if skill >= HIGH_PROBE_SKILL:
             reasons.append(f"{measured}: the pretrained features already separate your classes.")
         elif skill >= LOW_PROBE_SKILL:
-            reasons.append(f"{measured}: the frozen features capture part of the task; adapting the backbone should add accuracy.")
+            reasons.append(
+                f"{measured}: the frozen features capture part of the task; adapting the backbone should add accuracy."
+            )
         else:
-            reasons.append(f"{measured}: the frozen features barely separate your classes, so the task differs from what the backbone learned.")
+            reasons.append(
+                f"{measured}: the frozen features barely separate your classes, so the task differs from what the backbone learned."
+            )
             if small:
-                reasons.append(f"With {m.train_images} images fine-tuning is unlikely to fix that: try an earlier cut layer (compare cut depths) or another backbone.")
+                reasons.append(
+                    f"With {m.train_images} images fine-tuning is unlikely to fix that: try an earlier cut layer (compare cut depths) or another backbone."
+                )
     if m.separability is not None:
-        verdict = "classes form distinct clusters" if m.separability >= 1.0 else "classes overlap, though a linear head may still split them" if m.separability >= 0.2 else "classes overlap heavily"
+        verdict = (
+            "classes form distinct clusters"
+            if m.separability >= 1.0
+            else "classes overlap, though a linear head may still split them"
+            if m.separability >= 0.2
+            else "classes overlap heavily"
+        )
         reasons.append(f"Between-class to within-class scatter of the features is {m.separability:.2f}: {verdict}.")
     if m.pretrained_entropy is not None:
-        hint = ("is confident on your images: a hint they resemble its pretraining photos" if m.pretrained_entropy <= FAMILIAR_ENTROPY
-                else "is unsure about your images: a hint they differ from its pretraining photos" if m.pretrained_entropy >= UNFAMILIAR_ENTROPY
-                else "is moderately sure about your images")
-        reasons.append(f"The pretrained ImageNet head {hint} (mean prediction entropy {m.pretrained_entropy:.2f} of the maximum).")
+        hint = (
+            "is confident on your images: a hint they resemble its pretraining photos"
+            if m.pretrained_entropy <= FAMILIAR_ENTROPY
+            else "is unsure about your images: a hint they differ from its pretraining photos"
+            if m.pretrained_entropy >= UNFAMILIAR_ENTROPY
+            else "is moderately sure about your images"
+        )
+        reasons.append(
+            f"The pretrained ImageNet head {hint} (mean prediction entropy {m.pretrained_entropy:.2f} of the maximum)."
+        )
     if m.median_side is not None and m.image_size is not None and 2 * m.median_side < m.image_size:
-        reasons.append(f"Your images are {m.median_side:.0f} px on the short side (median), upscaled to {m.image_size} px: blurrier than the backbone's pretraining photos.")
+        reasons.append(
+            f"Your images are {m.median_side:.0f} px on the short side (median), upscaled to {m.image_size} px: blurrier than the backbone's pretraining photos."
+        )
 
     if small:
         mode = "feature-extraction"
@@ -121,17 +152,31 @@ def recommend(m: Measurements) -> tuple[str, tuple[str, ...]]:
 
     if m.estimates:
         times = ", ".join(f"{name} {format_duration(e.estimated_seconds)}" for name, e in m.estimates.items())
-        reasons.append(f"Estimated on this machine: {times} ({m.estimates['feature-extraction'].images_per_second:.0f} images/s "
-                       f"through the frozen backbone, {m.estimates['full'].images_per_second:.0f} images/s training it fully).")
+        reasons.append(
+            f"Estimated on this machine: {times} ({m.estimates['feature-extraction'].images_per_second:.0f} images/s "
+            f"through the frozen backbone, {m.estimates['full'].images_per_second:.0f} images/s training it fully)."
+        )
         if m.time_budget_s is not None and m.estimates[mode].estimated_seconds > m.time_budget_s:
-            cheaper = [name for name in MODE_ORDER[: MODE_ORDER.index(mode)] if m.estimates[name].estimated_seconds <= m.time_budget_s]
+            cheaper = [
+                name
+                for name in MODE_ORDER[: MODE_ORDER.index(mode)]
+                if m.estimates[name].estimated_seconds <= m.time_budget_s
+            ]
             fallback = cheaper[-1] if cheaper else "feature-extraction"
-            reasons.append(f"{mode} would take about {format_duration(m.estimates[mode].estimated_seconds)}, over your {format_duration(m.time_budget_s)} budget: {fallback} instead.")
+            reasons.append(
+                f"{mode} would take about {format_duration(m.estimates[mode].estimated_seconds)}, over your {format_duration(m.time_budget_s)} budget: {fallback} instead."
+            )
             mode = fallback
     return mode, tuple(reasons)
 
 
-def pretrained_head_entropy(model_config: ModelConfig, examples: Sequence[Example], image_size: int, cache_dir: Path, weights_cache_dir: Path | None) -> float | None:
+def pretrained_head_entropy(
+    model_config: ModelConfig,
+    examples: Sequence[Example],
+    image_size: int,
+    cache_dir: Path,
+    weights_cache_dir: Path | None,
+) -> float | None:
     """How unsure the backbone's packaged ImageNet head is about `examples` (a proxy for "unlike ImageNet").
 
     Args:
@@ -155,12 +200,24 @@ def pretrained_head_entropy(model_config: ModelConfig, examples: Sequence[Exampl
         return None
     images = build_image_cache(examples, image_size, cache_dir / "images").images
     classifier = weights.build_classifier(image_size, cache_dir=weights_cache_dir)
-    return normalized_entropy(classifier.predict(scale_pixels(np.asarray(images), weights.preprocessing), batch_size=32, verbose=0))
+    return normalized_entropy(
+        classifier.predict(scale_pixels(np.asarray(images), weights.preprocessing), batch_size=32, verbose=0)
+    )
 
 
-def advise(report: ScanReport, split: DatasetSplit, model_config: ModelConfig, train_config: TrainConfig, *, cache_dir: Path,
-           max_probe_images: int = 600, measure_throughput: bool = True, time_budget_s: float | None = None,
-           weights_cache_dir: Path | None = None, steps: AdvisorSteps | None = None) -> Advice:
+def advise(
+    report: ScanReport,
+    split: DatasetSplit,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    cache_dir: Path,
+    max_probe_images: int = 600,
+    measure_throughput: bool = True,
+    time_budget_s: float | None = None,
+    weights_cache_dir: Path | None = None,
+    steps: AdvisorSteps | None = None,
+) -> Advice:
     """Recommend a training mode for `split` with `model_config`, measuring the features and this machine.
 
     Args:
@@ -196,8 +253,15 @@ def advise(report: ScanReport, split: DatasetSplit, model_config: ModelConfig, t
         if train_sample and val_sample:
             steps.start(f"extracting frozen features of {len(train_sample) + len(val_sample)} sample images")
             (train_x, train_y), (val_x, val_y) = sample_features(
-                transfer_model.feature_extractor, (("train", train_sample), ("val", val_sample)), split, model_config, image_size,
-                model_config.cut_layer, train_config.seed, Path(cache_dir), steps,
+                transfer_model.feature_extractor,
+                (("train", train_sample), ("val", val_sample)),
+                split,
+                model_config,
+                image_size,
+                model_config.cut_layer,
+                train_config.seed,
+                Path(cache_dir),
+                steps,
             )
             probe_accuracy = linear_probe_accuracy(train_x, train_y, val_x, val_y)
             chance = float(np.bincount(val_y, minlength=num_classes).max() / len(val_y))
@@ -209,24 +273,59 @@ def advise(report: ScanReport, split: DatasetSplit, model_config: ModelConfig, t
         if measure_throughput:
             steps.start("timing feature extraction and training steps on this machine")
             head_on_features = train_config.use_feature_cache and not model_config.augment
-            throughput = measure_step_throughput(transfer_model, train_config, head_on_features=head_on_features,
-                                                 jit_compile=train_config.jit_compile and on_gpu, between_steps=steps.check_stop)
+            throughput = measure_step_throughput(
+                transfer_model,
+                train_config,
+                head_on_features=head_on_features,
+                jit_compile=train_config.jit_compile and on_gpu,
+                between_steps=steps.check_stop,
+            )
             estimates = estimate_modes(throughput, split.sizes(), train_config)
     stats = report.size_stats
-    mode, reasons = recommend(Measurements(
-        len(split.train), min(split.class_counts("train").values()), probe_accuracy, chance, separability, entropy, image_size,
-        min(stats["width_median"], stats["height_median"]) if stats else None, train_config.fine_tune_layers, estimates, time_budget_s,
-    ))
-    return Advice(mode, reasons, estimates, probe_accuracy, separability, entropy, len(split.train), num_classes, chance, model_config.backbone, image_size)
+    mode, reasons = recommend(
+        Measurements(
+            len(split.train),
+            min(split.class_counts("train").values()),
+            probe_accuracy,
+            chance,
+            separability,
+            entropy,
+            image_size,
+            min(stats["width_median"], stats["height_median"]) if stats else None,
+            train_config.fine_tune_layers,
+            estimates,
+            time_budget_s,
+        )
+    )
+    return Advice(
+        mode,
+        reasons,
+        estimates,
+        probe_accuracy,
+        separability,
+        entropy,
+        len(split.train),
+        num_classes,
+        chance,
+        model_config.backbone,
+        image_size,
+    )
 
 
 def format_advice(advice: Advice) -> str:
     """The advice for a terminal: recommendation, reasons, then a table of time estimates."""
     where = f"  ({advice.backbone} at {advice.image_size} px)" if advice.backbone else ""
-    lines = [f"Recommended mode: {advice.recommended_mode}{where}", "", "Why:", *(f"  - {reason}" for reason in advice.reasons)]
+    lines = [
+        f"Recommended mode: {advice.recommended_mode}{where}",
+        "",
+        "Why:",
+        *(f"  - {reason}" for reason in advice.reasons),
+    ]
     if advice.estimates:
         lines += ["", f"{'mode':<20} {'estimated time':>14} {'images/s':>9}"]
         for name, estimate in advice.estimates.items():
             marker = "  <- recommended" if name == advice.recommended_mode else ""
-            lines.append(f"{name:<20} {format_duration(estimate.estimated_seconds):>14} {estimate.images_per_second:>9.0f}{marker}")
+            lines.append(
+                f"{name:<20} {format_duration(estimate.estimated_seconds):>14} {estimate.images_per_second:>9.0f}{marker}"
+            )
     return "\n".join(lines)

@@ -83,7 +83,9 @@ class AdvisorSteps:
         """Per-batch progress (and stop) for decoding or feature extraction of one sample; None when nobody listens."""
         if self.listener is None and self.stop is None:
             return None
-        return PreparationReporter(self.listener or NullListener(), self.job_id, self.stop or StopToken()).callback(step, split)
+        return PreparationReporter(self.listener or NullListener(), self.job_id, self.stop or StopToken()).callback(
+            step, split
+        )
 
 
 def stratified_sample(examples: Sequence[Example], cap: int, seed: int) -> tuple[Example, ...]:
@@ -99,12 +101,23 @@ def stratified_sample(examples: Sequence[Example], cap: int, seed: int) -> tuple
     for label in sorted(shares, key=lambda name: shares[name] % 1, reverse=True)[: max(0, cap - sum(quotas.values()))]:
         quotas[label] += 1
     rng = np.random.default_rng(seed)
-    chosen = [int(i) for label in sorted(by_class) for i in rng.choice(by_class[label], min(quotas[label], len(by_class[label])), replace=False)]
+    chosen = [
+        int(i)
+        for label in sorted(by_class)
+        for i in rng.choice(by_class[label], min(quotas[label], len(by_class[label])), replace=False)
+    ]
     return tuple(examples[i] for i in sorted(chosen))
 
 
-def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *,
-                          inverse_regularization: float = 1.0, iterations: int = 1000) -> float:
+def linear_probe_accuracy(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    *,
+    inverse_regularization: float = 1.0,
+    iterations: int = 1000,
+) -> float:
     """Validation accuracy of L2-regularised logistic regression on standardised features.
 
     scikit-learn's `LogisticRegression(C=inverse_regularization)` (multinomial, L-BFGS) after `StandardScaler`,
@@ -151,7 +164,9 @@ def probe_split(split: DatasetSplit, max_images: int) -> tuple[tuple[Example, ..
     return tuple(e for i, e in enumerate(train) if i not in held), tuple(e for i, e in enumerate(train) if i in held)
 
 
-def pooled_extractor(backbone: keras.Model, layer_name: str, preprocessing: str, image_size: int, pooling: str) -> keras.Model:
+def pooled_extractor(
+    backbone: keras.Model, layer_name: str, preprocessing: str, image_size: int, pooling: str
+) -> keras.Model:
     """uint8 image -> preprocessing -> backbone up to `layer_name` -> pooling, as `build_transfer_model` wires it."""
     cut = keras.Model(backbone.inputs, backbone.get_layer(layer_name).output)
     images = keras.Input((image_size, image_size, 3), dtype="uint8")
@@ -162,25 +177,52 @@ def pooled_extractor(backbone: keras.Model, layer_name: str, preprocessing: str,
     return keras.Model(images, pool(feature_map))
 
 
-def sample_features(extractor: keras.Model, samples: Sequence[tuple[str, Sequence[Example]]], split: DatasetSplit, model_config: ModelConfig,
-                    image_size: int, cut_layer: str | None, seed: int, cache_dir: Path, steps: AdvisorSteps) -> list[tuple[np.ndarray, np.ndarray]]:
+def sample_features(
+    extractor: keras.Model,
+    samples: Sequence[tuple[str, Sequence[Example]]],
+    split: DatasetSplit,
+    model_config: ModelConfig,
+    image_size: int,
+    cut_layer: str | None,
+    seed: int,
+    cache_dir: Path,
+    steps: AdvisorSteps,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(features, labels) per named sample, through the decoded-image and feature caches under `cache_dir`."""
     index = {name: i for i, name in enumerate(split.class_names)}
     results = []
     predict = SharedPredictor(extractor)  # the samples share one traced graph
     for name, examples in samples:
-        images = build_image_cache(examples, image_size, cache_dir / "images", progress=steps.callback("decode", name)).images
+        images = build_image_cache(
+            examples, image_size, cache_dir / "images", progress=steps.callback("decode", name)
+        ).images
         # Random weights get their own tag: a run's random draw may differ from the advisor's.
-        key = examples_feature_key(examples, model_config, image_size, cut_layer=cut_layer, seed=seed, random_weights_tag=":advisor")
-        features = cached_features(extractor, images, cache_dir=cache_dir / "features", key=key, predict=predict,
-                                   progress=steps.callback("features", name)).features
+        key = examples_feature_key(
+            examples, model_config, image_size, cut_layer=cut_layer, seed=seed, random_weights_tag=":advisor"
+        )
+        features = cached_features(
+            extractor,
+            images,
+            cache_dir=cache_dir / "features",
+            key=key,
+            predict=predict,
+            progress=steps.callback("features", name),
+        ).features
         results.append((features, np.array([index[e.label] for e in examples], dtype=np.int32)))
     return results
 
 
-def probe_cut_depths(split: DatasetSplit, model_config: ModelConfig, *, cache_dir: Path, layers: list[str] | None = None,
-                     max_probe_images: int = 400, seed: int = 42, weights_cache_dir: Path | None = None,
-                     steps: AdvisorSteps | None = None) -> list[tuple[str, float]]:
+def probe_cut_depths(
+    split: DatasetSplit,
+    model_config: ModelConfig,
+    *,
+    cache_dir: Path,
+    layers: list[str] | None = None,
+    max_probe_images: int = 400,
+    seed: int = 42,
+    weights_cache_dir: Path | None = None,
+    steps: AdvisorSteps | None = None,
+) -> list[tuple[str, float]]:
     """Linear-probe validation accuracy of the features cut at several backbone layers.
 
     Args:
@@ -209,22 +251,37 @@ def probe_cut_depths(split: DatasetSplit, model_config: ModelConfig, *, cache_di
     candidates = candidate_cut_layers(backbone)
     final_layer = backbone.layers[-1].name
     if layers is None:
-        picks = [candidates[round((len(candidates) - 1) * fraction)] for fraction in DEPTH_FRACTIONS] if candidates else []
+        picks = (
+            [candidates[round((len(candidates) - 1) * fraction)] for fraction in DEPTH_FRACTIONS] if candidates else []
+        )
         layers = list(dict.fromkeys([*picks, final_layer]))
     names = {layer.name for layer in backbone.layers}
     unknown = [name for name in layers if name not in names]
     if unknown:
-        raise BackboneError(f"{model_config.backbone} has no layer '{unknown[0]}'. Block outputs to cut at: {', '.join(candidates) or 'none'}; or {final_layer} (no cut).")
+        raise BackboneError(
+            f"{model_config.backbone} has no layer '{unknown[0]}'. Block outputs to cut at: {', '.join(candidates) or 'none'}; or {final_layer} (no cut)."
+        )
     train_sample, val_sample = probe_split(split, max_probe_images)
     if not train_sample or not val_sample:
-        raise BackboneError(f"Too few images to compare cut depths ({len(split.train)} training images): add images so each class has at least 3.")
+        raise BackboneError(
+            f"Too few images to compare cut depths ({len(split.train)} training images): add images so each class has at least 3."
+        )
     results = []
     for number, name in enumerate(layers, start=1):
         steps.start(f"probing {name} (depth {number} of {len(layers)})")
-        extractor = pooled_extractor(backbone, name, transfer_model.spec.preprocessing, transfer_model.image_size, model_config.pooling)
+        extractor = pooled_extractor(
+            backbone, name, transfer_model.spec.preprocessing, transfer_model.image_size, model_config.pooling
+        )
         (train_x, train_y), (val_x, val_y) = sample_features(
-            extractor, (("train", train_sample), ("val", val_sample)), split, full_config, transfer_model.image_size,
-            None if name == final_layer else name, seed, Path(cache_dir), steps,
+            extractor,
+            (("train", train_sample), ("val", val_sample)),
+            split,
+            full_config,
+            transfer_model.image_size,
+            None if name == final_layer else name,
+            seed,
+            Path(cache_dir),
+            steps,
         )
         results.append((name, linear_probe_accuracy(train_x, train_y, val_x, val_y)))
     return results

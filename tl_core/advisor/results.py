@@ -16,7 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-DEPTH_FRACTIONS = (0.25, 0.5, 0.75)  # where the cut-depth probe looks along the block outputs by default, besides the last layer
+DEPTH_FRACTIONS = (
+    0.25,
+    0.5,
+    0.75,
+)  # where the cut-depth probe looks along the block outputs by default, besides the last layer
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ class Advice:
         known = {field.name for field in dataclasses.fields(cls)}
         values = {key: value for key, value in raw.items() if key in known}
         values["reasons"] = tuple(values.get("reasons", ()))
-        values["estimates"] = {mode: ModeEstimate(**estimate) for mode, estimate in (values.get("estimates") or {}).items()}
+        values["estimates"] = {
+            mode: ModeEstimate(**estimate) for mode, estimate in (values.get("estimates") or {}).items()
+        }
         return cls(**values)
 
 

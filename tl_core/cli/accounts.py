@@ -71,7 +71,9 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 def cmd_users_passwd(args: argparse.Namespace) -> int:
     directory = _directory(args)
     if directory.get_user(args.name) is None:
-        raise AuthError(f"No user {args.name!r} in {directory.path}: `python -m tl_core users list` shows the accounts.")
+        raise AuthError(
+            f"No user {args.name!r} in {directory.path}: `python -m tl_core users list` shows the accounts."
+        )
     directory.set_password(args.name, _new_password(args, args.name))
     print(f"password of {args.name} changed")
     return 0
@@ -87,10 +89,14 @@ def cmd_codes_new(args: argparse.Namespace) -> int:
     directory = _directory(args)
     trainer = directory.get_user(args.by)
     if trainer is None or not trainer.is_trainer:
-        raise AuthError(f"--by {args.by}: codes are made by a trainer account; `python -m tl_core users list` shows the trainers.")
+        raise AuthError(
+            f"--by {args.by}: codes are made by a trainer account; `python -m tl_core users list` shows the trainers."
+        )
     if args.days < 0:
         raise AuthError(f"--days {args.days}: give the number of days the codes stay valid (0 for no expiry).")
-    codes = directory.create_class_codes(args.count, trainer.name, lifetime_s=args.days * SECONDS_PER_DAY if args.days else None)
+    codes = directory.create_class_codes(
+        args.count, trainer.name, lifetime_s=args.days * SECONDS_PER_DAY if args.days else None
+    )
     if args.json:
         print(json.dumps(codes))
         return 0
@@ -104,15 +110,31 @@ def cmd_codes_new(args: argparse.Namespace) -> int:
 def cmd_codes_list(args: argparse.Namespace) -> int:
     codes = _directory(args).list_class_codes()
     if args.json:
-        print(json.dumps([{"digest_prefix": c.digest_prefix, "created_at": c.created_at, "created_by": c.created_by, "expires_at": c.expires_at,
-                           "used_by": c.used_by, "used_at": c.used_at, "usable": c.is_usable} for c in codes]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "digest_prefix": c.digest_prefix,
+                        "created_at": c.created_at,
+                        "created_by": c.created_by,
+                        "expires_at": c.expires_at,
+                        "used_by": c.used_by,
+                        "used_at": c.used_at,
+                        "usable": c.is_usable,
+                    }
+                    for c in codes
+                ]
+            )
+        )
         return 0
     if not codes:
         print("No class codes: `python -m tl_core codes new 20 --by TRAINER` makes some.")
         return 0
     print(f"{'code':<10} {'made by':<20} {'made':<17} {'expires':<17} used by")
     for c in codes:
-        print(f"{c.digest_prefix + '…':<10} {c.created_by:<20} {_when(c.created_at):<17} {_when(c.expires_at, 'never'):<17} {c.used_by or '-'}")
+        print(
+            f"{c.digest_prefix + '…':<10} {c.created_by:<20} {_when(c.created_at):<17} {_when(c.expires_at, 'never'):<17} {c.used_by or '-'}"
+        )
     return 0
 
 
@@ -124,8 +146,10 @@ def cmd_codes_revoke(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_server_settings()
     if settings.sign_in_required and not any(u.is_trainer for u in UserDirectory(settings.users_file).list_users()):
-        raise AuthError(f"Workshop mode needs a trainer account in {settings.users_file}: "
-                        "`python -m tl_core users add NAME --role trainer` creates one.")
+        raise AuthError(
+            f"Workshop mode needs a trainer account in {settings.users_file}: "
+            "`python -m tl_core users add NAME --role trainer` creates one."
+        )
     command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), *streamlit_flags(settings)]
     where = f"http://{settings.host}:{settings.port}"
     print(f"TransferLab ({settings.mode} mode) on {where}; workspace {settings.workspace}", file=sys.stderr)
@@ -137,13 +161,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_account_commands(sub: Any) -> None:
     """Register `users`, `codes` and `serve` on the CLI's sub-parsers."""
     accounts = argparse.ArgumentParser(add_help=False)
-    accounts.add_argument("--users-file", default=None, help="accounts file (default: from the server settings, <workspace>/users.json)")
+    accounts.add_argument(
+        "--users-file", default=None, help="accounts file (default: from the server settings, <workspace>/users.json)"
+    )
     listing = argparse.ArgumentParser(add_help=False)
     listing.add_argument("--json", action="store_true", help="print JSON (the last stdout line)")
     password = argparse.ArgumentParser(add_help=False)
-    password.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin instead of asking")
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from one line of stdin instead of asking"
+    )
 
-    users = sub.add_parser("users", help="workshop accounts").add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    users = sub.add_parser("users", help="workshop accounts").add_subparsers(
+        dest="users_command", required=True, metavar="ACTION"
+    )
     add = users.add_parser("add", parents=[accounts, password], help="create an account")
     add.add_argument("name")
     add.add_argument("--role", choices=("student", "trainer"), default="student")
@@ -157,13 +187,21 @@ def add_account_commands(sub: Any) -> None:
     remove.add_argument("name")
     remove.set_defaults(handler=cmd_users_remove)
 
-    codes = sub.add_parser("codes", help="one-time class codes").add_subparsers(dest="codes_command", required=True, metavar="ACTION")
+    codes = sub.add_parser("codes", help="one-time class codes").add_subparsers(
+        dest="codes_command", required=True, metavar="ACTION"
+    )
     new = codes.add_parser("new", parents=[accounts, listing], help="make N codes (printed once)")
     new.add_argument("count", type=int, metavar="N")
     new.add_argument("--by", required=True, metavar="TRAINER", help="the trainer account the codes are made by")
     new.add_argument("--days", type=float, default=7, help="days until unused codes expire (0: never; default 7)")
     new.set_defaults(handler=cmd_codes_new)
-    codes.add_parser("list", parents=[accounts, listing], help="list codes (fingerprints only)").set_defaults(handler=cmd_codes_list)
-    codes.add_parser("revoke", parents=[accounts], help="delete every unused code").set_defaults(handler=cmd_codes_revoke)
+    codes.add_parser("list", parents=[accounts, listing], help="list codes (fingerprints only)").set_defaults(
+        handler=cmd_codes_list
+    )
+    codes.add_parser("revoke", parents=[accounts], help="delete every unused code").set_defaults(
+        handler=cmd_codes_revoke
+    )
 
-    sub.add_parser("serve", help="start the app (TRANSFERLAB_MODE=workshop or transferlab.toml for a shared server)").set_defaults(handler=cmd_serve)
+    sub.add_parser(
+        "serve", help="start the app (TRANSFERLAB_MODE=workshop or transferlab.toml for a shared server)"
+    ).set_defaults(handler=cmd_serve)

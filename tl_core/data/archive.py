@@ -116,7 +116,9 @@ class _ExtractionBudget:
     def add_folder(self) -> None:
         self.folders += 1
         if self.folders > self.max_files:
-            raise DataError(f"{self.archive.name} holds more than {self.max_files:,} folders (limit `max_files`): check it is the right archive.")
+            raise DataError(
+                f"{self.archive.name} holds more than {self.max_files:,} folders (limit `max_files`): check it is the right archive."
+            )
 
     def refuse_declared(self, files: int, total_bytes: int) -> None:
         """Fail before writing anything when the archive's own index already exceeds a cap."""
@@ -134,7 +136,9 @@ class _ExtractionBudget:
         needed = self.total_bytes + declared
         if self.room is not None and needed > self.room.left_bytes and self.room.left_bytes < self.max_total_bytes:
             what = f"Unpacking {self.archive.name}"
-            raise QuotaExceededError(self.room.budget.refusal(what, needed, self.room.left_bytes, _QUOTA_ADVICE, at_least=not whole_archive))
+            raise QuotaExceededError(
+                self.room.budget.refusal(what, needed, self.room.left_bytes, _QUOTA_ADVICE, at_least=not whole_archive)
+            )
         if needed > self.max_total_bytes:
             raise DataError(
                 f"{self.archive.name} unpacks to more than {self.max_total_bytes:,} bytes (limit `max_total_bytes`), "
@@ -161,7 +165,9 @@ def _zip_entries(archive: Path, budget: _ExtractionBudget, target: Path) -> None
             if _is_hidden(relative):
                 continue
             if stat.S_ISLNK(info.external_attr >> 16):
-                raise DataError(f"{archive.name} contains a symbolic link {info.filename!r}, which could point outside the dataset. {_REBUILD_HINT}")
+                raise DataError(
+                    f"{archive.name} contains a symbolic link {info.filename!r}, which could point outside the dataset. {_REBUILD_HINT}"
+                )
             if info.is_dir():
                 budget.add_folder()
                 (target / relative).mkdir(parents=True, exist_ok=True)
@@ -187,7 +193,9 @@ def _tar_entries(archive: Path, budget: _ExtractionBudget, target: Path) -> None
                 (target / relative).mkdir(parents=True, exist_ok=True)
                 continue
             if not member.isfile():
-                raise DataError(f"{archive.name} contains a special file {member.name!r} (device or pipe), which a dataset never needs. {_REBUILD_HINT}")
+                raise DataError(
+                    f"{archive.name} contains a special file {member.name!r} (device or pipe), which a dataset never needs. {_REBUILD_HINT}"
+                )
             budget.add_file()
             budget.add_bytes(0, declared=member.size)
             source = bundle.extractfile(member)
@@ -267,6 +275,8 @@ def _extract_into(archive: Path, destination: Path, budget: _ExtractionBudget) -
             if not destination.is_dir():  # another process finishing the same archive first is fine
                 raise
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as error:
-        raise DataError(f"{archive} cannot be extracted ({type(error).__name__}: {error}): the archive is damaged or incomplete; download or create it again.") from error
+        raise DataError(
+            f"{archive} cannot be extracted ({type(error).__name__}: {error}): the archive is damaged or incomplete; download or create it again."
+        ) from error
     finally:
         shutil.rmtree(partial, ignore_errors=True)

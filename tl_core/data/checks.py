@@ -65,7 +65,9 @@ def remove_duplicates(
             continue
         kept.append(copies[0])
         splits = sorted({c.preset_split for c in copies if c.preset_split})
-        leak = f" (copies in {' and '.join(s + '/' for s in splits)} would leak between splits)" if len(splits) > 1 else ""
+        leak = (
+            f" (copies in {' and '.join(s + '/' for s in splits)} would leak between splits)" if len(splits) > 1 else ""
+        )
         named = ", ".join(c.relpath for c in copies)
         message = f"Identical {noun}s in class {labels[0]!r}: {named}{leak}; only {copies[0].relpath} is used. Delete the extra copies."
         problems.append(Problem("warning", "duplicate", message, copies[1].relpath))
@@ -103,7 +105,14 @@ def check_classes(
         count = counts[label]
         if control_characters(label):
             excluded[label] = count
-            problems.append(Problem("error", "class-name", _class_name_message(label, first_seen.get(label), noun), visible_controls(label)))
+            problems.append(
+                Problem(
+                    "error",
+                    "class-name",
+                    _class_name_message(label, first_seen.get(label), noun),
+                    visible_controls(label),
+                )
+            )
         elif count < MIN_EXAMPLES_PER_CLASS:
             excluded[label] = count
             message = f"Class {label!r} has {count} usable {noun}(s) and was left out of training: add at least {MIN_EXAMPLES_PER_CLASS} (10+ recommended) or remove it."
@@ -133,9 +142,11 @@ def check_classes(
 def _class_name_message(label: str, first_file: str | None, noun: str) -> str:
     shown = visible_controls(label)
     where = f" (e.g. {visible_controls(first_file)})" if first_file else ""
-    return (f"Class '{shown}' has {describe_characters(control_characters(label))} in its name{where} and was left out of training: "
-            f"a class name must be one line of text. Rename the class folder '{shown}' (or change the label in the CSV/TSV) "
-            f"without line breaks, tabs or other control characters; the other classes train as they are.")
+    return (
+        f"Class '{shown}' has {describe_characters(control_characters(label))} in its name{where} and was left out of training: "
+        f"a class name must be one line of text. Rename the class folder '{shown}' (or change the label in the CSV/TSV) "
+        f"without line breaks, tabs or other control characters; the other classes train as they are."
+    )
 
 
 def dataset_fingerprint(examples: list[Example]) -> str:
@@ -161,13 +172,14 @@ def _archive_names(path: Path) -> list[str]:
 
 
 def detect_modality(source: str | Path, *, max_files: int = 5_000) -> Literal["image", "text"]:
-    """"text" when a source holds more text documents than images (a TSV, or a CSV whose first column is not image paths), else "image".
+    """ "text" when a source holds more text documents than images (a TSV, or a CSV whose first column is not image paths), else "image".
 
     Args:
         source: a folder, archive or CSV/TSV, as for the scanners.
         max_files: stop counting after this many files (large folders).
     """
     from tl_core.data.images import IMAGE_EXTENSIONS
+
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"Dataset source {path} does not exist: check the path.")

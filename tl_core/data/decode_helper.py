@@ -45,7 +45,9 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 class DecodingHelper:
     """A helper process filling the image cache of some splits; `finish` follows it to its end, `close` ends it early."""
 
-    def __init__(self, process: subprocess.Popen, splits: Sequence[str], cache_dir: Path, spec_path: Path, errors: IO[bytes]) -> None:
+    def __init__(
+        self, process: subprocess.Popen, splits: Sequence[str], cache_dir: Path, spec_path: Path, errors: IO[bytes]
+    ) -> None:
         self.process = process
         self.splits = tuple(splits)
         self.cache_dir = cache_dir
@@ -55,20 +57,40 @@ class DecodingHelper:
     @classmethod
     def start(cls, split: DatasetSplit, image_size: int, cache_dir: Path) -> DecodingHelper | None:
         """A helper for every split of `split` whose images at `image_size` are not cached yet; None when all are, or it cannot start."""
-        pending = {name: split.examples(name) for name in SPLIT_NAMES if split.examples(name) and not has_image_cache(split.examples(name), image_size, cache_dir)}
+        pending = {
+            name: split.examples(name)
+            for name in SPLIT_NAMES
+            if split.examples(name) and not has_image_cache(split.examples(name), image_size, cache_dir)
+        }
         if not pending:
             return None
         cache_dir.mkdir(parents=True, exist_ok=True)
-        spec = {"image_size": image_size, "cache_dir": str(cache_dir),
-                "splits": [[name, [dataclasses.asdict(example) for example in examples]] for name, examples in pending.items()]}
+        spec = {
+            "image_size": image_size,
+            "cache_dir": str(cache_dir),
+            "splits": [
+                [name, [dataclasses.asdict(example) for example in examples]] for name, examples in pending.items()
+            ],
+        }
         handle, spec_name = tempfile.mkstemp(prefix=".decode-helper-", suffix=".json", dir=cache_dir)
         with os.fdopen(handle, "w") as spec_file:
             json.dump(spec, spec_file)
-        errors = tempfile.TemporaryFile()  # a file, not a pipe: warnings about many bad images cannot fill it and block the helper
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+        errors = (
+            tempfile.TemporaryFile()
+        )  # a file, not a pipe: warnings about many bad images cannot fill it and block the helper
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")])),
+        }
         try:
-            process = subprocess.Popen([sys.executable, "-m", "tl_core.data.decode_helper", spec_name], stdout=subprocess.PIPE, stderr=errors,
-                                       stdin=subprocess.DEVNULL, env=environment, text=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tl_core.data.decode_helper", spec_name],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                stdin=subprocess.DEVNULL,
+                env=environment,
+                text=True,
+            )
         except OSError:
             errors.close()
             Path(spec_name).unlink(missing_ok=True)
@@ -82,7 +104,9 @@ class DecodingHelper:
         A helper that fails is logged, and the splits it did not finish are left to the run.
         """
         cached: set[str] = set()
-        reporters: dict[str, Callable[[int, int], None]] = {}  # one per split, so the run's own throttling holds across lines
+        reporters: dict[
+            str, Callable[[int, int], None]
+        ] = {}  # one per split, so the run's own throttling holds across lines
         assert self.process.stdout is not None
         for line in self.process.stdout:
             kind, *fields = line.rstrip("\n").split("\t")
@@ -96,8 +120,11 @@ class DecodingHelper:
             self._errors.seek(0)
             detail = self._errors.read().decode(errors="replace").strip().splitlines()
             left = [name for name in self.splits if name not in cached]
-            log("warning", f"Decoding in a helper process failed (exit {self.process.returncode}: {detail[-1] if detail else 'no message'}); "
-                           f"decoding {', '.join(left)} in this process instead.")
+            log(
+                "warning",
+                f"Decoding in a helper process failed (exit {self.process.returncode}: {detail[-1] if detail else 'no message'}); "
+                f"decoding {', '.join(left)} in this process instead.",
+            )
         return frozenset(cached)
 
     def close(self) -> None:
@@ -118,7 +145,9 @@ class DecodingHelper:
 
 
 @contextlib.contextmanager
-def decoding_in_helper(split: DatasetSplit, image_size: int, cache_dir: Path, *, enabled: bool = True) -> Iterator[DecodingHelper | None]:
+def decoding_in_helper(
+    split: DatasetSplit, image_size: int, cache_dir: Path, *, enabled: bool = True
+) -> Iterator[DecodingHelper | None]:
     """A `DecodingHelper` for the block (None when disabled, nothing is left to decode, or it cannot start), always ended after it."""
     helper = DecodingHelper.start(split, image_size, cache_dir) if enabled else None
     try:
@@ -148,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The helper: decode every split of the spec file into the cache, reporting progress on stdout."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if len(arguments) != 1:
-        print("usage: python -m tl_core.data.decode_helper SPEC.json (started by a run; see tl_core/data/decode_helper.py)", file=sys.stderr)
+        print(
+            "usage: python -m tl_core.data.decode_helper SPEC.json (started by a run; see tl_core/data/decode_helper.py)",
+            file=sys.stderr,
+        )
         return 2
     signal.signal(signal.SIGTERM, _exit_on_terminate)
     spec = json.loads(Path(arguments[0]).read_text())

@@ -24,7 +24,14 @@ from PIL import Image
 
 from tl_core.errors import DataError
 from tl_core.data.synthetic import SHAPE_CLASSES, draw_shape_image
-from tl_core.data.text_demo import BBC_CLASSES, BBC_SMALLEST_CLASS, TOPIC_WORDS, bbc_news_documents, topic_documents, write_class_documents
+from tl_core.data.text_demo import (
+    BBC_CLASSES,
+    BBC_SMALLEST_CLASS,
+    TOPIC_WORDS,
+    bbc_news_documents,
+    topic_documents,
+    write_class_documents,
+)
 
 _SEED = 0
 _TEXTURE_TILE = 64
@@ -216,8 +223,9 @@ def _load_textures(count: int) -> dict[str, list[Image.Image]]:
         tiles_per_side = photo.shape[0] // _TEXTURE_TILE
         # Non-overlapping tiles, so no pixel appears in both a training and a validation image.
         tiles = [
-            photo[row * _TEXTURE_TILE:(row + 1) * _TEXTURE_TILE, col * _TEXTURE_TILE:(col + 1) * _TEXTURE_TILE]
-            for row in range(tiles_per_side) for col in range(tiles_per_side)
+            photo[row * _TEXTURE_TILE : (row + 1) * _TEXTURE_TILE, col * _TEXTURE_TILE : (col + 1) * _TEXTURE_TILE]
+            for row in range(tiles_per_side)
+            for col in range(tiles_per_side)
         ]
         every_tile = np.zeros(len(tiles), dtype=int)  # one label: a seeded subset of all tiles
         images[class_name] = [_grayscale(tiles[i]) for i in _balanced_indices(every_tile, 0, count)]

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 logger = logging.getLogger(__name__)
-_CACHE_FORMAT_VERSION = f"1.{image_io.DECODING_VERSION}"  # the file layout and the decoding: a change makes old caches unused
+_CACHE_FORMAT_VERSION = (
+    f"1.{image_io.DECODING_VERSION}"  # the file layout and the decoding: a change makes old caches unused
+)
 RELEASE_EVERY_ROWS = 64  # while decoding: flush and release the written pages this often (a flush is one msync)
 _HEADER_AND_FAILURES_BYTES = 4096  # the .npy header (128 bytes) and its failures list, with room to spare
 IMAGE_CACHE_ADVICE = "Train at a smaller image size (Model page) or on fewer images"
@@ -85,15 +87,26 @@ def check_image_cache_room(example_lists: Sequence[Sequence[Example]], image_siz
     Raises:
         QuotaExceededError: the caches not built yet need more than is left of the quota (none where there is no quota).
     """
-    needed = sum(image_cache_bytes(len(examples), image_size) for examples in example_lists
-                 if examples and not has_image_cache(examples, image_size, cache_dir))
+    needed = sum(
+        image_cache_bytes(len(examples), image_size)
+        for examples in example_lists
+        if examples and not has_image_cache(examples, image_size, cache_dir)
+    )
     if needed:
-        check_room(cache_dir, needed, f"The image cache for this run ({sum(map(len, example_lists)):,} images at {image_size} px)", IMAGE_CACHE_ADVICE)
+        check_room(
+            cache_dir,
+            needed,
+            f"The image cache for this run ({sum(map(len, example_lists)):,} images at {image_size} px)",
+            IMAGE_CACHE_ADVICE,
+        )
 
 
 def has_image_cache(examples: Sequence[Example], image_size: int, cache_dir: Path) -> bool:
     """Whether `build_image_cache` would reuse a complete cache for these examples (and decode nothing)."""
-    return bool(examples) and _open_existing(image_cache_path(examples, image_size, cache_dir), len(examples), image_size) is not None
+    return (
+        bool(examples)
+        and _open_existing(image_cache_path(examples, image_size, cache_dir), len(examples), image_size) is not None
+    )
 
 
 def release_pages(array: np.ndarray, *, flush: bool = False) -> None:
@@ -132,7 +145,13 @@ def _open_existing(cache_path: Path, count: int, image_size: int) -> np.ndarray 
     return images
 
 
-def _decode_into(cache: np.ndarray, examples: Sequence[Example], image_size: int, workers: int, progress: Callable[[int, int], None] | None) -> list[Problem]:
+def _decode_into(
+    cache: np.ndarray,
+    examples: Sequence[Example],
+    image_size: int,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[Problem]:
     """Fill `cache` row by row from a thread pool (Pillow releases the GIL while decoding)."""
     failures: list[Problem] = []
 
@@ -154,7 +173,9 @@ def _decode_into(cache: np.ndarray, examples: Sequence[Example], image_size: int
                     logger.warning("image cache: %s", failures[-1].message)
                 elif error is not None:
                     raise error
-                if done % RELEASE_EVERY_ROWS == 0:  # written rows need not stay in RSS (flushed first, so nothing is lost)
+                if (
+                    done % RELEASE_EVERY_ROWS == 0
+                ):  # written rows need not stay in RSS (flushed first, so nothing is lost)
                     release_pages(cache, flush=True)
                 if progress is not None:
                     progress(done, len(examples))
@@ -205,7 +226,9 @@ def build_image_cache(
     try:
         with reserved(cache_dir, image_cache_bytes(len(examples), image_size), what, IMAGE_CACHE_ADVICE):
             # Created at its full length: from here on it counts in full against the quota.
-            cache = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(examples), image_size, image_size, 3))
+            cache = np.lib.format.open_memmap(
+                partial, mode="w+", dtype=np.uint8, shape=(len(examples), image_size, image_size, 3)
+            )
         failures = _decode_into(cache, examples, image_size, workers or min(8, os.cpu_count() or 2), progress)
         release_pages(cache, flush=True)
         cache.flush()
@@ -245,7 +268,9 @@ def image_dataset(
     import tensorflow as tf  # deferred: scanning and caching must not pay for importing TensorFlow
 
     if len(images) != len(labels) or (sample_weights is not None and len(sample_weights) != len(labels)):
-        raise ValueError(f"images ({len(images)}), labels ({len(labels)}) and sample_weights must have the same length.")
+        raise ValueError(
+            f"images ({len(images)}), labels ({len(labels)}) and sample_weights must have the same length."
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1.")
     label_array = np.asarray(labels, dtype=np.int32)

@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from tl_core.data.archive import extract_archive, is_archive, is_ignored_name
-from tl_core.data.checks import FEW_EXAMPLES_PER_CLASS, MIN_EXAMPLES_PER_CLASS, check_classes, dataset_fingerprint, remove_duplicates
+from tl_core.data.checks import (
+    FEW_EXAMPLES_PER_CLASS,
+    MIN_EXAMPLES_PER_CLASS,
+    check_classes,
+    dataset_fingerprint,
+    remove_duplicates,
+)
 from tl_core.data.types import SPLIT_NAMES, Example, Problem, Severity
 from tl_core.data.types import DatasetSplit, ScanReport
 from tl_core.errors import DataError
@@ -39,7 +45,9 @@ SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "val", "validation": "
 MIN_IMAGES_PER_CLASS = MIN_EXAMPLES_PER_CLASS
 FEW_IMAGES_PER_CLASS = FEW_EXAMPLES_PER_CLASS
 DEFAULT_EXTRACT_ROOT = Path("~/.cache/transferlab/extracted")
-_CSV_HEADER_CELLS = frozenset({"path", "file", "filename", "filepath", "image", "image_path", "label", "class", "category", "target"})
+_CSV_HEADER_CELLS = frozenset(
+    {"path", "file", "filename", "filepath", "image", "image_path", "label", "class", "category", "target"}
+)
 _LINES_PER_KIND = 20
 
 
@@ -97,7 +105,12 @@ def _collect_loose_files(collected: _Collected, root: Path, folder: Path, files:
         relpath = path.relative_to(root).as_posix()
         collected.files_seen += 1
         where = f"{folder.relative_to(root).as_posix()}/<class>/" if folder != root else "<class>/"
-        collected.skip("warning", "outside-class-folder", f"Skipped {relpath}: it is not inside a class folder; move it into {where}.", relpath)
+        collected.skip(
+            "warning",
+            "outside-class-folder",
+            f"Skipped {relpath}: it is not inside a class folder; move it into {where}.",
+            relpath,
+        )
 
 
 def _collect_folder(root: Path, readable_roots: tuple[str, ...]) -> tuple[_Collected, bool]:
@@ -107,11 +120,15 @@ def _collect_folder(root: Path, readable_roots: tuple[str, ...]) -> tuple[_Colle
     folders = [c for c in children if c.is_dir()]
     loose = [c for c in children if c.is_file()]
     if not children:
-        raise DataError(f"{root} is empty: put one sub-folder per class inside it, e.g. {root}/cats/1.jpg and {root}/dogs/1.jpg.")
+        raise DataError(
+            f"{root} is empty: put one sub-folder per class inside it, e.g. {root}/cats/1.jpg and {root}/dogs/1.jpg."
+        )
     split_folders = sorted(f.name for f in folders if f.name.lower() in SPLIT_FOLDERS)
     has_presets = any(name.lower() == "train" for name in split_folders)
     if split_folders and not has_presets:
-        raise DataError(f"{root} has {', '.join(n + '/' for n in split_folders)} but no train/ folder: add train/<class>/ with the training images.")
+        raise DataError(
+            f"{root} has {', '.join(n + '/' for n in split_folders)} but no train/ folder: add train/<class>/ with the training images."
+        )
     if not folders and any(_is_image_name(f) for f in loose):
         raise DataError(
             f"{root} holds images but no class sub-folders: make one sub-folder per class and move each image "
@@ -149,14 +166,22 @@ def _collect_csv(csv_path: Path, readable_roots: tuple[str, ...]) -> _Collected:
     csv_dir = csv_path.parent
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
-            rows = [(number, row) for number, row in enumerate(csv.reader(stream), start=1) if any(cell.strip() for cell in row)]
+            rows = [
+                (number, row)
+                for number, row in enumerate(csv.reader(stream), start=1)
+                if any(cell.strip() for cell in row)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DataError(f"{csv_path} cannot be read as CSV ({error}): save it as UTF-8 text with lines `path,label`.") from error
+        raise DataError(
+            f"{csv_path} cannot be read as CSV ({error}): save it as UTF-8 text with lines `path,label`."
+        ) from error
     if rows and len(rows[0][1]) >= 2 and _is_csv_header(rows[0][1], csv_dir, readable_roots):
         rows = rows[1:]
     for number, row in rows:
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            message = f"{csv_path.name} line {number}: expected `path,label`, got {','.join(row)!r}; fix or delete the line."
+            message = (
+                f"{csv_path.name} line {number}: expected `path,label`, got {','.join(row)!r}; fix or delete the line."
+            )
             collected.problems.append(Problem("warning", "csv-row", message, None))
             continue
         path = Path(row[0].strip()).expanduser()
@@ -164,10 +189,17 @@ def _collect_csv(csv_path: Path, readable_roots: tuple[str, ...]) -> _Collected:
         relpath = path.relative_to(csv_dir).as_posix() if path.is_relative_to(csv_dir) else path.as_posix()
         label = row[1].strip()
         collected.labels.add(label)
-        if not is_allowed(path, readable_roots):  # checked before existence: the message must not reveal whether it exists
+        if not is_allowed(
+            path, readable_roots
+        ):  # checked before existence: the message must not reveal whether it exists
             collected.files_seen += 1
             shown = row[0].strip()
-            collected.skip("warning", "outside-workspace", f"{csv_path.name} line {number}: {shown} {OUTSIDE_FIX} and name it relative to the CSV.", shown)
+            collected.skip(
+                "warning",
+                "outside-workspace",
+                f"{csv_path.name} line {number}: {shown} {OUTSIDE_FIX} and name it relative to the CSV.",
+                shown,
+            )
             continue
         if not path.is_file():
             collected.files_seen += 1
@@ -184,14 +216,18 @@ def _resolve_source(source: str | Path, extract_root: Path | None) -> tuple[Path
     """The dataset root folder (or CSV file) and its kind: folder, archive or csv."""
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataError(f"Dataset source {path} does not exist: check the path (a folder, a .zip/.tar/.tar.gz, or a CSV).")
+        raise DataError(
+            f"Dataset source {path} does not exist: check the path (a folder, a .zip/.tar/.tar.gz, or a CSV)."
+        )
     if path.is_dir():
         return path.resolve(), "folder"
     if is_archive(path):
         return extract_archive(path, (extract_root or DEFAULT_EXTRACT_ROOT).expanduser()).resolve(), "archive"
     if path.suffix.lower() == ".csv":
         return path.resolve(), "csv"
-    raise DataError(f"{path} is not a folder, archive (.zip/.tar/.tar.gz) or CSV: pass the folder that holds one sub-folder per class.")
+    raise DataError(
+        f"{path} is not a folder, archive (.zip/.tar/.tar.gz) or CSV: pass the folder that holds one sub-folder per class."
+    )
 
 
 def _inspect_all(candidates: list[tuple[Path, str, str, str | None]], max_pixels: int) -> list[ImageHeader | DataError]:
@@ -209,12 +245,22 @@ def _size_stats(examples: list[Example]) -> dict[str, float]:
     stats: dict[str, float] = {}
     for side in ("width", "height"):
         values = [getattr(e, side) for e in examples]
-        stats.update({f"{side}_min": float(min(values)), f"{side}_median": float(statistics.median(values)), f"{side}_max": float(max(values))})
+        stats.update(
+            {
+                f"{side}_min": float(min(values)),
+                f"{side}_median": float(statistics.median(values)),
+                f"{side}_max": float(max(values)),
+            }
+        )
     return stats
 
 
 def scan_dataset(
-    source: str | Path, *, extract_root: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, readable_roots: Sequence[str | Path] = ()
+    source: str | Path,
+    *,
+    extract_root: Path | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    readable_roots: Sequence[str | Path] = (),
 ) -> ScanReport:
     """Find, check and summarise every image of a dataset source.
 
@@ -249,23 +295,40 @@ def scan_dataset(
         elif isinstance(header, DataError):
             collected.skip("warning", "unreadable", f"Skipped {relpath}: {header}", relpath)
         else:
-            examples.append(Example(str(path.resolve()), relpath, label, header.content_hash, split, header.width, header.height))
+            examples.append(
+                Example(str(path.resolve()), relpath, label, header.content_hash, split, header.width, header.height)
+            )
     problems = collected.problems
     examples, duplicate_groups = remove_duplicates(examples, problems)
     class_counts, excluded = check_classes(examples, collected.labels, has_presets, problems)
     if len(class_counts) < 2:
-        found = ", ".join(f"{label} ({count})" for label, count in sorted({**class_counts, **excluded}.items())) or "none"
-        skipped = f" {collected.files_skipped} file(s) were skipped, e.g. {collected.skipped[0].message}" if collected.skipped else ""
+        found = (
+            ", ".join(f"{label} ({count})" for label, count in sorted({**class_counts, **excluded}.items())) or "none"
+        )
+        skipped = (
+            f" {collected.files_skipped} file(s) were skipped, e.g. {collected.skipped[0].message}"
+            if collected.skipped
+            else ""
+        )
         raise DataError(
             f"{root_folder} has fewer than 2 classes with at least {MIN_IMAGES_PER_CLASS} usable images (found: {found}). "
             f"Add images so at least two classes have {MIN_IMAGES_PER_CLASS}+ each.{skipped}"
         )
     examples = sorted((e for e in examples if e.label in class_counts), key=lambda e: (e.relpath, e.label))
     return ScanReport(
-        root=str(root_folder), source=str(source), examples=examples, class_names=sorted(class_counts),
-        class_counts=class_counts, excluded_classes=excluded, problems=problems, files_seen=collected.files_seen,
-        files_skipped=collected.files_skipped, duplicate_groups=sorted(duplicate_groups), size_stats=_size_stats(examples),
-        fingerprint=dataset_fingerprint(examples), has_preset_splits=has_presets,
+        root=str(root_folder),
+        source=str(source),
+        examples=examples,
+        class_names=sorted(class_counts),
+        class_counts=class_counts,
+        excluded_classes=excluded,
+        problems=problems,
+        files_seen=collected.files_seen,
+        files_skipped=collected.files_skipped,
+        duplicate_groups=sorted(duplicate_groups),
+        size_stats=_size_stats(examples),
+        fingerprint=dataset_fingerprint(examples),
+        has_preset_splits=has_presets,
     )
 
 
@@ -288,7 +351,9 @@ def _held_out_counts(count: int, val_fraction: float, test_fraction: float) -> t
     return val, test
 
 
-def _stratified(examples: list[Example], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[Example]]:
+def _stratified(
+    examples: list[Example], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[Example]]:
     """Per-class seeded split in which identical files (same content hash) always land together."""
     groups: dict[str, list[Example]] = defaultdict(list)
     for example in sorted(examples, key=lambda e: (e.relpath, e.label)):
@@ -311,7 +376,9 @@ def _stratified(examples: list[Example], val_fraction: float, test_fraction: flo
     return parts
 
 
-def split_dataset(report: ScanReport, *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 42) -> DatasetSplit:
+def split_dataset(
+    report: ScanReport, *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 42
+) -> DatasetSplit:
     """Stratified, seeded train/val/test split that never separates identical files.
 
     Preset `train/`, `val/`, `test/` folders are used as given; a missing `val/` or `test/` is carved
@@ -330,7 +397,9 @@ def split_dataset(report: ScanReport, *, val_fraction: float = 0.15, test_fracti
         if not 0.0 <= fraction < 1.0:
             raise DataError(f"{name}={fraction} must be in [0, 1): e.g. 0.15.")
     if val_fraction + test_fraction >= 0.9:
-        raise DataError(f"val_fraction + test_fraction = {val_fraction + test_fraction:.2f} leaves too little to train on: keep the sum below 0.9.")
+        raise DataError(
+            f"val_fraction + test_fraction = {val_fraction + test_fraction:.2f} leaves too little to train on: keep the sum below 0.9."
+        )
     if report.has_preset_splits:
         given = {name: [e for e in report.examples if e.preset_split == name] for name in SPLIT_NAMES}
         carve_val = val_fraction if not given["val"] else 0.0

@@ -22,9 +22,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tl_core.errors import DataError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+)
 DEFAULT_MAX_PIXELS = 64_000_000
-DECODING_VERSION = "2"  # bump when `load_image_array`'s pixels change: cached images and features are then recomputed (2: JPEG draft)
+DECODING_VERSION = (
+    "2"  # bump when `load_image_array`'s pixels change: cached images and features are then recomputed (2: JPEG draft)
+)
 DecodeErrorKind = Literal["zero-bytes", "not-an-image", "corrupt", "truncated", "too-large"]
 
 _MAX_BYTES_PER_PIXEL = 8  # 16-bit RGBA, uncompressed: no real image under the pixel cap is larger on disk
@@ -85,7 +89,9 @@ def _open_checked(data: bytes, path: str | Path, max_pixels: int) -> Image.Image
         raise ImageDecodeError(path, _failure_kind(error, data), f"{type(error).__name__}: {error}") from error
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageDecodeError(path, "too-large", f"{width}x{height} = {width * height:,} pixels > max_pixels={max_pixels:,}")
+        raise ImageDecodeError(
+            path, "too-large", f"{width}x{height} = {width * height:,} pixels > max_pixels={max_pixels:,}"
+        )
     return image
 
 
@@ -105,7 +111,9 @@ def _read_bytes(path: str | Path, max_pixels: int) -> bytes:
             raise ImageDecodeError(path, "too-large", f"{size:,} bytes on disk")
         return Path(path).read_bytes()
     except FileNotFoundError as error:
-        raise DataError(f"{path} does not exist: check the path, or re-scan the dataset if files were moved.") from error
+        raise DataError(
+            f"{path} does not exist: check the path, or re-scan the dataset if files were moved."
+        ) from error
     except OSError as error:
         raise DataError(f"{path} cannot be read ({error}): check its permissions.") from error
 
@@ -172,7 +180,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(_scale_to_uint8(pixels, None), "L").convert("RGB")
     if mode == "I":
         return Image.fromarray(_scale_to_uint8(np.asarray(image), None), "L").convert("RGB")
-    has_alpha = mode in {"RGBA", "LA", "La", "RGBa", "PA"} or (mode in {"P", "L", "RGB"} and "transparency" in image.info)
+    has_alpha = mode in {"RGBA", "LA", "La", "RGBa", "PA"} or (
+        mode in {"P", "L", "RGB"} and "transparency" in image.info
+    )
     if has_alpha:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -227,7 +237,9 @@ def load_image_array(path: str | Path, image_size: int, *, max_pixels: int = DEF
     Returns:
         A uint8 array of shape (image_size, image_size, 3).
     """
-    image = decode_image(path, max_pixels=max_pixels, at_least=image_size)  # a 4000x3000 JPEG to 224 px: 27 ms instead of 133-162 ms (measured)
+    image = decode_image(
+        path, max_pixels=max_pixels, at_least=image_size
+    )  # a 4000x3000 JPEG to 224 px: 27 ms instead of 133-162 ms (measured)
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)

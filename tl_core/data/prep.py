@@ -36,10 +36,16 @@ def workspace_cache(store: RunStore, kind: str) -> Path:
 def prepare_dataset(config: DataConfig, store: RunStore) -> PreparedDataset:
     """Scan, validate and split the examples of `config.modality`; raises `DataError` when nothing trainable is left."""
     roots, modality = config.readable_roots, get_modality(config.modality)
-    report = _scan_folder_reusing_earlier_scan(config.source, store, roots, modality) if modality.reuses_folder_scans else None
+    report = (
+        _scan_folder_reusing_earlier_scan(config.source, store, roots, modality)
+        if modality.reuses_folder_scans
+        else None
+    )
     if report is None:
         report = modality.scan(config.source, extract_root=workspace_cache(store, "extracted"), readable_roots=roots)
-    split = split_dataset(report, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
+    split = split_dataset(
+        report, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
+    )
     return PreparedDataset(report, split)
 
 
@@ -66,7 +72,9 @@ def _folder_listing_key(folder: Path, readable_roots: tuple[str, ...]) -> str:
     return digest.hexdigest()[:32]
 
 
-def _scan_folder_reusing_earlier_scan(source: str, store: RunStore, readable_roots: tuple[str, ...], modality: DataModality) -> ScanReport | None:
+def _scan_folder_reusing_earlier_scan(
+    source: str, store: RunStore, readable_roots: tuple[str, ...], modality: DataModality
+) -> ScanReport | None:
     """The scan of a dataset folder, reused from the workspace when no file changed since; None for archives and CSVs.
 
     A second run on the same folder then skips hashing and decoding every image.

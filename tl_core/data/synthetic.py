@@ -25,7 +25,9 @@ SHAPE_CLASSES: dict[str, tuple[str, tuple[int, int, int]]] = {
 }
 
 
-def draw_shape_image(shape: str, colour: tuple[int, int, int], image_size: int, rng: np.random.Generator) -> Image.Image:
+def draw_shape_image(
+    shape: str, colour: tuple[int, int, int], image_size: int, rng: np.random.Generator
+) -> Image.Image:
     """One RGB image: a jittered shape and colour on a noisy grey background."""
     background = rng.integers(60, 190, size=(image_size, image_size, 3), dtype=np.uint8)
     image = Image.fromarray(background, "RGB")

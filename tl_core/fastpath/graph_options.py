@@ -40,7 +40,9 @@ def without_graph_rewrites() -> Iterator[None]:
     previous = context.function_call_options
     config = config_pb2.ConfigProto.FromString(previous.config_proto_serialized)
     config.graph_options.rewrite_options.disable_meta_optimizer = True
-    context.function_call_options = eager_context.FunctionCallOptions(executor_type=previous.executor_type, config_proto=config)
+    context.function_call_options = eager_context.FunctionCallOptions(
+        executor_type=previous.executor_type, config_proto=config
+    )
     try:
         yield
     finally:

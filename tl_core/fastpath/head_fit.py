@@ -70,8 +70,19 @@ class HeadFitter:
         jit_compile: compile the epoch function with XLA (the caller enables it only on a GPU).
     """
 
-    def __init__(self, head: keras.Model, train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray | None,
-                 val_labels: np.ndarray | None, *, batch_size: int, class_weight: dict[int, float] | None, seed: int, jit_compile: bool = False) -> None:
+    def __init__(
+        self,
+        head: keras.Model,
+        train_features: np.ndarray,
+        train_labels: np.ndarray,
+        val_features: np.ndarray | None,
+        val_labels: np.ndarray | None,
+        *,
+        batch_size: int,
+        class_weight: dict[int, float] | None,
+        seed: int,
+        jit_compile: bool = False,
+    ) -> None:
         self.head = head
         self.count = len(train_labels)
         self.batch_size = max(1, min(batch_size, self.count))
@@ -86,8 +97,12 @@ class HeadFitter:
         if val_features is not None and val_labels is not None and len(val_labels):
             self.val = (tf.constant(val_features, tf.float32), tf.constant(val_labels, tf.int32))
         self._rng = np.random.default_rng(seed)
-        head.optimizer.build(head.trainable_variables)  # slots exist before tracing: a graph loop cannot create variables
-        self._train_epoch = tf.function(self._epoch_graph, jit_compile=jit_compile, autograph=False)  # an explicit while_loop: no conversion cost
+        head.optimizer.build(
+            head.trainable_variables
+        )  # slots exist before tracing: a graph loop cannot create variables
+        self._train_epoch = tf.function(
+            self._epoch_graph, jit_compile=jit_compile, autograph=False
+        )  # an explicit while_loop: no conversion cost
 
     def _epoch_graph(self, order: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """Train loss and accuracy over the epoch, then validation loss and accuracy after it when there is a
@@ -96,8 +111,10 @@ class HeadFitter:
         head, optimizer = self.head, self.head.optimizer
         variables = head.trainable_variables
 
-        def step(index: tf.Tensor, loss_sum: tf.Tensor, correct: tf.Tensor, weight_sum: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            rows = order[index * self.batch_size: (index + 1) * self.batch_size]
+        def step(
+            index: tf.Tensor, loss_sum: tf.Tensor, correct: tf.Tensor, weight_sum: tf.Tensor
+        ) -> tuple[tf.Tensor, ...]:
+            rows = order[index * self.batch_size : (index + 1) * self.batch_size]
             features = tf.gather(self.features, rows)
             labels = tf.gather(self.labels, rows)
             weights = tf.gather(self.weights, rows)
@@ -108,10 +125,17 @@ class HeadFitter:
                 scaled = optimizer.scale_loss(loss)  # a LossScaleOptimizer under mixed precision; identity otherwise
             optimizer.apply(tape.gradient(scaled, variables), variables)
             hits = tf.cast(tf.equal(tf.argmax(probabilities, axis=1, output_type=tf.int32), labels), tf.float32)
-            return index + 1, loss_sum + loss * size, correct + tf.reduce_sum(hits * weights), weight_sum + tf.reduce_sum(weights)
+            return (
+                index + 1,
+                loss_sum + loss * size,
+                correct + tf.reduce_sum(hits * weights),
+                weight_sum + tf.reduce_sum(weights),
+            )
 
         zero = tf.constant(0.0)
-        _, loss_sum, correct, weight_sum = tf.while_loop(lambda index, *_: index < self.batches, step, (tf.constant(0), zero, zero, zero))
+        _, loss_sum, correct, weight_sum = tf.while_loop(
+            lambda index, *_: index < self.batches, step, (tf.constant(0), zero, zero, zero)
+        )
         train = (loss_sum / tf.cast(self.count, tf.float32), correct / weight_sum)
         return train if self.val is None else train + self._evaluate_graph(*self.val)
 

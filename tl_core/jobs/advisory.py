@@ -106,7 +106,9 @@ class AdvisoryStore:
         record = self._require(job_id)
         return self._write(dataclasses.replace(record, status="running"))
 
-    def finish(self, job_id: str, status: str, error: str | None = None, *, result: dict[str, Any] | None = None) -> None:
+    def finish(
+        self, job_id: str, status: str, error: str | None = None, *, result: dict[str, Any] | None = None
+    ) -> None:
         """Record the job's end: a finished status, and the error (failed, stopped ...) or the result (completed)."""
         if status not in FINISHED_STATUSES:
             raise ValueError(f"status={status!r} does not end a job; use one of {', '.join(FINISHED_STATUSES)}.")
@@ -125,8 +127,14 @@ class AdvisoryStore:
 
     def records(self, kind: str | None = None) -> list[AdvisoryRecord]:
         """Every job (of `kind`), newest first."""
-        found = [self.get(path.parent.name) for path in self.root.glob(f"*/{RECORD_FILE}") if _JOB_ID_PATTERN.match(path.parent.name)]
-        return sorted((r for r in found if r is not None and kind in (None, r.kind)), key=lambda r: r.created_at, reverse=True)
+        found = [
+            self.get(path.parent.name)
+            for path in self.root.glob(f"*/{RECORD_FILE}")
+            if _JOB_ID_PATTERN.match(path.parent.name)
+        ]
+        return sorted(
+            (r for r in found if r is not None and kind in (None, r.kind)), key=lambda r: r.created_at, reverse=True
+        )
 
     def latest(self, kind: str, key: str) -> AdvisoryRecord | None:
         """The newest job of `kind` asked with the settings `key`, whatever its state; None when there is none."""

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from tl_core.config import RunConfig
 from tl_core.events import (
-    PREPARATION_STEP_NAMES, BatchProgress, EpochEnded, PhaseStarted, PreparationProgress, RunFinished, RunStarted, StageStarted, TrainingEvent,
+    PREPARATION_STEP_NAMES,
+    BatchProgress,
+    EpochEnded,
+    PhaseStarted,
+    PreparationProgress,
+    RunFinished,
+    RunStarted,
+    StageStarted,
+    TrainingEvent,
 )
 
 
@@ -101,7 +109,9 @@ class ProgressTracker:
     `config` plans the epochs of later phases; None for an advisory job (no epochs).
     """
 
-    def __init__(self, config: RunConfig | None, progress: LiveProgress | None = None, *, run_id: str | None = None) -> None:
+    def __init__(
+        self, config: RunConfig | None, progress: LiveProgress | None = None, *, run_id: str | None = None
+    ) -> None:
         self.config = config
         self.progress = progress or LiveProgress()
         self.run_id = run_id
@@ -114,14 +124,23 @@ class ProgressTracker:
             progress.status = "running"
             progress.started_at = event.timestamp
         elif isinstance(event, PhaseStarted):
-            progress.phase, progress.phase_epochs, progress.phase_epoch, progress.batch = event.phase, event.epochs, 0, 0
+            progress.phase, progress.phase_epochs, progress.phase_epoch, progress.batch = (
+                event.phase,
+                event.epochs,
+                0,
+                0,
+            )
             progress.phase_starts.append((event.phase, progress.epoch + 1))
             progress.total_epochs = progress.epoch + event.epochs + self._later_phase_epochs(event.phase)
         elif isinstance(event, BatchProgress):
             progress.batch, progress.batches_per_epoch = event.batch, event.batches_per_epoch
         elif isinstance(event, PreparationProgress):
             if (event.step, event.split) != (progress.preparing, progress.preparing_split):
-                progress.preparing, progress.preparing_split, progress.preparing_started_at = event.step, event.split, event.timestamp
+                progress.preparing, progress.preparing_split, progress.preparing_started_at = (
+                    event.step,
+                    event.split,
+                    event.timestamp,
+                )
                 progress.preparing_first_done = event.done
             progress.preparing_done, progress.preparing_total = event.done, event.total
         elif isinstance(event, StageStarted):

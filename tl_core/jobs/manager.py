@@ -92,9 +92,17 @@ class JobManager:
     """
 
     def __init__(
-        self, store: RunStore, *, max_concurrent: int | None = None, slots: Mapping[str, int] | None = None,
-        per_user_cap: int | None = None, backend: JobBackend | None = None, run: Callable[..., object] | None = None,
-        queue_path: str | Path | None = None, poll_interval_s: float = 0.25, limits: RunLimits | None = None,
+        self,
+        store: RunStore,
+        *,
+        max_concurrent: int | None = None,
+        slots: Mapping[str, int] | None = None,
+        per_user_cap: int | None = None,
+        backend: JobBackend | None = None,
+        run: Callable[..., object] | None = None,
+        queue_path: str | Path | None = None,
+        poll_interval_s: float = 0.25,
+        limits: RunLimits | None = None,
     ) -> None:
         self.store = store
         self.limits = limits or RunLimits()
@@ -120,7 +128,9 @@ class JobManager:
         self._thread.start()
 
     # -- what pages call -------------------------------------------------------------------------
-    def submit(self, config: RunConfig, *, owner: str = "local", store: RunStore | None = None, device: str = ANY_DEVICE) -> str:
+    def submit(
+        self, config: RunConfig, *, owner: str = "local", store: RunStore | None = None, device: str = ANY_DEVICE
+    ) -> str:
         """Queue a run and return its id; it starts as soon as a device slot is free.
 
         Raises:
@@ -149,10 +159,21 @@ class JobManager:
             )
         config = RunConfig.from_dict(record.config)
         config = config.replace(name=f"{record.name} (resumed)")
-        return self._submit(config, owner=owner or record.owner, store=store, device=ANY_DEVICE, parent=record.id, checkpoint=checkpoint)
+        return self._submit(
+            config, owner=owner or record.owner, store=store, device=ANY_DEVICE, parent=record.id, checkpoint=checkpoint
+        )
 
-    def submit_advisory(self, kind: JobKind, config: RunConfig, *, key: str, options: Mapping | None = None, owner: str = "local",
-                        store: RunStore | None = None, device: str = ANY_DEVICE) -> str:
+    def submit_advisory(
+        self,
+        kind: JobKind,
+        config: RunConfig,
+        *,
+        key: str,
+        options: Mapping | None = None,
+        owner: str = "local",
+        store: RunStore | None = None,
+        device: str = ANY_DEVICE,
+    ) -> str:
         """Queue an advisory job (`advice`: the mode advisor; `cut-probe`: cut depths) measuring the planned run `config`; returns its id.
 
         Args:
@@ -166,7 +187,9 @@ class JobManager:
         """
         store = store or self.store
         self._admit(config, owner, store, dataclasses.replace(self.limits, max_epochs=None))  # it trains no epochs
-        job_id = enqueue_advisory(self.queue, store.workspace, kind, config, key=key, options=options or {}, owner=owner, device=device)
+        job_id = enqueue_advisory(
+            self.queue, store.workspace, kind, config, key=key, options=options or {}, owner=owner, device=device
+        )
         self.dispatch()
         return job_id
 
@@ -206,15 +229,25 @@ class JobManager:
             progress = LiveProgress(status="queued", total_epochs=entry.planned_epochs, started_at=entry.enqueued_at)
             return JobStatus(run_id, "queued", self.queue.position(run_id), progress, estimates.get(run_id), **common)
         if entry.state == "running":
-            progress = (self.backend.progress(self._job(entry)) if entry.worker else None) or LiveProgress(status="running")
+            progress = (self.backend.progress(self._job(entry)) if entry.worker else None) or LiveProgress(
+                status="running"
+            )
             # The worker records the outcome a moment before its process exits and frees the slot.
             ended = self._recorded_outcome(entry)
             if ended is not None:
-                return JobStatus(run_id, "finished", None, dataclasses.replace(progress, status=ended), entry.started_at, **common)
+                return JobStatus(
+                    run_id, "finished", None, dataclasses.replace(progress, status=ended), entry.started_at, **common
+                )
             return JobStatus(run_id, "running", None, dataclasses.replace(progress), entry.started_at, **common)
         progress = self._final_progress.get(run_id) or self.backend.progress(self._job(entry)) or LiveProgress()
-        return JobStatus(run_id, "finished", None, dataclasses.replace(progress, status=entry.outcome or progress.status),
-                         entry.started_at, **common)
+        return JobStatus(
+            run_id,
+            "finished",
+            None,
+            dataclasses.replace(progress, status=entry.outcome or progress.status),
+            entry.started_at,
+            **common,
+        )
 
     def active_run_ids(self) -> list[str]:
         """Training runs running first (in start order), then queued in queue order; advisory jobs are no runs."""
@@ -223,7 +256,9 @@ class JobManager:
     def active_job_ids(self, kinds: tuple[str, ...] | None = None) -> list[str]:
         """Jobs of `kinds` (default: every kind) running first (in start order), then queued in queue order."""
         running = sorted(self.queue.entries("running"), key=lambda entry: entry.started_at or 0.0)
-        return [entry.run_id for entry in [*running, *self.queue.entries("queued")] if kinds is None or entry.kind in kinds]
+        return [
+            entry.run_id for entry in [*running, *self.queue.entries("queued")] if kinds is None or entry.kind in kinds
+        ]
 
     def wait(self, run_id: str, timeout_s: float = 600.0) -> JobStatus | None:
         """Block until a job finishes (tests and scripts; pages poll `status` instead)."""
@@ -296,9 +331,20 @@ class JobManager:
             self._wake.wait(self.poll_interval_s)
             self._wake.clear()
 
-    def _submit(self, config: RunConfig, *, owner: str, store: RunStore, device: str, parent: str | None = None, checkpoint: Path | None = None) -> str:
+    def _submit(
+        self,
+        config: RunConfig,
+        *,
+        owner: str,
+        store: RunStore,
+        device: str,
+        parent: str | None = None,
+        checkpoint: Path | None = None,
+    ) -> str:
         self._admit(config, owner, store, self.limits)
-        run_id = enqueue_run(self.queue, store, config, owner=owner, device=device, parent=parent, checkpoint=checkpoint)
+        run_id = enqueue_run(
+            self.queue, store, config, owner=owner, device=device, parent=parent, checkpoint=checkpoint
+        )
         self.dispatch()  # start it now when a slot is free, so the caller sees it running at once
         return run_id
 
@@ -364,8 +410,12 @@ class JobManager:
             return
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(run_time_message(self.limits), encoding="utf-8")  # before the stop: the worker ends the run with it
-            records.log(entry.run_id, f"Run-time limit of {duration_words(limit_s)} reached: stopping after the current batch.")
+            marker.write_text(
+                run_time_message(self.limits), encoding="utf-8"
+            )  # before the stop: the worker ends the run with it
+            records.log(
+                entry.run_id, f"Run-time limit of {duration_words(limit_s)} reached: stopping after the current batch."
+            )
         except OSError:  # a full disk: stop it all the same (it then ends `stopped`, asked again every tick)
             pass
         self.backend.stop(self._job(entry))
@@ -381,7 +431,14 @@ class JobManager:
         return status if status in FINISHED_STATUSES else None
 
     def _job(self, entry: QueueEntry) -> Job:
-        return Job(entry.run_id, entry.workspace, entry.assigned_device or entry.device, entry.resume_from, entry.worker, entry.kind)
+        return Job(
+            entry.run_id,
+            entry.workspace,
+            entry.assigned_device or entry.device,
+            entry.resume_from,
+            entry.worker,
+            entry.kind,
+        )
 
     def _records(self, entry: QueueEntry) -> JobRecords:
         return records_for(entry.kind, self._store(entry.workspace))
@@ -392,5 +449,8 @@ class JobManager:
         return self._stores[workspace]
 
     def _estimated_starts(self) -> dict[str, float | None]:
-        running = [(entry, self.backend.progress(self._job(entry)) if entry.worker else None) for entry in self.queue.entries("running")]
+        running = [
+            (entry, self.backend.progress(self._job(entry)) if entry.worker else None)
+            for entry in self.queue.entries("running")
+        ]
         return self._starts.estimate(running, self.queue.entries("queued"))

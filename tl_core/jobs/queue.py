@@ -138,8 +138,15 @@ class JobQueue:
 
     # -- changing the queue ----------------------------------------------------------------------
     def enqueue(
-        self, run_id: str, owner: str, config: Mapping, *, workspace: str | Path | None = None, device: str = ANY_DEVICE,
-        resume_from: str | None = None, kind: JobKind = RUN_JOB,
+        self,
+        run_id: str,
+        owner: str,
+        config: Mapping,
+        *,
+        workspace: str | Path | None = None,
+        device: str = ANY_DEVICE,
+        resume_from: str | None = None,
+        kind: JobKind = RUN_JOB,
     ) -> QueueEntry:
         """Add a job at the end of the queue.
 
@@ -157,14 +164,25 @@ class JobQueue:
             ValueError: `device` is not one of the queue's devices.
         """
         if device != ANY_DEVICE and device not in self.slots:
-            raise ValueError(f"device={device!r} is not one of this server's devices ({', '.join(self.slots)}); use 'auto' for any.")
+            raise ValueError(
+                f"device={device!r} is not one of this server's devices ({', '.join(self.slots)}); use 'auto' for any."
+            )
         with self._connect(write=True) as connection:
             self._check_cap(connection, owner)
             connection.execute(
                 "INSERT INTO jobs (run_id, owner, workspace, device, state, planned_epochs, config_json, enqueued_at, resume_from, kind)"
                 " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
-                (run_id, owner, str(Path(workspace or self.path.parent).resolve()), device, planned_epochs(config) if kind == RUN_JOB else 0,
-                 json.dumps(dict(config)), time.time(), resume_from, kind),
+                (
+                    run_id,
+                    owner,
+                    str(Path(workspace or self.path.parent).resolve()),
+                    device,
+                    planned_epochs(config) if kind == RUN_JOB else 0,
+                    json.dumps(dict(config)),
+                    time.time(),
+                    resume_from,
+                    kind,
+                ),
             )
         return self._require(run_id)
 
@@ -174,7 +192,9 @@ class JobQueue:
             self._check_cap(connection, owner)
 
     def _check_cap(self, connection: sqlite3.Connection, owner: str) -> None:
-        active = connection.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND state != 'done'", (owner,)).fetchone()[0]
+        active = connection.execute(
+            "SELECT COUNT(*) FROM jobs WHERE owner = ? AND state != 'done'", (owner,)
+        ).fetchone()[0]
         if self.per_user_cap is not None and active >= self.per_user_cap:
             raise QueueFullError(
                 f"{owner} already has {active} runs queued or training, the most one user may have ({self.per_user_cap}): "
@@ -184,11 +204,17 @@ class JobQueue:
     def claim_next(self) -> QueueEntry | None:
         """Atomically take the oldest waiting job that has a free device slot; None when none can start."""
         with self._connect(write=True) as connection:
-            busy = dict(connection.execute("SELECT assigned_device, COUNT(*) FROM jobs WHERE state = 'running' GROUP BY assigned_device").fetchall())
+            busy = dict(
+                connection.execute(
+                    "SELECT assigned_device, COUNT(*) FROM jobs WHERE state = 'running' GROUP BY assigned_device"
+                ).fetchall()
+            )
             free = [device for device, count in self.slots.items() if busy.get(device, 0) < count]
             if not free:
                 return None
-            for row in connection.execute("SELECT run_id, device FROM jobs WHERE state = 'queued' ORDER BY seq").fetchall():
+            for row in connection.execute(
+                "SELECT run_id, device FROM jobs WHERE state = 'queued' ORDER BY seq"
+            ).fetchall():
                 usable = [d for d in free if row["device"] in (ANY_DEVICE, d)]
                 if not usable:
                     continue
@@ -255,7 +281,9 @@ class JobQueue:
     def active_count(self, owner: str) -> int:
         """How many jobs `owner` has queued or running (what the per-user cap counts)."""
         with self._connect() as connection:
-            return connection.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND state != 'done'", (owner,)).fetchone()[0]
+            return connection.execute(
+                "SELECT COUNT(*) FROM jobs WHERE owner = ? AND state != 'done'", (owner,)
+            ).fetchone()[0]
 
     def _require(self, run_id: str) -> QueueEntry:
         entry = self.get(run_id)
@@ -266,10 +294,22 @@ class JobQueue:
 
 def _entry(row: sqlite3.Row) -> QueueEntry:
     return QueueEntry(
-        seq=row["seq"], run_id=row["run_id"], owner=row["owner"], workspace=row["workspace"], device=row["device"], assigned_device=row["assigned_device"],
-        state=row["state"], planned_epochs=row["planned_epochs"], config=json.loads(row["config_json"]), enqueued_at=row["enqueued_at"],
-        started_at=row["started_at"], finished_at=row["finished_at"], worker=row["worker"], resume_from=row["resume_from"],
-        outcome=row["outcome"], kind=row["kind"],
+        seq=row["seq"],
+        run_id=row["run_id"],
+        owner=row["owner"],
+        workspace=row["workspace"],
+        device=row["device"],
+        assigned_device=row["assigned_device"],
+        state=row["state"],
+        planned_epochs=row["planned_epochs"],
+        config=json.loads(row["config_json"]),
+        enqueued_at=row["enqueued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        worker=row["worker"],
+        resume_from=row["resume_from"],
+        outcome=row["outcome"],
+        kind=row["kind"],
     )
 
 

@@ -70,26 +70,52 @@ def records_for(kind: str, store: RunStore) -> JobRecords:
     return RunRecords(store) if kind == RUN_JOB else AdvisoryStore(store.workspace)
 
 
-def enqueue_run(queue: JobQueue, store: RunStore, config: RunConfig, *, owner: str, device: str, parent: str | None = None,
-                checkpoint: Path | None = None) -> str:
+def enqueue_run(
+    queue: JobQueue,
+    store: RunStore,
+    config: RunConfig,
+    *,
+    owner: str,
+    device: str,
+    parent: str | None = None,
+    checkpoint: Path | None = None,
+) -> str:
     """Create a queued run in `store` and queue it; a resumed run starts from a copy of `checkpoint`. Returns its id."""
     record = store.create_run(
-        config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights, mode=config.train.mode,
-        name=config.name, status="queued", owner=owner, parent_run_id=parent, held_by_queue=True,
+        config=config.to_dict(),
+        backbone=config.model.backbone,
+        weights=config.model.weights,
+        mode=config.train.mode,
+        name=config.name,
+        status="queued",
+        owner=owner,
+        parent_run_id=parent,
+        held_by_queue=True,
     )
     resume_from = None
     try:
         if checkpoint is not None:
             resume_from = str(shutil.copyfile(checkpoint, store.run_dir(record.id) / RESUME_WEIGHTS_FILE))
-        queue.enqueue(record.id, owner, config.to_dict(), workspace=store.workspace, device=device, resume_from=resume_from)
+        queue.enqueue(
+            record.id, owner, config.to_dict(), workspace=store.workspace, device=device, resume_from=resume_from
+        )
     except BaseException:
         store.delete(record.id)  # no orphan queued run without a queue entry
         raise
     return record.id
 
 
-def enqueue_advisory(queue: JobQueue, workspace: Path, kind: JobKind, config: RunConfig, *, key: str, options: Mapping[str, Any],
-                     owner: str, device: str) -> str:
+def enqueue_advisory(
+    queue: JobQueue,
+    workspace: Path,
+    kind: JobKind,
+    config: RunConfig,
+    *,
+    key: str,
+    options: Mapping[str, Any],
+    owner: str,
+    device: str,
+) -> str:
     """Create an advisory job's record (request: the planned run's config and the job's options) and queue it. Returns its id."""
     request = {"config": config.to_dict(), "options": dict(options)}
     records = AdvisoryStore(workspace)

@@ -34,7 +34,9 @@ class StartEstimator:
         self.slots = dict(slots)
         self._history: tuple[float, float | None] = (0.0, None)  # (read at, seconds per epoch)
 
-    def estimate(self, running: Sequence[tuple[QueueEntry, LiveProgress | None]], waiting: Sequence[QueueEntry]) -> dict[str, float | None]:
+    def estimate(
+        self, running: Sequence[tuple[QueueEntry, LiveProgress | None]], waiting: Sequence[QueueEntry]
+    ) -> dict[str, float | None]:
         """run_id -> estimated unix start time of each waiting job (None: unknown).
 
         Args:
@@ -50,7 +52,11 @@ class StartEstimator:
                 remaining = seconds_per_epoch * entry.planned_epochs - (now - (entry.started_at or now))
             busy.append(RunningJob(entry.assigned_device or entry.device, remaining))
         queued = [
-            WaitingJob(entry.run_id, entry.device, seconds_per_epoch * entry.planned_epochs if seconds_per_epoch is not None else None)
+            WaitingJob(
+                entry.run_id,
+                entry.device,
+                seconds_per_epoch * entry.planned_epochs if seconds_per_epoch is not None else None,
+            )
             for entry in waiting
         ]
         return estimate_start_times(now, busy, queued, self.slots)
@@ -99,7 +105,11 @@ def estimate_start_times(
     # Each device is a heap of the times its slots free up; an unknown duration frees a slot at infinity.
     free_at: dict[str, list[float]] = {}
     for device, count in slots.items():
-        busy = [now + max(job.remaining_s, 0.0) if job.remaining_s is not None else math.inf for job in running if job.device == device]
+        busy = [
+            now + max(job.remaining_s, 0.0) if job.remaining_s is not None else math.inf
+            for job in running
+            if job.device == device
+        ]
         free_at[device] = busy + [now] * max(count - len(busy), 0)
         heapq.heapify(free_at[device])
     estimates: dict[str, float | None] = {}

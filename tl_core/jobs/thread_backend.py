@@ -44,8 +44,11 @@ class ThreadBackend:
         tracker = ProgressTracker(config, run_id=job.run_id)
         stop = StopToken()
         thread = threading.Thread(
-            target=execute_job, args=(job,), kwargs={"listener": tracker, "stop": stop, "run": self._run},
-            name=f"transferlab-{job.run_id}", daemon=True,
+            target=execute_job,
+            args=(job,),
+            kwargs={"listener": tracker, "stop": stop, "run": self._run},
+            name=f"transferlab-{job.run_id}",
+            daemon=True,
         )
         self._jobs[job.run_id] = _ThreadJob(thread, stop, tracker.progress)
         thread.start()

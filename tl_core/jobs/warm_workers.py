@@ -48,7 +48,9 @@ def wait_for_job(stream: int = 0) -> dict[str, Any] | None:
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
-        with contextlib.suppress(Exception):  # an import that fails is left to the job: it imports again and records the error
+        with contextlib.suppress(
+            Exception
+        ):  # an import that fails is left to the job: it imports again and records the error
             import tl_core.training.runner  # noqa: F401 - the import is the point
         while True:
             readable, _, _ = select.select([stream], [], [], _POLL_S)
@@ -94,8 +96,13 @@ class WarmWorkers:
         if self._closed or (device in self._waiting and self._waiting[device].poll() is None):
             return
         self._waiting[device] = subprocess.Popen(
-            [*command, "--standby"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=dict(env), cwd=cwd, start_new_session=True,
+            [*command, "--standby"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
         )
 
     def take(self, device: str) -> subprocess.Popen | None:

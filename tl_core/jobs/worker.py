@@ -39,7 +39,15 @@ import tl_core
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
 from tl_core.events import BatchProgress, PreparationProgress, TrainingEvent, TrainingListener
-from tl_core.jobs.backend import JOB_KINDS, RUN_JOB, Job, JobExit, job_folder, reference_is_alive, run_time_limit_message
+from tl_core.jobs.backend import (
+    JOB_KINDS,
+    RUN_JOB,
+    Job,
+    JobExit,
+    job_folder,
+    reference_is_alive,
+    run_time_limit_message,
+)
 from tl_core.jobs.live_progress import LiveProgress, ProgressTracker
 from tl_core.jobs.records import records_for
 from tl_core.processes import process_start_token
@@ -130,8 +138,13 @@ def record_disk_full(store: RunStore, run_id: str, detail: str) -> bool:
 
 
 def execute_run(
-    store: RunStore, run_id: str, *, listener: TrainingListener | None = None, stop: object | None = None,
-    resume_from: str | None = None, run: Callable[..., object] | None = None,
+    store: RunStore,
+    run_id: str,
+    *,
+    listener: TrainingListener | None = None,
+    stop: object | None = None,
+    resume_from: str | None = None,
+    run: Callable[..., object] | None = None,
 ) -> str:
     """Run one queued run to its end in this process and return its final status.
 
@@ -164,7 +177,11 @@ def execute_run(
         outcome = run(config, store=store, listener=listener, stop=stop, run_id=run_id, **extra)
         if outcome.status == "stopped" and (over_time := run_time_limit_message(store.run_dir(run_id))):
             return _record_failure(store, run_id, over_time)  # the manager stopped it at the server's run-time limit
-        if outcome.status == "failed" and is_disk_full(outcome.error) and not record_disk_full(store, run_id, outcome.error or ""):
+        if (
+            outcome.status == "failed"
+            and is_disk_full(outcome.error)
+            and not record_disk_full(store, run_id, outcome.error or "")
+        ):
             raise OSError(errno.ENOSPC, f"No space left to record the end of run {run_id}")
         return outcome.status
     except OSError as exc:
@@ -179,14 +196,22 @@ def execute_run(
         return _record_failure(store, run_id, f"{type(exc).__name__}: {exc}")
 
 
-def execute_job(job: Job, *, listener: TrainingListener | None = None, stop: object | None = None, run: Callable[..., object] | None = None) -> str:
+def execute_job(
+    job: Job,
+    *,
+    listener: TrainingListener | None = None,
+    stop: object | None = None,
+    run: Callable[..., object] | None = None,
+) -> str:
     """Run one queued job of any kind to its end in this process with the engine function for its kind; returns its final status.
 
     A run goes to `execute_run` (`run` swaps the experiment function); an advisory job to
     `tl_core.advisor.advisory_job.execute_advisory_job`. Neither raises for a failure of the job itself.
     """
     if job.kind == RUN_JOB:
-        return execute_run(RunStore(job.workspace), job.run_id, listener=listener, stop=stop, resume_from=job.resume_from, run=run)
+        return execute_run(
+            RunStore(job.workspace), job.run_id, listener=listener, stop=stop, resume_from=job.resume_from, run=run
+        )
     from tl_core.advisor.advisory_job import execute_advisory_job  # the engine: TensorFlow, loaded in the worker only
 
     return execute_advisory_job(job.workspace, job.run_id, listener=listener, stop=stop)
@@ -200,13 +225,23 @@ def _record_failure(store: RunStore, run_id: str, error: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The worker process: run one queued job; exit 0 once its outcome is recorded."""
-    parser = argparse.ArgumentParser(prog="python -m tl_core.jobs.worker", description="Run one queued TransferLab job.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tl_core.jobs.worker", description="Run one queued TransferLab job."
+    )
     parser.add_argument("--workspace", help="the run store's folder")
     parser.add_argument("--run-id", help="the queued run (or advisory job) to execute")
-    parser.add_argument("--kind", default=RUN_JOB, choices=JOB_KINDS, help="what the job is: a training run (default) or an advisory job")
+    parser.add_argument(
+        "--kind",
+        default=RUN_JOB,
+        choices=JOB_KINDS,
+        help="what the job is: a training run (default) or an advisory job",
+    )
     parser.add_argument("--resume-from", default=None, help="a weights file to start from")
-    parser.add_argument("--standby", action="store_true",
-                        help="import the engine first, then read the job on standard input as one JSON line (tl_core/jobs/warm_workers.py)")
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="import the engine first, then read the job on standard input as one JSON line (tl_core/jobs/warm_workers.py)",
+    )
     args = parser.parse_args(argv)
     if not args.standby and not (args.workspace and args.run_id):
         parser.error("--workspace and --run-id are required (or --standby)")
@@ -246,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = RunConfig.from_dict(store.get(args.run_id).config) if args.kind == RUN_JOB else None
         publisher = ProgressPublisher(folder, config, token)
         publisher.publish()
-        execute_job(Job(args.run_id, args.workspace, "", args.resume_from, kind=args.kind), listener=publisher, stop=token)
+        execute_job(
+            Job(args.run_id, args.workspace, "", args.resume_from, kind=args.kind), listener=publisher, stop=token
+        )
         publisher.publish()
     except (OSError, sqlite3.Error) as exc:
         if is_disk_full(exc):
@@ -268,7 +305,9 @@ class ProcessBackend:
         warm_workers: keep a started worker waiting on each idle device.
     """
 
-    def __init__(self, python: str = sys.executable, extra_env: dict[str, str] | None = None, *, warm_workers: bool = True) -> None:
+    def __init__(
+        self, python: str = sys.executable, extra_env: dict[str, str] | None = None, *, warm_workers: bool = True
+    ) -> None:
         self.python = python
         self.extra_env = dict(extra_env or {})
         self._children: dict[str, tuple[subprocess.Popen, str]] = {}  # run id -> (worker, device)
@@ -322,8 +361,15 @@ class ProcessBackend:
         except OSError:
             output = subprocess.DEVNULL
         try:
-            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=self._environment(job.device),
-                                    cwd=self._package_root, start_new_session=True)
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=self._environment(job.device),
+                cwd=self._package_root,
+                start_new_session=True,
+            )
         finally:
             if output is not subprocess.DEVNULL:
                 output.close()
@@ -382,7 +428,9 @@ def _exit_from_code(code: int, run_dir: Path) -> JobExit:
         return JobExit("stopped because the disk is full: free space in the workspace", exit_code=code)
     if code == 0:
         return JobExit("ended", exit_code=0)
-    return JobExit(f"exited with code {code} (see {run_dir / WORKER_LOG_FILE} and {run_dir / LOG_FILE})", exit_code=code)
+    return JobExit(
+        f"exited with code {code} (see {run_dir / WORKER_LOG_FILE} and {run_dir / LOG_FILE})", exit_code=code
+    )
 
 
 if __name__ == "__main__":

@@ -42,19 +42,19 @@ def _prefix_rule(pattern: str) -> Callable[[str], str | None]:
 
 
 _BLOCK_KEY_RULES: tuple[Callable[[str], str | None], ...] = (
-    _prefix_rule(r"^(block\d+[a-z])_"),                 # EfficientNet, EfficientNetV2, EfficientNet-Lite: block1a ...
-    _prefix_rule(r"^(block_\d+|expanded_conv)_"),       # MobileNetV2: expanded_conv, block_1 ... block_16
+    _prefix_rule(r"^(block\d+[a-z])_"),  # EfficientNet, EfficientNetV2, EfficientNet-Lite: block1a ...
+    _prefix_rule(r"^(block_\d+|expanded_conv)_"),  # MobileNetV2: expanded_conv, block_1 ... block_16
     _prefix_rule(r"^(expanded_conv(?:_\d+)?)_(?!\d)"),  # MobileNetV3
-    _prefix_rule(r"^conv_(?:dw|pw|pad)_(\d+)"),          # MobileNet
-    _prefix_rule(r"^(conv\d+_block\d+)_"),               # ResNet, ResNetV2, DenseNet: conv2_block1 ...
-    _prefix_rule(r"^(block\d+)_"),                       # VGG, Xception
-    _convnext_stage,                                     # ConvNeXt stages
+    _prefix_rule(r"^conv_(?:dw|pw|pad)_(\d+)"),  # MobileNet
+    _prefix_rule(r"^(conv\d+_block\d+)_"),  # ResNet, ResNetV2, DenseNet: conv2_block1 ...
+    _prefix_rule(r"^(block\d+)_"),  # VGG, Xception
+    _convnext_stage,  # ConvNeXt stages
 )
 # Families whose blocks are only recognisable by the layer that ends them.
 _BLOCK_END_RULES: tuple[re.Pattern[str], ...] = (
-    re.compile(r"^mixed\d+$"),                                  # InceptionV3
-    re.compile(r"^(mixed_\d[a-z]|block(35|17|8)_\d+_ac)$"),     # InceptionResNetV2
-    re.compile(r"_concat_"),                                    # NASNet cells
+    re.compile(r"^mixed\d+$"),  # InceptionV3
+    re.compile(r"^(mixed_\d[a-z]|block(35|17|8)_\d+_ac)$"),  # InceptionResNetV2
+    re.compile(r"_concat_"),  # NASNet cells
 )
 _FALLBACK_GROUPS = 8
 _MIN_KEYED_FRACTION = 0.5
@@ -172,7 +172,9 @@ def candidate_cut_layers(model: keras.Model) -> list[str]:
         if maps and _has_stable_name(operations[maps[-1]]):
             candidates.append(maps[-1])
             continue
-        following = [name for name in next_block if output_rank(operations[name]) == 4 and _has_stable_name(operations[name])]
+        following = [
+            name for name in next_block if output_rank(operations[name]) == 4 and _has_stable_name(operations[name])
+        ]
         if following:
             candidates.append(following[0])
     return list(dict.fromkeys(candidates))

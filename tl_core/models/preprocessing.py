@@ -75,7 +75,9 @@ def build_preprocessing(mode: str, name: str = "preprocessing") -> keras.layers.
         return keras.Sequential(
             [
                 keras.layers.Rescaling(1 / 255.0, name="scale_to_unit_range"),
-                keras.layers.Normalization(mean=list(IMAGENET_RGB_MEAN), variance=[s**2 for s in IMAGENET_RGB_STD], name="imagenet_mean_std"),
+                keras.layers.Normalization(
+                    mean=list(IMAGENET_RGB_MEAN), variance=[s**2 for s in IMAGENET_RGB_STD], name="imagenet_mean_std"
+                ),
             ],
             name=name,
         )
@@ -113,7 +115,9 @@ def build_unit_range_from(mode: str, name: str = "to_unit_range") -> keras.layer
     if mode == "none":
         return keras.layers.Rescaling(1 / 255.0, name=name)
     if mode == "torch":
-        return keras.layers.Normalization(mean=list(IMAGENET_RGB_MEAN), variance=[s**2 for s in IMAGENET_RGB_STD], invert=True, name=name)
+        return keras.layers.Normalization(
+            mean=list(IMAGENET_RGB_MEAN), variance=[s**2 for s in IMAGENET_RGB_STD], invert=True, name=name
+        )
     bgr_mean = np.array(IMAGENET_BGR_MEAN_255, dtype="float32")
     # (y + mean_bgr) swapped back to RGB, then / 255.
     return _frozen_affine(_RGB_BGR_SWAP / 255.0, (bgr_mean @ _RGB_BGR_SWAP) / 255.0, name=name)

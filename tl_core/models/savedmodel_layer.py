@@ -113,7 +113,9 @@ def resolve_hub_handle(handle_or_dir: str) -> str:
                 "holding saved_model.pb, or a handle starting with https:// (tfhub.dev, kaggle.com/models)."
             )
         if not (folder / SAVED_MODEL_FILE).is_file():
-            raise BackboneError(f"{folder} has no {SAVED_MODEL_FILE}: pass the SavedModel folder itself (the one holding {SAVED_MODEL_FILE} and variables/).")
+            raise BackboneError(
+                f"{folder} has no {SAVED_MODEL_FILE}: pass the SavedModel folder itself (the one holding {SAVED_MODEL_FILE} and variables/)."
+            )
         return str(folder)
 
     handle = handle_or_dir.strip()
@@ -183,7 +185,9 @@ class SavedModelLayer(keras.layers.Layer):
         self.output_key = output_key
         self.call_arguments = dict(arguments or {})
         if not (Path(self.saved_model_dir) / SAVED_MODEL_FILE).is_file():
-            raise BackboneError(f"No SavedModel at {self.saved_model_dir} (no {SAVED_MODEL_FILE}): pass the SavedModel folder; it must still exist when a model using it is loaded.")
+            raise BackboneError(
+                f"No SavedModel at {self.saved_model_dir} (no {SAVED_MODEL_FILE}): pass the SavedModel folder; it must still exist when a model using it is loaded."
+            )
         self._loaded = tf.saved_model.load(self.saved_model_dir)
         self._function, self._signature_input = self._resolve_function()
         self._accepts_training = self._signature_input is None and self._function_accepts("training")
@@ -215,7 +219,9 @@ class SavedModelLayer(keras.layers.Layer):
             signature_function = signatures[name]
             inputs = list(signature_function.structured_input_signature[1])
             if len(inputs) != 1:
-                raise BackboneError(f"Signature '{name}' of {self.saved_model_dir} takes {len(inputs)} inputs ({', '.join(inputs)}); SavedModelLayer passes exactly one.")
+                raise BackboneError(
+                    f"Signature '{name}' of {self.saved_model_dir} takes {len(inputs)} inputs ({', '.join(inputs)}); SavedModelLayer passes exactly one."
+                )
             return signature_function, inputs[0]
         attribute = getattr(self._loaded, name, None)
         if attribute is not None and hasattr(attribute, "concrete_functions"):
@@ -246,11 +252,15 @@ class SavedModelLayer(keras.layers.Layer):
             return outputs
         if self.output_key is not None:
             if self.output_key not in outputs:
-                raise BackboneError(f"{self.saved_model_dir} returns {sorted(outputs)}, not '{self.output_key}': pass one of those as `output_key`.")
+                raise BackboneError(
+                    f"{self.saved_model_dir} returns {sorted(outputs)}, not '{self.output_key}': pass one of those as `output_key`."
+                )
             return outputs[self.output_key]
         if len(outputs) == 1:
             return next(iter(outputs.values()))
-        raise BackboneError(f"{self.saved_model_dir} returns several outputs {sorted(outputs)}: pass the one to use as `output_key`.")
+        raise BackboneError(
+            f"{self.saved_model_dir} returns several outputs {sorted(outputs)}: pass the one to use as `output_key`."
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -53,6 +53,7 @@ DEFAULT_TEXT_BACKBONE = "glove_6b_50d"
 DEFAULT_TEXT_WEIGHTS = "glove"
 _SINGLE_TOKEN = re.compile(r"[^\W_]+")  # what survives `standardize_text` as one token
 
+
 @keras.saving.register_keras_serializable(package="transferlab", name="standardize_text")
 def standardize_text(texts: tf.Tensor) -> tf.Tensor:
     """Lowercase and turn every run of non-letters/non-digits into a space: GloVe's words come out whole."""
@@ -139,8 +140,12 @@ def load_glove(vocabulary_size: int = VOCABULARY_SIZE) -> GloveVectors:
     vectors = np.load(folder / GLOVE_VECTORS_FILE, mmap_mode="r")
     all_words = pq.read_table(folder / GLOVE_INDEX_FILE).column(0).to_pylist()
     if len(all_words) != len(vectors):
-        raise WeightsUnavailableError(f"{folder} is damaged: {len(all_words)} words but {len(vectors)} vectors; reinstall {GLOVE_PACKAGE}.")
-    rows = [i for i, word in enumerate(all_words) if isinstance(word, str) and _SINGLE_TOKEN.fullmatch(word)][:vocabulary_size]
+        raise WeightsUnavailableError(
+            f"{folder} is damaged: {len(all_words)} words but {len(vectors)} vectors; reinstall {GLOVE_PACKAGE}."
+        )
+    rows = [i for i, word in enumerate(all_words) if isinstance(word, str) and _SINGLE_TOKEN.fullmatch(word)][
+        :vocabulary_size
+    ]
     return GloveVectors([all_words[i] for i in rows], np.asarray(vectors[rows], dtype=np.float32))
 
 
@@ -154,8 +159,12 @@ def _glove_backbone(weights: str, sequence_length: int, pooling: str) -> keras.M
     glove = load_glove()  # the vocabulary is needed either way: the scratch baseline keeps the same architecture
     texts = keras.Input(shape=(), dtype="string", name="text")
     tokenizer = keras.layers.TextVectorization(
-        vocabulary=glove.words, standardize=standardize_text, split="whitespace",
-        output_mode="int", output_sequence_length=sequence_length, name="tokenizer",
+        vocabulary=glove.words,
+        standardize=standardize_text,
+        split="whitespace",
+        output_mode="int",
+        output_sequence_length=sequence_length,
+        name="tokenizer",
     )
     token_ids = tokenizer(texts)
     embedding = keras.layers.Embedding(len(glove.words) + RESERVED_TOKENS, GLOVE_DIM, name="embedding")
@@ -186,9 +195,13 @@ def _saved_model_text_backbone(weights: str) -> keras.Model:
     try:
         vectors = SavedModelLayer(folder, name="saved_model")(texts)
     except (ValueError, TypeError) as exc:
-        raise BackboneError(f"The SavedModel at {folder} does not take a batch of strings ({exc}): pick a text-embedding model.") from exc
+        raise BackboneError(
+            f"The SavedModel at {folder} does not take a batch of strings ({exc}): pick a text-embedding model."
+        ) from exc
     if len(vectors.shape) != 2:
-        raise BackboneError(f"The SavedModel at {folder} returns shape {tuple(vectors.shape)}, not one vector per text: pick a sentence-embedding model.")
+        raise BackboneError(
+            f"The SavedModel at {folder} returns shape {tuple(vectors.shape)}, not one vector per text: pick a sentence-embedding model."
+        )
     return keras.Model(texts, vectors, name=BACKBONE_NAME)
 
 
@@ -211,7 +224,9 @@ def build_text_backbone(spec: BackboneSpec, weights: str, sequence_length: int, 
     if spec.modality != "text":
         raise BackboneError(f"{spec.display_name} is an image backbone: pick a text one ({', '.join(TEXT_REGISTRY)}).")
     if not spec.min_size <= sequence_length <= (spec.max_size or sequence_length):
-        raise BackboneError(f"sequence_length={sequence_length}: {spec.display_name} reads {spec.min_size} to {spec.max_size} tokens per document.")
+        raise BackboneError(
+            f"sequence_length={sequence_length}: {spec.display_name} reads {spec.min_size} to {spec.max_size} tokens per document."
+        )
     if spec.name == "glove_6b_50d":
         return _glove_backbone(weights, sequence_length, pooling)
     return _saved_model_text_backbone(weights)

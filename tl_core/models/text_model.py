@@ -61,11 +61,17 @@ def build_text_transfer_model(
         raise BackboneError(f"A classifier needs at least 2 classes, got {num_classes}: add another class folder.")
     spec = get_backbone_spec(model_config.backbone)
     if spec.modality != "text":
-        raise BackboneError(f"{spec.display_name} is an image backbone and cannot read text: use glove_6b_50d (offline) or hub_text_embedding.")
+        raise BackboneError(
+            f"{spec.display_name} is an image backbone and cannot read text: use glove_6b_50d (offline) or hub_text_embedding."
+        )
     if backbone is None:
-        backbone = build_text_backbone(spec, model_config.weights, model_config.sequence_length, pooling=model_config.pooling)
+        backbone = build_text_backbone(
+            spec, model_config.weights, model_config.sequence_length, pooling=model_config.pooling
+        )
     elif backbone.inputs[0].dtype != "string":
-        raise BackboneError("The given backbone does not take text (its input is not a string tensor): pick a text run's backbone.")
+        raise BackboneError(
+            "The given backbone does not take text (its input is not a string tensor): pick a text run's backbone."
+        )
     backbone.trainable = False
 
     texts = keras.Input(shape=(), dtype="string", name="text")
@@ -115,7 +121,10 @@ def text_dataset(
         raise ValueError(f"texts ({len(texts)}), labels ({len(labels)}) and sample_weights must have the same length.")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1.")
-    columns: tuple[np.ndarray, ...] = (texts.astype(str) if len(texts) else np.zeros(0, dtype=str), np.asarray(labels, dtype=np.int32))
+    columns: tuple[np.ndarray, ...] = (
+        texts.astype(str) if len(texts) else np.zeros(0, dtype=str),
+        np.asarray(labels, dtype=np.int32),
+    )
     if sample_weights is not None:
         columns = (*columns, np.asarray(sample_weights, dtype=np.float32))
     dataset = tf.data.Dataset.from_tensor_slices(columns)

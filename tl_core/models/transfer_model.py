@@ -139,9 +139,15 @@ def inference_model(model: keras.Model) -> keras.Model:
     """
     if AUGMENTATION_LAYER not in {layer.name for layer in model.layers}:
         return model
-    images = keras.Input(model.input.shape[1:], dtype=model.input.dtype, name=model.input.name if hasattr(model.input, "name") else "image")
+    images = keras.Input(
+        model.input.shape[1:],
+        dtype=model.input.dtype,
+        name=model.input.name if hasattr(model.input, "name") else "image",
+    )
     x = images
-    for layer in model.layers[1:]:  # our classifier is a chain: to_float, augmentation, preprocessing, backbone, pooling, head
+    for layer in model.layers[
+        1:
+    ]:  # our classifier is a chain: to_float, augmentation, preprocessing, backbone, pooling, head
         if layer.name == AUGMENTATION_LAYER:
             continue
         x = layer(x, training=False) if layer.name == BACKBONE_LAYER else layer(x)

@@ -43,12 +43,16 @@ def model_card_for_run(store: RunStore, run_id: str) -> ModelCard:
     )
 
 
-def export_run(store: RunStore, run_id: str, out_dir: Path, *, formats: tuple[str, ...] = ("keras", "saved_model", "tflite")) -> ExportBundle:
+def export_run(
+    store: RunStore, run_id: str, out_dir: Path, *, formats: tuple[str, ...] = ("keras", "saved_model", "tflite")
+) -> ExportBundle:
     """Write the run's best model as an export bundle into `out_dir`."""
     record = store.get(run_id)
     model_path = store.run_dir(record.id) / KERAS_FILE
     if not model_path.is_file():
-        raise RunNotFoundError(f"Run {record.id} ({record.status}) has no saved model to export: pick a completed run (`python -m tl_core runs`).")
+        raise RunNotFoundError(
+            f"Run {record.id} ({record.status}) has no saved model to export: pick a completed run (`python -m tl_core runs`)."
+        )
     model = keras_files.load_model(model_path)
     card = model_card_for_run(store, record.id)
     return export_model(model, card.class_names, out_dir, card, formats=formats)

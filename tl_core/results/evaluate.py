@@ -95,11 +95,15 @@ class Evaluation:
             f"{'class'.ljust(width)}  precision  recall     f1  support",
         ]
         for row in self.per_class:
-            lines.append(f"{row.label.ljust(width)}  {row.precision:9.3f}  {row.recall:6.3f}  {row.f1:5.3f}  {row.support:7d}")
+            lines.append(
+                f"{row.label.ljust(width)}  {row.precision:9.3f}  {row.recall:6.3f}  {row.f1:5.3f}  {row.support:7d}"
+            )
         if self.misclassified:
             lines.append(f"misclassified ({len(self.misclassified)} listed):")
             for example in self.misclassified[:10]:
-                lines.append(f"  {example.item}: true {example.true_label}, predicted {example.predicted_label} ({example.confidence:.2f})")
+                lines.append(
+                    f"  {example.item}: true {example.true_label}, predicted {example.predicted_label} ({example.confidence:.2f})"
+                )
         return "\n".join(lines)
 
 
@@ -138,7 +142,9 @@ def evaluate_probabilities(
     np.add.at(confusion, (labels, predicted), 1)
     true_probability = probabilities[np.arange(count), labels] if count else np.zeros(0)
     losses = -np.log(np.clip(true_probability, 1e-12, 1.0))
-    top_k_hits = (np.argsort(-probabilities, axis=1)[:, :top_k] == labels[:, None]).any(axis=1) if count else np.zeros(0)
+    top_k_hits = (
+        (np.argsort(-probabilities, axis=1)[:, :top_k] == labels[:, None]).any(axis=1) if count else np.zeros(0)
+    )
 
     per_class = []
     for index, name in enumerate(class_names):
@@ -149,7 +155,13 @@ def evaluate_probabilities(
         per_class.append(ClassMetrics(name, precision, recall, f1, int(confusion[index, :].sum())))
 
     def outcome(i: int) -> ExampleOutcome:
-        return ExampleOutcome(items[i], class_names[labels[i]], class_names[predicted[i]], float(probabilities[i, predicted[i]]), float(losses[i]))
+        return ExampleOutcome(
+            items[i],
+            class_names[labels[i]],
+            class_names[predicted[i]],
+            float(probabilities[i, predicted[i]]),
+            float(losses[i]),
+        )
 
     wrong = [i for i in np.argsort(-probabilities[np.arange(count), predicted]) if predicted[i] != labels[i]]
     least_confident_first = np.argsort(probabilities[np.arange(count), predicted]) if count else np.zeros(0, np.int64)

@@ -48,7 +48,14 @@ class ExportBundle:
         return self.labels_path.with_name(LABELS_JSON_FILE)
 
     def files(self) -> list[Path]:
-        paths = (self.keras_path, self.saved_model_dir, self.tflite_path, self.labels_json_path, self.labels_path, self.model_card_path)
+        paths = (
+            self.keras_path,
+            self.saved_model_dir,
+            self.tflite_path,
+            self.labels_json_path,
+            self.labels_path,
+            self.model_card_path,
+        )
         return [p for p in paths if p]
 
 
@@ -73,18 +80,31 @@ class ModelCard:
 
     def to_markdown(self) -> str:
         """The card as Markdown: every name from a user is literal text, the configuration holds no absolute path."""
-        metric_rows = "\n".join(f"| {markdown_text(name)} | {value:.4f} |" for name, value in sorted(self.metrics.items()) if isinstance(value, (int, float)))
-        class_rows = "\n".join(f"| {markdown_text(name)} | {self.class_counts.get(name, '')} |" for name in self.class_names)
-        lineage = f"\n- Started from run {markdown_text(self.parent_run_id)} (domain-specific weights)." if self.parent_run_id else ""
+        metric_rows = "\n".join(
+            f"| {markdown_text(name)} | {value:.4f} |"
+            for name, value in sorted(self.metrics.items())
+            if isinstance(value, (int, float))
+        )
+        class_rows = "\n".join(
+            f"| {markdown_text(name)} | {self.class_counts.get(name, '')} |" for name in self.class_names
+        )
+        lineage = (
+            f"\n- Started from run {markdown_text(self.parent_run_id)} (domain-specific weights)."
+            if self.parent_run_id
+            else ""
+        )
         text = self.modality == "text"
-        model_input = (f"raw UTF-8 strings, one document each; lower-casing and tokenising are inside the model, "
-                       f"which reads the first {self.image_size} word tokens" if text else
-                       f"uint8 RGB images, {self.image_size}x{self.image_size} pixels; preprocessing is inside the model")
+        model_input = (
+            f"raw UTF-8 strings, one document each; lower-casing and tokenising are inside the model, "
+            f"which reads the first {self.image_size} word tokens"
+            if text
+            else f"uint8 RGB images, {self.image_size}x{self.image_size} pixels; preprocessing is inside the model"
+        )
         config = portable_config(self.config)
         source = (config.get("data") or {}).get("source") if isinstance(config.get("data"), dict) else None
         return f"""# {markdown_text(self.title)}
 
-Trained with TransferLab{f' (run {markdown_text(self.run_id)})' if self.run_id else ''}.
+Trained with TransferLab{f" (run {markdown_text(self.run_id)})" if self.run_id else ""}.
 
 ## Model
 - Backbone: {markdown_text(self.backbone)}, weights {markdown_text(self.weights)} — {markdown_text(self.weights_provenance)}{lineage}
@@ -93,10 +113,10 @@ Trained with TransferLab{f' (run {markdown_text(self.run_id)})' if self.run_id e
 - Output: softmax over {len(self.class_names)} classes, in the order of `{LABELS_JSON_FILE}` (and `{LABELS_FILE}`, one name per line).
 
 ## Data
-- Dataset: {markdown_text(source) if source else 'unknown'}
-- Dataset fingerprint: {markdown_text(self.dataset_fingerprint or 'unknown')}
+- Dataset: {markdown_text(source) if source else "unknown"}
+- Dataset fingerprint: {markdown_text(self.dataset_fingerprint or "unknown")}
 
-| class | {'documents' if text else 'images'} |
+| class | {"documents" if text else "images"} |
 |---|---|
 {class_rows}
 
@@ -136,6 +156,7 @@ def portable_config(config: dict[str, Any]) -> dict[str, Any]:
 
     A model card travels with the model: it must not tell where the training machine keeps its files.
     """
+
     def portable(value: Any) -> Any:
         if isinstance(value, dict):
             return {key: portable(item) for key, item in value.items()}
@@ -190,13 +211,19 @@ def write_labels(class_names: tuple[str, ...] | list[str], path: Path) -> Path:
     """
     for index, name in enumerate(class_names):
         if not name:
-            raise DataError(f"Class {index} has an empty name, which {LABELS_FILE} cannot hold: give every class a name, then train again.")
+            raise DataError(
+                f"Class {index} has an empty name, which {LABELS_FILE} cannot hold: give every class a name, then train again."
+            )
         if control_characters(name):
             held = describe_characters(control_characters(name))
-            raise DataError(f"Class name '{visible_controls(name)}' cannot be written to {LABELS_FILE} (it holds {held}): rename the class "
-                            "folder (or fix the label in the CSV) without line breaks, tabs or other control characters, then train again.")
+            raise DataError(
+                f"Class name '{visible_controls(name)}' cannot be written to {LABELS_FILE} (it holds {held}): rename the class "
+                "folder (or fix the label in the CSV) without line breaks, tabs or other control characters, then train again."
+            )
     names = list(class_names)
-    path.with_name(LABELS_JSON_FILE).write_text(json.dumps(names, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    path.with_name(LABELS_JSON_FILE).write_text(
+        json.dumps(names, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+    )
     path.write_text("\n".join(names) + "\n", encoding="utf-8")
     return path
 
@@ -252,8 +279,10 @@ def export_model(
     model = inference_model(model)
     outputs = model.output_shape[-1]
     if outputs != len(class_names):
-        raise DataError(f"The model has {outputs} outputs but its labels name {len(class_names)} classes, so predictions would be "
-                        "mislabelled: train the run again.")
+        raise DataError(
+            f"The model has {outputs} outputs but its labels name {len(class_names)} classes, so predictions would be "
+            "mislabelled: train the run again."
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     keras_path = saved_model_dir = tflite_path = None
     if "keras" in formats:
@@ -266,7 +295,9 @@ def export_model(
         # tf.saved_model.save on a Keras 3 model writes no variables: model.export is the Keras 3 way.
         model.export(str(saved_model_dir), format="tf_saved_model", verbose=False)
     if "tflite" in formats:
-        tflite_path = _convert_to_tflite(saved_model_dir, out_dir / TFLITE_FILE, string_input=model.input.dtype == "string")
+        tflite_path = _convert_to_tflite(
+            saved_model_dir, out_dir / TFLITE_FILE, string_input=model.input.dtype == "string"
+        )
         if "saved_model" not in formats:
             shutil.rmtree(saved_model_dir)
             saved_model_dir = None

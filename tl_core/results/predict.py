@@ -93,8 +93,10 @@ def file_problem(error: DataError, modality: str = "image", *, max_pixels: int =
         return "it is not a plain-text file (it holds binary data or cannot be read): save it as UTF-8 text (.txt) and try again."
     if isinstance(error, ImageDecodeError) and error.kind == "too-large":
         limit = f"{max_pixels / 1e6:g} megapixels" if max_pixels >= 1_000_000 else f"{max_pixels:,} pixels"
-        return (f"it has more than {limit}, the most TransferLab reads (a guard against decompression bombs): "
-                "make it smaller in an image editor, save it as JPEG or PNG and try again.")
+        return (
+            f"it has more than {limit}, the most TransferLab reads (a guard against decompression bombs): "
+            "make it smaller in an image editor, save it as JPEG or PNG and try again."
+        )
     if isinstance(error, ImageDecodeError):
         return error.fix
     return "it cannot be read: save it again as JPEG or PNG and try again."
@@ -109,8 +111,9 @@ def image_problem(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | 
     return None
 
 
-def predict_each_file(classifier: LoadedClassifier, paths: list[Path], top_k: int = 3, *,
-                      max_pixels: int = DEFAULT_MAX_PIXELS) -> list[FilePrediction]:
+def predict_each_file(
+    classifier: LoadedClassifier, paths: list[Path], top_k: int = 3, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list[FilePrediction]:
     """Top-k labels for each image file (each text file for a text model), in order; unreadable files get a problem instead.
 
     Example:

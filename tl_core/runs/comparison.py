@@ -17,7 +17,15 @@ if TYPE_CHECKING:
     import pandas
 
 # Shown first in `compare_runs`, in this order, when present.
-KEY_METRICS = ("val_accuracy", "test_accuracy", "val_loss", "evaluation_accuracy", "eval_macro_f1", "epochs_run", "elapsed_s")
+KEY_METRICS = (
+    "val_accuracy",
+    "test_accuracy",
+    "val_loss",
+    "evaluation_accuracy",
+    "eval_macro_f1",
+    "epochs_run",
+    "elapsed_s",
+)
 IDENTITY_COLUMNS = ("id", "name", "backbone", "weights", "mode", "status", "epochs", "dataset_fingerprint")
 
 
@@ -51,13 +59,26 @@ def compare_runs(store: RunStore, run_ids: list[str]) -> pandas.DataFrame:
     records = [store.get(run_id) for run_id in dict.fromkeys(run_ids)]
     rows = []
     for record in records:
-        identity = (record.id, record.name, record.backbone, record.weights, record.mode, record.status, len(store.epochs(record.id)), record.dataset_fingerprint)
+        identity = (
+            record.id,
+            record.name,
+            record.backbone,
+            record.weights,
+            record.mode,
+            record.status,
+            len(store.epochs(record.id)),
+            record.dataset_fingerprint,
+        )
         rows.append(dict(zip(IDENTITY_COLUMNS, identity, strict=True)))
     configs = [_flatten(record.config) for record in records]
     config_keys = list(dict.fromkeys(key for config in configs for key in config))
     if len(records) > 1:
         config_keys = [key for key in config_keys if len({to_json(config.get(key)) for config in configs}) > 1]
-    metric_keys = list(dict.fromkeys(key for record in records for key, value in record.metrics.items() if isinstance(value, (int, float))))
+    metric_keys = list(
+        dict.fromkeys(
+            key for record in records for key, value in record.metrics.items() if isinstance(value, (int, float))
+        )
+    )
     metric_keys = [key for key in KEY_METRICS if key in metric_keys] + sorted(set(metric_keys) - set(KEY_METRICS))
     for row, config, record in zip(rows, configs, records, strict=True):
         row.update({key: config.get(key) for key in config_keys})

@@ -27,30 +27,49 @@ class RunRecorder:
             log(f"run started: {len(event.class_names)} classes ({', '.join(event.class_names)}); images: {sizes}")
         elif isinstance(event, events.PhaseStarted):
             self.store.record_phase(
-                self.run_id, phase=event.phase, first_epoch=self._epochs_done + 1, epochs=event.epochs,
-                learning_rate=event.learning_rate, description=event.description, open_blocks=event.open_blocks,
+                self.run_id,
+                phase=event.phase,
+                first_epoch=self._epochs_done + 1,
+                epochs=event.epochs,
+                learning_rate=event.learning_rate,
+                description=event.description,
+                open_blocks=event.open_blocks,
             )
-            log(f"phase {event.phase} started: {event.epochs} epochs at learning rate {event.learning_rate:g}, "
-                f"{event.trainable_weights:,} trainable weights. {event.description}")
+            log(
+                f"phase {event.phase} started: {event.epochs} epochs at learning rate {event.learning_rate:g}, "
+                f"{event.trainable_weights:,} trainable weights. {event.description}"
+            )
         elif isinstance(event, events.EpochEnded):
             self._epochs_done = max(self._epochs_done, event.epoch)
             self.store.record_epoch(
-                self.run_id, phase=event.phase, epoch=event.epoch, phase_epoch=event.phase_epoch, metrics=dict(event.metrics),
-                learning_rate=event.learning_rate, seconds=event.seconds, is_best=event.is_best,
+                self.run_id,
+                phase=event.phase,
+                epoch=event.epoch,
+                phase_epoch=event.phase_epoch,
+                metrics=dict(event.metrics),
+                learning_rate=event.learning_rate,
+                seconds=event.seconds,
+                is_best=event.is_best,
             )
             metrics = " ".join(f"{name}={value:.4g}" for name, value in event.metrics.items())
-            log(f"epoch {event.epoch} ({event.phase} {event.phase_epoch}): {metrics} lr={event.learning_rate:g} "
-                f"{event.seconds:.1f}s{' best' if event.is_best else ''}")
+            log(
+                f"epoch {event.epoch} ({event.phase} {event.phase_epoch}): {metrics} lr={event.learning_rate:g} "
+                f"{event.seconds:.1f}s{' best' if event.is_best else ''}"
+            )
         elif isinstance(event, events.LogMessage):
             log(f"{event.level}: {event.text}")
         elif isinstance(event, events.PhaseEnded):
             best = "n/a" if event.best_val_loss is None else f"{event.best_val_loss:.4g}"
-            log(f"phase {event.phase} ended after {event.epochs_run} epochs, best val_loss {best}"
-                f"{' (stopped early)' if event.stopped_early else ''}")
+            log(
+                f"phase {event.phase} ended after {event.epochs_run} epochs, best val_loss {best}"
+                f"{' (stopped early)' if event.stopped_early else ''}"
+            )
         elif isinstance(event, events.RunFinished):
             self.store.finish_run(self.run_id, event.status, metrics=dict(event.final_metrics), error=event.error)
-            log(f"run {event.status} after {event.epochs_run} epochs in {event.elapsed_s:.1f}s"
-                + (f": {event.error.splitlines()[0]}" if event.error else ""))
+            log(
+                f"run {event.status} after {event.epochs_run} epochs in {event.elapsed_s:.1f}s"
+                + (f": {event.error.splitlines()[0]}" if event.error else "")
+            )
 
     def _log(self, text: str) -> None:
         self.store.append_log(self.run_id, text)

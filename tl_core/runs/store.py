@@ -46,7 +46,6 @@ DEFAULT_WORKSPACE = "workspace"
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-
 @dataclass(frozen=True)
 class RunRecord:
     """One run as stored: what was asked (config) and what happened (status, metrics, error)."""
@@ -137,7 +136,9 @@ class RunStore:
         `synchronous = NORMAL` is SQLite's advice for WAL databases: a commit survives the process crashing
         (a killed worker's epochs stay recorded); only a power cut or an OS crash can lose the last few.
         """
-        return sqlite_store.connect(self.database_path, write=write, pragmas=("PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL"))
+        return sqlite_store.connect(
+            self.database_path, write=write, pragmas=("PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL")
+        )
 
     def kept_open(self) -> contextlib.AbstractContextManager[None]:
         """Keep the database open for a block of many short writes (a run's events): see `sqlite_store.kept_open`."""
@@ -182,9 +183,25 @@ class RunStore:
                         "INSERT INTO runs (id, name, status, created_at, started_at, updated_at, config_json, dataset_fingerprint,"
                         " dataset_stats_json, backbone, weights, mode, metrics_json, pid, hostname, process_start, parent_run_id, owner)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)",
-                        (run_id, name, status, now, now if status == "running" else None, now, to_json(config), dataset_fingerprint,
-                         to_json(dataset_stats or {}), backbone, weights, mode, pid, socket.gethostname(),
-                         None if pid is None else process_start_token(pid), parent_run_id, owner),
+                        (
+                            run_id,
+                            name,
+                            status,
+                            now,
+                            now if status == "running" else None,
+                            now,
+                            to_json(config),
+                            dataset_fingerprint,
+                            to_json(dataset_stats or {}),
+                            backbone,
+                            weights,
+                            mode,
+                            pid,
+                            socket.gethostname(),
+                            None if pid is None else process_start_token(pid),
+                            parent_run_id,
+                            owner,
+                        ),
                     )
                 break
             except sqlite3.IntegrityError:  # same second and same random suffix: draw again
@@ -218,12 +235,15 @@ class RunStore:
         """Merge `metrics` into the run's metrics (new keys added, existing keys replaced)."""
         with self._connect(write=True) as connection:
             merged = {**self._metrics(connection, run_id), **metrics}
-            connection.execute("UPDATE runs SET metrics_json = ?, updated_at = ? WHERE id = ?", (to_json(merged), time.time(), run_id))
+            connection.execute(
+                "UPDATE runs SET metrics_json = ?, updated_at = ? WHERE id = ?", (to_json(merged), time.time(), run_id)
+            )
 
     def update_dataset(self, run_id: str, fingerprint: str, stats: dict) -> None:
         """Record which dataset the run trains on (set once the data has been scanned)."""
         self._update(
-            run_id, "UPDATE runs SET dataset_fingerprint = ?, dataset_stats_json = ?, updated_at = ? WHERE id = ?",
+            run_id,
+            "UPDATE runs SET dataset_fingerprint = ?, dataset_stats_json = ?, updated_at = ? WHERE id = ?",
             (fingerprint, to_json(stats), time.time(), run_id),
         )
 
@@ -237,14 +257,18 @@ class RunStore:
             row = connection.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None and run_id:
                 pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                rows = connection.execute("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 6", (pattern,)).fetchall()
+                rows = connection.execute(
+                    "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 6", (pattern,)
+                ).fetchall()
                 if len(rows) > 1:
                     raise RunNotFoundError(
                         f"Run id prefix {run_id!r} matches several runs ({', '.join(r['id'] for r in rows)}): give more characters."
                     )
                 row = rows[0] if rows else None
         if row is None:
-            raise RunNotFoundError(f"Run {run_id!r} not found in {self.workspace}: `python -m tl_core runs` lists the runs.")
+            raise RunNotFoundError(
+                f"Run {run_id!r} not found in {self.workspace}: `python -m tl_core runs` lists the runs."
+            )
         return _record(row)
 
     def list_runs(self, *, status: str | None = None, owner: str | None = None) -> list[RunRecord]:
@@ -264,8 +288,14 @@ class RunStore:
         record = self.get(run_id)
         if record.status == "running":
             with self._connect() as connection:
-                row = connection.execute("SELECT pid, hostname, process_start FROM runs WHERE id = ?", (record.id,)).fetchone()
-            if row["hostname"] != socket.gethostname() or row["pid"] is None or process_is_alive(row["pid"], row["process_start"]):
+                row = connection.execute(
+                    "SELECT pid, hostname, process_start FROM runs WHERE id = ?", (record.id,)
+                ).fetchone()
+            if (
+                row["hostname"] != socket.gethostname()
+                or row["pid"] is None
+                or process_is_alive(row["pid"], row["process_start"])
+            ):
                 raise TransferLabError(
                     f"Run {record.id} is running (process {row['pid']} on {row['hostname']}): stop it first, then delete it."
                 )
@@ -310,7 +340,16 @@ class RunStore:
 
     # -- epochs ----------------------------------------------------------------------------------
     def record_epoch(
-        self, run_id: str, *, phase: str, epoch: int, phase_epoch: int, metrics: dict, learning_rate: float, seconds: float, is_best: bool
+        self,
+        run_id: str,
+        *,
+        phase: str,
+        epoch: int,
+        phase_epoch: int,
+        metrics: dict,
+        learning_rate: float,
+        seconds: float,
+        is_best: bool,
     ) -> None:
         """Store one epoch; recording the same epoch again replaces it."""
         with self._connect(write=True) as connection:
@@ -320,12 +359,28 @@ class RunStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, epoch) DO UPDATE SET phase = excluded.phase,"
                 " phase_epoch = excluded.phase_epoch, metrics_json = excluded.metrics_json, learning_rate = excluded.learning_rate,"
                 " seconds = excluded.seconds, is_best = excluded.is_best",
-                (run_id, phase, int(epoch), int(phase_epoch), to_json(metrics), float(learning_rate), float(seconds), int(bool(is_best))),
+                (
+                    run_id,
+                    phase,
+                    int(epoch),
+                    int(phase_epoch),
+                    to_json(metrics),
+                    float(learning_rate),
+                    float(seconds),
+                    int(bool(is_best)),
+                ),
             )
             connection.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (time.time(), run_id))
 
     def record_phase(
-        self, run_id: str, *, phase: str, first_epoch: int, epochs: int, learning_rate: float, description: str = "",
+        self,
+        run_id: str,
+        *,
+        phase: str,
+        first_epoch: int,
+        epochs: int,
+        learning_rate: float,
+        description: str = "",
         open_blocks: tuple[str, ...] | list[str] = (),
     ) -> None:
         """Store the start of one phase; recording the same phase again replaces it."""
@@ -336,16 +391,33 @@ class RunStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, phase) DO UPDATE SET first_epoch = excluded.first_epoch,"
                 " epochs = excluded.epochs, learning_rate = excluded.learning_rate, description = excluded.description,"
                 " open_blocks_json = excluded.open_blocks_json",
-                (run_id, phase, int(first_epoch), int(epochs), float(learning_rate), description, to_json(list(open_blocks))),
+                (
+                    run_id,
+                    phase,
+                    int(first_epoch),
+                    int(epochs),
+                    float(learning_rate),
+                    description,
+                    to_json(list(open_blocks)),
+                ),
             )
 
     def phases(self, run_id: str) -> list[PhaseRecord]:
         """The run's phases in the order they started (empty before training begins, and for runs older than the table)."""
         with self._connect() as connection:
-            rows = connection.execute("SELECT * FROM phases WHERE run_id = ? ORDER BY first_epoch, rowid", (run_id,)).fetchall()
+            rows = connection.execute(
+                "SELECT * FROM phases WHERE run_id = ? ORDER BY first_epoch, rowid", (run_id,)
+            ).fetchall()
         return [
-            PhaseRecord(row["run_id"], row["phase"], row["first_epoch"], row["epochs"], row["learning_rate"], row["description"],
-                        tuple(json.loads(row["open_blocks_json"])))
+            PhaseRecord(
+                row["run_id"],
+                row["phase"],
+                row["first_epoch"],
+                row["epochs"],
+                row["learning_rate"],
+                row["description"],
+                tuple(json.loads(row["open_blocks_json"])),
+            )
             for row in rows
         ]
 
@@ -354,8 +426,16 @@ class RunStore:
         with self._connect() as connection:
             rows = connection.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
         return [
-            EpochRecord(row["run_id"], row["phase"], row["epoch"], row["phase_epoch"], json.loads(row["metrics_json"]),
-                        row["learning_rate"], row["seconds"], bool(row["is_best"]))
+            EpochRecord(
+                row["run_id"],
+                row["phase"],
+                row["epoch"],
+                row["phase_epoch"],
+                json.loads(row["metrics_json"]),
+                row["learning_rate"],
+                row["seconds"],
+                bool(row["is_best"]),
+            )
             for row in rows
         ]
 
@@ -397,7 +477,9 @@ class RunStore:
         return row
 
     def _not_found(self, run_id: str) -> RunNotFoundError:
-        return RunNotFoundError(f"Run {run_id!r} not found in {self.workspace}: `python -m tl_core runs` lists the runs.")
+        return RunNotFoundError(
+            f"Run {run_id!r} not found in {self.workspace}: `python -m tl_core runs` lists the runs."
+        )
 
 
 def _check_status(status: str, allowed: tuple[str, ...]) -> None:
@@ -407,8 +489,20 @@ def _check_status(status: str, allowed: tuple[str, ...]) -> None:
 
 def _record(row: sqlite3.Row) -> RunRecord:
     return RunRecord(
-        id=row["id"], name=row["name"], status=row["status"], created_at=row["created_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"], config=json.loads(row["config_json"]), dataset_fingerprint=row["dataset_fingerprint"],
-        dataset_stats=json.loads(row["dataset_stats_json"]), backbone=row["backbone"], weights=row["weights"], mode=row["mode"],
-        metrics=json.loads(row["metrics_json"]), error=row["error"], parent_run_id=row["parent_run_id"], owner=row["owner"],
+        id=row["id"],
+        name=row["name"],
+        status=row["status"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        config=json.loads(row["config_json"]),
+        dataset_fingerprint=row["dataset_fingerprint"],
+        dataset_stats=json.loads(row["dataset_stats_json"]),
+        backbone=row["backbone"],
+        weights=row["weights"],
+        mode=row["mode"],
+        metrics=json.loads(row["metrics_json"]),
+        error=row["error"],
+        parent_run_id=row["parent_run_id"],
+        owner=row["owner"],
     )

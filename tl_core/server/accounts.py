@@ -52,8 +52,11 @@ CLASS_CODE_BYTES = 8  # 64 random bits: `secrets.token_urlsafe(8)` is 11 charact
 DEFAULT_CODE_LIFETIME_S = 7 * 24 * 3600
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9_-]{1,31}$")
 # Names a folder cannot safely take on some file system (Windows devices) or that read as roles.
-_RESERVED_NAMES = frozenset({"con", "prn", "aux", "nul", "admin", "root", "trainer", "users", "shared", "local"}
-                            | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)})
+_RESERVED_NAMES = frozenset(
+    {"con", "prn", "aux", "nul", "admin", "root", "trainer", "users", "shared", "local"}
+    | {f"com{i}" for i in range(10)}
+    | {f"lpt{i}" for i in range(10)}
+)
 
 
 class AuthError(TransferLabError):
@@ -122,14 +125,18 @@ def validate_display_name(display_name: str) -> str:
     if not cleaned or len(cleaned) > MAX_DISPLAY_NAME_LENGTH:
         raise AuthError(f"Display name {display_name!r} must be 1-{MAX_DISPLAY_NAME_LENGTH} characters.")
     if any(unicodedata.category(char) in ("Cc", "Cf") for char in cleaned):
-        raise AuthError(f"Display name {display_name!r} contains control or invisible characters: type it with letters only.")
+        raise AuthError(
+            f"Display name {display_name!r} contains control or invisible characters: type it with letters only."
+        )
     return cleaned
 
 
 def check_password(password: str) -> None:
     """Raise AuthError when `password` is too short or absurdly long."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise AuthError(f"The password is too short: use at least {MIN_PASSWORD_LENGTH} characters (a few words work well).")
+        raise AuthError(
+            f"The password is too short: use at least {MIN_PASSWORD_LENGTH} characters (a few words work well)."
+        )
     if len(password) > MAX_PASSWORD_LENGTH:
         raise AuthError(f"The password is longer than {MAX_PASSWORD_LENGTH} characters: use a shorter one.")
 
@@ -167,8 +174,15 @@ class UserDirectory:
         password_hash = self.hasher.hash(password)
         with self._editing() as data:
             if name in data["users"]:
-                raise AuthError(f"User {name!r} already exists in {self.path}: pick another name, or reset the password instead.")
-            data["users"][name] = {"role": role, "display_name": shown, "password_hash": password_hash, "created_at": time.time()}
+                raise AuthError(
+                    f"User {name!r} already exists in {self.path}: pick another name, or reset the password instead."
+                )
+            data["users"][name] = {
+                "role": role,
+                "display_name": shown,
+                "password_hash": password_hash,
+                "created_at": time.time(),
+            }
         return User(name, role, shown)
 
     def set_password(self, name: str, password: str) -> None:
@@ -214,7 +228,9 @@ class UserDirectory:
 
     def list_users(self) -> list[User]:
         """Every account, sorted by name."""
-        return [User(name, entry["role"], entry["display_name"]) for name, entry in sorted(self._read()["users"].items())]
+        return [
+            User(name, entry["role"], entry["display_name"]) for name, entry in sorted(self._read()["users"].items())
+        ]
 
     def verify(self, name: str, password: str) -> User | None:
         """The user when `password` is theirs, else None (unknown users cost the same argon2 work).
@@ -242,7 +258,9 @@ class UserDirectory:
         return User(name, entry["role"], entry["display_name"])
 
     # -- class codes -----------------------------------------------------------------------------
-    def create_class_codes(self, count: int, created_by: str, lifetime_s: float | None = DEFAULT_CODE_LIFETIME_S) -> list[str]:
+    def create_class_codes(
+        self, count: int, created_by: str, lifetime_s: float | None = DEFAULT_CODE_LIFETIME_S
+    ) -> list[str]:
         """`count` new one-time codes; they are shown now and only their digests are kept.
 
         Args:
@@ -260,8 +278,11 @@ class UserDirectory:
         with self._editing() as data:
             for code in codes:
                 data["class_codes"][_code_digest(code)] = {
-                    "created_at": now, "created_by": created_by, "expires_at": None if lifetime_s is None else now + lifetime_s,
-                    "used_by": None, "used_at": None,
+                    "created_at": now,
+                    "created_by": created_by,
+                    "expires_at": None if lifetime_s is None else now + lifetime_s,
+                    "used_by": None,
+                    "used_at": None,
                 }
         return codes
 
@@ -281,9 +302,13 @@ class UserDirectory:
             matches = [key for key in data["class_codes"] if hmac.compare_digest(key, digest)]
             entry = data["class_codes"][matches[0]] if matches else None
             if entry is None:
-                raise AuthError("This class code is not valid: check it letter by letter (codes are case-sensitive), or ask your trainer.")
+                raise AuthError(
+                    "This class code is not valid: check it letter by letter (codes are case-sensitive), or ask your trainer."
+                )
             if entry["used_by"] is not None:
-                raise AuthError("This class code has already been used: each code makes one account. Sign in with your name and password, or ask your trainer for a new code.")
+                raise AuthError(
+                    "This class code has already been used: each code makes one account. Sign in with your name and password, or ask your trainer for a new code."
+                )
             if entry["expires_at"] is not None and time.time() >= entry["expires_at"]:
                 raise AuthError("This class code has expired: ask your trainer for a new one.")
             base = username_from_display_name(shown)
@@ -291,15 +316,22 @@ class UserDirectory:
             while name in data["users"]:
                 name, counter = f"{base}-{counter}", counter + 1
             name = validate_username(name)
-            data["users"][name] = {"role": "student", "display_name": shown, "password_hash": password_hash, "created_at": time.time()}
+            data["users"][name] = {
+                "role": "student",
+                "display_name": shown,
+                "password_hash": password_hash,
+                "created_at": time.time(),
+            }
             entry.update(used_by=name, used_at=time.time())
         return User(name, "student", shown)
 
     def list_class_codes(self) -> list[ClassCodeInfo]:
         """Every code's record (digest prefix, who made it, who used it), oldest first."""
         return sorted(
-            (ClassCodeInfo(digest[:8], e["created_at"], e["created_by"], e["expires_at"], e["used_by"], e["used_at"])
-             for digest, e in self._read()["class_codes"].items()),
+            (
+                ClassCodeInfo(digest[:8], e["created_at"], e["created_by"], e["expires_at"], e["used_by"], e["used_at"])
+                for digest, e in self._read()["class_codes"].items()
+            ),
             key=lambda info: info.created_at,
         )
 
@@ -332,9 +364,13 @@ class UserDirectory:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise AuthError(f"The users file {self.path} is damaged ({exc}): restore it from a backup, or move it away to start over.") from exc
+            raise AuthError(
+                f"The users file {self.path} is damaged ({exc}): restore it from a backup, or move it away to start over."
+            ) from exc
         if not isinstance(data, dict) or data.get("version") != FILE_VERSION:
-            raise AuthError(f"{self.path} is not a TransferLab users file (version {FILE_VERSION}): point TRANSFERLAB_USERS_FILE at the right file.")
+            raise AuthError(
+                f"{self.path} is not a TransferLab users file (version {FILE_VERSION}): point TRANSFERLAB_USERS_FILE at the right file."
+            )
         data.setdefault("users", {})
         data.setdefault("class_codes", {})
         return data

@@ -121,7 +121,9 @@ class DiskBudget:
             if quota_file.read_text() == text:
                 return
         self.root.mkdir(parents=True, exist_ok=True)
-        partial = quota_file.with_name(f"{QUOTA_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")  # pages save it from many threads
+        partial = quota_file.with_name(
+            f"{QUOTA_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+        )  # pages save it from many threads
         partial.write_text(text)
         os.replace(partial, quota_file)
 
@@ -177,8 +179,10 @@ class DiskBudget:
             e.g. "The image cache ... would need ~1,875.0 MB; your workspace has 52.3 MB left of its 60.0 MB quota. ..."
         """
         amount = f"at least {megabytes(needed)}" if at_least else f"~{megabytes(needed)}"
-        return (f"{what} would need {amount}; your workspace has {megabytes(max(left, 0))} left of its {megabytes(self.quota_bytes)} quota. "
-                f"{advice.rstrip('.')}, or make room: {MAKE_ROOM}.")
+        return (
+            f"{what} would need {amount}; your workspace has {megabytes(max(left, 0))} left of its {megabytes(self.quota_bytes)} quota. "
+            f"{advice.rstrip('.')}, or make room: {MAKE_ROOM}."
+        )
 
 
 def reserved(folder: Path, needed: int, what: str, advice: str) -> contextlib.AbstractContextManager[None]:

@@ -35,7 +35,10 @@ class RunLimitError(TransferLabError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = tuple(problems)
-        super().__init__("These settings are over this server's limits (set by the trainer):\n" + "\n".join(f"• {p}" for p in problems))
+        super().__init__(
+            "These settings are over this server's limits (set by the trainer):\n"
+            + "\n".join(f"• {p}" for p in problems)
+        )
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ class RunLimits:
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> RunLimits:
         """The limits these server settings set (none in personal mode unless set there)."""
-        return cls(settings.max_model_parameters, settings.max_image_size, settings.max_epochs, settings.max_run_minutes)
+        return cls(
+            settings.max_model_parameters, settings.max_image_size, settings.max_epochs, settings.max_run_minutes
+        )
 
     @property
     def max_run_s(self) -> float | None:
@@ -100,7 +105,9 @@ def model_parameters(model: ModelConfig, num_classes: int | None = None) -> tupl
         The backbone's registry count (a TF Hub model's own parameters count as 0: known only once loaded)
         and the head's Dense weights and biases.
     """
-    from tl_core.models.registry import get_backbone_spec  # the registry imports Keras; importing this module (ui.state, the queue) stays light
+    from tl_core.models.registry import (
+        get_backbone_spec,
+    )  # the registry imports Keras; importing this module (ui.state, the queue) stays light
 
     spec = get_backbone_spec(model.backbone)
     widths = [spec.feature_dim, *model.head_hidden_units, num_classes or MIN_CLASSES]
@@ -125,7 +132,9 @@ def epochs_planned(model: ModelConfig, train: TrainConfig) -> tuple[int, str]:
         how = f"head {train.epochs} + fine-tune {train.fine_tune_epochs}"
     elif train.mode == "progressive":
         stages = train.max_stages or PROGRESSIVE_STAGES_GUESS
-        how = f"head {train.epochs} + {train.stage_epochs} per block x {stages} blocks" + ("" if train.max_stages else " (assumed)")
+        how = f"head {train.epochs} + {train.stage_epochs} per block x {stages} blocks" + (
+            "" if train.max_stages else " (assumed)"
+        )
     else:
         how = f"head {train.epochs}"
     if train.compare_scratch and model.weights != "none":  # the baseline trains the same budget again
@@ -133,7 +142,9 @@ def epochs_planned(model: ModelConfig, train: TrainConfig) -> tuple[int, str]:
     return epochs, how
 
 
-def check_run_limits(model: ModelConfig, train: TrainConfig, limits: RunLimits, *, num_classes: int | None = None) -> list[str]:
+def check_run_limits(
+    model: ModelConfig, train: TrainConfig, limits: RunLimits, *, num_classes: int | None = None
+) -> list[str]:
     """Every limit these settings pass, one sentence each with the value, the limit and the fix; [] when within all.
 
     Args:
@@ -146,7 +157,11 @@ def check_run_limits(model: ModelConfig, train: TrainConfig, limits: RunLimits, 
         BackboneError: an unknown backbone (looked up only when an image size or parameter limit is set).
     """
     problems = []
-    if limits.max_image_size is not None and (image_size := _image_size(model)) is not None and image_size > limits.max_image_size:
+    if (
+        limits.max_image_size is not None
+        and (image_size := _image_size(model)) is not None
+        and image_size > limits.max_image_size
+    ):
         default = "" if model.image_size else " (the backbone's default)"
         problems.append(
             f"Image size {image_size} px{default} is over the limit of {limits.max_image_size} px: choose {limits.max_image_size} px or less "
@@ -165,7 +180,11 @@ def check_run_limits(model: ModelConfig, train: TrainConfig, limits: RunLimits, 
             problems.append(
                 f"The model would have {count_words(backbone + head)} parameters (backbone {count_words(backbone)}, head "
                 f"{count_words(head)}), over the limit of {count_words(limits.max_model_parameters)}: "
-                + ("use fewer and smaller hidden layers (e.g. 256, or none) or a smaller backbone." if head > backbone else "choose a smaller backbone.")
+                + (
+                    "use fewer and smaller hidden layers (e.g. 256, or none) or a smaller backbone."
+                    if head > backbone
+                    else "choose a smaller backbone."
+                )
             )
     return problems
 

@@ -74,7 +74,10 @@ class SessionStore:
         expires = int(now + self.lifetime_s)
         with self._connect(write=True) as db:
             db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
-            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (_digest(session_id), username, account_stamp, now, expires))
+            db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                (_digest(session_id), username, account_stamp, now, expires),
+            )
         return f"{session_id}.{expires}.{self._sign(f'{session_id}.{expires}')}"
 
     def resolve(self, token: str | None, account_stamp_of: Callable[[str], str | None]) -> str | None:
@@ -83,7 +86,9 @@ class SessionStore:
         if session_id is None or expires < time.time():
             return None
         with self._connect() as db:
-            row = db.execute("SELECT username, account_stamp, expires_at FROM sessions WHERE id_digest = ?", (_digest(session_id),)).fetchone()
+            row = db.execute(
+                "SELECT username, account_stamp, expires_at FROM sessions WHERE id_digest = ?", (_digest(session_id),)
+            ).fetchone()
         if row is None or row["expires_at"] < time.time():
             return None
         if account_stamp_of(row["username"]) != row["account_stamp"]:
@@ -106,7 +111,9 @@ class SessionStore:
     def active_counts(self) -> dict[str, int]:
         """Open, unexpired sessions per user name."""
         with self._connect() as db:
-            rows = db.execute("SELECT username, count(*) AS n FROM sessions WHERE expires_at >= ? GROUP BY username", (time.time(),)).fetchall()
+            rows = db.execute(
+                "SELECT username, count(*) AS n FROM sessions WHERE expires_at >= ? GROUP BY username", (time.time(),)
+            ).fetchall()
         return {row["username"]: row["n"] for row in rows}
 
     # -- device values ---------------------------------------------------------------------------
@@ -163,4 +170,3 @@ class SessionStore:
                 os.chmod(self.path, 0o600)
             self._ready = True
         return sqlite_store.connect(self.path, write=write)
-

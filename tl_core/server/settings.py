@@ -47,7 +47,12 @@ WORKSHOP_DISK_QUOTA_MB = 2048
 WORKSHOP_MAX_QUEUED_PER_USER = 2
 # Run limits (tl_core.server.limits) for a class sharing one machine: every registry backbone fits with a
 # modest head, and no run holds a device for more than half an hour.
-WORKSHOP_RUN_LIMITS: dict[str, int | float] = {"max_model_parameters": 100_000_000, "max_image_size": 320, "max_epochs": 100, "max_run_minutes": 30}
+WORKSHOP_RUN_LIMITS: dict[str, int | float] = {
+    "max_model_parameters": 100_000_000,
+    "max_image_size": 320,
+    "max_epochs": 100,
+    "max_run_minutes": 30,
+}
 SMALLEST_IMAGE_LIMIT = 32  # no backbone takes smaller images
 # Setting name -> environment variable. Paths are resolved against the working directory.
 ENV_VARIABLES: dict[str, str] = {
@@ -68,7 +73,16 @@ ENV_VARIABLES: dict[str, str] = {
     "max_run_minutes": "TRANSFERLAB_MAX_RUN_MINUTES",
 }
 _OPTIONAL_LIMITS = ("max_queued_per_user", "disk_quota_mb", *WORKSHOP_RUN_LIMITS)  # 0 or "none" switches these off
-_INT_SETTINGS = ("port", "jobs_per_device", "max_queued_per_user", "max_upload_mb", "disk_quota_mb", "max_model_parameters", "max_image_size", "max_epochs")
+_INT_SETTINGS = (
+    "port",
+    "jobs_per_device",
+    "max_queued_per_user",
+    "max_upload_mb",
+    "disk_quota_mb",
+    "max_model_parameters",
+    "max_image_size",
+    "max_epochs",
+)
 _NUMBER_SETTINGS = ("max_run_minutes",)  # fractions allowed: 0.5 is half a minute
 _PATH_SETTINGS = ("workspace", "users_file", "server_datasets_dir")
 _BOOL_SETTINGS = ("warm_workers",)
@@ -132,16 +146,22 @@ class ServerSettings:
     def __post_init__(self) -> None:
         where = f" (from {self.config_file})" if self.config_file else ""
         if self.mode not in get_args(Mode):
-            raise ServerSettingsError(f"mode={self.mode!r}{where}: choose 'personal' or 'workshop' (set TRANSFERLAB_MODE or `mode` in the config file).")
+            raise ServerSettingsError(
+                f"mode={self.mode!r}{where}: choose 'personal' or 'workshop' (set TRANSFERLAB_MODE or `mode` in the config file)."
+            )
         if not self.host.strip():
-            raise ServerSettingsError(f"host is empty{where}: use 'localhost' (personal) or '0.0.0.0' (workshop, all interfaces).")
+            raise ServerSettingsError(
+                f"host is empty{where}: use 'localhost' (personal) or '0.0.0.0' (workshop, all interfaces)."
+            )
         if self.mode == "personal" and not is_loopback_host(self.host):
             raise ServerSettingsError(
                 f"host={self.host!r}{where} would open a server without sign-in to the network: personal mode binds to localhost only. "
                 "Set TRANSFERLAB_MODE=workshop (sign-in required) to serve other people, or use host 'localhost'."
             )
         if not 1 <= self.port <= 65535:
-            raise ServerSettingsError(f"port={self.port}{where} must be between 1 and 65535 (8501 is Streamlit's default).")
+            raise ServerSettingsError(
+                f"port={self.port}{where} must be between 1 and 65535 (8501 is Streamlit's default)."
+            )
         for name in ("jobs_per_device", "max_upload_mb"):
             if getattr(self, name) < 1:
                 raise ServerSettingsError(f"{name}={getattr(self, name)}{where} must be at least 1.")
@@ -149,13 +169,17 @@ class ServerSettings:
             value = getattr(self, name)
             if value is not None and (value <= 0 if name in _NUMBER_SETTINGS else value < 1):
                 least = "more than 0 (e.g. 30, or 0.5 for half a minute)" if name in _NUMBER_SETTINGS else "at least 1"
-                raise ServerSettingsError(f"{name}={value}{where} must be {least}; leave it out (or use 0) for no limit.")
+                raise ServerSettingsError(
+                    f"{name}={value}{where} must be {least}; leave it out (or use 0) for no limit."
+                )
         if self.max_image_size is not None and self.max_image_size < SMALLEST_IMAGE_LIMIT:
             raise ServerSettingsError(
                 f"max_image_size={self.max_image_size}{where} is smaller than any backbone takes: use {SMALLEST_IMAGE_LIMIT} px or more "
                 "(e.g. 320), or leave it out (or use 0) for no limit."
             )
-        if self.users_file.resolve().is_relative_to(self.server_datasets_dir.resolve()) or self.users_file.resolve().is_relative_to(self.workspace.resolve() / "users"):
+        if self.users_file.resolve().is_relative_to(
+            self.server_datasets_dir.resolve()
+        ) or self.users_file.resolve().is_relative_to(self.workspace.resolve() / "users"):
             raise ServerSettingsError(
                 f"users_file={self.users_file}{where} lies inside a folder users can read (the shared datasets or the users' workspaces): "
                 f"keep it next to them, e.g. {self.workspace / USERS_FILE_NAME}."
@@ -238,11 +262,15 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         content = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ServerSettingsError(f"{path} is not a readable TOML file ({exc}): fix the line named, or remove the file.") from exc
+        raise ServerSettingsError(
+            f"{path} is not a readable TOML file ({exc}): fix the line named, or remove the file."
+        ) from exc
     known = {f.name for f in dataclasses.fields(ServerSettings)} - {"oidc_configured", "config_file"}
     unknown = sorted(set(content) - known)
     if unknown:
-        raise ServerSettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; the known ones are {', '.join(sorted(known))}.")
+        raise ServerSettingsError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; the known ones are {', '.join(sorted(known))}."
+        )
     return content
 
 
@@ -257,7 +285,9 @@ def _parse(name: str, value: Any, config_file: Path | None) -> Any:
         try:
             return int(value)
         except ValueError:
-            raise ServerSettingsError(f"{where}={value!r} must be a whole number, e.g. {ServerSettings.port if name == 'port' else 1}.") from None
+            raise ServerSettingsError(
+                f"{where}={value!r} must be a whole number, e.g. {ServerSettings.port if name == 'port' else 1}."
+            ) from None
     if name in _NUMBER_SETTINGS:
         if str(value).strip().lower() == "none":
             return None
@@ -266,7 +296,9 @@ def _parse(name: str, value: Any, config_file: Path | None) -> Any:
         except ValueError:
             number = math.nan
         if not math.isfinite(number):
-            raise ServerSettingsError(f"{where}={value!r} must be a number of minutes, e.g. 30 (or 0.5); use 0 for no limit.")
+            raise ServerSettingsError(
+                f"{where}={value!r} must be a number of minutes, e.g. 30 (or 0.5); use 0 for no limit."
+            )
         return number or None
     if name in _BOOL_SETTINGS:
         if isinstance(value, bool):
@@ -304,23 +336,33 @@ def oidc_configured(cwd: Path | None = None, home: Path | None = None) -> bool:
             auth.update(secrets["auth"])
     provider_keys = {"client_id", "client_secret", "server_metadata_url"}
     providers = [auth] + [table for table in auth.values() if isinstance(table, dict)]
-    return {"redirect_uri", "cookie_secret"} <= auth.keys() and any(provider_keys <= table.keys() for table in providers)
+    return {"redirect_uri", "cookie_secret"} <= auth.keys() and any(
+        provider_keys <= table.keys() for table in providers
+    )
 
 
 def streamlit_flags(settings: ServerSettings) -> list[str]:
     """`streamlit run app.py` flags for these settings: address, port, upload limit, and in
     workshop mode no browser, no code reloading and no tracebacks (they show server paths)."""
     flags = [
-        "--server.address", settings.host,
-        "--server.port", str(settings.port),
-        "--server.maxUploadSize", str(settings.max_upload_mb),
-        "--browser.gatherUsageStats", "false",
+        "--server.address",
+        settings.host,
+        "--server.port",
+        str(settings.port),
+        "--server.maxUploadSize",
+        str(settings.max_upload_mb),
+        "--browser.gatherUsageStats",
+        "false",
     ]
     if settings.mode == "workshop":
         flags += [
-            "--server.headless", "true",
-            "--server.enableXsrfProtection", "true",
-            "--server.fileWatcherType", "none",
-            "--client.showErrorDetails", "type",
+            "--server.headless",
+            "true",
+            "--server.enableXsrfProtection",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+            "--client.showErrorDetails",
+            "type",
         ]
     return flags

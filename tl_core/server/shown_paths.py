@@ -42,8 +42,10 @@ def relative_paths(text: str, areas: Sequence[Area]) -> str:
     Returns:
         The text; `your workspace/datasets/x` for `/srv/tl/users/alice/datasets/x`.
     """
-    forms = sorted({(str(form), area.label) for area in areas for form in (area.folder, area.folder.resolve())},
-                   key=lambda item: -len(item[0]))
+    forms = sorted(
+        {(str(form), area.label) for area in areas for form in (area.folder, area.folder.resolve())},
+        key=lambda item: -len(item[0]),
+    )
     for folder, label in forms:
         if folder not in text:
             continue

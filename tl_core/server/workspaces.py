@@ -103,9 +103,13 @@ def safe_join(root: str | Path, *parts: str) -> Path:
         if "\x00" in text:
             raise UnsafePathError(f"The name {text!r} contains a NUL byte, which no file name may hold: rename it.")
         if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
-            raise UnsafePathError(f"{text!r} is an absolute path; only names inside {root_path} are accepted: give the name alone, e.g. 'flowers'.")
+            raise UnsafePathError(
+                f"{text!r} is an absolute path; only names inside {root_path} are accepted: give the name alone, e.g. 'flowers'."
+            )
         if ".." in text.replace("\\", "/").split("/"):
-            raise UnsafePathError(f"{text!r} contains '..', which would leave {root_path}: give the name alone, e.g. 'flowers'.")
+            raise UnsafePathError(
+                f"{text!r} contains '..', which would leave {root_path}: give the name alone, e.g. 'flowers'."
+            )
     candidate = root_path.joinpath(*parts).resolve()
     if not candidate.is_relative_to(root_path):
         raise UnsafePathError(
@@ -175,7 +179,11 @@ class Workspaces:
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         self.single_user = single_user
-        self.server_datasets = Path(server_datasets_dir).expanduser().resolve() if server_datasets_dir else self.root / SERVER_DATASETS_FOLDER
+        self.server_datasets = (
+            Path(server_datasets_dir).expanduser().resolve()
+            if server_datasets_dir
+            else self.root / SERVER_DATASETS_FOLDER
+        )
         self.disk_quota_mb = disk_quota_mb
         self.max_upload_mb = max_upload_mb
         self._usage: dict[str, tuple[float, DiskUsage]] = {}
@@ -195,7 +203,9 @@ class Workspaces:
         """
         target = actor.name if username is None else validate_username(username)
         if target != actor.name and not actor.is_trainer:
-            raise UnsafePathError(f"{actor.name} cannot open {target}'s workspace: students see only their own datasets and runs.")
+            raise UnsafePathError(
+                f"{actor.name} cannot open {target}'s workspace: students see only their own datasets and runs."
+            )
         space = UserWorkspace(target, self._root_of(target)).ensure()
         self._publish_quota(space.root)
         return space
@@ -262,7 +272,9 @@ class Workspaces:
         allowed = [self.root, self.server_datasets] if actor.is_trainer else [self._root_of(actor.name)]
         if any(resolved.is_relative_to(folder.resolve()) for folder in allowed):
             return resolved
-        raise UnsafePathError(f"{actor.name} may not change {path}: only files in your own workspace can be changed or deleted.")
+        raise UnsafePathError(
+            f"{actor.name} may not change {path}: only files in your own workspace can be changed or deleted."
+        )
 
     def server_dataset_path(self, name: str) -> Path:
         """A shared dataset by name (the name cannot leave the shared folder)."""
@@ -282,7 +294,9 @@ class Workspaces:
             return source
         if source.startswith(RUN_WEIGHTS_PREFIX):
             store = self.workspace_for(actor).store()
-            return RUN_WEIGHTS_PREFIX + store.get(source[len(RUN_WEIGHTS_PREFIX):]).id  # RunNotFoundError for others' runs
+            return (
+                RUN_WEIGHTS_PREFIX + store.get(source[len(RUN_WEIGHTS_PREFIX) :]).id
+            )  # RunNotFoundError for others' runs
         if self.single_user or actor.is_trainer:
             if "://" not in source:
                 self.check_readable(actor, source)
@@ -296,7 +310,11 @@ class Workspaces:
     def all_runs(self, actor: User) -> list[UserRun]:
         """Every user's runs, newest first (trainers only)."""
         self._require_trainer(actor, "see everyone's runs")
-        runs = [UserRun(name, record) for name in self.usernames() for record in self.workspace_for(actor, name).store().list_runs()]
+        runs = [
+            UserRun(name, record)
+            for name in self.usernames()
+            for record in self.workspace_for(actor, name).store().list_runs()
+        ]
         return sorted(runs, key=lambda run: (run.record.created_at, run.record.id), reverse=True)
 
     def cleanup_candidates(self, actor: User, limit: int = 50) -> list[CleanupCandidate]:
@@ -307,11 +325,19 @@ class Workspaces:
             space = self.workspace_for(actor, name)
             for kind_folder in sorted(p for p in space.cache.iterdir() if p.is_dir()) if space.cache.is_dir() else []:
                 for entry in kind_folder.iterdir():
-                    candidates.append(CleanupCandidate(name, "cache", entry, tree_size(entry), f"{kind_folder.name} cache {entry.name}"))
+                    candidates.append(
+                        CleanupCandidate(
+                            name, "cache", entry, tree_size(entry), f"{kind_folder.name} cache {entry.name}"
+                        )
+                    )
             for record in space.store().list_runs():
                 if record.status in CLEANUP_RUN_STATUSES:
                     folder = space.runs / record.id
-                    candidates.append(CleanupCandidate(name, "run", folder, tree_size(folder), f"{record.status} run {record.name}", record.id))
+                    candidates.append(
+                        CleanupCandidate(
+                            name, "run", folder, tree_size(folder), f"{record.status} run {record.name}", record.id
+                        )
+                    )
         return sorted(candidates, key=lambda candidate: candidate.size_bytes, reverse=True)[:limit]
 
     def delete_candidate(self, actor: User, candidate: CleanupCandidate) -> None:
@@ -320,13 +346,19 @@ class Workspaces:
         space = self.workspace_for(actor, candidate.username)
         if candidate.kind == "run" and candidate.run_id:
             space.store().delete(candidate.run_id)
-        elif candidate.kind == "cache" and _is_within(candidate.path, space.cache) and candidate.path.resolve() != space.cache.resolve():
+        elif (
+            candidate.kind == "cache"
+            and _is_within(candidate.path, space.cache)
+            and candidate.path.resolve() != space.cache.resolve()
+        ):
             if candidate.path.is_dir() and not candidate.path.is_symlink():
                 shutil.rmtree(candidate.path)
             else:
                 candidate.path.unlink(missing_ok=True)
         else:
-            raise UnsafePathError(f"{candidate.path} is not a cache entry or run of {candidate.username}: refresh the cleanup list.")
+            raise UnsafePathError(
+                f"{candidate.path} is not a cache entry or run of {candidate.username}: refresh the cleanup list."
+            )
         self.forget_usage(candidate.username)
 
     def _require_trainer(self, actor: User, what: str) -> None:
@@ -386,7 +418,11 @@ def _measure(root: Path) -> DiskUsage:
             if entry.name in sizes and entry.is_dir() and not entry.is_symlink():
                 # One level down (each dataset, cache kind's entries, each run) so the message can name the big ones.
                 for child in entry.iterdir():
-                    children = list(child.iterdir()) if entry.name == CACHE_FOLDER and child.is_dir() and not child.is_symlink() else [child]
+                    children = (
+                        list(child.iterdir())
+                        if entry.name == CACHE_FOLDER and child.is_dir() and not child.is_symlink()
+                        else [child]
+                    )
                     for item in children:
                         size = tree_size(item)
                         sizes[entry.name] += size

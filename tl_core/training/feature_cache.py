@@ -54,7 +54,13 @@ def weights_identity(weights: str) -> str:
 
 
 def examples_feature_key(
-    examples: Sequence[Example], model_config: ModelConfig, image_size: int, *, cut_layer: str | None, seed: int, random_weights_tag: str = ""
+    examples: Sequence[Example],
+    model_config: ModelConfig,
+    image_size: int,
+    *,
+    cut_layer: str | None,
+    seed: int,
+    random_weights_tag: str = "",
 ) -> str:
     """The cache key of these images' features under this backbone, shared by runs and the advisor.
 
@@ -65,7 +71,15 @@ def examples_feature_key(
     if model_config.weights == "none":
         identity += f":seed{seed}{random_weights_tag}"
     content = hashlib.sha256("".join(e.content_hash for e in examples).encode()).hexdigest()
-    return feature_cache_key(content, model_config.backbone, identity, str(image_size), str(cut_layer), model_config.pooling, f"decoding{DECODING_VERSION}")
+    return feature_cache_key(
+        content,
+        model_config.backbone,
+        identity,
+        str(image_size),
+        str(cut_layer),
+        model_config.pooling,
+        f"decoding{DECODING_VERSION}",
+    )
 
 
 BatchPredictor = Callable[[np.ndarray], np.ndarray]
@@ -154,7 +168,9 @@ def extract_features(
         stop = min(start + batch_size, count)
         batch = np.array(images[start:stop])  # a copy, so the mapped pages can be released right away
         release_pages(images)
-        with without_graph_rewrites():  # per thread: the predict graph is one-off work (tl_core/fastpath/graph_options.py)
+        with (
+            without_graph_rewrites()
+        ):  # per thread: the predict graph is one-off work (tl_core/fastpath/graph_options.py)
             if distributed:  # predict_on_batch returns per-replica rows concatenated under MirroredStrategy
                 features[start:stop] = keras.ops.convert_to_numpy(feature_extractor(batch, training=False))
                 return stop

@@ -32,8 +32,15 @@ from tl_core.training.loop import TrainResult, train_head
 from tl_core.data.types import TrainingData
 
 
-def load_examples_and_build(modality: DataModality, split: DatasetSplit, input_size: int, store: RunStore, log: Any,
-                             build: Callable[[], TransferModel], preparation: PreparationReporter) -> tuple[TrainingData, TransferModel]:
+def load_examples_and_build(
+    modality: DataModality,
+    split: DatasetSplit,
+    input_size: int,
+    store: RunStore,
+    log: Any,
+    build: Callable[[], TransferModel],
+    preparation: PreparationReporter,
+) -> tuple[TrainingData, TransferModel]:
     """Load the examples (decode images, read documents) and build the model.
 
     Images not cached yet are decoded in a helper process while this one builds the model, the one
@@ -52,11 +59,21 @@ def load_examples_and_build(modality: DataModality, split: DatasetSplit, input_s
     with decoding_in_helper(split, input_size, cache_dir, enabled=modality.decodes_to_cache) as helper:
         transfer_model = build()
         decoded_by_helper = helper.finish(progress, log) if helper is not None else frozenset()
-    return modality.load(split, input_size, cache_dir, log, progress, decoded_elsewhere=decoded_by_helper), transfer_model
+    return modality.load(
+        split, input_size, cache_dir, log, progress, decoded_elsewhere=decoded_by_helper
+    ), transfer_model
 
 
-def feature_provider(transfer_model: Any, config: RunConfig, split: DatasetSplit, data: TrainingData, store: RunStore, log: Any,
-                      preparation: PreparationReporter, known: dict[str, np.ndarray] | None = None) -> Callable[[str], np.ndarray]:
+def feature_provider(
+    transfer_model: Any,
+    config: RunConfig,
+    split: DatasetSplit,
+    data: TrainingData,
+    store: RunStore,
+    log: Any,
+    preparation: PreparationReporter,
+    known: dict[str, np.ndarray] | None = None,
+) -> Callable[[str], np.ndarray]:
     """A split name -> its backbone features, computed once per split (or read from the workspace cache) and kept.
 
     `known`: splits whose features the caller has already read from the cache.
@@ -68,12 +85,28 @@ def feature_provider(transfer_model: Any, config: RunConfig, split: DatasetSplit
 
     def provide(name: str) -> np.ndarray:
         if name not in features:
-            key = examples_feature_key(split.examples(name), config.model, transfer_model.image_size, cut_layer=config.model.cut_layer, seed=config.train.seed)
+            key = examples_feature_key(
+                split.examples(name),
+                config.model,
+                transfer_model.image_size,
+                cut_layer=config.model.cut_layer,
+                seed=config.train.seed,
+            )
             # Training needs train and val first; the test split's features come after training, which a stop then keeps.
             progress = preparation.callback("features", name, stoppable=name in ("train", "val"))
-            feature_set = cached_features(transfer_model.feature_extractor, data.images[name], cache_dir=cache_dir, key=key,
-                                          batch_size=max(32, config.train.batch_size), progress=progress, predict=predict)
-            log("info", f"{name}: {'reused cached' if feature_set.reused else 'computed'} backbone features {tuple(feature_set.features.shape)}.")
+            feature_set = cached_features(
+                transfer_model.feature_extractor,
+                data.images[name],
+                cache_dir=cache_dir,
+                key=key,
+                batch_size=max(32, config.train.batch_size),
+                progress=progress,
+                predict=predict,
+            )
+            log(
+                "info",
+                f"{name}: {'reused cached' if feature_set.reused else 'computed'} backbone features {tuple(feature_set.features.shape)}.",
+            )
             features[name] = feature_set.features
         return features[name]
 
@@ -88,12 +121,27 @@ def evaluation_split(split: DatasetSplit) -> str | None:
 
 def predict_head(head: keras.Model, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """The head's probabilities for in-memory features: direct calls (no `predict` set-up or tracing, ~0.3 s)."""
-    return np.concatenate([keras.ops.convert_to_numpy(head(features[start:start + chunk], training=False)) for start in range(0, len(features), chunk)])
+    return np.concatenate(
+        [
+            keras.ops.convert_to_numpy(head(features[start : start + chunk], training=False))
+            for start in range(0, len(features), chunk)
+        ]
+    )
 
 
 def run_feature_extraction(
-    config: RunConfig, modality: DataModality, split: DatasetSplit, image_size: int, store: RunStore, build: Callable[[], TransferModel],
-    log: Any, save: Callable[[TransferModel], None], *, preparation: PreparationReporter, initial_weights: Path | None = None, **training: Any,
+    config: RunConfig,
+    modality: DataModality,
+    split: DatasetSplit,
+    image_size: int,
+    store: RunStore,
+    build: Callable[[], TransferModel],
+    log: Any,
+    save: Callable[[TransferModel], None],
+    *,
+    preparation: PreparationReporter,
+    initial_weights: Path | None = None,
+    **training: Any,
 ) -> tuple[TransferModel, TrainResult, Evaluation | None]:
     """Feature extraction on cached features: the head trains alone, the backbone is built only when needed.
 
@@ -108,12 +156,24 @@ def run_feature_extraction(
     """
     cache_dir = workspace_cache(store, "features")
     names = [name for name in SPLITS if split.examples(name)]
-    keys = {name: examples_feature_key(split.examples(name), config.model, image_size, cut_layer=config.model.cut_layer, seed=config.train.seed) for name in names}
-    cached = {name: found for name in names if (found := load_cached_features(cache_dir, keys[name], len(split.examples(name)))) is not None}
+    keys = {
+        name: examples_feature_key(
+            split.examples(name), config.model, image_size, cut_layer=config.model.cut_layer, seed=config.train.seed
+        )
+        for name in names
+    }
+    cached = {
+        name: found
+        for name in names
+        if (found := load_cached_features(cache_dir, keys[name], len(split.examples(name)))) is not None
+    }
     transfer_model: TransferModel | None = None
     every_split_cached = len(cached) == len(names)
     for name in cached:
-        log("info", f"{name}: reused cached backbone features {tuple(cached[name].shape)}{f'; no {modality.noun} read' if every_split_cached else ''}.")
+        log(
+            "info",
+            f"{name}: reused cached backbone features {tuple(cached[name].shape)}{f'; no {modality.noun} read' if every_split_cached else ''}.",
+        )
     if every_split_cached:
         features = cached.__getitem__
     else:
@@ -123,8 +183,12 @@ def run_feature_extraction(
             if name in names:
                 features(name)
     labels = {name: split.labels(name) for name in names}
-    keras.utils.set_random_seed(config.train.seed)  # the same head, dropout and shuffling with or without the backbone built first
-    head = build_head(features("train").shape[1], len(split.class_names), config.model.head_hidden_units, config.model.dropout)
+    keras.utils.set_random_seed(
+        config.train.seed
+    )  # the same head, dropout and shuffling with or without the backbone built first
+    head = build_head(
+        features("train").shape[1], len(split.class_names), config.model.head_hidden_units, config.model.dropout
+    )
     if initial_weights is not None:
         keras_files.load_weights(head, initial_weights)  # a feature-extraction checkpoint holds the head's weights
         log("info", "Starting from the interrupted run's checkpoint (the head).")
@@ -138,6 +202,8 @@ def run_feature_extraction(
         evaluation = None
         if name is not None:
             probabilities = predict_head(head, features(name))
-            evaluation = evaluate_probabilities(probabilities, labels[name], split.class_names, items=[e.path for e in split.examples(name)], split=name)
+            evaluation = evaluate_probabilities(
+                probabilities, labels[name], split.class_names, items=[e.path for e in split.examples(name)], split=name
+            )
         saving.result()  # its exception, if any, fails the run like any other
     return transfer_model, result, evaluation

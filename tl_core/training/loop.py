@@ -31,7 +31,15 @@ from tl_core.events import (
 )
 from tl_core.fastpath.head_fit import HeadFitter, can_fit_fast
 from tl_core.modalities import get_modality
-from tl_core.models.transfer_model import FreezeBackbone, FreezePolicy, TransferModel, UnfreezeAll, UnfreezeBlocks, UnfreezeTop, count_trainable_weights
+from tl_core.models.transfer_model import (
+    FreezeBackbone,
+    FreezePolicy,
+    TransferModel,
+    UnfreezeAll,
+    UnfreezeBlocks,
+    UnfreezeTop,
+    count_trainable_weights,
+)
 from tl_core.stopping import StopToken
 from tl_core.training.callbacks import BestWeights, EventBridge
 
@@ -71,7 +79,10 @@ def plan_phases(config: TrainConfig, blocks: list[list[str]] | None = None) -> l
         phases.append(Phase("full", UnfreezeAll(), config.fine_tune_epochs, lower_rate))
     elif config.mode == "progressive" and blocks:
         stages = min(len(blocks), config.max_stages or len(blocks))
-        phases.extend(Phase(f"stage-{k}", UnfreezeBlocks(blocks, k), config.stage_epochs, lower_rate) for k in range(1, stages + 1))
+        phases.extend(
+            Phase(f"stage-{k}", UnfreezeBlocks(blocks, k), config.stage_epochs, lower_rate)
+            for k in range(1, stages + 1)
+        )
     return phases
 
 
@@ -116,36 +127,75 @@ class _Session:
 PhaseFit = Callable[[keras.Model, int, list[keras.callbacks.Callback]], None]
 
 
-def _start_session(labels: dict[str, np.ndarray], num_classes: int, config: TrainConfig, model: keras.Model, *, run_id: str,
-                   listener: TrainingListener | None, stop: StopToken | None, checkpoint_path: Path | None, jit_compile: bool) -> _Session:
+def _start_session(
+    labels: dict[str, np.ndarray],
+    num_classes: int,
+    config: TrainConfig,
+    model: keras.Model,
+    *,
+    run_id: str,
+    listener: TrainingListener | None,
+    stop: StopToken | None,
+    checkpoint_path: Path | None,
+    jit_compile: bool,
+) -> _Session:
     """Monitor, class weights and best-weights tracking for a training call (with their log lines)."""
     listener = listener or NullListener()
     has_val = len(labels.get("val", ())) > 0
     if not has_val:
-        listener.on_event(LogMessage(run_id, level="warning", text="No validation images: monitoring training loss instead. Add images so each class has at least 3."))
+        listener.on_event(
+            LogMessage(
+                run_id,
+                level="warning",
+                text="No validation images: monitoring training loss instead. Add images so each class has at least 3.",
+            )
+        )
     class_weight = class_weights_for(labels["train"], num_classes, config.class_weighting)
     if class_weight:
-        listener.on_event(LogMessage(run_id, level="info", text="Imbalanced classes: weighting the loss by inverse class frequency."))
+        listener.on_event(
+            LogMessage(run_id, level="info", text="Imbalanced classes: weighting the loss by inverse class frequency.")
+        )
     return _Session(
-        config=config, run_id=run_id, listener=listener, stop=stop or StopToken(), best=BestWeights(model, checkpoint_path),
-        result=TrainResult(status="completed", epochs_run=0), monitor="val_loss" if has_val else "loss",
-        class_weight=class_weight, train_count=len(labels["train"]), jit_compile=jit_compile,
+        config=config,
+        run_id=run_id,
+        listener=listener,
+        stop=stop or StopToken(),
+        best=BestWeights(model, checkpoint_path),
+        result=TrainResult(status="completed", epochs_run=0),
+        monitor="val_loss" if has_val else "loss",
+        class_weight=class_weight,
+        train_count=len(labels["train"]),
+        jit_compile=jit_compile,
     )
 
 
-def _run_phase(session: _Session, phase: Phase, target: keras.Model, fit: PhaseFit, *, description: str, trainable_weights: int) -> bool:
+def _run_phase(
+    session: _Session, phase: Phase, target: keras.Model, fit: PhaseFit, *, description: str, trainable_weights: int
+) -> bool:
     """Compile `target`, train it for one phase with events, then restore the best weights; True when stopped by request."""
     config, listener, best, result = session.config, session.listener, session.best, session.result
     _compile(target, phase.learning_rate, session.jit_compile)
     listener.on_event(
         PhaseStarted(
-            session.run_id, phase=phase.name, epochs=phase.epochs, learning_rate=phase.learning_rate,
-            trainable_weights=trainable_weights, description=description, open_blocks=tuple(getattr(phase.policy, "open_blocks", ())),
+            session.run_id,
+            phase=phase.name,
+            epochs=phase.epochs,
+            learning_rate=phase.learning_rate,
+            trainable_weights=trainable_weights,
+            description=description,
+            open_blocks=tuple(getattr(phase.policy, "open_blocks", ())),
         )
     )
     bridge = EventBridge(
-        run_id=session.run_id, phase=phase.name, epoch_offset=result.epochs_run, monitor=session.monitor, listener=listener,
-        stop=session.stop, best=best, batches_per_epoch=math.ceil(session.train_count / config.batch_size), history=result.history,
+        run_id=session.run_id,
+        phase=phase.name,
+        epoch_offset=result.epochs_run,
+        monitor=session.monitor,
+        listener=listener,
+        stop=session.stop,
+        best=best,
+        batches_per_epoch=math.ceil(session.train_count / config.batch_size),
+        history=result.history,
     )
     callbacks: list[keras.callbacks.Callback] = [bridge]
     early = None
@@ -153,23 +203,43 @@ def _run_phase(session: _Session, phase: Phase, target: keras.Model, fit: PhaseF
         early = keras.callbacks.EarlyStopping(monitor=session.monitor, patience=config.early_stopping_patience)
         callbacks.append(early)
     if config.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=session.monitor, factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-7, verbose=0))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=session.monitor, factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-7, verbose=0
+            )
+        )
     fit(target, phase.epochs, callbacks)
 
     result.epochs_run += bridge.epochs_run
     result.phases.append(phase.name)
     stopped_early = bool(early is not None and early.stopped_epoch > 0)
-    listener.on_event(PhaseEnded(session.run_id, phase=phase.name, epochs_run=bridge.epochs_run, best_val_loss=None if math.isinf(best.best_value) else best.best_value, stopped_early=stopped_early))
+    listener.on_event(
+        PhaseEnded(
+            session.run_id,
+            phase=phase.name,
+            epochs_run=bridge.epochs_run,
+            best_val_loss=None if math.isinf(best.best_value) else best.best_value,
+            stopped_early=stopped_early,
+        )
+    )
     # The next phase starts from the best weights so far: fine-tune only a converged head.
     best.restore()
     best.save_checkpoint()
     if bridge.stopped_by_user:
         result.status = "stopped"
-        listener.on_event(LogMessage(session.run_id, level="info", text=f"Stopped by request after {result.epochs_run} epochs; keeping the best weights (epoch {best.best_epoch})."))
+        listener.on_event(
+            LogMessage(
+                session.run_id,
+                level="info",
+                text=f"Stopped by request after {result.epochs_run} epochs; keeping the best weights (epoch {best.best_epoch}).",
+            )
+        )
     return bridge.stopped_by_user
 
 
-def _fit_on_features(session: _Session, features: Callable[[str], np.ndarray], labels: dict[str, np.ndarray]) -> PhaseFit:
+def _fit_on_features(
+    session: _Session, features: Callable[[str], np.ndarray], labels: dict[str, np.ndarray]
+) -> PhaseFit:
     """Fit on in-memory features: a compiled epoch per call (`HeadFitter`), or `fit` over `tf.data` under a distribution strategy or with `TRANSFERLAB_FASTPATH=0`.
 
     `fit` over `tf.data` measured 2-3x faster per epoch than `fit`'s own array adapter; `HeadFitter` another
@@ -179,19 +249,45 @@ def _fit_on_features(session: _Session, features: Callable[[str], np.ndarray], l
 
     def fit(target: keras.Model, epochs: int, callbacks: list[keras.callbacks.Callback]) -> None:
         config = session.config
-        if can_fit_fast():  # one graph call per epoch instead of fit's per-step and per-call costs (tl_core/fastpath/head_fit.py)
+        if (
+            can_fit_fast()
+        ):  # one graph call per epoch instead of fit's per-step and per-call costs (tl_core/fastpath/head_fit.py)
             validation = (features("val"), labels["val"]) if session.monitor == "val_loss" else (None, None)
-            fitter = HeadFitter(target, features("train"), labels["train"], *validation, batch_size=config.batch_size,
-                                class_weight=session.class_weight, seed=config.seed, jit_compile=session.jit_compile)
+            fitter = HeadFitter(
+                target,
+                features("train"),
+                labels["train"],
+                *validation,
+                batch_size=config.batch_size,
+                class_weight=session.class_weight,
+                seed=config.seed,
+                jit_compile=session.jit_compile,
+            )
             fitter.fit(epochs, callbacks)
             return
         train_count = len(labels["train"])
         train = tf.data.Dataset.from_tensor_slices((features("train"), labels["train"].astype(np.int32)))
-        train = train.shuffle(max(1, train_count), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+        train = (
+            train.shuffle(max(1, train_count), seed=config.seed, reshuffle_each_iteration=True)
+            .batch(config.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         validation = None
         if session.monitor == "val_loss":  # one big batch: the mean loss does not depend on it, the step overhead does
-            validation = tf.data.Dataset.from_tensor_slices((features("val"), labels["val"].astype(np.int32))).batch(max(config.batch_size, 1024)).cache()
-        target.fit(train, epochs=epochs, validation_data=validation, class_weight=session.class_weight, callbacks=callbacks, verbose=0, shuffle=False)
+            validation = (
+                tf.data.Dataset.from_tensor_slices((features("val"), labels["val"].astype(np.int32)))
+                .batch(max(config.batch_size, 1024))
+                .cache()
+            )
+        target.fit(
+            train,
+            epochs=epochs,
+            validation_data=validation,
+            class_weight=session.class_weight,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=False,
+        )
 
     return fit
 
@@ -200,9 +296,23 @@ def _fit_on_images(session: _Session, data: TrainingData) -> PhaseFit:
     def fit(target: keras.Model, epochs: int, callbacks: list[keras.callbacks.Callback]) -> None:
         config = session.config
         batches = get_modality(data.modality).dataset
-        train_ds = batches(data.images["train"], data.labels["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed)
-        val_ds = batches(data.images["val"], data.labels["val"], batch_size=config.batch_size, shuffle=False) if data.has("val") else None
-        target.fit(train_ds, epochs=epochs, validation_data=val_ds, class_weight=session.class_weight, callbacks=callbacks, verbose=0, shuffle=False)
+        train_ds = batches(
+            data.images["train"], data.labels["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed
+        )
+        val_ds = (
+            batches(data.images["val"], data.labels["val"], batch_size=config.batch_size, shuffle=False)
+            if data.has("val")
+            else None
+        )
+        target.fit(
+            train_ds,
+            epochs=epochs,
+            validation_data=val_ds,
+            class_weight=session.class_weight,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=False,
+        )
 
     return fit
 
@@ -250,12 +360,29 @@ def train_head(
         A `TrainResult` (`phases == ["head"]`); `head` holds the best weights found.
     """
     started = time.perf_counter()
-    session = _start_session(labels, num_classes, config, head, run_id=run_id, listener=listener, stop=stop, checkpoint_path=checkpoint_path, jit_compile=jit_compile)
+    session = _start_session(
+        labels,
+        num_classes,
+        config,
+        head,
+        run_id=run_id,
+        listener=listener,
+        stop=stop,
+        checkpoint_path=checkpoint_path,
+        jit_compile=jit_compile,
+    )
     session.result.used_feature_cache = True
     phase = plan_phases(config)[0]
     if not session.stop.should_stop():
         description = "backbone frozen: training the head only (on cached backbone features)"
-        _run_phase(session, phase, head, _fit_on_features(session, features, labels), description=description, trainable_weights=count_trainable_weights(head))
+        _run_phase(
+            session,
+            phase,
+            head,
+            _fit_on_features(session, features, labels),
+            description=description,
+            trainable_weights=count_trainable_weights(head),
+        )
     return _finish(session, started)
 
 
@@ -292,9 +419,20 @@ def train_model(
     """
     started = time.perf_counter()
     labels = {name: data.labels[name] for name in data.labels if name == "train" or data.has(name)}
-    session = _start_session(labels, len(data.class_names), config, transfer_model.model, run_id=run_id, listener=listener, stop=stop,
-                             checkpoint_path=checkpoint_path, jit_compile=jit_compile)
-    feature_mode = (config.use_feature_cache if use_feature_cache is None else use_feature_cache) and feature_provider is not None
+    session = _start_session(
+        labels,
+        len(data.class_names),
+        config,
+        transfer_model.model,
+        run_id=run_id,
+        listener=listener,
+        stop=stop,
+        checkpoint_path=checkpoint_path,
+        jit_compile=jit_compile,
+    )
+    feature_mode = (
+        config.use_feature_cache if use_feature_cache is None else use_feature_cache
+    ) and feature_provider is not None
     blocks = None
     if config.mode == "progressive":
         from tl_core.models.blocks import backbone_blocks
@@ -312,11 +450,27 @@ def train_model(
             description += " (on cached backbone features)"
             session.result.used_feature_cache = True
         fit = _fit_on_features(session, feature_provider, data.labels) if on_features else _fit_on_images(session, data)
-        if _run_phase(session, phase, target, fit, description=description, trainable_weights=count_trainable_weights(transfer_model.model)):
+        if _run_phase(
+            session,
+            phase,
+            target,
+            fit,
+            description=description,
+            trainable_weights=count_trainable_weights(transfer_model.model),
+        ):
             break
-        plateaued = config.plateau_tolerance is not None and not session.best.best_value < best_before_phase - config.plateau_tolerance
+        plateaued = (
+            config.plateau_tolerance is not None
+            and not session.best.best_value < best_before_phase - config.plateau_tolerance
+        )
         if phase.name.startswith("stage-") and plateaued:
-            session.listener.on_event(LogMessage(session.run_id, level="info", text=f"Validation loss stopped improving at {phase.name} (by less than {config.plateau_tolerance:g}): not unfreezing deeper blocks."))
+            session.listener.on_event(
+                LogMessage(
+                    session.run_id,
+                    level="info",
+                    text=f"Validation loss stopped improving at {phase.name} (by less than {config.plateau_tolerance:g}): not unfreezing deeper blocks.",
+                )
+            )
             break
 
     transfer_model.backbone.trainable = False

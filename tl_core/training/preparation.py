@@ -38,7 +38,9 @@ class PreparationReporter:
         clock: seconds, monotonic (tests pass a fake one).
     """
 
-    def __init__(self, listener: TrainingListener, run_id: str, stop: StopToken, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, listener: TrainingListener, run_id: str, stop: StopToken, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.listener = listener
         self.run_id = run_id
         self.stop = stop

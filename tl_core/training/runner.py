@@ -35,7 +35,12 @@ from tl_core.results.evaluate import Evaluation, evaluate_probabilities
 from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, RunStatus, TrainingListener
 from tl_core.results.export import write_labels
 from tl_core.layout import KERAS_FILE, LABELS_FILE
-from tl_core.training.feature_extraction import evaluation_split, feature_provider, load_examples_and_build, run_feature_extraction
+from tl_core.training.feature_extraction import (
+    evaluation_split,
+    feature_provider,
+    load_examples_and_build,
+    run_feature_extraction,
+)
 from tl_core.modalities import DataModality, get_modality
 from tl_core.models.transfer_model import TransferModel, backbone_from_saved_classifier, inference_model
 from tl_core.training.preparation import PreparationReporter, PreparationStopped
@@ -44,7 +49,6 @@ from tl_core.runs.store import RunStore
 from tl_core.stopping import StopToken
 from tl_core.training.loop import TrainResult, train_model
 from tl_core.data.types import TrainingData
-
 
 
 @dataclass
@@ -89,7 +93,18 @@ class _LogCollector:
             self.lines.append(f"{event.level}: {event.text}")
 
 
-def _summary(run_id: str, config: RunConfig, image_size: int, status: str, started: float, result: TrainResult | None, evaluation: Evaluation | None, split: DatasetSplit | None, report: ScanReport | None, error: str | None) -> dict[str, Any]:
+def _summary(
+    run_id: str,
+    config: RunConfig,
+    image_size: int,
+    status: str,
+    started: float,
+    result: TrainResult | None,
+    evaluation: Evaluation | None,
+    split: DatasetSplit | None,
+    report: ScanReport | None,
+    error: str | None,
+) -> dict[str, Any]:
     best = result.best_metrics if result else {}
     return {
         "run_id": run_id,
@@ -166,9 +181,11 @@ def run_experiment(
     parent_run_id = None
     parent_backbone = None
     if config.model.weights.startswith(RUN_WEIGHTS_PREFIX):
-        parent = store.get(config.model.weights[len(RUN_WEIGHTS_PREFIX):])
+        parent = store.get(config.model.weights[len(RUN_WEIGHTS_PREFIX) :])
         if parent.status != "completed":
-            raise BackboneError(f"Run {parent.id} is {parent.status}; only a completed run's backbone can start a new run.")
+            raise BackboneError(
+                f"Run {parent.id} is {parent.status}; only a completed run's backbone can start a new run."
+            )
         if config.model.cut_layer:
             raise BackboneError(
                 f"A cut layer ({config.model.cut_layer}) cannot be applied to run {parent.id}'s trained backbone: "
@@ -192,8 +209,13 @@ def run_experiment(
 
     if run_id is None:
         record = store.create_run(
-            config=config.to_dict(), backbone=config.model.backbone, weights=config.model.weights, mode=config.train.mode,
-            name=config.name, dataset_fingerprint=report.fingerprint, dataset_stats=_dataset_stats(report, split),
+            config=config.to_dict(),
+            backbone=config.model.backbone,
+            weights=config.model.weights,
+            mode=config.train.mode,
+            name=config.name,
+            dataset_fingerprint=report.fingerprint,
+            dataset_stats=_dataset_stats(report, split),
             parent_run_id=parent_run_id,
         )
         run_id = record.id
@@ -202,8 +224,12 @@ def run_experiment(
     run_dir = store.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     collector = _LogCollector()
-    events = ListenerGroup(RunRecorder(store, run_id), collector, *(listener and [listener] or []),
-                           on_error=lambda message: store.append_log(run_id, f"warning: {message}"))
+    events = ListenerGroup(
+        RunRecorder(store, run_id),
+        collector,
+        *(listener and [listener] or []),
+        on_error=lambda message: store.append_log(run_id, f"warning: {message}"),
+    )
 
     def log(level: str, text: str) -> None:
         events.on_event(LogMessage(run_id, level=level, text=text))
@@ -215,10 +241,14 @@ def run_experiment(
     status: RunStatus = "failed"
     error: str | None = None
     try:
-        events.on_event(RunStarted(run_id, class_names=tuple(split.class_names), split_sizes=split.sizes(), config=config.to_dict()))
+        events.on_event(
+            RunStarted(run_id, class_names=tuple(split.class_names), split_sizes=split.sizes(), config=config.to_dict())
+        )
         for problem in report.problems:
             log("warning" if problem.severity != "info" else "info", problem.message)
-        (run_dir / SPLIT_FILE).write_text(json.dumps({name: [e.relpath for e in split.examples(name)] for name in SPLITS}))
+        (run_dir / SPLIT_FILE).write_text(
+            json.dumps({name: [e.relpath for e in split.examples(name)] for name in SPLITS})
+        )
         keras.utils.set_random_seed(config.train.seed)
         on_gpu = bool(tf.config.list_physical_devices("GPU"))
         if config.train.jit_compile and not on_gpu:
@@ -228,13 +258,26 @@ def run_experiment(
         strategy = strategy or choose_strategy()
         use_cache = config.train.use_feature_cache and not config.model.augment
         if config.train.use_feature_cache and config.model.augment:
-            log("info", "Augmentation is on: the frozen backbone must see each augmented image, so the head trains end to end instead of on cached features.")
+            log(
+                "info",
+                "Augmentation is on: the frozen backbone must see each augmented image, so the head trains end to end instead of on cached features.",
+            )
         jit_compile = config.train.jit_compile and on_gpu
         with precision_policy(config.train.mixed_precision and on_gpu), strategy.scope():
+
             def build() -> TransferModel:
-                built = modality.build(config.model, len(split.class_names), cache_dir=weights_cache_dir, backbone=parent_backbone, augmentation_seed=config.train.seed)
+                built = modality.build(
+                    config.model,
+                    len(split.class_names),
+                    cache_dir=weights_cache_dir,
+                    backbone=parent_backbone,
+                    augmentation_seed=config.train.seed,
+                )
                 size = modality.describe_input_size(built.image_size)
-                log("info", f"Built {spec.display_name} ({config.model.weights} weights) at {size}, {built.feature_dim}-d features.")
+                log(
+                    "info",
+                    f"Built {spec.display_name} ({config.model.weights} weights) at {size}, {built.feature_dim}-d features.",
+                )
                 if initial_weights is not None:
                     _load_checkpoint(built, initial_weights, log)
                 return built
@@ -242,17 +285,42 @@ def run_experiment(
             saved_during_evaluation = use_cache and config.train.mode == "feature-extraction"
             if saved_during_evaluation:
                 transfer_model, result, evaluation = run_feature_extraction(
-                    config, modality, split, image_size, store, build, log, lambda built: save_classifier(built, run_dir),
-                    preparation=preparation, initial_weights=initial_weights, run_id=run_id, listener=events, stop=stop,
-                    checkpoint_path=run_dir / CHECKPOINT_FILE, jit_compile=jit_compile,
+                    config,
+                    modality,
+                    split,
+                    image_size,
+                    store,
+                    build,
+                    log,
+                    lambda built: save_classifier(built, run_dir),
+                    preparation=preparation,
+                    initial_weights=initial_weights,
+                    run_id=run_id,
+                    listener=events,
+                    stop=stop,
+                    checkpoint_path=run_dir / CHECKPOINT_FILE,
+                    jit_compile=jit_compile,
                 )
             else:
-                data, transfer_model = load_examples_and_build(modality, split, image_size, store, log, build, preparation)
-                provider = feature_provider(transfer_model, config, split, data, store, log, preparation) if use_cache else None
+                data, transfer_model = load_examples_and_build(
+                    modality, split, image_size, store, log, build, preparation
+                )
+                provider = (
+                    feature_provider(transfer_model, config, split, data, store, log, preparation)
+                    if use_cache
+                    else None
+                )
                 result = train_model(
-                    transfer_model, data, config.train, run_id=run_id, listener=events, stop=stop,
-                    checkpoint_path=run_dir / CHECKPOINT_FILE, feature_provider=provider,
-                    use_feature_cache=use_cache, jit_compile=jit_compile,
+                    transfer_model,
+                    data,
+                    config.train,
+                    run_id=run_id,
+                    listener=events,
+                    stop=stop,
+                    checkpoint_path=run_dir / CHECKPOINT_FILE,
+                    feature_provider=provider,
+                    use_feature_cache=use_cache,
+                    jit_compile=jit_compile,
                 )
                 evaluation = _evaluate(modality, transfer_model, data, split, config.train.batch_size)
         if not saved_during_evaluation:
@@ -266,8 +334,11 @@ def run_experiment(
         raise
     except PreparationStopped as stopped:  # before any epoch: no weights to keep
         status = "stopped"
-        log("info", f"{stopped}: nothing was trained yet, so no model was saved. "
-                    "Splits finished before the stop stay cached, so a new run on this data starts after them.")
+        log(
+            "info",
+            f"{stopped}: nothing was trained yet, so no model was saved. "
+            "Splits finished before the stop stay cached, so a new run on this data starts after them.",
+        )
     except Exception as exc:  # noqa: BLE001 - any failure is recorded in the run, logs and checkpoint kept
         status = "failed"
         error = str(exc) if isinstance(exc, TransferLabError) else f"{type(exc).__name__}: {exc}"
@@ -276,29 +347,55 @@ def run_experiment(
         summary = _summary(run_id, config, image_size, status, started, result, evaluation, split, report, error)
         summary["listener_errors"] = len(events.listener_errors)
         (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
-        final_metrics = {k: v for k, v in summary.items() if k in ("val_accuracy", "val_loss", "test_accuracy", "evaluation_accuracy", "elapsed_s", "epochs_run") and v is not None}
+        final_metrics = {
+            k: v
+            for k, v in summary.items()
+            if k in ("val_accuracy", "val_loss", "test_accuracy", "evaluation_accuracy", "elapsed_s", "epochs_run")
+            and v is not None
+        }
         if evaluation is not None:
-            final_metrics.update({"eval_loss": evaluation.loss, "eval_top_k_accuracy": evaluation.top_k_accuracy, "eval_macro_f1": evaluation.macro_f1})
-        events.on_event(RunFinished(run_id, status=status, epochs_run=summary["epochs_run"], final_metrics=final_metrics, elapsed_s=summary["elapsed_s"], error=error))
+            final_metrics.update(
+                {
+                    "eval_loss": evaluation.loss,
+                    "eval_top_k_accuracy": evaluation.top_k_accuracy,
+                    "eval_macro_f1": evaluation.macro_f1,
+                }
+            )
+        events.on_event(
+            RunFinished(
+                run_id,
+                status=status,
+                epochs_run=summary["epochs_run"],
+                final_metrics=final_metrics,
+                elapsed_s=summary["elapsed_s"],
+                error=error,
+            )
+        )
     outcome = ExperimentOutcome(run_id, status, summary, result, evaluation, error, collector.lines)
     if config.train.compare_scratch and status == "completed" and not stop.should_stop():
-        _compare_with_scratch(outcome, config, store=store, prepared=prepared, listener=listener, stop=stop, strategy=strategy)
+        _compare_with_scratch(
+            outcome, config, store=store, prepared=prepared, listener=listener, stop=stop, strategy=strategy
+        )
     return outcome
 
 
-NEGATIVE_TRANSFER_ADVICE = (
-    "try another backbone, cut features from an earlier layer (--cut-layer), or fine-tune deeper (--mode full or progressive)"
-)
+NEGATIVE_TRANSFER_ADVICE = "try another backbone, cut features from an earlier layer (--cut-layer), or fine-tune deeper (--mode full or progressive)"
 
 
 def scratch_baseline_config(config: RunConfig) -> RunConfig:
     """Same architecture, data, split and epoch budget, random weights, every layer training from the start."""
-    total_epochs = config.train.epochs + (config.train.fine_tune_epochs if config.train.mode != "feature-extraction" else 0)
+    total_epochs = config.train.epochs + (
+        config.train.fine_tune_epochs if config.train.mode != "feature-extraction" else 0
+    )
     return config.replace(
         model=dataclasses.replace(config.model, weights="none"),
         train=dataclasses.replace(
-            config.train, mode="full", epochs=1, fine_tune_epochs=max(total_epochs - 1, 1),
-            fine_tune_learning_rate=config.train.learning_rate, compare_scratch=False,
+            config.train,
+            mode="full",
+            epochs=1,
+            fine_tune_epochs=max(total_epochs - 1, 1),
+            fine_tune_learning_rate=config.train.learning_rate,
+            compare_scratch=False,
         ),
         name=f"{config.name or config.model.backbone} (scratch baseline)",
     )
@@ -309,13 +406,19 @@ def _compare_with_scratch(outcome: ExperimentOutcome, config: RunConfig, **kwarg
     scratch = run_experiment(scratch_baseline_config(config), **kwargs)
     pretrained_accuracy = outcome.summary.get("evaluation_accuracy")
     scratch_accuracy = scratch.summary.get("evaluation_accuracy")
-    comparison: dict[str, Any] = {"scratch_run_id": scratch.run_id, "scratch_test_accuracy": scratch.summary.get("test_accuracy"), "negative_transfer": None}
+    comparison: dict[str, Any] = {
+        "scratch_run_id": scratch.run_id,
+        "scratch_test_accuracy": scratch.summary.get("test_accuracy"),
+        "negative_transfer": None,
+    }
     if scratch.status == "completed" and pretrained_accuracy is not None and scratch_accuracy is not None:
         margin = scratch_accuracy - pretrained_accuracy
         comparison.update(negative_transfer=margin > 0, negative_transfer_margin=round(margin, 4))
         if margin > 0:
-            message = (f"Negative transfer: the from-scratch baseline beats the pretrained model by {margin:.1%} "
-                       f"({scratch_accuracy:.3f} vs {pretrained_accuracy:.3f}); {NEGATIVE_TRANSFER_ADVICE}.")
+            message = (
+                f"Negative transfer: the from-scratch baseline beats the pretrained model by {margin:.1%} "
+                f"({scratch_accuracy:.3f} vs {pretrained_accuracy:.3f}); {NEGATIVE_TRANSFER_ADVICE}."
+            )
         else:
             message = f"Pretrained weights help: {pretrained_accuracy:.3f} vs {scratch_accuracy:.3f} from scratch (+{-margin:.1%})."
         comparison["transfer_verdict"] = message
@@ -337,7 +440,9 @@ def _dataset_stats(report: ScanReport, split: DatasetSplit) -> dict[str, Any]:
     }
 
 
-def _evaluate(modality: DataModality, transfer_model: Any, data: TrainingData, split: DatasetSplit, batch_size: int) -> Evaluation | None:
+def _evaluate(
+    modality: DataModality, transfer_model: Any, data: TrainingData, split: DatasetSplit, batch_size: int
+) -> Evaluation | None:
     name = evaluation_split(split)
     if name is None:
         return None
@@ -358,7 +463,9 @@ def _load_checkpoint(transfer_model: TransferModel, path: Path, log: Any) -> Non
             continue
         log("info", f"Starting from the interrupted run's checkpoint ({what}).")
         return
-    raise TransferLabError(f"The checkpoint {path} does not fit this model (another backbone or classes?): start a new run instead.")
+    raise TransferLabError(
+        f"The checkpoint {path} does not fit this model (another backbone or classes?): start a new run instead."
+    )
 
 
 def save_classifier(transfer_model: TransferModel, run_dir: Path) -> None:

