@@ -1,11 +1,11 @@
-# `make run`: set up .venv and open the app on http://localhost:8501.  `make test`: set up .venv and run every test,
-# then the fast ones again with the fast path off (`make test-fastpath-off`: TRANSFERLAB_FASTPATH=0, plain Keras only).
+# `make run`: set up .venv and open the app on http://localhost:8501.  `make test`: set up .venv, run ruff (`make lint`)
+# and every test, then the fast ones again with the fast path off (`make test-fastpath-off`: TRANSFERLAB_FASTPATH=0, plain Keras only).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test test-fast test-fastpath-off clean
+.PHONY: setup browser run lint test test-fast test-fastpath-off clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,12 @@ run: setup
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-test: setup browser
+# Ruff (configured in pyproject.toml): a lint error or an unformatted file fails `make test`, and so CI.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup browser lint
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory test-fastpath-off
 

@@ -17,8 +17,6 @@ Usage:
 
 from __future__ import annotations
 
-from bench import _common as common  # first: quiets TensorFlow's start-up logging
-
 import argparse
 import time
 from dataclasses import dataclass
@@ -27,16 +25,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tl_core.models.build import build_backbone
-from tl_core.models.registry import get_backbone_spec, resolve_image_size
+from bench import _common as common  # first: quiets TensorFlow's start-up logging
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.data.types import DatasetSplit
 from tl_core.data.image_cache import build_image_cache
-from tl_core.models.preprocessing import build_preprocessing
-from tl_core.training.runner import run_experiment
-from tl_core.data.types import SPLIT_NAMES as SPLITS
 from tl_core.data.prep import prepare_dataset
+from tl_core.data.types import SPLIT_NAMES as SPLITS
+from tl_core.data.types import DatasetSplit
+from tl_core.models.build import build_backbone
+from tl_core.models.preprocessing import build_preprocessing
+from tl_core.models.registry import get_backbone_spec, resolve_image_size
 from tl_core.runs.store import RunStore
+from tl_core.training.runner import run_experiment
 
 
 @dataclass

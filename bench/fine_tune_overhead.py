@@ -14,8 +14,6 @@ Usage:
 
 from __future__ import annotations
 
-from bench import _common as common  # first: quiets TensorFlow's start-up logging
-
 import argparse
 import time
 from dataclasses import dataclass
@@ -24,12 +22,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bench import _common as common  # first: quiets TensorFlow's start-up logging
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.data.image_cache import build_image_cache
-from tl_core.models.transfer_model import UnfreezeTop, build_transfer_model
-from tl_core.training.runner import run_experiment
 from tl_core.data.prep import prepare_dataset
+from tl_core.models.transfer_model import UnfreezeTop, build_transfer_model
 from tl_core.runs.store import RunStore
+from tl_core.training.runner import run_experiment
 
 FINE_TUNE_PHASE = "fine-tune"
 

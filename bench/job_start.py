@@ -20,17 +20,16 @@ Usage:
 
 from __future__ import annotations
 
-from bench import _common as common  # first: quiets TensorFlow's start-up logging
-
 import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import _common as common  # first: quiets TensorFlow's start-up logging
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.jobs.manager import JobManager
-from tl_core.runs.store import RunStore
 from tl_core.jobs.worker import ProcessBackend
+from tl_core.runs.store import RunStore
 
 
 @dataclass

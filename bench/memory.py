@@ -17,8 +17,6 @@ Usage:
 
 from __future__ import annotations
 
-from bench import _common as common  # first: quiets TensorFlow's start-up logging
-
 import argparse
 import json
 import os
@@ -29,6 +27,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from bench import _common as common  # first: quiets TensorFlow's start-up logging
 
 GIB = 1024**3
 STATUS_FIELDS = ("VmRSS", "RssAnon", "RssFile")
@@ -135,10 +135,10 @@ def child_main(spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
     from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from tl_core.data.image_cache import build_image_cache, image_dataset
-    from tl_core.training.runner import run_experiment
-    from tl_core.data.types import SPLIT_NAMES as SPLITS
     from tl_core.data.prep import prepare_dataset, workspace_cache
+    from tl_core.data.types import SPLIT_NAMES as SPLITS
     from tl_core.runs.store import RunStore
+    from tl_core.training.runner import run_experiment
 
     sampler.enter("scan + split")
     store = RunStore(spec["workspace"])

@@ -19,8 +19,6 @@ Usage:
 
 from __future__ import annotations
 
-from bench import _common as common  # first: quiets TensorFlow's start-up logging
-
 import argparse
 import contextlib
 import shutil
@@ -29,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import _common as common  # first: quiets TensorFlow's start-up logging
+from tl_core.config import ModelConfig
 from tl_core.data import image_cache
+from tl_core.data.image_dataset import scan_dataset
 from tl_core.models.build import build_backbone
 from tl_core.models.registry import get_backbone_spec, resolve_image_size
-from tl_core.config import ModelConfig
-from tl_core.data.image_dataset import scan_dataset
-from tl_core.training.feature_cache import SharedPredictor, extract_features
 from tl_core.models.transfer_model import build_transfer_model
+from tl_core.training.feature_cache import SharedPredictor, extract_features
 
 
 @contextlib.contextmanager
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 shutil.rmtree(last_folder, ignore_errors=True)  # keep one cache on disk at a time
             last_folder = scratch / f"cache-{repeat}"
             steps = [
-                lambda: build(last_folder),
+                lambda folder=last_folder: build(folder),
                 lambda: backbone_s.append(
                     common.timed(lambda: backbone.predict(inputs, batch_size=args.batch_size, verbose=0))[0]
                 ),

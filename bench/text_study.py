@@ -20,10 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.training.runner import run_experiment
 from tl_core.data.prep import prepare_dataset
-from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.text_demo import write_bbc_news  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.training.runner import run_experiment
 
 
 def recipes(
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             f"BBC News: {sum(sizes.values())} documents ({sizes}), {len(prepared.split.class_names)} classes, "
             f"{len(prepared.report.problems)} problems reported by the scan; {args.sequence_length} tokens per document."
         )
-        print(f"| recipe | test accuracy | seconds | epochs |\n|---|---|---|---|")
+        print("| recipe | test accuracy | seconds | epochs |\n|---|---|---|---|")
         for recipe, (model_config, train_config) in recipes(
             args.sequence_length, args.epochs, args.fine_tune_epochs, args.learning_rate
         ).items():

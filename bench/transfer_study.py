@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.data.demo import DEMO_DATASETS, write_demo_dataset  # noqa: E402
-from tl_core.training.runner import run_experiment, scratch_baseline_config
 from tl_core.data.prep import prepare_dataset
 from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.training.runner import run_experiment, scratch_baseline_config
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,9 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from bench._common import format_table, ratio_line  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from tl_core.jobs.queue import JobQueue, QueueEntry, planned_epochs  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
-from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -406,7 +406,7 @@ async def set_number(page, user: UserResult, label: str, value: int, shown: str)
 
     box = page.get_by_role("spinbutton", name=label)
     summary = page.get_by_test_id("stAlertContentSuccess").filter(has_text=shown)
-    for attempt in range(3):
+    for _attempt in range(3):
         await box.fill(str(value))
         await box.press("Enter")
         try:

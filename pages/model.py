@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.models.registry import get_backbone_spec, list_backbones, resolve_image_size
-from tl_core.config import MODES, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from tl_core.config import MODES, RUN_WEIGHTS_PREFIX, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
+from tl_core.models.registry import get_backbone_spec, list_backbones, resolve_image_size
 from tl_core.runs.store import RunRecord
 from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits
 from ui.advisor import (
@@ -18,7 +18,6 @@ from ui.advisor import (
     show_mode_advisor,
 )
 from ui.navigation import page_link, run_app_instead
-from tl_core.config import RUN_WEIGHTS_PREFIX
 from ui.settings import (
     BATCH_SIZES,
     DEFAULT_EPOCHS,

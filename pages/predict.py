@@ -10,10 +10,10 @@ from pathlib import Path
 import streamlit as st
 
 from tl_core.config import ConfigError
-from tl_core.errors import TransferLabError
-from tl_core.results.export import FORMATS
 from tl_core.data.images import IMAGE_EXTENSIONS
+from tl_core.errors import TransferLabError
 from tl_core.models.weights import OFFLINE_WEIGHTS
+from tl_core.results.export import FORMATS
 from tl_core.runs.store import RunStore
 from tl_core.server.accounts import User
 from tl_core.server.workspaces import Workspaces

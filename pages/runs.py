@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.models.registry import get_backbone_spec, list_backbones
-from tl_core.config import ConfigError, DataConfig, RunConfig
+from tl_core.config import RUN_WEIGHTS_PREFIX, ConfigError, DataConfig, RunConfig
 from tl_core.errors import TransferLabError
-from tl_core.runs.comparison import compare_runs, epochs_frame
 from tl_core.layout import CHECKPOINT_FILE
+from tl_core.models.registry import get_backbone_spec, list_backbones
+from tl_core.runs.comparison import compare_runs, epochs_frame
 from tl_core.runs.store import RunRecord, RunStore
 from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
 from ui.charts import overlay_chart
 from ui.navigation import page_link, run_app_instead, switch_to
-from ui.settings import has_offline_weights
 from ui.runs_table import child_runs, comparison_config, leaderboard_frame, parent_run_id, runs_frame, shown_cells
-from tl_core.config import RUN_WEIGHTS_PREFIX
+from ui.settings import has_offline_weights
 from ui.state import (
     UserJobs,
     chosen_settings,

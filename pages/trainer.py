@@ -10,8 +10,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from tl_core.events import ACTIVE_STATUSES
 from tl_core.errors import TransferLabError
+from tl_core.events import ACTIVE_STATUSES
 from tl_core.jobs.manager import JobManager
 from tl_core.server.accounts import User, UserDirectory
 from tl_core.server.sessions import SessionStore

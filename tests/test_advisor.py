@@ -35,9 +35,9 @@ from tl_core.advisor.probe import (  # noqa: E402
 from tl_core.advisor.results import Advice, ModeEstimate  # noqa: E402
 from tl_core.config import ModelConfig, TrainConfig  # noqa: E402
 from tl_core.data.image_dataset import scan_dataset, split_dataset
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from tl_core.data.types import DatasetSplit, ScanReport
 from tl_core.errors import BackboneError  # noqa: E402
-from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 
 TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48)
 QUICK_TRAIN = TrainConfig(epochs=3, fine_tune_epochs=5, batch_size=16, fine_tune_layers=10)

@@ -15,11 +15,11 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.results.evaluate import Evaluation  # noqa: E402
-from tl_core.training.runner import run_experiment
-from tl_core.layout import EVALUATION_FILE
-from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.layout import EVALUATION_FILE
+from tl_core.results.evaluate import Evaluation  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.training.runner import run_experiment
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

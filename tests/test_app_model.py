@@ -12,9 +12,9 @@ import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tests.conftest import open_page  # noqa: E402
-from tl_core.models.registry import list_backbones  # noqa: E402
 from tl_core.config import RunConfig  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.models.registry import list_backbones  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -130,8 +130,8 @@ def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tl_core.config import DataConfig, ModelConfig, TrainConfig
-    from tl_core.training.runner import run_experiment
     from tl_core.runs.store import RunStore
+    from tl_core.training.runner import run_experiment
 
     data = make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=6, image_size=32)
     store = RunStore(tmp_path / "workspace")

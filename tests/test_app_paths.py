@@ -16,8 +16,8 @@ import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tests.conftest import open_page  # noqa: E402
-from tl_core.server.accounts import User, UserDirectory  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.server.accounts import User, UserDirectory  # noqa: E402
 from tl_core.server.sessions import SessionStore  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

@@ -17,10 +17,10 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.training.runner import run_experiment  # noqa: E402
-from tl_core.runs.store import RunStore
-from tl_core.events import FINISHED_STATUSES
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.events import FINISHED_STATUSES
+from tl_core.runs.store import RunStore
+from tl_core.training.runner import run_experiment  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

@@ -12,10 +12,10 @@ import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tests.conftest import open_page  # noqa: E402
-from tl_core.server.accounts import User, UserDirectory  # noqa: E402
-from tl_core.runs.store import RunStore  # noqa: E402
-from tl_core.server.sessions import SessionStore  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.server.accounts import User, UserDirectory  # noqa: E402
+from tl_core.server.sessions import SessionStore  # noqa: E402
 from ui.text import escape_markdown  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -309,7 +309,9 @@ def test_a_bad_setting_is_explained_not_a_traceback(tmp_path: Path, monkeypatch:
 def test_trainer_sees_everyones_queue_and_can_drop_a_queued_job(server: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pages.trainer
     import ui.state
-    from tests.job_helpers import FakeRun, tiny_config as _config, wait_until as _until
+    from tests.job_helpers import FakeRun
+    from tests.job_helpers import tiny_config as _config
+    from tests.job_helpers import wait_until as _until
     from tl_core.jobs.manager import JobManager
     from tl_core.server.workspaces import Workspaces
 

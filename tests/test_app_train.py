@@ -17,9 +17,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.runs.store import RunStore
-from tl_core.events import FINISHED_STATUSES
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.events import FINISHED_STATUSES
+from tl_core.runs.store import RunStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -203,8 +203,8 @@ def test_a_dataset_with_nothing_trainable_is_refused_before_queueing(workspace: 
 def _progress_view() -> None:
     import streamlit as st
 
-    from tl_core.jobs.manager import JobStatus
     from tl_core.jobs.live_progress import LiveProgress
+    from tl_core.jobs.manager import JobStatus
     from ui.training import show_progress
 
     show_progress(

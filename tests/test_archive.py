@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tl_core.data.archive import extract_archive, is_archive
-from tl_core.errors import DataError
 from tl_core.data.synthetic import make_shapes_dataset
+from tl_core.errors import DataError
 
 
 @pytest.fixture()

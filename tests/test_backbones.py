@@ -23,7 +23,10 @@ import pytest  # noqa: E402
 from keras.src.backend import config as keras_backend_config  # noqa: E402
 from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 
+from tl_core.errors import BackboneError, WeightsUnavailableError  # noqa: E402
+from tl_core.models.blocks import backbone_blocks, candidate_cut_layers
 from tl_core.models.build import build_backbone  # noqa: E402
+from tl_core.models.preprocessing import PREPROCESSING_MODES, build_preprocessing, build_unit_range_from  # noqa: E402
 from tl_core.models.registry import (
     REGISTRY,
     get_backbone_spec,
@@ -32,9 +35,6 @@ from tl_core.models.registry import (
     resolve_image_size,
 )
 from tl_core.models.spec import TIERS, BackboneSpec
-from tl_core.models.blocks import backbone_blocks, candidate_cut_layers
-from tl_core.errors import BackboneError, WeightsUnavailableError  # noqa: E402
-from tl_core.models.preprocessing import PREPROCESSING_MODES, build_preprocessing, build_unit_range_from  # noqa: E402
 
 KERAS_FAMILIES = {
     "Xception",

@@ -21,19 +21,18 @@ from markdown_it import MarkdownIt  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tests.conftest import open_page  # noqa: E402
-from tl_core.results.bundle import export_run  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.data.image_dataset import scan_dataset  # noqa: E402
-from tl_core.errors import DataError  # noqa: E402
-from tl_core.results.evaluate import Evaluation  # noqa: E402
-from tl_core.results.export import read_labels, write_labels
-from tl_core.layout import LABELS_FILE, LABELS_JSON_FILE
-from tl_core.results.predict import load_run_classifier  # noqa: E402
-from tl_core.training.runner import run_experiment
-from tl_core.layout import EVALUATION_FILE
-from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from tl_core.data.text_dataset import scan_text_dataset  # noqa: E402
+from tl_core.errors import DataError  # noqa: E402
+from tl_core.layout import EVALUATION_FILE, LABELS_FILE, LABELS_JSON_FILE
+from tl_core.results.bundle import export_run  # noqa: E402
+from tl_core.results.evaluate import Evaluation  # noqa: E402
+from tl_core.results.export import read_labels, write_labels
+from tl_core.results.predict import load_run_classifier  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.training.runner import run_experiment
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 BROKEN = "a\nred"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tl_core.cli import accounts as cli_accounts
-from tl_core.server.accounts import UserDirectory
 from tl_core.cli.main import main
+from tl_core.server.accounts import UserDirectory
 
 
 @pytest.fixture()

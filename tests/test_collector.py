@@ -5,18 +5,17 @@ import weakref
 
 import pytest
 
-from tl_core.training import collector
-from tl_core.training import runner
 from tl_core.config import DataConfig, RunConfig
 from tl_core.errors import TransferLabError
 from tl_core.runs.store import RunStore
+from tl_core.training import collector, runner
 
 
 class _Node:
     """A tracked object that can sit in a reference cycle."""
 
     def __init__(self) -> None:
-        self.partner: "_Node | None" = None
+        self.partner: _Node | None = None
 
 
 def _is_tracked_by_collections(target: object) -> bool:

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from tl_core.data.image_dataset import scan_dataset, split_dataset
+from tl_core.data.synthetic import make_shapes_dataset
 from tl_core.data.types import ScanReport
 from tl_core.errors import DataError
-from tl_core.data.synthetic import make_shapes_dataset
 
 
 def _shapes(root: Path, counts: list[int] | int = 12, classes: int = 3) -> Path:

@@ -15,10 +15,10 @@ import pytest
 from tl_core.config import DataConfig
 from tl_core.data.image_dataset import scan_dataset
 from tl_core.data.prep import prepare_dataset
-from tl_core.errors import DataError
-from tl_core.runs.store import RunStore
 from tl_core.data.synthetic import make_shapes_dataset
 from tl_core.data.text_dataset import scan_text_dataset
+from tl_core.errors import DataError
+from tl_core.runs.store import RunStore
 
 
 @pytest.fixture()

@@ -15,12 +15,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tl_core.data import decode_helper  # noqa: E402
-from tl_core.training import runner
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.data.image_dataset import scan_dataset, split_dataset  # noqa: E402
+from tl_core.data import decode_helper  # noqa: E402
 from tl_core.data.image_cache import build_image_cache, has_image_cache  # noqa: E402
+from tl_core.data.image_dataset import scan_dataset, split_dataset  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.training import runner
 
 SIZE = 32
 

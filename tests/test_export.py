@@ -11,8 +11,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tl_core.config import ModelConfig  # noqa: E402
-from tl_core.results.export import ModelCard, export_model, read_labels  # noqa: E402
 from tl_core.models.transfer_model import build_transfer_model  # noqa: E402
+from tl_core.results.export import ModelCard, export_model, read_labels  # noqa: E402
 
 
 def test_bundle_round_trips(tmp_path):

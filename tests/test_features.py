@@ -13,10 +13,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tl_core.config import ModelConfig  # noqa: E402
-from tl_core.training import feature_cache as features_module  # noqa: E402
-from tl_core.training.feature_cache import SharedPredictor, cached_features, extract_features, load_cached_features  # noqa: E402
 from tl_core.fastpath.frozen_inference import frozen_inference_function  # noqa: E402
 from tl_core.models.transfer_model import build_transfer_model  # noqa: E402
+from tl_core.training import feature_cache as features_module  # noqa: E402
+from tl_core.training.feature_cache import SharedPredictor, cached_features, extract_features, load_cached_features  # noqa: E402
 
 TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32)
 

@@ -170,8 +170,8 @@ def test_other_optimizers_and_options_train_the_head(optimizer):
 
 def test_under_mixed_precision_the_loss_scale_optimizer_trains_the_head():
     """The GPU path (`TrainConfig.mixed_precision`): compile wraps Adam in a LossScaleOptimizer, whose scaled loss the step uses."""
-    from tl_core.training.runner import precision_policy
     from tl_core.training.loop import _compile
+    from tl_core.training.runner import precision_policy
 
     with precision_policy(True):
         keras.utils.set_random_seed(4)

@@ -12,10 +12,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tl_core.data import images as image_io  # noqa: E402
-from tl_core.data.image_dataset import scan_dataset
-from tl_core.data.types import Example
 from tl_core.data.image_cache import build_image_cache, image_dataset, release_pages  # noqa: E402
+from tl_core.data.image_dataset import scan_dataset
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.data.types import Example
 
 SIZE = 24
 

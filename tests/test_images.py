@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core.errors import DataError
 from tl_core.data.images import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, inspect_image, load_image_array
+from tl_core.errors import DataError
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tl_core.jobs.queue import QueueFullError, JobQueue, planned_epochs
+from tl_core.jobs.queue import JobQueue, QueueFullError, planned_epochs
 from tl_core.jobs.start_estimates import RunningJob, WaitingJob, estimate_start_times
 
 

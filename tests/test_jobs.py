@@ -15,15 +15,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+from tests.job_helpers import FakeOutcome, FakeRun  # noqa: E402
+from tests.job_helpers import tiny_config as _config
+from tests.job_helpers import wait_until as _until
 from tl_core.errors import TransferLabError  # noqa: E402
-from tl_core.jobs.queue import QueueFullError  # noqa: E402
 from tl_core.jobs.backend import JobExit  # noqa: E402
-from tl_core.jobs.manager import JobManager
-from tl_core.layout import CHECKPOINT_FILE
 from tl_core.jobs.live_progress import LiveProgress  # noqa: E402
+from tl_core.jobs.manager import JobManager
+from tl_core.jobs.queue import QueueFullError  # noqa: E402
 from tl_core.jobs.thread_backend import ThreadBackend  # noqa: E402
+from tl_core.layout import CHECKPOINT_FILE
 from tl_core.runs.store import RunStore  # noqa: E402
-from tests.job_helpers import FakeOutcome, FakeRun, tiny_config as _config, wait_until as _until  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

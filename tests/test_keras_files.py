@@ -86,9 +86,12 @@ def test_weights_files_hold_the_same_arrays_as_keras_writes_and_load_back(
             if load == "keras":
                 twin.load_weights(path)
             else:  # in a fresh thread, whose Keras state starts empty: the load fills the skip-set cache first
-                thread = threading.Thread(
-                    target=lambda: (keras_files.load_weights(twin, path), cached_after_load.append(_skipsets_cached()))
-                )
+
+                def load_and_note(model=twin, source=path):
+                    keras_files.load_weights(model, source)
+                    cached_after_load.append(_skipsets_cached())
+
+                thread = threading.Thread(target=load_and_note)
                 thread.start()
                 thread.join()
             for mine, theirs in zip(twin.weights, model.weights, strict=True):

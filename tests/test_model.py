@@ -32,7 +32,10 @@ def test_freeze_policies_set_trainable_flags_and_keep_batch_norm_frozen():
     trainable = [layer for layer in tm.backbone.layers if layer.trainable and layer.weights]
     assert len(trainable) == 5 and "top 5" in description
     assert not any(is_batch_norm(layer) for layer in trainable)
-    assert trainable[-1].name == [l for l in tm.backbone.layers if l.weights and not is_batch_norm(l)][-1].name
+    assert (
+        trainable[-1].name
+        == [layer for layer in tm.backbone.layers if layer.weights and not is_batch_norm(layer)][-1].name
+    )
 
     UnfreezeAll().apply(tm.backbone)
     assert all(layer.trainable != is_batch_norm(layer) for layer in tm.backbone.layers if layer.weights)

@@ -21,12 +21,12 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from tests.conftest import open_page  # noqa: E402
 from tl_core.cli.main import main  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.errors import DataError  # noqa: E402
 from tl_core.data.images import DEFAULT_MAX_PIXELS  # noqa: E402
-from tl_core.results.predict import load_run_classifier, predict_each_file, predict_files  # noqa: E402
-from tl_core.training.runner import run_experiment  # noqa: E402
-from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.errors import DataError  # noqa: E402
+from tl_core.results.predict import load_run_classifier, predict_each_file, predict_files  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.training.runner import run_experiment  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SERVER_SETTINGS = ("max_pixels", "TRANSFERLAB_", "settings")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tl_core.config import DataConfig, RunConfig
 from tl_core.events import PreparationProgress
 from tl_core.jobs.live_progress import LiveProgress, ProgressTracker
-from tl_core.config import RunConfig, DataConfig
-from tl_core.training.preparation import REPORT_INTERVAL_S, PreparationReporter, PreparationStopped
 from tl_core.stopping import StopToken
+from tl_core.training.preparation import REPORT_INTERVAL_S, PreparationReporter, PreparationStopped
 
 
 class Recorder:

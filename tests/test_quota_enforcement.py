@@ -23,12 +23,12 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from tl_core.data.archive import extract_archive  # noqa: E402
-from tl_core.server.accounts import User  # noqa: E402
-from tl_core.data.image_dataset import scan_dataset
-from tl_core.data.types import Example
-from tl_core.server.disk_budget import QUOTA_FILE, DiskBudget, QuotaExceededError, workspace_bytes  # noqa: E402
 from tl_core.data.image_cache import build_image_cache, check_image_cache_room  # noqa: E402
+from tl_core.data.image_dataset import scan_dataset
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.data.types import Example
+from tl_core.server.accounts import User  # noqa: E402
+from tl_core.server.disk_budget import QUOTA_FILE, DiskBudget, QuotaExceededError, workspace_bytes  # noqa: E402
 from tl_core.server.workspaces import LOCAL_USER, Workspaces  # noqa: E402
 from ui.uploads import save_uploaded_file  # noqa: E402
 
@@ -258,8 +258,8 @@ def test_a_feature_cache_over_the_quota_is_refused_before_the_backbone_runs(tmp_
     import numpy as np
 
     from tl_core.config import ModelConfig
-    from tl_core.training.feature_cache import cached_features
     from tl_core.models.transfer_model import build_transfer_model
+    from tl_core.training.feature_cache import cached_features
 
     extractor = build_transfer_model(
         ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32), 3

@@ -13,14 +13,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tl_core.data import image_dataset  # noqa: E402
-from tl_core.training import feature_extraction as feature_extraction_run
-from tl_core.training import runner
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tl_core.data import image_dataset  # noqa: E402
 from tl_core.data.images import load_image_array  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from tl_core.results.predict import load_run_classifier  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
-from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.training import feature_extraction as feature_extraction_run
+from tl_core.training import runner
 
 TINY_MODEL = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48)
 

@@ -18,10 +18,10 @@ import pytest
 from tl_core import events
 from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.processes import process_is_alive, process_start_token
-from tl_core.runs.recorder import RunRecorder
 from tl_core.runs.comparison import compare_runs, epochs_frame
-from tl_core.runs.store import RunStore
+from tl_core.runs.recorder import RunRecorder
 from tl_core.runs.schema import MIGRATIONS, SCHEMA_VERSION
+from tl_core.runs.store import RunStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tl_core.data.checks import detect_modality
 from tl_core.data.image_dataset import split_dataset
-from tl_core.errors import DataError
 from tl_core.data.synthetic import make_shapes_dataset
 from tl_core.data.text_dataset import (
     FALLBACK_ENCODING,
@@ -22,8 +22,8 @@ from tl_core.data.text_dataset import (
     read_document,
     scan_text_dataset,
 )
-from tl_core.data.checks import detect_modality
 from tl_core.data.text_demo import make_topics_dataset
+from tl_core.errors import DataError
 
 
 def _write(path: Path, content: str | bytes) -> Path:

@@ -13,17 +13,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tl_core.models.registry import get_backbone_spec, list_backbones  # noqa: E402
 from tl_core.config import ConfigError, ModelConfig, TrainConfig  # noqa: E402
 from tl_core.data.image_dataset import split_dataset  # noqa: E402
-from tl_core.errors import BackboneError  # noqa: E402
-from tl_core.models.transfer_model import FreezeBackbone, UnfreezeAll, UnfreezeTop  # noqa: E402
-from tl_core.models.text_backbones import load_glove  # noqa: E402
 from tl_core.data.text_dataset import load_texts, scan_text_dataset  # noqa: E402
 from tl_core.data.text_demo import make_topics_dataset  # noqa: E402
-from tl_core.models.text_model import build_text_transfer_model, text_dataset  # noqa: E402
-from tl_core.training.loop import train_model
 from tl_core.data.types import TrainingData
+from tl_core.errors import BackboneError  # noqa: E402
+from tl_core.models.registry import get_backbone_spec, list_backbones  # noqa: E402
+from tl_core.models.text_backbones import load_glove  # noqa: E402
+from tl_core.models.text_model import build_text_transfer_model, text_dataset  # noqa: E402
+from tl_core.models.transfer_model import FreezeBackbone, UnfreezeAll, UnfreezeTop  # noqa: E402
+from tl_core.training.loop import train_model
 
 GLOVE = ModelConfig(backbone="glove_6b_50d", weights="glove", sequence_length=64)
 

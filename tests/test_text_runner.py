@@ -12,15 +12,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tl_core.results.bundle import export_run  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.errors import BackboneError  # noqa: E402
-from tl_core.modalities import resolve_modality  # noqa: E402
-from tl_core.results.predict import LoadedClassifier, load_run_classifier, predict_files, predict_texts  # noqa: E402
-from tl_core.training.runner import run_experiment
-from tl_core.layout import SUMMARY_FILE
-from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.data.text_demo import make_topics_dataset  # noqa: E402
+from tl_core.errors import BackboneError  # noqa: E402
+from tl_core.layout import SUMMARY_FILE
+from tl_core.modalities import resolve_modality  # noqa: E402
+from tl_core.results.bundle import export_run  # noqa: E402
+from tl_core.results.predict import LoadedClassifier, load_run_classifier, predict_files, predict_texts  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.training.runner import run_experiment
 
 
 def text_config(source: Path, mode: str = "feature-extraction", weights: str = "glove", **train) -> RunConfig:

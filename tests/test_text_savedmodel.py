@@ -15,13 +15,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tl_core.models.registry import get_backbone_spec  # noqa: E402
 from tl_core.config import ModelConfig  # noqa: E402
 from tl_core.errors import BackboneError, WeightsUnavailableError  # noqa: E402
-from tl_core.models.transfer_model import FreezeBackbone, UnfreezeAll  # noqa: E402
+from tl_core.models.registry import get_backbone_spec  # noqa: E402
 from tl_core.models.savedmodel_layer import SavedModelLayer  # noqa: E402
 from tl_core.models.text_backbones import build_text_backbone  # noqa: E402
 from tl_core.models.text_model import build_text_transfer_model, text_dataset  # noqa: E402
+from tl_core.models.transfer_model import FreezeBackbone, UnfreezeAll  # noqa: E402
 
 VOCABULARY = ("goal", "match", "team", "vote", "party", "election", "market", "shares", "profit")
 DIM = 8

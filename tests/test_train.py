@@ -9,15 +9,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tl_core.config import ModelConfig, TrainConfig  # noqa: E402
-from tl_core.data.image_dataset import scan_dataset, split_dataset  # noqa: E402
-from tl_core.events import EpochEnded, PhaseEnded, PhaseStarted  # noqa: E402
-from tl_core.training.feature_cache import extract_features  # noqa: E402
 from tl_core.data.image_cache import build_image_cache  # noqa: E402
+from tl_core.data.image_dataset import scan_dataset, split_dataset  # noqa: E402
+from tl_core.data.types import TrainingData
+from tl_core.events import EpochEnded, PhaseEnded, PhaseStarted  # noqa: E402
 from tl_core.models.transfer_model import build_head, build_transfer_model, is_batch_norm  # noqa: E402
 from tl_core.stopping import StopToken  # noqa: E402
-from tl_core.training.loop import class_weights_for, train_head, train_model
-from tl_core.data.types import TrainingData
 from tl_core.training.callbacks import BestWeights  # noqa: E402
+from tl_core.training.feature_cache import extract_features  # noqa: E402
+from tl_core.training.loop import class_weights_for, train_head, train_model
 
 SIZE = 48
 TINY = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=SIZE)
@@ -94,15 +94,17 @@ def tm_val_loss(tm, data):
 
 def test_fine_tune_unfreezes_top_layers_and_keeps_batch_norm_in_inference(shapes_data):
     tm = build_transfer_model(TINY, 3)
-    bn_layers = [l for l in tm.backbone.layers if is_batch_norm(l)]
-    moving_means = [np.array(l.moving_mean) for l in bn_layers]
+    bn_layers = [layer for layer in tm.backbone.layers if is_batch_norm(layer)]
+    moving_means = [np.array(layer.moving_mean) for layer in bn_layers]
     flags_per_phase = {}
 
     class FlagSpy(Recorder):
         def on_event(self, event):
             super().on_event(event)
             if isinstance(event, PhaseStarted):
-                flags_per_phase[event.phase] = [l.name for l in tm.backbone.layers if l.trainable and l.weights]
+                flags_per_phase[event.phase] = [
+                    layer.name for layer in tm.backbone.layers if layer.trainable and layer.weights
+                ]
 
     spy = FlagSpy()
     config = TrainConfig(mode="fine-tune", epochs=1, fine_tune_epochs=1, fine_tune_layers=4, batch_size=16)
@@ -177,7 +179,7 @@ def test_progressive_unfreezes_one_block_per_stage_and_records_the_best_depth(sh
         def on_event(self, event):
             super().on_event(event)
             if isinstance(event, PhaseStarted) and event.phase.startswith("stage-"):
-                trainable = {l.name for l in tm.backbone.layers if l.trainable and l.weights}
+                trainable = {layer.name for layer in tm.backbone.layers if layer.trainable and layer.weights}
                 opened.append(trainable)
                 assert not any(is_batch_norm(tm.backbone.get_layer(name)) for name in trainable)
 

@@ -9,7 +9,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from tests.job_helpers import FakeRun, tiny_config as _config, wait_until as _until  # noqa: E402
+from tests.job_helpers import FakeRun  # noqa: E402
+from tests.job_helpers import tiny_config as _config
+from tests.job_helpers import wait_until as _until
 from tl_core.jobs.manager import JobManager  # noqa: E402
 from tl_core.server.workspaces import QuotaExceededError, UnsafePathError, Workspaces  # noqa: E402
 from ui.state import UserJobs  # noqa: E402

@@ -16,10 +16,10 @@ import pytest  # noqa: E402
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.jobs.backend import Job  # noqa: E402
-from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.jobs.warm_workers import WarmWorkers  # noqa: E402
 from tl_core.jobs.worker import ProcessBackend
 from tl_core.layout import WORKER_LOG_FILE
+from tl_core.runs.store import RunStore  # noqa: E402
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 

@@ -18,8 +18,7 @@ from PIL import Image  # noqa: E402
 
 import tl_core.models.weights as offline  # noqa: E402
 from tl_core.errors import BackboneError, WeightsUnavailableError  # noqa: E402
-from tl_core.models.weights import OFFLINE_WEIGHTS, get_offline_weights  # noqa: E402
-from tl_core.models.weights import cache, imagenet_labels  # noqa: E402
+from tl_core.models.weights import OFFLINE_WEIGHTS, cache, get_offline_weights, imagenet_labels  # noqa: E402
 from tl_core.models.weights import efficientnet_lite as lite  # noqa: E402
 from tl_core.models.weights.pretrained import predict_pretrained  # noqa: E402
 from tl_core.models.weights.torch_pickle import load_torch_state_dict  # noqa: E402
@@ -205,11 +204,11 @@ def test_backbone_shapes_any_size_and_random_init_has_the_same_architecture(shar
     pretrained = weights.build_backbone(64, pretrained=True, cache_dir=shared_cache)
     random = weights.build_backbone(64, pretrained=False)
     assert pretrained.output_shape == random.output_shape == (None, 2, 2, 1280)
-    assert [(l.name, [w.shape for w in l.weights]) for l in pretrained.layers] == [
-        (l.name, [w.shape for w in l.weights]) for l in random.layers
+    assert [(layer.name, [w.shape for w in layer.weights]) for layer in pretrained.layers] == [
+        (layer.name, [w.shape for w in layer.weights]) for layer in random.layers
     ]
-    assert any(l.name.startswith("block7a_") for l in pretrained.layers) and not any(
-        l.name.startswith("block8") for l in pretrained.layers
+    assert any(layer.name.startswith("block7a_") for layer in pretrained.layers) and not any(
+        layer.name.startswith("block8") for layer in pretrained.layers
     )
     x = np.random.default_rng(1).uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
     assert not np.allclose(pretrained.predict(x, verbose=0), random.predict(x, verbose=0))

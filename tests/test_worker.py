@@ -13,12 +13,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from tl_core.jobs import manager as jobs  # noqa: E402
-from tl_core.jobs import worker
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.events import BatchProgress, EpochEnded, PhaseStarted, RunStarted  # noqa: E402
-from tl_core.jobs.queue import default_slots, detect_devices  # noqa: E402
+from tl_core.jobs import manager as jobs  # noqa: E402
+from tl_core.jobs import worker
 from tl_core.jobs.manager import JobManager  # noqa: E402
+from tl_core.jobs.queue import default_slots, detect_devices  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
 
 

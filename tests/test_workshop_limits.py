@@ -21,16 +21,16 @@ import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tests.conftest import open_page  # noqa: E402
-from tl_core.jobs import manager as jobs  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.jobs import manager as jobs  # noqa: E402
 from tl_core.jobs.backend import JobExit, this_process_reference  # noqa: E402
 from tl_core.jobs.manager import JobManager
+from tl_core.jobs.thread_backend import ThreadBackend  # noqa: E402
 from tl_core.layout import CHECKPOINT_FILE
 from tl_core.runs.store import RunStore  # noqa: E402
-from tl_core.server.settings import ENV_VARIABLES, WORKSHOP_RUN_LIMITS  # noqa: E402
-from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
-from tl_core.jobs.thread_backend import ThreadBackend  # noqa: E402
 from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits, model_parameters, require_within_limits  # noqa: E402
+from tl_core.server.settings import ENV_VARIABLES, WORKSHOP_RUN_LIMITS  # noqa: E402
 from ui.settings import default_model_config, default_train_config  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tl_core.server.accounts import User
 from tl_core.errors import RunNotFoundError, TransferLabError
+from tl_core.server.accounts import User
 from tl_core.server.workspaces import LOCAL_USER, QuotaExceededError, UnsafePathError, Workspaces, safe_join
 
 ALICE = User("alice", "student", "Alice")

@@ -11,8 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -23,9 +23,8 @@ if TYPE_CHECKING:
     import numpy as np
     import tensorflow as tf
 
-    from tl_core.data.types import DatasetSplit, ScanReport
+    from tl_core.data.types import DatasetSplit, ScanReport, TrainingData
     from tl_core.models.transfer_model import TransferModel
-    from tl_core.data.types import TrainingData
 
 AUTO = "auto"
 LogFunction = Callable[[str, str], None]
@@ -280,9 +279,8 @@ def _load_images(
 ) -> TrainingData:
     import numpy as np
 
-    from tl_core.data.types import SPLIT_NAMES
     from tl_core.data.image_cache import build_image_cache
-    from tl_core.data.types import TrainingData
+    from tl_core.data.types import SPLIT_NAMES, TrainingData
 
     images: dict[str, Any] = {}
     labels: dict[str, Any] = {}

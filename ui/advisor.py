@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.advisor.results import DEPTH_FRACTIONS, Advice, CutDepths
-from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from tl_core.config import RUN_WEIGHTS_PREFIX, DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.events import PREPARATION_STEP_NAMES
 from tl_core.jobs.advisory import AdvisoryRecord, AdvisoryStore
@@ -30,7 +30,6 @@ from tl_core.models.blocks import candidate_cut_layers
 from tl_core.models.build import build_backbone
 from tl_core.models.registry import get_backbone_spec, resolve_image_size
 from ui.dataset import DatasetView, load_dataset, source_stamp
-from tl_core.config import RUN_WEIGHTS_PREFIX
 from ui.settings import mode_label
 from ui.state import get_manager, get_store, session_value, workspace_path
 from ui.text import escape_markdown, format_duration, format_percent, show_error, user_message

@@ -11,7 +11,8 @@ import streamlit as st
 
 from tl_core.config import DataConfig
 from tl_core.data.image_dataset import split_dataset
-from tl_core.data.types import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport
+from tl_core.data.types import SPLIT_NAMES as SPLITS
+from tl_core.data.types import DatasetSplit, ScanReport
 from tl_core.errors import DataError
 from tl_core.modalities import get_modality, resolve_modality
 from ui.state import dataset_roots

@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.errors import DataError
-from tl_core.results.evaluate import Evaluation, ExampleOutcome
 from tl_core.layout import EVALUATION_FILE, SUMMARY_FILE
+from tl_core.results.evaluate import Evaluation, ExampleOutcome
 from tl_core.runs.store import RunStore
 from ui.images import Tile
 from ui.text import safe_label, user_message

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from tl_core.errors import DataError
 from tl_core.data.images import decode_image
+from tl_core.errors import DataError
 from ui.text import escape_markdown, safe_label, user_message
 
 THUMBNAIL_SIDE = 112

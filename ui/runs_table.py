@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tl_core.config import RUN_WEIGHTS_PREFIX
+from tl_core.config import RUN_WEIGHTS_PREFIX, RunConfig
 from tl_core.models.spec import BackboneSpec
-from tl_core.config import RunConfig
 from tl_core.runs.store import RunRecord
 from ui.text import safe_label, user_messages
 

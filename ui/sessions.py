@@ -13,8 +13,8 @@ from pathlib import Path
 import streamlit as st
 
 from tl_core.server.accounts import User, UserDirectory
-from tl_core.server.settings import ServerSettings
 from tl_core.server.sessions import SessionStore
+from tl_core.server.settings import ServerSettings
 from tl_core.server.sign_in_throttle import SignInThrottle
 from ui.cookies import get_cookie, queue_cookie
 from ui.singletons import process_wide

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from tl_core.models.spec import BackboneSpec
 from tl_core.config import ConfigError, ModelConfig, TrainConfig
+from tl_core.models.spec import BackboneSpec
 
 # A laptop CPU shows the first curve within a minute at this size with the default backbone.
 DEFAULT_BACKBONE = "efficientnet_lite0"

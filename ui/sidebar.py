@@ -6,9 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from tl_core.errors import RunNotFoundError
 from tl_core.events import ACTIVE_STATUSES
 from tl_core.server.accounts import User
-from tl_core.errors import RunNotFoundError
 from ui.state import current_dataset, current_run_id, current_user, get_store, sign_out
 from ui.text import escape_markdown
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from tl_core.server.accounts import User
 from tl_core.errors import TransferLabError
 from tl_core.runs.store import RunStore
+from tl_core.server.accounts import User
+from tl_core.server.limits import RunLimits
 from tl_core.server.settings import CONFIG_ENV, ENV_VARIABLES, ServerSettings, load_server_settings
 from tl_core.server.shown_paths import Area, shown_path
-from tl_core.server.limits import RunLimits
 from tl_core.server.workspaces import LOCAL_USER, UserWorkspace, Workspaces
 from ui.sessions import end_session, resume_user, start_session
 from ui.singletons import process_wide

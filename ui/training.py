@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import streamlit as st
 
+from tl_core.errors import RunNotFoundError
 from tl_core.events import ACTIVE_STATUSES, PREPARATION_STEP_NAMES
 from tl_core.jobs.manager import JobStatus
-from tl_core.errors import RunNotFoundError
 from tl_core.layout import SUMMARY_FILE
 from tl_core.runs.store import EpochRecord, PhaseRecord, RunRecord, RunStore
 from ui.charts import PHASE_LABELS, PhaseMark, curve_chart, epochs_to_curves, phase_label

@@ -20,14 +20,13 @@ from pathlib import Path
 from tl_core.advisor.mode_advice import advise
 from tl_core.advisor.probe import AdvisorSteps, AdvisorStopped, probe_cut_depths
 from tl_core.advisor.results import CutDepths
-from tl_core.config import ModelConfig, RunConfig
+from tl_core.config import RUN_WEIGHTS_PREFIX, ModelConfig, RunConfig
 from tl_core.data.prep import prepare_dataset
 from tl_core.errors import DataError, TransferLabError
 from tl_core.events import NullListener, RunFinished, RunStarted, TrainingListener
 from tl_core.jobs.advisory import AdvisoryStore
 from tl_core.jobs.backend import ADVICE_JOB, run_time_limit_message
 from tl_core.layout import CACHE_FOLDER, KERAS_FILE
-from tl_core.config import RUN_WEIGHTS_PREFIX
 from tl_core.runs.store import RunStore
 from tl_core.stopping import StopToken
 from tl_core.training.preparation import PreparationStopped

@@ -16,8 +16,8 @@ import numpy as np
 
 from tl_core.advisor.results import ModeEstimate
 from tl_core.config import TrainConfig
-from tl_core.training.feature_cache import batch_predictor, extract_features
 from tl_core.models.transfer_model import FreezeBackbone, TransferModel, UnfreezeAll, UnfreezeTop
+from tl_core.training.feature_cache import batch_predictor, extract_features
 
 TIMING_TARGET_S = 1.0  # per kind of step, after the warm-up step
 TIMING_MIN_STEPS, TIMING_MAX_STEPS = 1, 10

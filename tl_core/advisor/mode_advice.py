@@ -40,10 +40,10 @@ from tl_core.advisor.probe import (
     stratified_sample,
 )
 from tl_core.advisor.results import Advice, ModeEstimate
-from tl_core.models.registry import get_backbone_spec
 from tl_core.config import ModelConfig, TrainConfig
-from tl_core.data.types import DatasetSplit, Example, ScanReport
 from tl_core.data.image_cache import build_image_cache
+from tl_core.data.types import DatasetSplit, Example, ScanReport
+from tl_core.models.registry import get_backbone_spec
 from tl_core.models.transfer_model import build_transfer_model
 from tl_core.training.runner import precision_policy
 

@@ -30,8 +30,8 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tl_core.config import MODES, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.cli.accounts import add_account_commands  # noqa: E402
+from tl_core.config import MODES, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.errors import TransferLabError  # noqa: E402
 
 DEFAULT_BACKBONE = ModelConfig().backbone
@@ -271,8 +271,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tl_core.errors import RunNotFoundError
-    from tl_core.results.evaluate import Evaluation
     from tl_core.layout import EVALUATION_FILE
+    from tl_core.results.evaluate import Evaluation
 
     store = _store(args)
     record = store.get(args.run_id)

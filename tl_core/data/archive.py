@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from tl_core.server.disk_budget import DiskBudget, QuotaExceededError
 from tl_core.errors import DataError
+from tl_core.server.disk_budget import DiskBudget, QuotaExceededError
 
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 SYSTEM_FILE_NAMES: frozenset[str] = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})

@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from tl_core.data.types import SPLIT_NAMES, DatasetSplit, Example
 from tl_core.data.image_cache import build_image_cache, has_image_cache
-from tl_core.modalities import LogFunction, SplitProgress
+from tl_core.data.types import SPLIT_NAMES, DatasetSplit, Example
 from tl_core.events import ProgressThrottle
+from tl_core.modalities import LogFunction, SplitProgress
 
 PROGRESS_INTERVAL_S = 0.1  # the run's reporter throttles further; this only bounds the lines in the pipe
 STOP_GRACE_S = 10.0  # after SIGTERM the helper removes its partial file and exits; then it is killed

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tl_core.errors import DataError
 from tl_core.data.synthetic import SHAPE_CLASSES, draw_shape_image
 from tl_core.data.text_demo import (
     BBC_CLASSES,
@@ -32,6 +31,7 @@ from tl_core.data.text_demo import (
     topic_documents,
     write_class_documents,
 )
+from tl_core.errors import DataError
 
 _SEED = 0
 _TEXTURE_TILE = 64

@@ -30,8 +30,8 @@ import numpy as np
 
 from tl_core.data import images as image_io
 from tl_core.data.types import Example, Problem
-from tl_core.server.disk_budget import check_room, reserved
 from tl_core.errors import DataError
+from tl_core.server.disk_budget import check_room, reserved
 
 if TYPE_CHECKING:
     import tensorflow as tf

@@ -35,11 +35,10 @@ from tl_core.data.checks import (
     dataset_fingerprint,
     remove_duplicates,
 )
-from tl_core.data.types import SPLIT_NAMES, Example, Problem, Severity
-from tl_core.data.types import DatasetSplit, ScanReport
-from tl_core.errors import DataError
 from tl_core.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, ImageHeader, inspect_image
 from tl_core.data.readable_roots import OUTSIDE_FIX, is_allowed
+from tl_core.data.types import SPLIT_NAMES, DatasetSplit, Example, Problem, ScanReport, Severity
+from tl_core.errors import DataError
 
 SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 MIN_IMAGES_PER_CLASS = MIN_EXAMPLES_PER_CLASS

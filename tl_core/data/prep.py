@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tl_core.config import DataConfig
 from tl_core.data import image_dataset as data_module
 from tl_core.data import images as images_module
-from tl_core.config import DataConfig
 from tl_core.data.image_dataset import split_dataset
 from tl_core.data.types import DatasetSplit, Example, Problem, ScanReport
 from tl_core.modalities import DataModality, get_modality

@@ -37,12 +37,19 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from tl_core.data.archive import extract_archive, is_archive, is_ignored_name
-from tl_core.data.image_dataset import DEFAULT_EXTRACT_ROOT, SPLIT_FOLDERS
-from tl_core.data.types import DatasetSplit, ScanReport
-from tl_core.data.readable_roots import OUTSIDE_FIX, is_allowed
 from tl_core.data.checks import MIN_EXAMPLES_PER_CLASS, check_classes, dataset_fingerprint, remove_duplicates
-from tl_core.data.types import SPLIT_NAMES, Example, Problem, format_problems
-from tl_core.data.types import TABLE_EXTENSIONS, TEXT_EXTENSIONS
+from tl_core.data.image_dataset import DEFAULT_EXTRACT_ROOT, SPLIT_FOLDERS
+from tl_core.data.readable_roots import OUTSIDE_FIX, is_allowed
+from tl_core.data.types import (
+    SPLIT_NAMES,
+    TABLE_EXTENSIONS,
+    TEXT_EXTENSIONS,
+    DatasetSplit,
+    Example,
+    Problem,
+    ScanReport,
+    format_problems,
+)
 from tl_core.errors import DataError
 
 if TYPE_CHECKING:

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tl_core.jobs.backend import ADVICE_JOB, ADVISORY_KINDS, job_folder
-from tl_core.layout import ADVISORY_FOLDER
-from tl_core.layout import LOG_FILE
 from tl_core.events import FINISHED_STATUSES
+from tl_core.jobs.backend import ADVICE_JOB, ADVISORY_KINDS, job_folder
+from tl_core.layout import ADVISORY_FOLDER, LOG_FILE
 from tl_core.layout import ADVISORY_RECORD_FILE as RECORD_FILE
 
 KEEP_FINISHED = 20

@@ -39,14 +39,13 @@ from typing import Literal
 
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
+from tl_core.events import ACTIVE_STATUSES, FINISHED_STATUSES
 from tl_core.jobs.backend import RUN_JOB, Job, JobBackend, JobExit, JobKind, run_time_limit_message
-from tl_core.layout import RUN_TIME_LIMIT_FILE
-from tl_core.jobs.queue import ANY_DEVICE, JobQueue, QueueEntry, default_slots
 from tl_core.jobs.live_progress import LiveProgress
+from tl_core.jobs.queue import ANY_DEVICE, JobQueue, QueueEntry, default_slots
 from tl_core.jobs.records import JobRecords, enqueue_advisory, enqueue_run, records_for
 from tl_core.jobs.start_estimates import StartEstimator
-from tl_core.events import ACTIVE_STATUSES, FINISHED_STATUSES
-from tl_core.layout import CHECKPOINT_FILE, QUEUE_FILE
+from tl_core.layout import CHECKPOINT_FILE, QUEUE_FILE, RUN_TIME_LIMIT_FILE
 from tl_core.runs.store import RunStore
 from tl_core.server.limits import RunLimits, duration_words, require_within_limits, run_time_message
 

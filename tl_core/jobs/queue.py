@@ -36,8 +36,8 @@ from typing import Literal
 
 from tl_core import sqlite_store
 from tl_core.errors import TransferLabError
-from tl_core.layout import QUEUE_FILE
 from tl_core.jobs.backend import RUN_JOB, JobKind
+from tl_core.layout import QUEUE_FILE
 
 ANY_DEVICE = "auto"
 # Progressive mode stops at a plateau or after `max_stages`; None means "down to the first block",

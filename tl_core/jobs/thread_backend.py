@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from tl_core.config import RunConfig
 from tl_core.jobs.backend import RUN_JOB, Job, JobExit, reference_is_alive, this_process_reference
 from tl_core.jobs.live_progress import LiveProgress, ProgressTracker
-from tl_core.runs.store import RunStore
 from tl_core.jobs.worker import execute_job
+from tl_core.runs.store import RunStore
 
 
 @dataclass

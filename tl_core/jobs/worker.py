@@ -50,10 +50,10 @@ from tl_core.jobs.backend import (
 )
 from tl_core.jobs.live_progress import LiveProgress, ProgressTracker
 from tl_core.jobs.records import records_for
+from tl_core.jobs.warm_workers import WarmWorkers, send_output_to, wait_for_job
+from tl_core.layout import LOG_FILE, PROGRESS_FILE, STOP_FILE, WORKER_LOG_FILE
 from tl_core.processes import process_start_token
 from tl_core.runs.store import RunStore
-from tl_core.layout import LOG_FILE, PROGRESS_FILE, STOP_FILE, WORKER_LOG_FILE
-from tl_core.jobs.warm_workers import WarmWorkers, send_output_to, wait_for_job
 
 PROGRESS_INTERVAL_S = 0.5
 DISK_FULL_EXIT = 28  # the worker's exit code when the disk is full and the store could not say so

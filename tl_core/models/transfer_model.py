@@ -22,13 +22,13 @@ from typing import Protocol
 
 import keras
 
-from tl_core.models import keras_files
-from tl_core.models.build import build_backbone
-from tl_core.models.registry import get_backbone_spec, resolve_image_size
-from tl_core.models.spec import BackboneSpec
 from tl_core.config import ModelConfig
 from tl_core.errors import BackboneError
+from tl_core.models import keras_files
+from tl_core.models.build import build_backbone
 from tl_core.models.preprocessing import build_preprocessing
+from tl_core.models.registry import get_backbone_spec, resolve_image_size
+from tl_core.models.spec import BackboneSpec
 
 AUGMENTATION_LAYER = "augmentation"
 BACKBONE_LAYER = "backbone"

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import tl_core.models.text_model  # noqa: F401 - registers the text layers, so text models load
+from tl_core.errors import RunNotFoundError
+from tl_core.layout import KERAS_FILE, LABELS_FILE, SUMMARY_FILE
 from tl_core.models import keras_files
 from tl_core.models.registry import get_backbone_spec
-from tl_core.errors import RunNotFoundError
 from tl_core.results.export import ExportBundle, ModelCard, export_model, read_labels
-from tl_core.layout import KERAS_FILE, LABELS_FILE
-from tl_core.layout import SUMMARY_FILE
 from tl_core.runs.store import RunStore
-import tl_core.models.text_model  # noqa: F401 - registers the text layers, so text models load
 
 
 def model_card_for_run(store: RunStore, run_id: str) -> ModelCard:

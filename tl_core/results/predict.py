@@ -16,15 +16,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tl_core.models import keras_files
-from tl_core.errors import DataError, RunNotFoundError
-from tl_core.results.export import read_labels
-from tl_core.layout import KERAS_FILE, LABELS_FILE
 from tl_core.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, inspect_image, load_image_array
-from tl_core.runs.store import RunStore
-from tl_core.models.savedmodel_layer import SavedModelLayer  # noqa: F401 - registers the layer that TF Hub backbones are saved with
 from tl_core.data.text_dataset import read_document
+from tl_core.errors import DataError, RunNotFoundError
+from tl_core.layout import KERAS_FILE, LABELS_FILE
+from tl_core.models import keras_files
+from tl_core.models.savedmodel_layer import SavedModelLayer  # noqa: F401 - registers the layer that TF Hub backbones are saved with
 from tl_core.models.text_model import as_text_array  # also registers the text layers, so text models load
+from tl_core.results.export import read_labels
+from tl_core.runs.store import RunStore
 
 
 @dataclass(frozen=True)

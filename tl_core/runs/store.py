@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tl_core.runs import schema as runs_schema
 from tl_core import sqlite_store
+from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.events import FINISHED_STATUSES, RUN_STATUSES
 from tl_core.layout import LOG_FILE, RUN_DATABASE_FILE
-from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.processes import process_is_alive, process_start_token
+from tl_core.runs import schema as runs_schema
 
 WORKSPACE_ENV = "TRANSFERLAB_WORKSPACE"
 DEFAULT_WORKSPACE = "workspace"

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tl_core.layout import USERS_FOLDER  # personal mode: other users' folders below the workspace are never counted
 from tl_core.errors import TransferLabError
+from tl_core.layout import USERS_FOLDER  # personal mode: other users' folders below the workspace are never counted
 
 try:
     import fcntl

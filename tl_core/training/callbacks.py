@@ -9,8 +9,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tl_core.models import keras_files
 from tl_core.events import BatchProgress, EpochEnded, ProgressThrottle, TrainingListener
+from tl_core.models import keras_files
 from tl_core.stopping import StopToken
 
 BATCH_EVENT_INTERVAL_S = 0.25

@@ -24,12 +24,12 @@ import numpy as np
 import tensorflow as tf
 
 from tl_core.config import ModelConfig
-from tl_core.data.types import Example
-from tl_core.server.disk_budget import check_room, reserved
-from tl_core.fastpath.frozen_inference import frozen_inference_function
-from tl_core.fastpath.graph_options import without_graph_rewrites
 from tl_core.data.image_cache import release_pages
 from tl_core.data.images import DECODING_VERSION
+from tl_core.data.types import Example
+from tl_core.fastpath.frozen_inference import frozen_inference_function
+from tl_core.fastpath.graph_options import without_graph_rewrites
+from tl_core.server.disk_budget import check_room, reserved
 
 
 @dataclass(frozen=True)

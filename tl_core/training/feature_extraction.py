@@ -16,20 +16,20 @@ from typing import Any
 import keras
 import numpy as np
 
-from tl_core.models import keras_files
 from tl_core.config import RunConfig
-from tl_core.data.types import SPLIT_NAMES as SPLITS, DatasetSplit
-from tl_core.data.prep import workspace_cache
 from tl_core.data.decode_helper import decoding_in_helper
-from tl_core.results.evaluate import Evaluation, evaluate_probabilities
-from tl_core.training.feature_cache import SharedPredictor, cached_features, examples_feature_key, load_cached_features
 from tl_core.data.image_cache import check_image_cache_room
+from tl_core.data.prep import workspace_cache
+from tl_core.data.types import SPLIT_NAMES as SPLITS
+from tl_core.data.types import DatasetSplit, TrainingData
 from tl_core.modalities import DataModality
+from tl_core.models import keras_files
 from tl_core.models.transfer_model import TransferModel, build_head
-from tl_core.training.preparation import PreparationReporter
+from tl_core.results.evaluate import Evaluation, evaluate_probabilities
 from tl_core.runs.store import RunStore
+from tl_core.training.feature_cache import SharedPredictor, cached_features, examples_feature_key, load_cached_features
 from tl_core.training.loop import TrainResult, train_head
-from tl_core.data.types import TrainingData
+from tl_core.training.preparation import PreparationReporter
 
 
 def load_examples_and_build(

@@ -9,7 +9,7 @@ the image and feature caches are written atomically, per split, only once comple
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tl_core.events import PREPARATION_STEP_NAMES, PreparationProgress, ProgressThrottle, TrainingListener
 from tl_core.stopping import StopToken

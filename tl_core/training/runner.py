@@ -22,33 +22,31 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tl_core.config import RUN_WEIGHTS_PREFIX
+from tl_core.config import RUN_WEIGHTS_PREFIX, RunConfig
+from tl_core.data.prep import PreparedDataset, prepare_dataset
+from tl_core.data.types import SPLIT_NAMES as SPLITS
+from tl_core.data.types import DatasetSplit, ScanReport, TrainingData
+from tl_core.errors import BackboneError, TransferLabError
+from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, RunStatus, TrainingListener
+from tl_core.layout import CHECKPOINT_FILE, EVALUATION_FILE, KERAS_FILE, LABELS_FILE, SPLIT_FILE, SUMMARY_FILE
+from tl_core.modalities import DataModality, get_modality
 from tl_core.models import keras_files
 from tl_core.models.registry import get_backbone_spec
-from tl_core.training.collector import freeze_startup_objects
-from tl_core.config import RunConfig
-from tl_core.data.types import SPLIT_NAMES as SPLITS, DatasetSplit, ScanReport
-from tl_core.data.prep import PreparedDataset, prepare_dataset
-from tl_core.layout import CHECKPOINT_FILE, EVALUATION_FILE, SPLIT_FILE, SUMMARY_FILE
-from tl_core.errors import BackboneError, TransferLabError
+from tl_core.models.transfer_model import TransferModel, backbone_from_saved_classifier, inference_model
 from tl_core.results.evaluate import Evaluation, evaluate_probabilities
-from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, RunStatus, TrainingListener
 from tl_core.results.export import write_labels
-from tl_core.layout import KERAS_FILE, LABELS_FILE
+from tl_core.runs.recorder import RunRecorder
+from tl_core.runs.store import RunStore
+from tl_core.stopping import StopToken
+from tl_core.training.collector import freeze_startup_objects
 from tl_core.training.feature_extraction import (
     evaluation_split,
     feature_provider,
     load_examples_and_build,
     run_feature_extraction,
 )
-from tl_core.modalities import DataModality, get_modality
-from tl_core.models.transfer_model import TransferModel, backbone_from_saved_classifier, inference_model
-from tl_core.training.preparation import PreparationReporter, PreparationStopped
-from tl_core.runs.recorder import RunRecorder
-from tl_core.runs.store import RunStore
-from tl_core.stopping import StopToken
 from tl_core.training.loop import TrainResult, train_model
-from tl_core.data.types import TrainingData
+from tl_core.training.preparation import PreparationReporter, PreparationStopped
 
 
 @dataclass

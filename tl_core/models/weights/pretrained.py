@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tl_core.errors import BackboneError, WeightsUnavailableError
 from tl_core.data.images import load_image_array
+from tl_core.errors import BackboneError, WeightsUnavailableError
 from tl_core.models.weights import get_offline_weights
 from tl_core.models.weights.imagenet_labels import IMAGENET_CLASS_COUNT, imagenet_class_names
 
