@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-weights.txt
 
 run: setup
 	$(BIN)/python -m tl_core demo-data workspace/datasets/textures --name textures
-	$(BIN)/streamlit run app.py
+	$(BIN)/python -m tl_core serve
 
 # The browser end-to-end test drives Debian's Chromium (Playwright's own browser download is not reachable).
 browser:

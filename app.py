@@ -11,6 +11,7 @@ import streamlit as st
 
 from tl_core.errors import TransferLabError
 from ui.cookies import draw_pending_cookies
+from ui.listening import listening_problem
 from ui.navigation import register_pages
 from ui.sidebar import show_account, show_context
 from ui.signin import show_welcome, sign_in_page
@@ -23,6 +24,9 @@ try:
     settings = server_settings()
 except TransferLabError as exc:
     show_error(exc)  # a bad transferlab.toml or TRANSFERLAB_* variable: say which, draw nothing else
+    st.stop()
+if problem := listening_problem(settings):
+    st.error(problem, icon=":material/lan:")  # personal mode reachable from the network: serve nothing
     st.stop()
 user = signed_in_user()
 draw_pending_cookies()  # a session cookie set at sign-in, or deleted at sign-out, reaches the browser now

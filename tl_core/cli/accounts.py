@@ -152,7 +152,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), *streamlit_flags(settings)]
     where = f"http://{settings.host}:{settings.port}"
-    print(f"TransferLab ({settings.mode} mode) on {where}; workspace {settings.workspace}", file=sys.stderr)
+    reach = "sign-in required" if settings.sign_in_required else "this machine only"
+    print(f"TransferLab ({settings.mode} mode, {reach}) on {where}; workspace {settings.workspace}", file=sys.stderr)
     sys.stdout.flush()
     os.execv(sys.executable, command)  # replaces this process: Streamlit then owns signals and the exit status
     return 0  # only reached when execv is replaced (tests)

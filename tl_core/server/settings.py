@@ -191,6 +191,24 @@ class ServerSettings:
             )
 
 
+def personal_listening_problem(settings: ServerSettings, listening_address: str) -> str | None:
+    """Why a personal (no sign-in) app must not serve, given the address Streamlit actually listens on; None when safe.
+
+    `.streamlit/config.toml` makes loopback the default for `streamlit run app.py`, and `serve` passes the settings'
+    host, but a `--server.address` flag or `STREAMLIT_SERVER_ADDRESS` still overrides both; Streamlit's empty address
+    means every network interface.
+    """
+    if settings.sign_in_required or (listening_address and is_loopback_host(listening_address)):
+        return None
+    where = repr(listening_address) if listening_address else "every network interface"
+    return (
+        f"This TransferLab runs in personal mode (no sign-in) but listens on {where}, so anyone who can reach this "
+        "machine could use it and read your files. It serves nothing until it listens on this machine only: stop it "
+        "(Ctrl+C) and start it with `make run` or `.venv/bin/python -m tl_core serve`, or drop the `--server.address` "
+        "flag / `STREAMLIT_SERVER_ADDRESS`. To let other people in, use workshop mode (TRANSFERLAB_MODE=workshop, with sign-in)."
+    )
+
+
 def is_loopback_host(host: str) -> bool:
     """True for `localhost` and loopback addresses (127.0.0.0/8, ::1): reachable from this machine only."""
     if host.strip().lower() == "localhost":
