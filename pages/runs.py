@@ -8,12 +8,21 @@ from tl_core.config import RUN_WEIGHTS_PREFIX, ConfigError, DataConfig, RunConfi
 from tl_core.errors import TransferLabError
 from tl_core.layout import CHECKPOINT_FILE
 from tl_core.models.registry import get_backbone_spec, list_backbones
-from tl_core.runs.comparison import compare_runs, epochs_frame
+from tl_core.runs.comparison import epochs_frame
 from tl_core.runs.store import RunRecord, RunStore
 from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
 from ui.charts import overlay_chart
+from ui.comparisons import (
+    ALL_DATASETS,
+    dataset_choices,
+    dataset_key,
+    leaderboard_frame,
+    runs_of,
+    show_paired_test,
+    what_differs,
+)
 from ui.navigation import page_link, run_app_instead, switch_to
-from ui.runs_table import child_runs, comparison_config, leaderboard_frame, parent_run_id, runs_frame, shown_cells
+from ui.runs_table import child_runs, comparison_config, parent_run_id, runs_frame
 from ui.settings import has_offline_weights
 from ui.state import (
     UserJobs,
@@ -127,10 +136,31 @@ def runs_overview(store: RunStore, manager: UserJobs, records: list[RunRecord], 
     )
     run_details(store, manager, records, next(record for record in records if record.id == detail_id))
 
-    st.subheader("Curves")
+    compare_on_one_dataset(store, records, labels, detail_id)
+
+
+def compare_on_one_dataset(store: RunStore, records: list[RunRecord], labels: dict[str, str], detail_id: str) -> None:
+    """Curves, what differs and the leaderboard for the runs of one dataset (the one of the run in view by default):
+    accuracies on different data are not comparable."""
+    st.subheader("Compare runs")
+    datasets = dataset_choices(records)
+    if st.session_state.get("runs_dataset") not in datasets:
+        shown = next((record for record in records if record.id == detail_id), records[0])
+        st.session_state["runs_dataset"] = dataset_key(shown)
+    dataset = st.selectbox(
+        "Dataset",
+        list(datasets),
+        key="runs_dataset",
+        format_func=datasets.get,
+        help="Runs are compared on one dataset at a time; a folder whose files changed is a new version of it.",
+    )
+    records = runs_of(records, dataset)
+    labels = {run_id: label for run_id, label in labels.items() if any(r.id == run_id for r in records)}
+
     with_epochs = [record.id for record in records if record.metrics.get("epochs_run") or record.status == "running"]
-    if "runs_overlay" not in st.session_state:
+    if st.session_state.get("runs_overlay_dataset") != dataset:  # a new dataset: its newest runs, not the old pick
         st.session_state["runs_overlay"] = with_epochs[:3]
+        st.session_state["runs_overlay_dataset"] = dataset
     st.session_state["runs_overlay"] = [run_id for run_id in st.session_state["runs_overlay"] if run_id in labels]
     left, right = st.columns([3, 1])
     chosen = left.multiselect(
@@ -149,21 +179,24 @@ def runs_overview(store: RunStore, manager: UserJobs, records: list[RunRecord], 
     else:
         st.altair_chart(overlay_chart(frame, metric, percent=OVERLAY_METRICS[metric]), width="stretch")
     if len(chosen) > 1:
-        st.caption(
-            "What differs between these runs (settings that are the same in all of them are left out), and their results:"
-        )
-        st.dataframe(
-            shown_cells(compare_runs(store, chosen).drop(columns=["dataset_fingerprint"])),
-            hide_index=True,
-            width="stretch",
-        )
+        st.caption("What differs between these runs (settings that are the same in all of them are left out):")
+        st.dataframe(what_differs(store, chosen, labels), hide_index=True, width="stretch")
 
     st.subheader("Leaderboard")
-    board = leaderboard_frame(records)
+    board = leaderboard_frame(store, records)
     if board.empty:
         st.caption("Completed runs with a test accuracy appear here, best first.")
+        return
+    if dataset == ALL_DATASETS:
+        st.caption("Ranked within each dataset: an accuracy on one dataset says nothing about another.")
     else:
-        st.dataframe(board, hide_index=True, width="stretch", column_config=percent_columns())
+        st.caption(
+            "Best first. The interval is where the true accuracy lies with 95% confidence, given how few test "
+            "images there are: runs whose intervals overlap may not really differ (the test below tells)."
+        )
+    st.dataframe(board, hide_index=True, width="stretch", column_config=percent_columns())
+    if dataset != ALL_DATASETS:
+        show_paired_test(store, board, labels)
 
 
 def compare_backbones(manager: UserJobs) -> None:

@@ -50,6 +50,10 @@ def chart_data(chart: object) -> dict[str, pd.DataFrame]:
     return {named.name: pa.ipc.open_stream(named.data.data).read_all().to_pandas() for named in chart.proto.datasets}
 
 
+def leaderboard(at: AppTest) -> pd.DataFrame:
+    return next(frame.value for frame in at.dataframe if "95% interval" in frame.value.columns)
+
+
 def open_runs(dataset: Path | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     if dataset is not None:
@@ -79,17 +83,49 @@ def test_table_overlay_and_leaderboard(workspace: tuple[Path, Path]) -> None:
     rows = next(iter(chart_data(overlay).values()))
     assert set(rows["run_name"]) == {"first", "second"} and set(rows["metric"]) == {"val_loss"}
 
-    side_by_side = at.dataframe[1].value  # the overlaid runs: what differs between them, and their results
-    assert list(side_by_side["name"]) == ["second", "first"] and list(side_by_side["train.epochs"]) == [2, 1]
-    assert "train.batch_size" not in side_by_side.columns and "dataset_fingerprint" not in side_by_side.columns
-    assert list(side_by_side["test_accuracy"]) == [
-        store.get(run_id).metrics["test_accuracy"] for run_id in side_by_side["id"]
-    ]
+    differs = at.dataframe[1].value.set_index("setting")  # what differs: settings down the side, a column per run
+    labels = dict(zip(at.multiselect(key="runs_overlay").options, at.multiselect(key="runs_overlay").options))
+    by_name = {label.split(" (")[0]: label for label in labels}
+    assert list(differs.columns) == [by_name["second"], by_name["first"]]
+    assert list(differs.loc["train.epochs"]) == ["2", "1"]
+    assert "train.batch_size" not in differs.index and "mode" not in differs.index and "name" not in differs.index
+    for run_name in ("second", "first"):
+        record = next(r for r in store.list_runs() if r.name == run_name)
+        assert differs.loc["test accuracy", by_name[run_name]] == f"{100 * record.metrics['test_accuracy']:.1f}%"
+    assert "None" not in differs.to_numpy().ravel()
 
     board = at.dataframe[2].value
     expected = sorted(store.list_runs(), key=lambda r: (-r.metrics["test_accuracy"], r.metrics["elapsed_s"]))
     assert list(board["id"]) == [record.id for record in expected]
     assert list(board["rank"]) == [1, 2]
+    evaluation = json.loads((store.run_dir(expected[0].id) / "evaluation.json").read_text())
+    assert list(board["test examples"]) == [evaluation["count"]] * 2
+    low, high = board["95% interval"][0].rstrip("%").split("-")
+    assert float(low) <= board["test accuracy"][0] <= float(high)
+    verdicts = [element.value for element in (*at.info, *at.success)]
+    assert any(v.startswith(("No real difference", "The difference is real")) for v in verdicts), verdicts
+
+
+def test_comparisons_stay_within_one_dataset(workspace: tuple[Path, Path], tmp_path: Path) -> None:
+    workspace_dir, data = workspace
+    other = make_shapes_dataset(tmp_path / "textures", num_classes=2, images_per_class=10, image_size=32, seed=3)
+    store = RunStore(workspace_dir)
+    assert run_experiment(tiny(other, "on textures"), store=store).status == "completed"
+    at = open_runs()
+    board = leaderboard(at)  # the dataset of the run in view (the newest): textures only
+    assert list(board["name"]) == ["on textures"] and list(board["data"]) == ["textures"]
+    assert set(at.multiselect(key="runs_overlay").value) == {store.list_runs()[0].id}
+
+    shapes = next(record.dataset_fingerprint for record in store.list_runs() if record.name == "first")
+    at.selectbox(key="runs_dataset").set_value(shapes).run()
+    board = leaderboard(at)
+    assert sorted(board["name"]) == ["first", "second"] and list(board["rank"]) == [1, 2]
+    assert {store.get(run_id).name for run_id in at.multiselect(key="runs_overlay").value} == {"first", "second"}
+
+    at.selectbox(key="runs_dataset").set_value("*").run()  # all datasets: ranked within each one
+    board = leaderboard(at)
+    assert sorted(zip(board["data"], board["rank"])) == [("shapes", 1), ("shapes", 2), ("textures", 1)]
+    assert not [element for element in (*at.info, *at.success) if "difference" in element.value]
 
 
 def test_compare_backbones_queues_one_run_per_backbone(workspace: tuple[Path, Path]) -> None:

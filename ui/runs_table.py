@@ -141,16 +141,6 @@ def shown_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def leaderboard_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """Completed runs with a test accuracy, best first (ties: the faster run first)."""
-    frame = runs_frame(
-        [r for r in records if r.status == "completed" and isinstance(r.metrics.get("test_accuracy"), (int, float))]
-    )
-    frame = frame.sort_values(["test accuracy", "time (s)"], ascending=[False, True]).reset_index(drop=True)
-    frame.insert(0, "rank", range(1, len(frame) + 1))
-    return frame[["rank", "name", "backbone", "mode", "data", "test accuracy", "val accuracy", "time (s)", "id"]]
-
-
 def comparison_config(base: RunConfig, spec: BackboneSpec) -> RunConfig:
     """`base` with another backbone: same data, mode and training settings.
 

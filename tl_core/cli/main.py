@@ -7,6 +7,7 @@
           [--modality auto|image|text] [--sequence-length T]   (text: default backbone glove_6b_50d, weights glove)
     advise DATA --backbone NAME [--json]
     runs [--json]            evaluate RUN_ID [--json]        export RUN_ID --out DIR
+    compare RUN_A RUN_B [--json]   (test accuracy with 95% intervals, McNemar's test; see tl_core.cli.compare)
     predict RUN_ID IMAGE... [--top K] [--json]       predict RUN_ID --text TEXT [--text ...] (text runs; FILE... works too)
     predict --pretrained NAME IMAGE... [--top K] [--json]
     backbones [--all] [--modality image|text] [--json]          demo-data DIR [--name NAME]          delete RUN_ID
@@ -31,6 +32,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tl_core.cli.accounts import add_account_commands  # noqa: E402
+from tl_core.cli.compare import add_compare_command  # noqa: E402
 from tl_core.config import MODES, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.errors import TransferLabError  # noqa: E402
 
@@ -557,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete.set_defaults(handler=cmd_delete)
 
     add_account_commands(sub)
+    add_compare_command(sub, common)
     return parser
 
 

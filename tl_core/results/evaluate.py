@@ -11,8 +11,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,10 @@ class Evaluation:
     misclassified: list[ExampleOutcome] = field(default_factory=list)
     highest_loss: list[ExampleOutcome] = field(default_factory=list)
     correct: list[ExampleOutcome] = field(default_factory=list)  # least confident correct ones, per class
+    # Per example, in the split's order: "1" right, "0" wrong. Two runs with the same `examples_digest` were tested
+    # on the same examples, so their outcomes pair up for McNemar's test (tl_core/runs/paired.py). Empty before Dec 2026.
+    outcomes: str = ""
+    examples_digest: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +74,7 @@ class Evaluation:
         raw["misclassified"] = [ExampleOutcome(**row) for row in raw["misclassified"]]
         raw["highest_loss"] = [ExampleOutcome(**row) for row in raw["highest_loss"]]
         raw["correct"] = [ExampleOutcome(**row) for row in raw.get("correct", [])]  # absent before Nov 2026
+        raw = {key: value for key, value in raw.items() if key in _FIELD_NAMES}  # fields of a newer version: ignored
         return cls(**raw)
 
     def save(self, path: Path) -> None:
@@ -107,6 +113,18 @@ class Evaluation:
         return "\n".join(lines)
 
 
+_FIELD_NAMES = {item.name for item in fields(Evaluation)}
+
+
+def examples_digest(identities: list[str], labels: np.ndarray) -> str:
+    """A fingerprint of which examples a split holds, in order, with their true labels (paths relative to the
+    dataset, so the same data uploaded twice matches)."""
+    digest = hashlib.sha256()
+    for identity, label in zip(identities, np.asarray(labels).tolist(), strict=True):
+        digest.update(f"{identity}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
 def _safe_ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
@@ -117,6 +135,7 @@ def evaluate_probabilities(
     class_names: tuple[str, ...] | list[str],
     *,
     items: list[str] | None = None,
+    identities: list[str] | None = None,
     split: str = "test",
     top_k: int = 3,
 ) -> Evaluation:
@@ -127,6 +146,8 @@ def evaluate_probabilities(
         labels: true class indices.
         class_names: index -> label.
         items: one display name per example (file path); defaults to the row index.
+        identities: what names each example within its dataset (its relative path) for `examples_digest`;
+            defaults to `items`.
         split: which split these examples come from ("test" or "val").
         top_k: k for top-k accuracy (capped at the number of classes).
     """
@@ -183,4 +204,6 @@ def evaluate_probabilities(
         misclassified=[outcome(i) for i in wrong[:MAX_LISTED_EXAMPLES]],
         highest_loss=[outcome(i) for i in np.argsort(-losses)[: min(20, count)]],
         correct=[outcome(i) for i in correct],
+        outcomes="".join("1" if right else "0" for right in (predicted == labels).tolist()),
+        examples_digest=examples_digest(identities if identities is not None else items, labels),
     )

@@ -117,6 +117,7 @@ def _summary(
         "test_accuracy": evaluation.accuracy if evaluation and evaluation.split == "test" else None,
         "evaluated_on": evaluation.split if evaluation else None,
         "evaluation_accuracy": evaluation.accuracy if evaluation else None,
+        "evaluation_count": evaluation.count if evaluation else None,
         "elapsed_s": round(time.perf_counter() - started, 3),
         "image_size": image_size,
         "best_phase": result.best_phase if result else None,
@@ -348,7 +349,16 @@ def run_experiment(
         final_metrics = {
             k: v
             for k, v in summary.items()
-            if k in ("val_accuracy", "val_loss", "test_accuracy", "evaluation_accuracy", "elapsed_s", "epochs_run")
+            if k
+            in (
+                "val_accuracy",
+                "val_loss",
+                "test_accuracy",
+                "evaluation_accuracy",
+                "evaluation_count",
+                "elapsed_s",
+                "epochs_run",
+            )
             and v is not None
         }
         if evaluation is not None:
@@ -446,8 +456,15 @@ def _evaluate(
         return None
     batches = modality.dataset(data.images[name], data.labels[name], batch_size=batch_size, shuffle=False)
     probabilities = transfer_model.model.predict(batches, verbose=0)
-    items = [e.path for e in split.examples(name)]
-    return evaluate_probabilities(probabilities, data.labels[name], split.class_names, items=items, split=name)
+    examples = split.examples(name)
+    return evaluate_probabilities(
+        probabilities,
+        data.labels[name],
+        split.class_names,
+        items=[e.path for e in examples],
+        identities=[e.relpath for e in examples],
+        split=name,
+    )
 
 
 def _load_checkpoint(transfer_model: TransferModel, path: Path, log: Any) -> None:
