@@ -6,6 +6,7 @@ import streamlit as st
 
 from tl_core.config import RUN_WEIGHTS_PREFIX, ConfigError, DataConfig, RunConfig
 from tl_core.errors import TransferLabError
+from tl_core.events import ACTIVE_STATUSES
 from tl_core.layout import CHECKPOINT_FILE
 from tl_core.models.registry import get_backbone_spec, list_backbones
 from tl_core.runs.comparison import epochs_frame
@@ -111,7 +112,7 @@ def run_details(store: RunStore, manager: UserJobs, records: list[RunRecord], re
                 show_error(exc)
             else:
                 switch_to("train")
-    show_curves(epochs, marks, None)
+    show_curves(epochs, marks, None, live=record.status in ACTIVE_STATUSES)
 
 
 def runs_table(store: RunStore) -> None:

@@ -36,6 +36,7 @@ from ui.training import (
     show_progress,
     show_transfer_verdict,
 )
+from ui.work_queue import busy_caption, follow_queue, poll_seconds
 
 
 def planned_config() -> RunConfig | None:
@@ -107,11 +108,11 @@ def run_panel(store: RunStore, manager: UserJobs, run_id: str, shown_status: str
     epochs = store.epochs(run_id)
     marks = phase_starts(epochs, status, store.phases(run_id))
     if not active:
-        show_outcome(record)
+        show_outcome(record, len(epochs))
         show_best_phase(store, record, marks)
         show_transfer_verdict(store, record)
     planned = status.progress.total_epochs if status is not None and active else None
-    show_curves(epochs, marks, planned or None)
+    show_curves(epochs, marks, planned or None, live=active)
     show_log(store, run_id, expanded=record.status in ("failed", "interrupted"))
     if shown_status is not None and (record.status != shown_status or not active):
         st.rerun()  # a finished run is drawn once more without the 1-second timer
@@ -134,8 +135,8 @@ def start_button(manager: UserJobs, config: RunConfig) -> None:
         + (f" · cut at {escape_markdown(model.cut_layer)}" if model.cut_layer else "")
         + (" · with a from-scratch baseline" if train.compare_scratch else "")
     )
-    busy = bool(manager.active_run_ids())
-    label = "Queue training" if busy else "Start training"
+    active = manager.active_run_ids()
+    label = "Queue training" if active else "Start training"
     if st.button(
         label,
         key="train_start",
@@ -150,31 +151,38 @@ def start_button(manager: UserJobs, config: RunConfig) -> None:
             set_current_run(manager.submit(config))
         except (ConfigError, TransferLabError) as exc:
             show_error(exc)
-    if busy:
-        st.caption("Another run is in progress: a new one waits in the queue (one run trains at a time).")
+    if active:
+        st.caption(busy_caption(active, manager))
 
 
-def watched_run(store: RunStore, manager: UserJobs) -> RunRecord | None:
-    """This user's run; after a reload or in a new tab, what the server is training, else the newest run."""
-    run_id = current_run_id()
-    if run_id is not None:
+def watched_run(store: RunStore, manager: UserJobs, active: list[str]) -> RunRecord | None:
+    """The run in view: this user's current run while it is active or nothing else is; otherwise the work in
+    progress (the running run first), so the page follows a queue started elsewhere (Runs page, another tab)."""
+    record = None
+    if (run_id := current_run_id()) is not None:
         try:
-            return store.get(run_id)
+            record = store.get(run_id)
         except RunNotFoundError:  # deleted on the Runs page
-            pass
-    candidates = manager.active_run_ids() or [record.id for record in store.list_runs()[:1]]
+            record = None
+    if record is not None and (not active or is_active(record, manager.status(record.id))):
+        return record
+    candidates = active or [record.id for record in store.list_runs()[:1]]
     set_current_run(candidates[0] if candidates else None)
     return store.get(candidates[0]) if candidates else None
 
 
 def train_page() -> None:
-    """The Train page: start the planned run, then watch this user's run live."""
+    """The Train page: start the planned run, watch the run in view live, and every other queued or running run."""
     st.title("Train")
     store, manager = get_store(), get_manager()
     config = planned_config()
     if config is not None:
         start_button(manager, config)
-    watched = watched_run(store, manager)
+    active = manager.active_run_ids()
+    watched = watched_run(store, manager, active)
+    st.fragment(run_every=poll_seconds(active))(follow_queue)(
+        store, manager, tuple(active), watched.id if watched else None
+    )
     if watched is None:
         st.caption("No run yet: press Start to train one.")
     elif is_active(watched, manager.status(watched.id)):

@@ -246,3 +246,47 @@ def test_the_progress_bar_follows_decoding_and_feature_extraction_before_the_epo
     at.run()
     bar = at.get("progress")[0]
     assert "Epoch 4 of 10" in bar.proto.text  # a finished split gives the bar back to the epochs
+
+
+def test_the_train_page_follows_runs_queued_elsewhere_and_stops_each(workspace: Path, tmp_path: Path) -> None:
+    source = tmp_path / "datasets" / "shapes"
+    store = RunStore(workspace)
+    old = store.create_run(
+        config={}, backbone="mobilenet_v2_035", weights="none", mode="feature-extraction", name="old"
+    )
+    store.finish_run(old.id, "failed", error="an old failure")
+    watcher = session(tiny_config(source))
+    watcher.session_state["run_id"] = old.id  # this tab was looking at an old failed run
+    watcher.run()
+    assert watcher.button(key="train_start").label == "Start training"
+
+    long_run = tiny_config(
+        source, epochs=300, early_stopping_patience=None, reduce_lr_patience=None, use_feature_cache=False
+    )
+    elsewhere = session(long_run)  # another tab queues two runs, as "Compare backbones" does
+    elsewhere.button(key="train_start").click().run()
+    running_id = elsewhere.session_state["run_id"]
+    elsewhere.button(key="train_start").click().run()
+    queued_id = elsewhere.session_state["run_id"]
+    try:
+        watcher.run()
+        assert not watcher.exception
+        assert watcher.session_state["run_id"] == running_id, "the page follows the work, not the old failed run"
+        assert watcher.button(key="train_start").label == "Queue training"
+        assert any("1 run training and 1 queued" in caption.value for caption in watcher.caption)
+        assert not [error for error in watcher.error if "old failure" in error.value]
+        assert any("queued, position 1" in markdown.value for markdown in watcher.markdown)
+
+        watcher.button(key=f"queue_stop_{queued_id}").click().run()  # stop the queued one from its own row
+        assert store.get(queued_id).status == "stopped"
+        assert watcher.session_state["run_id"] == running_id and watcher.button(key="train_stop")
+        assert not [markdown for markdown in watcher.markdown if "queued, position" in markdown.value]
+    finally:
+        watcher.run()
+        watcher.button(key="train_stop").click().run()
+    run_until(watcher, finished(store, running_id))
+    deadline = time.monotonic() + 30  # the queue notices the worker's exit within a moment of the store
+    while watcher.run().button(key="train_start").label != "Start training":
+        assert time.monotonic() < deadline, "the Start button still says the queue is busy"
+        time.sleep(0.3)
+    assert not [caption for caption in watcher.caption if "queued" in caption.value or "training and" in caption.value]

@@ -57,5 +57,5 @@ def test_phase_starts_take_the_blocks_from_the_store_and_fill_in_older_runs() ->
     assert phase_starts(epochs, None) == [PhaseMark("head", 1), PhaseMark("stage-1", 3), PhaseMark("stage-2", 4)]
     marks = phase_starts(epochs, None, stored)
     assert best_phase_sentence("stage-1", marks) == "Best model found at stage-1: blocks block7 open."
-    assert best_phase_sentence("full", [PhaseMark("full", 2)]) == "Best model found at full: full fine-tune."
+    assert best_phase_sentence("full", [PhaseMark("full", 2)]) == "Best model found in the full fine-tune phase."
     assert best_phase_sentence("head", marks) is None and best_phase_sentence(None, marks) is None

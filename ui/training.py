@@ -45,8 +45,9 @@ def best_phase_sentence(best_phase: str | None, marks: Sequence[PhaseMark]) -> s
     if not best_phase or best_phase == "head":
         return None
     blocks = next((mark.open_blocks for mark in marks if mark.phase == best_phase), ())
-    where = f"blocks {', '.join(blocks)} open" if blocks else phase_label(best_phase)
-    return f"Best model found at {best_phase}: {where}."
+    if blocks:
+        return f"Best model found at {best_phase}: blocks {', '.join(blocks)} open."
+    return f"Best model found in the {phase_label(best_phase)} phase."
 
 
 def is_active(record: RunRecord, status: JobStatus | None) -> bool:
@@ -96,9 +97,13 @@ def show_progress(record: RunRecord, status: JobStatus | None) -> None:
     st.progress(progress.fraction_done, text=text)
 
 
-def show_outcome(record: RunRecord) -> None:
-    """The final line of a finished run: accuracy when it completed, the reason otherwise."""
+def show_outcome(record: RunRecord, epochs_recorded: int = 0) -> None:
+    """The final line of a finished run: accuracy when it completed, the reason otherwise.
+
+    `epochs_recorded`: epochs in the store (the curves); a run stopped mid-way may have more than its metrics say.
+    """
     metrics = record.metrics
+    epochs_run = max(int(metrics.get("epochs_run", 0) or 0), epochs_recorded)
     if record.status == "completed":
         test = metrics.get("test_accuracy")
         accuracy = (
@@ -113,11 +118,13 @@ def show_outcome(record: RunRecord) -> None:
         cols = st.columns(4)
         cols[0].metric("Test accuracy", format_percent(test))
         cols[1].metric("Best validation accuracy", format_percent(metrics.get("val_accuracy")))
-        cols[2].metric("Epochs", int(metrics.get("epochs_run", 0)))
+        cols[2].metric("Epochs", epochs_run)
         cols[3].metric("Time", format_duration(metrics.get("elapsed_s", record.elapsed_s)))
         page_link("evaluate", "See the evaluation", ":material/fact_check:")
         page_link("predict", "Try it on new images or export it", ":material/upload_file:")
-    elif record.status == "stopped" and not metrics.get("epochs_run"):
+    elif record.status == "stopped" and record.started_at is None:
+        st.warning("Stopped while queued: it never started, so nothing was trained.", icon=":material/stop_circle:")
+    elif record.status == "stopped" and not epochs_run:
         st.warning(
             "Stopped before the first epoch, so nothing was trained. The splits decoded (and their features computed) "
             "before the stop are cached: a new run on this data starts after them.",
@@ -125,7 +132,7 @@ def show_outcome(record: RunRecord) -> None:
         )
     elif record.status == "stopped":
         st.warning(
-            f"Stopped after {int(metrics.get('epochs_run', 0))} epoch(s); the best weights so far were kept.",
+            f"Stopped after {epochs_run} epoch(s); the best weights so far were kept.",
             icon=":material/stop_circle:",
         )
     elif record.status in ("failed", "interrupted"):
@@ -135,10 +142,17 @@ def show_outcome(record: RunRecord) -> None:
         )
 
 
-def show_curves(epochs: Sequence[EpochRecord], starts: Sequence[PhaseMark], planned_epochs: int | None) -> None:
-    """Loss and accuracy, training vs validation, side by side, each later phase marked with its open blocks."""
+def show_curves(
+    epochs: Sequence[EpochRecord], starts: Sequence[PhaseMark], planned_epochs: int | None, *, live: bool = False
+) -> None:
+    """Loss and accuracy, training vs validation, side by side, each later phase marked with its open blocks.
+
+    `live`: the run is still queued or training (words say "so far", and the curves are still to come).
+    """
     if not epochs:
-        st.caption("The curves appear when the first epoch ends.")
+        st.caption(
+            "The curves appear when the first epoch ends." if live else "No epoch finished, so there are no curves."
+        )
         return
     epoch_metrics = [(record.epoch, record.metrics) for record in epochs]
     loss_col, accuracy_col = st.columns(2)
@@ -164,7 +178,7 @@ def show_curves(epochs: Sequence[EpochRecord], starts: Sequence[PhaseMark], plan
             else ""
         )
         st.caption(
-            f"Best epoch so far: {best.epoch}{escape_markdown(where)} (validation loss {best.metrics.get('val_loss', float('nan')):.4f}, "
+            f"Best epoch{' so far' if live else ''}: {best.epoch}{escape_markdown(where)} (validation loss {best.metrics.get('val_loss', float('nan')):.4f}, "
             f"accuracy {format_percent(best.metrics.get('val_accuracy'))}); its weights are the ones kept."
         )
 
