@@ -10,6 +10,7 @@ draws none of a page, and the file runs this script instead (ui.navigation.run_a
 import streamlit as st
 
 from tl_core.errors import TransferLabError
+from ui.choices import restore_choices, save_choices
 from ui.cookies import draw_pending_cookies
 from ui.listening import listening_problem
 from ui.navigation import register_pages
@@ -59,6 +60,7 @@ if settings.sign_in_required and user.is_trainer:
         trainer_page, title="Trainer", icon=":material/admin_panel_settings:", url_path="trainer"
     )
 register_pages(pages)
+restore_choices()  # a reload or a new tab: this user's dataset, settings and run in view, from their workspace
 page = st.navigation(list(pages.values()))
 if settings.sign_in_required:
     show_account()  # before the page, so signing out works even when the page stops early
@@ -67,3 +69,4 @@ try:
     page.run()
 finally:
     show_context()  # after the page, so a dataset or run picked during this run shows at once
+    save_choices()

@@ -23,6 +23,7 @@ USERS_FOLDER = "users"  # workshop mode: <server workspace>/users/<name>/ is eac
 EXTRACTED_CACHE = "extracted"  # cache/<kind> folders
 SCANS_CACHE = "scans"
 
+UI_CHOICES_FILE = "app_choices.json"  # <workspace>/: the app's dataset, settings and run in view, kept across reloads
 ADVISORY_FOLDER = "advice"  # <workspace>/advice/<job id>/: an advisory job's record, result and logs
 ADVISORY_RECORD_FILE = "job.json"
 

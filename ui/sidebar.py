@@ -9,7 +9,7 @@ import streamlit as st
 from tl_core.errors import RunNotFoundError
 from tl_core.events import ACTIVE_STATUSES
 from tl_core.server.accounts import User
-from ui.state import current_dataset, current_run_id, current_user, get_store, sign_out
+from ui.state import current_dataset, current_run_id, current_user, get_store, set_current_run, sign_out
 from ui.text import escape_markdown
 
 ACTIVE_POLL_S = 2.0
@@ -36,8 +36,9 @@ def show_context() -> None:
             return
         try:
             status = get_store().get(run_id).status
-        except RunNotFoundError:
-            st.markdown("_deleted_")
+        except RunNotFoundError:  # deleted on the Runs page or in another tab: no chip for a run that is gone
+            set_current_run(None)
+            st.markdown("_none yet_")
             return
         # While the run is active the status re-reads itself: the page's own live fragment never reruns the sidebar.
         st.fragment(run_every=ACTIVE_POLL_S if status in ACTIVE_STATUSES else None)(_show_run)(run_id)

@@ -44,7 +44,7 @@ MODEL_CONFIG_KEY = "model_config"
 TRAIN_CONFIG_KEY = "train_config"
 RUN_CONFIG_KEY = "run_config"
 _SHARED_KEYS = frozenset({DATASET_KEY, RUN_KEY, MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY})
-_SAVED_WIDGETS_KEY = "saved_widget_values"
+SAVED_WIDGETS_KEY = "saved_widget_values"
 
 
 @process_wide
@@ -374,14 +374,14 @@ def restore_widgets(prefix: str) -> None:
     Streamlit forgets a widget's value once a run does not draw it (another page is shown), so a
     page calls `remember_widgets` after drawing its widgets and this before drawing them.
     """
-    for key, value in st.session_state.get(_SAVED_WIDGETS_KEY, {}).get(prefix, {}).items():
+    for key, value in st.session_state.get(SAVED_WIDGETS_KEY, {}).get(prefix, {}).items():
         if key not in st.session_state:
             st.session_state[key] = value
 
 
 def remember_widgets(prefix: str) -> None:
     """Save the current values of every widget whose key starts with `prefix` (see `restore_widgets`)."""
-    saved = st.session_state.setdefault(_SAVED_WIDGETS_KEY, {})
+    saved = st.session_state.setdefault(SAVED_WIDGETS_KEY, {})
     saved[prefix] = {
         key: st.session_state[key]
         for key in st.session_state

@@ -1,0 +1,67 @@
+"""A reload or a new tab keeps the user's dataset, settings and run in view (issue 23, item 2): they are kept in
+the user's workspace (`app_choices.json`), not only in the browser tab's session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import open_page
+from tl_core.data.synthetic import make_shapes_dataset
+from tl_core.layout import UI_CHOICES_FILE
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("TRANSFERLAB_DATASETS_DIR", str(tmp_path / "datasets"))
+    make_shapes_dataset(tmp_path / "datasets" / "textures", num_classes=2, images_per_class=4, image_size=32)
+    return tmp_path / "workspace"
+
+
+def new_tab() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    return at
+
+
+def test_a_reload_keeps_the_dataset_settings_and_what_start_will_do(workspace: Path, tmp_path: Path) -> None:
+    faces = make_shapes_dataset(tmp_path / "faces", num_classes=2, images_per_class=4, image_size=32)
+    first = new_tab()
+    assert first.session_state["dataset_path"].endswith("textures"), "the server's default dataset"
+    first.session_state["dataset_path"] = str(faces)  # as the Data page's picker sets it
+    first.run()
+    open_page(first, "model").run()
+    first.number_input(key="model_epochs").set_value(7).run()
+    first.toggle(key="model_expert").set_value(True).run()
+    first.number_input(key="model_patience").set_value(9).run()
+    assert not first.exception
+    saved = json.loads((workspace / UI_CHOICES_FILE).read_text())
+    assert saved["dataset"] == str(faces) and saved["run_config"]["train"]["epochs"] == 7
+
+    reloaded = new_tab()  # a reload is a new session: nothing in its state
+    assert reloaded.session_state["dataset_path"] == str(faces)
+    open_page(reloaded, "model").run()
+    assert reloaded.number_input(key="model_epochs").value == 7
+    assert reloaded.toggle(key="model_expert").value is True
+    assert reloaded.number_input(key="model_patience").value == 9
+    open_page(reloaded, "train").run()
+    planned = next(caption.value for caption in reloaded.caption if caption.value.startswith("Dataset "))
+    assert planned.startswith("Dataset faces") and "7 epochs" in planned
+
+
+def test_an_unreadable_choices_file_is_ignored(workspace: Path) -> None:
+    workspace.mkdir(parents=True)
+    bad = {"dataset": 3, "model_config": {"backbone": "no such", "epochz": 1}, "run_config": {"x": 1}, "widgets": [1]}
+    (workspace / UI_CHOICES_FILE).write_text(json.dumps(bad))
+    assert new_tab().session_state["dataset_path"].endswith("textures")
+    (workspace / UI_CHOICES_FILE).write_text('{"dataset": "half a file')
+    at = new_tab()
+    assert at.session_state["dataset_path"].endswith("textures")
+    open_page(at, "model").run()
+    assert not at.exception and at.selectbox(key="model_backbone").value == "efficientnet_lite0"
