@@ -272,13 +272,32 @@ def test_split_is_stratified_deterministic_and_independent_of_listing_order(tmp_
     assert labels.dtype == np.int32 and [split.class_names[i] for i in labels] == [e.label for e in split.val]
 
 
-@pytest.mark.parametrize(("count", "expected"), [(2, (2, 0, 0)), (3, (2, 1, 0)), (4, (2, 1, 1)), (10, (6, 2, 2))])
+@pytest.mark.parametrize(("count", "expected"), [(2, (2, 0, 0)), (3, (2, 0, 1)), (4, (2, 1, 1)), (10, (6, 2, 2))])
 def test_tiny_classes_keep_training_images_first(tmp_path: Path, count: int, expected: tuple[int, int, int]) -> None:
     report = scan_dataset(_shapes(tmp_path / "data", [count, 20], classes=2))
 
     split = split_dataset(report, val_fraction=0.15, test_fraction=0.15, seed=0)
 
     assert tuple(split.class_counts(name)["red_circle"] for name in ("train", "val", "test")) == expected
+    missing = [name for name, count in zip(("val", "test"), expected[1:]) if count == 0]
+    assert list(split.missing_classes()) == missing and all(
+        classes == ["red_circle"] for classes in split.missing_classes().values()
+    )
+    problems = split.coverage_problems()
+    assert len(problems) == len(missing) and all(
+        "'red_circle'" in problem and "at least 3" in problem for problem in problems
+    )
+
+
+def test_a_tiny_image_is_trained_on_with_a_warning(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = _shapes(tmp_path / "data", [6, 6], classes=2)
+    Image.new("RGB", (3, 3), (255, 0, 0)).save(data / "red_circle" / "speck.png")
+    report = scan_dataset(data)
+    assert any(example.relpath == "red_circle/speck.png" for example in report.examples)
+    [problem] = [problem for problem in report.problems if problem.kind == "tiny-image"]
+    assert problem.file == "red_circle/speck.png" and "3x3 pixels" in problem.message and problem.severity == "warning"
 
 
 def test_identical_files_never_straddle_splits(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from tl_core.errors import DataError
 
 SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 MIN_IMAGES_PER_CLASS = MIN_EXAMPLES_PER_CLASS
+MIN_IMAGE_SIDE = 16  # pixels; smaller images are trained on, with a warning (an icon or a thumbnail by mistake)
 FEW_IMAGES_PER_CLASS = FEW_EXAMPLES_PER_CLASS
 DEFAULT_EXTRACT_ROOT = Path("~/.cache/transferlab/extracted")
 _CSV_HEADER_CELLS = frozenset(
@@ -298,6 +299,18 @@ def scan_dataset(
                 Example(str(path.resolve()), relpath, label, header.content_hash, split, header.width, header.height)
             )
     problems = collected.problems
+    for example in examples:
+        if min(example.width, example.height) < MIN_IMAGE_SIDE:
+            problems.append(
+                Problem(
+                    "warning",
+                    "tiny-image",
+                    f"{example.relpath} is only {example.width}x{example.height} pixels: scaled up to the model's input "
+                    f"it carries almost no detail. Replace it with a larger image (at least {MIN_IMAGE_SIDE} px a side) "
+                    "or delete it; it is used as it is.",
+                    example.relpath,
+                )
+            )
     examples, duplicate_groups = remove_duplicates(examples, problems)
     class_counts, excluded = check_classes(examples, collected.labels, has_presets, problems)
     if len(class_counts) < 2:
@@ -336,13 +349,17 @@ def _round_half_up(value: float) -> int:
 
 
 def _held_out_counts(count: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
-    """Images of one class for val and test: rounded shares, each at least 1 only while train keeps 2+."""
+    """Images of one class for val and test: rounded shares, each at least 1 while training keeps 2+.
+
+    Training keeps two images first, then test gets one (a class never tested is invisible in the results), then
+    validation; a class of 2 or 3 images misses a split, and `DatasetSplit.coverage_problems` says so.
+    """
     val = _round_half_up(count * val_fraction)
     test = _round_half_up(count * test_fraction)
-    if val_fraction > 0 and val == 0 and count - test - 1 >= 2:
-        val = 1
     if test_fraction > 0 and test == 0 and count - val - 1 >= 2:
         test = 1
+    if val_fraction > 0 and val == 0 and count - test - 1 >= 2:
+        val = 1
     while count - val - test < 1 and test > 0:  # training data first: give up test images, then val
         test -= 1
     while count - val - test < 1 and val > 0:

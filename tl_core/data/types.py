@@ -147,6 +147,31 @@ class DatasetSplit:
             counts[example.label] += 1
         return counts
 
+    def missing_classes(self) -> dict[str, list[str]]:
+        """For each held-out split that has examples, the classes it has none of (an empty split is left out:
+        no test split at all is a choice, a test split without one class is an accident)."""
+        missing = {}
+        for name in ("val", "test"):
+            counts = self.class_counts(name)
+            if self.examples(name) and (absent := [label for label, count in counts.items() if not count]):
+                missing[name] = absent
+        return missing
+
+    def coverage_problems(self, noun: str = "image") -> list[str]:
+        """What to tell people about `missing_classes`: which split lacks which class, and how to fix it."""
+        messages = []
+        for name, absent in self.missing_classes().items():
+            split = "validation" if name == "val" else name
+            shown = ", ".join(repr(label) for label in absent[:5]) + (
+                f" and {len(absent) - 5} more" if len(absent) > 5 else ""
+            )
+            messages.append(
+                f"The {split} split has no {noun}s of {shown}, so its {split} results say nothing about "
+                f"{'them' if len(absent) > 1 else 'it'}: give each such class at least 3 {noun}s (one for each of "
+                f"training, validation and test), or, with a {name}/ folder, add some of them to it."
+            )
+        return messages
+
 
 @dataclass
 class TrainingData:
