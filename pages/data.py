@@ -10,6 +10,7 @@ import streamlit as st
 from tl_core.config import ConfigError
 from tl_core.data.demo import DEMO_DATASETS, write_demo_dataset
 from tl_core.errors import TransferLabError
+from tl_core.modalities import get_modality
 from tl_core.server.accounts import User
 from tl_core.server.workspaces import Workspaces
 from ui.charts import class_counts_chart
@@ -172,7 +173,7 @@ def demo_tab(spaces: Workspaces, user: User) -> None:
     )
     demo = DEMO_DATASETS[demo_name]
     st.caption(f"{demo.description} Source: {demo.source_package}. Licence: {demo.licence}.")
-    demo_noun = "documents" if demo.modality == "text" else "images"
+    demo_noun = f"{get_modality(demo.modality).noun}s"
     count = st.slider(
         f"{demo_noun.capitalize()} per class",
         10,
@@ -194,6 +195,13 @@ def demo_tab(spaces: Workspaces, user: User) -> None:
         else:
             spaces.forget_usage(user.name)
             set_current_dataset(written)
+
+
+def show_image_samples(view: DatasetView) -> None:
+    """A few thumbnails per class."""
+    for label, paths in sample_paths(view.report, SAMPLES_PER_CLASS).items():
+        st.text(safe_label(label))
+        show_tiles([Tile(path) for path in paths], width=72)
 
 
 def show_document_samples(view: DatasetView) -> None:
@@ -222,6 +230,10 @@ def show_document_samples(view: DatasetView) -> None:
     )
 
 
+FULL_TEXT_PROBLEM_ROWS = 30  # problems of one kind shown in full; more go into a scrolling table
+SAMPLE_VIEWS = {"thumbnails": show_image_samples, "excerpts": show_document_samples}  # by `DataModality.preview`
+
+
 def show_report(view: DatasetView) -> None:
     """Class counts, thumbnails or document beginnings, problems (errors first) and the train/val/test split."""
     report, noun = view.report, view.noun
@@ -238,12 +250,19 @@ def show_report(view: DatasetView) -> None:
             icon=":material/error:",
         )
     else:
+        coverage = view.split.coverage_problems(noun)
         if errors:
             st.warning(
                 f"{errors} problem(s) leave classes out of training: see Problems below to include them.",
                 icon=":material/warning:",
             )
-        else:
+        if coverage:
+            st.warning(
+                "Trainable, but not every class is in every split. "
+                + " ".join(escape_markdown(message) for message in coverage),
+                icon=":material/call_split:",
+            )
+        if not errors and not coverage:
             st.success("The dataset is ready to train on. Next: choose a model.", icon=":material/check_circle:")
         page_link("model", "Choose a model", ":material/arrow_forward:")
 
@@ -254,12 +273,7 @@ def show_report(view: DatasetView) -> None:
         st.caption("Left out of training (see Problems below): " + escape_markdown(", ".join(report.excluded_classes)))
 
     st.subheader("Samples")
-    if view.modality == "text":
-        show_document_samples(view)
-    else:
-        for label, paths in sample_paths(report, SAMPLES_PER_CLASS).items():
-            st.text(safe_label(label))
-            show_tiles([Tile(path) for path in paths], width=72)
+    SAMPLE_VIEWS[get_modality(view.modality).preview](view)
 
     st.subheader("Problems")
     groups = problem_groups(report)
@@ -269,7 +283,15 @@ def show_report(view: DatasetView) -> None:
         with st.expander(
             f"{severity}: {kind} ({len(table)})", expanded=severity == "error", icon=SEVERITY_ICONS.get(severity)
         ):
-            st.dataframe(table, hide_index=True, width="stretch")
+            if len(table) <= FULL_TEXT_PROBLEM_ROWS:  # a static table wraps the advice instead of cutting it off
+                st.table(table.set_index("file"))
+            else:
+                st.dataframe(
+                    table,
+                    hide_index=True,
+                    width="stretch",
+                    column_config={"what to do": st.column_config.TextColumn("what to do", width="large")},
+                )
 
     st.subheader("Split")
     if view.split is not None:
@@ -329,7 +351,7 @@ def data_page() -> None:
     st.text(f"Dataset: {safe_label(display_path(dataset))}")
     try:
         modality = current_modality()
-        with st.spinner("Reading the documents…" if modality == "text" else "Scanning the images…"):
+        with st.spinner(get_modality(modality).scanning_message):
             dataset_view = load_dataset(dataset, workspace_path(), modality)
     except (TransferLabError, ConfigError) as exc:
         show_error(exc)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.results.evaluate import ExampleOutcome
+from tl_core.modalities import get_modality
+from tl_core.results.evaluate import Evaluation, ExampleOutcome
 from tl_core.runs.store import RunStore
-from ui.charts import confusion_chart
+from ui.charts import CELL_SELECTION, confusion_chart
 from ui.evaluation import (
     dataset_root,
     document_frame,
@@ -25,22 +26,44 @@ from ui.text import escape_markdown, format_percent, safe_label
 MAX_CELL_EXAMPLES = 24
 
 
-def show_examples(examples: list[ExampleOutcome], root: str | None, text: bool, empty_message: str) -> None:
-    """Thumbnails captioned with the prediction, or for text a table of document beginnings (cells are plain text, never Markdown)."""
-    if not text:
-        show_tiles(example_tiles(examples, root), width=112, empty_message=empty_message)
-    elif not examples:
+def show_example_tiles(examples: list[ExampleOutcome], root: str | None, empty_message: str) -> None:
+    """Thumbnails captioned with the prediction."""
+    show_tiles(example_tiles(examples, root), width=112, empty_message=empty_message)
+
+
+def show_example_documents(examples: list[ExampleOutcome], root: str | None, empty_message: str) -> None:
+    """A table of document beginnings with the prediction (cells are plain text, never Markdown)."""
+    if not examples:
         st.caption(empty_message)
-    else:
-        st.dataframe(
-            document_frame(examples, root),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "confidence": st.column_config.NumberColumn("confidence", format="percent"),
-                "document": st.column_config.TextColumn("document", width="large"),
-            },
-        )
+        return
+    st.dataframe(
+        document_frame(examples, root),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "confidence": st.column_config.NumberColumn("confidence", format="percent"),
+            "document": st.column_config.TextColumn("document", width="large"),
+        },
+    )
+
+
+EXAMPLE_VIEWS = {"thumbnails": show_example_tiles, "excerpts": show_example_documents}  # by `DataModality.preview`
+
+
+def pick_cell(run_id: str, evaluation: Evaluation, clicked: list[dict] | None) -> None:
+    """Point the two cell dropdowns at a clicked cell (once per click), or at the worst cell of a newly shown run."""
+    classes = evaluation.class_names
+    if st.session_state.get("eval_cell_run") != run_id:  # another run: its own worst cell, not the last run's pick
+        st.session_state["eval_cell_run"] = run_id
+        st.session_state.pop("eval_true", None)
+        st.session_state.pop("eval_cell_clicked", None)
+    if clicked and clicked != st.session_state.get("eval_cell_clicked"):
+        st.session_state["eval_cell_clicked"] = clicked
+        point = clicked[0]
+        st.session_state["eval_true"] = classes[int(point["true_index"])]
+        st.session_state["eval_pred"] = classes[int(point["predicted_index"])]
+    if st.session_state.get("eval_true") not in classes or st.session_state.get("eval_pred") not in classes:
+        st.session_state["eval_true"], st.session_state["eval_pred"] = worst_cell(evaluation)
 
 
 def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
@@ -58,16 +81,19 @@ def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
     set_current_run(run_id)
     evaluation = load_evaluation(store, run_id)
     root = dataset_root(store, run_id)
-    text = run_modality(store, run_id) == "text"
-    noun = "document" if text else "image"
+    data_modality = get_modality(run_modality(store, run_id))
+    noun = data_modality.noun
+    show_examples = EXAMPLE_VIEWS[data_modality.preview]
 
     split_name = "test" if evaluation.split == "test" else "validation"
     st.caption(f"Measured on the {split_name} split: {evaluation.count} {noun}s the model never trained on.")
-    cols = st.columns(4)
-    cols[0].metric("Accuracy", format_percent(evaluation.accuracy))
-    cols[1].metric(f"Top-{evaluation.top_k} accuracy", format_percent(evaluation.top_k_accuracy))
-    cols[2].metric("Macro F1", f"{evaluation.macro_f1:.3f}")
-    cols[3].metric("Loss", f"{evaluation.loss:.4f}")
+    show_top_k = evaluation.top_k < len(evaluation.class_names)  # top-k of k or fewer classes is always 100%
+    cols = iter(st.columns(4 if show_top_k else 3))
+    next(cols).metric("Accuracy", format_percent(evaluation.accuracy))
+    if show_top_k:
+        next(cols).metric(f"Top-{evaluation.top_k} accuracy", format_percent(evaluation.top_k_accuracy))
+    next(cols).metric("Macro F1", f"{evaluation.macro_f1:.3f}")
+    next(cols).metric("Loss", f"{evaluation.loss:.4f}")
 
     table_col, matrix_col = st.columns([2, 3], gap="large")
     with table_col:
@@ -85,13 +111,21 @@ def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
         )
     with matrix_col:
         st.subheader("Confusion matrix")
-        st.caption("Rows are the true class, columns the prediction; the diagonal holds the correct ones.")
-        st.altair_chart(confusion_chart(evaluation.confusion, evaluation.class_names), width="content")
+        st.caption(
+            "Rows are the true class, columns the prediction; the diagonal holds the correct ones. "
+            "Click a cell to see its examples below."
+        )
+        clicked = st.altair_chart(
+            confusion_chart(evaluation.confusion, evaluation.class_names, clickable=True),
+            width="content",
+            on_select="rerun",
+            selection_mode=CELL_SELECTION,
+            key=f"eval_matrix_{run_id}",  # another run: a fresh selection, not the last run's cell
+        )
 
     st.subheader("Look inside a cell")
     classes = evaluation.class_names
-    if st.session_state.get("eval_true") not in classes or st.session_state.get("eval_pred") not in classes:
-        st.session_state["eval_true"], st.session_state["eval_pred"] = worst_cell(evaluation)
+    pick_cell(run_id, evaluation, clicked.selection.get(CELL_SELECTION) if clicked else None)
     true_col, pred_col = st.columns(2)
     true_label = true_col.selectbox("True class", classes, key="eval_true", format_func=safe_label)
     predicted_label = pred_col.selectbox("Predicted class", classes, key="eval_pred", format_func=safe_label)
@@ -111,15 +145,15 @@ def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
             f"{count} {noun}(s) of {escape_markdown(true_label)} predicted as {escape_markdown(predicted_label)}"
             + (f"; showing {min(len(examples), MAX_CELL_EXAMPLES)}." if examples else ".")
         )
-    show_examples(examples[:MAX_CELL_EXAMPLES], root, text, f"No {noun}s in this cell.")
+    show_examples(examples[:MAX_CELL_EXAMPLES], root, f"No {noun}s in this cell.")
 
     st.subheader("Highest-loss examples")
     st.caption(
         f"The {noun}s the model was most wrong or least sure about: often mislabelled or unusual "
-        + ("documents" if text else "pictures")
+        + data_modality.everyday_plural
         + " worth checking."
     )
-    show_examples(evaluation.highest_loss[:12], root, text, "No examples recorded.")
+    show_examples(evaluation.highest_loss[:12], root, "No examples recorded.")
 
 
 def evaluate_page() -> None:

@@ -12,6 +12,7 @@ import streamlit as st
 from tl_core.config import ConfigError
 from tl_core.data.images import IMAGE_EXTENSIONS
 from tl_core.errors import TransferLabError
+from tl_core.modalities import get_modality
 from tl_core.models.weights import OFFLINE_WEIGHTS
 from tl_core.results.export import FORMATS
 from tl_core.runs.store import RunStore
@@ -126,7 +127,7 @@ def trained_run_tab(
         return
     run_id = st.selectbox("Run", run_ids, key="predict_run", format_func=names.get, help="Runs that saved a model.")
     set_current_run(run_id)
-    if run_modality(store, run_id) == "text":
+    if get_modality(run_modality(store, run_id)).takes_typed_text:
         predict_documents(store, run_id, top_k, spaces, user)
     elif not image_paths:
         st.caption("Upload images above to see what this model predicts.")

@@ -10,7 +10,8 @@ from tl_core.events import ACTIVE_STATUSES
 from tl_core.layout import CHECKPOINT_FILE
 from tl_core.models.registry import get_backbone_spec, list_backbones
 from tl_core.runs.comparison import epochs_frame
-from tl_core.runs.store import RunRecord, RunStore
+from tl_core.runs.records import RunRecord
+from tl_core.runs.store import RunStore
 from ui.advisor import CUT_LAYER_WIDGET_KEY, parent_image_size
 from ui.charts import overlay_chart
 from ui.comparisons import (
@@ -85,7 +86,7 @@ def run_details(store: RunStore, manager: UserJobs, records: list[RunRecord], re
     marks = phase_starts(epochs, None, store.phases(record.id))
     if record.status == "completed":
         show_best_phase(store, record, marks)
-        if st.button(
+        if record.mode != "feature-extraction" and st.button(
             "Start a new run from this backbone",
             key="runs_start_from",
             icon=":material/call_split:",

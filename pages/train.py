@@ -9,10 +9,11 @@ import streamlit as st
 
 from tl_core.config import ConfigError, DataConfig, RunConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
-from tl_core.runs.store import RunRecord, RunStore
+from tl_core.runs.records import RunRecord
+from tl_core.runs.store import RunStore
 from ui.dataset import load_dataset
 from ui.navigation import page_link, run_app_instead
-from ui.settings import mode_label
+from ui.settings import mode_label, weights_words
 from ui.state import (
     RUN_CONFIG_KEY,
     UserJobs,
@@ -122,7 +123,7 @@ def start_button(manager: UserJobs, config: RunConfig) -> None:
     """The planned run in one line, and the button that queues it."""
     model, train = config.model, config.train
     st.caption(
-        f"Dataset {escape_markdown(Path(config.data.source).name)} · backbone {escape_markdown(model.backbone)} ({escape_markdown(model.weights)} weights) · "
+        f"Dataset {escape_markdown(Path(config.data.source).name)} · backbone {escape_markdown(model.backbone)} ({escape_markdown(weights_words(model))}) · "
         f"{model.image_size or 'default'} px · {mode_label(train.mode, short=True)} · {train.epochs} epochs"
         + (
             f" + {train.stage_epochs} per unfrozen block"

@@ -12,6 +12,7 @@ import streamlit as st
 
 from tl_core.errors import TransferLabError
 from tl_core.events import ACTIVE_STATUSES
+from tl_core.jobs.backend import RUN_JOB
 from tl_core.jobs.manager import JobManager
 from tl_core.server.accounts import User, UserDirectory
 from tl_core.server.sessions import SessionStore
@@ -28,6 +29,9 @@ RUN_DELETE_CONFIRM_KEY = "trainer_runs_pending"
 QUEUE_STOP_CONFIRM_KEY = "trainer_queue_pending"
 
 
+JOB_KIND_LABELS = {RUN_JOB: "training run", "advice": "mode advice", "cut-probe": "cut-depth probe"}
+
+
 def queue_frame(manager: JobManager, run_ids: list[str]) -> pd.DataFrame:
     """Running then queued jobs of every user, with position, device and estimated start."""
     rows = []
@@ -40,6 +44,7 @@ def queue_frame(manager: JobManager, run_ids: list[str]) -> pd.DataFrame:
             {
                 "user": status.owner,
                 "id": run_id,
+                "kind": JOB_KIND_LABELS.get(status.kind, status.kind),
                 "state": status.state,
                 "position": status.queue_position,
                 "device": status.device or "",
@@ -50,7 +55,9 @@ def queue_frame(manager: JobManager, run_ids: list[str]) -> pd.DataFrame:
                 else "",
             }
         )
-    return pd.DataFrame(rows, columns=["user", "id", "state", "position", "device", "progress", "now", "starts in"])
+    return pd.DataFrame(
+        rows, columns=["user", "id", "kind", "state", "position", "device", "progress", "now", "starts in"]
+    )
 
 
 def usage_frame(spaces: Workspaces, directory: UserDirectory) -> pd.DataFrame:
@@ -75,8 +82,9 @@ def usage_frame(spaces: Workspaces, directory: UserDirectory) -> pd.DataFrame:
 
 
 def queue_tab(manager: JobManager) -> None:
-    """Every user's running and queued jobs; stop some after a confirmation."""
-    active_ids = manager.active_run_ids()
+    """Every user's running and queued jobs (training runs and the advisor's measurements, which hold device
+    slots too); stop some after a confirmation."""
+    active_ids = manager.active_job_ids()
     if not active_ids:
         st.info("No job is queued or running.", icon=":material/check_circle:")
     else:

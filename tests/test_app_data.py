@@ -132,8 +132,11 @@ def test_problems_are_listed_errors_first_with_file_names(app: AppTest, tmp_path
     severities = [title.split(":")[0] for title in titles]
     order = {"error": 0, "warning": 1, "info": 2}
     assert severities == sorted(severities, key=order.get)
-    listed = "\n".join(str(table.value["file"].tolist()) for table in app.dataframe if "file" in table.value.columns)
+    tables = [table.value for table in app.table]  # shown in full: the advice wraps instead of being cut off
+    listed = "\n".join(str(table.index.tolist()) for table in tables)
     assert "broken.png" in listed and "empty.jpg" in listed
+    advice = [text for table in tables for text in table["what to do"]]
+    assert any("broken.png" in text and len(text) > 60 for text in advice)
 
 
 def test_missing_dataset_shows_a_message_not_a_traceback(app: AppTest, tmp_path: Path) -> None:
@@ -167,3 +170,18 @@ def test_common_top_folder_and_safe_name() -> None:
     assert common_top_folder([PurePosixPath("roses/1.jpg")]) is None
     assert safe_name("../../My Data!") == "My Data_"
     assert safe_name("...") == "dataset"
+
+
+def test_a_class_missing_from_a_split_is_not_called_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("TRANSFERLAB_DATASETS_DIR", str(tmp_path / "shared"))
+    make_shapes_dataset(tmp_path / "shared" / "lopsided", num_classes=2, images_per_class=[3, 20], image_size=32)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.button(key="data_server_use").click().run()
+    assert not at.exception
+    assert not any("ready to train" in text for text in _texts(at, "success"))
+    [warning] = [text for text in _texts(at, "warning") if "not every class is in every split" in text]
+    assert "validation split has no images of" in warning and "at least 3 images" in warning
+    split = at.dataframe[-1].value.set_index("class")
+    small = split[split["total"] == 3].iloc[0]
+    assert (small["train"], small["val"], small["test"]) == (2, 0, 1)

@@ -114,3 +114,47 @@ def test_no_runs_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     open_page(at, "evaluate").run()
     assert not at.exception
     assert "No evaluated run yet" in at.info[0].value
+
+
+def fake_evaluated_run(store: RunStore, name: str, true: list[int], predicted: list[int]) -> str:
+    """A finished run with a saved evaluation over three classes (no training needed for the page's logic)."""
+    import numpy as np
+
+    from tl_core.results.evaluate import evaluate_probabilities
+
+    probabilities = np.eye(3)[predicted] * 0.7 + 0.1
+    evaluation = evaluate_probabilities(probabilities, np.array(true), ("cat", "dog", "fox"), top_k=2)
+    record = store.create_run(
+        config={}, backbone="mobilenet_v2_035", weights="none", mode="feature-extraction", name=name
+    )
+    store.finish_run(record.id, "completed", metrics={"test_accuracy": evaluation.accuracy})
+    evaluation.save(store.run_dir(record.id) / EVALUATION_FILE)
+    return record.id
+
+
+def test_cells_are_clickable_and_a_new_run_shows_its_own_worst_cell(tmp_path: Path, monkeypatch) -> None:
+    store = RunStore(tmp_path / "workspace")
+    first = fake_evaluated_run(store, "first", [0, 0, 1, 1, 2, 2], [1, 1, 1, 1, 2, 2])  # worst: cat -> dog
+    second = fake_evaluated_run(store, "second", [0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 0, 0])  # worst: fox -> cat
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    open_page(at, "evaluate").run()
+    at.selectbox(key="eval_run").set_value(first).run()
+    assert (at.selectbox(key="eval_true").value, at.selectbox(key="eval_pred").value) == ("cat", "dog")
+    assert "Top-2 accuracy" in {metric.label for metric in at.metric}  # k=2 of 3 classes: shown
+
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    params = spec.get("params", []) + [param for layer in spec["layer"] for param in layer.get("params", [])]
+    assert [(p["name"], p["select"]["type"], p["select"]["fields"]) for p in params] == [
+        ("cell", "point", ["true_index", "predicted_index"])
+    ]
+
+    at.selectbox(key="eval_true").set_value("dog").run()  # look at another cell of the first run
+    at.selectbox(key="eval_run").set_value(second).run()
+    assert (at.selectbox(key="eval_true").value, at.selectbox(key="eval_pred").value) == ("fox", "cat")
+
+
+def test_top_k_is_hidden_when_k_covers_every_class(app: AppTest, trained: tuple[Path, str]) -> None:
+    evaluation = evaluation_of(trained)
+    assert evaluation.top_k >= len(evaluation.class_names)
+    assert not [metric for metric in app.metric if metric.label.startswith("Top-")]

@@ -15,6 +15,7 @@ from tests.conftest import open_page  # noqa: E402
 from tl_core.config import RunConfig  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from tl_core.models.registry import list_backbones  # noqa: E402
+from ui.settings import has_offline_weights
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -50,11 +51,25 @@ def test_defaults_build_a_run_config_for_a_quick_first_curve(app: AppTest, tmp_p
 
 def test_beginner_view_lists_recommended_and_expert_view_lists_all(app: AppTest) -> None:
     table = app.dataframe[0].value
-    assert set(table["backbone"]) == {spec.name for spec in list_backbones("recommended")}
+    installed = [spec.name for spec in list_backbones(None) if has_offline_weights(spec)]
+    assert {"efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2_dogs"} <= set(installed)  # offline, any tier
+    assert list(table["backbone"][: len(installed)]) == installed, "what works here comes first"
+    assert set(table["backbone"]) == set(installed) | {spec.name for spec in list_backbones("recommended")}
     assert {"parameters (M)", "input size", "feature size", "ImageNet weights", "provenance"} <= set(table.columns)
     app.toggle(key="model_expert").set_value(True).run()
     assert set(app.dataframe[0].value["backbone"]) == {spec.name for spec in list_backbones(None)}
     assert app.number_input(key="model_patience").value == 5  # advanced settings appear
+
+
+def test_a_backbone_without_installed_weights_cannot_start_and_one_click_switches(app: AppTest) -> None:
+    app.toggle(key="model_expert").set_value(True).run()
+    app.selectbox(key="model_backbone").set_value("resnet50").run()
+    assert app.radio(key="model_weights").value == "imagenet"
+    assert "run_config" not in app.session_state, "nothing to Start"
+    assert any("not installed on this server" in error.value and "--" not in error.value for error in app.error)
+    app.button(key="model_use_offline").click().run()
+    assert app.selectbox(key="model_backbone").value == "efficientnet_lite0"
+    assert app.session_state["run_config"].model.backbone == "efficientnet_lite0" and not app.error
 
 
 def test_every_setting_has_an_explanation(app: AppTest) -> None:
@@ -138,8 +153,8 @@ def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(
     parent = run_experiment(
         RunConfig(
             data=DataConfig(source=str(data)),
-            model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=48),
-            train=TrainConfig(epochs=1, batch_size=16),
+            model=ModelConfig(backbone="efficientnet_lite0", weights="none", image_size=48),
+            train=TrainConfig(epochs=1, batch_size=16, mode="fine-tune", fine_tune_epochs=1),
             name="domain weights",
         ),
         store=store,
@@ -158,13 +173,17 @@ def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(
     weights.set_value(f"run:{parent.run_id}").run()
     assert not at.exception and not at.error
     assert (
-        at.selectbox(key="model_backbone").value == "mobilenet_v2_035"
+        at.selectbox(key="model_backbone").value == "efficientnet_lite0"
         and at.number_input(key="model_image_size").value == 48
     )
     config = at.session_state["run_config"]
     assert (config.model.weights, config.model.backbone, config.model.image_size) == (
         f"run:{parent.run_id}",
-        "mobilenet_v2_035",
+        "efficientnet_lite0",
         48,
     )
     assert any("domain weights" in plain(caption.value) for caption in at.caption)
+    other = next(name for name in at.selectbox(key="model_backbone").options if name != "efficientnet_lite0")
+    at.selectbox(key="model_backbone").set_value(other).run()  # another architecture: the run's
+    assert not [option for option in at.radio(key="model_weights").options if option.startswith("run:")]
+    assert at.radio(key="model_weights").value == "imagenet"  # backbone does not fit, and a choice is shown

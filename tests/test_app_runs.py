@@ -25,11 +25,11 @@ from tl_core.training.runner import run_experiment  # noqa: E402
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
-def tiny(source: Path, name: str, epochs: int = 1) -> RunConfig:
+def tiny(source: Path, name: str, epochs: int = 1, **train: object) -> RunConfig:
     return RunConfig(
         data=DataConfig(source=str(source)),
         model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
-        train=TrainConfig(epochs=epochs, batch_size=16),
+        train=TrainConfig(epochs=epochs, batch_size=16, **train),
         name=name,
     )
 
@@ -212,7 +212,9 @@ def test_negative_transfer_is_flagged_with_its_margin_and_advice(workspace: tupl
 def test_lineage_is_shown_both_ways_and_a_backbone_starts_a_new_run(workspace: tuple[Path, Path]) -> None:
     workspace_dir, data = workspace
     store = RunStore(workspace_dir)
-    first = next(r for r in store.list_runs() if r.name == "first")
+    frozen = next(r for r in store.list_runs() if r.name == "first")  # feature extraction: its backbone is unchanged
+    tuned = run_experiment(tiny(data, "first tuned", mode="fine-tune", fine_tune_epochs=1), store=store)
+    first = store.get(tuned.run_id)
     config = tiny(data, "child")
     child = run_experiment(
         config.replace(model=config.model.__class__(backbone="mobilenet_v2_035", weights=f"run:{first.id}")),
@@ -221,10 +223,12 @@ def test_lineage_is_shown_both_ways_and_a_backbone_starts_a_new_run(workspace: t
     assert child.status == "completed" and store.get(child.run_id).parent_run_id == first.id
 
     at = open_runs(data)
+    at.selectbox(key="runs_detail").set_value(frozen.id).run()
+    assert not [button for button in at.button if button.key == "runs_start_from"], "nothing trained its backbone"
     table = at.dataframe[0].value
-    assert table.loc[table["name"] == "child", "from run"].item() == "first"
+    assert table.loc[table["name"] == "child", "from run"].item() == "first tuned"
     at.selectbox(key="runs_detail").set_value(child.run_id).run()
-    assert any(f"Backbone from run first ({first.id})" in plain(m.value) for m in at.markdown)
+    assert any(f"Backbone from run first tuned ({first.id})" in plain(m.value) for m in at.markdown)
     at.selectbox(key="runs_detail").set_value(first.id).run()
     assert any(
         "Runs started from this backbone" in plain(m.value) and f"child ({child.run_id})" in plain(m.value)

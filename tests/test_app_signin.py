@@ -325,6 +325,7 @@ def test_trainer_sees_everyones_queue_and_can_drop_a_queued_job(server: Path, mo
         }
         running = jobs["alice"].submit(_config(spaces.server_datasets))
         queued = jobs["bob"].submit(_config(spaces.server_datasets))
+        advice = jobs["bob"].submit_advisory("advice", _config(spaces.server_datasets), key="k", options={})
         _until(lambda: manager.status(running).state == "running")
         monkeypatch.setattr(
             pages.trainer, "get_manager", lambda: jobs["alice"]
@@ -334,9 +335,10 @@ def test_trainer_sees_everyones_queue_and_can_drop_a_queued_job(server: Path, mo
         open_page(trainer, "trainer").run()
         assert not trainer.exception
         table = trainer.dataframe[0].value
-        assert list(zip(table["user"], table["id"], table["state"])) == [
-            ("alice", running, "running"),
-            ("bob", queued, "queued"),
+        assert list(zip(table["user"], table["id"], table["kind"], table["state"])) == [
+            ("alice", running, "training run", "running"),
+            ("bob", queued, "training run", "queued"),
+            ("bob", advice, "mode advice", "queued"),  # the advisor's measurement holds a device slot too
         ]
         trainer.multiselect(key="trainer_queue_select").set_value([queued]).run()
         trainer.button(key="trainer_queue_stop").click().run()

@@ -138,7 +138,7 @@ def test_switching_between_image_and_text_data_resets_the_backbone(workspace: Pa
     at = AppTest.from_file(APP, default_timeout=60).run()
     use_server_dataset(at, "shapes")
     open_page(at, "model").run()
-    at.selectbox(key="model_backbone").set_value("mobilenet_v2_035").run()
+    at.selectbox(key="model_backbone").set_value("efficientnet_lite1").run()
     assert at.session_state["run_config"].data.modality == "image"
     open_page(at, "data").run()
     use_server_dataset(at, "topics")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tl_core.runs.store import EpochRecord, PhaseRecord
+from tl_core.runs.records import EpochRecord, PhaseRecord
 from ui.charts import PhaseMark, curve_chart, epochs_to_curves, phase_label
 from ui.training import best_phase_sentence, phase_starts
 

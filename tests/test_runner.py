@@ -314,3 +314,31 @@ def test_a_failing_listener_is_logged_and_counted_and_the_run_still_completes(sh
     assert "BrokenListener failed on RunStarted: OSError: disk full" in log
     summary = json.loads((store.run_dir(outcome.run_id) / "summary.json").read_text())
     assert summary["listener_errors"] >= 3  # at least RunStarted, an epoch and RunFinished
+
+
+class _StopAfterLastFeatures:
+    """Requests a stop when the last split's features are done: after every stoppable step, before any epoch."""
+
+    def __init__(self, stop) -> None:
+        self.stop = stop
+
+    def on_event(self, event) -> None:
+        from tl_core.events import PreparationProgress
+
+        if isinstance(event, PreparationProgress) and event.step == "features" and event.done == event.total:
+            if event.split == "val":  # the last split training needs (the test split's come after training)
+                self.stop.request_stop()
+
+
+def test_a_stop_after_the_features_but_before_the_first_epoch_ends_stopped_not_completed(shapes_dataset, workspace):
+    from tl_core.stopping import StopToken
+
+    store = RunStore(workspace)
+    stop = StopToken()
+    outcome = runner.run_experiment(
+        _config(shapes_dataset), store=store, listener=_StopAfterLastFeatures(stop), stop=stop
+    )
+    assert outcome.status == "stopped", "an untrained head is not a completed run"
+    assert store.get(outcome.run_id).status == "stopped" and store.epochs(outcome.run_id) == []
+    assert not (store.run_dir(outcome.run_id) / "evaluation.json").exists()
+    assert "nothing was trained" in store.read_log(outcome.run_id)

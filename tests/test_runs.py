@@ -565,3 +565,14 @@ def test_a_database_from_a_newer_transferlab_is_refused_and_left_as_it_is(worksp
     with sqlite3.connect(workspace / "transferlab.db") as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         assert connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] == 0
+
+
+def test_runs_started_in_the_same_minute_get_different_default_names(tmp_path) -> None:
+    from tl_core.runs.store import RunStore
+
+    store = RunStore(tmp_path)
+    names = [
+        store.create_run(config={}, backbone="efficientnet_lite0", weights="imagenet", mode="fine-tune").name
+        for _ in range(3)
+    ]
+    assert len(set(names)) == 3 and names[1] == f"{names[0]} #2" and names[2] == f"{names[0]} #3"

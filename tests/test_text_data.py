@@ -14,14 +14,12 @@ from tl_core.data.checks import detect_modality
 from tl_core.data.image_dataset import split_dataset
 from tl_core.data.synthetic import make_shapes_dataset
 from tl_core.data.text_dataset import (
-    FALLBACK_ENCODING,
-    MAX_DOCUMENT_CHARS,
     TextScanReport,
-    decode_bytes,
     load_texts,
     read_document,
     scan_text_dataset,
 )
+from tl_core.data.text_decoding import FALLBACK_ENCODING, MAX_DOCUMENT_CHARS, decode_bytes
 from tl_core.data.text_demo import make_topics_dataset
 from tl_core.errors import DataError
 

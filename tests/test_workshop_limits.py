@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.jobs import endings  # noqa: E402
 from tl_core.jobs import manager as jobs  # noqa: E402
 from tl_core.jobs.backend import JobExit, this_process_reference  # noqa: E402
 from tl_core.jobs.manager import JobManager
@@ -269,7 +270,7 @@ def test_a_run_that_ignores_the_stop_is_killed_after_the_grace_period(
     managers,
     monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
-    monkeypatch.setattr(jobs, "RUN_LIMIT_GRACE_S", 0.0)
+    monkeypatch.setattr(endings, "RUN_LIMIT_GRACE_S", 0.0)
     store = RunStore(workspace)
     backend = IgnoresStop()
     manager = managers(store, backend=backend, limits=RunLimits(max_run_minutes=0.1 / 60))

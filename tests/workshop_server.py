@@ -135,6 +135,40 @@ def workshop_server(
         stop_process_group(process)
 
 
+@contextmanager
+def personal_server(workspace: Path, name: str = "personal", extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start `python -m tl_core serve` in personal mode (what `make run` runs) on loopback; yields its URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRANSFERLAB_WORKSPACE": str(workspace),
+        "TRANSFERLAB_DATASETS_DIR": str(workspace / "datasets"),
+        "TRANSFERLAB_PORT": str(port),
+        "TRANSFERLAB_WARM_WORKERS": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **(extra_env or {}),
+    }
+    for variable in ("TRANSFERLAB_MODE", "TRANSFERLAB_HOST", "TRANSFERLAB_CONFIG", "TRANSFERLAB_USERS_FILE"):
+        env.pop(variable, None)
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"{name}-server.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tl_core", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, log_path)
+        yield url
+    finally:
+        stop_process_group(process)
+
+
 def stop_process_group(process: subprocess.Popen) -> None:
     """SIGTERM the server and every worker it started (one process group), SIGKILL after 20 s."""
     try:

@@ -135,8 +135,17 @@ def overlay_chart(frame: pd.DataFrame, metric: str, *, percent: bool) -> alt.Cha
     )
 
 
-def confusion_chart(confusion: Sequence[Sequence[int]], class_names: Sequence[str]) -> alt.LayerChart:
-    """Heatmap of counts (rows true, columns predicted), shaded by the share of each true class."""
+CELL_SELECTION = "cell"  # the confusion matrix's click selection: fields true_index and predicted_index
+
+
+def confusion_chart(
+    confusion: Sequence[Sequence[int]], class_names: Sequence[str], *, clickable: bool = False
+) -> alt.LayerChart:
+    """Heatmap of counts (rows true, columns predicted), shaded by the share of each true class.
+
+    `clickable`: a click selects one cell (selection `CELL_SELECTION`, by class indices: names shown through
+    `safe_label` need not be unique), for `st.altair_chart(..., on_select="rerun")`.
+    """
     rows = []
     for true_index, row in enumerate(confusion):
         total = sum(row) or 1
@@ -147,9 +156,11 @@ def confusion_chart(confusion: Sequence[Sequence[int]], class_names: Sequence[st
                     safe_label(class_names[predicted_index]),
                     int(count),
                     count / total,
+                    true_index,
+                    predicted_index,
                 )
             )
-    frame = pd.DataFrame(rows, columns=["true", "predicted", "count", "share"])
+    frame = pd.DataFrame(rows, columns=["true", "predicted", "count", "share", "true_index", "predicted_index"])
     order = [safe_label(name) for name in class_names]
     cell = max(26, min(72, 600 // max(1, len(order))))  # square cells that fit ~600 px, readable up to ~20 classes
     base = alt.Chart(frame).encode(
@@ -169,6 +180,12 @@ def confusion_chart(confusion: Sequence[Sequence[int]], class_names: Sequence[st
         ),
         tooltip=["true:N", "predicted:N", "count:Q", alt.Tooltip("share:Q", format=".0%")],
     )
+    if clickable:
+        picked = alt.selection_point(name=CELL_SELECTION, fields=["true_index", "predicted_index"], on="click")
+        cells = cells.add_params(picked).encode(
+            strokeWidth=alt.condition(picked, alt.value(3), alt.value(1)),
+            stroke=alt.condition(picked, alt.value("#f59e0b"), alt.value("white")),
+        )
     text = base.mark_text(fontSize=12).encode(
         text="count:Q",
         color=alt.condition("datum.share > 0.55", alt.value("white"), alt.value("#111827")),

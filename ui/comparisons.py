@@ -11,7 +11,8 @@ import streamlit as st
 from tl_core.errors import TransferLabError
 from tl_core.runs.comparison import compare_runs
 from tl_core.runs.paired import accuracy_label, compare_pair, run_accuracy
-from tl_core.runs.store import RunRecord, RunStore
+from tl_core.runs.records import RunRecord
+from tl_core.runs.store import RunStore
 from ui.runs_table import dataset_name, shown_cells
 from ui.text import escape_markdown, safe_label, show_error
 

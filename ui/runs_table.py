@@ -11,7 +11,7 @@ import pandas as pd
 
 from tl_core.config import RUN_WEIGHTS_PREFIX, RunConfig
 from tl_core.models.spec import BackboneSpec
-from tl_core.runs.store import RunRecord
+from tl_core.runs.records import RunRecord
 from ui.text import safe_label, user_messages
 
 PERCENT = "%.1f%%"

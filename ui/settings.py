@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from tl_core.config import ConfigError, ModelConfig, TrainConfig
+from tl_core.modalities import get_modality
+from tl_core.models.registry import list_backbones
 from tl_core.models.spec import BackboneSpec
 
 # A laptop CPU shows the first curve within a minute at this size with the default backbone.
-DEFAULT_BACKBONE = "efficientnet_lite0"
-DEFAULT_WEIGHTS = "imagenet"
 DEFAULT_IMAGE_SIZE = 96
 DEFAULT_SEQUENCE_LENGTH = 256  # word tokens per document; most news articles' opening paragraphs fit
 DEFAULT_EPOCHS = 10
@@ -33,15 +33,14 @@ def mode_label(mode: str, *, short: bool = False) -> str:
 
 
 def default_model_config(modality: str = "image") -> ModelConfig:
-    """The settings a new run starts from: a small offline image backbone, or GloVe word vectors for text."""
-    if modality == "text":
-        from tl_core.modalities import get_modality
-
-        text = get_modality("text")
-        return ModelConfig(
-            backbone=text.default_backbone, weights=text.default_weights, sequence_length=DEFAULT_SEQUENCE_LENGTH
-        )
-    return ModelConfig(backbone=DEFAULT_BACKBONE, weights=DEFAULT_WEIGHTS, image_size=DEFAULT_IMAGE_SIZE)
+    """The settings a new run starts from: the modality's offline backbone (a small image network, GloVe word vectors)."""
+    defaults = get_modality(modality)
+    return ModelConfig(
+        backbone=defaults.default_backbone,
+        weights=defaults.default_weights,
+        image_size=DEFAULT_IMAGE_SIZE if defaults.uses_image_size else None,
+        sequence_length=DEFAULT_SEQUENCE_LENGTH,
+    )
 
 
 def default_train_config() -> TrainConfig:
@@ -50,30 +49,48 @@ def default_train_config() -> TrainConfig:
 
 def has_offline_weights(spec: BackboneSpec) -> bool:
     """True when the backbone's pretrained weights (ImageNet, or GloVe for text) ship with an installed package (no download)."""
-    if spec.modality == "text":
-        from tl_core.models.text_backbones import has_packaged_weights
+    return get_modality(spec.modality).has_offline_weights(spec)
 
-        return has_packaged_weights(spec)
-    from tl_core.models.weights import OFFLINE_WEIGHTS
 
-    provider = OFFLINE_WEIGHTS.get(spec.offline_weights) if spec.offline_weights else None
-    return bool(provider and provider.is_installed())
+def pretrained_on(spec: BackboneSpec) -> str:
+    """What the backbone's packaged weights learned from, in a few words: `ImageNet-1k`, `ImageNet, then fine-tuned
+    on dog breeds`, `GloVe 6B` (the provenance without where the file comes from)."""
+    return spec.weights_provenance.split(" (")[0].split(", from ")[0]
+
+
+def weights_words(model: ModelConfig) -> str:
+    """The starting weights of `model` for people: `ImageNet-1k weights`, `random weights`, `weights of run …`."""
+    from tl_core.config import RUN_WEIGHTS_PREFIX
+    from tl_core.models.registry import get_backbone_spec
+
+    if model.weights in ("imagenet", "glove"):
+        return f"{pretrained_on(get_backbone_spec(model.backbone))} weights"
+    if model.weights == "none":
+        return "random weights"
+    if model.weights.startswith(RUN_WEIGHTS_PREFIX):
+        return f"weights of run {model.weights[len(RUN_WEIGHTS_PREFIX) :]}"
+    return f"weights from {model.weights}"
+
+
+def recommended_here(modality: str) -> list[BackboneSpec]:
+    """The beginner view's backbones: every one whose pretrained weights are installed on this server (any tier),
+    then the recommended ones that would need a download."""
+    installed = [spec for spec in list_backbones(None, modality=modality) if has_offline_weights(spec)]
+    return installed + [spec for spec in list_backbones("recommended", modality=modality) if spec not in installed]
 
 
 def weights_availability(spec: BackboneSpec) -> str:
     """Where a backbone's pretrained weights come from, in the backbone table's words."""
     if has_offline_weights(spec):
         return "offline ✓"
-    if spec.modality == "text":
-        return (
-            "package not installed" if spec.feature_dim else "a TF Hub handle or SavedModel folder"
-        )  # only TF Hub entries have no fixed size
-    return "needs a download"
+    if not spec.feature_dim:  # only TF Hub entries have no fixed size: the user names the model as its weights
+        return "a TF Hub handle or SavedModel folder"
+    return get_modality(spec.modality).missing_weights
 
 
 def size_range(spec: BackboneSpec) -> str:
     """`32–224 px` or `32 px and up` when the backbone has no upper limit (`words` for text backbones)."""
-    unit = "words" if spec.modality == "text" else "px"
+    unit = get_modality(spec.modality).size_unit
     return f"{spec.min_size}–{spec.max_size} {unit}" if spec.max_size else f"{spec.min_size} {unit} and up"
 
 
@@ -81,15 +98,15 @@ def backbone_table(specs: Sequence[BackboneSpec]) -> pd.DataFrame:
     """One row per backbone with what a user compares: size, speed proxies, weights and their origin (one modality per table)."""
     rows = []
     for spec in specs:
-        text = spec.modality == "text"
+        modality = get_modality(spec.modality)
         rows.append(
             {
                 "backbone": spec.name,
                 "name": spec.display_name,
                 "parameters (M)": round(spec.parameters / 1e6, 2) if spec.parameters else None,
-                "input size": f"{spec.default_size} {'words' if text else 'px'} ({size_range(spec)})",
+                "input size": f"{spec.default_size} {modality.size_unit} ({size_range(spec)})",
                 "feature size": spec.feature_dim or None,  # 0: a TF Hub model's size is known once it is loaded
-                "pretrained weights" if text else "ImageNet weights": weights_availability(spec),
+                modality.weights_column: weights_availability(spec),
                 "provenance": spec.weights_provenance,
                 "tier": spec.tier,
             }

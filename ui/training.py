@@ -12,7 +12,8 @@ from tl_core.errors import RunNotFoundError
 from tl_core.events import ACTIVE_STATUSES, PREPARATION_STEP_NAMES
 from tl_core.jobs.manager import JobStatus
 from tl_core.layout import SUMMARY_FILE
-from tl_core.runs.store import EpochRecord, PhaseRecord, RunRecord, RunStore
+from tl_core.runs.records import EpochRecord, PhaseRecord, RunRecord
+from tl_core.runs.store import RunStore
 from ui.charts import PHASE_LABELS, PhaseMark, curve_chart, epochs_to_curves, phase_label
 from ui.navigation import page_link
 from ui.runs_table import NEGATIVE_TRANSFER_ADVICE, transfer_verdict

@@ -67,10 +67,12 @@ def _queue_row(store: RunStore, manager: UserJobs, run_id: str) -> None:
             else "preparing"
         )
     text, watch, stop = st.columns([6, 1, 1], vertical_alignment="center")
-    text.markdown(
-        f"**{escape_markdown(record.name)}** · {escape_markdown(record.backbone)} · "
-        f"{mode_label(record.mode, short=True)} · {state}"
+    what = (
+        ""  # a default or comparison name already says both
+        if record.backbone in record.name
+        else f" · {escape_markdown(record.backbone)} · {mode_label(record.mode, short=True)}"
     )
+    text.markdown(f"**{escape_markdown(record.name)}**{what} · {state}")
     if watch.button("Watch", key=f"queue_watch_{run_id}", icon=":material/visibility:"):
         set_current_run(run_id)
         st.rerun()

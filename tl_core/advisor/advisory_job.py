@@ -27,6 +27,7 @@ from tl_core.events import NullListener, RunFinished, RunStarted, TrainingListen
 from tl_core.jobs.advisory import AdvisoryStore
 from tl_core.jobs.backend import ADVICE_JOB, run_time_limit_message
 from tl_core.layout import CACHE_FOLDER, KERAS_FILE
+from tl_core.modalities import get_modality
 from tl_core.runs.store import RunStore
 from tl_core.stopping import StopToken
 from tl_core.training.preparation import PreparationStopped
@@ -55,7 +56,7 @@ def execute_advisory_job(
         steps = AdvisorSteps(listener=listener, stop=stop, job_id=job_id)
         steps.start("reading the dataset")
         store = RunStore(workspace)
-        if config.data.modality != "image":
+        if not get_modality(config.data.modality).measured_by_advisor:
             raise DataError(
                 f"The advisor measures image backbones only; {config.data.source} holds {config.data.modality}."
             )

@@ -32,6 +32,7 @@ from tl_core.data.text_demo import (
     write_class_documents,
 )
 from tl_core.errors import DataError
+from tl_core.modalities import get_modality
 
 _SEED = 0
 _TEXTURE_TILE = 64
@@ -163,11 +164,11 @@ def write_demo_dataset(target_dir: Path, name: str = "digits", *, images_per_cla
             "pass a new or empty folder, or delete this one."
         )
 
-    if demo.modality == "text":
-        if target_dir.is_dir():
-            target_dir.rmdir()  # empty, checked above
-        return write_class_documents(target_dir, _TEXT_LOADERS[name](count))
-    images_by_class = _LOADERS[name](count)
+    return _WRITERS[name](target_dir, count)
+
+
+def _write_class_images(target_dir: Path, images_by_class: dict[str, list[Image.Image]]) -> Path:
+    """Write `target_dir/<class>/<class>_<i>.png` (`target_dir` missing or empty) and return `target_dir`."""
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the target, then rename: an interrupted write never leaves a half dataset behind.
     staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
@@ -178,7 +179,7 @@ def write_demo_dataset(target_dir: Path, name: str = "digits", *, images_per_cla
             for index, image in enumerate(images):
                 image.save(class_dir / f"{class_name}_{index:04d}.png", format="PNG")
         if target_dir.is_dir():
-            target_dir.rmdir()  # empty, checked above
+            target_dir.rmdir()  # empty: write_demo_dataset checked
         os.replace(staging, target_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -190,8 +191,8 @@ def _holds_demo(folder: Path, demo: DemoDataset, count: int) -> bool:
     entries = {entry.name: entry for entry in folder.iterdir()}
     if set(entries) != set(demo.classes):
         return False
-    suffix = "*.txt" if demo.modality == "text" else "*.png"
-    return all(entry.is_dir() and len(list(entry.glob(suffix))) == count for entry in entries.values())
+    files = get_modality(demo.modality).demo_file_glob
+    return all(entry.is_dir() and len(list(entry.glob(files))) == count for entry in entries.values())
 
 
 def _balanced_indices(labels: np.ndarray, label: int, count: int) -> np.ndarray:
@@ -252,13 +253,12 @@ def _load_shapes(count: int) -> dict[str, list[Image.Image]]:
     }
 
 
-_LOADERS: dict[str, Callable[[int], dict[str, list[Image.Image]]]] = {
-    "digits": _load_digits,
-    "textures": _load_textures,
-    "faces": _load_faces,
-    "shapes": _load_shapes,
-}
-_TEXT_LOADERS: dict[str, Callable[[int], dict[str, list[bytes]] | dict[str, list[str]]]] = {
-    "bbc-news": bbc_news_documents,
-    "topics": lambda count: topic_documents(3, count),
+# Each demo's writer: (target folder, examples per class) -> the folder; its loader, then the writer for what it loads.
+_WRITERS: dict[str, Callable[[Path, int], Path]] = {
+    "digits": lambda target, count: _write_class_images(target, _load_digits(count)),
+    "textures": lambda target, count: _write_class_images(target, _load_textures(count)),
+    "faces": lambda target, count: _write_class_images(target, _load_faces(count)),
+    "shapes": lambda target, count: _write_class_images(target, _load_shapes(count)),
+    "bbc-news": lambda target, count: write_class_documents(target, bbc_news_documents(count)),
+    "topics": lambda target, count: write_class_documents(target, topic_documents(3, count)),
 }

@@ -11,7 +11,8 @@ with a text and a label column. The report reuses `data.py`'s types, so `data.sp
   `/abs/reviews.csv#row=12`; `read_document(path)` returns any example's text.
 
 Bytes are decoded as UTF-8 (a UTF-8 or UTF-16 byte-order mark is honoured), else as Windows-1252
-(`FALLBACK_ENCODING`) with a warning naming the file.
+(`FALLBACK_ENCODING`) with a warning naming the file: decoding, binary sniffing and the length cap live in
+`tl_core.data.text_decoding`, reading a CSV/TSV's rows in `tl_core.data.text_table`.
 
 Example:
     >>> report = scan_text_dataset("reviews/")
@@ -21,10 +22,7 @@ Example:
 
 from __future__ import annotations
 
-import codecs
-import csv
 import hashlib
-import io
 import os
 import re
 import statistics
@@ -40,6 +38,14 @@ from tl_core.data.archive import extract_archive, is_archive, is_ignored_name
 from tl_core.data.checks import MIN_EXAMPLES_PER_CLASS, check_classes, dataset_fingerprint, remove_duplicates
 from tl_core.data.image_dataset import DEFAULT_EXTRACT_ROOT, SPLIT_FOLDERS
 from tl_core.data.readable_roots import OUTSIDE_FIX, is_allowed
+from tl_core.data.text_decoding import (
+    FALLBACK_ENCODING,
+    MAX_DOCUMENT_CHARS,
+    DecodedText,
+    fit_document,
+    read_text_file,
+)
+from tl_core.data.text_table import read_table
 from tl_core.data.types import (
     SPLIT_NAMES,
     TABLE_EXTENSIONS,
@@ -55,70 +61,8 @@ from tl_core.errors import DataError
 if TYPE_CHECKING:
     from tl_core.data.types import TrainingData
 
-MAX_DOCUMENT_CHARS = 10_000  # ~1,700 words: far beyond the 256 tokens a model reads by default, bounds memory
-FALLBACK_ENCODING = "cp1252"  # Windows-1252: what non-UTF-8 English text files usually are
-BINARY_CONTROL_FRACTION = 0.3
-TEXT_COLUMN_NAMES = (
-    "text",
-    "document",
-    "content",
-    "body",
-    "sentence",
-    "review",
-    "message",
-    "comment",
-    "tweet",
-    "abstract",
-)
-LABEL_COLUMN_NAMES = ("label", "class", "category", "target", "topic", "sentiment", "y")
-_READ_BYTES = MAX_DOCUMENT_CHARS * 4 + 4  # enough bytes for MAX_DOCUMENT_CHARS characters in any encoding we read
 _ROW_MARK = "#row="
 _TOKEN = re.compile(r"[^\W_]+")  # runs of letters/digits: how the text models split words
-
-
-@dataclass(frozen=True)
-class DecodedText:
-    """A document's text (cut at `MAX_DOCUMENT_CHARS`), the encoding it was read with, and its full length."""
-
-    text: str
-    encoding: str
-    characters: int  # characters read (a lower bound when `read_all` is False)
-    read_all: bool  # False: the file is longer than what was read
-
-    @property
-    def truncated(self) -> bool:
-        return not self.read_all or self.characters > MAX_DOCUMENT_CHARS
-
-
-def _is_binary(data: bytes) -> bool:
-    if b"\x00" in data:
-        return True
-    controls = sum(1 for byte in data[:4096] if byte < 32 and byte not in (9, 10, 12, 13))
-    return bool(data) and controls / min(len(data), 4096) > BINARY_CONTROL_FRACTION
-
-
-def decode_bytes(data: bytes, *, complete: bool = True) -> tuple[str, str]:
-    """Text and encoding name: UTF-16 or UTF-8 by byte-order mark, else UTF-8, else `FALLBACK_ENCODING`.
-
-    Args:
-        data: the bytes.
-        complete: False when `data` is only the start of a file (a cut multi-byte character is dropped).
-
-    Returns:
-        (text, "utf-8" | "utf-8-sig" | "utf-16" | FALLBACK_ENCODING).
-    """
-    boms = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-    for encoding in [name for bom, name in boms if data.startswith(bom)] + ["utf-8"]:
-        try:
-            return codecs.getincrementaldecoder(encoding)("strict").decode(data, final=complete), encoding
-        except UnicodeDecodeError:
-            continue
-    return data.decode(FALLBACK_ENCODING, errors="replace"), FALLBACK_ENCODING
-
-
-def _fit(text: str, encoding: str, more_bytes: bool) -> DecodedText:
-    text = text.replace("\r\n", "\n")
-    return DecodedText(text[:MAX_DOCUMENT_CHARS], encoding, len(text), not more_bytes)
 
 
 def normalise_text(text: str) -> str:
@@ -205,22 +149,6 @@ class _Found:
         )
 
 
-def read_text_file(path: Path) -> DecodedText:
-    """A text file's (possibly truncated) text; raises DataError naming binary or unreadable files."""
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(_READ_BYTES + 1)
-    except OSError as error:
-        raise DataError(f"{path} cannot be read ({error}): check it exists and is readable.") from error
-    if _is_binary(data[:_READ_BYTES]) and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(
-            f"{path.name} is binary, not text (it contains NUL or control bytes): export it as plain UTF-8 text (.txt) or remove it."
-        )
-    more = len(data) > _READ_BYTES
-    text, encoding = decode_bytes(data[:_READ_BYTES], complete=not more)
-    return _fit(text, encoding, more)
-
-
 def _add_text_file(found: _Found, path: Path, relpath: str, label: str, split: str | None) -> None:
     found.seen += 1
     if not is_allowed(path, found.readable_roots):  # a link inside the folder that leads elsewhere: never read it
@@ -299,94 +227,6 @@ def _scan_folder(root: Path, readable_roots: tuple[str, ...]) -> tuple[_Found, b
     return found, has_presets
 
 
-def _pick_column(header: list[str], names: tuple[str, ...], explicit: str | None, role: str, table: Path) -> int | None:
-    cells = [cell.strip().lower() for cell in header]
-    if explicit is not None:
-        if explicit.strip().lower() not in cells:
-            raise DataError(
-                f"{table.name} has no column {explicit!r} for the {role}: its header is {', '.join(header)}; pass one of those."
-            )
-        return cells.index(explicit.strip().lower())
-    for name in names:  # exact names first, then names that contain one ("review_text")
-        if name in cells:
-            return cells.index(name)
-    return next((i for i, cell in enumerate(cells) for name in names if len(name) > 1 and name in cell), None)
-
-
-def read_table(
-    table: Path, *, text_column: str | None = None, label_column: str | None = None
-) -> tuple[list[tuple[int, str, str]], list[Problem]]:
-    """(row number, text, label) of every data row of a CSV/TSV, and the rows that were unusable.
-
-    The header is recognised by its column names (`text`, `review`, ... and `label`, `class`, ...);
-    without one, a two-column table's longer column is the text. Row 1 is the header when there is one.
-    """
-    try:
-        data = table.read_bytes()
-    except OSError as error:
-        raise DataError(f"{table} cannot be read ({error}): check it exists and is readable.") from error
-    if _is_binary(data) and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(
-            f"{table.name} is binary, not a CSV/TSV: export the table as UTF-8 text with a text and a label column."
-        )
-    content, encoding = decode_bytes(data)
-    problems: list[Problem] = []
-    if encoding == FALLBACK_ENCODING:
-        problems.append(
-            Problem(
-                "warning",
-                "not-utf8",
-                f"{table.name} is not valid UTF-8; it was read as Windows-1252 ({FALLBACK_ENCODING}). "
-                "If characters look wrong, re-save it as UTF-8.",
-                table.name,
-            )
-        )
-    first_line = content.split("\n", 1)[0]
-    delimiter = "\t" if table.suffix.lower() == ".tsv" or ("\t" in first_line and "," not in first_line) else ","
-    csv.field_size_limit(max(csv.field_size_limit(), 1 << 26))  # documents are long cells; the default limit is 128 KiB
-    try:
-        rows = list(
-            csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
-        )  # keeps line breaks inside quoted cells
-    except csv.Error as error:
-        raise DataError(
-            f"{table} is not a well-formed {'TSV' if delimiter == chr(9) else 'CSV'} ({error}): quote cells that hold the delimiter or line breaks."
-        ) from error
-    numbered = [(number, row) for number, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
-    if not numbered:
-        raise DataError(f"{table} has no rows: add one row per document with a text and a label column.")
-    header = numbered[0][1]
-    text_index = _pick_column(header, TEXT_COLUMN_NAMES, text_column, "text", table)
-    label_index = _pick_column(header, LABEL_COLUMN_NAMES, label_column, "label", table)
-    if text_index is not None and label_index is not None and text_index != label_index:
-        numbered = numbered[1:]
-    elif len(header) == 2 and text_column is None and label_column is None:
-        mean_length = [statistics.fmean(len(row[i]) if len(row) > i else 0 for _, row in numbered) for i in (0, 1)]
-        text_index = 0 if mean_length[0] >= mean_length[1] else 1
-        label_index = 1 - text_index
-    else:
-        raise DataError(
-            f"{table.name}: cannot tell which column holds the text and which the label (header: {', '.join(header)}). "
-            "Name them `text` and `label` in the first row, or pass text_column= and label_column=."
-        )
-    documents: list[tuple[int, str, str]] = []
-    for number, row in numbered:
-        cells = row + [""] * (max(text_index, label_index) + 1 - len(row))
-        text, label = cells[text_index], cells[label_index].strip()
-        if not label:
-            problems.append(
-                Problem(
-                    "warning",
-                    "csv-row",
-                    f"{table.name} row {number}: no label; add one or delete the row.",
-                    f"{table.name}:row {number}",
-                )
-            )
-            continue
-        documents.append((number, text, label))
-    return documents, problems
-
-
 def _scan_table(table: Path, text_column: str | None, label_column: str | None) -> _Found:
     found = _Found()
     documents, found.problems = read_table(table, text_column=text_column, label_column=label_column)
@@ -395,7 +235,7 @@ def _scan_table(table: Path, text_column: str | None, label_column: str | None) 
     for number, text, label in documents:
         found.labels.add(label)
         found.add(
-            _fit(text, "utf-8", False),
+            fit_document(text, "utf-8", False),
             f"{table.resolve()}{_ROW_MARK}{number}",
             f"{table.name}:row {number}",
             label,
@@ -511,7 +351,7 @@ def read_document(path: str, *, _tables: dict[str, dict[int, str]] | None = None
                 _tables[table] = rows
         if int(number) not in rows:
             raise DataError(f"{table} has no row {number} any more: scan the dataset again.")
-        return _fit(rows[int(number)], "utf-8", False).text
+        return fit_document(rows[int(number)], "utf-8", False).text
     return read_text_file(Path(path)).text
 
 

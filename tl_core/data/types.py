@@ -31,7 +31,7 @@ class Example:
     """One usable example.
 
     For images `width`/`height` are pixels; for text documents `width` is the character count and
-    `height` the word-token count (after truncation to `text_data.MAX_DOCUMENT_CHARS`).
+    `height` the word-token count (after truncation to `tl_core.data.text_decoding.MAX_DOCUMENT_CHARS`).
     """
 
     path: str  # absolute

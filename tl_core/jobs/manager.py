@@ -16,7 +16,8 @@ other machines can replace them without touching the pages.
 
 On start the manager recovers: jobs still queued stay queued and start in turn; a running job whose
 worker is gone is marked `interrupted` (its log and last checkpoint kept, `resume` continues it);
-a worker still alive from before the restart is watched again.
+a worker still alive from before the restart is watched again. What is recorded when a worker exits,
+and how the run-time limit ends a job, is in `tl_core.jobs.endings`.
 
 Example:
     >>> manager = JobManager(RunStore("workspace"))
@@ -39,18 +40,18 @@ from typing import Literal
 
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
-from tl_core.events import ACTIVE_STATUSES, FINISHED_STATUSES
-from tl_core.jobs.backend import RUN_JOB, Job, JobBackend, JobExit, JobKind, run_time_limit_message
+from tl_core.events import ACTIVE_STATUSES
+from tl_core.jobs.backend import RUN_JOB, Job, JobBackend, JobExit, JobKind
+from tl_core.jobs.endings import enforce_run_time, recorded_outcome, settle_exit, time_over_limit_s
 from tl_core.jobs.live_progress import LiveProgress
 from tl_core.jobs.queue import ANY_DEVICE, JobQueue, QueueEntry, default_slots
 from tl_core.jobs.records import JobRecords, enqueue_advisory, enqueue_run, records_for
 from tl_core.jobs.start_estimates import StartEstimator
-from tl_core.layout import CHECKPOINT_FILE, QUEUE_FILE, RUN_TIME_LIMIT_FILE
+from tl_core.layout import CHECKPOINT_FILE, QUEUE_FILE
 from tl_core.runs.store import RunStore
-from tl_core.server.limits import RunLimits, duration_words, require_within_limits, run_time_message
+from tl_core.server.limits import RunLimits, require_within_limits
 
 JobState = Literal["queued", "running", "finished"]
-RUN_LIMIT_GRACE_S = 60.0  # after the stop request, time to finish the batch and save before the worker is killed
 _log = logging.getLogger(__name__)
 
 
@@ -86,7 +87,7 @@ class JobManager:
         queue_path: the queue's SQLite file; default `<store.workspace>/queue.sqlite`.
         poll_interval_s: how often the dispatcher looks for finished jobs and free slots.
         limits: the server's run limits: a submit over them is refused, and a job running past
-            `max_run_minutes` is stopped (killed `RUN_LIMIT_GRACE_S` later if still running) and ends `failed`
+            `max_run_minutes` is stopped (killed `endings.RUN_LIMIT_GRACE_S` later if still running) and ends `failed`
             with what to change.
     """
 
@@ -232,7 +233,7 @@ class JobManager:
                 status="running"
             )
             # The worker records the outcome a moment before its process exits and frees the slot.
-            ended = self._recorded_outcome(entry)
+            ended = recorded_outcome(self._records(entry), entry.run_id)
             if ended is not None:
                 return JobStatus(
                     run_id, "finished", None, dataclasses.replace(progress, status=ended), entry.started_at, **common
@@ -366,68 +367,19 @@ class JobManager:
         self.queue.set_worker(entry.run_id, worker)
 
     def _settle(self, entry: QueueEntry, ended: JobExit) -> str:
-        """Record a job whose worker ended; a job the worker left unfinished gets the reason. Returns its status."""
-        records = self._records(entry)
+        """Record a job whose worker ended (`endings.settle_exit`) and mark it done. Returns its status."""
         self._final_progress[entry.run_id] = self.backend.progress(self._job(entry)) or LiveProgress()
-        status = records.status(entry.run_id)
-        if status is None:
-            self.queue.mark_done(entry.run_id, "deleted")
-            return "deleted"
-        folder = records.folder(entry.run_id)
-        over_time = run_time_limit_message(folder)
-        if status in ACTIVE_STATUSES:
-            status = "interrupted" if ended.signal and not over_time else "failed"
-            kept = "log and last checkpoint are" if (folder / CHECKPOINT_FILE).is_file() else "log is"
-            error = f"The worker process {ended.description}. Its {kept} kept in {folder}."
-            if kept.startswith("log and"):
-                error += " Resume it to continue from the checkpoint."
-            if over_time:
-                error = f"{over_time} (It did not stop within {RUN_LIMIT_GRACE_S:g} s of the request, so its worker was ended.)"
-            records.finish(entry.run_id, status, error=error)
-            records.log(entry.run_id, f"{status}: {error}")
-        elif over_time and status == "stopped":  # stopped before the work began: the worker did not record the limit
-            status = "failed"
-            records.finish(entry.run_id, status, error=over_time)
-            records.log(entry.run_id, f"{status}: {over_time}")
-        self._final_progress[entry.run_id].status = status
+        status = settle_exit(self._records(entry), entry.run_id, ended)
+        if status != "deleted":
+            self._final_progress[entry.run_id].status = status
         self.queue.mark_done(entry.run_id, status)
         return status
 
     def _enforce_run_time(self, entry: QueueEntry) -> None:
-        """Stop a job past the run-time limit (it keeps its best weights); kill it if it still runs RUN_LIMIT_GRACE_S later."""
-        limit_s = self.limits.max_run_s
-        if limit_s is None or entry.started_at is None:
-            return
-        over_s = time.time() - entry.started_at - limit_s
-        if over_s < 0:
-            return
-        records = self._records(entry)
-        marker = records.folder(entry.run_id) / RUN_TIME_LIMIT_FILE
-        if marker.exists():
-            if over_s > RUN_LIMIT_GRACE_S:
-                self.backend.kill(self._job(entry))
-            return
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(
-                run_time_message(self.limits), encoding="utf-8"
-            )  # before the stop: the worker ends the run with it
-            records.log(
-                entry.run_id, f"Run-time limit of {duration_words(limit_s)} reached: stopping after the current batch."
-            )
-        except OSError:  # a full disk: stop it all the same (it then ends `stopped`, asked again every tick)
-            pass
-        self.backend.stop(self._job(entry))
-
-    def _recorded_outcome(self, entry: QueueEntry) -> str | None:
-        """The job's final status when its record already has one, else None."""
-        records = self._records(entry)
-        status = records.status(entry.run_id)
-        if status is None:
-            return "deleted"
-        if status == "stopped" and run_time_limit_message(records.folder(entry.run_id)):
-            return None  # stopped at the run-time limit: it ends `failed`, saying why, a moment later
-        return status if status in FINISHED_STATUSES else None
+        """Stop, then kill, a job past the run-time limit (`endings.enforce_run_time`)."""
+        over_s = time_over_limit_s(self.limits, entry.started_at)
+        if over_s is not None:
+            enforce_run_time(self.backend, self._job(entry), self._records(entry), self.limits, over_s)
 
     def _job(self, entry: QueueEntry) -> Job:
         return Job(

@@ -32,7 +32,7 @@ class StartEstimator:
     def __init__(self, store: RunStore, slots: Mapping[str, int]) -> None:
         self.store = store
         self.slots = dict(slots)
-        self._history: tuple[float, float | None] = (0.0, None)  # (read at, seconds per epoch)
+        self._history: tuple[float, dict[str | None, float]] = (-_HISTORY_TTL_S * 2, {})  # (read at, per mode)
 
     def estimate(
         self, running: Sequence[tuple[QueueEntry, LiveProgress | None]], waiting: Sequence[QueueEntry]
@@ -43,36 +43,39 @@ class StartEstimator:
             running: the running jobs with their live progress, when known.
             waiting: the waiting jobs in queue order.
         """
-        seconds_per_epoch = self.seconds_per_epoch()
         now = time.time()
         busy = []
         for entry, progress in running:
             remaining = progress.eta_s if progress is not None else None
+            seconds_per_epoch = self.seconds_per_epoch(_mode(entry))
             if remaining is None and seconds_per_epoch is not None:
                 remaining = seconds_per_epoch * entry.planned_epochs - (now - (entry.started_at or now))
             busy.append(RunningJob(entry.assigned_device or entry.device, remaining))
-        queued = [
-            WaitingJob(
-                entry.run_id,
-                entry.device,
-                seconds_per_epoch * entry.planned_epochs if seconds_per_epoch is not None else None,
-            )
-            for entry in waiting
-        ]
+        queued = []
+        for entry in waiting:
+            seconds_per_epoch = self.seconds_per_epoch(_mode(entry))
+            expected = seconds_per_epoch * entry.planned_epochs if seconds_per_epoch is not None else None
+            queued.append(WaitingJob(entry.run_id, entry.device, expected))
         return estimate_start_times(now, busy, queued, self.slots)
 
-    def seconds_per_epoch(self) -> float | None:
-        """Median wall time per epoch of the last completed runs (start-up included); None before any."""
-        read_at, value = self._history
+    def seconds_per_epoch(self, mode: str | None = None) -> float | None:
+        """Median wall time per epoch (start-up included) of the last completed runs in `mode`, else of any mode
+        (a fine-tuning epoch costs several head epochs, so modes are not mixed when history allows); None before any."""
+        read_at, by_mode = self._history
         if time.monotonic() - read_at > _HISTORY_TTL_S:
-            rates = [
-                record.metrics["elapsed_s"] / record.metrics["epochs_run"]
-                for record in self.store.list_runs(status="completed")[:HISTORY_RUNS]
-                if record.metrics.get("epochs_run") and record.metrics.get("elapsed_s")
-            ]
-            value = statistics.median(rates) if rates else None
-            self._history = (time.monotonic(), value)
-        return value
+            rates: dict[str | None, list[float]] = {}
+            for record in self.store.list_runs(status="completed")[:HISTORY_RUNS]:
+                if record.metrics.get("epochs_run") and record.metrics.get("elapsed_s"):
+                    rate = record.metrics["elapsed_s"] / record.metrics["epochs_run"]
+                    rates.setdefault(record.mode, []).append(rate)
+                    rates.setdefault(None, []).append(rate)
+            by_mode = {key: statistics.median(values) for key, values in rates.items()}
+            self._history = (time.monotonic(), by_mode)
+        return by_mode.get(mode, by_mode.get(None))
+
+
+def _mode(entry: QueueEntry) -> str | None:
+    return (entry.config.get("train") or {}).get("mode")
 
 
 @dataclass(frozen=True)

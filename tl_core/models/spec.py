@@ -1,6 +1,6 @@
 """What one backbone registry entry says: `BackboneSpec`, shared by the image and the text tables.
 
-A module of its own so both tables (`tl_core.models.registry` for images, `tl_core.models.text_specs` for text)
+A module of its own so both tables (`tl_core.models.image_specs` for images, `tl_core.models.text_specs` for text)
 and the builders import it without importing each other.
 """
 

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from tl_core.errors import DataError
 from tl_core.layout import KERAS_FILE, LABELS_FILE, LABELS_JSON_FILE, MODEL_CARD_FILE, SAVED_MODEL_DIR, TFLITE_FILE
+from tl_core.modalities import get_modality
 from tl_core.models import keras_files
 from tl_core.models.transfer_model import inference_model
 from tl_core.text_safety import control_characters, describe_characters, markdown_text, visible_controls
@@ -93,13 +94,7 @@ class ModelCard:
             if self.parent_run_id
             else ""
         )
-        text = self.modality == "text"
-        model_input = (
-            f"raw UTF-8 strings, one document each; lower-casing and tokenising are inside the model, "
-            f"which reads the first {self.image_size} word tokens"
-            if text
-            else f"uint8 RGB images, {self.image_size}x{self.image_size} pixels; preprocessing is inside the model"
-        )
+        modality = get_modality(self.modality)
         config = portable_config(self.config)
         source = (config.get("data") or {}).get("source") if isinstance(config.get("data"), dict) else None
         return f"""# {markdown_text(self.title)}
@@ -109,14 +104,14 @@ Trained with TransferLab{f" (run {markdown_text(self.run_id)})" if self.run_id e
 ## Model
 - Backbone: {markdown_text(self.backbone)}, weights {markdown_text(self.weights)} — {markdown_text(self.weights_provenance)}{lineage}
 - Mode: {markdown_text(self.mode)}
-- Input: {model_input}.
+- Input: {modality.model_input.format(size=self.image_size)}.
 - Output: softmax over {len(self.class_names)} classes, in the order of `{LABELS_JSON_FILE}` (and `{LABELS_FILE}`, one name per line).
 
 ## Data
 - Dataset: {markdown_text(source) if source else "unknown"}
 - Dataset fingerprint: {markdown_text(self.dataset_fingerprint or "unknown")}
 
-| class | {"documents" if text else "images"} |
+| class | {modality.noun}s |
 |---|---|
 {class_rows}
 
@@ -131,7 +126,7 @@ Trained with TransferLab{f" (run {markdown_text(self.run_id)})" if self.run_id e
 ```
 
 ## Use
-{_TEXT_USE if text else _IMAGE_USE.replace("IMAGE_SIZE", str(self.image_size))}
+{modality.export_usage.format(size=self.image_size)}
 
 ## Limits
 Trained on the classes above only: any input is assigned one of them. Check the per-class metrics
@@ -168,28 +163,6 @@ def portable_config(config: dict[str, Any]) -> dict[str, Any]:
         return value
 
     return portable(config)
-
-
-_IMAGE_USE = f"""```python
-import json, keras, numpy as np
-from PIL import Image
-model = keras.saving.load_model("{KERAS_FILE}")
-labels = json.load(open("{LABELS_JSON_FILE}", encoding="utf-8"))
-image = np.asarray(Image.open("photo.jpg").convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE)))
-probabilities = model.predict(image[None])[0]
-print(labels[int(probabilities.argmax())])
-```"""
-
-_TEXT_USE = f"""With TensorFlow only, through the SavedModel:
-```python
-import json, tensorflow as tf
-model = tf.saved_model.load("{SAVED_MODEL_DIR}")
-labels = json.load(open("{LABELS_JSON_FILE}", encoding="utf-8"))
-probabilities = model.serve(tf.constant(["the text to classify"])).numpy()[0]
-print(labels[int(probabilities.argmax())])
-```
-`{KERAS_FILE}` uses TransferLab's tokeniser: `import tl_core.models.text_model` before `keras.saving.load_model`.
-`{TFLITE_FILE}` needs TensorFlow Lite's Flex delegate (select TensorFlow ops) for its string operations."""
 
 
 def write_labels(class_names: tuple[str, ...] | list[str], path: Path) -> Path:

@@ -10,19 +10,20 @@ A file that cannot be read (too many pixels, damaged, not an image) spoils nothi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from tl_core.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, inspect_image, load_image_array
-from tl_core.data.text_dataset import read_document
+import tl_core.models.text_model  # noqa: F401 - registers the text layers, so text models load
+from tl_core.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, inspect_image
 from tl_core.errors import DataError, RunNotFoundError
 from tl_core.layout import KERAS_FILE, LABELS_FILE
+from tl_core.modalities import get_modality
 from tl_core.models import keras_files
 from tl_core.models.savedmodel_layer import SavedModelLayer  # noqa: F401 - registers the layer that TF Hub backbones are saved with
-from tl_core.models.text_model import as_text_array  # also registers the text layers, so text models load
 from tl_core.results.export import read_labels
 from tl_core.runs.store import RunStore
 
@@ -83,14 +84,12 @@ def file_problem(error: DataError, modality: str = "image", *, max_pixels: int =
 
     Args:
         error: why the file could not be read (`ImageDecodeError` for images, `DataError` for documents).
-        modality: "image" or "text", the kind of file the model takes.
+        modality: the kind of file the model takes; its `unreadable_file_fix` is the advice when the error has none.
         max_pixels: the pixel limit the image was checked against.
 
     Returns:
         A sentence to put after the file's name, e.g. `f"{name}: {file_problem(error)}"`.
     """
-    if modality == "text":
-        return "it is not a plain-text file (it holds binary data or cannot be read): save it as UTF-8 text (.txt) and try again."
     if isinstance(error, ImageDecodeError) and error.kind == "too-large":
         limit = f"{max_pixels / 1e6:g} megapixels" if max_pixels >= 1_000_000 else f"{max_pixels:,} pixels"
         return (
@@ -99,7 +98,7 @@ def file_problem(error: DataError, modality: str = "image", *, max_pixels: int =
         )
     if isinstance(error, ImageDecodeError):
         return error.fix
-    return "it cannot be read: save it again as JPEG or PNG and try again."
+    return get_modality(modality).unreadable_file_fix
 
 
 def image_problem(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
@@ -120,25 +119,18 @@ def predict_each_file(
         >>> [r.problem or r.predictions[0].label for r in predict_each_file(classifier, [Path("cat.jpg"), Path("huge.png")])]
         ['cat', 'it has more than 64 megapixels, the most TransferLab reads ...']
     """
+    modality = get_modality(classifier.modality)
     inputs: list[np.ndarray | str] = []  # decoded images, or documents for a text model
     readable: list[int] = []
     problems: dict[int, str] = {}
     for index, path in enumerate(paths):
         try:
-            if classifier.modality == "text":
-                inputs.append(read_document(str(path)))
-            else:
-                inputs.append(load_image_array(path, classifier.image_size, max_pixels=max_pixels))
+            inputs.append(modality.read_for_prediction(path, classifier.image_size, max_pixels=max_pixels))
         except DataError as error:
             problems[index] = file_problem(error, classifier.modality, max_pixels=max_pixels)
         else:
             readable.append(index)
-    rows: list[list[Prediction]] = []
-    if classifier.modality == "text" and inputs:
-        rows = predict_texts(classifier, inputs, top_k)
-    elif inputs:
-        probabilities = keras.ops.convert_to_numpy(classifier.model(np.stack(inputs), training=False))
-        rows = top_k_predictions(probabilities, classifier.class_names, top_k)
+    rows = _predict(classifier, inputs, top_k) if inputs else []
     by_index = dict(zip(readable, rows))
     return [FilePrediction(path, by_index.get(index, []), problems.get(index)) for index, path in enumerate(paths)]
 
@@ -158,7 +150,16 @@ def predict_files(classifier: LoadedClassifier, paths: list[Path], top_k: int = 
 
 def predict_texts(classifier: LoadedClassifier, texts: list[str], top_k: int = 3) -> list[list[Prediction]]:
     """Top-k labels for each document given as a string (typed or read from a file)."""
-    if classifier.modality != "text":
-        raise ValueError("This run's model classifies images: pass image files to predict_files instead.")
-    probabilities = keras.ops.convert_to_numpy(classifier.model(as_text_array(texts), training=False))
+    modality = get_modality(classifier.modality)
+    if not modality.takes_typed_text:
+        raise ValueError(
+            f"This run's model classifies {modality.noun}s: pass {modality.noun} files to predict_files instead."
+        )
+    return _predict(classifier, texts, top_k)
+
+
+def _predict(classifier: LoadedClassifier, examples: Sequence[np.ndarray | str], top_k: int) -> list[list[Prediction]]:
+    """Top-k labels for examples read as in training, batched as the run's modality says its model takes them."""
+    batch = get_modality(classifier.modality).model_batch(examples)
+    probabilities = keras.ops.convert_to_numpy(classifier.model(batch, training=False))
     return top_k_predictions(probabilities, classifier.class_names, top_k)

@@ -1,1 +1,1 @@
-"""The run store (SQLite), its schema, the event recorder and run comparisons."""
+"""The run store (SQLite), its records, its schema, the event recorder and run comparisons."""

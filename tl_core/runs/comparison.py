@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tl_core.runs.store import RunStore, to_json
+from tl_core.runs.records import to_json
+from tl_core.runs.store import RunStore
 
 if TYPE_CHECKING:
     import pandas

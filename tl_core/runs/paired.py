@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tl_core.layout import EVALUATION_FILE, SPLIT_FILE
-from tl_core.runs.store import RunRecord, RunStore
+from tl_core.runs.records import RunRecord
+from tl_core.runs.store import RunStore
 
 CONFIDENCE = 0.95
 SIGNIFICANCE = 0.05

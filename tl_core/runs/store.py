@@ -15,8 +15,9 @@ Example:
     >>> store.mark_running(record.id)
     >>> store.finish_run(record.id, "completed", metrics={"val_accuracy": 0.93})
 
-`tl_core.runs.recorder.RunRecorder` writes a training run's events into a store; `tl_core.runs.comparison` reads
-several runs side by side.
+The records it returns (`RunRecord`, `EpochRecord`, `PhaseRecord`) and their row conversion are in
+`tl_core.runs.records`. `tl_core.runs.recorder.RunRecorder` writes a training run's events into a store;
+`tl_core.runs.comparison` reads several runs side by side.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tl_core import sqlite_store
 from tl_core.errors import RunNotFoundError, TransferLabError
@@ -40,77 +39,11 @@ from tl_core.events import FINISHED_STATUSES, RUN_STATUSES
 from tl_core.layout import LOG_FILE, RUN_DATABASE_FILE
 from tl_core.processes import process_is_alive, process_start_token
 from tl_core.runs import schema as runs_schema
+from tl_core.runs.records import EpochRecord, PhaseRecord, RunRecord, epoch_record, phase_record, run_record, to_json
 
 WORKSPACE_ENV = "TRANSFERLAB_WORKSPACE"
 DEFAULT_WORKSPACE = "workspace"
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One run as stored: what was asked (config) and what happened (status, metrics, error)."""
-
-    id: str
-    name: str
-    status: str
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    config: dict
-    dataset_fingerprint: str | None
-    dataset_stats: dict
-    backbone: str
-    weights: str
-    mode: str
-    metrics: dict
-    error: str | None
-    parent_run_id: str | None
-    owner: str
-
-    @property
-    def elapsed_s(self) -> float:
-        """Seconds from start to finish; up to now while running; 0 before it starts."""
-        if self.started_at is None:
-            return 0.0
-        end = time.time() if self.status == "running" else (self.finished_at or self.started_at)
-        return max(0.0, end - self.started_at)
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One finished epoch; `epoch` counts across phases, `phase_epoch` restarts in each phase."""
-
-    run_id: str
-    phase: str
-    epoch: int
-    phase_epoch: int
-    metrics: dict
-    learning_rate: float
-    seconds: float
-    is_best: bool
-
-
-@dataclass(frozen=True)
-class PhaseRecord:
-    """One training phase as it started: `first_epoch` is its first global epoch; `open_blocks` the
-    backbone blocks training in a progressive stage (top block last), empty for other phases."""
-
-    run_id: str
-    phase: str
-    first_epoch: int
-    epochs: int
-    learning_rate: float
-    description: str
-    open_blocks: tuple[str, ...]
-
-
-def to_json(value: Any) -> str:
-    """`value` as the store writes it: JSON, with numpy scalars as numbers and anything else unknown (paths, ...) as text."""
-
-    def fallback(item: Any) -> Any:
-        return item.item() if hasattr(item, "item") else str(item)  # numpy scalars, paths, ...
-
-    return json.dumps(value, default=fallback)
 
 
 class RunStore:
@@ -173,7 +106,7 @@ class RunStore:
         """
         _check_status(status, RUN_STATUSES)
         now = time.time()
-        name = name or f"{backbone} · {mode} · {time.strftime('%H:%M', time.localtime(now))}"
+        name = name or self._unused_name(f"{backbone} · {mode} · {time.strftime('%H:%M', time.localtime(now))}")
         pid = None if held_by_queue else os.getpid()
         while True:
             run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
@@ -208,6 +141,17 @@ class RunStore:
                 continue
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         return self.get(run_id)
+
+    def _unused_name(self, name: str) -> str:
+        """`name`, or `name #2`, `#3` ... when runs already carry it (two runs started in one minute)."""
+        with self._connect() as connection:
+            taken = {row[0] for row in connection.execute("SELECT name FROM runs WHERE name LIKE ?", (f"{name}%",))}
+        count = 1
+        candidate = name
+        while candidate in taken:
+            count += 1
+            candidate = f"{name} #{count}"
+        return candidate
 
     def mark_running(self, run_id: str, pid: int | None = None) -> None:
         """The run started in process `pid` (default: this one) on this host."""
@@ -269,7 +213,7 @@ class RunStore:
             raise RunNotFoundError(
                 f"Run {run_id!r} not found in {self.workspace}: `python -m tl_core runs` lists the runs."
             )
-        return _record(row)
+        return run_record(row)
 
     def list_runs(self, *, status: str | None = None, owner: str | None = None) -> list[RunRecord]:
         """Runs newest first, optionally only those with this status and/or owner."""
@@ -281,7 +225,7 @@ class RunStore:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._connect() as connection:
             rows = connection.execute(f"SELECT * FROM runs{where} ORDER BY created_at DESC, id DESC", values).fetchall()
-        return [_record(row) for row in rows]
+        return [run_record(row) for row in rows]
 
     def delete(self, run_id: str) -> None:
         """Remove a run: its row, epochs and folder. A running run must be stopped first."""
@@ -408,36 +352,13 @@ class RunStore:
             rows = connection.execute(
                 "SELECT * FROM phases WHERE run_id = ? ORDER BY first_epoch, rowid", (run_id,)
             ).fetchall()
-        return [
-            PhaseRecord(
-                row["run_id"],
-                row["phase"],
-                row["first_epoch"],
-                row["epochs"],
-                row["learning_rate"],
-                row["description"],
-                tuple(json.loads(row["open_blocks_json"])),
-            )
-            for row in rows
-        ]
+        return [phase_record(row) for row in rows]
 
     def epochs(self, run_id: str) -> list[EpochRecord]:
         """The run's epochs in order (empty before the first epoch ends)."""
         with self._connect() as connection:
             rows = connection.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
-        return [
-            EpochRecord(
-                row["run_id"],
-                row["phase"],
-                row["epoch"],
-                row["phase_epoch"],
-                json.loads(row["metrics_json"]),
-                row["learning_rate"],
-                row["seconds"],
-                bool(row["is_best"]),
-            )
-            for row in rows
-        ]
+        return [epoch_record(row) for row in rows]
 
     # -- folders and logs ------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -485,24 +406,3 @@ class RunStore:
 def _check_status(status: str, allowed: tuple[str, ...]) -> None:
     if status not in allowed:
         raise ValueError(f"Run status {status!r} is not one of {', '.join(allowed)}.")
-
-
-def _record(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        name=row["name"],
-        status=row["status"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        config=json.loads(row["config_json"]),
-        dataset_fingerprint=row["dataset_fingerprint"],
-        dataset_stats=json.loads(row["dataset_stats_json"]),
-        backbone=row["backbone"],
-        weights=row["weights"],
-        mode=row["mode"],
-        metrics=json.loads(row["metrics_json"]),
-        error=row["error"],
-        parent_run_id=row["parent_run_id"],
-        owner=row["owner"],
-    )

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from tl_core.config import ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.jobs.queue import PROGRESSIVE_STAGES_GUESS, planned_epochs
+from tl_core.modalities import get_modality
 from tl_core.server.settings import ServerSettings
 
 MIN_CLASSES = 2
@@ -118,11 +119,11 @@ def model_parameters(model: ModelConfig, num_classes: int | None = None) -> tupl
 
 
 def _image_size(model: ModelConfig) -> int | None:
-    """The side images are resized to (None for text): the one set, else the backbone's default."""
+    """The side images are resized to (None when the model reads tokens): the one set, else the backbone's default."""
     from tl_core.models.registry import get_backbone_spec  # see model_parameters
 
     spec = get_backbone_spec(model.backbone)
-    return None if spec.modality == "text" else model.image_size or spec.default_size
+    return (model.image_size or spec.default_size) if get_modality(spec.modality).uses_image_size else None
 
 
 def epochs_planned(model: ModelConfig, train: TrainConfig) -> tuple[int, str]:

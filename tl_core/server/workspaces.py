@@ -32,7 +32,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from tl_core.config import RUN_WEIGHTS_PREFIX
 from tl_core.errors import TransferLabError
 from tl_core.layout import CACHE_FOLDER, DATASETS_FOLDER, RUNS_FOLDER, USERS_FOLDER
-from tl_core.runs.store import RunRecord, RunStore
+from tl_core.runs.records import RunRecord
+from tl_core.runs.store import RunStore
 from tl_core.server.accounts import User, validate_username
 from tl_core.server.disk_budget import DiskBudget, QuotaExceededError, tree_size
 

@@ -1,4 +1,5 @@
-"""The training loop: phases, freeze policies and typed events (the per-epoch callbacks are in training_callbacks.py).
+"""The training loop: phases, freeze policies and typed events (the per-epoch callbacks are in callbacks.py,
+each phase's `fit` call, on cached features or on images, in phase_fits.py).
 
 A run is a list of phases. Every mode starts with a `head` phase (backbone frozen). `fine-tune`
 then unfreezes the top layers and `full` every layer, recompiling at a ~10x lower learning rate
@@ -29,8 +30,6 @@ from tl_core.events import (
     RunStatus,
     TrainingListener,
 )
-from tl_core.fastpath.head_fit import HeadFitter, can_fit_fast
-from tl_core.modalities import get_modality
 from tl_core.models.transfer_model import (
     FreezeBackbone,
     FreezePolicy,
@@ -42,6 +41,7 @@ from tl_core.models.transfer_model import (
 )
 from tl_core.stopping import StopToken
 from tl_core.training.callbacks import BestWeights, EventBridge
+from tl_core.training.phase_fits import PhaseFit, fit_on_features, fit_on_images
 
 IMBALANCE_RATIO_FOR_AUTO_WEIGHTS = 1.5
 
@@ -121,10 +121,6 @@ class _Session:
     class_weight: dict[int, float] | None
     train_count: int
     jit_compile: bool
-
-
-# fit(target, epochs, callbacks): one phase's `model.fit` call on features or on images.
-PhaseFit = Callable[[keras.Model, int, list[keras.callbacks.Callback]], None]
 
 
 def _start_session(
@@ -237,84 +233,16 @@ def _run_phase(
     return bridge.stopped_by_user
 
 
-def _fit_on_features(
-    session: _Session, features: Callable[[str], np.ndarray], labels: dict[str, np.ndarray]
-) -> PhaseFit:
-    """Fit on in-memory features: a compiled epoch per call (`HeadFitter`), or `fit` over `tf.data` under a distribution strategy or with `TRANSFERLAB_FASTPATH=0`.
-
-    `fit` over `tf.data` measured 2-3x faster per epoch than `fit`'s own array adapter; `HeadFitter` another
-    ~3x per epoch and about half of `fit`'s set-up (0.4-0.8 s instead of 0.8-1.0 s for 10 epochs of 510 features).
-    """
-    import tensorflow as tf  # the engine's backend; imported here like image_dataset does
-
-    def fit(target: keras.Model, epochs: int, callbacks: list[keras.callbacks.Callback]) -> None:
-        config = session.config
-        if (
-            can_fit_fast()
-        ):  # one graph call per epoch instead of fit's per-step and per-call costs (tl_core/fastpath/head_fit.py)
-            validation = (features("val"), labels["val"]) if session.monitor == "val_loss" else (None, None)
-            fitter = HeadFitter(
-                target,
-                features("train"),
-                labels["train"],
-                *validation,
-                batch_size=config.batch_size,
-                class_weight=session.class_weight,
-                seed=config.seed,
-                jit_compile=session.jit_compile,
-            )
-            fitter.fit(epochs, callbacks)
-            return
-        train_count = len(labels["train"])
-        train = tf.data.Dataset.from_tensor_slices((features("train"), labels["train"].astype(np.int32)))
-        train = (
-            train.shuffle(max(1, train_count), seed=config.seed, reshuffle_each_iteration=True)
-            .batch(config.batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-        )
-        validation = None
-        if session.monitor == "val_loss":  # one big batch: the mean loss does not depend on it, the step overhead does
-            validation = (
-                tf.data.Dataset.from_tensor_slices((features("val"), labels["val"].astype(np.int32)))
-                .batch(max(config.batch_size, 1024))
-                .cache()
-            )
-        target.fit(
-            train,
-            epochs=epochs,
-            validation_data=validation,
-            class_weight=session.class_weight,
-            callbacks=callbacks,
-            verbose=0,
-            shuffle=False,
-        )
-
-    return fit
-
-
-def _fit_on_images(session: _Session, data: TrainingData) -> PhaseFit:
-    def fit(target: keras.Model, epochs: int, callbacks: list[keras.callbacks.Callback]) -> None:
-        config = session.config
-        batches = get_modality(data.modality).dataset
-        train_ds = batches(
-            data.images["train"], data.labels["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed
-        )
-        val_ds = (
-            batches(data.images["val"], data.labels["val"], batch_size=config.batch_size, shuffle=False)
-            if data.has("val")
-            else None
-        )
-        target.fit(
-            train_ds,
-            epochs=epochs,
-            validation_data=val_ds,
-            class_weight=session.class_weight,
-            callbacks=callbacks,
-            verbose=0,
-            shuffle=False,
-        )
-
-    return fit
+def _features_fit(session: _Session, features: Callable[[str], np.ndarray], labels: dict[str, np.ndarray]) -> PhaseFit:
+    """A phase's `fit` on cached features, validating when the session monitors `val_loss`."""
+    return fit_on_features(
+        features,
+        labels,
+        session.config,
+        validate=session.monitor == "val_loss",
+        class_weight=session.class_weight,
+        jit_compile=session.jit_compile,
+    )
 
 
 def _finish(session: _Session, started: float) -> TrainResult:
@@ -373,13 +301,15 @@ def train_head(
     )
     session.result.used_feature_cache = True
     phase = plan_phases(config)[0]
-    if not session.stop.should_stop():
+    if session.stop.should_stop():  # stopped while the features were computed: nothing trained, not completed
+        session.result.status = "stopped"
+    else:
         description = "backbone frozen: training the head only (on cached backbone features)"
         _run_phase(
             session,
             phase,
             head,
-            _fit_on_features(session, features, labels),
+            _features_fit(session, features, labels),
             description=description,
             trainable_weights=count_trainable_weights(head),
         )
@@ -439,7 +369,8 @@ def train_model(
 
         blocks = backbone_blocks(transfer_model.backbone)
     for phase in plan_phases(config, blocks):
-        if session.stop.should_stop():
+        if session.stop.should_stop():  # a stop between phases (or before the first) ends the run as stopped
+            session.result.status = "stopped"
             break
         best_before_phase = session.best.best_value
         description = phase.policy.apply(transfer_model.backbone)
@@ -449,7 +380,11 @@ def train_model(
         if on_features:
             description += " (on cached backbone features)"
             session.result.used_feature_cache = True
-        fit = _fit_on_features(session, feature_provider, data.labels) if on_features else _fit_on_images(session, data)
+        fit = (
+            _features_fit(session, feature_provider, data.labels)
+            if on_features
+            else fit_on_images(data, config, class_weight=session.class_weight)
+        )
         if _run_phase(
             session,
             phase,

@@ -1,6 +1,7 @@
 """One experiment end to end: data -> run record -> model -> training -> evaluation -> saved artefacts.
 
 The CLI and the app's background worker both call `run_experiment`; nothing here prints or draws.
+What the run reports about itself (summary.json, final metrics, dataset stats) is built in `tl_core.training.summary`.
 Input problems found before the run starts raise `TransferLabError`; anything going wrong after the
 run exists is recorded in the run (status `failed`, the error, the log, the last checkpoint) and returned.
 """
@@ -25,7 +26,7 @@ import tensorflow as tf
 from tl_core.config import RUN_WEIGHTS_PREFIX, RunConfig
 from tl_core.data.prep import PreparedDataset, prepare_dataset
 from tl_core.data.types import SPLIT_NAMES as SPLITS
-from tl_core.data.types import DatasetSplit, ScanReport, TrainingData
+from tl_core.data.types import DatasetSplit, TrainingData
 from tl_core.errors import BackboneError, TransferLabError
 from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, RunStatus, TrainingListener
 from tl_core.layout import CHECKPOINT_FILE, EVALUATION_FILE, KERAS_FILE, LABELS_FILE, SPLIT_FILE, SUMMARY_FILE
@@ -47,6 +48,7 @@ from tl_core.training.feature_extraction import (
 )
 from tl_core.training.loop import TrainResult, train_model
 from tl_core.training.preparation import PreparationReporter, PreparationStopped
+from tl_core.training.summary import dataset_stats, experiment_summary, final_metrics
 
 
 @dataclass
@@ -89,45 +91,6 @@ class _LogCollector:
     def on_event(self, event: Any) -> None:
         if isinstance(event, LogMessage):
             self.lines.append(f"{event.level}: {event.text}")
-
-
-def _summary(
-    run_id: str,
-    config: RunConfig,
-    image_size: int,
-    status: str,
-    started: float,
-    result: TrainResult | None,
-    evaluation: Evaluation | None,
-    split: DatasetSplit | None,
-    report: ScanReport | None,
-    error: str | None,
-) -> dict[str, Any]:
-    best = result.best_metrics if result else {}
-    return {
-        "run_id": run_id,
-        "status": status,
-        "backbone": config.model.backbone,
-        "weights": config.model.weights,
-        "mode": config.train.mode,
-        "epochs_run": result.epochs_run if result else 0,
-        "best_epoch": result.best_epoch if result else None,
-        "val_accuracy": best.get("val_accuracy"),
-        "val_loss": best.get("val_loss"),
-        "test_accuracy": evaluation.accuracy if evaluation and evaluation.split == "test" else None,
-        "evaluated_on": evaluation.split if evaluation else None,
-        "evaluation_accuracy": evaluation.accuracy if evaluation else None,
-        "evaluation_count": evaluation.count if evaluation else None,
-        "elapsed_s": round(time.perf_counter() - started, 3),
-        "image_size": image_size,
-        "best_phase": result.best_phase if result else None,
-        "used_feature_cache": bool(result and result.used_feature_cache),
-        "class_names": list(split.class_names) if split else [],
-        "split_sizes": split.sizes() if split else {},
-        "dataset_fingerprint": report.fingerprint if report else None,
-        "dataset_root": report.root if report else None,
-        "error": error,
-    }
 
 
 def _with_store_kept_open(run: Callable[..., ExperimentOutcome]) -> Callable[..., ExperimentOutcome]:
@@ -214,12 +177,12 @@ def run_experiment(
             mode=config.train.mode,
             name=config.name,
             dataset_fingerprint=report.fingerprint,
-            dataset_stats=_dataset_stats(report, split),
+            dataset_stats=dataset_stats(report, split),
             parent_run_id=parent_run_id,
         )
         run_id = record.id
     else:
-        store.update_dataset(run_id, report.fingerprint, _dataset_stats(report, split))
+        store.update_dataset(run_id, report.fingerprint, dataset_stats(report, split))
     run_dir = store.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     collector = _LogCollector()
@@ -245,6 +208,8 @@ def run_experiment(
         )
         for problem in report.problems:
             log("warning" if problem.severity != "info" else "info", problem.message)
+        for message in split.coverage_problems(modality.noun):
+            log("warning", message)
         (run_dir / SPLIT_FILE).write_text(
             json.dumps({name: [e.relpath for e in split.examples(name)] for name in SPLITS})
         )
@@ -322,12 +287,16 @@ def run_experiment(
                     jit_compile=jit_compile,
                 )
                 evaluation = _evaluate(modality, transfer_model, data, split, config.train.batch_size)
-        if not saved_during_evaluation:
-            save_classifier(transfer_model, run_dir)
-        write_labels(split.class_names, run_dir / LABELS_FILE)
-        if evaluation is not None:
-            evaluation.save(run_dir / EVALUATION_FILE)
         status = result.status
+        if status == "stopped" and not result.epochs_run:  # an untrained head's "accuracy" would mislead
+            evaluation = None
+            log("info", "Stopped before the first epoch: nothing was trained, so no evaluation was saved.")
+        else:
+            if not saved_during_evaluation:
+                save_classifier(transfer_model, run_dir)
+            write_labels(split.class_names, run_dir / LABELS_FILE)
+            if evaluation is not None:
+                evaluation.save(run_dir / EVALUATION_FILE)
     except KeyboardInterrupt:
         status, error = "stopped", "Interrupted (Ctrl-C)."
         raise
@@ -343,38 +312,17 @@ def run_experiment(
         error = str(exc) if isinstance(exc, TransferLabError) else f"{type(exc).__name__}: {exc}"
         log("error", f"Training failed: {error}\n{traceback.format_exc()}")
     finally:
-        summary = _summary(run_id, config, image_size, status, started, result, evaluation, split, report, error)
+        summary = experiment_summary(
+            run_id, config, image_size, status, started, result, evaluation, split, report, error
+        )
         summary["listener_errors"] = len(events.listener_errors)
         (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
-        final_metrics = {
-            k: v
-            for k, v in summary.items()
-            if k
-            in (
-                "val_accuracy",
-                "val_loss",
-                "test_accuracy",
-                "evaluation_accuracy",
-                "evaluation_count",
-                "elapsed_s",
-                "epochs_run",
-            )
-            and v is not None
-        }
-        if evaluation is not None:
-            final_metrics.update(
-                {
-                    "eval_loss": evaluation.loss,
-                    "eval_top_k_accuracy": evaluation.top_k_accuracy,
-                    "eval_macro_f1": evaluation.macro_f1,
-                }
-            )
         events.on_event(
             RunFinished(
                 run_id,
                 status=status,
                 epochs_run=summary["epochs_run"],
-                final_metrics=final_metrics,
+                final_metrics=final_metrics(summary, evaluation),
                 elapsed_s=summary["elapsed_s"],
                 error=error,
             )
@@ -434,18 +382,6 @@ def _compare_with_scratch(outcome: ExperimentOutcome, config: RunConfig, **kwarg
     outcome.summary.update(comparison)
     store.update_metrics(outcome.run_id, {k: v for k, v in comparison.items() if k != "transfer_verdict"})
     (store.run_dir(outcome.run_id) / SUMMARY_FILE).write_text(json.dumps(outcome.summary, indent=1))
-
-
-def _dataset_stats(report: ScanReport, split: DatasetSplit) -> dict[str, Any]:
-    return {
-        "source": report.source,
-        "root": report.root,
-        "class_counts": report.class_counts,
-        "split_sizes": split.sizes(),
-        "files_seen": report.files_seen,
-        "files_skipped": report.files_skipped,
-        "problems": len(report.problems),
-    }
 
 
 def _evaluate(

@@ -1,0 +1,25 @@
+"""What every command module of `python -m tl_core` shares: exit statuses, JSON output, the run store.
+
+Imports nothing from the other `tl_core.cli` modules, so each of them can import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+
+
+def print_json(value: Any) -> None:
+    """Print `value` as one JSON line on stdout (the `--json` contract: the last stdout line)."""
+    print(json.dumps(value, default=str))
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    """The run store in `--workspace` (default ./workspace or $TRANSFERLAB_WORKSPACE)."""
+    from tl_core.runs.store import RunStore
+
+    return RunStore(args.workspace)

@@ -1,0 +1,99 @@
+"""What a run reports about itself: its `summary.json`, its final metrics, and its dataset's stats.
+
+`run_experiment` (tl_core/training/runner.py) records these: `dataset_stats` with the run when the data has
+been scanned, `experiment_summary` in the run folder when it ends (also when it failed or was stopped), and
+`final_metrics`, the part of the summary the run store keeps in the run's metrics (the Runs page's columns).
+
+Example:
+    >>> summary = experiment_summary(run_id, config, 224, "completed", started, result, evaluation, split, report, None)
+    >>> final_metrics(summary, evaluation)["evaluation_accuracy"]
+    0.93
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tl_core.config import RunConfig
+from tl_core.data.types import DatasetSplit, ScanReport
+from tl_core.results.evaluate import Evaluation
+from tl_core.training.loop import TrainResult
+
+# The summary entries kept as the run's final metrics (those that are set), in the summary's order.
+FINAL_METRIC_KEYS = (
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "evaluation_accuracy",
+    "evaluation_count",
+    "elapsed_s",
+    "epochs_run",
+)
+
+
+def experiment_summary(
+    run_id: str,
+    config: RunConfig,
+    image_size: int,
+    status: str,
+    started: float,
+    result: TrainResult | None,
+    evaluation: Evaluation | None,
+    split: DatasetSplit | None,
+    report: ScanReport | None,
+    error: str | None,
+) -> dict[str, Any]:
+    """The run's `summary.json`: settings, outcome, best epoch, evaluation and data; `started` is its `perf_counter` start."""
+    best = result.best_metrics if result else {}
+    return {
+        "run_id": run_id,
+        "status": status,
+        "backbone": config.model.backbone,
+        "weights": config.model.weights,
+        "mode": config.train.mode,
+        "epochs_run": result.epochs_run if result else 0,
+        "best_epoch": result.best_epoch if result else None,
+        "val_accuracy": best.get("val_accuracy"),
+        "val_loss": best.get("val_loss"),
+        "test_accuracy": evaluation.accuracy if evaluation and evaluation.split == "test" else None,
+        "evaluated_on": evaluation.split if evaluation else None,
+        "evaluation_accuracy": evaluation.accuracy if evaluation else None,
+        "evaluation_count": evaluation.count if evaluation else None,
+        "elapsed_s": round(time.perf_counter() - started, 3),
+        "image_size": image_size,
+        "best_phase": result.best_phase if result else None,
+        "used_feature_cache": bool(result and result.used_feature_cache),
+        "class_names": list(split.class_names) if split else [],
+        "split_sizes": split.sizes() if split else {},
+        "dataset_fingerprint": report.fingerprint if report else None,
+        "dataset_root": report.root if report else None,
+        "error": error,
+    }
+
+
+def final_metrics(summary: dict[str, Any], evaluation: Evaluation | None) -> dict[str, Any]:
+    """The metrics the run store keeps for an ended run: the summary's `FINAL_METRIC_KEYS` and the evaluation's scores."""
+    metrics = {key: value for key, value in summary.items() if key in FINAL_METRIC_KEYS and value is not None}
+    if evaluation is not None:
+        metrics.update(
+            {
+                "eval_loss": evaluation.loss,
+                "eval_top_k_accuracy": evaluation.top_k_accuracy,
+                "eval_macro_f1": evaluation.macro_f1,
+            }
+        )
+    return metrics
+
+
+def dataset_stats(report: ScanReport, split: DatasetSplit) -> dict[str, Any]:
+    """What the run store keeps about the run's data: where it came from, class counts, split sizes, files skipped."""
+    return {
+        "source": report.source,
+        "root": report.root,
+        "class_counts": report.class_counts,
+        "split_sizes": split.sizes(),
+        "files_seen": report.files_seen,
+        "files_skipped": report.files_skipped,
+        "problems": len(report.problems),
+    }
