@@ -149,3 +149,14 @@ def test_the_backend_without_warm_workers_starts_each_job_fresh(shapes_dataset, 
         [sys.executable, "-m", "tl_core.jobs.worker"], capture_output=True, text=True, cwd=PACKAGE_ROOT
     )
     assert usage.returncode == 2 and "--workspace and --run-id are required (or --standby)" in usage.stderr
+
+
+def test_a_worker_left_waiting_goes_after_the_idle_period() -> None:
+    """Issue 23, item 11: an idle server does not keep a waiting worker's ~0.7 GB for ever."""
+    warm = WarmWorkers()
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "TRANSFERLAB_WARM_IDLE_S": "2"}
+    warm.start("cpu", [sys.executable, "-m", "tl_core.jobs.worker"], env=env, cwd=PACKAGE_ROOT)
+    child = warm._waiting["cpu"]
+    assert warm.waiting() == {"cpu": child.pid}
+    assert child.wait(timeout=120) == 0  # the import (4-5 s), then 2 s with no job
+    assert warm.waiting() == {} and warm.take("cpu") is None  # the next job starts a fresh worker

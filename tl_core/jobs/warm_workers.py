@@ -32,20 +32,34 @@ import os
 import select
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 _POLL_S = 0.5
+IDLE_ENV = "TRANSFERLAB_WARM_IDLE_S"
+DEFAULT_IDLE_S = 900.0  # a worker waiting this long with no job goes, giving back its ~0.7 GB
 
 
-def wait_for_job(stream: int = 0) -> dict[str, Any] | None:
+def idle_seconds() -> float:
+    """How long a waiting worker waits for a job before it exits (`TRANSFERLAB_WARM_IDLE_S`; 0: forever)."""
+    try:
+        return max(0.0, float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_S)))
+    except ValueError:
+        return DEFAULT_IDLE_S
+
+
+def wait_for_job(stream: int = 0, idle_s: float | None = None) -> dict[str, Any] | None:
     """In the waiting worker: import the engine, then block until a job arrives; None when told to go instead.
 
     SIGTERM is held back meanwhile (threads the import starts inherit that). Once a job has been read, a
-    held-back SIGTERM reaches the caller's handler: a stop for that job. With no job, a SIGTERM or a
-    closed pipe ends the wait.
+    held-back SIGTERM reaches the caller's handler: a stop for that job. With no job, a SIGTERM, a closed
+    pipe or `idle_s` seconds without a job (default `idle_seconds()`) end the wait: an idle server holds no
+    worker's memory for long, and the next job starts a fresh worker (4-5 s later).
     """
+    idle_s = idle_seconds() if idle_s is None else idle_s
+    deadline = time.monotonic() + idle_s if idle_s > 0 else None
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         with contextlib.suppress(
@@ -57,7 +71,7 @@ def wait_for_job(stream: int = 0) -> dict[str, Any] | None:
             if readable:
                 line = _read_line(stream)
                 return json.loads(line) if line.strip() else None
-            if signal.SIGTERM in signal.sigpending():
+            if signal.SIGTERM in signal.sigpending() or (deadline is not None and time.monotonic() > deadline):
                 return None
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
