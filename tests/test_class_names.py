@@ -168,6 +168,12 @@ def shown_strings(at: AppTest) -> list[str]:
     values = [
         str(value) for table in at.dataframe for value in pd.DataFrame(table.value).astype(str).to_numpy().ravel()
     ]
+    values += [
+        str(value)
+        for table in at.table  # problems are shown in full (st.table), indexed by file
+        for frame in (pd.DataFrame(table.value).reset_index(),)
+        for value in frame.astype(str).to_numpy().ravel()
+    ]
     values += [option for box in at.selectbox for option in box.options]
     values += [value for chart in at.get("vega_lite_chart") for value in chart_values(chart)]
     return values + [element.value for element in at.text]
