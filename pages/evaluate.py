@@ -15,7 +15,6 @@ from ui.evaluation import (
     example_tiles,
     load_evaluation,
     per_class_frame,
-    run_modality,
     worst_cell,
 )
 from ui.images import show_tiles
@@ -81,7 +80,7 @@ def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
     set_current_run(run_id)
     evaluation = load_evaluation(store, run_id)
     root = dataset_root(store, run_id)
-    data_modality = get_modality(run_modality(store, run_id))
+    data_modality = get_modality(store.get(run_id).modality)
     noun = data_modality.noun
     show_examples = EXAMPLE_VIEWS[data_modality.preview]
 

@@ -27,7 +27,6 @@ from ui.predictions import (
     read_uploaded_documents,
     readable_images,
     run_classifier,
-    run_modality,
     runs_with_models,
     save_images,
 )
@@ -127,7 +126,7 @@ def trained_run_tab(
         return
     run_id = st.selectbox("Run", run_ids, key="predict_run", format_func=names.get, help="Runs that saved a model.")
     set_current_run(run_id)
-    if get_modality(run_modality(store, run_id)).takes_typed_text:
+    if get_modality(store.get(run_id).modality).takes_typed_text:
         predict_documents(store, run_id, top_k, spaces, user)
     elif not image_paths:
         st.caption("Upload images above to see what this model predicts.")

@@ -10,15 +10,13 @@ import ipaddress
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
-from tests.workshop_server import ARTIFACTS, ROOT, free_port, stop_process_group
+from tests.workshop_server import ARTIFACTS, ROOT, free_port, stop_process_group, wait_healthy
 
 LISTEN = "0A"
 
@@ -55,16 +53,7 @@ def start_and_read_sockets(command: list[str], tmp_path: Path, name: str) -> tup
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, f"the app did not start:\n{log_path.read_text()}"
-            time.sleep(0.3)
+        wait_healthy(f"http://127.0.0.1:{port}", process, log_path, timeout_s=90)
         return listening_addresses(port), log_path.read_text()
     finally:
         stop_process_group(process)

@@ -72,7 +72,7 @@ class WorkshopServer:
         return self.log_path.read_text(errors="replace")
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float = 120) -> None:
+def wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -129,7 +129,7 @@ def workshop_server(
         )
     server = WorkshopServer(f"http://127.0.0.1:{env['TRANSFERLAB_PORT']}", workspace, env, log_path, process)
     try:
-        _wait_healthy(server.url, process, log_path)
+        wait_healthy(server.url, process, log_path)
         yield server
     finally:
         stop_process_group(process)
@@ -163,7 +163,7 @@ def personal_server(workspace: Path, name: str = "personal", extra_env: dict[str
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, log_path)
+        wait_healthy(url, process, log_path)
         yield url
     finally:
         stop_process_group(process)

@@ -38,11 +38,6 @@ def dataset_root(store: RunStore, run_id: str) -> str | None:
     return json.loads(path.read_text()).get("dataset_root") if path.is_file() else None
 
 
-def run_modality(store: RunStore, run_id: str) -> str:
-    """What the run was trained on: "image" or "text" (runs from before text existed are image runs)."""
-    return str((store.get(run_id).config.get("data") or {}).get("modality", "image"))
-
-
 @st.cache_data(show_spinner=False, max_entries=2000)
 def _document_beginning(path: str, characters: int) -> str:
     from tl_core.data.text_dataset import read_document

@@ -36,11 +36,6 @@ def runs_with_models(store: RunStore) -> list[str]:
     return [record.id for record in store.list_runs() if (store.run_dir(record.id) / KERAS_FILE).is_file()]
 
 
-def run_modality(store: RunStore, run_id: str) -> str:
-    """What the run's model classifies: "image" or "text" (runs from before text existed are image runs)."""
-    return str((store.get(run_id).config.get("data") or {}).get("modality", "image"))
-
-
 def save_images(files: Sequence[UploadedFileLike], folder: Path) -> list[Path]:
     """Write uploaded images under content-hash names (the same upload is written once)."""
     folder.mkdir(parents=True, exist_ok=True)

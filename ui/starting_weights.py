@@ -30,7 +30,7 @@ def fitting_runs(records: list[RunRecord], backbone: str, modality: str) -> list
     fitting = [
         record
         for record in records
-        if record.backbone == backbone and run_modality(record) == modality and record.mode != "feature-extraction"
+        if record.backbone == backbone and record.modality == modality and record.mode != "feature-extraction"
     ]
     return sorted(fitting, key=lambda record: record.config.get("data", {}).get("source") != dataset)
 
@@ -51,7 +51,7 @@ def follow_parent_run() -> None:
     if parent is None:
         return
     st.session_state["model_backbone"] = parent.backbone
-    if not get_modality(run_modality(parent)).uses_image_size:
+    if not get_modality(parent.modality).uses_image_size:
         return  # e.g. a text backbone reads any number of words: the sequence length stays the user's choice
     size = parent_image_size(get_store().run_dir(parent.id), parent.config)
     if size:
@@ -64,11 +64,6 @@ def leave_parent_run(pretrained_weights: str) -> None:
     parent = parent_run(st.session_state.get("model_weights", ""))
     if parent is not None and parent.backbone != st.session_state.get("model_backbone"):
         st.session_state["model_weights"] = pretrained_weights
-
-
-def run_modality(record: RunRecord) -> str:
-    """What a run was trained on: its DataConfig's modality (runs from before text existed are image runs)."""
-    return str((record.config.get("data") or {}).get("modality", "image"))
 
 
 def starting_weights(

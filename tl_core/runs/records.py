@@ -41,6 +41,11 @@ class RunRecord:
     owner: str
 
     @property
+    def modality(self) -> str:
+        """What the run was trained on: its DataConfig's modality (runs from before text existed are image runs)."""
+        return str((self.config.get("data") or {}).get("modality", "image"))
+
+    @property
     def elapsed_s(self) -> float:
         """Seconds from start to finish; up to now while running; 0 before it starts."""
         if self.started_at is None:
