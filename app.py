@@ -38,7 +38,8 @@ if user is None:
     st.navigation([sign_in], position="hidden").run()
     st.stop()
 
-# The pages after the gate: three of them import TensorFlow, which the sign-in screen need not wait for.
+# The pages after the gate, which the sign-in screen need not wait for (none imports TensorFlow: model work is
+# done in worker processes, see tl_core.jobs.model_worker).
 from pages.data import data_page  # noqa: E402
 from pages.evaluate import evaluate_page  # noqa: E402
 from pages.model import model_page  # noqa: E402

@@ -12,9 +12,9 @@ import streamlit as st
 from tl_core.config import ConfigError
 from tl_core.data.images import IMAGE_EXTENSIONS
 from tl_core.errors import TransferLabError
+from tl_core.layout import EXPORT_FORMATS as FORMATS
 from tl_core.modalities import get_modality
 from tl_core.models.weights import OFFLINE_WEIGHTS
-from tl_core.results.export import FORMATS
 from tl_core.runs.store import RunStore
 from tl_core.server.accounts import User
 from tl_core.server.workspaces import Workspaces
@@ -23,10 +23,13 @@ from ui.images import thumbnail
 from ui.navigation import run_app_instead
 from ui.predictions import (
     bundle_for_download,
+    export_zip,
     file_name_only,
+    predict_files_with_run,
+    predict_imagenet,
+    predict_texts_with_run,
     read_uploaded_documents,
     readable_images,
-    run_classifier,
     runs_with_models,
     save_images,
 )
@@ -101,9 +104,7 @@ def predict_documents(store: RunStore, run_id: str, top_k: int, spaces: Workspac
         return
     try:
         with st.spinner("Loading the model and predicting…"):
-            from tl_core.results.predict import predict_texts
-
-            predictions = predict_texts(run_classifier(store, run_id), texts, top_k=top_k)
+            predictions = predict_texts_with_run(store, run_id, texts, top_k)
     except (TransferLabError, ConfigError, ValueError) as exc:
         show_error(exc)
     else:
@@ -133,9 +134,7 @@ def trained_run_tab(
     else:
         try:
             with st.spinner("Loading the model and predicting…"):
-                from tl_core.results.predict import predict_each_file
-
-                results = predict_each_file(run_classifier(store, run_id), image_paths, top_k=top_k)
+                results = predict_files_with_run(store, run_id, image_paths, top_k)
         except (TransferLabError, ConfigError) as exc:
             show_error(exc)
         else:
@@ -167,9 +166,7 @@ def imagenet_tab(image_paths: list[Path], upload_names: list[str], top_k: int) -
     if st.button("Classify with ImageNet classes", key="predict_pretrained_run", disabled=not image_paths):
         try:
             with st.spinner("Building the pretrained classifier…"):
-                from tl_core.models.weights.pretrained import predict_pretrained
-
-                results = predict_pretrained(backbone, image_paths, top_k=top_k)
+                results = predict_imagenet(backbone, image_paths, top_k)
         except (TransferLabError, ConfigError) as exc:
             show_error(exc)
         else:
@@ -200,14 +197,10 @@ def export_tab(store: RunStore, run_ids: list[str], names: dict[str, str], space
         try:
             spaces.check_disk(user.name)
             with st.spinner("Exporting (the TensorFlow Lite conversion takes a little while)…"):
-                from tl_core.results.bundle import export_run
-                from tl_core.results.export import zip_bundle
-
                 exports_dir = user_workspace().cache / "exports"  # the user's own folder: no one else can download it
                 exports_dir.mkdir(parents=True, exist_ok=True)
                 out = Path(tempfile.mkdtemp(prefix=f"{export_run_id}-", dir=exports_dir))
-                bundle = export_run(store, export_run_id, out / "bundle", formats=tuple(formats))
-                exports[export_run_id] = str(zip_bundle(bundle, out / "transferlab-model"))
+                exports[export_run_id] = str(export_zip(store, export_run_id, out, formats))
         except (TransferLabError, ConfigError) as exc:
             show_error(exc)
         spaces.forget_usage(user.name)

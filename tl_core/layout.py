@@ -43,6 +43,7 @@ RUN_TIME_LIMIT_FILE = "run_time_limit.txt"
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
+EXPORT_FORMATS = ("keras", "saved_model", "tflite")  # what an export bundle can hold, in this order
 LABELS_FILE = "labels.txt"
 LABELS_JSON_FILE = "labels.json"  # what TransferLab reads: a JSON list round-trips any class name
 MODEL_CARD_FILE = "MODEL_CARD.md"

@@ -26,12 +26,10 @@ from tl_core.errors import TransferLabError
 from tl_core.events import PREPARATION_STEP_NAMES
 from tl_core.jobs.advisory import AdvisoryRecord, AdvisoryStore
 from tl_core.jobs.backend import ADVICE_JOB, CUT_PROBE_JOB
-from tl_core.models.blocks import candidate_cut_layers
-from tl_core.models.build import build_backbone
-from tl_core.models.registry import get_backbone_spec, resolve_image_size
+from tl_core.results.model_tasks import cut_layer_names
 from ui.dataset import DatasetView, load_dataset, source_stamp
 from ui.settings import mode_label
-from ui.state import get_manager, get_store, session_value, workspace_path
+from ui.state import get_manager, get_store, model_worker, session_value, workspace_path
 from ui.text import escape_markdown, format_duration, format_percent, show_error, user_message
 
 MODE_WIDGET_KEY = "model_mode"
@@ -49,10 +47,9 @@ class CutLayers:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def cut_layers(backbone: str) -> CutLayers:
-    """The block outputs of `backbone` (built once with random weights: names do not depend on weights or size)."""
-    spec = get_backbone_spec(backbone)
-    model = build_backbone(spec, "none", resolve_image_size(spec, None))
-    return CutLayers(tuple(candidate_cut_layers(model)), model.layers[-1].name)
+    """The block outputs of `backbone`, listed once per backbone by the model worker (it builds the backbone)."""
+    candidates, final_layer = model_worker().call(cut_layer_names, backbone)
+    return CutLayers(candidates, final_layer)
 
 
 def depths_to_probe(layers: CutLayers, chosen: str | None) -> list[str]:

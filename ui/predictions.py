@@ -1,4 +1,4 @@
-"""Classifiers for the Predict page, cached per run, and uploaded images and documents written where the engine can read them."""
+"""The Predict page's model work, done in the server's model worker, and uploads written where the engine can read them."""
 
 from __future__ import annotations
 
@@ -9,26 +9,37 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-import streamlit as st
-
 from tl_core.errors import DataError
 from tl_core.layout import KERAS_FILE
-from tl_core.results.predict import LoadedClassifier, image_problem, load_run_classifier
+from tl_core.results import model_tasks
+from tl_core.results.file_problems import FilePrediction, Prediction, image_problem
 from tl_core.runs.store import RunStore
+from ui.state import model_worker
 from ui.uploads import UploadedFileLike, safe_name
 
 
-@st.cache_resource(show_spinner=False, max_entries=3)
-def _classifier(workspace: str, run_id: str, model_mtime_ns: int) -> LoadedClassifier:
-    del model_mtime_ns  # cache key only: a re-saved model is loaded again
-    return load_run_classifier(RunStore(workspace), run_id)
+def predict_files_with_run(store: RunStore, run_id: str, paths: Sequence[Path], top_k: int) -> list[FilePrediction]:
+    """Top-k labels of each file with the run's model, computed in the server's model worker (never here)."""
+    return model_worker().call(
+        model_tasks.predict_run_files, str(store.workspace), run_id, [str(path) for path in paths], top_k
+    )
 
 
-def run_classifier(store: RunStore, run_id: str) -> LoadedClassifier:
-    """The run's saved model, loaded once per run and model file version (shared by all users, read-only)."""
-    path = store.run_dir(run_id) / KERAS_FILE
-    mtime = path.stat().st_mtime_ns if path.is_file() else 0
-    return _classifier(str(store.workspace), run_id, mtime)
+def predict_texts_with_run(store: RunStore, run_id: str, texts: list[str], top_k: int) -> list[list[Prediction]]:
+    """Top-k labels of each document with a text run's model, computed in the model worker."""
+    return model_worker().call(model_tasks.predict_run_texts, str(store.workspace), run_id, list(texts), top_k)
+
+
+def predict_imagenet(backbone: str, paths: Sequence[Path], top_k: int) -> list[list[tuple[str, float]]]:
+    """Top-k ImageNet classes of each image with a packaged pretrained network, computed in the model worker."""
+    return model_worker().call(model_tasks.predict_imagenet, backbone, [str(path) for path in paths], top_k)
+
+
+def export_zip(store: RunStore, run_id: str, out_dir: Path, formats: Sequence[str]) -> Path:
+    """The run's export bundle, zipped in `out_dir` by the model worker."""
+    return Path(
+        model_worker().call(model_tasks.export_run_zip, str(store.workspace), run_id, str(out_dir), tuple(formats))
+    )
 
 
 def runs_with_models(store: RunStore) -> list[str]:
@@ -77,7 +88,7 @@ def file_name_only(name: str) -> str:
 def readable_images(paths: Sequence[Path], names: Sequence[str]) -> tuple[list[Path], list[str], list[str]]:
     """The saved uploads that can be predicted, their upload names, and a message per file that cannot.
 
-    Each message names the file as uploaded and says what its owner can do (see `tl_core.results.predict.file_problem`).
+    Each message names the file as uploaded and says what its owner can do (see `tl_core.results.file_problems.file_problem`).
     """
     usable_paths: list[Path] = []
     usable_names: list[str] = []

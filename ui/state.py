@@ -10,15 +10,14 @@ workspace, so one user's pages never name another user's files.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from tl_core.errors import TransferLabError
+from tl_core.jobs.model_worker import ModelWorker
 from tl_core.runs.store import RunStore
 from tl_core.server.accounts import User
 from tl_core.server.limits import RunLimits
@@ -187,11 +186,7 @@ def display_path(path: str | Path) -> str:
 
 @process_wide
 def _store_for(workspace: str) -> RunStore:
-    # Import TensorFlow in the background now, so pages that evaluate or predict do not wait for it later.
-    threading.Thread(
-        target=importlib.import_module, args=("tl_core.training.runner",), name="transferlab-warmup", daemon=True
-    ).start()
-    return RunStore(workspace)
+    return RunStore(workspace)  # TensorFlow is never imported here: model work runs in worker processes
 
 
 @process_wide
@@ -279,6 +274,12 @@ def get_manager() -> UserJobs:
         RunLimits.from_settings(settings),
     )
     return UserJobs(manager, get_store(), current_user(), spaces)
+
+
+@process_wide
+def model_worker() -> ModelWorker:
+    """The server's one model process (predict, export, cut layers): TensorFlow never loads in the web server."""
+    return ModelWorker()
 
 
 DEFAULT_DATASET_ENV = "TRANSFERLAB_DEFAULT_DATASET"

@@ -26,13 +26,21 @@ import keras
 import tensorflow as tf
 
 from tl_core.errors import DataError
-from tl_core.layout import KERAS_FILE, LABELS_FILE, LABELS_JSON_FILE, MODEL_CARD_FILE, SAVED_MODEL_DIR, TFLITE_FILE
+from tl_core.layout import (
+    EXPORT_FORMATS,
+    KERAS_FILE,
+    LABELS_FILE,
+    LABELS_JSON_FILE,
+    MODEL_CARD_FILE,
+    SAVED_MODEL_DIR,
+    TFLITE_FILE,
+)
 from tl_core.modalities import get_modality
 from tl_core.models import keras_files
 from tl_core.models.transfer_model import inference_model
 from tl_core.text_safety import control_characters, describe_characters, markdown_text, visible_controls
 
-FORMATS = ("keras", "saved_model", "tflite")
+FORMATS = EXPORT_FORMATS
 
 
 @dataclass(frozen=True)

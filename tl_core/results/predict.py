@@ -18,29 +18,15 @@ import keras
 import numpy as np
 
 import tl_core.models.text_model  # noqa: F401 - registers the text layers, so text models load
-from tl_core.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, inspect_image
+from tl_core.data.images import DEFAULT_MAX_PIXELS
 from tl_core.errors import DataError, RunNotFoundError
 from tl_core.layout import KERAS_FILE, LABELS_FILE
 from tl_core.modalities import get_modality
 from tl_core.models import keras_files
 from tl_core.models.savedmodel_layer import SavedModelLayer  # noqa: F401 - registers the layer that TF Hub backbones are saved with
 from tl_core.results.export import read_labels
+from tl_core.results.file_problems import FilePrediction, Prediction, file_problem
 from tl_core.runs.store import RunStore
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class FilePrediction:
-    """One file of a batch: its top-k labels, or (`predictions` empty) why it could not be read."""
-
-    path: Path
-    predictions: list[Prediction]
-    problem: str | None = None  # what is wrong and what to do; never names the file or a server setting
 
 
 @dataclass
@@ -75,39 +61,6 @@ def top_k_predictions(probabilities: np.ndarray, class_names: list[str], top_k: 
     top_k = max(1, min(top_k, len(class_names)))
     order = np.argsort(-probabilities, axis=1)[:, :top_k]
     return [[Prediction(class_names[i], float(row[i])) for i in indices] for row, indices in zip(probabilities, order)]
-
-
-def file_problem(error: DataError, modality: str = "image", *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
-    """What is wrong with a file a user brought and what they can do about it, without its path.
-
-    The advice names only things the file's owner controls (the file itself), never a server setting.
-
-    Args:
-        error: why the file could not be read (`ImageDecodeError` for images, `DataError` for documents).
-        modality: the kind of file the model takes; its `unreadable_file_fix` is the advice when the error has none.
-        max_pixels: the pixel limit the image was checked against.
-
-    Returns:
-        A sentence to put after the file's name, e.g. `f"{name}: {file_problem(error)}"`.
-    """
-    if isinstance(error, ImageDecodeError) and error.kind == "too-large":
-        limit = f"{max_pixels / 1e6:g} megapixels" if max_pixels >= 1_000_000 else f"{max_pixels:,} pixels"
-        return (
-            f"it has more than {limit}, the most TransferLab reads (a guard against decompression bombs): "
-            "make it smaller in an image editor, save it as JPEG or PNG and try again."
-        )
-    if isinstance(error, ImageDecodeError):
-        return error.fix
-    return get_modality(modality).unreadable_file_fix
-
-
-def image_problem(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
-    """Why an image file cannot be predicted (see `file_problem`), or None when it can; a cheap check, no model."""
-    try:
-        inspect_image(path, max_pixels=max_pixels)
-    except DataError as error:
-        return file_problem(error, "image", max_pixels=max_pixels)
-    return None
 
 
 def predict_each_file(
