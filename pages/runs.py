@@ -160,7 +160,9 @@ def compare_on_one_dataset(store: RunStore, records: list[RunRecord], labels: di
     labels = {run_id: label for run_id, label in labels.items() if any(r.id == run_id for r in records)}
 
     with_epochs = [record.id for record in records if record.metrics.get("epochs_run") or record.status == "running"]
-    if st.session_state.get("runs_overlay_dataset") != dataset:  # a new dataset: its newest runs, not the old pick
+    # A new dataset shows its newest runs, not the old pick; so does a return to this page (Streamlit drops the
+    # state of widgets that the previous page did not draw, but not `runs_overlay_dataset`).
+    if st.session_state.get("runs_overlay_dataset") != dataset or "runs_overlay" not in st.session_state:
         st.session_state["runs_overlay"] = with_epochs[:3]
         st.session_state["runs_overlay_dataset"] = dataset
     st.session_state["runs_overlay"] = [run_id for run_id in st.session_state["runs_overlay"] if run_id in labels]

@@ -281,3 +281,15 @@ def test_an_interrupted_run_with_a_checkpoint_offers_to_resume(
         assert started_from == [(store.run_dir(old.id) / CHECKPOINT_FILE).read_bytes()]
     finally:
         manager.shutdown(stop_jobs=True)
+
+
+def test_coming_back_to_the_runs_page_draws_it_again(workspace: tuple[Path, Path]) -> None:
+    """Streamlit drops the overlay picker's state while another page is shown; the page must not rely on it
+    (a workshop load test saw a KeyError when a student came back to Runs)."""
+    at = open_runs()
+    assert len(at.multiselect(key="runs_overlay").value) == 2
+    open_page(at, "data").run()
+    assert not at.exception
+    open_page(at, "runs").run()
+    assert not at.exception, [error.value for error in at.exception]
+    assert len(at.multiselect(key="runs_overlay").value) == 2, "the dataset's newest runs again"
