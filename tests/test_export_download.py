@@ -62,21 +62,7 @@ def test_the_export_link_exists_only_after_the_owners_click_and_expires(workshop
     from tests.workshop_server import ARTIFACTS, launch_chromium, sign_in, wait_idle
 
     data = make_shapes_dataset(tmp_path / "shapes", num_classes=3, images_per_class=8, image_size=32)
-    trained = workshop_server.cli(
-        "train",
-        str(data),
-        "--backbone",
-        "mobilenet_v2_035",
-        "--weights",
-        "none",
-        "--epochs",
-        "1",
-        "--image-size",
-        "32",
-        "--workspace",
-        str(workshop_server.user_root("alice")),
-        "--json",
-    )
+    trained = workshop_server.train_tiny_run("alice", data)
     assert trained.returncode == 0, trained.stderr[-2000:]
 
     frames: list[bytes] = []  # every message the server sent alice's page, in order

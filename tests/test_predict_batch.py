@@ -154,21 +154,7 @@ def test_alice_predicts_a_batch_with_an_oversized_image_in_the_browser(workshop_
     from tests.workshop_server import ARTIFACTS, launch_chromium, sign_in, wait_idle
 
     data = make_shapes_dataset(tmp_path / "shapes", num_classes=3, images_per_class=8, image_size=32)
-    trained = workshop_server.cli(
-        "train",
-        str(data),
-        "--backbone",
-        "mobilenet_v2_035",
-        "--weights",
-        "none",
-        "--epochs",
-        "1",
-        "--image-size",
-        "32",
-        "--workspace",
-        str(workshop_server.user_root("alice")),
-        "--json",
-    )
+    trained = workshop_server.train_tiny_run("alice", data)
     assert trained.returncode == 0, trained.stderr[-2000:]
     uploads = [*sorted(data.rglob("*.png"))[:2], oversized_png(tmp_path / "upload" / "huge.png")]
 

@@ -68,6 +68,15 @@ class WorkshopServer:
             timeout=120,
         )
 
+    def train_tiny_run(self, user: str, data: Path) -> subprocess.CompletedProcess:
+        """Train `user` a 1-epoch run on `data` with the CLI (a tiny MobileNetV2, random weights, 32 px), in their workspace."""
+        return self.cli(
+            "train",
+            str(data),
+            *("--backbone", "mobilenet_v2_035", "--weights", "none", "--epochs", "1", "--image-size", "32"),
+            *("--workspace", str(self.user_root(user)), "--json"),
+        )
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
