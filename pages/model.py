@@ -98,16 +98,22 @@ def store_settings(
         "progressive": f"head {train_config.epochs} epochs, then {train_config.stage_epochs} per unfrozen block"
         + (f", at most {train_config.max_stages} blocks" if train_config.max_stages else ""),
     }.get(train_config.mode, f"head {train_config.epochs} + fine-tune {train_config.fine_tune_epochs} epochs")
+    data_modality = get_modality(modality)
+    baselines = (
+        "from-scratch and TF-IDF + logistic regression baselines"
+        if data_modality.has_classic_baseline
+        else "a from-scratch baseline"
+    )
     extras = "".join(
         [
             f", cut at {escape_markdown(model_config.cut_layer)}" if model_config.cut_layer else "",
             f", from run {escape_markdown(parent.name)}'s backbone" if parent else "",
-            ", plus a from-scratch baseline" if train_config.compare_scratch else "",
+            f", plus {baselines}" if train_config.compare_scratch else "",
         ]
     )
     size = (
         f"at {model_config.image_size} px"
-        if get_modality(modality).uses_image_size
+        if data_modality.uses_image_size
         else f"reading {model_config.sequence_length} words per document"
     )
     st.success(
@@ -258,7 +264,8 @@ def model_page() -> None:
         st.checkbox,
         "Compare with a from-scratch baseline",
         "Also trains the same network from random weights with the same budget and split, and flags negative transfer "
-        "when it beats the pretrained one (about twice the time).",
+        "when it beats the pretrained one (about twice the time). Text runs also get TF-IDF + logistic regression "
+        "fitted on the same split (a classic bag of words, seconds), to show whether transfer beats it.",
         key="model_compare_scratch",
         disabled=weights == "none",
     )

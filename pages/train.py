@@ -11,6 +11,7 @@ from tl_core.config import ConfigError, DataConfig, RunConfig
 from tl_core.errors import RunNotFoundError, TransferLabError
 from tl_core.runs.records import RunRecord
 from tl_core.runs.store import RunStore
+from tl_core.training import classic_baseline
 from ui.dataset import load_dataset
 from ui.navigation import page_link, run_app_instead
 from ui.settings import mode_label, weights_words
@@ -26,7 +27,7 @@ from ui.state import (
     set_current_run,
     workspace_path,
 )
-from ui.text import escape_markdown, show_error, user_message
+from ui.text import escape_markdown, format_percent, show_error, user_message
 from ui.training import (
     is_active,
     phase_starts,
@@ -112,11 +113,40 @@ def run_panel(store: RunStore, manager: UserJobs, run_id: str, shown_status: str
         show_outcome(record, len(epochs))
         show_best_phase(store, record, marks)
         show_transfer_verdict(store, record)
+        show_classic_baseline(record)
     planned = status.progress.total_epochs if status is not None and active else None
     show_curves(epochs, marks, planned or None, live=active)
     show_log(store, run_id, expanded=record.status in ("failed", "interrupted"))
     if shown_status is not None and (record.status != shown_status or not active):
         st.rerun()  # a finished run is drawn once more without the 1-second timer
+
+
+def show_classic_baseline(record: RunRecord) -> None:
+    """A text run's comparison with TF-IDF + logistic regression (`compare_scratch`), beside the scratch verdict.
+
+    An analyst sees whether transfer beats a bag of words fitted on the same training documents and scored on the
+    same held-out ones; image runs have no such key and show nothing.
+    """
+    metrics = record.metrics
+    if classic_baseline.ACCURACY_KEY not in metrics:
+        return
+    classic = metrics[classic_baseline.ACCURACY_KEY]
+    if classic is None:
+        st.caption(f"The classic baseline ({classic_baseline.NAME}) could not be fitted: the log says why.")
+        return
+    transfer = metrics.get("evaluation_accuracy")
+    accuracies = (
+        f"transfer {format_percent(transfer)} vs {format_percent(classic)} for {classic_baseline.NAME} "
+        "fitted on the same training documents"
+    )
+    if transfer is not None and transfer > classic:
+        st.info(f"Transfer beats a bag of words ({accuracies}).", icon=":material/text_fields:")
+    else:
+        st.warning(
+            f"Transfer does not beat a bag of words ({accuracies}): try fine-tuning, another text backbone, or "
+            "reading more words per document.",
+            icon=":material/text_fields:",
+        )
 
 
 def start_button(manager: UserJobs, config: RunConfig) -> None:

@@ -69,6 +69,8 @@ class DataModality(ABC):
         has_cut_depths: whether a backbone can be cut at an earlier block (a text backbone has one weighted layer).
         measured_by_advisor: whether the mode advisor and the cut-depth probe can measure its backbones.
         takes_typed_text: whether a run's model classifies strings typed in (`predict --text`, the Predict page).
+        has_classic_baseline: whether `--compare-scratch` also fits TF-IDF + logistic regression on the run's split
+            (`tl_core.training.classic_baseline`: a bag of words for documents; pixels have no such reference).
     """
 
     name: Modality
@@ -96,6 +98,7 @@ class DataModality(ABC):
     has_cut_depths: bool = False
     measured_by_advisor: bool = False
     takes_typed_text: bool = False
+    has_classic_baseline: bool = False
 
     @abstractmethod
     def scan(self, source: str | Path, *, extract_root: Path | None, readable_roots: Sequence[str] = ()) -> ScanReport:
@@ -307,6 +310,7 @@ print(labels[int(probabilities.argmax())])
 `{KERAS_FILE}` uses TransferLab's tokeniser: `import tl_core.models.text_model` before `keras.saving.load_model`.
 `{TFLITE_FILE}` needs TensorFlow Lite's Flex delegate (select TensorFlow ops) for its string operations."""
     takes_typed_text = True
+    has_classic_baseline = True
 
     def scan(self, source: str | Path, *, extract_root: Path | None, readable_roots: Sequence[str] = ()) -> ScanReport:
         from tl_core.data.text_dataset import scan_text_dataset

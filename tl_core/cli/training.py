@@ -81,6 +81,7 @@ def _modality_and_backbone(args: argparse.Namespace) -> tuple[str, str, str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tl_core.training.runner import run_experiment
+    from tl_core.training.summary import VERDICT_KEYS
 
     modality, backbone, weights = _modality_and_backbone(args)
     config = RunConfig(
@@ -134,8 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(outcome.evaluation.format_text())
         if summary.get("best_phase") and summary["best_phase"] != "head":
             print(f"best model found in phase {summary['best_phase']} (epoch {summary['best_epoch']})")
-        if summary.get("transfer_verdict"):
-            print(summary["transfer_verdict"])
+        for verdict in VERDICT_KEYS:  # the from-scratch baseline's, then (text) the classic baseline's
+            if summary.get(verdict):
+                print(summary[verdict])
     if outcome.status == "failed":
         print(f"error: run {outcome.run_id} failed: {(outcome.error or '').splitlines()[0]}", file=sys.stderr)
         return EXIT_RUN_FAILED
@@ -222,7 +224,10 @@ def add_training_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument("--stage-epochs", type=int, default=2, help="epochs per unfrozen block (progressive mode)")
     train.add_argument("--max-stages", type=int, default=None, help="most blocks to unfreeze (progressive mode)")
     train.add_argument(
-        "--compare-scratch", action="store_true", help="also train from random weights and flag negative transfer"
+        "--compare-scratch",
+        action="store_true",
+        help="also train from random weights and flag negative transfer; text runs also fit TF-IDF + logistic "
+        "regression on the same split (classic_baseline_accuracy in the summary)",
     )
     train.add_argument("--image-size", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=32)

@@ -39,6 +39,7 @@ from tl_core.results.export import write_labels
 from tl_core.runs.recorder import RunRecorder
 from tl_core.runs.store import RunStore
 from tl_core.stopping import StopToken
+from tl_core.training.classic_baseline import classic_baseline_entries
 from tl_core.training.collector import freeze_startup_objects
 from tl_core.training.feature_extraction import (
     evaluation_split,
@@ -48,7 +49,7 @@ from tl_core.training.feature_extraction import (
 )
 from tl_core.training.loop import TrainResult, train_model
 from tl_core.training.preparation import PreparationReporter, PreparationStopped
-from tl_core.training.summary import dataset_stats, experiment_summary, final_metrics
+from tl_core.training.summary import VERDICT_KEYS, dataset_stats, experiment_summary, final_metrics
 
 
 @dataclass
@@ -164,7 +165,7 @@ def run_experiment(
     spec = get_backbone_spec(config.model.backbone)
     if spec.modality != modality.name:
         raise BackboneError(
-            f"{spec.display_name} is a{'n' if spec.modality == 'image' else ''} {spec.modality} backbone but the data is {modality.name}: "
+            f"{spec.display_name} is a backbone for {spec.modality} data, but this dataset holds {modality.name}: "
             f"pick a {modality.name} backbone (`python -m tl_core backbones --modality {modality.name}`), e.g. {modality.default_backbone}."
         )
     image_size = modality.input_size(config.model)
@@ -379,8 +380,14 @@ def _compare_with_scratch(outcome: ExperimentOutcome, config: RunConfig, **kwarg
             message = f"Pretrained weights help: {pretrained_accuracy:.3f} vs {scratch_accuracy:.3f} from scratch (+{-margin:.1%})."
         comparison["transfer_verdict"] = message
         store.append_log(outcome.run_id, message)
+    if get_modality(config.data.modality).has_classic_baseline:  # after the scratch run: a stop during it skips this
+        entries, line = classic_baseline_entries(
+            kwargs["prepared"].split, outcome.summary, seed=config.train.seed, stop=kwargs["stop"]
+        )
+        comparison.update(entries)
+        store.append_log(outcome.run_id, line)
     outcome.summary.update(comparison)
-    store.update_metrics(outcome.run_id, {k: v for k, v in comparison.items() if k != "transfer_verdict"})
+    store.update_metrics(outcome.run_id, {k: v for k, v in comparison.items() if k not in VERDICT_KEYS})
     (store.run_dir(outcome.run_id) / SUMMARY_FILE).write_text(json.dumps(outcome.summary, indent=1))
 
 

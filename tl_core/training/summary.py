@@ -4,6 +4,11 @@
 been scanned, `experiment_summary` in the run folder when it ends (also when it failed or was stopped), and
 `final_metrics`, the part of the summary the run store keeps in the run's metrics (the Runs page's columns).
 
+With `compare_scratch` a completed run's summary (and metrics) gain the comparison afterwards: `scratch_run_id`,
+`scratch_test_accuracy`, `negative_transfer[_margin]` and `transfer_verdict`; for text runs also
+`classic_baseline_accuracy` (TF-IDF + logistic regression, `tl_core.training.classic_baseline`; None when it
+failed) and `classic_baseline_verdict`. The verdicts are sentences for people: the metrics leave them out.
+
 Example:
     >>> summary = experiment_summary(run_id, config, 224, "completed", started, result, evaluation, split, report, None)
     >>> final_metrics(summary, evaluation)["evaluation_accuracy"]
@@ -18,6 +23,7 @@ from typing import Any
 from tl_core.config import RunConfig
 from tl_core.data.types import DatasetSplit, ScanReport
 from tl_core.results.evaluate import Evaluation
+from tl_core.training import classic_baseline
 from tl_core.training.loop import TrainResult
 
 # The summary entries kept as the run's final metrics (those that are set), in the summary's order.
@@ -30,6 +36,9 @@ FINAL_METRIC_KEYS = (
     "elapsed_s",
     "epochs_run",
 )
+
+# Summary entries that are sentences for people (the log and the CLI show them), not metrics to sort runs by.
+VERDICT_KEYS = ("transfer_verdict", classic_baseline.VERDICT_KEY)
 
 
 def experiment_summary(
