@@ -6,7 +6,8 @@ would: every page; the Model page (whose cut-depth list is built from the backbo
 trained run and with ImageNet as-is; an export bundle built and downloaded. After each step it reads
 VmRSS (now) and VmHWM (peak) of the server process (the one listening on the port, found with `ss -ltnp`)
 and of its model worker (`python -m tl_core.jobs.model_worker`). Then it waits past the worker's idle time
-(`TRANSFERLAB_WARM_IDLE_S`, 20 s here) and checks that the worker is gone.
+(`TRANSFERLAB_WARM_IDLE_S`, 20 s here) and checks that the worker is gone. A screenshot of each step goes
+to test-artifacts/server-memory-NN.png.
 
 Target: the server under 600 MB after the session (it was 2.97 GB when it loaded TensorFlow and models itself).
 
@@ -84,10 +85,14 @@ def main() -> None:
     images = sorted(str(path) for path in data.rglob("*.png"))[:3]
     samples: list[dict] = []
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = None  # the Chromium page, set below; `sample` screenshots it as each step ends
+
     with personal_server(workspace, "server-memory", {"TRANSFERLAB_WARM_IDLE_S": str(IDLE_S)}) as url:
         server = listening_pid(int(url.rsplit(":", 1)[1]))
 
         def sample(step: str) -> None:
+            page.screenshot(path=str(ARTIFACTS / f"server-memory-{len(samples):02d}.png"), full_page=True)
             workers = model_worker_pids()
             row = {
                 "step": step,
@@ -140,8 +145,6 @@ def main() -> None:
             for title in ("Data", "Model", "Runs", "Predict & export"):
                 go(title)
             sample("pages again")
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "server-memory-end.png"), full_page=True)
             time.sleep(IDLE_S + 5)
             sample(f"{IDLE_S + 5} s idle")
             browser.close()
