@@ -57,8 +57,11 @@ def listening_pid(port: int) -> int:
     return int(found.group(1))
 
 
-def model_worker_pids() -> list[int]:
-    shown = subprocess.run(["pgrep", "-f", "tl_core.jobs.model_worker"], capture_output=True, text=True).stdout
+def model_worker_pids(server: int) -> list[int]:
+    """The server's own model worker (a child of the server: other servers' workers are not counted)."""
+    shown = subprocess.run(
+        ["pgrep", "-P", str(server), "-f", "tl_core.jobs.model_worker"], capture_output=True, text=True
+    ).stdout
     return [int(pid) for pid in shown.split()]
 
 
@@ -93,7 +96,7 @@ def main() -> None:
 
         def sample(step: str) -> None:
             page.screenshot(path=str(ARTIFACTS / f"server-memory-{len(samples):02d}.png"), full_page=True)
-            workers = model_worker_pids()
+            workers = model_worker_pids(server)
             row = {
                 "step": step,
                 "server_rss_mb": round(status_bytes(server, "VmRSS") / MB),
