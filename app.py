@@ -47,6 +47,7 @@ from pages.predict import predict_page  # noqa: E402
 from pages.runs import runs_page  # noqa: E402
 from pages.train import train_page  # noqa: E402
 from pages.trainer import trainer_page  # noqa: E402
+from ui.advisor import warm_up_cut_layers  # noqa: E402
 
 pages = {
     "data": st.Page(data_page, title="Data", icon=":material/folder_open:", url_path="data", default=True),
@@ -61,6 +62,7 @@ if settings.sign_in_required and user.is_trainer:
         trainer_page, title="Trainer", icon=":material/admin_panel_settings:", url_path="trainer"
     )
 register_pages(pages)
+warm_up_cut_layers()  # once per server: starts the model worker, so the Model page does not wait for it
 restore_choices()  # a reload or a new tab: this user's dataset, settings and run in view, from their workspace
 page = st.navigation(list(pages.values()))
 if settings.sign_in_required:

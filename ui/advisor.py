@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +28,20 @@ from tl_core.errors import TransferLabError
 from tl_core.events import PREPARATION_STEP_NAMES
 from tl_core.jobs.advisory import AdvisoryRecord, AdvisoryStore
 from tl_core.jobs.backend import ADVICE_JOB, CUT_PROBE_JOB
+from tl_core.modalities import get_modality
 from tl_core.results.model_tasks import cut_layer_names
 from ui.dataset import DatasetView, load_dataset, source_stamp
 from ui.settings import mode_label
+from ui.singletons import process_wide
 from ui.state import get_manager, get_store, model_worker, session_value, workspace_path
 from ui.text import escape_markdown, format_duration, format_percent, show_error, user_message
 
 MODE_WIDGET_KEY = "model_mode"
 CUT_LAYER_WIDGET_KEY = "model_cut_layer"
 REFRESH_S = 1.0  # how often a panel following a job redraws
+
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,11 +52,30 @@ class CutLayers:
     final_layer: str
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@process_wide
 def cut_layers(backbone: str) -> CutLayers:
-    """The block outputs of `backbone`, listed once per backbone by the model worker (it builds the backbone)."""
+    """The block outputs of `backbone`, listed once per backbone and server by the model worker (it builds the backbone)."""
     candidates, final_layer = model_worker().call(cut_layer_names, backbone)
     return CutLayers(candidates, final_layer)
+
+
+@process_wide
+def warm_up_cut_layers() -> threading.Thread:
+    """List the default image backbone's cut depths in the background, once per server.
+
+    The Model page shows them for every image backbone, and the first list starts the model worker (seconds:
+    it imports TensorFlow); begun when the app is first opened, the Model page is ready when the user gets there.
+    """
+
+    def warm_up() -> None:
+        try:
+            cut_layers(get_modality("image").default_backbone)
+        except Exception:  # noqa: BLE001 - only a head start: the page asks again and shows any error itself
+            _log.warning("Listing the default backbone's cut depths in the background failed", exc_info=True)
+
+    thread = threading.Thread(target=warm_up, name="transferlab-model-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def depths_to_probe(layers: CutLayers, chosen: str | None) -> list[str]:
