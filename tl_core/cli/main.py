@@ -10,6 +10,7 @@
     compare RUN_A RUN_B [--json]   (test accuracy with 95% intervals, McNemar's test; see tl_core.cli.compare)
     predict RUN_ID IMAGE... [--top K] [--json]       predict RUN_ID --text TEXT [--text ...] (text runs; FILE... works too)
     predict --pretrained NAME IMAGE... [--top K] [--json]
+    explain RUN_ID FILE... [--class NAME] --out DIR [--alpha A] [--json]   Grad-CAM overlays (see tl_core.cli.explain)
     backbones [--all] [--modality image|text] [--json]          demo-data DIR [--name NAME]          delete RUN_ID
     users add|list|passwd|remove ...    codes new|list|revoke ...            serve   (see tl_core.cli.accounts)
 
@@ -31,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tl_core.cli.accounts import add_account_commands  # noqa: E402
 from tl_core.cli.common import EXIT_BAD_INPUT, EXIT_RUN_FAILED, open_store, print_json  # noqa: E402
 from tl_core.cli.compare import add_compare_command  # noqa: E402
+from tl_core.cli.explain import add_explain_command  # noqa: E402
 from tl_core.cli.results import add_results_commands  # noqa: E402
 from tl_core.cli.training import add_training_commands  # noqa: E402
 from tl_core.config import ConfigError  # noqa: E402
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(handler=cmd_runs)
 
     add_results_commands(sub, common)
+    add_explain_command(sub, common)
 
     backbones = sub.add_parser("backbones", parents=[common], help="list backbones")
     backbones.add_argument("--all", action="store_true")
