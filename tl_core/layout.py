@@ -38,6 +38,7 @@ PROGRESS_FILE = "progress.json"
 STOP_FILE = "stop.request"
 WORKER_LOG_FILE = "worker.log"
 RUN_TIME_LIMIT_FILE = "run_time_limit.txt"
+TENSORBOARD_FOLDER = "tensorboard"  # Keras' layout inside it: train/ and validation/ event files
 
 # -- a model bundle (a run's folder and its export) ---------------------------------------------------
 KERAS_FILE = "model.keras"

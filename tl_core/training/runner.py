@@ -39,6 +39,7 @@ from tl_core.results.export import write_labels
 from tl_core.runs.recorder import RunRecorder
 from tl_core.runs.store import RunStore
 from tl_core.stopping import StopToken
+from tl_core.tracking import tracking_listeners
 from tl_core.training.classic_baseline import classic_baseline_entries
 from tl_core.training.collector import freeze_startup_objects
 from tl_core.training.feature_extraction import (
@@ -191,6 +192,7 @@ def run_experiment(
         RunRecorder(store, run_id),
         collector,
         *(listener and [listener] or []),
+        *tracking_listeners(run_id, run_dir),  # TensorBoard files; MLflow when TRANSFERLAB_MLFLOW_URI is set
         on_error=lambda message: store.append_log(run_id, f"warning: {message}"),
     )
 
