@@ -144,6 +144,7 @@ def split_features(
     The cache keys need only the config and the split, so when every split's features are cached nothing
     is decoded and the backbone is not built (the model returned is then None). Otherwise the examples are
     loaded and the model built, and each split's features are computed when first asked for, then kept.
+    Runs and `tl_core.insight.label_issues` share this, so either reuses the other's features.
     """
     cache_dir = workspace_cache(store, "features")
     names = [name for name in SPLITS if split.examples(name)]
