@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tl_core.advisor.results import DEPTH_FRACTIONS
@@ -127,12 +127,19 @@ def linear_probe_accuracy(
         The fraction of `val_y` predicted correctly (`sklearn.metrics.accuracy_score`).
     """
     train_x, val_x = np.asarray(train_x, np.float64), np.asarray(val_x, np.float64)
-    widest = float(train_x.std(axis=0).max(initial=0.0))
-    # VarianceThreshold keeps variance > threshold; with no spread at all every feature is kept (all zero once centred).
-    steps = [VarianceThreshold((RELATIVE_SPREAD_FLOOR * widest) ** 2)] if widest > 0 else []
-    probe = make_pipeline(*steps, StandardScaler(), LogisticRegression(C=inverse_regularization, max_iter=iterations))
+    probe = linear_probe(train_x, inverse_regularization=inverse_regularization, iterations=iterations)
     probe.fit(train_x, train_y)
     return float(accuracy_score(val_y, probe.predict(val_x)))
+
+
+def linear_probe(features: np.ndarray, *, inverse_regularization: float = 1.0, iterations: int = 1000) -> Pipeline:
+    """An unfitted probe for features like `features`: near-constant ones dropped, the rest standardised, then
+    `LogisticRegression(C=inverse_regularization)`. `features` set only the spread below which a feature is dropped.
+    """
+    widest = float(np.asarray(features, np.float64).std(axis=0).max(initial=0.0))
+    # VarianceThreshold keeps variance > threshold; with no spread at all every feature is kept (all zero once centred).
+    steps = [VarianceThreshold((RELATIVE_SPREAD_FLOOR * widest) ** 2)] if widest > 0 else []
+    return make_pipeline(*steps, StandardScaler(), LogisticRegression(C=inverse_regularization, max_iter=iterations))
 
 
 def scatter_ratio(features: np.ndarray, labels: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""What every command module of `python -m tl_core` shares: exit statuses, JSON output, the run store.
+"""What every command module of `python -m tl_core` shares: exit statuses, JSON output, the run store, the
+data's modality and default backbone.
 
 Imports nothing from the other `tl_core.cli` modules, so each of them can import it.
 """
@@ -23,3 +24,11 @@ def open_store(args: argparse.Namespace) -> Any:
     from tl_core.runs.store import RunStore
 
     return RunStore(args.workspace)
+
+
+def modality_and_backbone(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The data's modality (`--modality`, else detected) and the backbone and weights, defaulting per modality."""
+    from tl_core.modalities import get_modality, resolve_modality
+
+    modality = get_modality(resolve_modality(args.data, args.modality))
+    return modality.name, args.backbone or modality.default_backbone, args.weights or modality.default_weights

@@ -8,6 +8,7 @@
     advise DATA --backbone NAME [--json]
     runs [--json]            evaluate RUN_ID [--json]        export RUN_ID --out DIR
     compare RUN_A RUN_B [--json]   (test accuracy with 95% intervals, McNemar's test; see tl_core.cli.compare)
+    label-issues DATA [--backbone NAME] [--image-size S] [--json]   (likely label errors; see tl_core.cli.insight)
     predict RUN_ID IMAGE... [--top K] [--json]       predict RUN_ID --text TEXT [--text ...] (text runs; FILE... works too)
     predict --pretrained NAME IMAGE... [--top K] [--json]
     explain RUN_ID FILE... [--class NAME] --out DIR [--alpha A] [--json]   Grad-CAM overlays (see tl_core.cli.explain)
@@ -33,6 +34,7 @@ from tl_core.cli.accounts import add_account_commands  # noqa: E402
 from tl_core.cli.common import EXIT_BAD_INPUT, EXIT_RUN_FAILED, open_store, print_json  # noqa: E402
 from tl_core.cli.compare import add_compare_command  # noqa: E402
 from tl_core.cli.explain import add_explain_command  # noqa: E402
+from tl_core.cli.insight import add_insight_commands  # noqa: E402
 from tl_core.cli.results import add_results_commands  # noqa: E402
 from tl_core.cli.training import add_training_commands  # noqa: E402
 from tl_core.config import ConfigError  # noqa: E402
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_results_commands(sub, common)
     add_explain_command(sub, common)
+    add_insight_commands(sub, common)
 
     backbones = sub.add_parser("backbones", parents=[common], help="list backbones")
     backbones.add_argument("--all", action="store_true")

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from tl_core.cli.common import EXIT_RUN_FAILED, open_store, print_json
+from tl_core.cli.common import EXIT_RUN_FAILED, modality_and_backbone, open_store, print_json
 from tl_core.config import MODES, DataConfig, ModelConfig, RunConfig, TrainConfig
 
 DEFAULT_BACKBONE = ModelConfig().backbone
@@ -71,19 +71,11 @@ class ProgressPrinter:
         self.stream.flush()
 
 
-def _modality_and_backbone(args: argparse.Namespace) -> tuple[str, str, str]:
-    """The data's modality (`--modality`, else detected) and the backbone and weights, defaulting per modality."""
-    from tl_core.modalities import get_modality, resolve_modality
-
-    modality = get_modality(resolve_modality(args.data, args.modality))
-    return modality.name, args.backbone or modality.default_backbone, args.weights or modality.default_weights
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from tl_core.training.runner import run_experiment
     from tl_core.training.summary import VERDICT_KEYS
 
-    modality, backbone, weights = _modality_and_backbone(args)
+    modality, backbone, weights = modality_and_backbone(args)
     config = RunConfig(
         data=DataConfig(
             source=args.data,

@@ -95,6 +95,21 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     raise BackboneError(f"Unknown backbone '{name}'.{hint} `python -m tl_core backbones --all` lists them all.")
 
 
+def backbone_for_data(name: str, modality: str, default_backbone: str) -> BackboneSpec:
+    """The registry entry called `name`, checked to read `modality` data (`default_backbone` is the suggestion).
+
+    Raises:
+        BackboneError: unknown name, or a backbone for another kind of data (e.g. GloVe for images).
+    """
+    spec = get_backbone_spec(name)
+    if spec.modality != modality:
+        raise BackboneError(
+            f"{spec.display_name} is a backbone for {spec.modality} data, but this dataset holds {modality}: "
+            f"pick a {modality} backbone (`python -m tl_core backbones --modality {modality}`), e.g. {default_backbone}."
+        )
+    return spec
+
+
 def list_backbones(tier: str | None = None, modality: str = "image") -> list[BackboneSpec]:
     """Registry entries in table order (recommended ones first).
 

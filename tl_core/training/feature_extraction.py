@@ -129,6 +129,48 @@ def predict_head(head: keras.Model, features: np.ndarray, chunk: int = 4096) -> 
     )
 
 
+def split_features(
+    config: RunConfig,
+    modality: DataModality,
+    split: DatasetSplit,
+    image_size: int,
+    store: RunStore,
+    build: Callable[[], TransferModel],
+    log: Any,
+    preparation: PreparationReporter,
+) -> tuple[Callable[[str], np.ndarray], TransferModel | None]:
+    """A split name -> its frozen backbone features, from the workspace cache or one backbone pass per split.
+
+    The cache keys need only the config and the split, so when every split's features are cached nothing
+    is decoded and the backbone is not built (the model returned is then None). Otherwise the examples are
+    loaded and the model built, and each split's features are computed when first asked for, then kept.
+    Runs and `tl_core.insight.label_issues` share this, so either reuses the other's features.
+    """
+    cache_dir = workspace_cache(store, "features")
+    names = [name for name in SPLITS if split.examples(name)]
+    keys = {
+        name: examples_feature_key(
+            split.examples(name), config.model, image_size, cut_layer=config.model.cut_layer, seed=config.train.seed
+        )
+        for name in names
+    }
+    cached = {
+        name: found
+        for name in names
+        if (found := load_cached_features(cache_dir, keys[name], len(split.examples(name)))) is not None
+    }
+    every_split_cached = len(cached) == len(names)
+    for name in cached:
+        log(
+            "info",
+            f"{name}: reused cached backbone features {tuple(cached[name].shape)}{f'; no {modality.noun} read' if every_split_cached else ''}.",
+        )
+    if every_split_cached:
+        return cached.__getitem__, None
+    data, transfer_model = load_examples_and_build(modality, split, image_size, store, log, build, preparation)
+    return feature_provider(transfer_model, config, split, data, store, log, preparation, known=cached), transfer_model
+
+
 def run_feature_extraction(
     config: RunConfig,
     modality: DataModality,
@@ -154,31 +196,9 @@ def run_feature_extraction(
     computed: saving is Python-bound Keras serialisation (0.25-0.33 s for EfficientNet-Lite0), the features
     are TensorFlow kernels that release the GIL, so the two overlap while a core would otherwise be idle.
     """
-    cache_dir = workspace_cache(store, "features")
     names = [name for name in SPLITS if split.examples(name)]
-    keys = {
-        name: examples_feature_key(
-            split.examples(name), config.model, image_size, cut_layer=config.model.cut_layer, seed=config.train.seed
-        )
-        for name in names
-    }
-    cached = {
-        name: found
-        for name in names
-        if (found := load_cached_features(cache_dir, keys[name], len(split.examples(name)))) is not None
-    }
-    transfer_model: TransferModel | None = None
-    every_split_cached = len(cached) == len(names)
-    for name in cached:
-        log(
-            "info",
-            f"{name}: reused cached backbone features {tuple(cached[name].shape)}{f'; no {modality.noun} read' if every_split_cached else ''}.",
-        )
-    if every_split_cached:
-        features = cached.__getitem__
-    else:
-        data, transfer_model = load_examples_and_build(modality, split, image_size, store, log, build, preparation)
-        features = feature_provider(transfer_model, config, split, data, store, log, preparation, known=cached)
+    features, transfer_model = split_features(config, modality, split, image_size, store, build, log, preparation)
+    if transfer_model is not None:
         for name in ("train", "val"):  # what training needs, now; the test split's features only after training
             if name in names:
                 features(name)

@@ -32,7 +32,7 @@ from tl_core.events import ListenerGroup, LogMessage, RunFinished, RunStarted, R
 from tl_core.layout import CHECKPOINT_FILE, EVALUATION_FILE, KERAS_FILE, LABELS_FILE, SPLIT_FILE, SUMMARY_FILE
 from tl_core.modalities import DataModality, get_modality
 from tl_core.models import keras_files
-from tl_core.models.registry import get_backbone_spec
+from tl_core.models.registry import backbone_for_data
 from tl_core.models.transfer_model import TransferModel, backbone_from_saved_classifier, inference_model
 from tl_core.results.evaluate import Evaluation, evaluate_probabilities
 from tl_core.results.export import write_labels
@@ -163,12 +163,7 @@ def run_experiment(
             fixed["image_size"] = int(parent_backbone.input.shape[1])
         config = config.replace(model=dataclasses.replace(config.model, **fixed))
     modality = get_modality(config.data.modality)
-    spec = get_backbone_spec(config.model.backbone)
-    if spec.modality != modality.name:
-        raise BackboneError(
-            f"{spec.display_name} is a backbone for {spec.modality} data, but this dataset holds {modality.name}: "
-            f"pick a {modality.name} backbone (`python -m tl_core backbones --modality {modality.name}`), e.g. {modality.default_backbone}."
-        )
+    spec = backbone_for_data(config.model.backbone, modality.name, modality.default_backbone)
     image_size = modality.input_size(config.model)
 
     if run_id is None:
