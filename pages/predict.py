@@ -207,6 +207,8 @@ def export_tab(store: RunStore, run_ids: list[str], names: dict[str, str], space
                 exports_dir.mkdir(parents=True, exist_ok=True)
                 out = Path(tempfile.mkdtemp(prefix=f"{export_run_id}-", dir=exports_dir))
                 bundle = export_run(store, export_run_id, out / "bundle", formats=tuple(formats))
+                if bundle.tflite_note:
+                    st.warning(bundle.tflite_note)
                 exports[export_run_id] = str(zip_bundle(bundle, out / "transferlab-model"))
         except (TransferLabError, ConfigError) as exc:
             show_error(exc)

@@ -48,7 +48,7 @@ from tl_core.training.feature_extraction import (
 )
 from tl_core.training.loop import TrainResult, train_model
 from tl_core.training.preparation import PreparationReporter, PreparationStopped
-from tl_core.training.summary import dataset_stats, experiment_summary, final_metrics
+from tl_core.training.summary import dataset_stats, experiment_summary, final_metrics, phase_throughput
 
 
 @dataclass
@@ -286,6 +286,8 @@ def run_experiment(
                     use_feature_cache=use_cache,
                     jit_compile=jit_compile,
                 )
+                for phase, rate in phase_throughput(result, len(data.labels["train"])).items():
+                    log("info", f"{phase}: trained at {rate:.1f} {modality.noun}s/s.")
                 evaluation = _evaluate(modality, transfer_model, data, split, config.train.batch_size)
         status = result.status
         if status == "stopped" and not result.epochs_run:  # an untrained head's "accuracy" would mislead
