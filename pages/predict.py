@@ -200,7 +200,10 @@ def export_tab(store: RunStore, run_ids: list[str], names: dict[str, str], space
                 exports_dir = user_workspace().cache / "exports"  # the user's own folder: no one else can download it
                 exports_dir.mkdir(parents=True, exist_ok=True)
                 out = Path(tempfile.mkdtemp(prefix=f"{export_run_id}-", dir=exports_dir))
-                exports[export_run_id] = str(export_zip(store, export_run_id, out, formats))
+                zip_path, tflite_note = export_zip(store, export_run_id, out, formats)
+                if tflite_note:
+                    st.warning(tflite_note)
+                exports[export_run_id] = str(zip_path)
         except (TransferLabError, ConfigError) as exc:
             show_error(exc)
         spaces.forget_usage(user.name)

@@ -35,11 +35,12 @@ def predict_imagenet(backbone: str, paths: Sequence[Path], top_k: int) -> list[l
     return model_worker().call(model_tasks.predict_imagenet, backbone, [str(path) for path in paths], top_k)
 
 
-def export_zip(store: RunStore, run_id: str, out_dir: Path, formats: Sequence[str]) -> Path:
-    """The run's export bundle, zipped in `out_dir` by the model worker."""
-    return Path(
-        model_worker().call(model_tasks.export_run_zip, str(store.workspace), run_id, str(out_dir), tuple(formats))
+def export_zip(store: RunStore, run_id: str, out_dir: Path, formats: Sequence[str]) -> tuple[Path, str | None]:
+    """The run's export bundle, zipped in `out_dir` by the model worker, and why a TFLite file was left out (or None)."""
+    zip_path, tflite_note = model_worker().call(
+        model_tasks.export_run_zip, str(store.workspace), run_id, str(out_dir), tuple(formats)
     )
+    return Path(zip_path), tflite_note
 
 
 def runs_with_models(store: RunStore) -> list[str]:

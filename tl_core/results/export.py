@@ -51,6 +51,7 @@ class ExportBundle:
     tflite_path: Path | None
     labels_path: Path  # labels.txt; labels.json beside it
     model_card_path: Path
+    tflite_note: str | None = None  # why no TFLite file was written although it was asked for
 
     @property
     def labels_json_path(self) -> Path:
@@ -227,12 +228,31 @@ def read_labels(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _convert_to_tflite(saved_model_dir: Path, target: Path, *, string_input: bool = False) -> Path:
+def _convert_to_tflite(saved_model_dir: Path, target: Path, *, string_input: bool = False) -> str | None:
+    """Write the TFLite file; for string input, only once it has classified one string in TFLite's interpreter.
+
+    Returns:
+        None when written, else why TFLite cannot carry the model (no file is left behind).
+    """
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    if string_input:  # lower-casing, regex and splitting of strings exist only as select TensorFlow ops
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    target.write_bytes(converter.convert())
-    return target
+    if not string_input:
+        target.write_bytes(converter.convert())
+        return None
+    # Lower-casing, regex and splitting of strings exist only as select TensorFlow ops.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    try:
+        flat = converter.convert()
+        interpreter = tf.lite.Interpreter(model_content=flat)
+        runner = interpreter.get_signature_runner()
+        runner(**{next(iter(runner.get_input_details())): tf.constant(["a test sentence"])})
+    except Exception as exc:  # noqa: BLE001 - the converter and interpreter raise many types; all mean "cannot"
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return (
+            "No TFLite file: TensorFlow Lite cannot run this model's tokenizer (its TensorFlow Text operations are "
+            f"neither TFLite nor select TensorFlow ops; {reason}). Use the SavedModel (TensorFlow and tensorflow-text)."
+        )
+    target.write_bytes(flat)
+    return None
 
 
 def export_model(
@@ -275,17 +295,20 @@ def export_model(
             shutil.rmtree(saved_model_dir)
         # tf.saved_model.save on a Keras 3 model writes no variables: model.export is the Keras 3 way.
         model.export(str(saved_model_dir), format="tf_saved_model", verbose=False)
+    tflite_note = None
     if "tflite" in formats:
-        tflite_path = _convert_to_tflite(
-            saved_model_dir, out_dir / TFLITE_FILE, string_input=model.input.dtype == "string"
-        )
+        tflite_path = out_dir / TFLITE_FILE
+        tflite_path.unlink(missing_ok=True)  # an older bundle's file must not pass for this model's
+        tflite_note = _convert_to_tflite(saved_model_dir, tflite_path, string_input=model.input.dtype == "string")
+        if tflite_note is not None:
+            tflite_path = None
         if "saved_model" not in formats:
             shutil.rmtree(saved_model_dir)
             saved_model_dir = None
     labels_path = write_labels(class_names, out_dir / LABELS_FILE)
     card_path = out_dir / MODEL_CARD_FILE
     card_path.write_text(card.to_markdown(), encoding="utf-8")
-    return ExportBundle(out_dir, keras_path, saved_model_dir, tflite_path, labels_path, card_path)
+    return ExportBundle(out_dir, keras_path, saved_model_dir, tflite_path, labels_path, card_path, tflite_note)
 
 
 def zip_bundle(bundle: ExportBundle, archive_base: Path) -> Path:

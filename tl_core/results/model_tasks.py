@@ -62,14 +62,14 @@ def predict_imagenet(backbone: str, paths: list[str], top_k: int) -> list[list[t
     return predict_pretrained(backbone, [Path(path) for path in paths], top_k=top_k)
 
 
-def export_run_zip(workspace: str, run_id: str, out_dir: str, formats: tuple[str, ...]) -> str:
-    """Write the run's export bundle in `out_dir` and zip it; returns the zip's path."""
+def export_run_zip(workspace: str, run_id: str, out_dir: str, formats: tuple[str, ...]) -> tuple[str, str | None]:
+    """Write the run's export bundle in `out_dir` and zip it; returns the zip's path and the bundle's `tflite_note`."""
     from tl_core.results.bundle import export_run
     from tl_core.results.export import zip_bundle
     from tl_core.runs.store import RunStore
 
     bundle = export_run(RunStore(workspace), run_id, Path(out_dir) / "bundle", formats=tuple(formats))
-    return str(zip_bundle(bundle, Path(out_dir) / "transferlab-model"))
+    return str(zip_bundle(bundle, Path(out_dir) / "transferlab-model")), bundle.tflite_note
 
 
 def cut_layer_names(backbone: str) -> tuple[tuple[str, ...], str]:

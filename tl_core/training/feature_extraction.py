@@ -8,6 +8,7 @@ cache) and the head trains on them, and when every split is cached no image is r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,7 @@ from tl_core.data.image_cache import check_image_cache_room
 from tl_core.data.prep import workspace_cache
 from tl_core.data.types import SPLIT_NAMES as SPLITS
 from tl_core.data.types import DatasetSplit, TrainingData
-from tl_core.modalities import DataModality
+from tl_core.modalities import DataModality, get_modality
 from tl_core.models import keras_files
 from tl_core.models.transfer_model import TransferModel, build_head
 from tl_core.results.evaluate import Evaluation, evaluate_probabilities
@@ -82,6 +83,7 @@ def feature_provider(
     features: dict[str, np.ndarray] = dict(known or {})
     # One traced graph for every split; each split's features are made once and kept, before any fine-tuning.
     predict = SharedPredictor(transfer_model.feature_extractor)
+    noun = get_modality(data.modality).noun
 
     def provide(name: str) -> np.ndarray:
         if name not in features:
@@ -94,6 +96,7 @@ def feature_provider(
             )
             # Training needs train and val first; the test split's features come after training, which a stop then keeps.
             progress = preparation.callback("features", name, stoppable=name in ("train", "val"))
+            started = time.perf_counter()
             feature_set = cached_features(
                 transfer_model.feature_extractor,
                 data.images[name],
@@ -103,9 +106,12 @@ def feature_provider(
                 progress=progress,
                 predict=predict,
             )
+            spent = time.perf_counter() - started
+            speed = f" in {spent:.1f} s ({len(feature_set.features) / spent:.1f} {noun}s/s)" if spent > 0 else ""
             log(
                 "info",
-                f"{name}: {'reused cached' if feature_set.reused else 'computed'} backbone features {tuple(feature_set.features.shape)}.",
+                f"{name}: {'reused cached' if feature_set.reused else 'computed'} backbone features {tuple(feature_set.features.shape)}"
+                f"{'' if feature_set.reused else speed}.",
             )
             features[name] = feature_set.features
         return features[name]

@@ -69,12 +69,18 @@ class Phase:
     learning_rate: float
 
 
-def plan_phases(config: TrainConfig, blocks: list[list[str]] | None = None) -> list[Phase]:
-    """The phases a mode runs, in order; `progressive` needs the backbone's `blocks` (top block last)."""
+def plan_phases(
+    config: TrainConfig, blocks: list[list[str]] | None = None, *, top_layers_limit: int | None = None
+) -> list[Phase]:
+    """The phases a mode runs, in order; `progressive` needs the backbone's `blocks` (top block last).
+
+    `top_layers_limit`: the most layers `fine-tune` opens (`BackboneSpec.fine_tune_top_layers`), or None.
+    """
     phases = [Phase("head", FreezeBackbone(), config.epochs, config.learning_rate)]
     lower_rate = config.effective_fine_tune_learning_rate
     if config.mode == "fine-tune" and config.fine_tune_epochs > 0:
-        phases.append(Phase("fine-tune", UnfreezeTop(config.fine_tune_layers), config.fine_tune_epochs, lower_rate))
+        layers = min(config.fine_tune_layers, top_layers_limit or config.fine_tune_layers)
+        phases.append(Phase("fine-tune", UnfreezeTop(layers), config.fine_tune_epochs, lower_rate))
     elif config.mode == "full" and config.fine_tune_epochs > 0:
         phases.append(Phase("full", UnfreezeAll(), config.fine_tune_epochs, lower_rate))
     elif config.mode == "progressive" and blocks:
@@ -368,7 +374,7 @@ def train_model(
         from tl_core.models.blocks import backbone_blocks
 
         blocks = backbone_blocks(transfer_model.backbone)
-    for phase in plan_phases(config, blocks):
+    for phase in plan_phases(config, blocks, top_layers_limit=transfer_model.spec.fine_tune_top_layers):
         if session.stop.should_stop():  # a stop between phases (or before the first) ends the run as stopped
             session.result.status = "stopped"
             break

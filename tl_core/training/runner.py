@@ -50,7 +50,7 @@ from tl_core.training.feature_extraction import (
 )
 from tl_core.training.loop import TrainResult, train_model
 from tl_core.training.preparation import PreparationReporter, PreparationStopped
-from tl_core.training.summary import VERDICT_KEYS, dataset_stats, experiment_summary, final_metrics
+from tl_core.training.summary import VERDICT_KEYS, dataset_stats, experiment_summary, final_metrics, phase_throughput
 
 
 @dataclass
@@ -284,6 +284,8 @@ def run_experiment(
                     use_feature_cache=use_cache,
                     jit_compile=jit_compile,
                 )
+                for phase, rate in phase_throughput(result, len(data.labels["train"])).items():
+                    log("info", f"{phase}: trained at {rate:.1f} {modality.noun}s/s.")
                 evaluation = _evaluate(modality, transfer_model, data, split, config.train.batch_size)
         status = result.status
         if status == "stopped" and not result.epochs_run:  # an untrained head's "accuracy" would mislead

@@ -41,6 +41,26 @@ FINAL_METRIC_KEYS = (
 VERDICT_KEYS = ("transfer_verdict", classic_baseline.VERDICT_KEY)
 
 
+def phase_throughput(result: TrainResult, train_count: int) -> dict[str, float]:
+    """Training examples per second in each phase that ran the backbone (a head on cached features is left out).
+
+    Args:
+        result: a finished training call's result (its epoch history holds each epoch's seconds).
+        train_count: training examples per epoch.
+
+    Returns:
+        {phase name: examples per second}, in phase order.
+    """
+    seconds: dict[str, float] = {}
+    epochs: dict[str, int] = {}
+    for epoch in result.history:
+        if epoch.phase == "head" and result.used_feature_cache:
+            continue
+        seconds[epoch.phase] = seconds.get(epoch.phase, 0.0) + epoch.seconds
+        epochs[epoch.phase] = epochs.get(epoch.phase, 0) + 1
+    return {phase: train_count * epochs[phase] / spent for phase, spent in seconds.items() if spent > 0}
+
+
 def experiment_summary(
     run_id: str,
     config: RunConfig,
