@@ -34,12 +34,14 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tl_core.errors import TransferLabError
 from tl_core.jobs.warm_workers import idle_seconds
 
 Result = TypeVar("Result")
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding tl_core/
 _CHECK_S = 1.0
 _EXIT_WAIT_S = 10.0
 
@@ -112,6 +114,7 @@ class ModelWorker:
                 env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=sys.stderr,  # anything it prints goes to the server's log
+                cwd=PACKAGE_ROOT,  # `-m tl_core...` finds the package wherever the server was started from
             )
         except OSError as exc:
             ours.close()
