@@ -47,7 +47,11 @@ def _accuracy(model: keras.Model, data: TrainingData, split: str) -> float:
 
 
 def test_text_entries_are_in_their_own_registry() -> None:
-    assert [spec.name for spec in list_backbones(modality="text")] == ["glove_6b_50d", "hub_text_embedding"]
+    assert [spec.name for spec in list_backbones(modality="text")] == [
+        "glove_6b_50d",
+        "all_minilm_l6_v2",
+        "hub_text_embedding",
+    ]
     assert all(spec.modality == "image" for spec in list_backbones())
     assert get_backbone_spec("GloVe-6B-50d").modality == "text"
     with pytest.raises(BackboneError, match="'image' or 'text'"):
