@@ -23,7 +23,6 @@ from ui.settings import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_SEQUENCE_LENGTH,
     LEARNING_RATES,
-    PRETRAINED_KEYWORDS,
     backbone_table,
     default_model_config,
     has_offline_weights,
@@ -176,9 +175,9 @@ def model_page() -> None:
             )
         )
 
-        weights, parent = starting_weights(spec, defaults, data_modality)
+        weights, parent = starting_weights(spec, data_modality)
         # Nothing downloads inside the web server, and Start would only fail: such weights are refused below.
-        needs_download = weights in PRETRAINED_KEYWORDS and not offline
+        needs_download = weights == spec.pretrained_weights and not offline
 
         mode = setting(
             st.radio,

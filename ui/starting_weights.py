@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.config import RUN_WEIGHTS_PREFIX, ModelConfig
+from tl_core.config import RUN_WEIGHTS_PREFIX
 from tl_core.errors import RunNotFoundError
 from tl_core.modalities import DataModality, get_modality
 from tl_core.models.spec import BackboneSpec
@@ -66,9 +66,7 @@ def leave_parent_run(pretrained_weights: str) -> None:
         st.session_state["model_weights"] = pretrained_weights
 
 
-def starting_weights(
-    spec: BackboneSpec, defaults: ModelConfig, data_modality: DataModality
-) -> tuple[str, RunRecord | None]:
+def starting_weights(spec: BackboneSpec, data_modality: DataModality) -> tuple[str, RunRecord | None]:
     """The "Starting weights" radio (and the TF Hub name when chosen): the weights value and the parent run, if any."""
     backbone, modality = spec.name, data_modality.name
     offline = has_offline_weights(spec)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tl_core.models.text_model  # noqa: F401 - registers the text layers, so text models load
 from tl_core.errors import RunNotFoundError
-from tl_core.layout import KERAS_FILE, LABELS_FILE, SUMMARY_FILE
+from tl_core.layout import EXPORT_FORMATS, KERAS_FILE, LABELS_FILE, SUMMARY_FILE
 from tl_core.models import keras_files
 from tl_core.models.registry import get_backbone_spec
 from tl_core.results.export import ExportBundle, ModelCard, export_model, read_labels
@@ -43,7 +43,7 @@ def model_card_for_run(store: RunStore, run_id: str) -> ModelCard:
 
 
 def export_run(
-    store: RunStore, run_id: str, out_dir: Path, *, formats: tuple[str, ...] = ("keras", "saved_model", "tflite")
+    store: RunStore, run_id: str, out_dir: Path, *, formats: tuple[str, ...] = EXPORT_FORMATS
 ) -> ExportBundle:
     """Write the run's best model as an export bundle into `out_dir`."""
     record = store.get(run_id)
