@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -42,6 +43,27 @@ def connect(path: Path, *, write: bool = False, pragmas: Sequence[str] = ()) -> 
         connection.execute("COMMIT")
     finally:
         connection.close()
+
+
+def use_wal(path: Path) -> None:
+    """Switch `path` to write-ahead logging (persistent: readers never block the writer), waiting for other openers.
+
+    Changing the journal mode needs the database to itself, and SQLite answers "database is locked" at once,
+    without its busy timeout, when another connection is switching it at the same moment (several server
+    processes opening an old file together). So this retries for up to `BUSY_TIMEOUT_S`.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            with connect(path) as connection:
+                connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 @contextlib.contextmanager

@@ -111,8 +111,8 @@ class JobQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.slots = dict(slots)
         self.per_user_cap = per_user_cap
+        sqlite_store.use_wal(self.path)
         with self._connect() as connection:
-            connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(_SCHEMA)
         self._add_missing_columns()
 

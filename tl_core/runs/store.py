@@ -78,8 +78,7 @@ class RunStore:
         return sqlite_store.kept_open(self.database_path)
 
     def _migrate(self) -> None:
-        with self._connect() as connection:
-            connection.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
+        sqlite_store.use_wal(self.database_path)
         with self._connect(write=True) as connection:
             runs_schema.upgrade(connection, self.database_path)
 
