@@ -151,7 +151,9 @@ def test_progressive_stages_are_labelled_with_their_open_blocks(workspace: Path,
     if best_phase == "head":
         assert sentences == []
     else:
-        assert len(sentences) == 1 and best_phase in sentences[0] and "open" in sentences[0]
+        assert len(sentences) == 1
+        shown = sentences[0].replace("\\", "")  # the sentence is Markdown with its punctuation escaped (stage\-2)
+        assert best_phase in shown and "open" in shown
 
 
 def test_second_request_queues_and_a_new_tab_finds_the_live_run(workspace: Path, tmp_path: Path) -> None:

@@ -111,7 +111,6 @@ def test_frozen_glove_learns_topics_then_fine_tunes_through_train_model(
         mode="feature-extraction",
         epochs=25,
         batch_size=16,
-        learning_rate=0.05,
         early_stopping_patience=None,
         reduce_lr_patience=None,
     )
@@ -125,7 +124,6 @@ def test_frozen_glove_learns_topics_then_fine_tunes_through_train_model(
         epochs=1,
         fine_tune_epochs=2,
         batch_size=16,
-        learning_rate=0.01,
         fine_tune_learning_rate=0.01,
         early_stopping_patience=None,
         reduce_lr_patience=None,

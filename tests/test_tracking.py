@@ -20,6 +20,7 @@ from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # no
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.tracking.mlflow_log import MLFLOW_URI_VARIABLE  # noqa: E402
 from tl_core.training import runner  # noqa: E402
+from tl_core.training.loop import head_learning_rate  # noqa: E402
 
 TINY_MODEL = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32)
 RUN_FILES = {"evaluation.json", "confusion_matrix.png", "model.keras", "summary.json", "labels.txt", "log.txt"}
@@ -84,8 +85,11 @@ def test_tensorboard_files_hold_every_epoch_in_keras_layout_with_each_phase_mark
     for (folder, tag), values in expected.items():
         assert _scalars(folder, tag) == pytest.approx(values), (folder.name, tag)
     assert _scalars(validation, "epoch_learning_rate") == {}
-    # The fine-tune phase trains at a tenth of the head's rate: the curve shows the step down at epoch 2.
-    assert epochs[1].learning_rate == pytest.approx(epochs[0].learning_rate / 10)
+    # The fine-tune phase trains at a tenth of the set rate, the head above it (scaled to its features): the curve
+    # shows the step down at epoch 2.
+    configured = TrainConfig().learning_rate
+    assert epochs[0].learning_rate == pytest.approx(head_learning_rate(configured, 1280))  # MobileNetV2's features
+    assert epochs[1].learning_rate == pytest.approx(configured / 10)
 
     phases = {step: value.item().decode() for step, value in _event_tensors(train, "phase").items()}
     assert [(p.first_epoch, p.phase) for p in store.phases(run_id)] == [(1, "head"), (2, "fine-tune")]

@@ -150,7 +150,9 @@ def test_text_runs_have_no_image_size_and_count_their_word_vectors() -> None:
     text = ModelConfig(backbone="glove_6b_50d", weights="glove", sequence_length=4096)
     assert check_run_limits(text, TrainConfig(), RunLimits(max_image_size=32)) == []
     backbone, head = model_parameters(text)
-    assert backbone > 1_000_000 and head == 50 * 2 + 2
+    assert backbone > 1_000_000 and head == (50 * 2 + 2) + (
+        2 * 50 + 1
+    )  # Dense weights and biases, then the normalisation
 
 
 # -- the job manager: nothing over the limits is queued; a run past the time limit is ended -----------

@@ -1,9 +1,9 @@
 """Build the text transfer model (the text modality's `tl_core.models.transfer_model.build_transfer_model`).
 
-    raw string -> backbone (tokenizer -> word vectors -> masked pooling, or a SavedModel) -> head
+    raw string -> backbone (tokenizer -> word vectors -> masked pooling, or a SavedModel) -> head (standardisation, softmax)
 
 The classifier takes raw strings, so every export (`.keras`, SavedModel via `model.export`) carries
-the tokenizer. It returns the same `TransferModel` as images; `image_size` holds the sequence length
+the tokenizer, and the head's standardisation of the document vectors (adapted to the training split's). It returns the same `TransferModel` as images; `image_size` holds the sequence length
 (word tokens read per document) so code that records "the model's input size" keeps working. The
 freeze policies of `tl_core.models.transfer_model` apply unchanged to `TransferModel.backbone`.
 

@@ -1,11 +1,12 @@
 """Build the transfer model and apply freeze policies.
 
     uint8 image -> to float -> augmentation (training only) -> the backbone's preprocessing
-      -> backbone(training=False) -> pooling -> head (dropout, hidden Dense, softmax)
+      -> backbone(training=False) -> pooling -> head (standardisation, dropout, hidden Dense, softmax)
 
-Preprocessing lives inside the model so every export carries it. The backbone is always called with
-`training=False`, so BatchNorm stays in inference mode even when its layers are unfrozen (the
-keras.io transfer-learning rule); freeze policies also keep BatchNorm layers non-trainable.
+Preprocessing lives inside the model so every export carries it; so does the head's standardisation of the
+features (a `Normalization` layer that training adapts to the training split's features). The backbone is
+always called with `training=False`, so BatchNorm stays in inference mode even when its layers are unfrozen
+(the keras.io transfer-learning rule); freeze policies also keep BatchNorm layers non-trainable.
 
 Example:
     >>> tm = build_transfer_model(ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=64), 3)
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 import keras
+import numpy as np
 
 from tl_core.config import ModelConfig
 from tl_core.errors import BackboneError
@@ -33,6 +35,10 @@ from tl_core.models.spec import BackboneSpec
 AUGMENTATION_LAYER = "augmentation"
 BACKBONE_LAYER = "backbone"
 HEAD_LAYER = "head"
+FEATURE_NORMALIZATION_LAYER = "feature_normalization"
+# The head divides no feature by a variance below this share of the features' mean variance (see `standardize_head_inputs`).
+VARIANCE_FLOOR = 0.1
+_MOMENTS_CHUNK_ROWS = 8192
 
 
 @dataclass
@@ -70,17 +76,72 @@ def build_augmentation(seed: int | None = None) -> keras.Sequential:
 
 
 def build_head(feature_dim: int, num_classes: int, hidden_units: tuple[int, ...], dropout: float) -> keras.Model:
-    """Dropout -> [Dense(relu) -> Dropout]* -> Dense(softmax). The output stays float32 under mixed precision."""
+    """Standardisation -> Dropout -> [Dense(relu) -> Dropout]* -> Dense(softmax); both ends float32 under mixed precision.
+
+    The `Normalization` layer is the identity until `standardize_head_inputs` adapts it to the training
+    features; it is part of the head, so the saved classifier and every export standardise as training did.
+    The output layer starts at zero (a uniform prediction): on standardised features a linear head then
+    converges in a few epochs (a random start cost 1-3 points of test accuracy at 5 epochs on the demo datasets).
+
+    Example:
+        >>> head = build_head(1280, 3, (), 0.2)
+        >>> standardize_head_inputs(head, train_features)
+    """
     features = keras.Input((feature_dim,), name="features")
-    x = features
+    # float32 under mixed precision too: a small feature's variance would round to 0 in float16
+    x = keras.layers.Normalization(dtype="float32", name=FEATURE_NORMALIZATION_LAYER)(features)
     for index, units in enumerate(hidden_units):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"head_dropout_{index}")(x)
         x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{index}")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", kernel_initializer="zeros", dtype="float32", name="predictions"
+    )(x)
     return keras.Model(features, outputs, name=HEAD_LAYER)
+
+
+def standardize_head_inputs(head: keras.Model, train_features: np.ndarray) -> None:
+    """Adapt the head's normalisation to the training features: each then enters the head with mean 0 and variance 1.
+
+    A feature that barely varies over the training split (a channel that fires on a few images, or never) is divided
+    by a variance of at least `VARIANCE_FLOOR` times the features' mean: dividing by its ~0 spread would turn those
+    few activations, or the slightest change at inference, into huge inputs that a head fits as noise. Measured at
+    5 epochs on MNIST digits, 20 training images a class (a quarter of EfficientNet-Lite0's channels below 1e-4 of
+    the mean variance): test accuracy 0.65 without the floor, 0.79 with a floor of 1e-3. The floor is 0.1, not
+    1e-3, for Grad-CAM: a channel whose pooled value barely varies can still vary a lot from place to place, and
+    a large weight on it paints that spatial noise over the heatmap (tests/test_explain.py's marked-region run:
+    7 of 12 peaks in the marked quadrant at 1e-3, 9 at 0.1). Accuracy at 0.1 against 1e-3: BBC News (GloVe)
+    0.968 and 0.968, digits at 200 a class 0.873 and 0.880, at 20 a class 0.633 and 0.667 (scikit-learn's
+    logistic regression: 0.965, 0.880, 0.633).
+
+    Args:
+        head: from `build_head`.
+        train_features: the training split's backbone features, (N, feature_dim) with N >= 1.
+    """
+    mean, variance = _feature_moments(np.asarray(train_features))
+    floor = VARIANCE_FLOOR * variance.mean()
+    layer = head.get_layer(FEATURE_NORMALIZATION_LAYER)
+    used = np.maximum(variance, floor) if floor > 0 else np.ones_like(variance)  # every feature constant: centre only
+    layer.set_weights([mean, used, np.asarray(len(train_features))])
+    layer.finalize_state()  # the layer computes with tensors made from these weights, remade only here
+
+
+def copy_head_weights(source: keras.Model, target: keras.Model) -> None:
+    """Give `target` (a classifier's head) the weights of `source`, a head of the same shape trained on its own."""
+    target.set_weights(source.get_weights())
+    # `set_weights` alone leaves the layer computing with the old mean and variance
+    target.get_layer(FEATURE_NORMALIZATION_LAYER).finalize_state()
+
+
+def _feature_moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance in float64, a chunk of rows at a time (no float64 copy of every feature)."""
+    count = len(features)
+    chunks = range(0, count, _MOMENTS_CHUNK_ROWS)
+    mean = sum(features[start : start + _MOMENTS_CHUNK_ROWS].sum(axis=0, dtype=np.float64) for start in chunks) / count
+    squares = sum(np.square(features[start : start + _MOMENTS_CHUNK_ROWS] - mean).sum(axis=0) for start in chunks)
+    return mean, squares / count
 
 
 def build_transfer_model(

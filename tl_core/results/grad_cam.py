@@ -7,6 +7,12 @@ its channels by the mean gradient of the class score (the logit, before softmax,
 example does) and keeps the positive part. Only the head lies between that map and the score, so the
 gradient is taken through the pooling and the head alone (the backbone runs forward once, outside the tape).
 
+A TransferLab head standardises its features first (`Normalization` adapted to the training split), so the
+channels are weighed against the training images' mean activation: the map is the weighted feature map minus
+that mean. For a linear head this is exactly each location's share of the class score (the peak is the same
+either way: the mean shifts a map by one number), so the positive part kept is evidence beyond the average
+training image's.
+
 Why it is written here: no maintained Grad-CAM library fits Keras 3. tf-keras-vis targets tf.keras 2,
 Captum is for PyTorch, and keras / keras-hub ship none; the method itself is a few lines of
 `tf.GradientTape` (the keras.io example, made to find the feature map by itself).
@@ -61,6 +67,7 @@ class GradCam:
                 f"{type(final).__name__} ('{final.name}'): this model was not built by TransferLab."
             )
         self._final = final
+        self._feature_mean = _normalization_mean(self._head_layers)
 
     def explain(self, images: np.ndarray, class_indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and one Grad-CAM map per image.
@@ -84,7 +91,7 @@ class GradCam:
             scores = tf.reduce_sum(tf.gather(centred, chosen, axis=1, batch_dims=1))
         gradients = tape.gradient(scores, feature_map)
         channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        maps = tf.reduce_sum(channel_weights * feature_map, axis=-1)
+        maps = tf.reduce_sum(channel_weights * (feature_map - self._feature_mean), axis=-1)
         self._check_head(feature_map, probabilities)
         return probabilities.numpy(), maps.numpy()
 
@@ -113,6 +120,16 @@ def _spatial_pooling(model: keras.Model) -> keras.layers.Layer:
     if not pooling:
         raise BackboneError(NO_SPATIAL_MAP)
     return pooling[-1]
+
+
+def _normalization_mean(head_layers: list[keras.layers.Layer]) -> tf.Tensor:
+    """The per-channel training mean the head's first layer subtracts (0 for a head without one)."""
+    first = head_layers[0] if head_layers else None
+    if isinstance(first, keras.layers.GlobalAveragePooling2D | keras.layers.GlobalMaxPooling2D | keras.layers.Flatten):
+        first = head_layers[1] if len(head_layers) > 1 else None
+    if isinstance(first, keras.layers.Normalization) and first.built:
+        return tf.reshape(tf.cast(first.mean, tf.float32), (-1,))
+    return tf.constant(0.0)
 
 
 def _rank(layer: keras.layers.Layer) -> int | None:

@@ -104,7 +104,8 @@ def model_parameters(model: ModelConfig, num_classes: int | None = None) -> tupl
 
     Returns:
         The backbone's registry count (a TF Hub model's own parameters count as 0: known only once loaded)
-        and the head's Dense weights and biases.
+        and the head's weights: its Dense weights and biases, and its feature normalisation's mean, variance and
+        count (2 x features + 1, not trained but saved with the model).
     """
     from tl_core.models.registry import (
         get_backbone_spec,
@@ -115,7 +116,8 @@ def model_parameters(model: ModelConfig, num_classes: int | None = None) -> tupl
     if not spec.feature_dim:  # a TF Hub model's feature size is known once it is loaded
         widths = widths[1:]
     head = sum(inputs * outputs + outputs for inputs, outputs in zip(widths, widths[1:]))
-    return spec.parameters, head
+    normalization = 2 * spec.feature_dim + 1 if spec.feature_dim else 0
+    return spec.parameters, head + normalization
 
 
 def _image_size(model: ModelConfig) -> int | None:

@@ -25,7 +25,7 @@ from tl_core.data.types import SPLIT_NAMES as SPLITS
 from tl_core.data.types import DatasetSplit, TrainingData
 from tl_core.modalities import DataModality, get_modality
 from tl_core.models import keras_files
-from tl_core.models.transfer_model import TransferModel, build_head
+from tl_core.models.transfer_model import TransferModel, build_head, copy_head_weights
 from tl_core.results.evaluate import Evaluation, evaluate_probabilities
 from tl_core.runs.store import RunStore
 from tl_core.training.feature_cache import SharedPredictor, cached_features, examples_feature_key, load_cached_features
@@ -196,7 +196,9 @@ def run_feature_extraction(
     When every split's features are in the workspace cache (their keys need only the config and the
     split), the head trains before the backbone is even built, and no image is read: the backbone is
     built afterwards only to assemble the classifier that is saved. Otherwise the images are decoded
-    and the backbone computes the features first. Both paths train the same head from the same seed.
+    and the backbone computes the features first. Both paths train the same head from the same seed; the head
+    standardises its features with the training split's mean and variance (`train_head` adapts it), and the
+    classifier that is saved carries that head, so it standardises raw examples' features the same way.
 
     `save` writes the trained classifier in a helper thread while the evaluation split's features are
     computed: saving is Python-bound Keras serialisation (0.25-0.33 s for EfficientNet-Lite0), the features
@@ -219,9 +221,10 @@ def run_feature_extraction(
         keras_files.load_weights(head, initial_weights)  # a feature-extraction checkpoint holds the head's weights
         log("info", "Starting from the interrupted run's checkpoint (the head).")
     result = train_head(head, features, labels, config.train, num_classes=len(split.class_names), **training)
-    if transfer_model is None:
+    if transfer_model is None:  # seeded as a run that computes the features builds it: random weights are the same
+        keras.utils.set_random_seed(config.train.seed)
         transfer_model = build()
-    transfer_model.head.set_weights(head.get_weights())
+    copy_head_weights(head, transfer_model.head)  # its normalisation's mean and variance included
     name = evaluation_split(split)
     with ThreadPoolExecutor(1, thread_name_prefix="save-classifier") as saver:
         saving = saver.submit(save, transfer_model)

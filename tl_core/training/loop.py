@@ -1,7 +1,9 @@
 """The training loop: phases, freeze policies and typed events (the per-epoch callbacks are in callbacks.py,
 each phase's `fit` call, on cached features or on images, in phase_fits.py).
 
-A run is a list of phases. Every mode starts with a `head` phase (backbone frozen). `fine-tune`
+A run is a list of phases. Every mode starts with a `head` phase (backbone frozen): the head's normalisation
+is first adapted to the training split's features, and its learning rate scales with their number
+(`head_learning_rate`), so a linear head on any backbone converges within a few epochs. `fine-tune`
 then unfreezes the top layers and `full` every layer, recompiling at a ~10x lower learning rate
 after restoring the best head (fine-tune only once the head has converged). In the head phase the
 head trains on cached bottleneck features unless augmentation needs the backbone to see each
@@ -38,12 +40,17 @@ from tl_core.models.transfer_model import (
     UnfreezeBlocks,
     UnfreezeTop,
     count_trainable_weights,
+    standardize_head_inputs,
 )
 from tl_core.stopping import StopToken
 from tl_core.training.callbacks import BestWeights, EventBridge
+from tl_core.training.feature_cache import extract_features
 from tl_core.training.phase_fits import PhaseFit, fit_on_features, fit_on_images
 
 IMBALANCE_RATIO_FOR_AUTO_WEIGHTS = 1.5
+# `TrainConfig.learning_rate` is the head's rate over this many standardised features: see `head_learning_rate`.
+HEAD_RATE_FEATURES = 2048
+HEAD_RATE_EXPONENT = 0.75
 
 
 @dataclass
@@ -69,14 +76,32 @@ class Phase:
     learning_rate: float
 
 
+def head_learning_rate(learning_rate: float, feature_dim: int) -> float:
+    """The head phase's Adam rate: `learning_rate` for 2,048 standardised features, times (2048 / feature_dim) ** 0.75.
+
+    Adam moves each weight by about the rate per step, so a logit over d standardised features moves by sqrt(d)
+    (features unrelated) to d (aligned) times it. Measured at 5 epochs (batch 32, dropout 0.2) against scikit-learn's
+    logistic regression on the same features, the best rate fell as d ** -0.75: 1.5e-3 for 1,280-d image features
+    (digits: 1e-3 was 0.3 points worse, 5e-4 1.2), 0.015-0.02 for 50-d GloVe (BBC News: 1e-3 was 3 points short).
+    Example: `head_learning_rate(1e-3, 1280)` is 1.42e-3, `head_learning_rate(1e-3, 50)` 0.0162.
+    """
+    return learning_rate * (HEAD_RATE_FEATURES / feature_dim) ** HEAD_RATE_EXPONENT
+
+
 def plan_phases(
-    config: TrainConfig, blocks: list[list[str]] | None = None, *, top_layers_limit: int | None = None
+    config: TrainConfig,
+    blocks: list[list[str]] | None = None,
+    *,
+    top_layers_limit: int | None = None,
+    feature_dim: int = HEAD_RATE_FEATURES,
 ) -> list[Phase]:
     """The phases a mode runs, in order; `progressive` needs the backbone's `blocks` (top block last).
 
     `top_layers_limit`: the most layers `fine-tune` opens (`BackboneSpec.fine_tune_top_layers`), or None.
+    The head phase's rate follows the head's `feature_dim` (`head_learning_rate`); unfrozen phases keep the
+    fine-tune rate.
     """
-    phases = [Phase("head", FreezeBackbone(), config.epochs, config.learning_rate)]
+    phases = [Phase("head", FreezeBackbone(), config.epochs, head_learning_rate(config.learning_rate, feature_dim))]
     lower_rate = config.effective_fine_tune_learning_rate
     if config.mode == "fine-tune" and config.fine_tune_epochs > 0:
         layers = min(config.fine_tune_layers, top_layers_limit or config.fine_tune_layers)
@@ -279,7 +304,8 @@ def train_head(
     split's features already and builds the backbone only afterwards, to assemble the classifier.
 
     Args:
-        head: from `model.build_head`, with the classifier's feature dimension and classes.
+        head: from `model.build_head`, with the classifier's feature dimension and classes; its normalisation
+            is adapted to the training features here.
         features: returns a split's features (`train`, and `val` when it has images).
         labels: int class indices per split; an empty `val` monitors the training loss.
         config: `epochs`, `learning_rate`, batch size and callbacks settings (the mode is not used).
@@ -306,10 +332,12 @@ def train_head(
         jit_compile=jit_compile,
     )
     session.result.used_feature_cache = True
-    phase = plan_phases(config)[0]
+    train_features = features("train")
+    phase = plan_phases(config, feature_dim=train_features.shape[1])[0]
     if session.stop.should_stop():  # stopped while the features were computed: nothing trained, not completed
         session.result.status = "stopped"
     else:
+        standardize_head_inputs(head, train_features)
         description = "backbone frozen: training the head only (on cached backbone features)"
         _run_phase(
             session,
@@ -346,7 +374,8 @@ def train_model(
         stop: cooperative stop token; the current batch finishes, the best weights are kept.
         checkpoint_path: where the best weights are written (`.weights.h5`).
         feature_provider: returns cached bottleneck features for a split name; enables head training
-            on features.
+            on features. The head's normalisation is adapted to its `train` features, or without it to the
+            features of one frozen pass over the training examples.
         use_feature_cache: override `config.use_feature_cache` (the caller turns it off for augmentation).
         jit_compile: XLA; the caller enables it only on a GPU.
 
@@ -374,7 +403,21 @@ def train_model(
         from tl_core.models.blocks import backbone_blocks
 
         blocks = backbone_blocks(transfer_model.backbone)
-    for phase in plan_phases(config, blocks, top_layers_limit=transfer_model.spec.fine_tune_top_layers):
+    if not session.stop.should_stop():  # the cached train features, else one frozen pass over the training examples
+        train_features = (
+            feature_provider("train")
+            if feature_provider is not None
+            else extract_features(
+                transfer_model.feature_extractor, data.images["train"], batch_size=max(32, config.batch_size)
+            )
+        )
+        standardize_head_inputs(transfer_model.head, train_features)
+    for phase in plan_phases(
+        config,
+        blocks,
+        top_layers_limit=transfer_model.spec.fine_tune_top_layers,
+        feature_dim=transfer_model.feature_dim,
+    ):
         if session.stop.should_stop():  # a stop between phases (or before the first) ends the run as stopped
             session.result.status = "stopped"
             break
