@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from tl_core.modalities import get_modality
@@ -17,6 +19,7 @@ from ui.evaluation import (
     per_class_frame,
     worst_cell,
 )
+from ui.explanations import heatmap_controls, show_heatmap_tiles
 from ui.images import show_tiles
 from ui.navigation import page_link, run_app_instead
 from ui.state import current_run_id, get_store, set_current_run
@@ -46,7 +49,29 @@ def show_example_documents(examples: list[ExampleOutcome], root: str | None, emp
     )
 
 
-EXAMPLE_VIEWS = {"thumbnails": show_example_tiles, "excerpts": show_example_documents}  # by `DataModality.preview`
+ExampleView = Callable[[list[ExampleOutcome], str | None, str], None]
+EXAMPLE_VIEWS: dict[str, ExampleView] = {
+    "thumbnails": show_example_tiles,
+    "excerpts": show_example_documents,
+}  # by `DataModality.preview`
+
+
+def heatmap_view(store: RunStore, run_id: str) -> ExampleView:
+    """With "Show heatmaps" on, examples drawn as Grad-CAM overlays of their predicted class; else as thumbnails."""
+    if not st.toggle(
+        "Show heatmaps",
+        value=False,
+        key="eval_show_heatmaps",
+        help="Grad-CAM, for the examples below: where in each image the model found the evidence for its prediction.",
+    ):
+        return show_example_tiles
+    alpha, _ = heatmap_controls("eval")
+
+    def show(examples: list[ExampleOutcome], root: str | None, empty_message: str) -> None:
+        tiles = example_tiles(examples, root)
+        show_heatmap_tiles(store, run_id, tiles, alpha, width=112, empty_message=empty_message)
+
+    return show
 
 
 def pick_cell(run_id: str, evaluation: Evaluation, clicked: list[dict] | None) -> None:
@@ -123,6 +148,7 @@ def show_evaluation(store: RunStore, run_ids: list[str]) -> None:
         )
 
     st.subheader("Look inside a cell")
+    show_examples = heatmap_view(store, run_id) if data_modality.preview == "thumbnails" else show_examples
     classes = evaluation.class_names
     pick_cell(run_id, evaluation, clicked.selection.get(CELL_SELECTION) if clicked else None)
     true_col, pred_col = st.columns(2)

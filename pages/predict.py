@@ -7,6 +7,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from tl_core.config import ConfigError
@@ -15,10 +16,12 @@ from tl_core.errors import TransferLabError
 from tl_core.layout import EXPORT_FORMATS as FORMATS
 from tl_core.modalities import get_modality
 from tl_core.models.weights import OFFLINE_WEIGHTS
+from tl_core.results.word_attributions import MAX_WORDS, TextAttributions
 from tl_core.runs.store import RunStore
 from tl_core.server.accounts import User
 from tl_core.server.workspaces import Workspaces
 from ui.charts import probability_bars
+from ui.explanations import explain_text, predict_page_overlays, show_word_attributions
 from ui.images import thumbnail
 from ui.navigation import run_app_instead
 from ui.predictions import (
@@ -39,6 +42,7 @@ from ui.uploads import safe_name, upload_size
 
 TEXT_EXTENSIONS = ("txt", "text", "md")
 SNIPPET_CHARACTERS = 300
+EXPLAINED_DOCUMENTS = 5  # each costs up to MAX_WORDS + 1 predictions
 
 EXPORTS_KEY = "export_zips"
 FORMAT_LABELS = {
@@ -48,10 +52,20 @@ FORMAT_LABELS = {
 }
 
 
-def show_predictions(paths: list[Path], names: list[str], results: list[list[tuple[str, float]]]) -> None:
-    """Each image beside its top-k bars."""
-    for path, name, predictions in zip(paths, names, results):
-        image_col, bars_col = st.columns([1, 4], vertical_alignment="center")
+def show_predictions(
+    paths: list[Path],
+    names: list[str],
+    results: list[list[tuple[str, float]]],
+    overlays: list[np.ndarray | None] | None = None,
+) -> None:
+    """Each image beside its top-k bars, and its heatmap overlay between them when given."""
+    for index, (path, name, predictions) in enumerate(zip(paths, names, results)):
+        if overlays is None:
+            image_col, bars_col = st.columns([1, 4], vertical_alignment="center")
+        else:
+            image_col, heat_col, bars_col = st.columns([1, 1, 3], vertical_alignment="center")
+            if overlays[index] is not None:
+                heat_col.image(overlays[index], width=128, caption="Heatmap")
         array = thumbnail(str(path), 160)
         if array is not None:
             image_col.image(array, width=128)
@@ -59,14 +73,43 @@ def show_predictions(paths: list[Path], names: list[str], results: list[list[tup
         bars_col.altair_chart(probability_bars(predictions), width="stretch")
 
 
-def show_text_predictions(names: list[str], texts: list[str], results: list[list[tuple[str, float]]]) -> None:
-    """Each document's name and beginning beside its top-k bars."""
-    for name, text, predictions in zip(names, texts, results):
+def show_text_predictions(
+    names: list[str],
+    texts: list[str],
+    results: list[list[tuple[str, float]]],
+    attributions: list[TextAttributions] | None = None,
+) -> None:
+    """Each document's name and beginning (or its highlighted words) beside its top-k bars."""
+    for index, (name, text, predictions) in enumerate(zip(names, texts, results)):
         text_col, bars_col = st.columns([2, 3], vertical_alignment="center")
         flat = " ".join(text.split())
         text_col.markdown(f"**{escape_markdown(name)}**")
-        text_col.caption(escape_markdown(flat[:SNIPPET_CHARACTERS] + ("…" if len(flat) > SNIPPET_CHARACTERS else "")))
+        if attributions is not None and index < len(attributions):
+            with text_col:
+                show_word_attributions(attributions[index])
+        else:
+            text_col.caption(
+                escape_markdown(flat[:SNIPPET_CHARACTERS] + ("…" if len(flat) > SNIPPET_CHARACTERS else ""))
+            )
         bars_col.altair_chart(probability_bars(predictions), width="stretch")
+
+
+def document_attributions(store: RunStore, run_id: str, texts: list[str]) -> list[TextAttributions] | None:
+    """Word attributions of the first `EXPLAINED_DOCUMENTS` documents when asked for (None: off, or it failed)."""
+    if not st.toggle(
+        "Highlight the words behind each prediction",
+        value=True,
+        key="predict_show_words",
+        help=f"Each word is left out in turn: the more the predicted class's probability drops, the greener the word. "
+        f"The first {MAX_WORDS} words of the first {EXPLAINED_DOCUMENTS} documents are explained.",
+    ):
+        return None
+    try:
+        with st.spinner("Weighing each word…"):
+            return [explain_text(store, run_id, text) for text in texts[:EXPLAINED_DOCUMENTS]]
+    except (TransferLabError, ConfigError, ValueError) as exc:
+        show_error(exc)
+        return None
 
 
 def predict_documents(store: RunStore, run_id: str, top_k: int, spaces: Workspaces, user: User) -> None:
@@ -108,7 +151,12 @@ def predict_documents(store: RunStore, run_id: str, top_k: int, spaces: Workspac
     except (TransferLabError, ConfigError, ValueError) as exc:
         show_error(exc)
     else:
-        show_text_predictions(names, texts, [[(p.label, p.probability) for p in row] for row in predictions])
+        show_text_predictions(
+            names,
+            texts,
+            [[(p.label, p.probability) for p in row] for row in predictions],
+            document_attributions(store, run_id, texts),
+        )
 
 
 def trained_run_tab(
@@ -144,10 +192,12 @@ def trained_run_tab(
                     st.error(
                         escape_markdown(f"{file_name_only(name)}: {result.problem}"), icon=":material/broken_image:"
                     )
+            paths = [result.path for result, _ in predicted]
             show_predictions(
-                [result.path for result, _ in predicted],
+                paths,
                 [name for _, name in predicted],
                 [[(p.label, p.probability) for p in result.predictions] for result, _ in predicted],
+                predict_page_overlays(store, run_id, paths) if paths else None,
             )
 
 

@@ -158,3 +158,25 @@ def test_top_k_is_hidden_when_k_covers_every_class(app: AppTest, trained: tuple[
     evaluation = evaluation_of(trained)
     assert evaluation.top_k >= len(evaluation.class_names)
     assert not [metric for metric in app.metric if metric.label.startswith("Top-")]
+
+
+def test_show_heatmaps_draws_overlays_of_the_cell_and_the_highest_losses(
+    app: AppTest, trained: tuple[Path, str]
+) -> None:
+    evaluation = evaluation_of(trained)
+    mistake = evaluation.misclassified[0]
+    app.selectbox(key="eval_true").set_value(mistake.true_label)
+    app.selectbox(key="eval_pred").set_value(mistake.predicted_label)
+    plain = [image.value for image in app.run().get("image")]
+
+    app.toggle(key="eval_show_heatmaps").set_value(True).run(timeout=180)
+
+    assert not app.exception and not app.error, [e.value for e in app.exception] + [e.value for e in app.error]
+    cell, highest = app.get("image")[0], app.get("image")[-1]
+    expected = evaluation.examples_in_cell(mistake.true_label, mistake.predicted_label)
+    assert len(cell.value) == min(len(expected), 24) and len(highest.value) == min(12, len(evaluation.highest_loss))
+    assert all(mistake.predicted_label in caption.replace("\\", "") for caption in cell.captions)
+    assert [image.value for image in app.get("image")] != plain, "overlays, not the plain thumbnails"
+    faint = cell.value
+    app.slider(key="eval_heatmap_opacity").set_value(1.0).run()
+    assert not app.exception and app.get("image")[0].value != faint, "the opacity redraws the overlays"

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
+from tl_core.errors import BackboneError  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.training.runner import run_experiment  # noqa: E402
 
@@ -68,7 +69,7 @@ def test_uploaded_images_get_top_k_bars(app: AppTest, trained: tuple[Path, str, 
     bars = next(iter(chart_data(charts[0]).values()))
     assert len(bars) == 2 and bars["probability"].between(0, 1).all()
     assert bars["probability"].is_monotonic_decreasing
-    assert len(app.get("image")) == 2
+    assert len(app.get("image")) == 4  # each image and its heatmap
 
 
 def test_a_file_that_is_not_an_image_gets_a_message(app: AppTest) -> None:
@@ -98,3 +99,42 @@ def test_imagenet_as_is(app: AppTest, trained: tuple[Path, str, Path]) -> None:
     charts = app.get("vega_lite_chart")
     assert len(charts) == 2  # the trained run's bars and the ImageNet bars for the one image
     assert len(next(iter(chart_data(charts[1]).values()))) == 3
+
+
+def test_each_image_gets_a_heatmap_with_an_opacity_and_a_class_to_explain(
+    app: AppTest, trained: tuple[Path, str, Path]
+) -> None:
+    upload(app, trained[2], 2)
+    app.run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    overlays = [image for image in app.get("image") if image.proto.imgs[0].caption == "Heatmap"]
+    assert len(overlays) == 2
+    assert app.slider(key="predict_heatmap_opacity").value == pytest.approx(0.45)
+    classes = app.selectbox(key="predict_heatmap_class").options
+    assert classes[0] == "The predicted class" and len(classes) == 4
+
+    first = overlays[0].proto.imgs[0].url
+    app.selectbox(key="predict_heatmap_class").set_value(app.selectbox(key="predict_heatmap_class").options[1])
+    app.slider(key="predict_heatmap_opacity").set_value(1.0).run()
+    assert not app.exception and not app.error
+    redrawn = [image for image in app.get("image") if image.proto.imgs[0].caption == "Heatmap"]
+    assert len(redrawn) == 2 and redrawn[0].proto.imgs[0].url != first
+
+    app.toggle(key="predict_show_heatmaps").set_value(False).run()
+    assert not any(image.proto.imgs[0].caption == "Heatmap" for image in app.get("image"))
+
+
+def test_a_run_without_a_spatial_map_says_so_in_an_info_line(
+    app: AppTest, trained: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ui.explanations
+
+    def no_spatial_map(*args: object) -> None:
+        raise BackboneError(f"Grad-CAM needs a spatial feature map {args[1]!r}")
+
+    monkeypatch.setattr(ui.explanations, "explain_files", no_spatial_map)
+    upload(app, trained[2], 1)
+    app.run()
+    assert not app.exception and not app.error
+    assert any("spatial feature map" in info.value for info in app.info)
+    assert len(app.get("vega_lite_chart")) == 1, "the prediction itself is still shown"

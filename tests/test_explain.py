@@ -18,8 +18,9 @@ from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # no
 from tl_core.data.images import load_image_array  # noqa: E402
 from tl_core.errors import BackboneError, TransferLabError  # noqa: E402
 from tl_core.models.transfer_model import build_transfer_model  # noqa: E402
-from tl_core.results.explain import explain_each_file, overlay_heatmap  # noqa: E402
+from tl_core.results.explain import explain_each_file  # noqa: E402
 from tl_core.results.grad_cam import GradCam  # noqa: E402
+from tl_core.results.heatmaps import overlay_heatmap  # noqa: E402
 from tl_core.results.predict import load_run_classifier  # noqa: E402
 from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.training.runner import run_experiment  # noqa: E402

@@ -18,18 +18,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image
 
 from tl_core.data.images import DEFAULT_MAX_PIXELS, decode_image, load_image_array
 from tl_core.errors import DataError, TransferLabError
 from tl_core.results.file_problems import file_problem
 from tl_core.results.grad_cam import GradCam
+from tl_core.results.heatmaps import DEFAULT_ALPHA, overlay_heatmap, resize_map
+from tl_core.results.labels import class_index
 from tl_core.results.predict import LoadedClassifier
 
-DEFAULT_ALPHA = 0.45
-DEFAULT_COLORMAP = "turbo"
-OVERLAY_MAX_SIDE = 1024  # overlays of large photos are drawn at most this many pixels on their longer side
 BATCH_SIZE = 8
 OVERLAY_SUFFIX = ".gradcam.png"
 FINE_MAP_CELLS = 4  # a 2x2 map at 64 px put the peak in the wrong quadrant in our tests; 4x4 at 128 px did not
@@ -69,13 +67,6 @@ class FileExplanation:
     problem: str | None = None  # what is wrong and what to do; never names the file
 
 
-def class_index(class_names: list[str], name: str) -> int:
-    """The index of class `name`; a clear error listing the classes when the run has no such class."""
-    if name in class_names:
-        return class_names.index(name)
-    raise TransferLabError(f"This run has no class '{name}': choose one of {', '.join(class_names)}.")
-
-
 def explain_images(
     cam: GradCam, class_names: list[str], images: np.ndarray, class_name: str | None = None
 ) -> list[Explanation]:
@@ -92,7 +83,7 @@ def explain_images(
                 predicted=class_names[predicted],
                 probability=float(row[predicted]),
                 class_explained=class_names[explained],
-                heatmap=_normalised(_resize_map(raw_map, side)),
+                heatmap=_normalised(resize_map(raw_map, side)),
                 peak=_peak(raw_map),
                 map_cells=(int(raw_map.shape[0]), int(raw_map.shape[1])),
             )
@@ -154,36 +145,6 @@ def explain_each_file(
                 explanation = replace(explanation, overlay_path=_save_png(overlay, out_dir / names[index]))
             explained[index] = explanation
     return [FileExplanation(path, explained.get(index), problems.get(index)) for index, path in enumerate(paths)]
-
-
-def overlay_heatmap(
-    image: Image.Image, heatmap: np.ndarray, alpha: float = DEFAULT_ALPHA, colormap: str = DEFAULT_COLORMAP
-) -> Image.Image:
-    """The heatmap, coloured with a Matplotlib colour map and stretched over the whole image, blended onto it.
-
-    Args:
-        image: the picture (any size; drawn at most `OVERLAY_MAX_SIDE` pixels on its longer side).
-        heatmap: 2-D values in [0, 1].
-        alpha: opacity of the heatmap, from 0 (image only) to 1 (heatmap only).
-        colormap: a Matplotlib colour map name ("turbo", "jet", "inferno" ...).
-
-    Returns:
-        An RGB image the size of `image` (or smaller, see above).
-    """
-    picture = image.convert("RGB")
-    picture.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
-    values = _resize_map(np.clip(heatmap, 0.0, 1.0), (picture.height, picture.width))
-    coloured = (colormaps[colormap](values)[..., :3] * 255).astype(np.uint8)
-    return Image.blend(picture, Image.fromarray(coloured, "RGB"), alpha)
-
-
-def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A 2-D float map resized bilinearly to `(height, width)`."""
-    height, width = size
-    resized = Image.fromarray(np.asarray(values, dtype=np.float32), "F").resize(
-        (width, height), Image.Resampling.BILINEAR
-    )
-    return np.asarray(resized, dtype=np.float32)
 
 
 def _normalised(weighted: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ from tl_core.layout import (
 from tl_core.modalities import get_modality
 from tl_core.models import keras_files
 from tl_core.models.transfer_model import inference_model
+from tl_core.results.labels import read_labels  # noqa: F401 - re-exported: bundles and older callers read labels here
 from tl_core.text_safety import control_characters, describe_characters, markdown_text, visible_controls
 
 FORMATS = EXPORT_FORMATS
@@ -208,24 +209,6 @@ def write_labels(class_names: tuple[str, ...] | list[str], path: Path) -> Path:
     )
     path.write_text("\n".join(names) + "\n", encoding="utf-8")
     return path
-
-
-def read_labels(path: Path) -> list[str]:
-    """Class names by index for the `labels.txt` at `path`: from `labels.json` beside it, else (older runs) its lines.
-
-    Args:
-        path: a run's or a bundle's `labels.txt`.
-
-    Raises:
-        DataError: `labels.json` is not a JSON list of names.
-    """
-    json_path = path.with_name(LABELS_JSON_FILE)
-    if json_path.is_file():
-        names = json.loads(json_path.read_text(encoding="utf-8"))
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise DataError(f"{json_path.name} is not a JSON list of class names: export or train the run again.")
-        return names
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def _convert_to_tflite(saved_model_dir: Path, target: Path, *, string_input: bool = False) -> str | None:

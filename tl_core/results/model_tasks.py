@@ -15,6 +15,8 @@ from typing import Any
 
 from tl_core.layout import KERAS_FILE
 from tl_core.results.file_problems import FilePrediction, Prediction
+from tl_core.results.heatmaps import FileHeatmap
+from tl_core.results.word_attributions import TextAttributions
 
 CACHED_MODELS = 3  # a few runs at once (a class predicting with different runs) without holding every model
 _classifiers: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
@@ -53,6 +55,44 @@ def predict_run_texts(workspace: str, run_id: str, texts: list[str], top_k: int)
     from tl_core.results.predict import predict_texts
 
     return predict_texts(_classifier(workspace, run_id), texts, top_k=top_k)
+
+
+def explain_run_files(
+    workspace: str, run_id: str, paths: list[str], class_name: str | None = None
+) -> list[FileHeatmap]:
+    """A Grad-CAM heatmap per image file for the predicted class (or `class_name`); unreadable files get their problem.
+
+    Raises:
+        BackboneError: the run's backbone has no spatial feature map (`tl_core.results.grad_cam.NO_SPATIAL_MAP`).
+    """
+    from tl_core.results.explain import explain_each_file
+
+    results = explain_each_file(_classifier(workspace, run_id), [Path(path) for path in paths], class_name=class_name)
+    heatmaps = []
+    for result in results:
+        explained = result.explanation
+        if explained is None:
+            heatmaps.append(FileHeatmap(str(result.path), problem=result.problem))
+            continue
+        heatmaps.append(
+            FileHeatmap(
+                str(result.path),
+                predicted=explained.predicted,
+                probability=explained.probability,
+                class_explained=explained.class_explained,
+                heatmap=explained.heatmap.astype("float32"),
+                peak=explained.peak,
+                map_cells=explained.map_cells,
+            )
+        )
+    return heatmaps
+
+
+def attribute_run_text(workspace: str, run_id: str, text: str, class_name: str | None = None) -> TextAttributions:
+    """Each word's attribution (occlusion) for the predicted class of a document, or for `class_name`."""
+    from tl_core.results.word_attributions import attribute_words
+
+    return attribute_words(_classifier(workspace, run_id), text, class_name)
 
 
 def predict_imagenet(backbone: str, paths: list[str], top_k: int) -> list[list[tuple[str, float]]]:
