@@ -16,6 +16,7 @@ from tl_core.server.workspaces import Workspaces
 from ui.charts import class_counts_chart
 from ui.dataset import DatasetView, document_samples, load_dataset, problem_groups, sample_paths, split_table
 from ui.images import Tile, show_tiles
+from ui.label_review import show_label_review
 from ui.navigation import page_link, run_app_instead
 from ui.state import (
     REFUSED_DATASET_KEY,
@@ -357,6 +358,7 @@ def data_page() -> None:
         show_error(exc)
     else:
         show_report(dataset_view)
+        show_label_review(dataset_view, dataset)
 
 
 if __name__ == "__main__":  # Streamlit ran this file itself instead of app.py: see ui.navigation.run_app_instead

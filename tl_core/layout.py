@@ -5,6 +5,7 @@ A workspace (personal mode: `./workspace`; workshop mode: one per user under `us
     <workspace>/transferlab.db         the run store (SQLite)
     <workspace>/queue.sqlite           the job queue (the server's workspace only)
     <workspace>/datasets/              uploaded or written datasets
+    <workspace>/label_overrides.json   the label review's decisions (tl_core/data/label_overrides.py)
     <workspace>/cache/<kind>/          extracted archives, decoded images, backbone features, scans
     <workspace>/runs/<run id>/         one folder per run, holding the files named below
 
@@ -26,6 +27,7 @@ SCANS_CACHE = "scans"
 UI_CHOICES_FILE = "app_choices.json"  # <workspace>/: the app's dataset, settings and run in view, kept across reloads
 ADVISORY_FOLDER = "advice"  # <workspace>/advice/<job id>/: an advisory job's record, result and logs
 ADVISORY_RECORD_FILE = "job.json"
+LABEL_OVERRIDES_FILE = "label_overrides.json"  # <workspace>/: the label review's decisions
 
 # -- a run's folder ----------------------------------------------------------------------------------
 LOG_FILE = "log.txt"

@@ -154,3 +154,8 @@ def document_samples(report: ScanReport, per_class: int, characters: int = 200) 
         if bucket is not None and len(bucket) < per_class:
             bucket.append((example.path, example.relpath, example.label))
     return _document_samples(tuple(item for label in report.class_names for item in chosen[label]), characters)
+
+
+def document_excerpts(items: list[tuple[str, str, str]], characters: int) -> list[DocumentSample]:
+    """The first `characters` characters of each (path, relpath, label) document, in order (line breaks folded)."""
+    return _document_samples(tuple(items), characters)

@@ -1,7 +1,9 @@
 """A dataset ready for a run: scanned, validated and split, with the workspace's caches.
 
 A folder's scan is reused from the workspace while no file's size or modification time changed, so a
-second run on the same folder skips hashing and decoding every image.
+second run on the same folder skips hashing and decoding every image. The label review's decisions
+(`tl_core.data.label_overrides`) are applied after the split, to the scan as found, so a reused scan never
+carries an old decision.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tl_core.config import DataConfig
 from tl_core.data import image_dataset as data_module
 from tl_core.data import images as images_module
 from tl_core.data.image_dataset import split_dataset
+from tl_core.data.label_overrides import AppliedOverrides, apply_label_overrides, load_decisions, overrides_path
 from tl_core.data.types import DatasetSplit, Example, Problem, ScanReport
 from tl_core.modalities import DataModality, get_modality
 from tl_core.runs.store import RunStore
@@ -23,8 +26,11 @@ from tl_core.runs.store import RunStore
 
 @dataclass
 class PreparedDataset:
+    """The dataset a run trains on; `overrides` says what the workspace's label decisions changed in it."""
+
     report: ScanReport
     split: DatasetSplit
+    overrides: AppliedOverrides = AppliedOverrides()
 
 
 def workspace_cache(store: RunStore, kind: str) -> Path:
@@ -34,7 +40,11 @@ def workspace_cache(store: RunStore, kind: str) -> Path:
 
 
 def prepare_dataset(config: DataConfig, store: RunStore) -> PreparedDataset:
-    """Scan, validate and split the examples of `config.modality`; raises `DataError` when nothing trainable is left."""
+    """Scan, validate and split the examples of `config.modality`, then apply the workspace's label decisions.
+
+    Raises:
+        DataError: nothing trainable is left, or the labels-override file is damaged (the message says how to fix it).
+    """
     roots, modality = config.readable_roots, get_modality(config.modality)
     report = (
         _scan_folder_reusing_earlier_scan(config.source, store, roots, modality)
@@ -46,7 +56,11 @@ def prepare_dataset(config: DataConfig, store: RunStore) -> PreparedDataset:
     split = split_dataset(
         report, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
     )
-    return PreparedDataset(report, split)
+    decisions = load_decisions(store.workspace, config.source)
+    if not decisions:
+        return PreparedDataset(report, split)
+    report, split, applied = apply_label_overrides(report, split, decisions, file=overrides_path(store.workspace))
+    return PreparedDataset(report, split, applied)
 
 
 def _folder_listing_key(folder: Path, readable_roots: tuple[str, ...]) -> str:

@@ -12,9 +12,9 @@ the given label: lower is more likely wrong).
 This is its own package, `tl_core.insight`, because it is about the data, not a run: it needs the training
 package's feature cache, which `tl_core.data` must not import, and no trained model, unlike `tl_core.results`.
 
-Labels come from the examples' `label` field only, so a later labels-override file (relabelled or excluded
-examples) is applied to the scanned examples before `rank_label_issues`; the features, keyed by the examples'
-content, are reused as they are.
+Labels come from the examples' `label` field only, and the dataset is prepared as a run prepares it, so the
+workspace's labels-override file (`tl_core.data.label_overrides`: relabelled or excluded examples) is applied
+before `rank_label_issues`; the features, keyed by the examples' content, are reused as they are.
 
 Example:
     >>> check = check_labels(DataConfig("shapes/"), ModelConfig("efficientnet_lite0", "imagenet", 64), store)
@@ -208,11 +208,13 @@ def check_labels(
     seed: int = 42,
     weights_cache_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    stop: StopToken | None = None,
 ) -> LabelCheck:
     """Scan `data`, compute (or reuse) every example's frozen features under `model`, and rank likely label errors.
 
-    The dataset is split as a run with `data` splits it, and each split's features are cached under the keys a
-    run with `model` and `seed` uses: a feature-extraction run on the same data reuses them, and the other way round.
+    The dataset is split as a run with `data` splits it (the workspace's label decisions applied), and each
+    split's features are cached under the keys a run with `model` and `seed` uses: a feature-extraction run on
+    the same data reuses them, and the other way round.
 
     Args:
         data: the dataset (its `modality` resolved already).
@@ -222,21 +224,55 @@ def check_labels(
         seed: the random backbone's draw (`weights="none"`) and the folds' shuffle.
         weights_cache_dir: where converted offline weights are cached.
         progress: called with each step in words (the CLI prints them on stderr).
+        stop: checked at every batch of the feature pass (a job's Stop).
 
     Returns:
         The check; its `elapsed_s` includes scanning and features.
 
     Raises:
         DataError: unreadable data, or a class too small for K-fold. BackboneError: a backbone for other data.
+        PreparationStopped: `stop` was set during the feature pass.
     """
     started = time.perf_counter()
+    found = dataset_features(
+        data, model, store, seed=seed, weights_cache_dir=weights_cache_dir, progress=progress, stop=stop, folds=folds
+    )
+    return _checked(found, folds=folds, seed=seed, progress=progress, started=started)
+
+
+@dataclass(frozen=True)
+class DatasetFeatures:
+    """Every usable example of a prepared dataset (train, val, then test) and its frozen features (row i: example i)."""
+
+    examples: tuple[Example, ...]
+    features: np.ndarray
+    class_names: tuple[str, ...]
+    noun: str
+
+
+def dataset_features(
+    data: DataConfig,
+    model: ModelConfig,
+    store: RunStore,
+    *,
+    seed: int = 42,
+    weights_cache_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    stop: StopToken | None = None,
+    folds: int | None = None,
+) -> DatasetFeatures:
+    """The prepared dataset's examples and their frozen features, from the workspace's feature cache or one pass.
+
+    With `folds`, the classes are first checked to be large enough for K-fold (before any backbone work).
+    """
     say = progress or (lambda text: None)
     modality = get_modality(data.modality)
     backbone_for_data(model.backbone, modality.name, modality.default_backbone)
     config = RunConfig(data=data, model=model, train=TrainConfig(seed=seed))
     split = prepare_dataset(data, store).split
-    examples = [example for name in SPLIT_NAMES for example in split.examples(name)]
-    k, _ = fold_count([e.label for e in examples], folds)  # before any backbone work
+    examples = tuple(example for name in SPLIT_NAMES for example in split.examples(name))
+    if folds is not None:
+        fold_count([e.label for e in examples], folds)
 
     def build() -> Any:
         keras.utils.set_random_seed(seed)  # as a run does, so random weights give a run's features
@@ -245,11 +281,26 @@ def check_labels(
     def log(level: str, text: str) -> None:
         say(text if level == "info" else f"{level}: {text}")
 
-    preparation = PreparationReporter(NullListener(), "label-issues", StopToken())
+    preparation = PreparationReporter(NullListener(), "label-issues", stop or StopToken())
     features, _ = split_features(config, modality, split, modality.input_size(model), store, build, log, preparation)
     every_feature = np.concatenate([features(name) for name in SPLIT_NAMES if split.examples(name)])
-    say(f"fitting {k}-fold probes on {len(examples)} {modality.noun}s.")
-    check = rank_label_issues(every_feature, examples, split.class_names, folds=folds, seed=seed)
+    return DatasetFeatures(examples, every_feature, tuple(split.class_names), modality.noun)
+
+
+def check_features(
+    found: DatasetFeatures, *, folds: int = DEFAULT_FOLDS, seed: int = 42, progress: Callable[[str], None] | None = None
+) -> LabelCheck:
+    """`rank_label_issues` on features already computed (e.g. shared with the near-duplicate search)."""
+    return _checked(found, folds=folds, seed=seed, progress=progress, started=time.perf_counter())
+
+
+def _checked(
+    found: DatasetFeatures, *, folds: int, seed: int, progress: Callable[[str], None] | None, started: float
+) -> LabelCheck:
+    k, _ = fold_count([e.label for e in found.examples], folds)
+    if progress:
+        progress(f"fitting {k}-fold probes on {len(found.examples)} {found.noun}s.")
+    check = rank_label_issues(found.features, found.examples, found.class_names, folds=folds, seed=seed)
     return LabelCheck(
         check.checked, check.folds, check.issues, check.class_names, check.notes, time.perf_counter() - started
     )

@@ -4,7 +4,8 @@ It sits apart from the manager and from every backend, so backends import it and
 backends without a cycle. A backend only knows jobs (start, poll, progress, stop, kill).
 
 A job has a kind: a training `run` (a record in the user's run store, files in `runs/<id>/`), or an
-advisory job, the mode advisor (`advice`) or the cut-depth probe (`cut-probe`), whose record and result
+advisory job, the mode advisor (`advice`), the cut-depth probe (`cut-probe`) or the label review's check
+(`label-review`), whose record and result
 live in `advice/<id>/` (tl_core/jobs/advisory.py). All kinds share the queue, the device slots and Stop.
 """
 
@@ -21,11 +22,12 @@ from tl_core.jobs.live_progress import LiveProgress
 from tl_core.layout import ADVISORY_FOLDER, RUN_TIME_LIMIT_FILE, RUNS_FOLDER
 from tl_core.processes import process_is_alive, process_start_token
 
-JobKind = Literal["run", "advice", "cut-probe"]
+JobKind = Literal["run", "advice", "cut-probe", "label-review"]
 RUN_JOB: JobKind = "run"
 ADVICE_JOB: JobKind = "advice"
 CUT_PROBE_JOB: JobKind = "cut-probe"
-ADVISORY_KINDS: tuple[JobKind, ...] = (ADVICE_JOB, CUT_PROBE_JOB)
+LABEL_REVIEW_JOB: JobKind = "label-review"  # likely label errors and near-duplicates (tl_core/insight/review_job.py)
+ADVISORY_KINDS: tuple[JobKind, ...] = (ADVICE_JOB, CUT_PROBE_JOB, LABEL_REVIEW_JOB)
 JOB_KINDS: tuple[JobKind, ...] = (RUN_JOB, *ADVISORY_KINDS)
 
 

@@ -41,6 +41,7 @@ from tl_core.errors import TransferLabError
 from tl_core.events import BatchProgress, PreparationProgress, TrainingEvent, TrainingListener
 from tl_core.jobs.backend import (
     JOB_KINDS,
+    LABEL_REVIEW_JOB,
     RUN_JOB,
     Job,
     JobExit,
@@ -205,13 +206,18 @@ def execute_job(
 ) -> str:
     """Run one queued job of any kind to its end in this process with the engine function for its kind; returns its final status.
 
-    A run goes to `execute_run` (`run` swaps the experiment function); an advisory job to
+    A run goes to `execute_run` (`run` swaps the experiment function); a label review to
+    `tl_core.insight.review_job.execute_review_job`; another advisory job to
     `tl_core.advisor.advisory_job.execute_advisory_job`. Neither raises for a failure of the job itself.
     """
     if job.kind == RUN_JOB:
         return execute_run(
             RunStore(job.workspace), job.run_id, listener=listener, stop=stop, resume_from=job.resume_from, run=run
         )
+    if job.kind == LABEL_REVIEW_JOB:
+        from tl_core.insight.review_job import execute_review_job  # the engine: TensorFlow, in the worker only
+
+        return execute_review_job(job.workspace, job.run_id, listener=listener, stop=stop)
     from tl_core.advisor.advisory_job import execute_advisory_job  # the engine: TensorFlow, loaded in the worker only
 
     return execute_advisory_job(job.workspace, job.run_id, listener=listener, stop=stop)
