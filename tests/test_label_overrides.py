@@ -144,6 +144,8 @@ def test_the_next_run_trains_on_the_decisions_and_logs_them(shapes_dataset: Path
     assert second.status == "completed", second.error
     assert excluded not in json.loads((store.run_dir(second.run_id) / "split.json").read_text())["val"]
     assert store.get(second.run_id).dataset_fingerprint != store.get(first.run_id).dataset_fingerprint
+    assert first.summary["label_overrides"] == {"relabelled": 0, "excluded": 0}
+    assert second.summary["label_overrides"] == {"relabelled": 1, "excluded": 1}
     log = store.read_log(second.run_id)
     assert "Label decisions applied" in log and "1 relabelled, 1 excluded" in log
     # Features depend on the images only: the relabel keeps the training split's cached features, the exclusion

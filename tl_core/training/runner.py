@@ -316,6 +316,11 @@ def run_experiment(
             run_id, config, image_size, status, started, result, evaluation, split, report, error
         )
         summary["listener_errors"] = len(events.listener_errors)
+        # the review's decisions this run trained with (tl_core/data/label_overrides.py); the fingerprint says which
+        summary["label_overrides"] = {
+            "relabelled": prepared.overrides.relabelled,
+            "excluded": prepared.overrides.excluded,
+        }
         (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
         events.on_event(
             RunFinished(
