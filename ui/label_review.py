@@ -125,8 +125,9 @@ def show_issues(result: ReviewResult, decisions: dict[str, LabelDecision], sourc
 
 
 def _about(issue: ReviewIssue, decision: LabelDecision | None) -> str:
+    path = issue.relpath.replace("`", "'")  # shown literally in a code span: nothing to escape but its backticks
     return (
-        f"`{escape_markdown(issue.relpath)}`  \ngiven **{escape_markdown(issue.given_label)}** · suggested "
+        f"`{path}`  \ngiven **{escape_markdown(issue.given_label)}** · suggested "
         f"**{escape_markdown(issue.suggested_label)}** · score {issue.score:.3f}  \n*{escape_markdown(decision_text(decision))}*"
     )
 
@@ -134,10 +135,27 @@ def _about(issue: ReviewIssue, decision: LabelDecision | None) -> str:
 def _actions(
     column, index: int, issue: ReviewIssue, classes: tuple[str, ...], decision: LabelDecision | None, source: str
 ) -> None:  # noqa: ANN001 - a Streamlit column
-    keep, relabel, target, exclude = column.columns([1, 1, 2, 1], vertical_alignment="bottom")
+    # Two rows, so no label is cut short: Keep / Exclude (/ Undo), then the class to relabel to and Relabel.
+    keep, exclude, undo = column.columns(3)
+    target, relabel = column.columns([3, 2], vertical_alignment="bottom")
     keep.button(
-        "Keep", key=f"data_review_keep_{index}", on_click=_save, args=(source, issue.relpath, LabelDecision("keep"))
+        "Keep",
+        key=f"data_review_keep_{index}",
+        on_click=_save,
+        args=(source, issue.relpath, LabelDecision("keep")),
+        width="stretch",
     )
+    exclude.button(
+        "Exclude",
+        key=f"data_review_exclude_{index}",
+        on_click=_save,
+        args=(source, issue.relpath, LabelDecision("exclude")),
+        width="stretch",
+    )
+    if decision is not None:
+        undo.button(
+            "Undo", key=f"data_review_undo_{index}", on_click=_save, args=(source, issue.relpath, None), width="stretch"
+        )
     others = [name for name in classes if name != issue.given_label]
     widget_key = f"data_review_class_{index}"
     target.selectbox(
@@ -149,16 +167,12 @@ def _actions(
         label_visibility="collapsed",
     )
     relabel.button(
-        "Relabel", key=f"data_review_relabel_{index}", on_click=_relabel, args=(source, issue.relpath, widget_key)
+        "Relabel",
+        key=f"data_review_relabel_{index}",
+        on_click=_relabel,
+        args=(source, issue.relpath, widget_key),
+        width="stretch",
     )
-    exclude.button(
-        "Exclude",
-        key=f"data_review_exclude_{index}",
-        on_click=_save,
-        args=(source, issue.relpath, LabelDecision("exclude")),
-    )
-    if decision is not None:
-        column.button("Undo", key=f"data_review_undo_{index}", on_click=_save, args=(source, issue.relpath, None))
 
 
 def show_near_duplicates(result: ReviewResult) -> None:
