@@ -74,3 +74,5 @@ def test_review_flags_planted_flips_and_saves_decisions(tmp_path: Path, workspac
     at.button(key=f"data_review_undo_{index}").click().run()
     assert load_decisions(workspace, root) == {}
     assert any(h.value == "Near-duplicates by embedding" for h in at.subheader)
+    assert any(h.value == "Embedding map" for h in at.subheader)
+    assert any("Crosses are the likely label errors" in c.value for c in at.caption)  # the map itself is drawn

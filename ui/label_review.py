@@ -20,6 +20,7 @@ from tl_core.jobs.backend import LABEL_REVIEW_JOB
 from tl_core.modalities import get_modality
 from ui.advisor import live_job_panel, settings_key, show_ended
 from ui.dataset import DatasetView, document_excerpts
+from ui.embedding_map import show_embedding_map
 from ui.images import thumbnail
 from ui.state import get_manager, workspace_path
 from ui.text import escape_markdown, safe_label, show_error
@@ -89,6 +90,7 @@ def show_label_review(view: DatasetView, source: str) -> None:
         return
     result = ReviewResult.from_dict(record.result or {})
     show_issues(result, decisions, source, view.modality)
+    show_embedding_map(result, view.modality)
     show_near_duplicates(result)
 
 

@@ -4,7 +4,8 @@ The Data page's "Review likely label errors" button queues a `label-review` advi
 so the backbone runs in a worker process, never in the web server (which must not import TensorFlow) nor in its
 script thread (a rerun would unwind it). `execute_review_job` computes every example's frozen features once (or
 reuses them from the workspace's feature cache), ranks likely label errors (`check_features`) and lists
-near-duplicates by embedding (`find_near_duplicates`), then records `ReviewResult.to_dict()`
+near-duplicates by embedding (`find_near_duplicates`), places every example on a 2-D map with outliers marked
+(`embedding_map`), then records `ReviewResult.to_dict()`
 (tl_core/insight/review_result.py) as the job's result.
 Like `execute_advisory_job`, it never raises for a failure of the job itself.
 
@@ -20,9 +21,10 @@ from pathlib import Path
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
 from tl_core.events import NullListener, RunFinished, RunStarted, StageStarted, TrainingListener
+from tl_core.insight.embedding_map import embedding_map
 from tl_core.insight.label_issues import DEFAULT_FOLDS, check_features, dataset_features
 from tl_core.insight.near_duplicates import NEAR_DUPLICATE_SIMILARITY, find_near_duplicates
-from tl_core.insight.review_result import review_result
+from tl_core.insight.review_result import MapPoint, review_result
 from tl_core.jobs.advisory import AdvisoryStore
 from tl_core.jobs.backend import run_time_limit_message
 from tl_core.runs.store import RunStore
@@ -66,7 +68,13 @@ def execute_review_job(
         step("comparing every pair of examples for near-duplicates")
         pairs = find_near_duplicates(found.features, found.examples, threshold=similarity)
         relpaths = {example.path: example.relpath for example in found.examples}
-        result = review_result(check, pairs, relpaths, similarity).to_dict()
+        step("placing every example on a 2-D map (PCA, then t-SNE) and marking outliers")
+        xy, outliers = embedding_map(found.features, seed=config.train.seed)
+        points = tuple(
+            MapPoint(example.relpath, example.path, example.label, float(x), float(y), bool(odd))
+            for example, (x, y), odd in zip(found.examples, xy, outliers)
+        )
+        result = review_result(check, pairs, relpaths, similarity, points).to_dict()
         status, error = "completed", None
     except PreparationStopped as stopped:
         status, error = "stopped", f"Stopped by request ({stopped})."

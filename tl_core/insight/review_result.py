@@ -27,6 +27,18 @@ class ReviewIssue:
 
 
 @dataclass(frozen=True)
+class MapPoint:
+    """One example on the embedding map (tl_core/insight/embedding_map.py): where it sits, its label, whether odd."""
+
+    relpath: str
+    path: str
+    label: str
+    x: float
+    y: float
+    outlier: bool
+
+
+@dataclass(frozen=True)
 class ReviewResult:
     """What the review job found; plain data, so the page reads it from the job's record without the engine."""
 
@@ -38,6 +50,7 @@ class ReviewResult:
     similarity: float
     notes: tuple[str, ...] = ()
     paths: dict[str, str] | None = None  # relpath -> file, for the near-duplicates' thumbnails
+    points: tuple[MapPoint, ...] = ()  # the embedding map; empty in a result recorded before it existed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +62,7 @@ class ReviewResult:
             "similarity": self.similarity,
             "notes": list(self.notes),
             "paths": dict(self.paths or {}),
+            "points": [point.__dict__ for point in self.points],
         }
 
     @classmethod
@@ -62,13 +76,18 @@ class ReviewResult:
             similarity=float(fields["similarity"]),
             notes=tuple(fields.get("notes") or ()),
             paths=dict(fields.get("paths") or {}),
+            points=tuple(MapPoint(**point) for point in fields.get("points") or ()),
         )
 
 
 def review_result(
-    check: LabelCheck, pairs: list[NearDuplicate], relpaths: dict[str, str], similarity: float
+    check: LabelCheck,
+    pairs: list[NearDuplicate],
+    relpaths: dict[str, str],
+    similarity: float,
+    points: tuple[MapPoint, ...] = (),
 ) -> ReviewResult:
-    """The check's issues keyed by relpath (`relpaths`: file -> relpath), with the near-duplicate pairs."""
+    """The check's issues keyed by relpath (`relpaths`: file -> relpath), with the near-duplicate pairs and the map."""
     issues = tuple(
         ReviewIssue(relpaths[i.path], i.path, i.given_label, i.suggested_label, i.score) for i in check.issues
     )
@@ -83,4 +102,5 @@ def review_result(
         similarity,
         check.notes,
         {relpath: by_relpath[relpath] for relpath in sorted(shown)},
+        points,
     )
