@@ -34,13 +34,13 @@ SAMPLE_DOCUMENTS = 32  # timed after a warm-up call: about 8 s for MiniLM at 256
 TIME_BUDGET_S = 600.0  # the longest first run the advisor recommends MiniLM for
 # Reference encoding rates (documents/s at 256 tokens on this project's 2-core machine) for when the user turns
 # timing off: MiniLM 1,600 e-mails in 51 s on idle cores (bench/minilm_encode.py); GloVe 428/s on BBC News on busy
-# cores (bench/text_study.py), a floor.
+# cores (the slower of two runs of bench/text_study.py), a floor.
 REFERENCE_RATES = {MINILM: 1600 / 51, GLOVE: 428.0}
 REFERENCE_LENGTH = 256
 # A fine-tuning step of MiniLM's top layers costs about this many encodings of the same document (forward through
-# all six layers, backward through the top two). Solved from the encode and fine-tune rates of bench/text_study.py
-# (each epoch trains on the training documents and encodes the validation ones): 1.4 on BBC News at 256 word
-# pieces, 2.3 on movie reviews at 64; 2 in between.
+# all six layers, backward through the top two). Solved from the encode and fine-tune rates logged in one run of
+# bench/text_study.py (each epoch trains on the training documents and encodes the validation ones): 1.8 on BBC
+# News at 256 word pieces, 1.6 on movie reviews at 64; rounded up.
 FINE_TUNE_COST = 2.0
 EVIDENCE = "bench/README.md's text study"
 
