@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,10 @@ from tl_core.models.text_specs import MINILM_FINE_TUNE_LAYERS
 
 GLOVE = "glove_6b_50d"
 MINILM = "all_minilm_l6_v2"
-SAMPLE_DOCUMENTS = 32  # timed after a warm-up call: about 8 s for MiniLM at 256 word pieces on busy 2 cores
+# Documents timed per encoder, after a warm-up pass over the same ones: GloVe needs many for its time to outweigh a
+# call's fixed cost; 32 take MiniLM about 8 s at 256 word pieces on busy cores.
+SAMPLE_DOCUMENTS = {GLOVE: 256, MINILM: 32}
+ENCODE_BATCH = 32  # the feature cache's batch at the default batch size
 TIME_BUDGET_S = 600.0  # the longest first run the advisor recommends MiniLM for
 # Reference encoding rates (documents/s at 256 tokens on this project's 2-core machine) for when the user turns
 # timing off: MiniLM 1,600 e-mails in 51 s on idle cores (bench/minilm_encode.py); GloVe 428/s on BBC News on busy
@@ -53,7 +57,7 @@ def advise_text(
     cache_dir: Path | None = None,
     measure_throughput: bool = True,
     steps: AdvisorSteps | None = None,
-    sample_documents: int = SAMPLE_DOCUMENTS,
+    sample_documents: Mapping[str, int] | None = None,
 ) -> TextAdvice:
     """Recommend a text backbone and mode for `split`, with each recipe's estimated time.
 
@@ -64,7 +68,7 @@ def advise_text(
         cache_dir: the weights cache MiniLM's packaged zip is extracted into.
         measure_throughput: time each encoder on a sample of the documents here; False uses `REFERENCE_RATES`.
         steps: progress and stop (checked before each encoder).
-        sample_documents: documents timed per encoder.
+        sample_documents: documents timed per encoder (default `SAMPLE_DOCUMENTS`).
 
     Returns:
         The recommendation (GloVe frozen or MiniLM frozen), its reasons and every recipe's estimate.
@@ -76,15 +80,18 @@ def advise_text(
     sizes = split.sizes()
     documents = sum(sizes.values())
     length = model_config.sequence_length
-    sample = _sample_texts(split, sample_documents, seed=train_config.seed) if measure_throughput else []
+    counts = dict(sample_documents or SAMPLE_DOCUMENTS)
+    sample = _sample_texts(split, max(counts.values()), seed=train_config.seed) if measure_throughput else []
     rates: dict[str, tuple[float, float]] = {}  # backbone -> (documents/s, seconds to build it)
+    timed_on: dict[str, int] = {}  # backbone -> documents timed
     for backbone in (GLOVE, MINILM):
         spec = get_backbone_spec(backbone)
         if not has_packaged_weights(spec):
             continue
         if measure_throughput:
-            steps.start(f"timing {spec.display_name} on {len(sample)} of your documents")
-            rates[backbone] = _time_encoder(spec, length, sample, cache_dir)
+            timed_on[backbone] = len(sample[: counts[backbone]])
+            steps.start(f"timing {spec.display_name} on {timed_on[backbone]} of your documents")
+            rates[backbone] = _time_encoder(spec, length, sample[: counts[backbone]], cache_dir)
         else:
             rates[backbone] = (REFERENCE_RATES[backbone] * REFERENCE_LENGTH / length, 0.0)
 
@@ -114,7 +121,7 @@ def advise_text(
     reasons = [
         f"{documents:,} documents in {len(split.class_names)} classes, read at {length} tokens each; "
         "feature extraction encodes each one once, then trains the head on the features in seconds."
-        + (f" Rates timed on {len(sample)} of your documents on this machine." if timed else _reference_note())
+        + (_timed_note(timed_on) if timed else _reference_note())
     ]
     if glove.estimated_seconds is not None:
         reasons.append(
@@ -156,23 +163,30 @@ def _rate(rates: dict[str, tuple[float, float]], backbone: str) -> float | None:
     return rates[backbone][0] if backbone in rates else None
 
 
+def _timed_note(timed_on: dict[str, int]) -> str:
+    counts = " and ".join(
+        f"{count} ({'GloVe' if backbone == GLOVE else 'MiniLM'})" for backbone, count in timed_on.items()
+    )
+    return f" Rates timed on this machine, on {counts} of your documents."
+
+
 def _reference_note() -> str:
     return f" Rates are reference figures from bench/ at {REFERENCE_LENGTH} tokens on 2 CPU cores, scaled by length."
 
 
 def _sample_texts(split: DatasetSplit, count: int, *, seed: int) -> list[str]:
-    """Up to `count` training documents, a seeded choice, read as a run reads them."""
+    """Up to `count` training documents in a seeded random order (so any prefix is a random sample), read as a run reads them."""
     from tl_core.data.text_dataset import read_document
 
     examples = split.examples("train")
     chosen = np.random.default_rng(seed).permutation(len(examples))[:count]
-    return [read_document(examples[int(index)].path) for index in sorted(chosen)]
+    return [read_document(examples[int(index)].path) for index in chosen]
 
 
 def _time_encoder(
     spec: BackboneSpec, sequence_length: int, sample: list[str], cache_dir: Path | None
 ) -> tuple[float, float]:
-    """(documents/s over `sample` after a warm-up call, seconds to build the encoder)."""
+    """(documents/s over `sample` after a warm-up pass, seconds to build the encoder and trace its graph)."""
     import tensorflow as tf
 
     from tl_core.models.text_backbones import build_text_backbone
@@ -180,8 +194,8 @@ def _time_encoder(
     started = time.perf_counter()
     encoder = build_text_backbone(spec, spec.pretrained_weights, sequence_length, cache_dir=cache_dir)
     texts = tf.constant(sample)
-    encoder.predict(texts[:4], batch_size=len(sample), verbose=0)  # builds and traces: once per run, like the build
-    built = time.perf_counter() - started
-    started = time.perf_counter()
-    encoder.predict(texts, batch_size=len(sample), verbose=0)
-    return len(sample) / max(time.perf_counter() - started, 1e-6), built
+    encoder.predict(texts, batch_size=ENCODE_BATCH, verbose=0)  # builds and traces: paid once per run too
+    warmed = time.perf_counter()
+    encoder.predict(texts, batch_size=ENCODE_BATCH, verbose=0)
+    seconds = max(time.perf_counter() - warmed, 1e-6)
+    return len(sample) / seconds, max(warmed - started - seconds, 0.0)
