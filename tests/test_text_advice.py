@@ -56,7 +56,9 @@ def test_an_advice_job_on_text_times_both_encoders_on_the_documents_and_recommen
     assert advice.recommended == minilm  # 36 short documents: well within the time budget
     text = "\n".join(advice.reasons)
     assert "on 24 (GloVe) and 24 (MiniLM) of your documents" in text  # every training document
-    assert "GloVe frozen is the fastest" in text and "usually much more accurate on real text" in text
+    assert (
+        "GloVe frozen is the fastest" in text and "usually more accurate on real text (+2.7 points on BBC News" in text
+    )
     assert "MiniLM fine-tuned (its top 2 transformer layers" in text and "2 epochs" in text
 
 
