@@ -44,6 +44,7 @@ from ui.state import (
     session_value,
 )
 from ui.text import escape_markdown, format_parameters, show_error
+from ui.text_advisor import show_text_advisor
 
 SETTINGS_ERROR_KEY = "settings_error"
 WIDGET_PREFIX = "model_"
@@ -353,11 +354,8 @@ def model_page() -> None:
             if data_modality.measured_by_advisor:
                 show_mode_advisor(current_dataset(), model_config, train_config)
                 show_cut_depth_probe(current_dataset(), model_config, train_config.seed)
-            else:
-                st.caption(
-                    "The mode advisor and the cut-depth comparison measure image backbones only; for text, start with "
-                    "feature extraction, then try fine-tuning the word vectors if validation accuracy stalls."
-                )
+            elif data_modality.advisor_times_encoders:
+                show_text_advisor(current_dataset(), model_config, train_config)
 
 
 if __name__ == "__main__":  # Streamlit ran this file itself instead of app.py: see ui.navigation.run_app_instead

@@ -56,6 +56,7 @@ def test_beginner_view_lists_recommended_and_expert_view_lists_all(app: AppTest)
     assert list(table["backbone"][: len(installed)]) == installed, "what works here comes first"
     assert set(table["backbone"]) == set(installed) | {spec.name for spec in list_backbones("recommended")}
     assert {"parameters (M)", "input size", "feature size", "ImageNet weights", "provenance"} <= set(table.columns)
+    assert "speed (2 CPU cores)" not in table.columns  # measured for the text backbones only
     app.toggle(key="model_expert").set_value(True).run()
     assert set(app.dataframe[0].value["backbone"]) == {spec.name for spec in list_backbones(None)}
     assert app.number_input(key="model_patience").value == 5  # advanced settings appear

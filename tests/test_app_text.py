@@ -121,7 +121,9 @@ def test_model_page_lists_text_backbones_and_words_per_document(workspace: Path,
     keys = {widget.key for widget in [*at.number_input, *at.toggle, *at.selectbox]}
     assert not {"model_image_size", "model_augment", "model_cut_layer"} & keys, "image-only settings are hidden"
     assert not [button for button in at.button if button.key in ("advisor_run", "advisor_cut_depths_run")]
-    assert any("image backbones only" in caption.value for caption in at.caption)
+    assert at.button(key="text_advisor_run")  # the text advisor instead of the image mode advisor
+    speeds = dict(zip(at.dataframe[0].value["backbone"], at.dataframe[0].value["speed (2 CPU cores)"], strict=True))
+    assert "documents/s" in speeds["all_minilm_l6_v2"] and "documents/s" in speeds["glove_6b_50d"]
     at.number_input(key="model_sequence_length").set_value(64).run()
     config = at.session_state["run_config"]
     assert isinstance(config, RunConfig)
@@ -259,3 +261,30 @@ def test_a_text_run_trains_from_the_app_and_draws_its_curves(workspace: Path) ->
     open_page(at, "evaluate").run()
     assert not at.exception and not at.get("image")
     assert at.dataframe[-1].value.columns[-1] == "document"
+
+
+def test_the_text_advisor_recommends_a_backbone_from_a_job_and_one_click_takes_it(workspace: Path) -> None:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    use_server_dataset(at, "topics")
+    open_page(at, "model").run()
+    at.number_input(key="model_sequence_length").set_value(32).run()
+    at.button(key="text_advisor_run").click().run()
+    assert not at.exception and not at.error
+    run_until(at, lambda: any("Recommended" in s.value for s in at.run().success), timeout_s=300)
+    recommendation = next(success.value for success in at.success if "Recommended" in success.value)
+    assert "MiniLM frozen" in plain(recommendation)  # 36 short documents: MiniLM fits the time budget
+    reasons = plain("\n".join(markdown.value for markdown in at.markdown))
+    assert "GloVe frozen is the fastest" in reasons and "Rates timed on" in reasons
+    table = at.dataframe[-1].value
+    assert list(table["recipe"]) == ["GloVe frozen", "MiniLM frozen", "MiniLM fine-tuned"]
+    assert list(table["recommended"]) == ["", "✓", ""]
+    at.button(key="text_advisor_use").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="model_backbone").value == "all_minilm_l6_v2"
+    config = at.session_state["run_config"]
+    assert (config.model.backbone, config.model.weights, config.train.mode) == (
+        "all_minilm_l6_v2",
+        "pretrained",
+        "feature-extraction",
+    )
+    assert at.button(key="text_advisor_use").disabled  # already taken

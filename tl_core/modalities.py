@@ -68,6 +68,8 @@ class DataModality(ABC):
         has_augmentation: whether training can augment examples (flips and rotations are for pictures).
         has_cut_depths: whether a backbone can be cut at an earlier block (a text backbone has one weighted layer).
         measured_by_advisor: whether the mode advisor and the cut-depth probe can measure its backbones.
+        advisor_times_encoders: whether its advice times each offline encoder on the user's documents and
+            recommends a backbone and mode (`tl_core.advisor.text_advice`) instead of probing modes.
         takes_typed_text: whether a run's model classifies strings typed in (`predict --text`, the Predict page).
         has_classic_baseline: whether `--compare-scratch` also fits TF-IDF + logistic regression on the run's split
             (`tl_core.training.classic_baseline`: a bag of words for documents; pixels have no such reference).
@@ -97,6 +99,7 @@ class DataModality(ABC):
     has_augmentation: bool = False
     has_cut_depths: bool = False
     measured_by_advisor: bool = False
+    advisor_times_encoders: bool = False
     takes_typed_text: bool = False
     has_classic_baseline: bool = False
 
@@ -311,6 +314,7 @@ print(labels[int(probabilities.argmax())])
 `{TFLITE_FILE}` needs TensorFlow Lite's Flex delegate (select TensorFlow ops) for its string operations."""
     takes_typed_text = True
     has_classic_baseline = True
+    advisor_times_encoders = True
 
     def scan(self, source: str | Path, *, extract_root: Path | None, readable_roots: Sequence[str] = ()) -> ScanReport:
         from tl_core.data.text_dataset import scan_text_dataset

@@ -97,7 +97,7 @@ def settings_key(source: str, *settings: object) -> str:
     return hashlib.sha256(repr((source, stamp, settings)).encode()).hexdigest()[:24]
 
 
-def _records() -> AdvisoryStore:
+def advisory_records() -> AdvisoryStore:
     return AdvisoryStore(get_store().workspace)
 
 
@@ -116,7 +116,7 @@ def _dataset(source: str) -> DatasetView | None:
     return view
 
 
-def _submit(
+def submit_advisory_job(
     kind: str, source: str, model_config: ModelConfig, train_config: TrainConfig, key: str, options: dict
 ) -> str | None:
     """Queue the job after checking the dataset can be split; None (with the reason shown) when it cannot be queued."""
@@ -133,7 +133,7 @@ def _submit(
 
 def job_panel(job_id: str, what: str, stop_key: str) -> None:
     """Queue position or the step the job is at, and Stop; redraws the whole page once the job has ended."""
-    record = _records().get(job_id)
+    record = advisory_records().get(job_id)
     if record is None or not record.is_active:
         st.rerun()  # the page draws the result (or why there is none) in place of this panel
     jobs = get_manager()
@@ -237,7 +237,7 @@ def show_mode_advisor(source: str, model_config: ModelConfig, train_config: Trai
         train_config.seed,
         bool(timing),
     )
-    record = _records().latest(ADVICE_JOB, key)
+    record = advisory_records().latest(ADVICE_JOB, key)
     busy = record is not None and record.is_active
     clicked = st.button(
         "Recommend a mode",
@@ -249,7 +249,9 @@ def show_mode_advisor(source: str, model_config: ModelConfig, train_config: Trai
     if (
         clicked
         and not busy
-        and _submit(ADVICE_JOB, source, model_config, train_config, key, {"measure_throughput": bool(timing)})
+        and submit_advisory_job(
+            ADVICE_JOB, source, model_config, train_config, key, {"measure_throughput": bool(timing)}
+        )
     ):
         st.rerun()  # drawn again with the job's panel and the button disabled
     if record is None:
@@ -319,7 +321,7 @@ def show_cut_depth_probe(source: str, model_config: ModelConfig, seed: int) -> N
     key = settings_key(
         source, model_config.backbone, model_config.weights, model_config.image_size, model_config.pooling, seed
     )
-    record = _records().latest(CUT_PROBE_JOB, key)
+    record = advisory_records().latest(CUT_PROBE_JOB, key)
     busy = record is not None and record.is_active
     clicked = st.button(
         "Measure cut depths",
@@ -329,7 +331,11 @@ def show_cut_depth_probe(source: str, model_config: ModelConfig, seed: int) -> N
         help="Queues a linear classifier on frozen features from several depths and reports its validation accuracy.",
     )
     options = {"layers": depths_to_probe(layers, model_config.cut_layer)}
-    if clicked and not busy and _submit(CUT_PROBE_JOB, source, model_config, TrainConfig(seed=seed), key, options):
+    if (
+        clicked
+        and not busy
+        and submit_advisory_job(CUT_PROBE_JOB, source, model_config, TrainConfig(seed=seed), key, options)
+    ):
         st.rerun()
     if record is None:
         return

@@ -97,6 +97,9 @@ def size_range(spec: BackboneSpec) -> str:
     return f"{spec.min_size}–{spec.max_size} {unit}" if spec.max_size else f"{spec.min_size} {unit} and up"
 
 
+SPEED_COLUMN = "speed (2 CPU cores)"
+
+
 def backbone_table(specs: Sequence[BackboneSpec]) -> pd.DataFrame:
     """One row per backbone with what a user compares: size, speed proxies, weights and their origin (one modality per table)."""
     rows = []
@@ -114,6 +117,8 @@ def backbone_table(specs: Sequence[BackboneSpec]) -> pd.DataFrame:
                 "tier": spec.tier,
             }
         )
+        if any(other.speed for other in specs):  # text backbones: what a first run costs differs a hundredfold
+            rows[-1][SPEED_COLUMN] = spec.speed or None
     return pd.DataFrame(rows)
 
 

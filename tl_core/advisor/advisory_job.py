@@ -8,7 +8,9 @@ Like `execute_run`, it never raises for a failure of the job itself.
 
 The request (`AdvisoryRecord.request`) holds `config`, the planned run's `RunConfig.to_dict()`, and
 `options`: for `advice`, `measure_throughput` (default True) and `max_probe_images`; for `cut-probe`,
-`layers` (None: a few spread over the backbone) and `max_probe_images`.
+`layers` (None: a few spread over the backbone) and `max_probe_images`. For text (`advisor_times_encoders`), an
+`advice` job times the offline encoders on a sample of the documents and writes `TextAdvice.to_dict()`; the
+cut-depth probe is for image backbones only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from tl_core.advisor.mode_advice import advise
 from tl_core.advisor.probe import AdvisorSteps, AdvisorStopped, probe_cut_depths
 from tl_core.advisor.results import CutDepths
+from tl_core.advisor.text_advice import advise_text
 from tl_core.config import RUN_WEIGHTS_PREFIX, ModelConfig, RunConfig
 from tl_core.data.prep import prepare_dataset
 from tl_core.errors import DataError, TransferLabError
@@ -56,9 +59,11 @@ def execute_advisory_job(
         steps = AdvisorSteps(listener=listener, stop=stop, job_id=job_id)
         steps.start("reading the dataset")
         store = RunStore(workspace)
-        if not get_modality(config.data.modality).measured_by_advisor:
+        modality = get_modality(config.data.modality)
+        times_encoders = record.kind == ADVICE_JOB and modality.advisor_times_encoders
+        if not (modality.measured_by_advisor or times_encoders):
             raise DataError(
-                f"The advisor measures image backbones only; {config.data.source} holds {config.data.modality}."
+                f"The {record.kind} job measures image backbones only; {config.data.source} holds {config.data.modality}."
             )
         prepared = prepare_dataset(config.data, store)
         listener.on_event(
@@ -72,7 +77,16 @@ def execute_advisory_job(
         model_config = _weights_as_file(config.model, store)
         cache_dir = store.workspace / CACHE_FOLDER
         sample = {"max_probe_images": int(options["max_probe_images"])} if options.get("max_probe_images") else {}
-        if record.kind == ADVICE_JOB:
+        if times_encoders:
+            result = advise_text(
+                prepared.split,
+                model_config,
+                config.train,
+                cache_dir=cache_dir,
+                measure_throughput=bool(options.get("measure_throughput", True)),
+                steps=steps,
+            ).to_dict()
+        elif record.kind == ADVICE_JOB:
             advice = advise(
                 prepared.report,
                 prepared.split,

@@ -82,3 +82,52 @@ class CutDepths:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> CutDepths:
         return cls(tuple((str(row["layer"]), float(row["probe_accuracy"])) for row in raw.get("depths", ())))
+
+
+@dataclass(frozen=True)
+class RecipeEstimate:
+    """One text recipe (a backbone and a mode) and its estimated run time on the user's documents.
+
+    `documents_per_second` is the frozen backbone's encoding rate; `timed_here` says whether it was timed on a
+    sample of the user's documents on this machine (else a reference rate from bench/, on 2 idle cores).
+    `estimated_seconds` is None when the backbone's weights are not installed.
+    """
+
+    label: str
+    backbone: str
+    weights: str
+    mode: str
+    estimated_seconds: float | None
+    documents_per_second: float | None
+    timed_here: bool
+
+
+@dataclass(frozen=True)
+class TextAdvice:
+    """The text advisor's recommendation: which backbone and mode, why, and each recipe's estimated time."""
+
+    recommended: RecipeEstimate
+    reasons: tuple[str, ...]
+    recipes: tuple[RecipeEstimate, ...]
+    documents: int
+    num_classes: int
+    sequence_length: int
+    modality: str = "text"
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = dataclasses.asdict(self)
+        raw["reasons"] = list(self.reasons)
+        raw["recipes"] = [dataclasses.asdict(recipe) for recipe in self.recipes]
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TextAdvice:
+        """Rebuild from `to_dict()` output."""
+        return cls(
+            recommended=RecipeEstimate(**raw["recommended"]),
+            reasons=tuple(raw.get("reasons", ())),
+            recipes=tuple(RecipeEstimate(**recipe) for recipe in raw.get("recipes", ())),
+            documents=int(raw["documents"]),
+            num_classes=int(raw["num_classes"]),
+            sequence_length=int(raw["sequence_length"]),
+        )

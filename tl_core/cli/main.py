@@ -5,7 +5,7 @@
           --epochs N [--fine-tune-epochs N] [--stage-epochs N] [--max-stages K] [--compare-scratch]
           [--image-size S] [--batch-size B] [--workspace DIR] [--json]
           [--modality auto|image|text] [--sequence-length T]   (text: default backbone glove_6b_50d, weights glove)
-    advise DATA --backbone NAME [--json]
+    advise DATA [--backbone NAME] [--modality text] [--json]
     runs [--json]            evaluate RUN_ID [--json]        export RUN_ID --out DIR
     compare RUN_A RUN_B [--json]   (test accuracy with 95% intervals, McNemar's test; see tl_core.cli.compare)
     label-issues DATA [--backbone NAME] [--image-size S] [--json]   (likely label errors; see tl_core.cli.insight)

