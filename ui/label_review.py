@@ -22,7 +22,7 @@ from ui.advisor import live_job_panel, settings_key, show_ended
 from ui.dataset import DatasetView, document_excerpts
 from ui.embedding_map import show_embedding_map
 from ui.images import thumbnail
-from ui.state import get_manager, workspace_path
+from ui.state import chosen_settings, get_manager, workspace_path
 from ui.text import escape_markdown, safe_label, show_error
 
 SHOWN_ISSUES = 40  # the most likely ones; a longer grid is not reviewed anyway
@@ -50,9 +50,13 @@ def show_label_review(view: DatasetView, source: str) -> None:
     """The review section: the button, the job's progress, then the flagged examples and near-duplicates."""
     st.header("Review likely label errors")
     modality = get_modality(view.modality)
+    chosen, _ = chosen_settings()  # the Model page's backbone (its default when skipped or set for other data)
+    model = ModelConfig(
+        backbone=chosen.backbone, weights=chosen.weights, image_size=chosen.image_size, cut_layer=chosen.cut_layer
+    )
     st.caption(
         f"Finds {modality.noun}s whose label the other {modality.noun}s do not support (out-of-fold predictions of "
-        f"the frozen {modality.default_backbone} features, ranked by cleanlab), and near-duplicates by embedding. "
+        f"the frozen {model.backbone} features (the Model page's backbone), ranked by cleanlab), and near-duplicates by embedding. "
         "Runs in the job queue, like training. Your decisions are kept in your workspace, never in your files."
     )
     if error := st.session_state.pop("data_review_error", None):
@@ -68,8 +72,7 @@ def show_label_review(view: DatasetView, source: str) -> None:
         f"{escape_markdown(overrides_path(workspace_path()).name)} in your workspace: the next run uses them.",
         icon=":material/fact_check:",
     )
-    model = ModelConfig(backbone=modality.default_backbone, weights=modality.default_weights)
-    key = settings_key(source, model.backbone, model.weights)
+    key = settings_key(source, model.backbone, model.weights, model.image_size, model.cut_layer)
     records = AdvisoryStore(workspace_path())
     record = records.latest(LABEL_REVIEW_JOB, key)
     busy = record is not None and record.is_active
