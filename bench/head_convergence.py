@@ -39,12 +39,12 @@ from tl_core.training.runner import run_experiment  # noqa: E402
 
 IMAGE = ModelConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=96)
 TEXT = ModelConfig(backbone="glove_6b_50d", weights="glove")
-# name: (demo dataset, modality, model, demo-data keyword arguments)
+# demo dataset: (the row's name, modality, model, demo-data keyword arguments)
 DATASETS = {
-    "textures (images)": ("textures", "image", IMAGE, {}),
-    "digits (images, 100 a class)": ("digits", "image", IMAGE, {"images_per_class": 100}),
-    "BBC News (text, 386 a class)": ("bbc-news", "text", TEXT, {}),
-    "movie reviews (text, 1,000 a class)": ("movie-reviews", "text", TEXT, {}),
+    "textures": ("textures (images)", "image", IMAGE, {}),
+    "digits": ("digits (images, 100 a class)", "image", IMAGE, {"images_per_class": 100}),
+    "bbc-news": ("BBC News (text, 386 a class)", "text", TEXT, {}),
+    "movie-reviews": ("movie reviews (text, 1,000 a class)", "text", TEXT, {}),
 }
 
 
@@ -61,10 +61,10 @@ def reference_accuracy(config: RunConfig, store: RunStore, input_size: int) -> f
     return float(reference.fit(features["train"], labels["train"]).score(features["test"], labels["test"]))
 
 
-def measure(name: str, root: Path, epochs: int, quick: bool) -> str:
-    demo, modality, model, options = DATASETS[name]
+def measure(demo: str, root: Path, epochs: int, quick: bool) -> str:
+    name, modality, model, options = DATASETS[demo]
     if quick and demo == "digits":
-        options = {"images_per_class": 30}
+        name, options = "digits (images, 30 a class)", {"images_per_class": 30}
     source = write_demo_dataset(root / demo, demo, **options)
     store = RunStore(root / "workspace")
     config = RunConfig(
@@ -89,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=5, help="head epochs (the issue's smallest budget: 5)")
     parser.add_argument("--quick", action="store_true", help="30 digits a class instead of 100 (a smoke run)")
-    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated names from the table")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated demo datasets")
     args = parser.parse_args(argv)
     print("| dataset | head test acc | scikit-learn LR | gap | best epoch | seconds |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="head-convergence-") as folder:
-        for name in args.datasets.split(","):
-            print(measure(name, Path(folder), args.epochs, args.quick), flush=True)
+        for demo in args.datasets.split(","):
+            print(measure(demo, Path(folder), args.epochs, args.quick), flush=True)
     return 0
 
 
