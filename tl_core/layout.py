@@ -26,6 +26,8 @@ SCANS_CACHE = "scans"
 UI_CHOICES_FILE = "app_choices.json"  # <workspace>/: the app's dataset, settings and run in view, kept across reloads
 ADVISORY_FOLDER = "advice"  # <workspace>/advice/<job id>/: an advisory job's record, result and logs
 ADVISORY_RECORD_FILE = "job.json"
+SWEEPS_FOLDER = "sweeps"  # <workspace>/sweeps/<sweep id>/: a sweep's record (its split, its runs) and its job queue
+SWEEP_RECORD_FILE = "sweep.json"
 
 # -- a run's folder ----------------------------------------------------------------------------------
 LOG_FILE = "log.txt"
@@ -37,6 +39,7 @@ SPLIT_FILE = "split.json"
 PROGRESS_FILE = "progress.json"
 STOP_FILE = "stop.request"
 WORKER_LOG_FILE = "worker.log"
+NODE_FILE = "node.txt"  # the machine (a Ray node: its address and id) that ran the run
 RUN_TIME_LIMIT_FILE = "run_time_limit.txt"
 TENSORBOARD_FOLDER = "tensorboard"  # Keras' layout inside it: train/ and validation/ event files
 
