@@ -84,3 +84,53 @@ def test_a_bad_ray_address_is_one_message_naming_the_setting(monkeypatch: pytest
         backend_for(load_server_settings(environ=dict(__import__("os").environ)))
     assert time.monotonic() - started < 10 and "ray start --head" in str(raised.value)
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow  # two Ray nodes, TensorFlow imported twice and 10 epochs trained twice (~65 s on 2 cores)
+def test_a_node_lost_mid_run_resumes_from_its_checkpoint_on_the_other_node(
+    tmp_path: Path, shapes_dataset: Path, workspace: Path, managers
+) -> None:
+    from ray.cluster_utils import Cluster
+
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.jobs.ray_backend import RayBackend
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        node_env = {"TRANSFERLAB_RAY_NODE_DIR": str(tmp_path / "node")}
+        ray.init(address=cluster.address, logging_level="ERROR", runtime_env=job_runtime_env(node_env))
+        cluster.wait_for_nodes()
+        backend = RayBackend.connect(None, max_retries=2)
+        assert backend.slots() == {"ray": 2}
+        store = RunStore(workspace)
+        manager = managers(store, slots=backend.slots(), backend=backend, poll_interval_s=0.1)
+        config = RunConfig(
+            data=DataConfig(source=str(shapes_dataset)),
+            model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+            train=TrainConfig(
+                epochs=10, batch_size=16, use_feature_cache=False, early_stopping_patience=None, reduce_lr_patience=None
+            ),
+        )
+        run_id = manager.submit(config)
+        run_dir = store.run_dir(run_id)
+        deadline = time.monotonic() + 120
+        while not ((run_dir / "checkpoint.weights.h5").is_file() and len(store.epochs(run_id)) >= 2):
+            assert time.monotonic() < deadline, store.read_log(run_id)
+            time.sleep(0.2)
+        first_node = backend.node_of(run_id)
+        cluster.remove_node(next(node for node in nodes if node.node_id == first_node), allow_graceful=False)
+
+        status = manager.wait(run_id, timeout_s=240)
+        record = store.get(run_id)
+        log = store.read_log(run_id)
+        assert status.state == "finished" and record.status == "completed", log
+        assert "was lost; retry 1 of 2" in log and "Same run id" in log
+        assert "Starting from the interrupted run's checkpoint" in log  # the runner loaded the shipped checkpoint
+        assert first_node[:8] not in (run_dir / NODE_FILE).read_text()  # finished on the other node
+        assert (run_dir / KERAS_FILE).is_file() and len(store.list_runs()) == 1
+    finally:
+        if "manager" in locals():
+            manager.shutdown(stop_jobs=True)  # before Ray goes: its dispatcher polls the cluster
+        ray.shutdown()
+        cluster.shutdown()

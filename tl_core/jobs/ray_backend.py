@@ -38,6 +38,7 @@ from typing import Any
 
 import tl_core
 from tl_core.errors import TransferLabError
+from tl_core.events import RunFinished
 from tl_core.jobs.backend import RUN_JOB, Job, JobExit
 from tl_core.jobs.live_progress import LiveProgress
 from tl_core.jobs.ray_job import FILE_DATASET, FOLDER_DATASET, RunOnNode
@@ -72,6 +73,7 @@ class _RunningJob:
     checkpoint_version: int = 0
     last_epoch: int = 0
     killed: bool = False
+    node_id: str | None = None
     progress: LiveProgress = field(default_factory=lambda: LiveProgress(status="running"))
 
 
@@ -163,6 +165,8 @@ class RayBackend:
             running = self._jobs.get(job.run_id)
             if running is None:
                 return JobExit("ended while no server was watching it (a Ray job lives as long as its server)")
+            if not ray.is_initialized():  # never let a call start a new local cluster (Ray's auto-init)
+                return JobExit("lost its connection to the Ray cluster (the server disconnected)")
             self._sync(running)
             ready, _ = ray.wait([running.result], timeout=0)
             if not ready:
@@ -185,21 +189,17 @@ class RayBackend:
             return dataclasses.replace(running.progress) if running else None
 
     def node_of(self, run_id: str) -> str | None:
-        """The Ray node id (hex) of the actor running `run_id`, while it runs."""
+        """The Ray node id (hex) running `run_id`, once its actor has answered a poll."""
+        with self._lock:
+            running = self._jobs.get(run_id)
+            return running.node_id if running else None
+
+    def stop(self, job: Job) -> None:
         import ray
 
         with self._lock:
-            running = self._jobs.get(run_id)
-        if running is None:
-            return None
-        for actor in ray.util.state.list_actors(filters=[("actor_id", "=", running.actor._actor_id.hex())]):
-            return actor.node_id
-        return None
-
-    def stop(self, job: Job) -> None:
-        with self._lock:
             running = self._jobs.get(job.run_id)
-        if running is not None:
+        if running is not None and ray.is_initialized():
             running.actor.request_stop.remote()
 
     def kill(self, job: Job) -> None:
@@ -207,7 +207,7 @@ class RayBackend:
 
         with self._lock:
             running = self._jobs.get(job.run_id)
-        if running is not None:
+        if running is not None and ray.is_initialized():
             running.killed = True
             ray.kill(running.actor, no_restart=True)
 
@@ -245,24 +245,28 @@ class RayBackend:
         finally:
             running.pending_poll = None
         self._replay(running, news["events"])
+        running.node_id = news["node_id"]
         if news["progress"]:
             running.progress = LiveProgress.from_dict(news["progress"])
         if news["checkpoint"]:
             _write_atomically(running.recorder.store.run_dir(running.job.run_id) / CHECKPOINT_FILE, news["checkpoint"])
             running.checkpoint_version = news["checkpoint_version"]
 
-    def _replay(self, running: _RunningJob, events: list) -> None:
-        """Record the node's events in the server's store under the server's run id (epochs, phases, log)."""
+    def _replay(self, running: _RunningJob, events: list, *, final: bool = False) -> None:
+        """Record the node's events in the server's store under the server's run id (epochs, phases, log).
+
+        The run's end (`RunFinished`) waits for `final`: the run shows as ended only once its files are back.
+        """
         for event in events:
-            event = dataclasses.replace(event, run_id=running.job.run_id)
-            running.recorder.on_event(event)
+            if isinstance(event, RunFinished) and not final:
+                return
+            running.recorder.on_event(dataclasses.replace(event, run_id=running.job.run_id))
             running.last_epoch = max(running.last_epoch, getattr(event, "epoch", 0) or 0)
-        running.events_seen += len(events)
+            running.events_seen += 1
 
     def _finish(self, running: _RunningJob, outcome: dict) -> None:
         """Bring the run's files and records back into the server's run store."""
         store, run_id = running.recorder.store, running.job.run_id
-        self._replay(running, outcome["events"][running.events_seen :])
         run_dir = store.run_dir(run_id)
         for relative, data in outcome["files"].items():
             if relative == SUMMARY_FILE:  # it names the node's own record: give it the server's run id
@@ -274,6 +278,7 @@ class RayBackend:
         store.update_metrics(run_id, outcome["metrics"])
         for note in outcome["notes"]:
             store.append_log(run_id, note)
+        self._replay(running, outcome["events"][running.events_seen :], final=True)
         if store.get(run_id).status in ("queued", "running"):  # ended before the runner's own record (bad data ...)
             store.finish_run(run_id, outcome["status"], error=outcome["error"])
             store.append_log(run_id, f"{outcome['status']}: {outcome['error'] or ''}".strip())
@@ -290,7 +295,9 @@ class RayBackend:
         checkpoint = store.run_dir(run_id) / CHECKPOINT_FILE
         if checkpoint.is_file():
             running.request["initial_weights"] = checkpoint.read_bytes()
-            start = f"from its last checkpoint (after epoch {running.last_epoch})"
+            start = (
+                f"from the last checkpoint that reached the server (training had reached epoch {running.last_epoch})"
+            )
         else:
             start = "from the start (no checkpoint had come back yet)"
         store.append_log(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_core.config import RunConfig
-from tl_core.events import BatchProgress, PreparationProgress, TrainingEvent
+from tl_core.events import BatchProgress, EpochEnded, PreparationProgress, TrainingEvent
 from tl_core.jobs.live_progress import ProgressTracker
 from tl_core.layout import CHECKPOINT_FILE, LOG_FILE, PROGRESS_FILE, RESUME_WEIGHTS_FILE
 from tl_core.runs.store import RunStore
@@ -35,7 +35,6 @@ from tl_core.runs.store import RunStore
 NODE_ROOT_NAME = "transferlab-ray"
 FOLDER_DATASET = "folder"  # a dataset folder, shipped as a tar of it
 FILE_DATASET = "file"  # an archive or a text CSV, shipped as it is
-CHECKPOINT_SETTLE_S = 1.0  # a checkpoint unchanged this long is whole (Keras writes it in place)
 _NOT_SHIPPED_BACK = {PROGRESS_FILE, LOG_FILE, RESUME_WEIGHTS_FILE}  # the server keeps its own log and progress
 
 
@@ -81,8 +80,13 @@ def node_name() -> str:
     """This Ray node as a run's `node` shows it: its address and the start of its id."""
     import ray
 
-    context = ray.get_runtime_context()
-    return f"{ray.util.get_node_ip_address()} ({context.get_node_id()[:8]})"
+    return f"{ray.util.get_node_ip_address()} ({_node_id()[:8]})"
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 class RunOnNode:
@@ -99,9 +103,9 @@ class RunOnNode:
         self._run_dir: Path | None = None
         self._stop: Any = None
         self._stop_requested = False
-
-    def node(self) -> str:
-        return node_name()
+        self._checkpoint: bytes | None = None
+        self._checkpoint_version = 0
+        self._node_id = _node_id()
 
     def run(self, request: dict, payload: list) -> dict:
         """Train the run `request` describes on this node; returns its outcome, its events and its files.
@@ -160,23 +164,37 @@ class RunOnNode:
         }
 
     def on_event(self, event: TrainingEvent) -> None:
-        """The run's listener: progress for every event, and the events the server records kept in order."""
+        """The run's listener: progress for every event, and the events the server records kept in order.
+
+        At an epoch's end the checkpoint is read here, in the training thread: no callback writes it meanwhile,
+        so the copy handed to the server is always whole.
+        """
+        checkpoint = None
+        if isinstance(event, EpochEnded) and self._run_dir is not None:
+            checkpoint = _changed_file(self._run_dir / CHECKPOINT_FILE, self._checkpoint_version)
         with self._lock:
             if self._tracker is not None:
                 self._tracker.on_event(event)
             if not isinstance(event, (BatchProgress, PreparationProgress)):
                 self._events.append(event)
+            if checkpoint is not None:
+                self._checkpoint, self._checkpoint_version = checkpoint
 
     def poll(self, events_seen: int, checkpoint_version: int) -> dict:
         """What is new since the server's last poll: events after `events_seen`, progress, a newer checkpoint."""
         with self._lock:
             events = self._events[events_seen:]
             progress = self._tracker.progress.to_dict() if self._tracker else None
-            run_dir = self._run_dir
-        checkpoint, version = None, checkpoint_version
-        if run_dir is not None:
-            checkpoint, version = _settled_checkpoint(run_dir / CHECKPOINT_FILE, checkpoint_version)
-        return {"events": events, "progress": progress, "checkpoint": checkpoint, "checkpoint_version": version}
+            newer = self._checkpoint_version > checkpoint_version
+            checkpoint = self._checkpoint if newer else None
+            version = self._checkpoint_version if newer else checkpoint_version
+        return {
+            "events": events,
+            "progress": progress,
+            "checkpoint": checkpoint,
+            "checkpoint_version": version,
+            "node_id": self._node_id,
+        }
 
     def request_stop(self) -> None:
         """Stop after the current batch, keeping the best weights (the Stop button)."""
@@ -186,16 +204,13 @@ class RunOnNode:
                 self._stop.request_stop()
 
 
-def _settled_checkpoint(path: Path, known_version: int) -> tuple[bytes | None, int]:
-    """The checkpoint's bytes when it changed since `known_version` (its mtime) and is no longer being written."""
+def _changed_file(path: Path, known_version: int) -> tuple[bytes, int] | None:
+    """The file's bytes and mtime when it changed since `known_version` (an mtime); None when not (or none yet)."""
     with contextlib.suppress(OSError):
-        before = path.stat()
-        if before.st_mtime_ns <= known_version or before.st_mtime_ns / 1e9 > time.time() - CHECKPOINT_SETTLE_S:
-            return None, known_version
-        data = path.read_bytes()
-        if path.stat().st_mtime_ns == before.st_mtime_ns and len(data) == before.st_size:
-            return data, before.st_mtime_ns
-    return None, known_version
+        version = path.stat().st_mtime_ns
+        if version > known_version:
+            return path.read_bytes(), version
+    return None
 
 
 def _run_files(run_dir: Path) -> dict[str, bytes]:
