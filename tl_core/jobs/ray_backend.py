@@ -174,12 +174,14 @@ class RayBackend:
             try:
                 outcome = ray.get(running.result)
             except RayTaskError as exc:  # an error in our code on the node, outside the run's own handling
+                ray.kill(running.actor, no_restart=True)
                 running.recorder.store.append_log(job.run_id, f"error: the job failed on its Ray node: {exc}")
                 return JobExit(f"failed on its Ray node ({str(exc).splitlines()[0]})", exit_code=1)
             except RayActorError as exc:
                 if running.killed:
                     return JobExit("was killed (its Ray actor was ended)", signal="SIGKILL")
                 return self._node_lost(running, exc)
+            ray.kill(running.actor, no_restart=True)  # an idle actor would keep holding its CPU or GPU
             self._finish(running, outcome)
             return JobExit("ended", exit_code=0)
 
