@@ -163,10 +163,12 @@ class RayBackend:
 
         with self._lock:
             running = self._jobs.get(job.run_id)
+            # Both end `interrupted` (a signal-like cause, not the job's failure): resumable from the checkpoint
+            # that reached the server's run folder.
             if running is None:
-                return JobExit("ended while no server was watching it (a Ray job lives as long as its server)")
+                return JobExit("ended with the server that started it (a Ray job is its actor)", signal="SERVER_GONE")
             if not ray.is_initialized():  # never let a call start a new local cluster (Ray's auto-init)
-                return JobExit("lost its connection to the Ray cluster (the server disconnected)")
+                return JobExit("lost its connection to the Ray cluster", signal="DISCONNECTED")
             self._sync(running)
             ready, _ = ray.wait([running.result], timeout=0)
             if not ready:
