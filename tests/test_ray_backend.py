@@ -87,6 +87,34 @@ def test_a_three_run_sweep_on_two_nodes_brings_every_run_and_its_files_back(
         assert source.startswith(str(folder / "datasets")) and str(workspace) not in source
 
 
+def test_stop_reaches_the_run_on_its_node_and_its_progress_streams_back(
+    two_nodes: list[Path], shapes_dataset: Path, workspace: Path, managers
+) -> None:
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.jobs.ray_backend import RayBackend
+
+    backend = RayBackend.connect(None)
+    store = RunStore(workspace)
+    manager = managers(store, slots=backend.slots(), backend=backend, poll_interval_s=0.1)
+    config = RunConfig(
+        data=DataConfig(source=str(shapes_dataset)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(epochs=500, batch_size=16, use_feature_cache=False, early_stopping_patience=None),
+    )
+    run_id = manager.submit(config)
+    deadline = time.monotonic() + 120
+    while (manager.status(run_id).progress.epoch or 0) < 2:  # live progress from the node
+        assert time.monotonic() < deadline, store.read_log(run_id)
+        time.sleep(0.2)
+    assert store.get(run_id).status == "running" and len(store.epochs(run_id)) >= 1
+    assert manager.stop(run_id)
+    status = manager.wait(run_id, timeout_s=60)
+    manager.shutdown()
+    record = store.get(run_id)
+    assert status.state == "finished" and record.status == "stopped", store.read_log(run_id)
+    assert 2 <= len(store.epochs(run_id)) < 500 and (store.run_dir(run_id) / KERAS_FILE).is_file()
+
+
 def test_a_bad_ray_address_is_one_message_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from tl_core.jobs.ray_backend import RayConnectionError
 
