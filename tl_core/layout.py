@@ -28,6 +28,8 @@ UI_CHOICES_FILE = "app_choices.json"  # <workspace>/: the app's dataset, setting
 ADVISORY_FOLDER = "advice"  # <workspace>/advice/<job id>/: an advisory job's record, result and logs
 ADVISORY_RECORD_FILE = "job.json"
 LABEL_OVERRIDES_FILE = "label_overrides.json"  # <workspace>/: the label review's decisions
+SWEEPS_FOLDER = "sweeps"  # <workspace>/sweeps/<sweep id>/: a sweep's record (its split, its runs) and its job queue
+SWEEP_RECORD_FILE = "sweep.json"
 
 # -- a run's folder ----------------------------------------------------------------------------------
 LOG_FILE = "log.txt"
@@ -39,6 +41,7 @@ SPLIT_FILE = "split.json"
 PROGRESS_FILE = "progress.json"
 STOP_FILE = "stop.request"
 WORKER_LOG_FILE = "worker.log"
+NODE_FILE = "node.txt"  # the machine (a Ray node: its address and id) that ran the run
 RUN_TIME_LIMIT_FILE = "run_time_limit.txt"
 TENSORBOARD_FOLDER = "tensorboard"  # Keras' layout inside it: train/ and validation/ event files
 

@@ -150,6 +150,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"Workshop mode needs a trainer account in {settings.users_file}: "
             "`python -m tl_core users add NAME --role trainer` creates one."
         )
+    if settings.job_backend == "ray" and settings.ray_address not in (None, "auto"):
+        from tl_core.jobs.ray_backend import check_reachable  # a socket test: Ray itself is not imported here
+
+        check_reachable(settings.ray_address)  # one clear message now, not a page that hangs later
     command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), *streamlit_flags(settings)]
     where = f"http://{settings.host}:{settings.port}"
     reach = "sign-in required" if settings.sign_in_required else "this machine only"

@@ -8,6 +8,8 @@
     advise DATA [--backbone NAME] [--modality text] [--json]
     runs [--json]            evaluate RUN_ID [--json]        export RUN_ID --out DIR
     compare RUN_A RUN_B [--json]   (test accuracy with 95% intervals, McNemar's test; see tl_core.cli.compare)
+    sweep DATA --backbones A,B[,C...] [--modes feature-extraction,fine-tune] [--epochs N] [--image-size S]
+          [--backend local|ray] [--ray-address ADDR] [--json]   (one run per backbone x mode; see tl_core.cli.sweep)
     label-issues DATA [--backbone NAME] [--image-size S] [--json]   (likely label errors; see tl_core.cli.insight)
     predict RUN_ID IMAGE... [--top K] [--json]       predict RUN_ID --text TEXT [--text ...] (text runs; FILE... works too)
     predict --pretrained NAME IMAGE... [--top K] [--json]
@@ -36,6 +38,7 @@ from tl_core.cli.compare import add_compare_command  # noqa: E402
 from tl_core.cli.explain import add_explain_command  # noqa: E402
 from tl_core.cli.insight import add_insight_commands  # noqa: E402
 from tl_core.cli.results import add_results_commands  # noqa: E402
+from tl_core.cli.sweep import add_sweep_command  # noqa: E402
 from tl_core.cli.training import add_training_commands  # noqa: E402
 from tl_core.config import ConfigError  # noqa: E402
 from tl_core.errors import TransferLabError  # noqa: E402
@@ -185,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_account_commands(sub)
     add_compare_command(sub, common)
+    add_sweep_command(sub, common)
     return parser
 
 

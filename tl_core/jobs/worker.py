@@ -52,7 +52,7 @@ from tl_core.jobs.backend import (
 from tl_core.jobs.live_progress import LiveProgress, ProgressTracker
 from tl_core.jobs.records import records_for
 from tl_core.jobs.warm_workers import WarmWorkers, send_output_to, wait_for_job
-from tl_core.layout import LOG_FILE, PROGRESS_FILE, STOP_FILE, WORKER_LOG_FILE
+from tl_core.layout import LOG_FILE, NODE_FILE, PROGRESS_FILE, STOP_FILE, WORKER_LOG_FILE
 from tl_core.processes import process_start_token
 from tl_core.runs.store import RunStore
 
@@ -146,6 +146,7 @@ def execute_run(
     stop: object | None = None,
     resume_from: str | None = None,
     run: Callable[..., object] | None = None,
+    node: str | None = None,
 ) -> str:
     """Run one queued run to its end in this process and return its final status.
 
@@ -159,10 +160,12 @@ def execute_run(
         stop: the run's `StopToken`.
         resume_from: a weights file to start from (needs runner support, see RESUME_KEYWORD).
         run: the experiment function (default `tl_core.training.runner.run_experiment`).
+        node: the machine running it, as the run's `node.txt` names it (default: this host's name).
     """
     try:
         config = RunConfig.from_dict(store.get(run_id).config)
         store.mark_running(run_id)  # this process's pid: a crash is detected from the first second
+        (store.run_dir(run_id) / NODE_FILE).write_text(node or socket.gethostname(), encoding="utf-8")
         if run is None:
             from tl_core.training.runner import run_experiment as run
         extra = {}

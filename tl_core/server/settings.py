@@ -14,6 +14,8 @@ A config file exists to set up a shared server, so its mode defaults to `worksho
     max_image_size = 320
     max_run_minutes = 30
     users_file = "/srv/transferlab/users.json"
+    job_backend = "ray"            # jobs on a Ray cluster (default "local": this machine's worker processes)
+    ray_address = "10.0.0.5:6379"  # the head node (`ray start --head`), or "auto" on a cluster node
 
 Example:
     >>> settings = load_server_settings()
@@ -27,6 +29,7 @@ import importlib.util
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,7 +74,14 @@ ENV_VARIABLES: dict[str, str] = {
     "max_image_size": "TRANSFERLAB_MAX_IMAGE_SIZE",
     "max_epochs": "TRANSFERLAB_MAX_EPOCHS",
     "max_run_minutes": "TRANSFERLAB_MAX_RUN_MINUTES",
+    "job_backend": "TRANSFERLAB_JOB_BACKEND",
+    "ray_address": "TRANSFERLAB_RAY_ADDRESS",
+    "gpus_per_job": "TRANSFERLAB_GPUS_PER_JOB",
+    "cpus_per_job": "TRANSFERLAB_CPUS_PER_JOB",
+    "max_retries": "TRANSFERLAB_MAX_RETRIES",
 }
+JobBackendName = Literal["local", "ray"]
+RAY_ADDRESS_PATTERN = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5})$")
 _OPTIONAL_LIMITS = ("max_queued_per_user", "disk_quota_mb", *WORKSHOP_RUN_LIMITS)  # 0 or "none" switches these off
 _INT_SETTINGS = (
     "port",
@@ -82,7 +92,9 @@ _INT_SETTINGS = (
     "max_model_parameters",
     "max_image_size",
     "max_epochs",
+    "max_retries",
 )
+_FRACTION_SETTINGS = ("gpus_per_job", "cpus_per_job")  # Ray resources: 0.5 shares a GPU between two jobs
 _NUMBER_SETTINGS = ("max_run_minutes",)  # fractions allowed: 0.5 is half a minute
 _PATH_SETTINGS = ("workspace", "users_file", "server_datasets_dir")
 _BOOL_SETTINGS = ("warm_workers",)
@@ -117,6 +129,12 @@ class ServerSettings:
             a from-scratch baseline counts twice); None means no limit.
         max_run_minutes: a run still training this long after it started is stopped and ends `failed`
             (its log and best weights kept); None means no limit.
+        job_backend: where jobs run: `local` (this machine's worker processes, no Ray process started) or `ray`.
+        ray_address: the Ray cluster's head, `HOST:PORT` (or `auto` on a cluster node); None with the `ray`
+            backend starts a Ray cluster on this machine (tl_core/jobs/ray_backend.py).
+        gpus_per_job: GPUs each Ray job asks for where the cluster has GPUs (0.5 lets two jobs share one).
+        cpus_per_job: CPUs each Ray job asks for (on a cluster without GPUs, its only resource).
+        max_retries: how often a Ray job whose node was lost starts again from its last checkpoint.
         oidc_configured: Streamlit's `[auth]` secrets are set, so `st.login` can sign users in.
         config_file: the TOML file these settings were read from, if any.
     """
@@ -136,6 +154,11 @@ class ServerSettings:
     max_image_size: int | None = None
     max_epochs: int | None = None
     max_run_minutes: float | None = None
+    job_backend: JobBackendName = "local"
+    ray_address: str | None = None
+    gpus_per_job: float = 1.0
+    cpus_per_job: float = 1.0
+    max_retries: int = 2
     oidc_configured: bool = False
     config_file: Path | None = None
 
@@ -172,6 +195,7 @@ class ServerSettings:
                 raise ServerSettingsError(
                     f"{name}={value}{where} must be {least}; leave it out (or use 0) for no limit."
                 )
+        self._check_job_backend(where)
         if self.max_image_size is not None and self.max_image_size < SMALLEST_IMAGE_LIMIT:
             raise ServerSettingsError(
                 f"max_image_size={self.max_image_size}{where} is smaller than any backbone takes: use {SMALLEST_IMAGE_LIMIT} px or more "
@@ -189,6 +213,24 @@ class ServerSettings:
                 f"max_upload_mb={self.max_upload_mb} is larger than disk_quota_mb={self.disk_quota_mb}{where}: "
                 "no upload that size could ever fit. Lower max_upload_mb or raise disk_quota_mb."
             )
+
+    def _check_job_backend(self, where: str) -> None:
+        if self.job_backend not in get_args(JobBackendName):
+            raise ServerSettingsError(
+                f"job_backend={self.job_backend!r}{where}: choose 'local' (this machine) or 'ray' (a Ray cluster); "
+                f"set {ENV_VARIABLES['job_backend']} or `job_backend` in the config file."
+            )
+        if self.ray_address is not None and not RAY_ADDRESS_PATTERN.match(self.ray_address):
+            raise ServerSettingsError(
+                f"ray_address={self.ray_address!r}{where} is not a Ray address: use HOST:PORT of the head node "
+                f"(e.g. 10.0.0.5:6379, the address `ray start --head` prints) or 'auto' on a cluster node; "
+                f"set {ENV_VARIABLES['ray_address']} or `ray_address` in the config file."
+            )
+        for name in _FRACTION_SETTINGS:
+            if not getattr(self, name) > 0:
+                raise ServerSettingsError(f"{name}={getattr(self, name)}{where} must be more than 0, e.g. 1 or 0.5.")
+        if self.max_retries < 0:
+            raise ServerSettingsError(f"max_retries={self.max_retries}{where} must be 0 or more, e.g. 2.")
 
 
 def personal_listening_problem(settings: ServerSettings, listening_address: str) -> str | None:
@@ -306,6 +348,11 @@ def _parse(name: str, value: Any, config_file: Path | None) -> Any:
             raise ServerSettingsError(
                 f"{where}={value!r} must be a whole number, e.g. {ServerSettings.port if name == 'port' else 1}."
             ) from None
+    if name in _FRACTION_SETTINGS:
+        try:
+            return float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            raise ServerSettingsError(f"{where}={value!r} must be a number, e.g. 1 or 0.5.") from None
     if name in _NUMBER_SETTINGS:
         if str(value).strip().lower() == "none":
             return None
@@ -328,7 +375,7 @@ def _parse(name: str, value: Any, config_file: Path | None) -> Any:
         raise ServerSettingsError(f"{where}={value!r} must be text (in TOML, put it in quotes).")
     if name in _PATH_SETTINGS:
         return Path(value).expanduser()
-    return value.strip().lower() if name == "mode" else value.strip()
+    return value.strip().lower() if name in ("mode", "job_backend") else value.strip()
 
 
 def _absolute(path: Path, cwd: Path) -> Path:

@@ -1,0 +1,177 @@
+"""The Ray backend against real Ray clusters started here, on this machine (never any other): a sweep, node loss."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from tl_core.cli.main import main  # noqa: E402
+from tl_core.jobs.backends import backend_for  # noqa: E402
+from tl_core.jobs.ray_backend import job_runtime_env  # noqa: E402
+from tl_core.layout import EVALUATION_FILE, KERAS_FILE, NODE_FILE, SPLIT_FILE, SUMMARY_FILE  # noqa: E402
+from tl_core.runs.store import RunStore  # noqa: E402
+from tl_core.server.settings import load_server_settings  # noqa: E402
+
+
+@pytest.fixture()
+def two_nodes(tmp_path: Path):  # noqa: ANN201 - yields the node folders
+    """A Ray cluster on this machine: a head without CPUs and two one-CPU nodes, each with its own folder."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    folders = [tmp_path / f"node{index}" for index in range(2)]
+    try:
+        for folder in folders:
+            cluster.add_node(num_cpus=1, env_vars={"TRANSFERLAB_RAY_NODE_DIR": str(folder)})
+        ray.init(address=cluster.address, logging_level="ERROR", runtime_env=job_runtime_env())
+        cluster.wait_for_nodes()
+        yield folders
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_a_three_run_sweep_on_two_nodes_brings_every_run_and_its_files_back(
+    two_nodes: list[Path], shapes_dataset: Path, workspace: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(
+        [
+            "sweep",
+            str(shapes_dataset),
+            "--backbones",
+            "mobilenet_v2_035,efficientnet_lite0,mobilenet_v3_small",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--weights",
+            "none",
+            "--backend",
+            "ray",
+            "--workspace",
+            str(workspace),
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert result["backend"] == "ray" and len(result["runs"]) == 3
+    assert {run["status"] for run in result["runs"]} == {"completed"}
+    assert len({run["node"] for run in result["runs"]}) == 2  # both nodes trained
+    store = RunStore(workspace)
+    fingerprints = set()
+    for run in result["runs"]:
+        run_dir = store.run_dir(run["run_id"])
+        for name in (KERAS_FILE, EVALUATION_FILE, SUMMARY_FILE, SPLIT_FILE, NODE_FILE):
+            assert (run_dir / name).is_file(), name
+        assert json.loads((run_dir / SUMMARY_FILE).read_text())["run_id"] == run["run_id"]
+        assert run["node"] == (run_dir / NODE_FILE).read_text()
+        record = store.get(run["run_id"])
+        assert record.status == "completed" and record.metrics["test_accuracy"] == run["test_accuracy"]
+        assert [epoch.epoch for epoch in store.epochs(record.id)] == [1]  # epochs replayed into the server's store
+        assert "epoch 1" in store.read_log(record.id) and "Ray node" in store.read_log(record.id)
+        fingerprints.add(record.dataset_fingerprint)
+    assert len(fingerprints) == 1
+    logs = " ".join(store.read_log(run["run_id"]) for run in result["runs"])
+    assert logs.count("sent to this node") == 2 and logs.count("already on this node") == 1  # once per node
+    # Each node trained in its own folder on its own copy of the data, never in the server's workspace.
+    for folder in two_nodes:
+        (job,) = [RunStore(path) for path in (folder / "jobs").iterdir()][:1]
+        source = job.list_runs()[0].config["data"]["source"]
+        assert source.startswith(str(folder / "datasets")) and str(workspace) not in source
+
+
+def test_stop_reaches_the_run_on_its_node_and_its_progress_streams_back(
+    two_nodes: list[Path], shapes_dataset: Path, workspace: Path, managers
+) -> None:
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.jobs.ray_backend import RayBackend
+
+    backend = RayBackend.connect(None)
+    store = RunStore(workspace)
+    manager = managers(store, slots=backend.slots(), backend=backend, poll_interval_s=0.1)
+    config = RunConfig(
+        data=DataConfig(source=str(shapes_dataset)),
+        model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+        train=TrainConfig(epochs=500, batch_size=16, use_feature_cache=False, early_stopping_patience=None),
+    )
+    run_id = manager.submit(config)
+    deadline = time.monotonic() + 120
+    while (manager.status(run_id).progress.epoch or 0) < 2:  # live progress from the node
+        assert time.monotonic() < deadline, store.read_log(run_id)
+        time.sleep(0.2)
+    assert store.get(run_id).status == "running" and len(store.epochs(run_id)) >= 1
+    assert manager.stop(run_id)
+    status = manager.wait(run_id, timeout_s=60)
+    manager.shutdown()
+    record = store.get(run_id)
+    assert status.state == "finished" and record.status == "stopped", store.read_log(run_id)
+    assert 2 <= len(store.epochs(run_id)) < 500 and (store.run_dir(run_id) / KERAS_FILE).is_file()
+
+
+def test_a_bad_ray_address_is_one_message_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tl_core.jobs.ray_backend import RayConnectionError
+
+    monkeypatch.setenv("TRANSFERLAB_JOB_BACKEND", "ray")
+    monkeypatch.setenv("TRANSFERLAB_RAY_ADDRESS", "127.0.0.1:9")  # nothing listens on the discard port
+    started = time.monotonic()
+    with pytest.raises(RayConnectionError, match="TRANSFERLAB_RAY_ADDRESS") as raised:
+        backend_for(load_server_settings(environ=dict(__import__("os").environ)))
+    assert time.monotonic() - started < 10 and "ray start --head" in str(raised.value)
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow  # two Ray nodes, TensorFlow imported twice, 10 epochs trained twice: 35-65 s measured on 2 shared cores
+def test_a_node_lost_mid_run_resumes_from_its_checkpoint_on_the_other_node(
+    tmp_path: Path, shapes_dataset: Path, workspace: Path, managers
+) -> None:
+    from ray.cluster_utils import Cluster
+
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.jobs.ray_backend import RayBackend
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        node_env = {"TRANSFERLAB_RAY_NODE_DIR": str(tmp_path / "node")}
+        ray.init(address=cluster.address, logging_level="ERROR", runtime_env=job_runtime_env(node_env))
+        cluster.wait_for_nodes()
+        backend = RayBackend.connect(None, max_retries=2)
+        assert backend.slots() == {"ray": 2}
+        store = RunStore(workspace)
+        manager = managers(store, slots=backend.slots(), backend=backend, poll_interval_s=0.1)
+        config = RunConfig(
+            data=DataConfig(source=str(shapes_dataset)),
+            model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+            train=TrainConfig(
+                epochs=10, batch_size=16, use_feature_cache=False, early_stopping_patience=None, reduce_lr_patience=None
+            ),
+        )
+        run_id = manager.submit(config)
+        run_dir = store.run_dir(run_id)
+        deadline = time.monotonic() + 120
+        while not ((run_dir / "checkpoint.weights.h5").is_file() and len(store.epochs(run_id)) >= 2):
+            assert time.monotonic() < deadline, store.read_log(run_id)
+            time.sleep(0.2)
+        first_node = backend.node_of(run_id)
+        cluster.remove_node(next(node for node in nodes if node.node_id == first_node), allow_graceful=False)
+
+        status = manager.wait(run_id, timeout_s=240)
+        record = store.get(run_id)
+        log = store.read_log(run_id)
+        assert status.state == "finished" and record.status == "completed", log
+        assert "was lost; retry 1 of 2" in log and "Same run id" in log
+        assert "Starting from the interrupted run's checkpoint" in log  # the runner loaded the shipped checkpoint
+        assert first_node[:8] not in (run_dir / NODE_FILE).read_text()  # finished on the other node
+        assert (run_dir / KERAS_FILE).is_file() and len(store.list_runs()) == 1
+    finally:
+        if "manager" in locals():
+            manager.shutdown(stop_jobs=True)  # before Ray goes: its dispatcher polls the cluster
+        ray.shutdown()
+        cluster.shutdown()
