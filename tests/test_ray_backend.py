@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-ray = pytest.importorskip("ray")
+import ray  # pinned in requirements.txt: a missing Ray is a failure here, not a skip
 
 from tl_core.cli.main import main  # noqa: E402
 from tl_core.jobs.backends import backend_for  # noqa: E402
@@ -113,6 +112,36 @@ def test_stop_reaches_the_run_on_its_node_and_its_progress_streams_back(
     record = store.get(run_id)
     assert status.state == "finished" and record.status == "stopped", store.read_log(run_id)
     assert 2 <= len(store.epochs(run_id)) < 500 and (store.run_dir(run_id) / KERAS_FILE).is_file()
+
+
+def test_the_app_s_job_manager_runs_on_the_cluster_its_settings_name(
+    two_nodes: list[Path], shapes_dataset: Path, workspace: Path, tmp_path: Path
+) -> None:
+    """`job_backend = "ray"` in transferlab.toml: the web server's one manager (ui/state.py) sends runs to Ray."""
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.jobs.ray_backend import RayBackend
+    from tl_core.server.limits import RunLimits
+    from ui.state import _manager_for
+
+    address = ray.get_runtime_context().gcs_address
+    (tmp_path / "transferlab.toml").write_text(f'job_backend = "ray"\nray_address = "{address}"\n')
+    settings = load_server_settings(environ={}, cwd=tmp_path)
+    manager = _manager_for(str(workspace), settings, RunLimits.from_settings(settings))
+    try:
+        assert isinstance(manager.backend, RayBackend) and manager.slots == {"ray": 2}
+        store = RunStore(workspace)
+        config = RunConfig(
+            data=DataConfig(source=str(shapes_dataset)),
+            model=ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32),
+            train=TrainConfig(epochs=1, batch_size=16),
+        )
+        run_id = manager.submit(config, owner="alice", store=store)
+        status = manager.wait(run_id, timeout_s=180)
+        record = store.get(run_id)
+        assert status.state == "finished" and record.status == "completed", store.read_log(run_id)
+        assert (store.run_dir(run_id) / NODE_FILE).read_text().strip() and "Ray node" in store.read_log(run_id)
+    finally:
+        manager.shutdown(stop_jobs=True)
 
 
 def test_a_bad_ray_address_is_one_message_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:

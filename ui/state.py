@@ -190,18 +190,21 @@ def _store_for(workspace: str) -> RunStore:
 
 
 @process_wide
-def _manager_for(
-    root: str, jobs_per_device: int, max_queued_per_user: int | None, warm_workers: bool, limits: RunLimits
-) -> JobManager:
-    """One manager and one queue per server: the device slots and the fair queue span every user."""
-    from tl_core.jobs.manager import JobManager
-    from tl_core.jobs.worker import ProcessBackend
+def _manager_for(root: str, settings: ServerSettings, limits: RunLimits) -> JobManager:
+    """One manager and one queue per server: the device slots and the fair queue span every user.
 
+    The backend is the settings' `job_backend`: worker processes on this machine (the default, no Ray process
+    started), or a Ray cluster at `ray_address` (`tl_core.jobs.backends.backend_for`; `serve` checks it at start).
+    """
+    from tl_core.jobs.backends import backend_for
+    from tl_core.jobs.manager import JobManager
+
+    backend, slots = backend_for(settings)
     return JobManager(
         _store_for(root),
-        max_concurrent=jobs_per_device,
-        per_user_cap=max_queued_per_user,
-        backend=ProcessBackend(warm_workers=warm_workers),
+        slots=slots,
+        per_user_cap=settings.max_queued_per_user,
+        backend=backend,
         limits=limits,
     )
 
@@ -266,13 +269,7 @@ def get_store() -> RunStore:
 def get_manager() -> UserJobs:
     """The server's job manager, bound to the signed-in user: pages submit and stop through it and otherwise only read it."""
     settings, spaces = _server()
-    manager = _manager_for(
-        str(spaces.root),
-        settings.jobs_per_device,
-        settings.max_queued_per_user,
-        settings.warm_workers,
-        RunLimits.from_settings(settings),
-    )
+    manager = _manager_for(str(spaces.root), settings, RunLimits.from_settings(settings))
     return UserJobs(manager, get_store(), current_user(), spaces)
 
 
