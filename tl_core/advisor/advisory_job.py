@@ -26,9 +26,9 @@ from tl_core.advisor.text_advice import advise_text
 from tl_core.config import RUN_WEIGHTS_PREFIX, ModelConfig, RunConfig
 from tl_core.data.prep import prepare_dataset
 from tl_core.errors import DataError, TransferLabError
-from tl_core.events import NullListener, RunFinished, RunStarted, TrainingListener
+from tl_core.events import NullListener, RunStarted, TrainingListener
 from tl_core.jobs.advisory import AdvisoryStore
-from tl_core.jobs.backend import ADVICE_JOB, run_time_limit_message
+from tl_core.jobs.backend import ADVICE_JOB
 from tl_core.layout import CACHE_FOLDER, KERAS_FILE
 from tl_core.modalities import get_modality
 from tl_core.runs.store import RunStore
@@ -116,16 +116,7 @@ def execute_advisory_job(
         status, error = "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 - a job must never end without saying why
         status, error = "failed", f"{type(exc).__name__}: {exc}"
-    if status == "stopped" and (over_time := run_time_limit_message(records.folder(job_id))):
-        status, error = "failed", over_time  # the manager stopped it at the server's run-time limit
-    records.finish(job_id, status, error, result=result)
-    records.log(job_id, f"{status}: {error}" if error else status)
-    listener.on_event(
-        RunFinished(
-            job_id, status=status, epochs_run=0, final_metrics={}, elapsed_s=time.monotonic() - started, error=error
-        )
-    )
-    return status
+    return records.end_job(job_id, status, error, result, listener=listener, started=started)
 
 
 def _weights_as_file(model: ModelConfig, store: RunStore) -> ModelConfig:

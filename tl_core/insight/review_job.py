@@ -20,13 +20,12 @@ from pathlib import Path
 
 from tl_core.config import RunConfig
 from tl_core.errors import TransferLabError
-from tl_core.events import NullListener, RunFinished, RunStarted, StageStarted, TrainingListener
+from tl_core.events import NullListener, RunStarted, StageStarted, TrainingListener
 from tl_core.insight.embedding_map import embedding_map
 from tl_core.insight.label_issues import DEFAULT_FOLDS, check_features, dataset_features
 from tl_core.insight.near_duplicates import NEAR_DUPLICATE_SIMILARITY, find_near_duplicates
 from tl_core.insight.review_result import MapPoint, review_result
 from tl_core.jobs.advisory import AdvisoryStore
-from tl_core.jobs.backend import run_time_limit_message
 from tl_core.runs.store import RunStore
 from tl_core.stopping import StopToken
 from tl_core.training.preparation import PreparationStopped
@@ -82,13 +81,4 @@ def execute_review_job(
         status, error = "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 - a job must never end without saying why
         status, error = "failed", f"{type(exc).__name__}: {exc}"
-    if status == "stopped" and (over_time := run_time_limit_message(records.folder(job_id))):
-        status, error = "failed", over_time
-    records.finish(job_id, status, error, result=result)
-    records.log(job_id, f"{status}: {error}" if error else status)
-    listener.on_event(
-        RunFinished(
-            job_id, status=status, epochs_run=0, final_metrics={}, elapsed_s=time.monotonic() - started, error=error
-        )
-    )
-    return status
+    return records.end_job(job_id, status, error, result, listener=listener, started=started)

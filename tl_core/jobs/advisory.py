@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tl_core.events import FINISHED_STATUSES
-from tl_core.jobs.backend import ADVICE_JOB, ADVISORY_KINDS, job_folder
+from tl_core.events import FINISHED_STATUSES, RunFinished, TrainingListener
+from tl_core.jobs.backend import ADVICE_JOB, ADVISORY_KINDS, job_folder, run_time_limit_message
 from tl_core.layout import ADVISORY_FOLDER, LOG_FILE
 from tl_core.layout import ADVISORY_RECORD_FILE as RECORD_FILE
 
@@ -113,6 +113,34 @@ class AdvisoryStore:
             raise ValueError(f"status={status!r} does not end a job; use one of {', '.join(FINISHED_STATUSES)}.")
         record = self._require(job_id)
         self._write(dataclasses.replace(record, status=status, error=error, result=result, finished_at=time.time()))
+
+    def end_job(
+        self,
+        job_id: str,
+        status: str,
+        error: str | None,
+        result: dict[str, Any] | None,
+        *,
+        listener: TrainingListener,
+        started: float,
+    ) -> str:
+        """How every advisory job ends (the advisor's, the cut probe's, the label review's): record it, log it, tell
+        the listener. A stop at the server's run-time limit ends the job `failed`, saying so. Returns the status.
+
+        Args:
+            started: the job's `time.monotonic()` start, for `RunFinished.elapsed_s`.
+        """
+        if status == "stopped" and (over_time := run_time_limit_message(self.folder(job_id))):
+            status, error = "failed", over_time  # the manager stopped it at the server's run-time limit
+        # The log line first: whoever sees the record finished (the manager, a page) then finds the log complete.
+        self.log(job_id, f"{status}: {error}" if error else status)
+        self.finish(job_id, status, error, result=result)
+        listener.on_event(
+            RunFinished(
+                job_id, status=status, epochs_run=0, final_metrics={}, elapsed_s=time.monotonic() - started, error=error
+            )
+        )
+        return status
 
     def log(self, job_id: str, line: str) -> None:
         with open(self.folder(job_id) / LOG_FILE, "a", encoding="utf-8") as log:
