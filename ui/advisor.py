@@ -182,6 +182,17 @@ def show_ended(record: AdvisoryRecord) -> bool:
     return False
 
 
+def completed_result(record: AdvisoryRecord | None, title: str, stop_key: str) -> dict | None:
+    """The result of the job's latest record, or None: no job yet, the job still running (its live panel with Stop
+    is drawn), or the job ended without one (`show_ended` says why)."""
+    if record is None:
+        return None
+    if record.is_active:
+        live_job_panel(record.id, title, stop_key)
+        return None
+    return record.result if show_ended(record) else None
+
+
 def _use_mode(mode: str) -> None:
     st.session_state[MODE_WIDGET_KEY] = mode  # a callback runs before the page redraws, so the radio takes it
 
@@ -254,14 +265,9 @@ def show_mode_advisor(source: str, model_config: ModelConfig, train_config: Trai
         )
     ):
         st.rerun()  # drawn again with the job's panel and the button disabled
-    if record is None:
+    if (result := completed_result(record, "Advisor", "advisor_stop")) is None:
         return
-    if record.is_active:
-        live_job_panel(record.id, "Advisor", "advisor_stop")
-        return
-    if not show_ended(record):
-        return
-    advice = Advice.from_dict(record.result or {})
+    advice = Advice.from_dict(result)
     st.success(f"Recommended: **{mode_label(advice.recommended_mode)}**", icon=":material/recommend:")
     st.markdown("\n".join(f"- {escape_markdown(reason)}" for reason in advice.reasons))
     if advice.estimates:
@@ -337,12 +343,8 @@ def show_cut_depth_probe(source: str, model_config: ModelConfig, seed: int) -> N
         and submit_advisory_job(CUT_PROBE_JOB, source, model_config, TrainConfig(seed=seed), key, options)
     ):
         st.rerun()
-    if record is None:
-        return
-    if record.is_active:
-        live_job_panel(record.id, "Cut-depth probe", "advisor_cut_depths_stop")
-        return
-    measured = list(CutDepths.from_dict(record.result or {}).measured) if show_ended(record) else []
+    result = completed_result(record, "Cut-depth probe", "advisor_cut_depths_stop")
+    measured = list(CutDepths.from_dict(result).measured) if result is not None else []
     if not measured:
         return
     frame = cut_depth_frame(measured, layers.final_layer)

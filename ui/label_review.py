@@ -18,7 +18,7 @@ from tl_core.insight.review_result import ReviewIssue, ReviewResult
 from tl_core.jobs.advisory import AdvisoryStore
 from tl_core.jobs.backend import LABEL_REVIEW_JOB
 from tl_core.modalities import get_modality
-from ui.advisor import live_job_panel, settings_key, show_ended
+from ui.advisor import completed_result, settings_key
 from ui.dataset import DatasetView, document_excerpts
 from ui.embedding_map import show_embedding_map
 from ui.images import thumbnail
@@ -84,14 +84,9 @@ def show_label_review(view: DatasetView, source: str) -> None:
             show_error(exc)
         else:
             st.rerun()
-    if record is None:
+    if (found := completed_result(record, "Label review", "data_review_stop")) is None:
         return
-    if record.is_active:
-        live_job_panel(record.id, "Label review", "data_review_stop")
-        return
-    if not show_ended(record):
-        return
-    result = ReviewResult.from_dict(record.result or {})
+    result = ReviewResult.from_dict(found)
     show_issues(result, decisions, source, view.modality)
     show_embedding_map(result, view.modality)
     show_near_duplicates(result)

@@ -16,9 +16,8 @@ from tl_core.jobs.backend import ADVICE_JOB
 from ui.advisor import (
     MODE_WIDGET_KEY,
     advisory_records,
-    live_job_panel,
+    completed_result,
     settings_key,
-    show_ended,
     submit_advisory_job,
 )
 from ui.text import escape_markdown, format_duration
@@ -74,14 +73,9 @@ def show_text_advisor(source: str, model_config: ModelConfig, train_config: Trai
         and submit_advisory_job(ADVICE_JOB, source, model_config, train_config, key, {"measure_throughput": True})
     ):
         st.rerun()  # drawn again with the job's panel and the button disabled
-    if record is None:
+    if (result := completed_result(record, "Advisor", "text_advisor_stop")) is None:
         return
-    if record.is_active:
-        live_job_panel(record.id, "Advisor", "text_advisor_stop")
-        return
-    if not show_ended(record):
-        return
-    advice = TextAdvice.from_dict(record.result or {})
+    advice = TextAdvice.from_dict(result)
     chosen = advice.recommended
     st.success(f"Recommended: **{escape_markdown(chosen.label)}**", icon=":material/recommend:")
     st.markdown("\n".join(f"- {escape_markdown(reason)}" for reason in advice.reasons))
