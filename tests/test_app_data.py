@@ -185,3 +185,24 @@ def test_a_class_missing_from_a_split_is_not_called_ready(tmp_path: Path, monkey
     split = at.dataframe[-1].value.set_index("class")
     small = split[split["total"] == 3].iloc[0]
     assert (small["train"], small["val"], small["test"]) == (2, 0, 1)
+
+
+def test_the_page_counts_what_the_next_run_trains_on_after_label_decisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tl_core.data.label_overrides import OVERRIDES_PROBLEM_KIND, LabelDecision, save_decision
+
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("TRANSFERLAB_DATASETS_DIR", str(tmp_path / "shared"))
+    source = make_shapes_dataset(tmp_path / "shared" / "shapes", num_classes=3, images_per_class=8, image_size=32)
+    first, second = sorted(path.relative_to(source).as_posix() for path in (source / "red_circle").glob("*.png"))[:2]
+    save_decision(tmp_path / "workspace", str(source), first, LabelDecision("exclude"))
+    save_decision(tmp_path / "workspace", str(source), second, LabelDecision("relabel", "green_square"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.button(key="data_server_use").click().run()
+    assert not at.exception
+    assert {metric.label: metric.value for metric in at.metric}["Images"] == "23"  # 24 less the excluded one
+    totals = at.dataframe[-1].value.set_index("class")["total"]
+    assert (totals["red_circle"], totals["green_square"], totals["all classes"]) == (6, 9, 23)
+    # the Problems list says the decisions were applied, as the run's log will
+    assert any(OVERRIDES_PROBLEM_KIND in expander.label for expander in at.expander)

@@ -11,6 +11,7 @@ import streamlit as st
 
 from tl_core.config import DataConfig
 from tl_core.data.image_dataset import split_dataset
+from tl_core.data.label_overrides import apply_label_overrides, load_decisions, overrides_path
 from tl_core.data.types import SPLIT_NAMES as SPLITS
 from tl_core.data.types import DatasetSplit, ScanReport
 from tl_core.errors import DataError
@@ -92,7 +93,24 @@ def load_dataset(source: str, workspace: Path, modality: str | None = None) -> D
         raise DataError(f"{source} does not exist any more: pick or upload the dataset again on the Data page.")
     extract_root = workspace / "cache" / "extracted"
     extract_root.mkdir(parents=True, exist_ok=True)
-    return _scan(source, source_stamp(source), str(extract_root), modality or resolve_modality(source), dataset_roots())
+    view = _scan(source, source_stamp(source), str(extract_root), modality or resolve_modality(source), dataset_roots())
+    return with_label_decisions(view, source, workspace)
+
+
+def with_label_decisions(view: DatasetView, source: str, workspace: Path) -> DatasetView:
+    """The view as the next run will train on it: the label review's relabel and exclude decisions applied.
+
+    The same step as `tl_core.data.prep.prepare_dataset`, so the Data page's counts, split and problems are the
+    run's (the cached scan stays the files' own; decisions are read fresh, they are a small JSON file).
+    """
+    decisions = load_decisions(workspace, source)
+    if not decisions or view.split is None:
+        return view
+    try:
+        report, split, _ = apply_label_overrides(view.report, view.split, decisions, file=overrides_path(workspace))
+    except DataError as exc:
+        return DatasetView(view.report, None, str(exc), view.modality)
+    return DatasetView(report, split, None, view.modality)
 
 
 def split_table(split: DatasetSplit) -> pd.DataFrame:
