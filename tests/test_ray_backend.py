@@ -312,6 +312,27 @@ def test_a_restarted_server_follows_a_run_still_on_the_cluster_and_interrupts_on
     assert "Starting from the interrupted run's checkpoint" in store.read_log(resumed)
 
 
+def test_a_finished_actor_nobody_collects_ends_itself_and_a_node_without_the_shared_mount_says_so(
+    two_nodes: list[Path], tmp_path: Path
+) -> None:
+    from ray.exceptions import RayTaskError
+
+    from tl_core.jobs.ray_backend import RAY_NAMESPACE
+    from tl_core.jobs.ray_job import SHARED_DATASET, RunOnNode
+
+    actor_class = ray.remote(max_concurrency=6, max_restarts=0)(RunOnNode)
+    actor = actor_class.options(num_cpus=1, name="orphan", namespace=RAY_NAMESPACE, lifetime="detached").remote()
+    missing = tmp_path / "not-mounted"
+    dataset = {"key": "", "name": missing.name, "kind": SHARED_DATASET, "path": str(missing)}
+    request = {"run_id": "r", "config": {}, "dataset": dataset, "initial_weights": None, "attempt": 1}
+    with pytest.raises(RayTaskError, match="mount the folders listed in ray_shared_paths"):
+        ray.get(actor.run.remote({**request, "keep_outcome_s": 1.0}, []), timeout=120)
+    deadline = time.monotonic() + 30
+    while _actor_alive("orphan"):  # its server never asked for the outcome: it let its CPU go by itself
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
 def _actor_alive(name: str) -> bool:
     from tl_core.jobs.ray_backend import RAY_NAMESPACE
 

@@ -122,7 +122,8 @@ class RunOnNode:
 
         Args:
             request: `run_id`, `config` (the server's run config), `dataset` (`key`, `name`, `kind`, and `path`
-                for a shared one), `initial_weights` (checkpoint bytes to start from, or None) and `attempt`.
+                for a shared one), `initial_weights` (checkpoint bytes to start from, or None), `attempt`, and
+                optionally `keep_outcome_s` (how long an uncollected outcome waits; default `UNCLAIMED_OUTCOME_S`).
             payload: `[ObjectRef]` of the dataset's bytes (see `dataset_on_node`); empty for a shared dataset.
         """
         self._attempt = request["attempt"]
@@ -134,7 +135,7 @@ class RunOnNode:
             raise
         finally:
             self._ended.set()
-            ender = threading.Timer(UNCLAIMED_OUTCOME_S, _end_this_actor)
+            ender = threading.Timer(request.get("keep_outcome_s", UNCLAIMED_OUTCOME_S), _end_this_actor)
             ender.daemon = True
             ender.start()
 
