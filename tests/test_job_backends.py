@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -39,6 +40,18 @@ def test_ray_settings_from_the_environment_and_the_config_file(tmp_path) -> None
     )
     settings = load_server_settings({}, cwd=tmp_path)
     assert (settings.job_backend, settings.ray_address, settings.max_retries) == ("ray", "auto", 0)
+    assert settings.ray_shared_paths == ()
+
+
+def test_shared_paths_from_the_environment_and_the_config_file(tmp_path) -> None:
+    shared = [tmp_path / "nfs-a", tmp_path / "nfs-b"]
+    for folder in shared:
+        folder.mkdir()
+    joined = os.pathsep.join(str(folder) for folder in shared)
+    settings = load_server_settings({"TRANSFERLAB_RAY_SHARED_PATHS": joined}, cwd=tmp_path)
+    assert settings.ray_shared_paths == tuple(shared)
+    (tmp_path / "transferlab.toml").write_text(f'mode = "personal"\nray_shared_paths = ["{shared[1]}"]\n')
+    assert load_server_settings({}, cwd=tmp_path).ray_shared_paths == (shared[1],)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +60,11 @@ def test_ray_settings_from_the_environment_and_the_config_file(tmp_path) -> None
         ({"TRANSFERLAB_RAY_ADDRESS": "http://head"}, "TRANSFERLAB_RAY_ADDRESS"),
         ({"TRANSFERLAB_JOB_BACKEND": "slurm"}, "TRANSFERLAB_JOB_BACKEND"),
         ({"TRANSFERLAB_GPUS_PER_JOB": "0"}, "gpus_per_job"),
+        (
+            {"TRANSFERLAB_RAY_SHARED_PATHS": "relative/data"},
+            "ray_shared_paths entry 'relative/data' is not an absolute",
+        ),
+        ({"TRANSFERLAB_RAY_SHARED_PATHS": "/no/such/mount"}, "'/no/such/mount' is not a folder on this server"),
     ],
 )
 def test_bad_ray_settings_name_the_setting(environ: dict, named: str, tmp_path) -> None:

@@ -25,3 +25,7 @@ class WeightsUnavailableError(BackboneError):
 
 class RunNotFoundError(TransferLabError):
     """A run id that the store does not know, or a run without the artefact asked for."""
+
+
+class ServerSettingsError(TransferLabError):
+    """The server's settings (environment or config file) are invalid; the message says which and how to fix it."""

@@ -43,6 +43,7 @@ STOP_FILE = "stop.request"
 WORKER_LOG_FILE = "worker.log"
 NODE_FILE = "node.txt"  # the machine (a Ray node: its address and id) that ran the run
 RUN_TIME_LIMIT_FILE = "run_time_limit.txt"
+RAY_EVENTS_FILE = "ray_events_recorded.txt"  # how many of its Ray actor's events the server has recorded
 TENSORBOARD_FOLDER = "tensorboard"  # Keras' layout inside it: train/ and validation/ event files
 
 # -- a model bundle (a run's folder and its export) ---------------------------------------------------

@@ -6,14 +6,17 @@ still decides what starts (fair order, per-user caps); the queue's slots are the
 
 Nothing is shared but Ray: the TransferLab package goes to the nodes as a Ray `py_modules` runtime env (the
 nodes need the same Python packages installed, requirements.txt); the dataset is put once into Ray's object
-store per dataset key (sha256 of the shipped bytes) and each node unpacks it once; events, progress and each
+store per dataset key and each node unpacks it once, unless it lies on a folder every node mounts at the same path
+(`ray_shared_paths`: read in place, tl_core/jobs/ray_datasets.py); events, progress and each
 new checkpoint stream back while the run trains (the server replays the events into its run store, so the
 Train page's curves move as for a local run); the run's files come back into the server's run folder at the end.
 
 A node lost mid-run: the run starts again on another node from the last checkpoint that reached the server,
-up to `max_retries` times, under the same run id; its log says so. Actors live as long as the server that
-started them: after a server restart such a run is found ended and marked `interrupted`, resumable from its
-checkpoint (which is in the server's run folder).
+up to `max_retries` times, under the same run id; its log says so. Each actor is detached and named after its
+run (`actor_name`, namespace `transferlab`), so it outlives the server: a restarted server's first `poll` of a run
+it did not start finds the actor by name and follows it (events from where the server left off, progress,
+checkpoints, files at the end), and ends it once the run has ended. A run whose actor is gone is `interrupted`,
+resumable from the checkpoint in the server's run folder.
 
 Example:
     >>> backend = RayBackend.connect("10.0.0.5:6379")
@@ -24,12 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
 import socket
-import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,8 +42,9 @@ from tl_core.errors import TransferLabError
 from tl_core.events import RunFinished
 from tl_core.jobs.backend import RUN_JOB, Job, JobExit
 from tl_core.jobs.live_progress import LiveProgress
-from tl_core.jobs.ray_job import FILE_DATASET, FOLDER_DATASET, RunOnNode
-from tl_core.layout import CHECKPOINT_FILE, SUMMARY_FILE
+from tl_core.jobs.ray_datasets import DatasetShipper
+from tl_core.jobs.ray_job import RunOnNode
+from tl_core.layout import CHECKPOINT_FILE, RAY_EVENTS_FILE, SUMMARY_FILE
 from tl_core.runs.recorder import RunRecorder
 from tl_core.runs.store import RunStore
 
@@ -50,7 +52,7 @@ RAY_DEVICE = "ray"  # the queue's one device: the cluster
 ADDRESS_SETTING = "TRANSFERLAB_RAY_ADDRESS / `ray_address` in transferlab.toml"
 POLL_INTERVAL_S = 0.5
 CONNECT_TIMEOUT_S = 5.0
-_IMAGE_LISTS = (".csv", ".tsv", ".txt")  # an image CSV names files elsewhere: nothing a node could read
+RAY_NAMESPACE = "transferlab"  # the run actors' names live here, whatever namespace the server's connection has
 
 
 class RayConnectionError(TransferLabError):
@@ -62,9 +64,10 @@ class _RunningJob:
     """The server's side of one run on the cluster."""
 
     job: Job
-    request: dict
+    request: dict | None  # None for a run followed after a restart, until a lost node needs it started again
     payload: list
     recorder: RunRecorder
+    attempt: int = 1
     actor: Any = None
     result: Any = None
     pending_poll: Any = None
@@ -85,10 +88,17 @@ class RayBackend:
         cpus_per_job: CPUs per job.
         max_retries: restarts of a run whose node was lost, each from its last checkpoint.
         owns_cluster: this backend started the Ray cluster (no address given) and ends it on `close`.
+        shared_paths: folders every node mounts at the same path; datasets there are not shipped (`datasets.shipped`).
     """
 
     def __init__(
-        self, *, gpus_per_job: float = 1.0, cpus_per_job: float = 1.0, max_retries: int = 2, owns_cluster: bool = False
+        self,
+        *,
+        gpus_per_job: float = 1.0,
+        cpus_per_job: float = 1.0,
+        max_retries: int = 2,
+        owns_cluster: bool = False,
+        shared_paths: tuple[Path, ...] = (),
     ) -> None:
         import ray
 
@@ -99,9 +109,9 @@ class RayBackend:
         self.resources = {"num_cpus": cpus_per_job, "num_gpus": gpus_per_job if self.uses_gpus else 0}
         per_job = gpus_per_job if self.uses_gpus else cpus_per_job
         self.capacity = max(1, math.floor(resources.get("GPU" if self.uses_gpus else "CPU", 0) / per_job))
-        self._actor_class = ray.remote(max_concurrency=4, max_restarts=0)(RunOnNode).options(**self.resources)
+        self._actor_class = ray.remote(max_concurrency=6, max_restarts=0)(RunOnNode)
         self._jobs: dict[str, _RunningJob] = {}
-        self._datasets: dict[str, tuple[dict, Any]] = {}  # listing signature -> (dataset description, ObjectRef)
+        self.datasets = DatasetShipper(shared_paths)
         self._lock = threading.RLock()
 
     @classmethod
@@ -122,7 +132,7 @@ class RayBackend:
         try:
             ray.init(
                 address=address,
-                namespace="transferlab",
+                namespace=RAY_NAMESPACE,
                 include_dashboard=False,
                 logging_level="ERROR",
                 runtime_env=job_runtime_env(),
@@ -144,14 +154,13 @@ class RayBackend:
     def start(self, job: Job) -> str:
         if job.kind != RUN_JOB:
             raise TransferLabError(
-                'The mode advisor and cut-depth probes run on the local backend only: set job_backend = "local" to use them.'
+                "Advisory jobs run on the server machine, not on Ray nodes: build the server's backend with "
+                "`backend_for(settings)`, which sends them to local worker processes (tl_core/jobs/split_backend.py)."
             )
-        store = RunStore(job.workspace)
-        record = store.get(job.run_id)
-        dataset, payload = self._ship(record.config["data"])
-        weights = Path(job.resume_from).read_bytes() if job.resume_from else None
-        request = {"run_id": job.run_id, "config": record.config, "dataset": dataset, "initial_weights": weights}
-        running = _RunningJob(job, request, payload, RunRecorder(store, job.run_id))
+        request, payload = self._request(job)
+        running = _RunningJob(
+            job, request, payload, RunRecorder(RunStore(job.workspace), job.run_id, held_by_queue=True)
+        )
         with self._lock:
             self._jobs[job.run_id] = running
             self._launch(running, attempt=1)
@@ -161,14 +170,14 @@ class RayBackend:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
+        # Both end `interrupted` (a signal-like cause, not the job's failure): resumable from the checkpoint
+        # that reached the server's run folder.
+        if not ray.is_initialized():  # never let a call start a new local cluster (Ray's auto-init)
+            return JobExit("lost its connection to the Ray cluster", signal="DISCONNECTED")
         with self._lock:
-            running = self._jobs.get(job.run_id)
-            # Both end `interrupted` (a signal-like cause, not the job's failure): resumable from the checkpoint
-            # that reached the server's run folder.
+            running = self._jobs.get(job.run_id) or self._follow(job)
             if running is None:
-                return JobExit("ended with the server that started it (a Ray job is its actor)", signal="SERVER_GONE")
-            if not ray.is_initialized():  # never let a call start a new local cluster (Ray's auto-init)
-                return JobExit("lost its connection to the Ray cluster", signal="DISCONNECTED")
+                return JobExit("ended with the server that started it (its Ray actor is gone)", signal="SERVER_GONE")
             self._sync(running)
             ready, _ = ray.wait([running.result], timeout=0)
             if not ready:
@@ -223,14 +232,63 @@ class RayBackend:
             ray.shutdown()
 
     # -- the job's life --------------------------------------------------------------------------
+    def _request(self, job: Job) -> tuple[dict, list]:
+        """What the node needs to train `job`: its config, its dataset's description and `[ObjectRef]`, weights."""
+        record = RunStore(job.workspace).get(job.run_id)
+        dataset, payload = self.datasets.ship(record.config["data"])
+        weights = Path(job.resume_from).read_bytes() if job.resume_from else None
+        return {"run_id": job.run_id, "config": record.config, "dataset": dataset, "initial_weights": weights}, payload
+
     def _launch(self, running: _RunningJob, attempt: int) -> None:
-        running.request["attempt"] = attempt
+        assert running.request is not None
+        running.request["attempt"] = running.attempt = attempt
         running.events_seen = 0
         running.checkpoint_version = 0
         running.pending_poll = None
-        running.actor = self._actor_class.remote()
+        running.actor = self._actor_class.options(
+            **self.resources,
+            name=actor_name(running.job.workspace, running.job.run_id, attempt),
+            namespace=RAY_NAMESPACE,
+            lifetime="detached",  # a restarted server follows it; we end it ourselves once its outcome is here
+        ).remote()
         running.result = running.actor.run.remote(running.request, running.payload)
-        running.recorder = RunRecorder(running.recorder.store, running.job.run_id)
+        running.recorder = RunRecorder(running.recorder.store, running.job.run_id, held_by_queue=True)
+        self._save_events_seen(running)
+
+    def _follow(self, job: Job) -> _RunningJob | None:
+        """A run an earlier server started whose actor still runs, taken up again; None when its actor is gone."""
+        import ray
+
+        if job.kind != RUN_JOB:
+            return None
+        for attempt in range(self.max_retries + 1, 0, -1):
+            try:
+                actor = ray.get_actor(actor_name(job.workspace, job.run_id, attempt), namespace=RAY_NAMESPACE)
+                break
+            except ValueError:  # no live actor of that name
+                continue
+        else:
+            return None
+        store = RunStore(job.workspace)
+        epochs_done = max((epoch.epoch for epoch in store.epochs(job.run_id)), default=0)
+        running = _RunningJob(
+            job, None, [], RunRecorder(store, job.run_id, epochs_done=epochs_done, held_by_queue=True), attempt, actor
+        )
+        running.events_seen = _events_recorded(store.run_dir(job.run_id), attempt)
+        running.last_epoch = epochs_done
+        running.result = actor.outcome.remote()  # `run`'s result went to the server that is gone
+        self._jobs[job.run_id] = running
+        store.append_log(
+            job.run_id,
+            f"warning: the server restarted while this run trained on the Ray cluster; its Ray actor (attempt {attempt}) "
+            f"still runs, so this server follows it: same run id, {epochs_done} epochs recorded so far.",
+        )
+        return running
+
+    def _save_events_seen(self, running: _RunningJob) -> None:
+        """How many of the actor's events the run store holds: a restarted server goes on from there."""
+        record = json.dumps({"attempt": running.attempt, "events": running.events_seen}).encode()
+        _write_atomically(running.recorder.store.run_dir(running.job.run_id) / RAY_EVENTS_FILE, record)
 
     def _sync(self, running: _RunningJob, *, final: bool = False) -> None:
         """Fetch what the node has new (events, progress, checkpoint) without waiting for it."""
@@ -267,6 +325,8 @@ class RayBackend:
             running.recorder.on_event(dataclasses.replace(event, run_id=running.job.run_id))
             running.last_epoch = max(running.last_epoch, getattr(event, "epoch", 0) or 0)
             running.events_seen += 1
+        if events:
+            self._save_events_seen(running)
 
     def _finish(self, running: _RunningJob, outcome: dict) -> None:
         """Bring the run's files and records back into the server's run store."""
@@ -286,16 +346,19 @@ class RayBackend:
         if store.get(run_id).status in ("queued", "running"):  # ended before the runner's own record (bad data ...)
             store.finish_run(run_id, outcome["status"], error=outcome["error"])
             store.append_log(run_id, f"{outcome['status']}: {outcome['error'] or ''}".strip())
+        (run_dir / RAY_EVENTS_FILE).unlink(missing_ok=True)
 
     def _node_lost(self, running: _RunningJob, error: Exception) -> JobExit | None:
         """Start the run again elsewhere from its last checkpoint, or end it when the retries are spent."""
         store, run_id = running.recorder.store, running.job.run_id
-        attempt = running.request["attempt"]
+        attempt = running.attempt
         if attempt > self.max_retries:
             return JobExit(
                 f"was lost with its Ray node {attempt} times (max_retries={self.max_retries}): {str(error).splitlines()[0]}",
                 signal="NODE_LOST",
             )
+        if running.request is None:  # followed after a restart: its dataset goes out again from this server
+            running.request, running.payload = self._request(running.job)
         checkpoint = store.run_dir(run_id) / CHECKPOINT_FILE
         if checkpoint.is_file():
             running.request["initial_weights"] = checkpoint.read_bytes()
@@ -311,36 +374,6 @@ class RayBackend:
         )
         self._launch(running, attempt + 1)
         return None
-
-    def _ship(self, data: dict) -> tuple[dict, list]:
-        """The dataset into Ray's object store, once per unchanged dataset; returns its description and `[ObjectRef]`."""
-        import ray
-
-        source = Path(data["source"]).expanduser().resolve()
-        signature = _listing_signature(source)
-        with self._lock:
-            if signature in self._datasets:
-                dataset, reference = self._datasets[signature]
-                return dataset, [reference]
-        if source.is_dir():
-            buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w") as bundle:
-                bundle.add(source, arcname=source.name)
-            payload, kind = buffer.getvalue(), FOLDER_DATASET
-        elif source.is_file():
-            if data.get("modality", "image") == "image" and source.suffix.lower() in _IMAGE_LISTS:
-                raise TransferLabError(
-                    f"{source} lists image files by path, which the Ray nodes cannot read (no shared filesystem): "
-                    "put the images in a folder (one sub-folder per class) or a .zip, and train on that."
-                )
-            payload, kind = source.read_bytes(), FILE_DATASET
-        else:
-            raise TransferLabError(f"The dataset {source} is gone: pick it again on the Data page.")
-        dataset = {"key": hashlib.sha256(payload).hexdigest()[:32], "name": source.name, "kind": kind}
-        reference = ray.put(payload)
-        with self._lock:
-            self._datasets[signature] = (dataset, reference)
-        return dataset, [reference]
 
 
 def job_runtime_env(env_vars: dict[str, str] | None = None) -> dict:
@@ -367,17 +400,19 @@ def check_reachable(address: str) -> None:
         ) from exc
 
 
-def _listing_signature(source: Path) -> str:
-    """Path, size and modification time of every file: an unchanged signature means the shipped bytes still hold."""
-    digest = hashlib.sha256(str(source).encode())
-    paths = sorted(source.rglob("*")) if source.is_dir() else [source]
-    for path in paths:
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+def actor_name(workspace: str | Path, run_id: str, attempt: int) -> str:
+    """The Ray actor's name for one attempt at a run: unique per workspace, found again by a restarted server."""
+    digest = hashlib.sha256(str(Path(workspace).resolve()).encode()).hexdigest()[:12]
+    return f"run-{run_id}-{digest}-{attempt}"
+
+
+def _events_recorded(run_dir: Path, attempt: int) -> int:
+    """How many events of the actor's `attempt` the server recorded before it went (0 when unknown)."""
+    try:
+        record = json.loads((run_dir / RAY_EVENTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    return int(record.get("events", 0)) if record.get("attempt") == attempt else 0
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

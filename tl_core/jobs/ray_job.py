@@ -1,11 +1,15 @@
 """One run on a Ray node: the actor the Ray backend starts (tl_core/jobs/ray_backend.py), in a node's own folder.
 
-No filesystem is shared with the server. The dataset arrives through Ray's object store and is unpacked once
-per node into `<node temp>/transferlab-ray/datasets/<dataset key>/` (the next run of a sweep on that node
-finds it there); the run trains in a run store of its own under `<node temp>/transferlab-ray/jobs/`, never
+No filesystem is shared with the server, except folders the server lists in `ray_shared_paths` (a dataset there
+is read in place). Any other dataset arrives through Ray's object store and is unpacked once per node into
+`<node temp>/transferlab-ray/datasets/<dataset key>/` (the next run of a sweep on that node finds it there); the run trains in a run store of its own under `<node temp>/transferlab-ray/jobs/`, never
 in the server's workspace. Its training events are kept in order, so the server replays them into its own
 run store (epochs, phases, log, status) while the run trains; its checkpoint is handed over as soon as a
 new one is written, so a run whose node is lost can start again elsewhere; its files come back at the end.
+
+The actor is detached and named: it outlives the server that started it, and a restarted server finds it by name
+and collects its outcome (`outcome`). A server ends the actor once it has the outcome; an actor whose outcome
+nobody collects within `UNCLAIMED_OUTCOME_S` of the run's end ends itself, so no actor holds its CPU or GPU for good.
 
 TensorFlow is imported here only, inside the job, with GPU memory growth on; Ray sets `CUDA_VISIBLE_DEVICES`
 to the GPUs it gave the actor, and TensorFlow sees only those.
@@ -35,6 +39,8 @@ from tl_core.runs.store import RunStore
 NODE_ROOT_NAME = "transferlab-ray"
 FOLDER_DATASET = "folder"  # a dataset folder, shipped as a tar of it
 FILE_DATASET = "file"  # an archive or a text CSV, shipped as it is
+SHARED_DATASET = "shared"  # on a folder every node mounts at the same path: read in place, nothing shipped
+UNCLAIMED_OUTCOME_S = 3600.0  # a finished run waits this long for a (restarted) server to collect its outcome
 _NOT_SHIPPED_BACK = {PROGRESS_FILE, LOG_FILE, RESUME_WEIGHTS_FILE}  # the server keeps its own log and progress
 
 
@@ -106,15 +112,42 @@ class RunOnNode:
         self._checkpoint: bytes | None = None
         self._checkpoint_version = 0
         self._node_id = _node_id()
+        self._attempt = 0
+        self._ended = threading.Event()
+        self._outcome: dict | None = None
+        self._error: BaseException | None = None
 
     def run(self, request: dict, payload: list) -> dict:
         """Train the run `request` describes on this node; returns its outcome, its events and its files.
 
         Args:
-            request: `run_id`, `config` (the server's run config), `dataset` (`key`, `name`, `kind`),
-                `initial_weights` (checkpoint bytes to start from, or None) and `attempt`.
-            payload: `[ObjectRef]` of the dataset's bytes (see `dataset_on_node`).
+            request: `run_id`, `config` (the server's run config), `dataset` (`key`, `name`, `kind`, and `path`
+                for a shared one), `initial_weights` (checkpoint bytes to start from, or None), `attempt`, and
+                optionally `keep_outcome_s` (how long an uncollected outcome waits; default `UNCLAIMED_OUTCOME_S`).
+            payload: `[ObjectRef]` of the dataset's bytes (see `dataset_on_node`); empty for a shared dataset.
         """
+        self._attempt = request["attempt"]
+        try:
+            self._outcome = self._train(request, payload)
+            return self._outcome
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._ended.set()
+            ender = threading.Timer(request.get("keep_outcome_s", UNCLAIMED_OUTCOME_S), _end_this_actor)
+            ender.daemon = True
+            ender.start()
+
+    def outcome(self) -> dict:
+        """`run`'s outcome once the run has ended (a restarted server asks this: `run`'s caller is gone)."""
+        self._ended.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
+
+    def _train(self, request: dict, payload: list) -> dict:
         _gpu_memory_growth()
         remove_job_folders()
         from tl_core.jobs.worker import execute_run
@@ -122,7 +155,18 @@ class RunOnNode:
 
         node = node_name()
         dataset = request["dataset"]
-        data_path, fetched = dataset_on_node(dataset["key"], dataset["name"], dataset["kind"], payload)
+        if dataset["kind"] == SHARED_DATASET:
+            data_path, how = Path(dataset["path"]), f"read in place from the shared path {dataset['path']}"
+            if not data_path.exists():
+                raise FileNotFoundError(
+                    f"{data_path} is not on Ray node {node}: mount the folders listed in ray_shared_paths at the "
+                    "same path on every node, or remove the folder from ray_shared_paths."
+                )
+        else:
+            data_path, fetched = dataset_on_node(dataset["key"], dataset["name"], dataset["kind"], payload)
+            how = f"{dataset['key'][:12]} " + (
+                "sent to this node" if fetched else "already on this node (cached by its key)"
+            )
         config = RunConfig.from_dict(request["config"])
         config = config.replace(data=dataclasses.replace(config.data, source=str(data_path), readable_roots=()))
         store = RunStore(node_root() / "jobs" / f"{request['run_id']}-{request['attempt']}-{os.getpid()}")
@@ -145,8 +189,7 @@ class RunOnNode:
             self._stop = StopToken()
             if self._stop_requested:
                 self._stop.request_stop()
-        how = "sent to this node" if fetched else "already on this node (cached by its key)"
-        notes = [f"Ray node {node}, attempt {request['attempt']}: dataset {dataset['key'][:12]} {how}."]
+        notes = [f"Ray node {node}, attempt {request['attempt']}: dataset {how}."]
         status = execute_run(store, record.id, listener=self, stop=self._stop, resume_from=resume_from, node=node)
         stored = store.get(record.id)
         with self._lock:
@@ -194,6 +237,7 @@ class RunOnNode:
             "checkpoint": checkpoint,
             "checkpoint_version": version,
             "node_id": self._node_id,
+            "attempt": self._attempt,
         }
 
     def request_stop(self) -> None:
@@ -202,6 +246,13 @@ class RunOnNode:
             self._stop_requested = True
             if self._stop is not None:
                 self._stop.request_stop()
+
+
+def _end_this_actor() -> None:
+    """End this (detached) actor: its outcome was never collected, and it would hold its CPU or GPU for good."""
+    import ray
+
+    ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
 
 def _changed_file(path: Path, known_version: int) -> tuple[bytes, int] | None:

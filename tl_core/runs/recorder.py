@@ -10,19 +10,27 @@ class RunRecorder:
     """Writes one run's training events into the store and its log (a `TrainingListener`).
 
     Events of other runs are ignored, so one recorder can sit in a shared listener group.
+
+    Args:
+        store: the run store to write into.
+        run_id: the run whose events it records.
+        epochs_done: epochs already recorded by an earlier recorder (a restarted server following a run).
+        held_by_queue: the run trains elsewhere (a Ray node) and the job queue watches it: this process's
+            pid is not recorded as the run's (`RunStore.mark_running`).
     """
 
-    def __init__(self, store: RunStore, run_id: str) -> None:
+    def __init__(self, store: RunStore, run_id: str, *, epochs_done: int = 0, held_by_queue: bool = False) -> None:
         self.store = store
         self.run_id = run_id
-        self._epochs_done = 0  # global epochs finished so far: the next phase starts after them
+        self.held_by_queue = held_by_queue
+        self._epochs_done = epochs_done  # global epochs finished so far: the next phase starts after them
 
     def on_event(self, event: events.TrainingEvent) -> None:
         if event.run_id != self.run_id or isinstance(event, (events.BatchProgress, events.PreparationProgress)):
             return  # too frequent for a database and a log (the runner logs a line per split prepared)
         log = self._log
         if isinstance(event, events.RunStarted):
-            self.store.mark_running(self.run_id)
+            self.store.mark_running(self.run_id, held_by_queue=self.held_by_queue)
             sizes = ", ".join(f"{split} {count}" for split, count in event.split_sizes.items())
             log(f"run started: {len(event.class_names)} classes ({', '.join(event.class_names)}); images: {sizes}")
         elif isinstance(event, events.PhaseStarted):

@@ -152,15 +152,19 @@ class RunStore:
             candidate = f"{name} #{count}"
         return candidate
 
-    def mark_running(self, run_id: str, pid: int | None = None) -> None:
-        """The run started in process `pid` (default: this one) on this host."""
-        pid = os.getpid() if pid is None else pid
+    def mark_running(self, run_id: str, pid: int | None = None, *, held_by_queue: bool = False) -> None:
+        """The run started in process `pid` (default: this one) on this host.
+
+        With `held_by_queue` no process of this host trains it (a Ray node does): no pid is recorded, so the run
+        is never taken for interrupted when this process ends; the job queue watches it, as in `create_run`.
+        """
+        pid = None if held_by_queue else os.getpid() if pid is None else pid
         now = time.time()
         self._update(
             run_id,
             "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?), finished_at = NULL, error = NULL,"
             " updated_at = ?, pid = ?, hostname = ?, process_start = ? WHERE id = ?",
-            (now, now, pid, socket.gethostname(), process_start_token(pid), run_id),
+            (now, now, pid, socket.gethostname(), None if pid is None else process_start_token(pid), run_id),
         )
 
     def finish_run(self, run_id: str, status: str, *, metrics: dict | None = None, error: str | None = None) -> None:

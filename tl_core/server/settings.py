@@ -16,6 +16,7 @@ A config file exists to set up a shared server, so its mode defaults to `worksho
     users_file = "/srv/transferlab/users.json"
     job_backend = "ray"            # jobs on a Ray cluster (default "local": this machine's worker processes)
     ray_address = "10.0.0.5:6379"  # the head node (`ray start --head`), or "auto" on a cluster node
+    ray_shared_paths = ["/mnt/datasets"]  # mounted at this path on every node (NFS): datasets there are read in place
 
 Example:
     >>> settings = load_server_settings()
@@ -29,14 +30,20 @@ import importlib.util
 import ipaddress
 import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from tl_core.errors import TransferLabError
+from tl_core.errors import ServerSettingsError
+from tl_core.server.ray_settings import (
+    FRACTION_SETTINGS,
+    RAY_ENV_VARIABLES,
+    JobBackendName,
+    check_ray_settings,
+    parse_shared_paths,
+)
 
 Mode = Literal["personal", "workshop"]
 CONFIG_ENV = "TRANSFERLAB_CONFIG"
@@ -74,14 +81,8 @@ ENV_VARIABLES: dict[str, str] = {
     "max_image_size": "TRANSFERLAB_MAX_IMAGE_SIZE",
     "max_epochs": "TRANSFERLAB_MAX_EPOCHS",
     "max_run_minutes": "TRANSFERLAB_MAX_RUN_MINUTES",
-    "job_backend": "TRANSFERLAB_JOB_BACKEND",
-    "ray_address": "TRANSFERLAB_RAY_ADDRESS",
-    "gpus_per_job": "TRANSFERLAB_GPUS_PER_JOB",
-    "cpus_per_job": "TRANSFERLAB_CPUS_PER_JOB",
-    "max_retries": "TRANSFERLAB_MAX_RETRIES",
+    **RAY_ENV_VARIABLES,
 }
-JobBackendName = Literal["local", "ray"]
-RAY_ADDRESS_PATTERN = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5})$")
 _OPTIONAL_LIMITS = ("max_queued_per_user", "disk_quota_mb", *WORKSHOP_RUN_LIMITS)  # 0 or "none" switches these off
 _INT_SETTINGS = (
     "port",
@@ -94,15 +95,10 @@ _INT_SETTINGS = (
     "max_epochs",
     "max_retries",
 )
-_FRACTION_SETTINGS = ("gpus_per_job", "cpus_per_job")  # Ray resources: 0.5 shares a GPU between two jobs
 _NUMBER_SETTINGS = ("max_run_minutes",)  # fractions allowed: 0.5 is half a minute
 _PATH_SETTINGS = ("workspace", "users_file", "server_datasets_dir")
 _BOOL_SETTINGS = ("warm_workers",)
 _BOOL_TEXTS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-
-
-class ServerSettingsError(TransferLabError):
-    """The server's settings (environment or config file) are invalid; the message says which and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +131,8 @@ class ServerSettings:
         gpus_per_job: GPUs each Ray job asks for where the cluster has GPUs (0.5 lets two jobs share one).
         cpus_per_job: CPUs each Ray job asks for (on a cluster without GPUs, its only resource).
         max_retries: how often a Ray job whose node was lost starts again from its last checkpoint.
+        ray_shared_paths: absolute folders mounted at the same path on the server and every Ray node (NFS); a
+            dataset under one is read in place by the node instead of being shipped (tl_core/server/ray_settings.py).
         oidc_configured: Streamlit's `[auth]` secrets are set, so `st.login` can sign users in.
         config_file: the TOML file these settings were read from, if any.
     """
@@ -159,6 +157,7 @@ class ServerSettings:
     gpus_per_job: float = 1.0
     cpus_per_job: float = 1.0
     max_retries: int = 2
+    ray_shared_paths: tuple[Path, ...] = ()
     oidc_configured: bool = False
     config_file: Path | None = None
 
@@ -195,7 +194,14 @@ class ServerSettings:
                 raise ServerSettingsError(
                     f"{name}={value}{where} must be {least}; leave it out (or use 0) for no limit."
                 )
-        self._check_job_backend(where)
+        check_ray_settings(
+            job_backend=self.job_backend,
+            ray_address=self.ray_address,
+            fractions={name: getattr(self, name) for name in FRACTION_SETTINGS},
+            max_retries=self.max_retries,
+            shared_paths=self.ray_shared_paths,
+            where=where,
+        )
         if self.max_image_size is not None and self.max_image_size < SMALLEST_IMAGE_LIMIT:
             raise ServerSettingsError(
                 f"max_image_size={self.max_image_size}{where} is smaller than any backbone takes: use {SMALLEST_IMAGE_LIMIT} px or more "
@@ -213,24 +219,6 @@ class ServerSettings:
                 f"max_upload_mb={self.max_upload_mb} is larger than disk_quota_mb={self.disk_quota_mb}{where}: "
                 "no upload that size could ever fit. Lower max_upload_mb or raise disk_quota_mb."
             )
-
-    def _check_job_backend(self, where: str) -> None:
-        if self.job_backend not in get_args(JobBackendName):
-            raise ServerSettingsError(
-                f"job_backend={self.job_backend!r}{where}: choose 'local' (this machine) or 'ray' (a Ray cluster); "
-                f"set {ENV_VARIABLES['job_backend']} or `job_backend` in the config file."
-            )
-        if self.ray_address is not None and not RAY_ADDRESS_PATTERN.match(self.ray_address):
-            raise ServerSettingsError(
-                f"ray_address={self.ray_address!r}{where} is not a Ray address: use HOST:PORT of the head node "
-                f"(e.g. 10.0.0.5:6379, the address `ray start --head` prints) or 'auto' on a cluster node; "
-                f"set {ENV_VARIABLES['ray_address']} or `ray_address` in the config file."
-            )
-        for name in _FRACTION_SETTINGS:
-            if not getattr(self, name) > 0:
-                raise ServerSettingsError(f"{name}={getattr(self, name)}{where} must be more than 0, e.g. 1 or 0.5.")
-        if self.max_retries < 0:
-            raise ServerSettingsError(f"max_retries={self.max_retries}{where} must be 0 or more, e.g. 2.")
 
 
 def personal_listening_problem(settings: ServerSettings, listening_address: str) -> str | None:
@@ -348,7 +336,9 @@ def _parse(name: str, value: Any, config_file: Path | None) -> Any:
             raise ServerSettingsError(
                 f"{where}={value!r} must be a whole number, e.g. {ServerSettings.port if name == 'port' else 1}."
             ) from None
-    if name in _FRACTION_SETTINGS:
+    if name == "ray_shared_paths":
+        return parse_shared_paths(value, where)
+    if name in FRACTION_SETTINGS:
         try:
             return float(value) if not isinstance(value, bool) else math.nan
         except (TypeError, ValueError):
