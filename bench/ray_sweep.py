@@ -1,6 +1,6 @@
 """Benchmark: the makespan of one sweep on a one-node Ray cluster against the same sweep on two such nodes (issue 20).
 
-    .venv/bin/python bench/ray_sweep.py [--sweep mixed|same] [--runs 8] [--epochs 2] [--image-size 32] [--quick]
+    .venv/bin/python bench/ray_sweep.py [--sweep mixed|same] [--runs 8] [--epochs 2] [--repeats 1] [--quick]
 
 One process starts, on this machine only, a Ray cluster (`ray.cluster_utils.Cluster`: a head without CPUs, then
 worker nodes of `--cpus-per-node` CPUs each), connects a `RayBackend` and a `JobManager` to it as the server does,
@@ -20,7 +20,8 @@ Sweeps (random weights, so nothing is downloaded), on a small shapes dataset shi
 
 Prints each side's runs (node; when the queue handed the run to Ray and when it was back, seconds from the
 sweep's start; seconds inside the run), the makespans, their ratio (target >= 1.8x, near 2x), the ratio a
-perfect packing of the same runs on two nodes would give, and, last, one JSON line.
+perfect packing of the same runs on two nodes would give, and, last, one JSON line. With `--repeats N` the pair
+runs N times, the order flipping each time (the machine's load drifts), and medians are reported.
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ def run_on_cluster(args: argparse.Namespace, source: Path, nodes: int, scratch: 
         runs = []
         for run in result.runs:
             entry = manager.queue.get(run.run_id)
+            # The sweep can see the run's record end a moment before the queue notes its end: take the record's.
+            ended = entry.finished_at or store.get(run.run_id).finished_at or time.time()
             runs.append(
                 RunTiming(
                     backbone=run.backbone,
@@ -169,7 +172,7 @@ def run_on_cluster(args: argparse.Namespace, source: Path, nodes: int, scratch: 
                     status=run.status,
                     node=run.node or "-",
                     dispatched_s=(entry.started_at or sweep_started) - sweep_started,
-                    ended_s=(entry.finished_at or sweep_started) - sweep_started,
+                    ended_s=ended - sweep_started,
                     in_run_s=run.elapsed_s or 0.0,
                 )
             )
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--image-size", type=int, default=32, help="model input side in px (default 32)")
     parser.add_argument("--images-per-class", type=int, default=24, help="3 shape classes (default 24 each)")
     parser.add_argument("--cpus-per-node", type=int, default=1, help="CPUs of each node and of each job (default 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="pairs of sweeps, order flipped each (default 1)")
     parser.add_argument("--no-pin", action="store_true", help="leave the nodes' workers free to use every core")
     parser.add_argument(
         "--quick",
@@ -255,49 +259,66 @@ def main(argv: list[str] | None = None) -> dict:
         f"1 node vs 2 nodes of {args.cpus_per_node} CPU; this machine: {cores} cores, load average {load:.1f}; "
         f"nodes {'free on every core' if args.no_pin else 'pinned to one core each'}"
     )
+    shapes: dict[int, list[SideResult]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory(prefix="tl-bench-ray-") as folder:
         scratch = Path(folder)
         source = make_shapes_dataset(
             scratch / "shapes", num_classes=3, images_per_class=args.images_per_class, image_size=48
         )
-        sides = [run_on_cluster(args, source, nodes, scratch) for nodes in (1, 2)]
-    for side in sides:
-        print(f"\n{side.nodes} node(s):")
-        print_side(side)
-    one, two = sides
-    failed = [run for side in sides for run in side.runs if run.status != "completed"]
-    ratio = one.makespan_s / two.makespan_s
-    bound = one.makespan_s / perfect_two_node_makespan(one)
-    print()
+        for repeat in range(args.repeats):
+            for nodes in (1, 2) if repeat % 2 == 0 else (2, 1):  # the order flips: the machine's load drifts
+                side = run_on_cluster(args, source, nodes, scratch / f"repeat{repeat}")
+                print(f"\nrepeat {repeat + 1}, {nodes} node(s):")
+                print_side(side)
+                shapes[nodes].append(side)
+    ones, twos = shapes[1], shapes[2]
+    failed = [run for side in ones + twos for run in side.runs if run.status != "completed"]
+    one_s = common.median([side.makespan_s for side in ones])
+    two_s = common.median([side.makespan_s for side in twos])
+    ratio = one_s / two_s
+    bound = common.median([side.makespan_s / perfect_two_node_makespan(side) for side in ones])
+    print(f"\n{common.noise_note(args.repeats)}")
+    print(
+        f"makespan, 1 node: {common.spread([side.makespan_s for side in ones])} s; "
+        f"2 nodes: {common.spread([side.makespan_s for side in twos])} s"
+    )
     print(common.ratio_line("makespan, 1 node / 2 nodes", ratio, TARGET_RATIO))
     print(
         f"the one-node runs packed perfectly on two nodes would give {bound:.2f}x "
         "(their measured slot times split into the two most even halves; the time outside any run kept)"
     )
-    nodes_used = len({run.node for run in two.runs})
+    nodes_used = len({run.node for run in twos[-1].runs})
     print(f"two-node sweep: runs landed on {nodes_used} node(s); {len(failed)} run(s) did not complete")
+
+    def mean_of(sides: list[SideResult], value: str) -> float:
+        return round(sum(getattr(side, value) for side in sides) / len(sides), 2)
+
     summary = {
         "bench": "ray_sweep",
+        "sweep": args.sweep if args.sweep == "mixed" else f"same {args.mode}",
         "runs": args.runs,
         "epochs": args.epochs,
         "image_size": args.image_size,
         "images_per_class": args.images_per_class,
         "cpus_per_node": args.cpus_per_node,
         "pinned": not args.no_pin,
-        "makespan_1_node_s": round(one.makespan_s, 2),
-        "makespan_2_nodes_s": round(two.makespan_s, 2),
-        "sweep": args.sweep if args.sweep == "mixed" else f"same {args.mode}",
+        "repeats": args.repeats,
+        "makespan_1_node_s": round(one_s, 2),
+        "makespan_2_nodes_s": round(two_s, 2),
         "ratio": round(ratio, 3),
+        "ratio_per_repeat": [round(one.makespan_s / two.makespan_s, 3) for one, two in zip(ones, twos)],
         "perfect_packing_ratio": round(bound, 3),
-        "mean_run_s_1_node": round(one.mean_run_s, 2),
-        "mean_run_s_2_nodes": round(two.mean_run_s, 2),
-        "mean_in_run_s_1_node": round(one.mean_in_run_s, 2),
-        "mean_in_run_s_2_nodes": round(two.mean_in_run_s, 2),
-        "cluster_start_s": [round(side.cluster_start_s, 2) for side in sides],
-        "runs_per_node_2_nodes": {
-            label: sum(run.node == node for run in two.runs) for node, label in node_labels(two).items()
-        },
+        "mean_run_s_1_node": mean_of(ones, "mean_run_s"),
+        "mean_run_s_2_nodes": mean_of(twos, "mean_run_s"),
+        "mean_in_run_s_1_node": mean_of(ones, "mean_in_run_s"),
+        "mean_in_run_s_2_nodes": mean_of(twos, "mean_in_run_s"),
+        "cluster_start_s": {"1_node": mean_of(ones, "cluster_start_s"), "2_nodes": mean_of(twos, "cluster_start_s")},
+        "runs_per_node_2_nodes": [
+            {label: sum(run.node == node for run in two.runs) for node, label in node_labels(two).items()}
+            for two in twos
+        ],
         "not_completed": len(failed),
+        "load_average_at_start": round(load, 2),
     }
     print(json.dumps(summary))
     return summary
