@@ -133,7 +133,7 @@ def run_on_cluster(args: argparse.Namespace, source: Path, nodes: int, scratch: 
     try:
         for index in range(nodes):
             env = {"TRANSFERLAB_RAY_NODE_DIR": str(scratch / f"{nodes}-nodes" / f"node{index}")}
-            if cores and not args.no_pin:
+            if cores and not args.no_pin and args.cpus_per_node == 1:  # a one-CPU node is one core
                 env[CORE_ENV] = str(cores[index % len(cores)])
             cluster.add_node(num_cpus=args.cpus_per_node, env_vars=env)
         runtime_env = job_runtime_env(ONE_THREAD if args.cpus_per_node == 1 else None)
@@ -241,7 +241,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=2, help="head epochs, and fine-tune epochs (default 2)")
     parser.add_argument("--image-size", type=int, default=32, help="model input side in px (default 32)")
     parser.add_argument("--images-per-class", type=int, default=24, help="3 shape classes (default 24 each)")
-    parser.add_argument("--cpus-per-node", type=int, default=1, help="CPUs of each node and of each job (default 1)")
+    parser.add_argument(
+        "--cpus-per-node",
+        type=int,
+        default=1,
+        help="CPUs of each node and job (default 1; over 1: not pinned, TF's threads not limited)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="pairs of sweeps, order flipped each (default 1)")
     parser.add_argument("--no-pin", action="store_true", help="leave the nodes' workers free to use every core")
     parser.add_argument(
