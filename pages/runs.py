@@ -46,6 +46,7 @@ from ui.training import phase_starts, show_best_phase, show_curves, show_transfe
 
 PENDING_DELETE_KEY = "runs_pending_delete"
 DELETE_MESSAGES_KEY = "runs_delete_messages"
+SWEEP_STARTED_KEY = "runs_sweep_started"
 OVERLAY_METRICS = {"val_accuracy": True, "val_loss": False, "accuracy": True, "loss": False, "learning_rate": False}
 
 
@@ -239,13 +240,16 @@ def compare_backbones(store: RunStore, manager: UserJobs) -> None:
     if not dataset:
         st.caption("Choose a dataset on the Data page first.")
     count = len(picked) * len(modes)
-    if not st.button(
+    clicked = st.button(
         f"Start sweep of {count} runs" if count else "Start sweep",
         key="compare_submit",
         type="primary",
         icon=":material/leaderboard:",
         disabled=not (count and dataset),
-    ):
+    )
+    if started := st.session_state.pop(SWEEP_STARTED_KEY, None):
+        st.success(started, icon=":material/schedule:")
+    if not clicked:
         return
     plan, template = app_sweep_plan(str(dataset), modality, picked, modes, model, train)
     problems = plan_problems(plan, modality, offline)
@@ -264,10 +268,10 @@ def compare_backbones(store: RunStore, manager: UserJobs) -> None:
     show_sweep_next(record.sweep_id)
     if current_run_id() is None:
         set_current_run(record.run_ids[0])
-    st.success(
-        f"Started a sweep of {len(record.run_ids)} runs on one split; follow it below or on the Train page.",
-        icon=":material/schedule:",
+    st.session_state[SWEEP_STARTED_KEY] = (
+        f"Started a sweep of {len(record.run_ids)} runs on one split; follow it below or on the Train page."
     )
+    st.rerun()  # the runs table and the sweep's section draw its runs from the start
 
 
 def delete_runs(store: RunStore, manager: UserJobs, labels: dict[str, str]) -> None:
@@ -324,9 +328,7 @@ def runs_page() -> None:
     if records:
         runs_overview(store, manager, records, labels)
     else:
-        st.info(
-            "No runs yet: train one on the Train page, or queue a backbone comparison below.", icon=":material/info:"
-        )
+        st.info("No runs yet: train one on the Train page, or start a backbone sweep below.", icon=":material/info:")
     compare_backbones(store, manager)
     show_sweeps(store, manager)
     if records:

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.errors import TransferLabError
+from tl_core.jobs.sweep import short_sweep_id
 from tl_core.jobs.sweep_record import (
     SweepRecord,
     SweepRun,
@@ -46,7 +47,7 @@ def sweep_label(record: SweepRecord) -> str:
     """For the picker: when it started, on what, and how many runs."""
     started = time.strftime("%d %b %H:%M", time.localtime(record.started_at)) if record.started_at else record.sweep_id
     data = safe_label(Path(record.source).name) or "unnamed data"
-    return f"{started} · {data} · {len(record.run_ids)} runs ({record.sweep_id[-4:]})"
+    return f"{started} · {data} · {len(record.run_ids)} runs ({short_sweep_id(record.sweep_id)})"
 
 
 def sweep_board(store: RunStore, runs: list[SweepRun]) -> pd.DataFrame:

@@ -210,10 +210,15 @@ def run_configs(
                 batch_size=plan.batch_size,
                 seed=plan.seed,
             )
-            configs.append(
-                RunConfig(data=data, model=model, train=train, name=f"sweep {sweep_id} · {backbone} · {mode}")
-            )
+            # Backbone first: lists and legends that cut long names still tell the runs apart.
+            name = f"{backbone} · {mode} · sweep {short_sweep_id(sweep_id)}"
+            configs.append(RunConfig(data=data, model=model, train=train, name=name))
     return configs
+
+
+def short_sweep_id(sweep_id: str) -> str:
+    """The random end of a sweep id (`20261206-155530-f5f9` -> `f5f9`), for run names and pickers."""
+    return sweep_id.rsplit("-", 1)[-1]
 
 
 def new_sweep_id() -> str:

@@ -105,10 +105,11 @@ class SweepRecord:
 
 
 def leaderboard(runs: list[SweepRun]) -> list[SweepRun]:
-    """Runs best first: completed before the rest, then by test accuracy, then validation accuracy."""
+    """Runs best first: completed before the rest, then by test accuracy, then validation accuracy, then the faster."""
 
     def key(run: SweepRun) -> tuple:
-        return (run.status != "completed", -(run.test_accuracy or -1.0), -(run.val_accuracy or -1.0), run.run_id)
+        accuracies = (-(run.test_accuracy or -1.0), -(run.val_accuracy or -1.0))
+        return (run.status != "completed", *accuracies, run.elapsed_s or 0.0, run.run_id)
 
     return sorted(runs, key=key)
 
@@ -175,8 +176,8 @@ def sweep_runs(
     """The sweep's runs as they stand now, in plan order.
 
     Args:
-        job_state: the job queue's state of a run (`queued`, `running`, `finished`, None when unknown to it); the
-            queue knows a run has ended a moment before the store does. None: the store's status alone.
+        job_state: the job queue's state of a run (`queued`, `running`, `finished`, None when unknown to it), read
+            for runs the store has not seen end. None: the store's status alone.
     """
     rows = {row["run_id"]: row for row in record.data.get("runs", []) if isinstance(row, dict)}
     runs = []
@@ -185,8 +186,8 @@ def sweep_runs(
         if run is None:  # deleted since: what the final record said of it, else only its id
             row = rows.get(run_id, {})
             run = SweepRun(run_id, str(row.get("backbone", "?")), str(row.get("mode", "?")), DELETED)
-        elif job_state is not None and (state := job_state(run_id)) in ACTIVE_STATUSES:
-            run.status = str(state)  # queued or running, as the queue has it
+        elif run.active and job_state is not None and (state := job_state(run_id)) in ACTIVE_STATUSES:
+            run.status = str(state)  # the queue knows a run started before its worker tells the store
         runs.append(run)
     return runs
 
