@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.config import MODES, RUN_WEIGHTS_PREFIX
+from tl_core.config import MODES, RUN_WEIGHTS_PREFIX, ConfigError
 from tl_core.errors import TransferLabError
 from tl_core.events import ACTIVE_STATUSES
 from tl_core.jobs.sweep_record import list_sweeps
@@ -24,7 +24,7 @@ from ui.comparisons import (
     show_paired_test,
     what_differs,
 )
-from ui.navigation import run_app_instead, switch_to
+from ui.navigation import page_link, run_app_instead, switch_to
 from ui.runs_table import child_runs, parent_run_id, runs_frame
 from ui.settings import has_offline_weights, mode_label
 from ui.state import (
@@ -249,6 +249,7 @@ def compare_backbones(store: RunStore, manager: UserJobs) -> None:
     )
     if started := st.session_state.pop(SWEEP_STARTED_KEY, None):
         st.success(started, icon=":material/schedule:")
+        page_link("train", "Watch training", ":material/monitoring:")
     if not clicked:
         return
     plan, template = app_sweep_plan(str(dataset), modality, picked, modes, model, train)
@@ -262,7 +263,7 @@ def compare_backbones(store: RunStore, manager: UserJobs) -> None:
     try:
         with st.spinner("Splitting the dataset once for every run…"):
             record = start_app_sweep(store, manager, plan, template, server_settings().job_backend)
-    except TransferLabError as exc:
+    except (ConfigError, TransferLabError) as exc:  # ConfigError: a Model page setting no backbone of the sweep takes
         show_error(exc)
         return
     show_sweep_next(record.sweep_id)
