@@ -22,6 +22,7 @@ from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from tl_core.events import FINISHED_STATUSES
 from tl_core.layout import SPLIT_FILE, SWEEP_RECORD_FILE, SWEEPS_FOLDER
 from tl_core.runs.store import RunStore
+from tl_core.server.limits import RunLimits
 from tl_core.training.runner import run_experiment  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -231,8 +232,18 @@ def test_plan_problems_are_said_in_the_apps_words() -> None:
     assert plan_problems(SweepPlan("data", ("mobilenet_v2_035",), weights="none"), "image", {}) == []
 
 
-def test_a_sweep_over_the_users_queue_share_queues_nothing(
-    workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, managers
+@pytest.mark.parametrize(
+    ("queue", "refusal"),
+    [
+        ({"per_user_cap": 1}, ["do not fit your share of the queue: you have 0 queued or training and may have 1"]),
+        (
+            {"limits": RunLimits(max_image_size=24)},
+            ["mobilenet_v2_035 (feature-extraction): Image size 32", "mobilenet_v3_small (feature-extraction): Image"],
+        ),
+    ],
+)
+def test_a_sweep_over_the_users_queue_share_or_the_limits_queues_nothing(
+    workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, managers, queue: dict, refusal: list[str]
 ) -> None:
     import pages.runs
     import ui.state
@@ -241,7 +252,7 @@ def test_a_sweep_over_the_users_queue_share_queues_nothing(
 
     workspace_dir, data = workspace
     store = RunStore(workspace_dir)
-    manager = managers(store, run=FakeRun(), per_user_cap=1)
+    manager = managers(store, run=FakeRun(), **queue)
     jobs = ui.state.UserJobs(manager, store, LOCAL_USER, Workspaces(workspace_dir, single_user=True))
     monkeypatch.setattr(pages.runs, "get_manager", lambda: jobs)
     at = open_runs(data)
@@ -249,8 +260,10 @@ def test_a_sweep_over_the_users_queue_share_queues_nothing(
     at.multiselect(key="compare_backbones").set_value(["mobilenet_v2_035", "mobilenet_v3_small"]).run()
     at.button(key="compare_submit").click().run()
     assert not at.exception
-    assert "do not fit your share of the queue" in plain(at.error[0].value)
+    shown = plain(at.error[0].value)
+    assert all(part in shown for part in refusal), shown
     assert len(store.list_runs()) == 2 and not manager.active_run_ids()
+    assert not (workspace_dir / SWEEPS_FOLDER).exists()
 
 
 def test_delete_asks_for_confirmation(workspace: tuple[Path, Path]) -> None:

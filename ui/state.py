@@ -20,7 +20,7 @@ from tl_core.errors import TransferLabError
 from tl_core.jobs.model_worker import ModelWorker
 from tl_core.runs.store import RunStore
 from tl_core.server.accounts import User
-from tl_core.server.limits import RunLimits, require_within_limits
+from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits
 from tl_core.server.settings import CONFIG_ENV, ENV_VARIABLES, ServerSettings, load_server_settings
 from tl_core.server.shown_paths import Area, shown_path
 from tl_core.server.workspaces import LOCAL_USER, UserWorkspace, Workspaces
@@ -232,13 +232,17 @@ class UserJobs:
         )
 
     def check_batch(self, configs: list[Any]) -> None:
-        """Refuse a batch of runs (a sweep) before any is queued: each as `submit` would, the server's run limits,
-        and whether all of them fit the user's share of the queue (QueueFullError)."""
+        """Refuse a batch of runs (a sweep) before any is queued: each as `submit` would, every run over the server's
+        limits named (RunLimitError), and whether all of them fit the user's share of the queue (QueueFullError)."""
         from tl_core.jobs.queue import QueueFullError
 
+        problems = []
         for config in configs:
             self._checked(config)
-            require_within_limits(config, self.manager.limits)
+            for problem in check_run_limits(config.model, config.train, self.manager.limits):
+                problems.append(f"{config.model.backbone} ({config.train.mode}): {problem}")
+        if problems:
+            raise RunLimitError(problems)
         cap = self.manager.queue.per_user_cap
         active = sum(self._owns(job_id) for job_id in self.manager.active_job_ids())
         if cap is not None and active + len(configs) > cap:
