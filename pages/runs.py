@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.config import RUN_WEIGHTS_PREFIX, ConfigError, DataConfig, RunConfig
+from tl_core.config import MODES, RUN_WEIGHTS_PREFIX, ConfigError
 from tl_core.errors import TransferLabError
 from tl_core.events import ACTIVE_STATUSES
+from tl_core.jobs.sweep_record import list_sweeps
 from tl_core.layout import CHECKPOINT_FILE
-from tl_core.models.registry import get_backbone_spec, list_backbones
+from tl_core.models.registry import list_backbones
 from tl_core.runs.comparison import epochs_frame
 from tl_core.runs.records import RunRecord
 from tl_core.runs.store import RunStore
@@ -24,8 +25,8 @@ from ui.comparisons import (
     what_differs,
 )
 from ui.navigation import page_link, run_app_instead, switch_to
-from ui.runs_table import child_runs, comparison_config, parent_run_id, runs_frame
-from ui.settings import has_offline_weights
+from ui.runs_table import child_runs, parent_run_id, runs_frame
+from ui.settings import has_offline_weights, mode_label
 from ui.state import (
     UserJobs,
     chosen_settings,
@@ -34,13 +35,18 @@ from ui.state import (
     current_run_id,
     get_manager,
     get_store,
+    server_settings,
+    session_value,
     set_current_run,
 )
+from ui.sweep_start import app_sweep_plan, plan_problems, start_app_sweep
+from ui.sweep_view import show_sweep_next, show_sweeps
 from ui.text import escape_markdown, safe_label, show_error, user_message
 from ui.training import phase_starts, show_best_phase, show_curves, show_transfer_verdict
 
 PENDING_DELETE_KEY = "runs_pending_delete"
 DELETE_MESSAGES_KEY = "runs_delete_messages"
+SWEEP_STARTED_KEY = "runs_sweep_started"
 OVERLAY_METRICS = {"val_accuracy": True, "val_loss": False, "accuracy": True, "loss": False, "learning_rate": False}
 
 
@@ -117,8 +123,11 @@ def run_details(store: RunStore, manager: UserJobs, records: list[RunRecord], re
 
 
 def runs_table(store: RunStore) -> None:
-    """Every run, newest first, read fresh from the store."""
-    st.dataframe(runs_frame(store.list_runs()), hide_index=True, width="stretch", column_config=percent_columns())
+    """Every run, newest first, read fresh from the store; a sweep's runs carry its id."""
+    sweeps = {run_id: sweep.sweep_id for sweep in list_sweeps(store) for run_id in sweep.run_ids}
+    st.dataframe(
+        runs_frame(store.list_runs(), sweeps), hide_index=True, width="stretch", column_config=percent_columns()
+    )
 
 
 def runs_overview(store: RunStore, manager: UserJobs, records: list[RunRecord], labels: dict[str, str]) -> None:
@@ -203,51 +212,67 @@ def compare_on_one_dataset(store: RunStore, records: list[RunRecord], labels: di
         show_paired_test(store, board, labels)
 
 
-def compare_backbones(manager: UserJobs) -> None:
-    """Queue one run per chosen backbone with the Model page's settings on the chosen dataset."""
+def compare_backbones(store: RunStore, manager: UserJobs) -> None:
+    """Start a sweep: one run per chosen backbone and mode, on one split of the current dataset, with the Model
+    page's settings; all are queued at once and followed in the section below."""
     st.subheader("Compare backbones")
-    st.caption("Queue the same data, mode and settings over several backbones; they train one after another.")
+    st.caption(
+        "One run per backbone and mode, all on the same split of the current dataset with the Model page's "
+        "settings, queued at once and ranked as they end (the same sweep as `python -m tl_core sweep`)."
+    )
     dataset = current_dataset()
     model, train = chosen_settings()
     modality = current_modality() if dataset else "image"
     specs = list_backbones(None, modality=modality)
     offline = {spec.name: has_offline_weights(spec) for spec in specs}
-    picked = st.multiselect(
+    left, right = st.columns([3, 2])
+    picked = left.multiselect(
         "Backbones",
         [spec.name for spec in specs],
         key="compare_backbones",
-        format_func=lambda name: name + ("" if offline[name] else " (pretrained weights not installed)"),
-        help="Each becomes one run with the settings from the Model page.",
+        format_func=lambda name: name + ("" if offline.get(name, True) else " (pretrained weights not installed)"),
+        help="Each becomes one run per mode, with the settings from the Model page.",
+    )
+    session_value("compare_modes", ["feature-extraction"])
+    modes = right.multiselect(
+        "Modes", list(MODES), key="compare_modes", format_func=lambda mode: mode_label(mode, short=True)
     )
     if not dataset:
         st.caption("Choose a dataset on the Data page first.")
-    if not st.button(
-        f"Queue {len(picked)} run(s)" if picked else "Queue runs",
+    count = len(picked) * len(modes)
+    clicked = st.button(
+        f"Start sweep of {count} runs" if count else "Start sweep",
         key="compare_submit",
         type="primary",
-        disabled=not (picked and dataset),
-    ):
-        return
-    base = RunConfig(data=DataConfig(source=dataset, modality=modality), model=model, train=train)
-    queued, skipped = [], []
-    for name in picked:
-        if base.model.weights != "none" and not offline[name]:
-            skipped.append(name)
-            continue
-        try:
-            queued.append(manager.submit(comparison_config(base, get_backbone_spec(name))))
-        except (ConfigError, TransferLabError) as exc:
-            show_error(exc)
-    if skipped:
-        st.warning(
-            "Skipped (pretrained weights not available offline): " + escape_markdown(", ".join(skipped)),
-            icon=":material/cloud_off:",
-        )
-    if queued:
-        if current_run_id() is None:
-            set_current_run(queued[0])
-        st.success(f"Queued {len(queued)} run(s); they appear above and on the Train page.", icon=":material/schedule:")
+        icon=":material/leaderboard:",
+        disabled=not (count and dataset),
+    )
+    if started := st.session_state.pop(SWEEP_STARTED_KEY, None):
+        st.success(started, icon=":material/schedule:")
         page_link("train", "Watch training", ":material/monitoring:")
+    if not clicked:
+        return
+    plan, template = app_sweep_plan(str(dataset), modality, picked, modes, model, train)
+    problems = plan_problems(plan, modality, offline)
+    if problems:
+        st.error(
+            "Nothing was started: " + "; ".join(escape_markdown(problem) for problem in problems) + ".",
+            icon=":material/block:",
+        )
+        return
+    try:
+        with st.spinner("Splitting the dataset once for every run…"):
+            record = start_app_sweep(store, manager, plan, template, server_settings().job_backend)
+    except (ConfigError, TransferLabError) as exc:  # ConfigError: a Model page setting no backbone of the sweep takes
+        show_error(exc)
+        return
+    show_sweep_next(record.sweep_id)
+    if current_run_id() is None:
+        set_current_run(record.run_ids[0])
+    st.session_state[SWEEP_STARTED_KEY] = (
+        f"Started a sweep of {len(record.run_ids)} runs on one split; follow it below or on the Train page."
+    )
+    st.rerun()  # the runs table and the sweep's section draw its runs from the start
 
 
 def delete_runs(store: RunStore, manager: UserJobs, labels: dict[str, str]) -> None:
@@ -304,10 +329,9 @@ def runs_page() -> None:
     if records:
         runs_overview(store, manager, records, labels)
     else:
-        st.info(
-            "No runs yet: train one on the Train page, or queue a backbone comparison below.", icon=":material/info:"
-        )
-    compare_backbones(manager)
+        st.info("No runs yet: train one on the Train page, or start a backbone sweep below.", icon=":material/info:")
+    compare_backbones(store, manager)
+    show_sweeps(store, manager)
     if records:
         delete_runs(store, manager, labels)
 

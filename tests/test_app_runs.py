@@ -1,4 +1,5 @@
-"""Runs page: the table, overlaid curves and what differs between those runs, the leaderboard, comparing backbones and deleting with confirmation."""
+"""Runs page: the table, overlaid curves and what differs between those runs, the leaderboard, a backbone sweep
+started and followed live, and deleting with confirmation."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from tests.conftest import open_page  # noqa: E402
 from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.data.synthetic import make_shapes_dataset  # noqa: E402
 from tl_core.events import FINISHED_STATUSES
+from tl_core.layout import SPLIT_FILE, SWEEP_RECORD_FILE, SWEEPS_FOLDER
 from tl_core.runs.store import RunStore
+from tl_core.server.limits import RunLimits
 from tl_core.training.runner import run_experiment  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -128,23 +131,139 @@ def test_comparisons_stay_within_one_dataset(workspace: tuple[Path, Path], tmp_p
     assert not [element for element in (*at.info, *at.success) if "difference" in element.value]
 
 
-def test_compare_backbones_queues_one_run_per_backbone(workspace: tuple[Path, Path]) -> None:
+def sweep_board(at: AppTest) -> pd.DataFrame:
+    return next(frame.value for frame in at.dataframe if "node" in frame.value.columns)
+
+
+def sweep_settings(at: AppTest, weights: str = "none") -> None:
+    """What the Model page would have set: tiny, fast runs."""
+    at.session_state["model_config"] = ModelConfig(backbone="mobilenet_v2_035", weights=weights, image_size=32)
+    at.session_state["train_config"] = TrainConfig(epochs=1, batch_size=16)
+
+
+def test_compare_backbones_starts_a_sweep_and_follows_it_live(workspace: tuple[Path, Path]) -> None:
     workspace_dir, data = workspace
     at = open_runs(data)
-    at.session_state["model_config"] = ModelConfig(backbone="mobilenet_v2_035", weights="none", image_size=32)
-    at.session_state["train_config"] = TrainConfig(epochs=1, batch_size=16)
+    sweep_settings(at)
+    at.multiselect(key="compare_backbones").set_value(["mobilenet_v2_035", "mobilenet_v3_small"]).run()
+    assert at.multiselect(key="compare_modes").value == ["feature-extraction"]
+    assert at.button(key="compare_submit").label == "Start sweep of 2 runs"
+    at.button(key="compare_submit").click().run()
+    assert not at.exception
+    assert any("Started a sweep of 2 runs" in success.value for success in at.success)
+    sweep_id = at.session_state["sweep_id"]
+    folder = workspace_dir / SWEEPS_FOLDER / sweep_id
+    started = json.loads((folder / SWEEP_RECORD_FILE).read_text())
+    run_ids = started["runs"]
+    assert len(run_ids) == 2 and started["split"]["test"], "the split is recorded once, before the runs train"
+    board = sweep_board(at)
+    assert set(board["id"]) == set(run_ids) and set(board["status"]) <= {"queued", "running", "completed"}
+
+    store = RunStore(workspace_dir)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and any(store.get(run_id).status not in FINISHED_STATUSES for run_id in run_ids):
+        time.sleep(0.5)
+    assert [store.get(run_id).status for run_id in run_ids] == ["completed", "completed"]
+    at.run()  # what the page's timer does every 2 seconds
+    assert not at.exception
+    board = sweep_board(at)
+    assert sorted(board["backbone"]) == ["mobilenet_v2_035", "mobilenet_v3_small"]
+    assert list(board["status"]) == ["completed", "completed"] and list(board["rank"]) == [1, 2]
+    for _, row in board.iterrows():
+        low, high = (float(bound) for bound in row["95% interval"].rstrip("%").split("-"))
+        assert low <= row["test accuracy"] <= high
+        assert row["node"] and row["time (s)"] > 0
+    assert list(board["test accuracy"]) == sorted(board["test accuracy"], reverse=True)
+    verdicts = [element.value for element in (*at.info, *at.success)]
+    assert any(v.startswith(("No real difference", "The difference is real")) for v in verdicts), verdicts
+
+    # One split for both runs, the one the sweep recorded; the view wrote the final result when they had ended.
+    finished = json.loads((folder / SWEEP_RECORD_FILE).read_text())
+    assert finished["best_run_id"] == board["id"][0] and finished["problems"] == []
+    records = [store.get(run_id) for run_id in run_ids]
+    assert {record.dataset_fingerprint for record in records} == {finished["dataset_fingerprint"]}
+    for record in records:
+        split = json.loads((store.run_dir(record.id) / SPLIT_FILE).read_text())
+        assert {name: sorted(paths) for name, paths in split.items()} == finished["split"]
+        assert record.config["model"]["weights"] == "none" and record.config["model"]["image_size"] == 32
+    table = at.dataframe[0].value  # the runs table groups the sweep's runs
+    assert set(table.loc[table["sweep"] == sweep_id, "id"]) == set(run_ids)
+    assert set(table.loc[table["sweep"] == "", "name"]) == {"first", "second"}
+
+    # A later sweep (here: a copy of its record) does not take the place of the one this user is following.
+    later = workspace_dir / SWEEPS_FOLDER / "29991231-000000-beef"
+    later.mkdir()
+    (later / SWEEP_RECORD_FILE).write_text(json.dumps({**finished, "sweep_id": later.name}))
+    reloaded = open_runs()
+    assert reloaded.selectbox(key="runs_sweep").value == sweep_id
+    assert reloaded.selectbox(key="runs_sweep").options[0].endswith("(beef)"), "newest first"
+
+
+def test_a_sweep_with_bad_entries_is_refused_naming_each(workspace: tuple[Path, Path]) -> None:
+    workspace_dir, data = workspace
+    at = open_runs(data)
+    sweep_settings(at, weights="imagenet")
+    picked = ["efficientnet_lite0", "mobilenet_v2_035", "mobilenet_v3_small"]  # the last two: no offline weights
+    at.multiselect(key="compare_backbones").set_value(picked).run()
+    at.multiselect(key="compare_modes").set_value(["feature-extraction", "fine-tune"]).run()
+    assert at.button(key="compare_submit").label == "Start sweep of 6 runs"
+    at.button(key="compare_submit").click().run()
+    assert not at.exception
+    refusal = plain(at.error[0].value)
+    assert refusal.startswith("Nothing was started")
+    assert "MobileNetV2 (alpha 0.35): its pretrained weights are not installed" in refusal
+    assert "MobileNetV3Small: its pretrained weights are not installed" in refusal
+    assert "EfficientNet-Lite0" not in refusal and "--" not in refusal
+    assert len(RunStore(workspace_dir).list_runs()) == 2 and not (workspace_dir / SWEEPS_FOLDER).exists()
+
+
+def test_plan_problems_are_said_in_the_apps_words() -> None:
+    from tl_core.jobs.sweep import SweepPlan
+    from ui.sweep_start import plan_problems
+
+    plan = SweepPlan("data", backbones=("glove_6b_50d", "mobilenet_v9", "mobilenet_v2_035"), modes=("sideways",))
+    assert plan_problems(plan, "image", {"mobilenet_v2_035": False}) == [
+        "GloVe 6B (50-d word vectors): cannot train image (it is a backbone for text)",
+        "mobilenet_v9: unknown backbone",
+        "sideways: unknown training mode",
+        "MobileNetV2 (alpha 0.35): its pretrained weights are not installed on this server (pick another "
+        "backbone, or random weights on the Model page)",
+    ]
+    assert plan_problems(SweepPlan("data", ("mobilenet_v2_035",), weights="none"), "image", {}) == []
+
+
+@pytest.mark.parametrize(
+    ("queue", "refusal"),
+    [
+        ({"per_user_cap": 1}, ["do not fit your share of the queue: you have 0 queued or training and may have 1"]),
+        (
+            {"limits": RunLimits(max_image_size=24)},
+            ["mobilenet_v2_035 (feature-extraction): Image size 32", "mobilenet_v3_small (feature-extraction): Image"],
+        ),
+    ],
+)
+def test_a_sweep_over_the_users_queue_share_or_the_limits_queues_nothing(
+    workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, managers, queue: dict, refusal: list[str]
+) -> None:
+    import pages.runs
+    import ui.state
+    from tests.job_helpers import FakeRun
+    from tl_core.server.workspaces import LOCAL_USER, Workspaces
+
+    workspace_dir, data = workspace
+    store = RunStore(workspace_dir)
+    manager = managers(store, run=FakeRun(), **queue)
+    jobs = ui.state.UserJobs(manager, store, LOCAL_USER, Workspaces(workspace_dir, single_user=True))
+    monkeypatch.setattr(pages.runs, "get_manager", lambda: jobs)
+    at = open_runs(data)
+    sweep_settings(at)
     at.multiselect(key="compare_backbones").set_value(["mobilenet_v2_035", "mobilenet_v3_small"]).run()
     at.button(key="compare_submit").click().run()
     assert not at.exception
-    assert any("Queued 2 run(s)" in success.value for success in at.success)
-    store = RunStore(workspace_dir)
-    queued = [record for record in store.list_runs() if record.name.startswith("compare")]
-    assert sorted(record.backbone for record in queued) == ["mobilenet_v2_035", "mobilenet_v3_small"]
-    assert {record.mode for record in queued} == {"feature-extraction"}
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and any(store.get(r.id).status not in FINISHED_STATUSES for r in queued):
-        time.sleep(0.5)
-    assert [store.get(r.id).status for r in queued] == ["completed", "completed"]
+    shown = plain(at.error[0].value)
+    assert all(part in shown for part in refusal), shown
+    assert len(store.list_runs()) == 2 and not manager.active_run_ids()
+    assert not (workspace_dir / SWEEPS_FOLDER).exists()
 
 
 def test_delete_asks_for_confirmation(workspace: tuple[Path, Path]) -> None:

@@ -1,5 +1,5 @@
 """The app as a product, in Chromium (issue 23): a reload and a new tab keep the settings, the Runs page compares
-one dataset at a time with intervals and a verdict, a queued comparison shows on Train with a Stop for each job,
+one dataset at a time with intervals and a verdict, a backbone sweep's runs show on Train with a Stop for each job,
 and a click on a confusion-matrix cell opens its examples. The server is what `make run` starts (personal mode,
 loopback); screenshots go to test-artifacts/product-*.png.
 """
@@ -97,7 +97,7 @@ def test_a_students_and_an_analysts_day(tmp_path: Path) -> None:
         expect(verdict.first).to_be_visible()
         shot("02-runs-one-dataset")
 
-        # Queue a comparison of two backbones on the chosen dataset (textures), then follow it on Train.
+        # Start a sweep of two backbones, fine-tuned, on the chosen dataset (textures), then follow it on Train.
         picker = page.get_by_role("combobox", name="Backbones")
         for backbone in ("efficientnet_lite0", "efficientnet_lite1"):
             picker.click()
@@ -105,8 +105,16 @@ def test_a_students_and_an_analysts_day(tmp_path: Path) -> None:
             page.get_by_role("option", name=backbone, exact=True).click()
         page.keyboard.press("Escape")  # the choice reaches the app when the list closes
         wait_idle(page)
-        page.get_by_role("button", name="Queue 2 run(s)").click()
-        expect(page.get_by_text("Queued 2 run(s)")).to_be_visible()
+        modes = page.get_by_role("combobox", name="Modes")
+        modes.click()
+        modes.press("Backspace")  # not feature extraction (the default)
+        modes.press_sequentially("fine-tune")
+        page.get_by_role("option", name="fine-tune the top layers", exact=True).click()
+        page.keyboard.press("Escape")
+        wait_idle(page)
+        page.get_by_role("button", name="Start sweep of 2 runs").click()
+        expect(page.get_by_text("Started a sweep of 2 runs")).to_be_visible()
+        expect(page.get_by_role("heading", name="Sweep", exact=True)).to_be_visible()
         go("Train")
         expect(page.get_by_text("Also in your queue")).to_be_visible()
         expect(page.get_by_role("button", name="Queue training")).to_be_visible()

@@ -1,4 +1,4 @@
-"""A user's choices in the app (dataset, model and training settings, the run in view, the Model page's widgets)
+"""A user's choices in the app (dataset, model and training settings, the run and sweep in view, the Model page's widgets)
 kept in their workspace, so a reload or a new tab starts where they left off.
 
 Streamlit's session state lives and dies with one browser tab's websocket; this file outlives it. Each session
@@ -25,6 +25,7 @@ from ui.state import (
     RUN_CONFIG_KEY,
     RUN_KEY,
     SAVED_WIDGETS_KEY,
+    SWEEP_KEY,
     TRAIN_CONFIG_KEY,
     workspace_path,
 )
@@ -75,7 +76,11 @@ def _path() -> Path:
 
 def _encoded() -> dict[str, Any]:
     state = st.session_state
-    choices: dict[str, Any] = {"dataset": state.get(DATASET_KEY), "run_id": state.get(RUN_KEY)}
+    choices: dict[str, Any] = {
+        "dataset": state.get(DATASET_KEY),
+        "run_id": state.get(RUN_KEY),
+        "sweep_id": state.get(SWEEP_KEY),
+    }
     for key in _CONFIG_TYPES:
         value = state.get(key)
         choices[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else None
@@ -96,6 +101,8 @@ def _decoded(saved: dict[str, Any]) -> dict[str, Any]:
         state[DATASET_KEY] = saved["dataset"]
     if isinstance(saved.get("run_id"), str):
         state[RUN_KEY] = saved["run_id"]
+    if isinstance(saved.get("sweep_id"), str):
+        state[SWEEP_KEY] = saved["sweep_id"]
     for key, kind in _CONFIG_TYPES.items():
         if isinstance(saved.get(key), dict) and (config := _config(kind, saved[key])) is not None:
             state[key] = config

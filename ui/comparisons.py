@@ -10,7 +10,7 @@ import streamlit as st
 
 from tl_core.errors import TransferLabError
 from tl_core.runs.comparison import compare_runs
-from tl_core.runs.paired import accuracy_label, compare_pair, run_accuracy
+from tl_core.runs.paired import PairedComparison, RunAccuracy, accuracy_label, compare_pair, run_accuracy
 from tl_core.runs.records import RunRecord
 from tl_core.runs.store import RunStore
 from ui.runs_table import dataset_name, shown_cells
@@ -55,6 +55,11 @@ def runs_of(records: Sequence[RunRecord], dataset: str) -> list[RunRecord]:
     return list(records) if dataset == ALL_DATASETS else [r for r in records if dataset_key(r) == dataset]
 
 
+def interval_text(accuracy: RunAccuracy | None) -> str:
+    """A leaderboard cell: the 95% Wilson interval as `78.7-98.2%`, `-` without a test evaluation."""
+    return "-" if accuracy is None else "{:.1f}-{:.1f}%".format(*(100 * x for x in accuracy.interval))
+
+
 def leaderboard_frame(store: RunStore, records: Sequence[RunRecord]) -> pd.DataFrame:
     """Completed runs with a test accuracy, best first (ties: the faster run), ranked within each dataset, with
     each accuracy's 95% Wilson interval and the number of test examples it rests on."""
@@ -64,7 +69,7 @@ def leaderboard_frame(store: RunStore, records: Sequence[RunRecord]) -> pd.DataF
         if record.status != "completed" or not isinstance(test, (int, float)):
             continue
         accuracy = run_accuracy(store, record)  # None: its evaluation (and so its test count) is gone
-        interval = "-" if accuracy is None else "{:.1f}-{:.1f}%".format(*(100 * x for x in accuracy.interval))
+        interval = interval_text(accuracy)
         val = record.metrics.get("val_accuracy")
         rows.append(
             {
@@ -138,6 +143,11 @@ def show_paired_test(store: RunStore, board: pd.DataFrame, labels: dict[str, str
     except TransferLabError as exc:
         show_error(exc)
         return
+    show_verdict(comparison)
+
+
+def show_verdict(comparison: PairedComparison) -> None:
+    """Both runs' accuracies with their intervals, then McNemar's verdict in plain words."""
     st.caption(" · ".join(f"{escape_markdown(run.name)}: {accuracy_label(run)}" for run in comparison.runs))
     if not comparison.comparable:
         st.warning(escape_markdown(comparison.verdict), icon=":material/block:")

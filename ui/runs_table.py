@@ -1,16 +1,14 @@
-"""Run records as tables (all runs, leaderboard), transfer verdicts and lineage, and configs for a backbone comparison."""
+"""Run records as tables (all runs, leaderboard), transfer verdicts and lineage."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from tl_core.config import RUN_WEIGHTS_PREFIX, RunConfig
-from tl_core.models.spec import BackboneSpec
+from tl_core.config import RUN_WEIGHTS_PREFIX
 from tl_core.runs.records import RunRecord
 from ui.text import safe_label, user_messages
 
@@ -88,8 +86,9 @@ def _percent(value: object) -> float | None:
     return round(100 * float(value), 1) if isinstance(value, (int, float)) else None
 
 
-def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per run, newest first: what it trained, how far it got, how well it did, and whether pretraining helped.
+def runs_frame(records: Sequence[RunRecord], sweeps: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per run, newest first: what it trained, how far it got, how well it did, whether pretraining helped,
+    and the sweep it belongs to (`sweeps`: run id -> sweep id).
 
     Run and dataset names are shown through `safe_label` (no bidi control or line break acts on the table).
     """
@@ -106,6 +105,7 @@ def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
             "time (s)": round(float(record.metrics.get("elapsed_s") or record.elapsed_s), 1),
             "transfer": verdict.short if (verdict := transfer_verdict(record)) else "",
             "from run": names.get(parent, safe_label(parent)) if (parent := parent_run_id(record)) else "",
+            "sweep": (sweeps or {}).get(record.id, ""),
             "status": record.status,
             "id": record.id,
         }
@@ -124,6 +124,7 @@ def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
             "time (s)",
             "transfer",
             "from run",
+            "sweep",
             "status",
             "id",
         ],
@@ -139,16 +140,3 @@ def shown_cells(frame: pd.DataFrame) -> pd.DataFrame:
             texts = iter(user_messages(value for value in shown[column] if isinstance(value, str)))
             shown[column] = [safe_label(next(texts)) if isinstance(value, str) else value for value in shown[column]]
     return shown
-
-
-def comparison_config(base: RunConfig, spec: BackboneSpec) -> RunConfig:
-    """`base` with another backbone: same data, mode and training settings.
-
-    The image size is kept when the backbone accepts it, else moved into its range. Starting from
-    another run's backbone only fits that architecture, so such runs start from ImageNet weights.
-    """
-    size = base.model.image_size or spec.default_size
-    size = max(size, spec.min_size) if spec.max_size is None else min(max(size, spec.min_size), spec.max_size)
-    weights = "imagenet" if base.model.weights.startswith("run:") else base.model.weights
-    model = dataclasses.replace(base.model, backbone=spec.name, image_size=size, weights=weights)
-    return base.replace(model=model, name=f"compare · {spec.name} · {base.train.mode}")

@@ -20,7 +20,7 @@ from tl_core.errors import TransferLabError
 from tl_core.jobs.model_worker import ModelWorker
 from tl_core.runs.store import RunStore
 from tl_core.server.accounts import User
-from tl_core.server.limits import RunLimits
+from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits
 from tl_core.server.settings import CONFIG_ENV, ENV_VARIABLES, ServerSettings, load_server_settings
 from tl_core.server.shown_paths import Area, shown_path
 from tl_core.server.workspaces import LOCAL_USER, UserWorkspace, Workspaces
@@ -42,7 +42,8 @@ RUN_KEY = "run_id"
 MODEL_CONFIG_KEY = "model_config"
 TRAIN_CONFIG_KEY = "train_config"
 RUN_CONFIG_KEY = "run_config"
-_SHARED_KEYS = frozenset({DATASET_KEY, RUN_KEY, MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY})
+SWEEP_KEY = "sweep_id"  # the backbone sweep last started or picked on the Runs page
+_SHARED_KEYS = frozenset({DATASET_KEY, RUN_KEY, MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY, SWEEP_KEY})
 SAVED_WIDGETS_KEY = "saved_widget_values"
 
 
@@ -230,14 +231,36 @@ class UserJobs:
             kind, self._checked(config), key=key, options=options, owner=self.owner, store=self.store
         )
 
+    def check_batch(self, configs: list[Any]) -> None:
+        """Refuse a batch of runs (a sweep) before any is queued: each as `submit` would, every run over the server's
+        limits named (RunLimitError), and whether all of them fit the user's share of the queue (QueueFullError)."""
+        from tl_core.jobs.queue import QueueFullError
+
+        problems = []
+        for config in configs:
+            self._checked(config)
+            for problem in check_run_limits(config.model, config.train, self.manager.limits):
+                problems.append(f"{config.model.backbone} ({config.train.mode}): {problem}")
+        if problems:
+            raise RunLimitError(problems)
+        cap = self.manager.queue.per_user_cap
+        active = sum(self._owns(job_id) for job_id in self.manager.active_job_ids())
+        if cap is not None and active + len(configs) > cap:
+            raise QueueFullError(
+                f"These {len(configs)} runs do not fit your share of the queue: you have {active} queued or training "
+                f"and may have {cap} at once. Pick fewer backbones or modes, or wait until some finish."
+            )
+
+    def readable_roots(self) -> tuple[str, ...]:
+        """The folders this user's datasets may name files in (none in personal mode: any)."""
+        return roots_for(self._spaces, self.user)
+
     def _checked(self, config: Any) -> Any:
         self._spaces.check_readable(self.user, config.data.source)
         self._spaces.check_weights_source(self.user, config.model.weights)
         self._spaces.check_disk(self.owner)
         # The worker checks every file the dataset names (CSV rows, links) against the same folders.
-        return dataclasses.replace(
-            config, data=dataclasses.replace(config.data, readable_roots=roots_for(self._spaces, self.user))
-        )
+        return dataclasses.replace(config, data=dataclasses.replace(config.data, readable_roots=self.readable_roots()))
 
     def resume(self, run_id: str) -> str:
         self._spaces.check_disk(self.owner)

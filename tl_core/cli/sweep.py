@@ -26,9 +26,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         new_sweep_id,
         parse_list,
         run_sweep,
-        sweep_folder,
         validate_plan,
     )
+    from tl_core.jobs.sweep_record import sweep_folder
     from tl_core.layout import QUEUE_FILE
     from tl_core.server.settings import load_server_settings
 

@@ -4,9 +4,14 @@ A fair comparison needs every run to train and test on the same examples. A run'
 its data config (source, fractions, seed) and the scanned examples, so the sweep scans the data once,
 records that split in `<workspace>/sweeps/<sweep id>/sweep.json`, and gives every run the very same data
 config: each run then derives the same split and records the same dataset fingerprint (the sweep checks
-both when the runs end). Every run is an ordinary run in the store, queued through a `JobManager`, so the
+both when the runs end). Every run is an ordinary run in the store, queued through whatever `submit` it is
+given (the CLI: a `JobManager`; the app: the user's share of the server's queue, with its checks), so the
 backend decides how many run at once (the local worker processes: the machine's device slots; Ray: the
 cluster's capacity).
+
+Starting and following are apart: `start_sweep` queues the runs and returns; `tl_core.jobs.sweep_record` reads
+the sweep back as a leaderboard (the app redraws it while the runs train) and writes its final result.
+`run_sweep` (the CLI) does both and waits.
 
 Example:
     >>> plan = SweepPlan("flowers/", backbones=("mobilenet_v2", "efficientnet_lite0"))
@@ -16,21 +21,33 @@ Example:
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 
 from tl_core.config import MODES, DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.data.prep import prepare_dataset
 from tl_core.data.types import SPLIT_NAMES
 from tl_core.errors import BackboneError, TransferLabError
 from tl_core.jobs.manager import JobManager
-from tl_core.layout import NODE_FILE, SPLIT_FILE, SWEEP_RECORD_FILE, SWEEPS_FOLDER
-from tl_core.modalities import resolve_modality
-from tl_core.models.registry import backbone_for_data
+from tl_core.jobs.sweep_record import (
+    DELETED,
+    SweepRecord,
+    SweepResult,
+    SweepRun,
+    finish_sweep,
+    leaderboard,
+    read_sweep,
+    stored_run,
+    sweep_folder,
+    sweep_runs,
+    write_record,
+)
+from tl_core.modalities import get_modality, resolve_modality
+from tl_core.models.registry import backbone_for_data, get_backbone_spec
+from tl_core.models.spec import BackboneSpec
 from tl_core.runs.store import RunStore
 
 SWEEP_OWNER = "local"
@@ -67,57 +84,6 @@ class SweepPlan:
     fine_tune_epochs: int = 5
 
 
-@dataclass
-class SweepRun:
-    """One run of a sweep as the leaderboard shows it (the keys of the `--json` contract)."""
-
-    run_id: str
-    backbone: str
-    mode: str
-    status: str = "queued"
-    test_accuracy: float | None = None
-    val_accuracy: float | None = None
-    elapsed_s: float | None = None
-    node: str | None = None
-
-
-@dataclass
-class SweepResult:
-    """A finished sweep: its runs (best first), the best completed run and the wall time."""
-
-    sweep_id: str
-    backend: str
-    runs: list[SweepRun]
-    elapsed_s: float
-    dataset_fingerprint: str = ""
-    folder: Path | None = None
-    # Runs whose split or data differ from the sweep's (a dataset changed mid-sweep; never expected otherwise).
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def best_run_id(self) -> str | None:
-        completed = [run for run in self.runs if run.status == "completed"]
-        return leaderboard(completed)[0].run_id if completed else None
-
-    def to_dict(self) -> dict:
-        return {
-            "sweep_id": self.sweep_id,
-            "backend": self.backend,
-            "runs": [asdict(run) for run in self.runs],
-            "best_run_id": self.best_run_id,
-            "elapsed_s": round(self.elapsed_s, 2),
-        }
-
-
-def leaderboard(runs: list[SweepRun]) -> list[SweepRun]:
-    """Runs best first: completed before the rest, then by test accuracy, then validation accuracy."""
-
-    def key(run: SweepRun) -> tuple:
-        return (run.status != "completed", -(run.test_accuracy or -1.0), -(run.val_accuracy or -1.0), run.run_id)
-
-    return sorted(runs, key=key)
-
-
 def format_leaderboard(runs: list[SweepRun]) -> str:
     """The leaderboard as a text table, best first."""
     lines = [f"{'#':>2} {'backbone':<22} {'mode':<18} {'status':<10} {'test acc':>8} {'val acc':>7} {'time':>7}  node"]
@@ -138,17 +104,44 @@ def parse_list(text: str, flag: str) -> tuple[str, ...]:
     return items
 
 
-def check_plan(plan: SweepPlan, modality: str, default_backbone: str) -> list[str]:
-    """Every problem with the plan's backbones and modes, each naming its flag; empty when the plan can start."""
+@dataclass(frozen=True)
+class PlanProblem:
+    """One entry of a plan that cannot run.
+
+    Attributes:
+        flag: the CLI option that named it (`--backbones` or `--modes`).
+        entry: the backbone or mode as given.
+        reason: what is wrong in a few plain words (`unknown backbone`, `cannot train text`), for the app.
+        detail: the whole message, with how to fix it on the command line.
+    """
+
+    flag: str
+    entry: str
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.flag} {self.entry}: {self.detail}"
+
+
+def check_plan(plan: SweepPlan, modality: str, default_backbone: str) -> list[PlanProblem]:
+    """Every problem with the plan's backbones and modes; empty when the plan can start."""
     problems = []
     for name in plan.backbones:
         try:
             backbone_for_data(name, modality, default_backbone)
         except BackboneError as exc:
-            problems.append(f"--backbones {name}: {exc}")
+            try:
+                other = get_backbone_spec(name).modality
+            except BackboneError:
+                problems.append(PlanProblem("--backbones", name, "unknown backbone", str(exc)))
+            else:
+                reason = f"cannot train {modality} (it is a backbone for {other})"
+                problems.append(PlanProblem("--backbones", name, reason, str(exc)))
     for mode in plan.modes:
         if mode not in MODES:
-            problems.append(f"--modes {mode}: unknown training mode; choose from {', '.join(MODES)}.")
+            detail = f"unknown training mode; choose from {', '.join(MODES)}."
+            problems.append(PlanProblem("--modes", mode, "unknown training mode", detail))
     return problems
 
 
@@ -158,51 +151,130 @@ def validate_plan(plan: SweepPlan) -> str:
     Raises:
         SweepError: every unknown backbone, backbone for other data and unknown mode, each with its flag.
     """
-    from tl_core.modalities import get_modality
-
     modality = get_modality(resolve_modality(plan.source))
     problems = check_plan(plan, modality.name, modality.default_backbone)
     if problems:
-        raise SweepError("Nothing was started: " + " ".join(problems))
+        raise SweepError("Nothing was started: " + " ".join(str(problem) for problem in problems))
     return modality.name
 
 
-def run_configs(plan: SweepPlan, modality: str, sweep_id: str) -> list[RunConfig]:
-    """One run config per backbone x mode, all with the same data config (hence the same split)."""
+def fitted_size(image_size: int | None, spec: BackboneSpec) -> int | None:
+    """`image_size` moved into the backbone's range (None: the backbone's default; text backbones take none)."""
+    if image_size is None or spec.modality != "image":
+        return image_size
+    size = max(image_size, spec.min_size)
+    return size if spec.max_size is None else min(size, spec.max_size)
+
+
+def run_configs(
+    plan: SweepPlan,
+    modality: str,
+    sweep_id: str,
+    template: RunConfig | None = None,
+    readable_roots: Sequence[str] = (),
+) -> list[RunConfig]:
+    """One run config per backbone x mode, all with the same data config (hence the same split).
+
+    Args:
+        template: the settings every run starts from (the app: the Model page's head, learning rate, ...); its
+            backbone, weights, image size, mode, epochs, batch size and seed are the plan's, its data the sweep's,
+            and a cut layer is dropped (it names one backbone's layer). None: the defaults.
+        readable_roots: the folders the data may name files in (a workshop user's); empty: any.
+    """
     data = DataConfig(
         source=plan.source,
         val_fraction=plan.val_fraction,
         test_fraction=plan.test_fraction,
         seed=plan.seed,
         modality=modality,
+        readable_roots=tuple(readable_roots),
     )
+    model_template = template.model if template else ModelConfig()
+    train_template = template.train if template else TrainConfig()
     configs = []
     for backbone in plan.backbones:
-        weights = plan.weights or backbone_for_data(backbone, modality, backbone).pretrained_weights
+        spec = backbone_for_data(backbone, modality, backbone)
+        model = dataclasses.replace(
+            model_template,
+            backbone=backbone,
+            weights=plan.weights or spec.pretrained_weights,
+            image_size=fitted_size(plan.image_size, spec),
+            cut_layer=None,
+        )
         for mode in plan.modes:
-            configs.append(
-                RunConfig(
-                    data=data,
-                    model=ModelConfig(backbone=backbone, weights=weights, image_size=plan.image_size),
-                    train=TrainConfig(
-                        mode=mode,
-                        epochs=plan.epochs,
-                        fine_tune_epochs=plan.fine_tune_epochs,
-                        batch_size=plan.batch_size,
-                        seed=plan.seed,
-                    ),
-                    name=f"sweep {sweep_id} · {backbone} · {mode}",
-                )
+            train = dataclasses.replace(
+                train_template,
+                mode=mode,
+                epochs=plan.epochs,
+                fine_tune_epochs=plan.fine_tune_epochs,
+                batch_size=plan.batch_size,
+                seed=plan.seed,
             )
+            # Backbone first: lists and legends that cut long names still tell the runs apart.
+            name = f"{backbone} · {mode} · sweep {short_sweep_id(sweep_id)}"
+            configs.append(RunConfig(data=data, model=model, train=train, name=name))
     return configs
+
+
+def short_sweep_id(sweep_id: str) -> str:
+    """The random end of a sweep id (`20261206-155530-f5f9` -> `f5f9`), for run names and pickers."""
+    return sweep_id.rsplit("-", 1)[-1]
 
 
 def new_sweep_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-def sweep_folder(store: RunStore, sweep_id: str) -> Path:
-    return store.workspace / SWEEPS_FOLDER / sweep_id
+def start_sweep(
+    plan: SweepPlan,
+    store: RunStore,
+    submit: Callable[[RunConfig], str],
+    *,
+    backend: str = "local",
+    sweep_id: str | None = None,
+    template: RunConfig | None = None,
+    readable_roots: Sequence[str] = (),
+    admit: Callable[[list[RunConfig]], None] | None = None,
+) -> SweepRecord:
+    """Check the plan, record the split once and queue every run; returns at once (follow it with `sweep_runs`).
+
+    Args:
+        plan: the backbones, modes and data.
+        store: the run store every run is recorded in; the record goes to `<workspace>/sweeps/<id>/sweep.json`.
+        submit: queues one run and returns its id (a `JobManager`'s submit, or the app's per-user one).
+        backend: the backend's name, as the record reports it.
+        sweep_id: the sweep's id (default: a new one).
+        template, readable_roots: see `run_configs`.
+        admit: called with every run's config before the data is scanned or anything queued; raises to refuse
+            the whole sweep (the app: the user's limits and share of the queue).
+
+    Returns:
+        The sweep's record, every run queued.
+
+    Raises:
+        SweepError: unknown backbones or modes (all named) before anything is queued.
+        DataError: the dataset cannot be read or split.
+    """
+    modality = validate_plan(plan)
+    sweep_id = sweep_id or new_sweep_id()
+    configs = run_configs(plan, modality, sweep_id, template, readable_roots)
+    if admit is not None:
+        admit(configs)
+    prepared = prepare_dataset(configs[0].data, store)  # scanned once; each run reuses the workspace's scan
+    record: dict = {
+        "sweep_id": sweep_id,
+        "backend": backend,
+        "plan": asdict(plan),
+        "dataset_fingerprint": prepared.report.fingerprint,
+        "split": {name: sorted(e.relpath for e in prepared.split.examples(name)) for name in SPLIT_NAMES},
+        "started_at": time.time(),
+        "runs": [],
+    }
+    folder = sweep_folder(store, sweep_id)
+    for config in configs:
+        record["runs"].append(submit(config))
+        write_record(folder, record)  # a run is in the record as soon as it is queued
+    return read_sweep(store, sweep_id)
 
 
 def run_sweep(
@@ -215,7 +287,7 @@ def run_sweep(
     on_finish: Callable[[SweepRun, list[SweepRun]], None] | None = None,
     poll_interval_s: float = 0.5,
 ) -> SweepResult:
-    """Check the plan, record the split once, queue every run on `manager` and wait for all of them.
+    """Start the sweep on `manager` and wait for every run, then write the final record (the CLI's sweep).
 
     Args:
         plan: the backbones, modes and data.
@@ -234,90 +306,30 @@ def run_sweep(
         DataError: the dataset cannot be read or split.
     """
     started = time.perf_counter()
-    modality = validate_plan(plan)
-    sweep_id = sweep_id or new_sweep_id()
-    configs = run_configs(plan, modality, sweep_id)
-    prepared = prepare_dataset(configs[0].data, store)  # scanned once; each run reuses the workspace's scan
-    split = {name: sorted(e.relpath for e in prepared.split.examples(name)) for name in SPLIT_NAMES}
-    folder = sweep_folder(store, sweep_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    record: dict = {
-        "sweep_id": sweep_id,
-        "backend": backend,
-        "plan": asdict(plan),
-        "dataset_fingerprint": prepared.report.fingerprint,
-        "split": split,
-        "runs": [],
-    }
-    runs: list[SweepRun] = []
+    submitted: list[str] = []
+
+    def submit(config: RunConfig) -> str:
+        submitted.append(manager.submit(config, owner=SWEEP_OWNER, store=store))
+        return submitted[-1]
+
     try:
-        for config in configs:
-            run_id = manager.submit(config, owner=SWEEP_OWNER, store=store)
-            runs.append(SweepRun(run_id, config.model.backbone, config.train.mode))
-            record["runs"] = [run.run_id for run in runs]
-            _write_record(folder, record)
-        pending = {run.run_id: run for run in runs}
+        record = start_sweep(plan, store, submit, backend=backend, sweep_id=sweep_id)
+        runs = sweep_runs(store, record)
+        pending = dict(enumerate(runs))
         while pending:
-            for run_id, run in list(pending.items()):
-                status = manager.status(run_id)
+            for place, run in list(pending.items()):
+                status = manager.status(run.run_id)
                 if status is not None and status.state != "finished":
                     run.status = status.state  # queued or running, as the live leaderboard shows it
-                else:
-                    _fill_from_store(run, store)
-                    del pending[run_id]
-                    if on_finish:
-                        on_finish(run, list(runs))
+                    continue
+                runs[place] = stored_run(store, run.run_id) or dataclasses.replace(run, status=DELETED)
+                del pending[place]
+                if on_finish:
+                    on_finish(runs[place], list(runs))
             if pending:
                 time.sleep(poll_interval_s)
     except BaseException:  # Ctrl-C or an error: no run of this sweep keeps training unwatched
-        for run in runs:
-            manager.stop(run.run_id)
+        for run_id in submitted:
+            manager.stop(run_id)
         raise
-    result = SweepResult(
-        sweep_id,
-        backend,
-        leaderboard(runs),
-        time.perf_counter() - started,
-        prepared.report.fingerprint,
-        folder,
-        _split_problems(runs, store, record),
-    )
-    record.update(result.to_dict(), problems=result.problems)
-    _write_record(folder, record)
-    return result
-
-
-def _fill_from_store(run: SweepRun, store: RunStore) -> None:
-    record = store.get(run.run_id)
-    metrics = record.metrics
-    run.status = record.status
-    run.test_accuracy = metrics.get("test_accuracy")
-    run.val_accuracy = metrics.get("val_accuracy")
-    run.elapsed_s = metrics.get("elapsed_s", record.elapsed_s)
-    try:
-        run.node = (store.run_dir(run.run_id) / NODE_FILE).read_text(encoding="utf-8").strip() or None
-    except OSError:
-        run.node = None
-
-
-def _split_problems(runs: list[SweepRun], store: RunStore, record: dict) -> list[str]:
-    """Runs that trained on other data or another split than the sweep recorded (a changed folder mid-sweep)."""
-    problems = []
-    for run in runs:
-        stored = store.get(run.run_id)
-        if stored.dataset_fingerprint and stored.dataset_fingerprint != record["dataset_fingerprint"]:
-            problems.append(f"run {run.run_id} saw other data (the dataset changed during the sweep)")
-            continue
-        try:
-            split = json.loads((store.run_dir(run.run_id) / SPLIT_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a run that failed before splitting has no split to compare
-        if {name: sorted(split.get(name, [])) for name in SPLIT_NAMES} != record["split"]:
-            problems.append(f"run {run.run_id} used another split than the sweep's")
-    return problems
-
-
-def _write_record(folder: Path, record: dict) -> None:
-    partial = folder / f".{SWEEP_RECORD_FILE}.partial"
-    partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    partial.replace(folder / SWEEP_RECORD_FILE)
+    return finish_sweep(store, record, runs, time.perf_counter() - started)
