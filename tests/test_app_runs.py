@@ -169,6 +169,7 @@ def test_compare_backbones_starts_a_sweep_and_follows_it_live(workspace: tuple[P
     board = sweep_board(at)
     assert sorted(board["backbone"]) == ["mobilenet_v2_035", "mobilenet_v3_small"]
     assert list(board["status"]) == ["completed", "completed"] and list(board["rank"]) == [1, 2]
+    assert list(board["epochs"]) == [1, 1]
     for _, row in board.iterrows():
         low, high = (float(bound) for bound in row["95% interval"].rstrip("%").split("-"))
         assert low <= row["test accuracy"] <= high

@@ -54,6 +54,10 @@ def sweep_board(store: RunStore, runs: list[SweepRun]) -> pd.DataFrame:
     """The sweep's runs, best first, unfinished ones after; accuracies as percentages, the test one with its interval."""
     rows = []
     for place, run in enumerate(leaderboard(runs), start=1):
+        # A training run shows how far it got and its best validation accuracy yet: the board moves epoch by epoch.
+        epochs = store.epochs(run.run_id) if run.status != "deleted" else []
+        val_so_far = [epoch.metrics["val_accuracy"] for epoch in epochs if "val_accuracy" in epoch.metrics]
+        val_accuracy = run.val_accuracy if run.val_accuracy is not None else max(val_so_far, default=None)
         accuracy = None
         if run.status == "completed":
             try:
@@ -66,9 +70,10 @@ def sweep_board(store: RunStore, runs: list[SweepRun]) -> pd.DataFrame:
                 "backbone": safe_label(run.backbone),
                 "mode": run.mode,
                 "status": run.status,
+                "epochs": len(epochs),
                 "test accuracy": None if run.test_accuracy is None else round(100 * run.test_accuracy, 1),
                 "95% interval": interval_text(accuracy) if run.status == "completed" else "",
-                "val accuracy": None if run.val_accuracy is None else round(100 * run.val_accuracy, 1),
+                "val accuracy": None if val_accuracy is None else round(100 * val_accuracy, 1),
                 "time (s)": None if run.elapsed_s is None else round(run.elapsed_s, 1),
                 "node": safe_label(run.node or ""),
                 "id": run.run_id,
