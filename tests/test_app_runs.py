@@ -413,3 +413,26 @@ def test_coming_back_to_the_runs_page_draws_it_again(workspace: tuple[Path, Path
     open_page(at, "runs").run()
     assert not at.exception, [error.value for error in at.exception]
     assert len(at.multiselect(key="runs_overlay").value) == 2, "the dataset's newest runs again"
+
+
+def test_one_click_stops_every_unfinished_run_of_a_sweep(workspace: tuple[Path, Path]) -> None:
+    workspace_dir, data = workspace
+    at = open_runs(data)
+    sweep_settings(at)
+    at.session_state["train_config"] = TrainConfig(epochs=200, batch_size=16, early_stopping_patience=None)
+    at.multiselect(key="compare_backbones").set_value(["mobilenet_v2_035", "mobilenet_v3_small"]).run()
+    at.button(key="compare_submit").click().run()
+    sweep_id = at.session_state["sweep_id"]
+    [stop] = [button for button in at.button if button.key == f"sweep_stop_{sweep_id}"]
+    assert stop.label == "Stop the sweep's 2 unfinished run(s)"
+    stop.click().run()
+    assert not at.exception
+    store = RunStore(workspace_dir)
+    run_ids = json.loads((workspace_dir / SWEEPS_FOLDER / sweep_id / SWEEP_RECORD_FILE).read_text())["runs"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(store.get(run_id).status not in FINISHED_STATUSES for run_id in run_ids):
+        time.sleep(0.5)
+    assert {store.get(run_id).status for run_id in run_ids} == {"stopped"}
+    at.run()
+    assert list(sweep_board(at)["status"]) == ["stopped", "stopped"]
+    assert not [button for button in at.button if button.key == f"sweep_stop_{sweep_id}"]

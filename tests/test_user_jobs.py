@@ -55,6 +55,7 @@ def test_users_share_one_queue_and_see_only_their_own_jobs(server, tmp_path):
     assert alice.active_run_ids() == [first] and bob.active_run_ids() == [second]
     assert [r.id for r in alice.store.list_runs()] == [first] and [r.id for r in bob.store.list_runs()] == [second]
     assert manager.status(second).owner == "bob"
+    assert not alice.stop(second) and manager.status(second).state == "queued", "one user cannot stop another's job"
     run.release.set()
     _until(lambda: manager.status(second).state == "finished")
     assert bob.store.get(second).status == "completed"

@@ -267,7 +267,8 @@ class UserJobs:
         return self.manager.resume(run_id, owner=self.owner, store=self.store)
 
     def stop(self, run_id: str) -> bool:
-        return self.manager.stop(run_id)
+        """Stop one of this user's jobs; another user's (an id from a shared link) is left alone: False."""
+        return self._owns(run_id) and self.manager.stop(run_id)
 
     def status(self, run_id: str) -> Any:
         return self.manager.status(run_id)

@@ -127,6 +127,8 @@ def sweep_live(store: RunStore, jobs: UserJobs, sweep_id: str, was_active: bool)
     )
     for problem in record.data.get("problems") or []:
         st.warning(escape_markdown(str(problem)), icon=":material/warning:")
+    if not all_ended(runs):
+        stop_sweep_button(jobs, runs, sweep_id)
     st.dataframe(
         sweep_board(store, runs),
         hide_index=True,
@@ -137,6 +139,15 @@ def sweep_live(store: RunStore, jobs: UserJobs, sweep_id: str, was_active: bool)
     )
     sweep_curves(store, runs)
     best_against_runner_up(store, runs)
+
+
+def stop_sweep_button(jobs: UserJobs, runs: list[SweepRun], sweep_id: str) -> None:
+    """One click stops every queued or training run of the sweep (each keeps its log and last checkpoint)."""
+    active = [run.run_id for run in runs if run.active]
+    label = f"Stop the sweep's {len(active)} unfinished run(s)"
+    if st.button(label, key=f"sweep_stop_{sweep_id}", icon=":material/stop_circle:"):
+        stopped = sum(bool(jobs.stop(run_id)) for run_id in active)
+        st.toast(f"Stopping {stopped} run(s); finished runs stay on the board.", icon=":material/stop_circle:")
 
 
 def sweep_curves(store: RunStore, runs: list[SweepRun]) -> None:
