@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,10 @@ def test_local_sweep_two_backbones_share_one_split_and_print_the_contract(
     assert result["best_run_id"] == result["runs"][0]["run_id"]  # the list is the leaderboard, best first
     # The leaderboard was printed as each run ended (on stderr: stdout's last line is the JSON).
     assert "[1/2]" in captured.err and "[2/2]" in captured.err and "test acc" in captured.err
+    # Each completed run's accuracy with its 95% interval, and whether the best really beats the runner-up.
+    last_board = captured.err.split("[2/2]")[1]
+    assert "95% interval" in last_board and re.search(r"\b[01]\.\d{3}-[01]\.\d{3}\b", last_board)
+    assert re.search(r"best against the runner-up: (No real difference|The difference is real)", captured.err)
 
     store = RunStore(workspace)
     records = [store.get(run["run_id"]) for run in result["runs"]]
@@ -94,5 +99,6 @@ def test_check_plan_accepts_a_good_plan_and_the_leaderboard_ranks_completed_runs
         SweepRun("c", "z", "fine-tune", "completed", 0.9, 0.4),
     ]
     assert [run.run_id for run in leaderboard(runs)] == ["c", "b", "a"]
-    table = format_leaderboard(runs).splitlines()
+    table = format_leaderboard(runs, {"c": (0.75, 0.97)}).splitlines()
     assert table[1].split()[:2] == ["1", "z"] and len(table) == 4
+    assert "0.750-0.970" in table[1] and "0.750" not in table[2]

@@ -22,10 +22,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tl_core.jobs.manager import JobManager
     from tl_core.jobs.sweep import (
         SweepPlan,
+        best_against_runner_up,
         format_leaderboard,
         new_sweep_id,
         parse_list,
         run_sweep,
+        test_intervals,
         validate_plan,
     )
     from tl_core.jobs.sweep_record import sweep_folder
@@ -55,7 +57,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def on_finish(run: Any, runs: list) -> None:
         done = sum(r.status not in ("queued", "running") for r in runs)
         print(f"\n{run.backbone} ({run.mode}) {run.status} [{done}/{len(runs)}]", file=out)
-        print(format_leaderboard(runs), file=out, flush=True)
+        print(format_leaderboard(runs, test_intervals(store, runs)), file=out, flush=True)
 
     try:
         result = run_sweep(plan, store, manager, backend=args.backend, sweep_id=sweep_id, on_finish=on_finish)
@@ -63,6 +65,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         manager.shutdown(stop_jobs=True)
     for problem in result.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    verdict = best_against_runner_up(store, result.runs)
+    if verdict:
+        print(f"\nbest against the runner-up: {verdict}", file=out, flush=True)
     if args.json:
         print_json(result.to_dict())
     else:

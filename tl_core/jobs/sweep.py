@@ -48,6 +48,7 @@ from tl_core.jobs.sweep_record import (
 from tl_core.modalities import get_modality, resolve_modality
 from tl_core.models.registry import backbone_for_data, get_backbone_spec
 from tl_core.models.spec import BackboneSpec
+from tl_core.runs.paired import compare_pair, run_accuracy
 from tl_core.runs.store import RunStore
 
 SWEEP_OWNER = "local"
@@ -84,16 +85,42 @@ class SweepPlan:
     fine_tune_epochs: int = 5
 
 
-def format_leaderboard(runs: list[SweepRun]) -> str:
-    """The leaderboard as a text table, best first."""
-    lines = [f"{'#':>2} {'backbone':<22} {'mode':<18} {'status':<10} {'test acc':>8} {'val acc':>7} {'time':>7}  node"]
+def format_leaderboard(runs: list[SweepRun], intervals: dict[str, tuple[float, float]] | None = None) -> str:
+    """The leaderboard as a text table, best first; `intervals`: run id -> 95% interval of its test accuracy."""
+    intervals = intervals or {}
+    lines = [
+        f"{'#':>2} {'backbone':<22} {'mode':<18} {'status':<10} {'test acc':>8} {'95% interval':>12} {'val acc':>7} "
+        f"{'time':>7}  node"
+    ]
     for place, run in enumerate(leaderboard(runs), start=1):
         test, val = ("-" if value is None else f"{value:.3f}" for value in (run.test_accuracy, run.val_accuracy))
+        low_high = intervals.get(run.run_id)
+        interval = "-" if low_high is None else f"{low_high[0]:.3f}-{low_high[1]:.3f}"
         elapsed = "-" if run.elapsed_s is None else f"{run.elapsed_s:.0f}s"
         lines.append(
-            f"{place:>2} {run.backbone:<22} {run.mode:<18} {run.status:<10} {test:>8} {val:>7} {elapsed:>7}  {run.node or '-'}"
+            f"{place:>2} {run.backbone:<22} {run.mode:<18} {run.status:<10} {test:>8} {interval:>12} {val:>7} "
+            f"{elapsed:>7}  {run.node or '-'}"
         )
     return "\n".join(lines)
+
+
+def test_intervals(store: RunStore, runs: list[SweepRun]) -> dict[str, tuple[float, float]]:
+    """The 95% (Wilson) interval of each completed run's test accuracy, from its evaluation's test count."""
+    intervals = {}
+    for run in runs:
+        if run.status == "completed":
+            accuracy = run_accuracy(store, store.get(run.run_id))
+            if accuracy is not None:
+                intervals[run.run_id] = accuracy.interval
+    return intervals
+
+
+def best_against_runner_up(store: RunStore, runs: list[SweepRun]) -> str | None:
+    """McNemar's verdict on the two best completed runs (one split: same test examples); None with fewer than two."""
+    completed = [run for run in leaderboard(runs) if run.status == "completed"]
+    if len(completed) < 2:
+        return None
+    return compare_pair(store, completed[0].run_id, completed[1].run_id).verdict
 
 
 def parse_list(text: str, flag: str) -> tuple[str, ...]:
