@@ -119,6 +119,12 @@ def sweep_live(store: RunStore, jobs: UserJobs, sweep_id: str, was_active: bool)
         if was_active:
             st.rerun()  # the whole page once more, now without the timer
     ended = sum(not run.active for run in runs)
+    # A run that ends changes the rest of the page too (runs table, run details, leaderboard): redraw all of it.
+    ended_key = f"sweep_ended_{sweep_id}"
+    seen = st.session_state.get(ended_key)
+    st.session_state[ended_key] = ended
+    if was_active and seen is not None and ended != seen:
+        st.rerun()
     summary = f"{ended} of {len(runs)} runs ended" if ended < len(runs) else f"All {len(runs)} runs ended"
     st.caption(
         f"{summary} · one split of {escape_markdown(Path(record.source).name)} for every run "
