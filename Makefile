@@ -1,5 +1,6 @@
 # `make run`: set up .venv and open the app on http://localhost:8501.  `make test`: set up .venv, run ruff (`make lint`)
-# and every test, then the fast ones again with the fast path off (`make test-fastpath-off`: TRANSFERLAB_FASTPATH=0, plain Keras only).
+# and every test, then the engine's fast tests again with the fast path off (`make test-fastpath-off`:
+# TRANSFERLAB_FASTPATH=0, plain Keras only).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -30,16 +31,28 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two pytest processes (pytest-xdist), each taking whole test files, so a file's module fixtures are built once and
+# its servers and Ray cluster never meet another copy of themselves. Much of a test is single-threaded Python, so two
+# processes on 2 cores finish the suite in well under the time of one (numbers in the README's Tests section).
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
 test: setup browser lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 	$(MAKE) --no-print-directory test-fastpath-off
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
-# The engine without any private TensorFlow/Keras API (tl_core/fastpath/): it must pass as well.
+# The engine without any private TensorFlow/Keras API (tl_core/fastpath/): it must pass as well. The switch changes
+# only how heads are fitted, features computed and .keras files saved, so these are the tests that run those paths
+# in-process (the app, server, workshop and Ray tests reach the same engine code through workers).
+FASTPATH_TESTS := tests/test_fastpath.py tests/test_frozen_inference.py tests/test_graph_options.py \
+	tests/test_head_fit.py tests/test_keras_files.py tests/test_features.py tests/test_train.py tests/test_runner.py \
+	tests/test_text_runner.py tests/test_head_convergence.py tests/test_export.py tests/test_evaluate.py \
+	tests/test_tracking.py tests/test_model.py tests/test_text_model.py
+
 test-fastpath-off: setup
-	TRANSFERLAB_FASTPATH=0 $(BIN)/python -m pytest -q -m "not slow"
+	TRANSFERLAB_FASTPATH=0 $(PYTEST) -m "not slow" $(FASTPATH_TESTS)
 
 clean:
 	rm -rf $(VENV) workspace test-artifacts .pytest_cache

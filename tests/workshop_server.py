@@ -33,6 +33,12 @@ PASSWORDS = {"tara": "trainer password", "alice": "alice password", "bob": "bob 
 ROLES = {"tara": "trainer", "alice": "student", "bob": "student"}
 
 
+def server_log_path(name: str) -> Path:
+    """test-artifacts/NAME-server.log; under pytest-xdist each worker's servers log to their own files (gw0-NAME-...)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return ARTIFACTS / (f"{worker}-{name}-server.log" if worker else f"{name}-server.log")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -126,7 +132,7 @@ def workshop_server(
             timeout=120,
         )
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / f"{name}-server.log"
+    log_path = server_log_path(name)
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tl_core", "serve"],
@@ -160,7 +166,7 @@ def personal_server(workspace: Path, name: str = "personal", extra_env: dict[str
     for variable in ("TRANSFERLAB_MODE", "TRANSFERLAB_HOST", "TRANSFERLAB_CONFIG", "TRANSFERLAB_USERS_FILE"):
         env.pop(variable, None)
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / f"{name}-server.log"
+    log_path = server_log_path(name)
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tl_core", "serve"],
