@@ -83,3 +83,16 @@ def test_a_student_cannot_queue_another_users_data_or_weights(server):
     with pytest.raises(UnsafePathError):
         jobs.submit(config.replace(model=dataclasses.replace(config.model, weights="/etc/weights.keras")))
     assert jobs.store.list_runs() == []
+
+
+def test_a_run_that_recorded_its_outcome_is_no_longer_active_while_its_process_exits(server):
+    spaces, manager, run = server
+    alice = _jobs(spaces, manager, _student("alice"))
+    run_id = alice.submit(_config(spaces.server_datasets))
+    _until(lambda: alice.store.get(run_id).status == "running")  # the job marked its run running
+    assert alice.active_run_ids() == [run_id]
+    # The worker writes the outcome a moment before its process exits and the queue frees the slot.
+    alice.store.finish_run(run_id, "completed", metrics={"epochs_run": 1})
+    _until(lambda: alice.active_run_ids() == [])  # not "1 queued" and "Queue training" beside a completed run
+    assert run_id in manager.active_run_ids(), "the queue still holds the job: the window this test is about"
+    run.release.set()

@@ -274,8 +274,18 @@ class UserJobs:
         return self.manager.status(run_id)
 
     def active_run_ids(self) -> list[str]:
-        """This user's queued and running jobs (a trainer's own too; the Trainer page shows everyone's)."""
-        return [run_id for run_id in self.manager.active_run_ids() if self._owns(run_id)]
+        """This user's queued and running jobs (a trainer's own too; the Trainer page shows everyone's).
+
+        A job whose run has recorded its outcome is over for the user, though its process may take a moment more
+        to exit and free its slot: counting it showed "1 queued" and "Queue training" beside a completed run.
+        """
+        return [
+            run_id
+            for run_id in self.manager.active_run_ids()
+            if (status := self.manager.status(run_id)) is not None
+            and status.owner == self.owner
+            and status.state != "finished"
+        ]
 
     def wait(self, run_id: str, timeout_s: float = 600.0) -> Any:
         return self.manager.wait(run_id, timeout_s)
