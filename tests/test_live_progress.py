@@ -81,3 +81,13 @@ def test_start_estimates_use_the_pace_of_runs_in_the_same_mode(tmp_path) -> None
     assert estimator.seconds_per_epoch("feature-extraction") == pytest.approx(1.0)
     assert estimator.seconds_per_epoch("fine-tune") == pytest.approx(6.0)
     assert estimator.seconds_per_epoch("progressive") == pytest.approx(3.5)  # no such run yet: every mode's median
+
+
+def test_a_start_estimate_the_jobs_ahead_have_overrun_says_so_instead_of_in_about_0_s():
+    import time
+
+    from ui.text import starts_in
+
+    assert starts_in(time.time() + 125) == "in about 2 min 05 s"
+    # The running job took longer than runs before it (its features are computed first): not "in about 0 s".
+    assert starts_in(time.time() - 30) == starts_in(time.time() + 1) == "as soon as the job ahead ends"

@@ -34,7 +34,7 @@ from ui.dataset import DatasetView, load_dataset, source_stamp
 from ui.settings import mode_label
 from ui.singletons import process_wide
 from ui.state import get_manager, get_store, model_worker, session_value, workspace_path
-from ui.text import escape_markdown, format_duration, format_percent, show_error, user_message
+from ui.text import escape_markdown, format_duration, format_percent, show_error, starts_in, user_message
 
 MODE_WIDGET_KEY = "model_mode"
 CUT_LAYER_WIDGET_KEY = "model_cut_layer"
@@ -141,9 +141,7 @@ def job_panel(job_id: str, what: str, stop_key: str) -> None:
     if status is None or status.state == "queued":
         position = f", position {status.queue_position}" if status is not None and status.queue_position else ""
         start = status.estimated_start if status is not None else None
-        when = (
-            f" Estimated start: in about {format_duration(max(0.0, start - time.time()))}." if start is not None else ""
-        )
+        when = f" Estimated start: {starts_in(start)}." if start is not None else ""
         st.info(
             f"{what}: queued{position}; it starts when the jobs before it finish.{when}", icon=":material/schedule:"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 
 import streamlit as st
@@ -58,6 +59,13 @@ def user_message(text: object) -> str:
 def show_error(exc: BaseException) -> None:
     """A user-facing error (TransferLabError, ConfigError, OSError) as a red box with its message, no traceback."""
     st.error(escape_markdown(user_message(exc)), icon=":material/error:")
+
+
+def starts_in(start_at: float) -> str:
+    """`in about 40 s` for an estimated unix start time; once the jobs ahead have overrun their estimate (the first
+    run on a dataset computes its features first), "as soon as the job ahead ends" rather than "in about 0 s"."""
+    seconds = start_at - time.time()
+    return f"in about {format_duration(seconds)}" if seconds >= 5 else "as soon as the job ahead ends"
 
 
 def format_duration(seconds: float | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 
 import streamlit as st
@@ -17,7 +16,7 @@ from tl_core.runs.store import RunStore
 from ui.charts import PHASE_LABELS, PhaseMark, curve_chart, epochs_to_curves, phase_label
 from ui.navigation import page_link
 from ui.runs_table import NEGATIVE_TRANSFER_ADVICE, transfer_verdict
-from ui.text import escape_markdown, format_duration, format_percent, safe_label, user_message
+from ui.text import escape_markdown, format_duration, format_percent, safe_label, starts_in, user_message
 
 LOG_TAIL_LINES = 300
 
@@ -71,7 +70,7 @@ def show_progress(record: RunRecord, status: JobStatus | None) -> None:
     if status.state == "queued":
         start = status.estimated_start
         when = (
-            f" Estimated start: in about {format_duration(max(0.0, start - time.time()))}."
+            f" Estimated start: {starts_in(start)}."
             if start is not None
             else " The start estimate appears once a run has finished on this server."
         )

@@ -7,7 +7,6 @@ run in view follow the queue's real state.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import streamlit as st
@@ -16,7 +15,7 @@ from tl_core.errors import RunNotFoundError
 from tl_core.runs.store import RunStore
 from ui.settings import mode_label
 from ui.state import UserJobs, set_current_run
-from ui.text import escape_markdown, format_duration
+from ui.text import escape_markdown, starts_in
 
 ACTIVE_POLL_S = 2.0
 IDLE_POLL_S = 5.0  # nothing active: a run queued from another tab or the Runs page still shows up
@@ -53,11 +52,7 @@ def _queue_row(store: RunStore, manager: UserJobs, run_id: str) -> None:
     if status is None or status.state == "finished":
         return
     if status.state == "queued":
-        when = (
-            f", starts in about {format_duration(max(0.0, status.estimated_start - time.time()))}"
-            if status.estimated_start is not None
-            else ""
-        )
+        when = f", starts {starts_in(status.estimated_start)}" if status.estimated_start is not None else ""
         state = f"queued, position {status.queue_position}{when}"
     else:
         progress = status.progress
