@@ -264,7 +264,11 @@ def show_report(view: DatasetView) -> None:
                 icon=":material/call_split:",
             )
         if not errors and not coverage:
-            st.success("The dataset is ready to train on. Next: choose a model.", icon=":material/check_circle:")
+            worth_reading = f" {warnings} warning(s) below are worth reading first." if warnings else ""
+            st.success(
+                f"The dataset is ready to train on.{worth_reading} Next: choose a model.",
+                icon=":material/check_circle:",
+            )
         page_link("model", "Choose a model", ":material/arrow_forward:")
 
     st.subheader(f"{noun.capitalize()}s per class")
