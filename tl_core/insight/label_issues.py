@@ -183,7 +183,10 @@ def rank_label_issues(
     labels = np.array([index[e.label] for e in examples], dtype=np.int64)
     k, note = fold_count([e.label for e in examples], folds)
     probabilities = out_of_fold_probabilities(features, labels, k, seed)
-    flagged = find_label_issues(labels, probabilities, return_indices_ranked_by=RANKING)
+    # n_jobs=1: cleanlab otherwise forks a multiprocessing pool per call, and a fork of a process that runs
+    # TensorFlow's (or a test runner's) threads can deadlock in the child; it did, twice, in the test suite. One
+    # process ranks thousands of examples in milliseconds.
+    flagged = find_label_issues(labels, probabilities, return_indices_ranked_by=RANKING, n_jobs=1)
     scores = get_label_quality_scores(labels, probabilities, method=RANKING)
     issues = tuple(
         LabelIssue(
