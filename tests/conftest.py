@@ -20,27 +20,6 @@ if TYPE_CHECKING:
     from streamlit.testing.v1 import AppTest
 
 
-# The longest test files (seconds each on 2 busy cores, from `pytest --durations=0`), run first. `make test` gives
-# whole files to two processes in collection order, so a long file collected last (the Ray tests: ~5 min) ran alone
-# at the end while the other process sat idle. Order within a file is unchanged.
-LONGEST_FILES_FIRST = (
-    "test_ray_backend.py",  # 295 s
-    "test_runner.py",  # 148 s
-    "test_backbones.py",  # 122 s
-    "test_app_advisor.py",  # 113 s
-    "test_app_train.py",  # 108 s
-    "test_app_runs.py",  # 105 s
-    "test_bench_smoke.py",  # 92 s
-    "test_minilm.py",  # 90 s
-    "test_workshop_sessions.py",  # 85 s
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: place for place, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort: the rest keep their order
-
-
 @pytest.fixture(scope="session")
 def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes x 24 PNG images at 48 px: learnable, read-only for tests (copy before modifying)."""
