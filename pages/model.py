@@ -7,9 +7,9 @@ import streamlit as st
 from tl_core.config import MODES, RUN_WEIGHTS_PREFIX, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.modalities import get_modality
-from tl_core.models.registry import get_backbone_spec, list_backbones, resolve_image_size
+from tl_core.models.registry import get_backbone_spec, list_backbones
 from tl_core.runs.records import RunRecord
-from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits
+from tl_core.server.limits import RunLimits
 from ui.advisor import (
     CUT_LAYER_WIDGET_KEY,
     show_cut_depth_probe,
@@ -17,6 +17,7 @@ from ui.advisor import (
 )
 from ui.model_form import AdvancedChoices, advanced_settings, cut_depth, head_and_fine_tuning, setting
 from ui.navigation import page_link, run_app_instead
+from ui.setting_edits import settings_problem, typed_setting
 from ui.settings import (
     BATCH_SIZES,
     DEFAULT_EPOCHS,
@@ -34,7 +35,9 @@ from ui.settings import (
 from ui.starting_weights import leave_parent_run, starting_weights
 from ui.state import (
     MODEL_CONFIG_KEY,
+    MODEL_WIDGET_PREFIX,
     RUN_CONFIG_KEY,
+    SETTINGS_ERROR_KEY,
     TRAIN_CONFIG_KEY,
     current_dataset,
     current_modality,
@@ -46,8 +49,6 @@ from ui.state import (
 from ui.text import escape_markdown, format_parameters, show_error
 from ui.text_advisor import show_text_advisor
 
-SETTINGS_ERROR_KEY = "settings_error"
-WIDGET_PREFIX = "model_"
 MODALITY_WIDGET_KEY = "model_for_modality"  # the kind of data the backbone and weights widgets were set for
 
 
@@ -137,7 +138,7 @@ def model_page() -> None:
     if limits.describe():
         st.info(f"This server's limits, set by the trainer: {limits.describe()}.", icon=":material/speed:")
 
-    restore_widgets(WIDGET_PREFIX)
+    restore_widgets(MODEL_WIDGET_PREFIX)
     follow_modality(modality, defaults)
     expert = st.toggle("Expert view", key="model_expert", help="Show every backbone and the advanced settings.")
     specs = list_backbones(None, modality=modality) if expert else recommended_here(modality)
@@ -202,7 +203,7 @@ def model_page() -> None:
                 min_value=16,
                 max_value=1024,
                 step=16,
-                key="model_image_size",
+                **typed_setting("model_image_size"),
                 disabled=parent is not None,
             )
         else:
@@ -215,7 +216,7 @@ def model_page() -> None:
                 min_value=spec.min_size,
                 max_value=spec.max_size or 4096,
                 step=8,
-                key="model_sequence_length",
+                **typed_setting("model_sequence_length"),
             )
         examples = f"{data_modality.noun}s"
         session_value("model_epochs", DEFAULT_EPOCHS)
@@ -225,7 +226,7 @@ def model_page() -> None:
             f"Passes over the training {examples} while training the head; training stops early when validation stops improving.",
             min_value=1,
             max_value=500,
-            key="model_epochs",
+            **typed_setting("model_epochs"),
         )
         session_value("model_learning_rate", 1e-3)
         learning_rate = setting(
@@ -274,12 +275,12 @@ def model_page() -> None:
     session_value("model_run_name", "")
     run_name = st.text_input(
         "Run name (optional)",
-        key="model_run_name",
+        **typed_setting("model_run_name"),
         placeholder="e.g. lite0 baseline",
         help="Shown in the Runs table; by default backbone, mode and time.",
     )
 
-    remember_widgets(WIDGET_PREFIX)
+    remember_widgets(MODEL_WIDGET_PREFIX)
     st.divider()
     try:
         if not weights:
@@ -298,8 +299,6 @@ def model_page() -> None:
             augment=bool(augment),
             sequence_length=int(sequence_length),
         )
-        if data_modality.uses_image_size:
-            resolve_image_size(spec, model_config.image_size)
         train_config = TrainConfig(
             mode=mode,
             epochs=int(epochs),
@@ -326,12 +325,7 @@ def model_page() -> None:
             raise ConfigError(
                 f"Run {weights[len(RUN_WEIGHTS_PREFIX) :]} no longer exists: choose other starting weights."
             )
-        if head.fine_tuning and train_config.fine_tune_epochs == 0:
-            raise ConfigError(
-                f"Mode {mode!r} with 0 fine-tune epochs only trains the head: set fine-tune epochs to 1 or more, or choose feature extraction."
-            )
-        if over_limits := check_run_limits(model_config, train_config, limits):
-            raise RunLimitError(over_limits)
+        settings_problem(model_config, train_config)
     except (ConfigError, TransferLabError) as exc:
         st.session_state[SETTINGS_ERROR_KEY] = str(exc)
         for key in (MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY):

@@ -17,6 +17,7 @@ from ui.navigation import page_link, run_app_instead
 from ui.settings import mode_label, weights_words
 from ui.state import (
     RUN_CONFIG_KEY,
+    SETTINGS_ERROR_KEY,
     UserJobs,
     chosen_settings,
     current_dataset,
@@ -43,7 +44,7 @@ from ui.work_queue import busy_caption, follow_queue, poll_seconds
 
 def planned_config() -> RunConfig | None:
     """The Model page's RunConfig, or the defaults on the chosen dataset; None (with a message) if neither."""
-    if error := st.session_state.get("settings_error"):
+    if error := st.session_state.get(SETTINGS_ERROR_KEY):
         st.error("The model settings are invalid: " + escape_markdown(user_message(error)), icon=":material/error:")
         page_link("model", "Fix the settings", ":material/tune:")
         return None

@@ -65,3 +65,28 @@ def test_an_unreadable_choices_file_is_ignored(workspace: Path) -> None:
     assert at.session_state["dataset_path"].endswith("textures")
     open_page(at, "model").run()
     assert not at.exception and at.selectbox(key="model_backbone").value == "efficientnet_lite0"
+
+
+def test_a_typed_setting_counts_when_the_user_goes_straight_to_train(workspace: Path) -> None:
+    """Type in a box, then click Train in the sidebar: the box commits as it loses focus, in the same rerun that
+    opens the Train page, so the Model page never runs with the new value (seen in Chromium: Start would have
+    trained the old number of epochs). Its on_change applies it anyway, and the next Model visit shows it."""
+    at = new_tab()
+    open_page(at, "model").run()
+    at.number_input(key="model_epochs").set_value(4)
+    at.text_input(key="model_run_name").set_value("typed then left")
+    open_page(at, "train").run()  # the changed values arrive with the request for the Train page
+    assert not at.exception
+    planned = next(caption.value for caption in at.caption if caption.value.startswith("Dataset "))
+    assert " · 4 epochs" in planned, planned
+    assert at.session_state["run_config"].name == "typed then left"
+    assert json.loads((workspace / UI_CHOICES_FILE).read_text())["run_config"]["train"]["epochs"] == 4
+
+    open_page(at, "model").run()
+    assert at.number_input(key="model_epochs").value == 4, "the Model page shows what will train"
+    at.radio(key="model_mode").set_value("fine-tune").run()
+    at.number_input(key="model_fine_tune_epochs").set_value(0)
+    open_page(at, "train").run()
+    errors = [error.value.replace("\\", "") for error in at.error]  # markdown-escaped on the page
+    assert any("with 0 fine-tune epochs only trains the head" in error for error in errors), errors
+    assert not [button for button in at.button if button.key == "train_start"]

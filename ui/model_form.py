@@ -10,6 +10,7 @@ import streamlit as st
 
 from tl_core.runs.records import RunRecord
 from ui.advisor import CUT_LAYER_WIDGET_KEY, cut_layer_label, cut_layer_options
+from ui.setting_edits import typed_setting
 from ui.settings import LEARNING_RATES
 from ui.state import session_value
 
@@ -65,7 +66,7 @@ def head_and_fine_tuning(mode: str) -> HeadChoices:
             st.text_input,
             "Hidden units",
             "Sizes of extra dense layers in the head, e.g. 128 or 256, 128; empty for a single linear layer.",
-            key="model_hidden_units",
+            **typed_setting("model_hidden_units"),
             placeholder="none",
         )
     with tune_col:
@@ -77,7 +78,7 @@ def head_and_fine_tuning(mode: str) -> HeadChoices:
             "Epochs of the second phase, after the head has converged.",
             min_value=0,
             max_value=500,
-            key="model_fine_tune_epochs",
+            **typed_setting("model_fine_tune_epochs"),
             disabled=not fine_tuning,
         )
         session_value("model_stage_epochs", 2)
@@ -87,7 +88,7 @@ def head_and_fine_tuning(mode: str) -> HeadChoices:
             "Progressive mode: epochs after unfreezing each further block.",
             min_value=1,
             max_value=100,
-            key="model_stage_epochs",
+            **typed_setting("model_stage_epochs"),
             disabled=mode != "progressive",
         )
         session_value("model_max_stages", 0)
@@ -97,7 +98,7 @@ def head_and_fine_tuning(mode: str) -> HeadChoices:
             "Progressive mode: stop after unfreezing this many blocks from the top (0: go down until validation stops improving).",
             min_value=0,
             max_value=100,
-            key="model_max_stages",
+            **typed_setting("model_max_stages"),
             disabled=mode != "progressive",
         )
         session_value("model_fine_tune_lr", 1e-4)
@@ -117,7 +118,7 @@ def head_and_fine_tuning(mode: str) -> HeadChoices:
             "How many of the backbone's top layers train in fine-tune mode.",
             min_value=1,
             max_value=1000,
-            key="model_fine_tune_layers",
+            **typed_setting("model_fine_tune_layers"),
             disabled=mode != "fine-tune",
         )
 
@@ -166,7 +167,7 @@ def advanced_settings() -> AdvancedChoices:
                 "Epochs without validation improvement before stopping; 0 never stops early.",
                 min_value=0,
                 max_value=100,
-                key="model_patience",
+                **typed_setting("model_patience"),
             )
             or None
         )
@@ -196,7 +197,7 @@ def advanced_settings() -> AdvancedChoices:
             "The same seed and data give the same split and initial head.",
             min_value=0,
             max_value=2**31 - 1,
-            key="model_seed",
+            **typed_setting("model_seed"),
         )
 
     return AdvancedChoices(patience, class_weighting, pooling, int(seed))

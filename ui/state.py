@@ -45,6 +45,8 @@ RUN_CONFIG_KEY = "run_config"
 SWEEP_KEY = "sweep_id"  # the backbone sweep last started or picked on the Runs page
 _SHARED_KEYS = frozenset({DATASET_KEY, RUN_KEY, MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY, SWEEP_KEY})
 SAVED_WIDGETS_KEY = "saved_widget_values"
+MODEL_WIDGET_PREFIX = "model_"  # every Model page widget's key starts with it
+SETTINGS_ERROR_KEY = "settings_error"  # why the Model page's settings are invalid (the Train page shows it)
 
 
 @process_wide

@@ -1,0 +1,106 @@
+"""A typed setting takes effect when it is committed, even if the Model page never draws again.
+
+A number or text box commits its value when it loses focus. Clicking another page in the sidebar right after typing
+blurs the box and navigates at once: Streamlit then runs the other page's script, the Model page never gets to turn
+the new value into the stored settings, and the Train page would start a run with the old epochs (seen in Chromium:
+type 5 epochs, click Train, and the caption said 10). Streamlit calls a widget's `on_change` before whichever page
+runs next, so `apply_typed_setting` folds the one changed value into the stored ModelConfig, TrainConfig and
+RunConfig, and into the widget values the Model page gives back on the next visit. The Model page, when it runs,
+still rebuilds all three from every widget, as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from tl_core.config import ConfigError, ModelConfig, RunConfig, TrainConfig
+from tl_core.errors import TransferLabError
+from tl_core.models.registry import get_backbone_spec, resolve_image_size
+from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits
+from ui.settings import parse_hidden_units
+from ui.state import (
+    MODEL_CONFIG_KEY,
+    MODEL_WIDGET_PREFIX,
+    RUN_CONFIG_KEY,
+    SAVED_WIDGETS_KEY,
+    SETTINGS_ERROR_KEY,
+    TRAIN_CONFIG_KEY,
+    server_settings,
+)
+
+FieldEdit = Callable[[Any], dict[str, Any]]
+
+# Each typed (number or text) box of the Model page, and the config fields its value sets, as the page sets them.
+TRAIN_EDITS: dict[str, FieldEdit] = {
+    "model_epochs": lambda value: {"epochs": int(value)},
+    "model_fine_tune_epochs": lambda value: {"fine_tune_epochs": int(value)},
+    "model_stage_epochs": lambda value: {"stage_epochs": int(value)},
+    "model_max_stages": lambda value: {"max_stages": int(value) or None},
+    "model_fine_tune_layers": lambda value: {"fine_tune_layers": int(value)},
+    "model_patience": lambda value: {
+        "early_stopping_patience": int(value) or None,
+        "reduce_lr_patience": 3 if value else None,
+    },
+    "model_seed": lambda value: {"seed": int(value)},
+}
+MODEL_EDITS: dict[str, FieldEdit] = {
+    "model_image_size": lambda value: {"image_size": int(value)},
+    "model_sequence_length": lambda value: {"sequence_length": int(value)},
+    "model_hidden_units": lambda value: {"head_hidden_units": parse_hidden_units(str(value))},
+}
+RUN_NAME_KEY = "model_run_name"
+TYPED_SETTINGS = frozenset({*TRAIN_EDITS, *MODEL_EDITS, RUN_NAME_KEY})
+
+
+def settings_problem(model: ModelConfig, train: TrainConfig) -> None:
+    """Raise what makes valid-looking settings unusable: an image size the backbone cannot take, fine-tuning with no
+    fine-tune epochs, or a run over the server's limits."""
+    if model.image_size is not None:
+        resolve_image_size(get_backbone_spec(model.backbone), model.image_size)
+    if train.mode in ("fine-tune", "full") and train.fine_tune_epochs == 0:
+        raise ConfigError(
+            f"Mode {train.mode!r} with 0 fine-tune epochs only trains the head: set fine-tune epochs to 1 or more, "
+            "or choose feature extraction."
+        )
+    if over_limits := check_run_limits(model, train, RunLimits.from_settings(server_settings())):
+        raise RunLimitError(over_limits)
+
+
+def apply_typed_setting(key: str) -> None:
+    """`on_change` of a typed box: its new value into the stored settings (see the module docstring)."""
+    value = st.session_state.get(key)
+    saved = st.session_state.setdefault(SAVED_WIDGETS_KEY, {}).setdefault(MODEL_WIDGET_PREFIX, {})
+    saved[key] = value  # what the Model page's widgets start from on its next visit
+    model, train = st.session_state.get(MODEL_CONFIG_KEY), st.session_state.get(TRAIN_CONFIG_KEY)
+    if not isinstance(model, ModelConfig) or not isinstance(train, TrainConfig):
+        return  # the settings are invalid or unset: the Model page rebuilds them (and says why) when it runs
+    run = st.session_state.get(RUN_CONFIG_KEY)
+    try:
+        if key in TRAIN_EDITS:
+            train = dataclasses.replace(train, **TRAIN_EDITS[key](value))
+        elif key in MODEL_EDITS:
+            if key == "model_image_size" and model.image_size is None:
+                return  # text: the box is not this modality's
+            model = dataclasses.replace(model, **MODEL_EDITS[key](value))
+        settings_problem(model, train)
+    except (ConfigError, TransferLabError, TypeError, ValueError) as exc:
+        st.session_state[SETTINGS_ERROR_KEY] = str(exc)
+        for config_key in (MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY):
+            st.session_state.pop(config_key, None)
+        return
+    st.session_state.pop(SETTINGS_ERROR_KEY, None)
+    st.session_state[MODEL_CONFIG_KEY], st.session_state[TRAIN_CONFIG_KEY] = model, train
+    if isinstance(run, RunConfig):
+        name = (str(value).strip() or None) if key == RUN_NAME_KEY else run.name
+        st.session_state[RUN_CONFIG_KEY] = dataclasses.replace(run, model=model, train=train, name=name)
+
+
+def typed_setting(key: str) -> dict[str, Any]:
+    """The widget arguments that make a typed box apply itself: `st.number_input(..., **typed_setting(key))`."""
+    if key not in TYPED_SETTINGS:
+        raise KeyError(f"{key} is not one of the Model page's typed settings ({', '.join(sorted(TYPED_SETTINGS))})")
+    return {"key": key, "on_change": apply_typed_setting, "args": (key,)}
