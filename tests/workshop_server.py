@@ -215,6 +215,11 @@ def sign_in(page, url: str, name: str, password: str | None = None) -> None:  # 
 
 
 def wait_idle(page, timeout_ms: int = 60_000) -> None:  # noqa: ANN001
-    """Until Streamlit has finished the current script run (its status widget gone)."""
+    """Until Streamlit has finished the current script run: the app root's `data-test-script-state`, the hook
+    Streamlit's own browser tests read. (Its status widget proves nothing: it appears only once a run has taken
+    500 ms, and not at all with the toolbar in "minimal" mode.)"""
     page.wait_for_timeout(300)
-    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_ms)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state') === 'notRunning'",
+        timeout=timeout_ms,
+    )
