@@ -188,3 +188,43 @@ def test_a_finished_runs_backbone_can_start_a_new_run_from_the_normal_view(
     at.selectbox(key="model_backbone").set_value(other).run()  # another architecture: the run's
     assert not [option for option in at.radio(key="model_weights").options if option.startswith("run:")]
     assert at.radio(key="model_weights").value == "imagenet"  # backbone does not fit, and a choice is shown
+
+
+def test_the_page_does_not_wait_for_the_model_process_to_list_a_backbones_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's first list of cut depths starts the model process (~5 s). The page used to sit mid-run meanwhile,
+    and what the user typed and clicked raced it; now it draws at once and offers the depths with the next change.
+    (The listing is held back here by a gate in place of the model process, which other tests use for real.)"""
+    import threading
+    import time
+
+    import ui.advisor as advisor
+
+    gate = threading.Event()
+
+    def listing_held_back(backbone: str) -> advisor.CutLayers:
+        gate.wait(60)
+        return advisor.CutLayers(("block_1_add", "block_2_add"), "top_activation")
+
+    monkeypatch.setattr(advisor, "cut_layers", listing_held_back)
+    monkeypatch.setattr(advisor, "_listings", {})
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["dataset_path"] = str(
+        make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32)
+    )
+    at.run()
+    open_page(at, "model").run()
+    assert not at.exception
+    assert not [box for box in at.selectbox if box.key == "model_cut_layer"]
+    assert any("blocks are being listed" in caption.value for caption in at.caption)
+    assert at.session_state["run_config"].model.cut_layer is None, "the last layer meanwhile; Start works"
+
+    gate.set()
+    deadline = time.monotonic() + 30
+    while advisor.cut_layers_if_listed("efficientnet_lite0") is None:
+        assert time.monotonic() < deadline, "the listing never finished"
+        time.sleep(0.05)
+    at.number_input(key="model_epochs").set_value(4).run()  # the user's next change
+    assert at.selectbox(key="model_cut_layer").options == ["last layer (no cut, default)", "block_2_add", "block_1_add"]

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,37 @@ def cut_layers(backbone: str) -> CutLayers:
     """The block outputs of `backbone`, listed once per backbone and server by the model worker (it builds the backbone)."""
     candidates, final_layer = model_worker().call(cut_layer_names, backbone)
     return CutLayers(candidates, final_layer)
+
+
+_listings: dict[str, Future[CutLayers]] = {}  # backbone -> its cut depths, being listed or listed, in this process
+_listings_lock = threading.Lock()
+
+
+def cut_layers_if_listed(backbone: str) -> CutLayers | None:
+    """`backbone`'s cut depths if the model worker has listed them, else None, with the listing begun in the background.
+
+    The first list of a server starts the model worker (seconds: it imports TensorFlow). A page that waited for it
+    sat mid-run for ~5 s on its first visit, and what a user typed and clicked meanwhile raced the run (seen in
+    Chromium: an edited epoch count lost, a click on Train undone). A failed listing raises its error once and is
+    tried again on the next call.
+    """
+    with _listings_lock:
+        future = _listings.get(backbone)
+        if future is None:
+            future = _listings[backbone] = Future()
+            threading.Thread(
+                target=_list_cut_layers, args=(backbone, future), name="transferlab-cut-layers", daemon=True
+            ).start()
+        elif future.done() and future.exception() is not None:
+            del _listings[backbone]
+    return future.result() if future.done() else None
+
+
+def _list_cut_layers(backbone: str, future: Future[CutLayers]) -> None:
+    try:
+        future.set_result(cut_layers(backbone))
+    except BaseException as exc:  # noqa: BLE001 - handed to the page that asks next, which shows it
+        future.set_exception(exc)
 
 
 @process_wide
@@ -321,7 +353,9 @@ def show_cut_depth_probe(source: str, model_config: ModelConfig, seed: int) -> N
         "Earlier layers keep more general features (edges, textures); the last layer the most ImageNet-specific ones. "
         "When your images look unlike photos, an earlier cut can work better. Measured with a linear probe on a sample."
     )
-    layers = cut_layers(model_config.backbone)
+    layers = cut_layers_if_listed(model_config.backbone)
+    if layers is None:
+        return  # shown with the user's next change, once the model process has listed the backbone's blocks
     key = settings_key(
         source, model_config.backbone, model_config.weights, model_config.image_size, model_config.pooling, seed
     )
@@ -372,9 +406,9 @@ def cut_layer_label(layer: str | None) -> str:
     return "last layer (no cut, default)" if layer is None else layer
 
 
-def cut_layer_options(backbone: str) -> list[str | None]:
+def cut_layer_options(layers: CutLayers) -> list[str | None]:
     """None (the last layer) first, then the block outputs from deep to shallow."""
-    return [None, *reversed(cut_layers(backbone).candidates)]
+    return [None, *reversed(layers.candidates)]
 
 
 def parent_image_size(run_dir: Path, config: dict) -> int | None:

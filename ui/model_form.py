@@ -9,7 +9,12 @@ from dataclasses import dataclass
 import streamlit as st
 
 from tl_core.runs.records import RunRecord
-from ui.advisor import CUT_LAYER_WIDGET_KEY, cut_layer_label, cut_layer_options
+from ui.advisor import (
+    CUT_LAYER_WIDGET_KEY,
+    cut_layer_label,
+    cut_layer_options,
+    cut_layers_if_listed,
+)
 from ui.setting_edits import typed_setting
 from ui.settings import LEARNING_RATES
 from ui.state import session_value
@@ -137,8 +142,19 @@ def head_and_fine_tuning(mode: str) -> HeadChoices:
 def cut_depth(backbone: str, parent: RunRecord | None) -> str | None:
     """The cut layer: None for the backbone's last layer (and always for a run's backbone, used whole)."""
     st.subheader("Where to cut the backbone")
-    cut_options = cut_layer_options(backbone)
     session_value(CUT_LAYER_WIDGET_KEY, None)
+    layers = cut_layers_if_listed(backbone)
+    if layers is None:
+        # No timer to redraw the page when they arrive: a rerun in flight while the user types and clicks a page
+        # link can lose both (Streamlit's frontend), so the list appears with the user's next change.
+        chosen = None if parent else st.session_state[CUT_LAYER_WIDGET_KEY]  # a depth chosen before stays chosen
+        st.caption(
+            ("Features come from the backbone's last layer. " if chosen is None else f"Cut at {chosen}, as chosen. ")
+            + "Its blocks are being listed (the model process is starting): they can be chosen here after your next "
+            "change on this page."
+        )
+        return chosen
+    cut_options = cut_layer_options(layers)
     if st.session_state[CUT_LAYER_WIDGET_KEY] not in cut_options:  # chosen for another backbone
         st.session_state[CUT_LAYER_WIDGET_KEY] = None
     return setting(
