@@ -13,7 +13,7 @@ from tl_core.errors import TransferLabError
 from ui.choices import restore_choices, save_choices
 from ui.cookies import draw_pending_cookies
 from ui.listening import listening_problem
-from ui.navigation import register_pages
+from ui.navigation import follow_interrupted_navigation, page_finished, register_pages
 from ui.sidebar import show_account, show_context
 from ui.signin import show_welcome, sign_in_page
 from ui.state import server_settings, signed_in_user
@@ -65,11 +65,13 @@ register_pages(pages)
 warm_up_cut_layers()  # once per server: starts the model worker, so the Model page does not wait for it
 restore_choices()  # a reload or a new tab: this user's dataset, settings and run in view, from their workspace
 page = st.navigation(list(pages.values()))
+follow_interrupted_navigation(page)  # a click on another page that a typed box's commit undid
 if settings.sign_in_required:
     show_account()  # before the page, so signing out works even when the page stops early
 show_welcome()
 try:
     page.run()
+    page_finished(page)
 finally:
     show_context()  # after the page, so a dataset or run picked during this run shows at once
     save_choices()

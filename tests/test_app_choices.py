@@ -90,3 +90,23 @@ def test_a_typed_setting_counts_when_the_user_goes_straight_to_train(workspace: 
     errors = [error.value.replace("\\", "") for error in at.error]  # markdown-escaped on the page
     assert any("with 0 fine-tune epochs only trains the head" in error for error in errors), errors
     assert not [button for button in at.button if button.key == "train_start"]
+
+
+def test_a_click_on_another_page_that_a_typed_boxs_commit_undid_is_followed(workspace: Path) -> None:
+    """In Chromium the frontend asks for the clicked page first and sends the typed box's value just after, with the
+    Model page's name: that second request stops the Train page's run and draws Model again (the click undone, the
+    boxes at their minimums). The server sees a typed commit right after another page's unfinished run."""
+    at = new_tab()
+    open_page(at, "model").run()
+    at.session_state["navigation_last_run"] = ("train", False)  # the Train page's run that the commit stopped
+    at.number_input(key="model_epochs").set_value(6).run()
+    assert not at.exception
+    assert [title.value for title in at.title] == ["Train"], "the click is followed"
+    assert any(caption.value.startswith("Dataset ") and " · 6 epochs" in caption.value for caption in at.caption)
+
+    open_page(at, "model").run()
+    at.number_input(key="model_epochs").set_value(7).run()  # the run before was this page's own, and finished
+    assert [title.value for title in at.title] == ["Model"]
+    at.session_state["navigation_last_run"] = ("train", True)  # another page's run that finished: a plain edit
+    at.number_input(key="model_epochs").set_value(8).run()
+    assert [title.value for title in at.title] == ["Model"]

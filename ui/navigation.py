@@ -18,6 +18,8 @@ from typing import NoReturn
 import streamlit as st
 
 PAGES_KEY = "navigation_pages"
+LAST_RUN_KEY = "navigation_last_run"  # (url_path, finished) of the last full run of this session
+TYPED_COMMIT_KEY = "navigation_typed_commit"  # a typed box of the page left behind committed in this run
 APP_FILE = Path(__file__).resolve().parents[1] / "app.py"
 
 
@@ -50,6 +52,35 @@ def page_link(name: str, label: str, icon: str) -> None:
 def switch_to(name: str) -> NoReturn:
     """Open the page registered as `name` now (ends this script run)."""
     st.switch_page(registered_page(name))
+
+
+def note_typed_commit() -> None:
+    """Called by a typed box's on_change (see `follow_interrupted_navigation`)."""
+    st.session_state[TYPED_COMMIT_KEY] = True
+
+
+def follow_interrupted_navigation(page: st.Page) -> None:
+    """Go on to the page the user clicked when a box they had typed in pulled them back (call before `page.run()`).
+
+    Type in a number box, then click another page in the sidebar: Streamlit's frontend asks for the new page first
+    and sends the box's value as it loses focus just after, with the old page's name. The second request stops the
+    new page's run and draws the old page again, whose widgets the frontend has just forgotten: the click is undone
+    and the boxes show their minimums (seen in Chromium, 3 times in 3). The box's on_change has kept its value (ui.
+    setting_edits); this run carries that commit, and the run before it, of another page, did not finish: so this
+    opens that page again. `page_finished` after `page.run()` says a run finished.
+    """
+    last = st.session_state.get(LAST_RUN_KEY)
+    typed = st.session_state.pop(TYPED_COMMIT_KEY, False)
+    st.session_state[LAST_RUN_KEY] = (page.url_path, False)
+    if not typed or not last or last[1] or last[0] == page.url_path:
+        return
+    for candidate in st.session_state.get(PAGES_KEY, {}).values():
+        if candidate.url_path == last[0]:
+            st.switch_page(candidate)
+
+
+def page_finished(page: st.Page) -> None:
+    st.session_state[LAST_RUN_KEY] = (page.url_path, True)
 
 
 def run_app_instead() -> None:

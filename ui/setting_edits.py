@@ -21,6 +21,7 @@ from tl_core.config import ConfigError, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.models.registry import get_backbone_spec, resolve_image_size
 from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits
+from ui.navigation import note_typed_commit
 from ui.settings import parse_hidden_units
 from ui.state import (
     MODEL_CONFIG_KEY,
@@ -73,6 +74,7 @@ def settings_problem(model: ModelConfig, train: TrainConfig) -> None:
 def apply_typed_setting(key: str) -> None:
     """`on_change` of a typed box: its new value into the stored settings (see the module docstring)."""
     value = st.session_state.get(key)
+    note_typed_commit()  # this run may be the box's commit racing a click on another page: app.py follows the click
     saved = st.session_state.setdefault(SAVED_WIDGETS_KEY, {}).setdefault(MODEL_WIDGET_PREFIX, {})
     saved[key] = value  # what the Model page's widgets start from on its next visit
     model, train = st.session_state.get(MODEL_CONFIG_KEY), st.session_state.get(TRAIN_CONFIG_KEY)
