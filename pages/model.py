@@ -255,7 +255,6 @@ def model_page() -> None:
                 key="model_augment",
             )
 
-    st.subheader("Head and fine-tuning")
     head = head_and_fine_tuning(mode)
     # A text backbone has one weighted layer (the word vectors): no depth to cut at.
     cut_layer = cut_depth(backbone, parent) if data_modality.has_cut_depths else None

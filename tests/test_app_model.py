@@ -47,6 +47,8 @@ def test_defaults_build_a_run_config_for_a_quick_first_curve(app: AppTest, tmp_p
     assert config.model.backbone == "efficientnet_lite0" and config.model.weights == "imagenet"
     assert config.data.source == str(tmp_path / "shapes")
     assert any("Ready" in success.value for success in app.success)
+    headings = [subheader.value for subheader in app.subheader]
+    assert len(headings) == len(set(headings)), f"each section once: {headings}"
 
 
 def test_beginner_view_lists_recommended_and_expert_view_lists_all(app: AppTest) -> None:
