@@ -84,6 +84,14 @@ def test_a_typed_setting_counts_when_the_user_goes_straight_to_train(workspace: 
 
     open_page(at, "model").run()
     assert at.number_input(key="model_epochs").value == 4, "the Model page shows what will train"
+    for key in ("model_config", "train_config", "run_config"):  # as if the Model page's run was stopped early
+        del at.session_state[key]
+    at.number_input(key="model_epochs").set_value(3)
+    open_page(at, "train").run()
+    assert at.session_state["train_config"].epochs == 3 and at.session_state["run_config"].train.epochs == 3
+    assert at.session_state["run_config"].model == at.session_state["model_config"], "the defaults, with the value"
+
+    open_page(at, "model").run()
     at.radio(key="model_mode").set_value("fine-tune").run()
     at.number_input(key="model_fine_tune_epochs").set_value(0)
     open_page(at, "train").run()

@@ -1,12 +1,13 @@
-"""A typed setting takes effect when it is committed, even if the Model page never draws again.
+"""A typed setting takes effect when it is committed, even if the Model page does not run again to store it.
 
-A number or text box commits its value when it loses focus. Clicking another page in the sidebar right after typing
-blurs the box and navigates at once: Streamlit then runs the other page's script, the Model page never gets to turn
-the new value into the stored settings, and the Train page would start a run with the old epochs (seen in Chromium:
-type 5 epochs, click Train, and the caption said 10). Streamlit calls a widget's `on_change` before whichever page
-runs next, so `apply_typed_setting` folds the one changed value into the stored ModelConfig, TrainConfig and
-RunConfig, and into the widget values the Model page gives back on the next visit. The Model page, when it runs,
-still rebuilds all three from every widget, as before.
+A number or text box commits its value when it loses focus. Type in one and click another page in the sidebar, and
+Streamlit's frontend asks for the new page and sends the value in two requests, in either order (see
+`ui.navigation.follow_interrupted_navigation`): the Model page may never run with the new value, and the Train page
+would start a run with the old epochs (seen in Chromium: type 5 epochs, click Train, and the caption said 10).
+Streamlit calls a widget's `on_change` before whichever page runs next, so `apply_typed_setting` folds the one
+changed value into the stored ModelConfig, TrainConfig and RunConfig (the defaults the Train page would use, if the
+Model page never stored any), and into the widget values the Model page gives back on the next visit. The Model
+page, when it runs, still rebuilds all three from every widget, as before.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import streamlit as st
 
-from tl_core.config import ConfigError, ModelConfig, RunConfig, TrainConfig
+from tl_core.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.models.registry import get_backbone_spec, resolve_image_size
 from tl_core.server.limits import RunLimitError, RunLimits, check_run_limits
@@ -30,6 +31,9 @@ from ui.state import (
     SAVED_WIDGETS_KEY,
     SETTINGS_ERROR_KEY,
     TRAIN_CONFIG_KEY,
+    chosen_settings,
+    current_dataset,
+    current_modality,
     server_settings,
 )
 
@@ -77,9 +81,9 @@ def apply_typed_setting(key: str) -> None:
     note_typed_commit()  # this run may be the box's commit racing a click on another page: app.py follows the click
     saved = st.session_state.setdefault(SAVED_WIDGETS_KEY, {}).setdefault(MODEL_WIDGET_PREFIX, {})
     saved[key] = value  # what the Model page's widgets start from on its next visit
-    model, train = st.session_state.get(MODEL_CONFIG_KEY), st.session_state.get(TRAIN_CONFIG_KEY)
-    if not isinstance(model, ModelConfig) or not isinstance(train, TrainConfig):
-        return  # the settings are invalid or unset: the Model page rebuilds them (and says why) when it runs
+    if SETTINGS_ERROR_KEY in st.session_state:
+        return  # invalid for another reason too, perhaps: the Model page rebuilds them (and says why) when it runs
+    model, train = chosen_settings()  # the stored ones, or the defaults the Train page would use
     run = st.session_state.get(RUN_CONFIG_KEY)
     try:
         if key in TRAIN_EDITS:
@@ -96,9 +100,12 @@ def apply_typed_setting(key: str) -> None:
         return
     st.session_state.pop(SETTINGS_ERROR_KEY, None)
     st.session_state[MODEL_CONFIG_KEY], st.session_state[TRAIN_CONFIG_KEY] = model, train
+    name = (str(value).strip() or None) if key == RUN_NAME_KEY else run.name if isinstance(run, RunConfig) else None
     if isinstance(run, RunConfig):
-        name = (str(value).strip() or None) if key == RUN_NAME_KEY else run.name
         st.session_state[RUN_CONFIG_KEY] = dataclasses.replace(run, model=model, train=train, name=name)
+    elif dataset := current_dataset():
+        data = DataConfig(source=dataset, modality=current_modality())
+        st.session_state[RUN_CONFIG_KEY] = RunConfig(data=data, model=model, train=train, name=name)
 
 
 def typed_setting(key: str) -> dict[str, Any]:
