@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core.config import MODES, RUN_WEIGHTS_PREFIX, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from tl_core.config import MODES, RUN_WEIGHTS_PREFIX, ConfigError, ModelConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.modalities import get_modality
 from tl_core.models.registry import get_backbone_spec, list_backbones
@@ -17,7 +17,7 @@ from ui.advisor import (
 )
 from ui.model_form import AdvancedChoices, advanced_settings, cut_depth, head_and_fine_tuning, setting
 from ui.navigation import page_link, run_app_instead
-from ui.setting_edits import settings_problem, typed_setting
+from ui.setting_edits import forget_settings, keep_settings, settings_problem, typed_setting
 from ui.settings import (
     BATCH_SIZES,
     DEFAULT_EPOCHS,
@@ -34,11 +34,8 @@ from ui.settings import (
 )
 from ui.starting_weights import leave_parent_run, starting_weights
 from ui.state import (
-    MODEL_CONFIG_KEY,
     MODEL_WIDGET_PREFIX,
-    RUN_CONFIG_KEY,
     SETTINGS_ERROR_KEY,
-    TRAIN_CONFIG_KEY,
     current_dataset,
     current_modality,
     remember_widgets,
@@ -80,21 +77,10 @@ def store_settings(
     model_config: ModelConfig, train_config: TrainConfig, modality: str, run_name: str, parent: RunRecord | None
 ) -> None:
     """Keep the valid settings; with a dataset chosen they become this user's RunConfig."""
-    st.session_state.pop(SETTINGS_ERROR_KEY, None)
-    st.session_state[MODEL_CONFIG_KEY] = model_config
-    st.session_state[TRAIN_CONFIG_KEY] = train_config
-    dataset = current_dataset()
-    if not dataset:
-        st.session_state.pop(RUN_CONFIG_KEY, None)
+    if keep_settings(model_config, train_config, run_name.strip() or None) is None:
         st.info("Settings are valid. Pick a dataset on the Data page, then train.", icon=":material/info:")
         page_link("data", "Choose data", ":material/folder_open:")
         return
-    st.session_state[RUN_CONFIG_KEY] = RunConfig(
-        data=DataConfig(source=dataset, modality=modality),
-        model=model_config,
-        train=train_config,
-        name=run_name.strip() or None,
-    )
     phases = {
         "feature-extraction": f"{train_config.epochs} epochs",
         "progressive": f"head {train_config.epochs} epochs, then {train_config.stage_epochs} per unfrozen block"
@@ -326,9 +312,7 @@ def model_page() -> None:
             )
         settings_problem(model_config, train_config)
     except (ConfigError, TransferLabError) as exc:
-        st.session_state[SETTINGS_ERROR_KEY] = str(exc)
-        for key in (MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY):
-            st.session_state.pop(key, None)
+        forget_settings(str(exc))
         show_error(exc)
         if needs_download:
             offline_choice = get_backbone_spec(data_modality.default_backbone)

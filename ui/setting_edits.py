@@ -75,6 +75,26 @@ def settings_problem(model: ModelConfig, train: TrainConfig) -> None:
         raise RunLimitError(over_limits)
 
 
+def keep_settings(model: ModelConfig, train: TrainConfig, name: str | None) -> RunConfig | None:
+    """Keep valid settings; with a dataset chosen they become the RunConfig that Start queues (returned)."""
+    st.session_state.pop(SETTINGS_ERROR_KEY, None)
+    st.session_state[MODEL_CONFIG_KEY], st.session_state[TRAIN_CONFIG_KEY] = model, train
+    dataset = current_dataset()
+    if not dataset:
+        st.session_state.pop(RUN_CONFIG_KEY, None)
+        return None
+    run = RunConfig(data=DataConfig(source=dataset, modality=current_modality()), model=model, train=train, name=name)
+    st.session_state[RUN_CONFIG_KEY] = run
+    return run
+
+
+def forget_settings(reason: str) -> None:
+    """Drop settings that are invalid, keeping why (the Train page shows it and links to the Model page)."""
+    st.session_state[SETTINGS_ERROR_KEY] = reason
+    for key in (MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY):
+        st.session_state.pop(key, None)
+
+
 def apply_typed_setting(key: str) -> None:
     """`on_change` of a typed box: its new value into the stored settings (see the module docstring)."""
     value = st.session_state.get(key)
@@ -85,6 +105,7 @@ def apply_typed_setting(key: str) -> None:
         return  # invalid for another reason too, perhaps: the Model page rebuilds them (and says why) when it runs
     model, train = chosen_settings()  # the stored ones, or the defaults the Train page would use
     run = st.session_state.get(RUN_CONFIG_KEY)
+    name = run.name if isinstance(run, RunConfig) else None
     try:
         if key in TRAIN_EDITS:
             train = dataclasses.replace(train, **TRAIN_EDITS[key](value))
@@ -92,20 +113,13 @@ def apply_typed_setting(key: str) -> None:
             if key == "model_image_size" and model.image_size is None:
                 return  # text: the box is not this modality's
             model = dataclasses.replace(model, **MODEL_EDITS[key](value))
+        elif key == RUN_NAME_KEY:
+            name = str(value).strip() or None
         settings_problem(model, train)
     except (ConfigError, TransferLabError, TypeError, ValueError) as exc:
-        st.session_state[SETTINGS_ERROR_KEY] = str(exc)
-        for config_key in (MODEL_CONFIG_KEY, TRAIN_CONFIG_KEY, RUN_CONFIG_KEY):
-            st.session_state.pop(config_key, None)
+        forget_settings(str(exc))
         return
-    st.session_state.pop(SETTINGS_ERROR_KEY, None)
-    st.session_state[MODEL_CONFIG_KEY], st.session_state[TRAIN_CONFIG_KEY] = model, train
-    name = (str(value).strip() or None) if key == RUN_NAME_KEY else run.name if isinstance(run, RunConfig) else None
-    if isinstance(run, RunConfig):
-        st.session_state[RUN_CONFIG_KEY] = dataclasses.replace(run, model=model, train=train, name=name)
-    elif dataset := current_dataset():
-        data = DataConfig(source=dataset, modality=current_modality())
-        st.session_state[RUN_CONFIG_KEY] = RunConfig(data=data, model=model, train=train, name=name)
+    keep_settings(model, train, name)
 
 
 def typed_setting(key: str) -> dict[str, Any]:
