@@ -25,8 +25,8 @@ def plain(markdown: str) -> str:
     return re.sub(r"\\(.)", r"\1", markdown)
 
 
-@pytest.fixture()
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+def open_model_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """A new session on the Model page, with a tiny dataset chosen and its own workspace."""
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["dataset_path"] = str(
@@ -36,6 +36,11 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     open_page(at, "model").run()
     assert not at.exception
     return at
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    return open_model_page(tmp_path, monkeypatch)
 
 
 def test_defaults_build_a_run_config_for_a_quick_first_curve(app: AppTest, tmp_path: Path) -> None:
@@ -211,14 +216,7 @@ def test_the_page_does_not_wait_for_the_model_process_to_list_a_backbones_blocks
 
     monkeypatch.setattr(advisor, "cut_layers", listing_held_back)
     monkeypatch.setattr(advisor, "_listings", {})
-    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "workspace"))
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.session_state["dataset_path"] = str(
-        make_shapes_dataset(tmp_path / "shapes", num_classes=2, images_per_class=4, image_size=32)
-    )
-    at.run()
-    open_page(at, "model").run()
-    assert not at.exception
+    at = open_model_page(tmp_path, monkeypatch)
     assert not [box for box in at.selectbox if box.key == "model_cut_layer"]
     assert any("blocks are being listed" in caption.value for caption in at.caption)
     assert at.session_state["run_config"].model.cut_layer is None, "the last layer meanwhile; Start works"
