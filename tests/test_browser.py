@@ -145,7 +145,7 @@ def test_upload_train_watch_and_evaluate(server: str, tmp_path: Path) -> None:
         go("Train")
         started = time.monotonic()
         page.get_by_role("button", name="Start training").click()
-        expect(page.get_by_test_id("stProgress")).to_be_visible()
+        expect(page.get_by_test_id("stProgress").first).to_be_visible()
         expect(page.locator(f"[data-testid=stMain] {CHART}").first).to_be_visible(timeout=240_000)
         first_curve_s = time.monotonic() - started
         shot("04-train-live")
